@@ -1,0 +1,128 @@
+#include "tp_common.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+int tp_fs_mkdirs(const char *path)
+{
+	char *p = strdup(path);
+	int rc = 0;
+	if (!p)
+		return tp_error_set(TP_ENOMEM, "out of memory");
+	size_t len = strlen(p);
+	while (len > 1 && p[len - 1] == '/')
+		p[--len] = '\0';
+	for (char *s = p + 1;; s++) {
+		if (*s != '/' && *s != '\0')
+			continue;
+		char c = *s;
+		*s = '\0';
+		if (mkdir(p, 0777) != 0 && errno != EEXIST) {
+			rc = tp_error_set_errno(tp_error_from_errno(errno), errno,
+						"creating directory %s", p);
+			goto done;
+		}
+		*s = c;
+		if (c == '\0')
+			break;
+	}
+	if (!tp_fs_is_dir(path))
+		rc = tp_error_set(TP_EIO, "%s exists and is not a directory", path);
+done:
+	free(p);
+	return rc;
+}
+
+bool tp_fs_is_dir(const char *path)
+{
+	struct stat st;
+	return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+int tp_fs_write_all(int fd, const void *buf, size_t n)
+{
+	const char *p = buf;
+	while (n > 0) {
+		ssize_t w = write(fd, p, n);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			return tp_error_set_errno(tp_error_from_errno(errno), errno, "write failed");
+		}
+		p += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+int tp_fs_read_full(int fd, void *buf, size_t n, size_t *got)
+{
+	char *p = buf;
+	size_t total = 0;
+	while (total < n) {
+		ssize_t r = read(fd, p + total, n - total);
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			return tp_error_set_errno(tp_error_from_errno(errno), errno, "read failed");
+		}
+		if (r == 0)
+			break;
+		total += (size_t)r;
+	}
+	*got = total;
+	return 0;
+}
+
+int tp_fs_fsync_dir(const char *dir)
+{
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return tp_error_set_errno(tp_error_from_errno(errno), errno, "opening %s", dir);
+	int rc = 0;
+	/* Some filesystems refuse fsync on directories; that is not data loss. */
+	if (fsync(fd) != 0 && errno != EINVAL && errno != EROFS)
+		rc = tp_error_set_errno(TP_EIO, errno, "fsync %s", dir);
+	close(fd);
+	return rc;
+}
+
+int tp_path_join(char **out, const char *a, const char *b)
+{
+	size_t la = strlen(a), lb = strlen(b);
+	while (la > 1 && a[la - 1] == '/')
+		la--;
+	while (lb > 0 && b[0] == '/')
+		b++, lb--;
+	char *p = malloc(la + lb + 2);
+	if (!p)
+		return tp_error_set(TP_ENOMEM, "out of memory");
+	memcpy(p, a, la);
+	size_t off = la;
+	if (!(la == 1 && a[0] == '/'))
+		p[off++] = '/';
+	memcpy(p + off, b, lb);
+	p[off + lb] = '\0';
+	*out = p;
+	return 0;
+}
+
+void tp_fmt_bytes(uint64_t n, char *out, size_t outlen)
+{
+	static const char *units[] = { "B", "KiB", "MiB", "GiB", "TiB" };
+	double v = (double)n;
+	int u = 0;
+	while (v >= 1024.0 && u < 4) {
+		v /= 1024.0;
+		u++;
+	}
+	if (u == 0)
+		snprintf(out, outlen, "%llu B", (unsigned long long)n);
+	else
+		snprintf(out, outlen, "%.2f %s", v, units[u]);
+}

@@ -1,0 +1,141 @@
+/*
+ * tenpak common: errors, capped buffers, logging, sha256, small file helpers.
+ *
+ * This module depends on nothing else in tenpak. Every function that can fail
+ * returns 0 or a negative TP_E* code and records a one-line message that
+ * tp_error_last() returns (per thread).
+ */
+#ifndef TP_COMMON_H
+#define TP_COMMON_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---- errors ------------------------------------------------------------ */
+
+enum {
+	TP_OK = 0,
+	TP_EINVAL = -1,    /* bad argument or malformed input */
+	TP_ENOMEM = -2,    /* allocation failed */
+	TP_EIO = -3,       /* read/write/OS failure */
+	TP_ENOTFOUND = -4, /* object, file or key absent */
+	TP_ECORRUPT = -5,  /* data failed a checksum or structural check */
+	TP_ETOOBIG = -6,   /* a size exceeded its cap or overflowed */
+	TP_EPROTO = -7,    /* protocol violation from the peer */
+	TP_ECONFIG = -8,   /* unusable configuration */
+	TP_EUNSUPPORTED = -9,
+	TP_EAUTH = -10,    /* permission or credentials refused */
+	TP_ENOSPACE = -11, /* out of disk space or quota */
+};
+
+/* Record a message for the current thread; returns code so callers can
+ * write `return tp_error_set(TP_EINVAL, "...")`. */
+int tp_error_set(int code, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+/* Like tp_error_set, appending ": strerror(errnum)". */
+int tp_error_set_errno(int code, int errnum, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+/* Map an errno value to the closest TP_E* code. */
+int tp_error_from_errno(int errnum);
+/* Prefix the current message with more context ("reading X: <old>"). */
+int tp_error_wrap(int code, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+const char *tp_error_last(void);
+void tp_error_clear(void);
+/* Short stable name of a code, e.g. "not found". */
+const char *tp_error_name(int code);
+
+/* ---- capped dynamic buffer --------------------------------------------- */
+
+/* A growable byte buffer that refuses to grow past `cap` bytes, so that
+ * anything sized by untrusted input has a hard limit. Always NUL-terminated
+ * one past `len` once anything was added. */
+typedef struct tp_buf {
+	char *ptr;
+	size_t len;
+	size_t alloc;
+	size_t cap;
+} tp_buf;
+
+#define TP_BUF_INIT(cap_) { NULL, 0, 0, (cap_) }
+
+void tp_buf_init(tp_buf *b, size_t cap);
+void tp_buf_free(tp_buf *b);
+void tp_buf_reset(tp_buf *b);
+int tp_buf_add(tp_buf *b, const void *data, size_t n);
+int tp_buf_adds(tp_buf *b, const char *s);
+int tp_buf_addf(tp_buf *b, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+int tp_buf_vaddf(tp_buf *b, const char *fmt, va_list ap);
+/* Hand the buffer's memory to the caller (NULL if empty) and reset it. */
+char *tp_buf_detach(tp_buf *b);
+
+/* Overflow-checked size arithmetic: return false on overflow. */
+static inline bool tp_add_ok(size_t a, size_t b, size_t *out)
+{
+	return !__builtin_add_overflow(a, b, out);
+}
+static inline bool tp_mul_ok(size_t a, size_t b, size_t *out)
+{
+	return !__builtin_mul_overflow(a, b, out);
+}
+
+/* ---- logging (stderr only) --------------------------------------------- */
+
+enum { TP_LOG_ERROR = 0, TP_LOG_WARN = 1, TP_LOG_INFO = 2, TP_LOG_TRACE = 3 };
+
+/* Reads TENPAK_TRACE / GIT_TRACE once; "1", "true" or "2" enable tracing. */
+void tp_log_init(const char *progname);
+void tp_log_set_level(int level);
+bool tp_log_enabled(int level);
+void tp_log(int level, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+#define tp_trace(...) \
+	do { if (tp_log_enabled(TP_LOG_TRACE)) tp_log(TP_LOG_TRACE, __VA_ARGS__); } while (0)
+
+/* ---- sha256 (libsodium) ------------------------------------------------ */
+
+#define TP_SHA256_LEN 32
+#define TP_OID_HEXLEN 64
+
+typedef struct tp_sha256 {
+	/* Opaque storage large and aligned enough for libsodium's state. */
+	_Alignas(16) unsigned char state[128];
+} tp_sha256;
+
+void tp_sha256_init(tp_sha256 *h);
+void tp_sha256_update(tp_sha256 *h, const void *data, size_t n);
+void tp_sha256_final(tp_sha256 *h, unsigned char out[TP_SHA256_LEN]);
+/* Hex-encode a digest into out (65 bytes, NUL-terminated, lowercase). */
+void tp_sha256_hex(const unsigned char digest[TP_SHA256_LEN], char out[TP_OID_HEXLEN + 1]);
+/* True when s is exactly 64 lowercase hex digits (an LFS oid). */
+bool tp_oid_valid(const char *s);
+/* sha256 of a whole file, streamed; *size_out gets its length if non-NULL. */
+int tp_sha256_file(const char *path, char out_hex[TP_OID_HEXLEN + 1], uint64_t *size_out);
+
+/* ---- progress --------------------------------------------------------- */
+
+/* Called as long work advances; `done` counts logical bytes of `total`.
+ * A non-zero return aborts the work with that code. */
+typedef int (*tp_progress_fn)(void *ctx, uint64_t done, uint64_t total);
+
+/* ---- file helpers ------------------------------------------------------ */
+
+/* mkdir -p with mode 0777 & ~umask; existing directories are fine. */
+int tp_fs_mkdirs(const char *path);
+/* write(2) all of buf, retrying on EINTR and short writes. */
+int tp_fs_write_all(int fd, const void *buf, size_t n);
+/* read(2) up to n bytes, retrying on EINTR; *got < n only at end of file. */
+int tp_fs_read_full(int fd, void *buf, size_t n, size_t *got);
+/* fsync a directory so a rename inside it is durable. */
+int tp_fs_fsync_dir(const char *dir);
+/* Join two path parts with exactly one '/'; result malloc'd into *out. */
+int tp_path_join(char **out, const char *a, const char *b);
+bool tp_fs_is_dir(const char *path);
+
+/* Human-readable byte count ("1.5 MiB") into out. */
+void tp_fmt_bytes(uint64_t n, char *out, size_t outlen);
+
+#endif

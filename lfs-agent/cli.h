@@ -1,0 +1,48 @@
+/* The tenpak executable's commands. Each returns the process exit code. */
+#ifndef TP_CLI_H
+#define TP_CLI_H
+
+#include <stdbool.h>
+
+#include "tp_common.h"
+#include "tp_lineage.h"
+
+enum { TP_EXIT_OK = 0, TP_EXIT_FAIL = 1, TP_EXIT_USAGE = 2 };
+
+int tp_cmd_agent(int argc, char **argv);
+int tp_cmd_install(int argc, char **argv);
+int tp_cmd_uninstall(int argc, char **argv);
+int tp_cmd_store(int argc, char **argv);
+int tp_cmd_delta(int argc, char **argv);
+
+/* "tenpak: <cmd>: <message>" on stderr; returns TP_EXIT_USAGE. */
+int tp_cli_usage_error(const char *cmd, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+/* "tenpak: <cmd>: <tp_error_last()>" on stderr; returns TP_EXIT_FAIL. */
+int tp_cli_fail(const char *cmd);
+/* True for -h / --help. */
+bool tp_cli_is_help(const char *arg);
+
+/* One command-line option: a flag (value == NULL) or an option with a
+ * value ("--name VALUE" or "--name=VALUE"). */
+typedef struct tp_cli_opt {
+	const char *name; /* "--store" */
+	bool *flag;       /* set to true when seen (flags) */
+	const char **value;
+} tp_cli_opt;
+
+enum { TP_CLI_PARSED = 0, TP_CLI_HELP = -1 };
+
+/* Parse argv[1..argc) against opts (terminated by a zero entry). Positional
+ * arguments are moved, in order, to argv[1..*npos]. Returns TP_CLI_PARSED,
+ * TP_CLI_HELP for -h/--help, or TP_EXIT_USAGE after printing why. "--"
+ * ends options. */
+int tp_cli_parse(const char *cmd, int argc, char **argv, const tp_cli_opt *opts, int *npos);
+
+/* Where objects go: --store flag, else TENPAK_STORE, else tenpak.store from
+ * git config (repo may be NULL), else the per-user default. *source says
+ * which, for messages. */
+int tp_cli_store_url(tp_lineage_repo *repo, const char *flag, char **url,
+		     const char **source);
+
+#endif

@@ -1,0 +1,272 @@
+/*
+ * tenpak agent: git-lfs custom transfer agent, standalone mode.
+ *
+ * git-lfs writes one JSON request per line on stdin and reads our replies
+ * on stdout; stdout carries protocol lines only, logs go to stderr. A failed
+ * object is reported on that object and the agent keeps serving.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "tp_protocol.h"
+#include "tp_store.h"
+
+static const char agent_help[] =
+	"usage: tenpak agent\n"
+	"\n"
+	"The git-lfs custom transfer agent. git-lfs starts it (see 'tenpak\n"
+	"install'); it reads requests on stdin and answers on stdout.\n"
+	"\n"
+	"The store is TENPAK_STORE if set, else git config tenpak.store of the\n"
+	"repository git-lfs runs in, else the per-user default store.\n"
+	"Set TENPAK_TRACE=1 (or GIT_TRACE=1) for a log on stderr.\n";
+
+typedef struct agent {
+	tp_proto_reader in;
+	tp_buf out;
+	tp_proto_op op;
+	bool initialized;
+	tp_store *store;
+	tp_lineage_repo *repo;
+	char *lfs_tmp; /* downloads are written here; git-lfs renames them */
+	/* the object in flight, for progress events */
+	const char *oid;
+	uint64_t reported;
+} agent;
+
+/* Send what is in a->out as one write; a dead git-lfs ends the agent. */
+static int send_out(agent *a)
+{
+	int rc = tp_fs_write_all(STDOUT_FILENO, a->out.ptr, a->out.len);
+	tp_buf_reset(&a->out);
+	if (rc)
+		tp_error_wrap(rc, "writing to git-lfs");
+	return rc;
+}
+
+static int send_complete_error(agent *a, const char *oid, int code)
+{
+	tp_log(TP_LOG_ERROR, "%s: %s", oid, tp_error_last());
+	int rc = tp_proto_format_complete_error(&a->out, oid, tp_proto_error_code(code),
+						tp_error_last());
+	return rc ? rc : send_out(a);
+}
+
+static int on_progress(void *ctx, uint64_t done, uint64_t total)
+{
+	agent *a = ctx;
+	(void)total;
+	if (done <= a->reported)
+		return 0;
+	int rc = tp_proto_format_progress(&a->out, a->oid, done, done - a->reported);
+	a->reported = done;
+	return rc ? rc : send_out(a);
+}
+
+static int open_store(agent *a)
+{
+	char *url = NULL;
+	const char *source = NULL;
+	int rc = tp_cli_store_url(a->repo, NULL, &url, &source);
+	if (!rc)
+		rc = tp_store_open(&a->store, url);
+	if (!rc)
+		tp_trace("store %s (from %s)", url, source);
+	free(url);
+	return rc;
+}
+
+static int init(agent *a, const tp_proto_request *req)
+{
+	int rc = tp_lineage_repo_open(&a->repo);
+	if (rc && rc != TP_ENOTFOUND)
+		goto done;
+	rc = 0;
+	if (req->operation == TP_PROTO_OP_DOWNLOAD) {
+		char *lfs = NULL;
+		if (!a->repo) {
+			rc = tp_error_set(TP_ECONFIG, "downloads need a git repository, and none "
+					  "was found from the current directory");
+			goto done;
+		}
+		if ((rc = tp_lineage_repo_lfs_dir(a->repo, &lfs)) != 0)
+			goto done;
+		rc = tp_path_join(&a->lfs_tmp, lfs, "tmp");
+		free(lfs);
+		if (rc || (rc = tp_fs_mkdirs(a->lfs_tmp)) != 0)
+			goto done;
+	}
+	if ((rc = open_store(a)) != 0)
+		goto done;
+	a->op = req->operation;
+	a->initialized = true;
+	tp_trace("init %s remote=%s concurrent=%d transfers=%d",
+		 a->op == TP_PROTO_OP_UPLOAD ? "upload" : "download",
+		 req->remote ? req->remote : "-", req->concurrent, req->concurrent_transfers);
+done:
+	if (rc) {
+		tp_log(TP_LOG_ERROR, "init: %s", tp_error_last());
+		int frc = tp_proto_format_init_error(&a->out, tp_proto_error_code(rc), tp_error_last());
+		return frc ? frc : send_out(a);
+	}
+	return tp_proto_format_init_ok(&a->out) ? TP_ENOMEM : send_out(a);
+}
+
+/* Reply with a full progress and complete: the object needs no transfer. */
+static int complete_now(agent *a, const tp_proto_request *req, const char *path)
+{
+	int rc = 0;
+	if (req->size > 0)
+		rc = tp_proto_format_progress(&a->out, req->oid, req->size, req->size);
+	if (!rc)
+		rc = tp_proto_format_complete(&a->out, req->oid, path);
+	return rc ? rc : send_out(a);
+}
+
+static int upload(agent *a, const tp_proto_request *req)
+{
+	tp_store_object_info info;
+	int rc = tp_store_object_stat(a->store, req->oid, &info);
+	if (rc == 0 && info.size == req->size) {
+		tp_trace("%s: already in the store", req->oid);
+		return complete_now(a, req, NULL);
+	}
+	/* An unreadable copy is replaced by this good one. */
+	if (rc && rc != TP_ENOTFOUND)
+		tp_log(TP_LOG_WARN, "%s: replacing unreadable stored copy: %s", req->oid,
+		       tp_error_last());
+	a->oid = req->oid;
+	a->reported = 0;
+	rc = tp_store_object_put_file(a->store, req->oid, req->size, req->path, on_progress, a);
+	if (rc)
+		return send_complete_error(a, req->oid, rc);
+	tp_trace("%s: stored %llu bytes", req->oid, (unsigned long long)req->size);
+	int frc = tp_proto_format_complete(&a->out, req->oid, NULL);
+	return frc ? frc : send_out(a);
+}
+
+static int download(agent *a, const tp_proto_request *req)
+{
+	char *tmp = NULL;
+	char name[sizeof("tenpak-") + TP_OID_HEXLEN + sizeof("-XXXXXX")];
+	snprintf(name, sizeof(name), "tenpak-%s-XXXXXX", req->oid);
+	int rc = tp_path_join(&tmp, a->lfs_tmp, name);
+	if (rc)
+		return rc;
+	int fd = mkstemp(tmp);
+	if (fd < 0) {
+		rc = tp_error_set_errno(tp_error_from_errno(errno), errno,
+					"creating a file in %s", a->lfs_tmp);
+		goto fail;
+	}
+	a->oid = req->oid;
+	a->reported = 0;
+	rc = tp_store_object_get_fd(a->store, req->oid, req->size, fd, on_progress, a);
+	if (close(fd) != 0 && !rc)
+		rc = tp_error_set_errno(TP_EIO, errno, "closing %s", tmp);
+	if (rc)
+		goto fail;
+	tp_trace("%s: rebuilt into %s", req->oid, tmp);
+	rc = tp_proto_format_complete(&a->out, req->oid, tmp);
+	free(tmp);
+	return rc ? rc : send_out(a);
+fail:
+	/* Nothing unverified may reach git-lfs. */
+	if (fd >= 0)
+		unlink(tmp);
+	free(tmp);
+	return send_complete_error(a, req->oid, rc);
+}
+
+/* A request that failed to parse: answer the object if we know which. */
+static int reject(agent *a, const tp_proto_request *req, int rc)
+{
+	bool transfer = req->event == TP_PROTO_EVENT_UPLOAD || req->event == TP_PROTO_EVENT_DOWNLOAD;
+	if (transfer && req->oid[0] && a->initialized)
+		return send_complete_error(a, req->oid, rc);
+	tp_log(TP_LOG_ERROR, "bad request: %s", tp_error_last());
+	return rc;
+}
+
+static int dispatch(agent *a, const tp_proto_request *req)
+{
+	if (req->event == TP_PROTO_EVENT_INIT) {
+		if (a->initialized)
+			return tp_error_set(TP_EPROTO, "a second init request");
+		return init(a, req);
+	}
+	if (!a->initialized)
+		return tp_error_set(TP_EPROTO, "a transfer request before init");
+	bool up = req->event == TP_PROTO_EVENT_UPLOAD;
+	if ((up ? TP_PROTO_OP_UPLOAD : TP_PROTO_OP_DOWNLOAD) != a->op) {
+		tp_error_set(TP_EPROTO, "%s request in a %s session", up ? "upload" : "download",
+			     up ? "download" : "upload");
+		return send_complete_error(a, req->oid, TP_EPROTO);
+	}
+	return up ? upload(a, req) : download(a, req);
+}
+
+static int serve(agent *a)
+{
+	for (;;) {
+		const char *line;
+		size_t len;
+		tp_proto_request req;
+		int rc = tp_proto_reader_next(&a->in, &line, &len);
+		if (rc)
+			return rc;
+		if (!line)
+			return 0; /* git-lfs closed stdin */
+		if (len == 0)
+			continue;
+		rc = tp_proto_parse(&req, line, len);
+		if (rc == TP_EPROTO) {
+			rc = reject(a, &req, rc);
+		} else if (rc == 0) {
+			if (req.event == TP_PROTO_EVENT_TERMINATE) {
+				tp_proto_request_clear(&req);
+				return 0;
+			}
+			rc = dispatch(a, &req);
+		}
+		tp_proto_request_clear(&req);
+		if (rc)
+			return rc;
+	}
+}
+
+int tp_cmd_agent(int argc, char **argv)
+{
+	int npos = 0;
+	tp_cli_opt opts[] = { { NULL, NULL, NULL } };
+	int prc = tp_cli_parse("agent", argc, argv, opts, &npos);
+	if (prc == TP_CLI_HELP) {
+		fputs(agent_help, stdout);
+		return TP_EXIT_OK;
+	}
+	if (prc)
+		return prc;
+	if (npos > 0)
+		return tp_cli_usage_error("agent", "unexpected argument '%s'", argv[1]);
+
+	/* A vanished git-lfs shows up as EPIPE from write, handled there. */
+	signal(SIGPIPE, SIG_IGN);
+	agent a = { .out = TP_BUF_INIT(TP_PROTO_LINE_MAX) };
+	int rc = tp_proto_reader_init(&a.in, STDIN_FILENO);
+	if (!rc)
+		rc = serve(&a);
+	if (rc)
+		fprintf(stderr, "tenpak: agent: %s\n", tp_error_last());
+	tp_proto_reader_free(&a.in);
+	tp_buf_free(&a.out);
+	tp_store_free(a.store);
+	tp_lineage_repo_free(a.repo);
+	free(a.lfs_tmp);
+	return rc ? TP_EXIT_FAIL : TP_EXIT_OK;
+}

@@ -1,0 +1,192 @@
+#include <git2.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tp_lineage.h"
+
+struct tp_lineage_repo {
+	git_repository *repo;
+};
+
+struct tp_lineage_config {
+	git_config *cfg;
+	char *path;
+};
+
+static pthread_once_t git_once = PTHREAD_ONCE_INIT;
+
+static void git_init(void)
+{
+	git_libgit2_init();
+}
+
+/* Turn libgit2's last error into ours, keeping its text. */
+static int git_fail(int code, const char *what)
+{
+	const git_error *e = git_error_last();
+	return tp_error_set(code, "%s: %s", what, e && e->message ? e->message : "libgit2 error");
+}
+
+/* Like git: $GIT_DIR names the repository; otherwise search upward from the
+ * current directory, stopping at $GIT_CEILING_DIRECTORIES. (libgit2's own
+ * GIT_REPOSITORY_OPEN_FROM_ENV refuses GIT_WORK_TREE, which git sets when it
+ * runs filters in a linked worktree; only the git dir matters here.) */
+int tp_lineage_repo_open(tp_lineage_repo **out)
+{
+	pthread_once(&git_once, git_init);
+	git_repository *repo = NULL;
+	const char *git_dir = getenv("GIT_DIR");
+	int err;
+	if (git_dir && *git_dir)
+		err = git_repository_open_ext(&repo, git_dir, GIT_REPOSITORY_OPEN_NO_SEARCH, NULL);
+	else
+		err = git_repository_open_ext(&repo, ".", 0, getenv("GIT_CEILING_DIRECTORIES"));
+	if (err == GIT_ENOTFOUND)
+		return tp_error_set(TP_ENOTFOUND, "not inside a git repository");
+	if (err < 0)
+		return git_fail(TP_EIO, "opening the git repository");
+	tp_lineage_repo *r = calloc(1, sizeof(*r));
+	if (!r) {
+		git_repository_free(repo);
+		return tp_error_set(TP_ENOMEM, "out of memory");
+	}
+	r->repo = repo;
+	*out = r;
+	return 0;
+}
+
+void tp_lineage_repo_free(tp_lineage_repo *r)
+{
+	if (!r)
+		return;
+	git_repository_free(r->repo);
+	free(r);
+}
+
+int tp_lineage_repo_lfs_dir(tp_lineage_repo *r, char **out)
+{
+	const char *common = git_repository_commondir(r->repo);
+	char *storage = NULL;
+	int rc = tp_lineage_config_get(r, "lfs.storage", &storage);
+	if (rc == TP_ENOTFOUND)
+		return tp_path_join(out, common, "lfs");
+	if (rc)
+		return rc;
+	if (storage[0] == '/') {
+		*out = storage;
+		return 0;
+	}
+	rc = tp_path_join(out, common, storage);
+	free(storage);
+	return rc;
+}
+
+static int read_string(git_config *cfg, const char *key, char **out)
+{
+	git_buf buf = { 0 };
+	int err = git_config_get_string_buf(&buf, cfg, key);
+	if (err == GIT_ENOTFOUND)
+		return tp_error_set(TP_ENOTFOUND, "%s is not set", key);
+	if (err < 0)
+		return git_fail(TP_ECONFIG, key);
+	*out = strdup(buf.ptr);
+	git_buf_dispose(&buf);
+	return *out ? 0 : tp_error_set(TP_ENOMEM, "out of memory");
+}
+
+int tp_lineage_config_get(tp_lineage_repo *r, const char *key, char **out)
+{
+	pthread_once(&git_once, git_init);
+	git_config *cfg = NULL;
+	int err = r ? git_repository_config_snapshot(&cfg, r->repo) : git_config_open_default(&cfg);
+	if (err < 0)
+		return git_fail(TP_ECONFIG, "reading git config");
+	int rc = read_string(cfg, key, out);
+	git_config_free(cfg);
+	return rc;
+}
+
+/* ~/.gitconfig, whether or not it exists yet (git creates it on write too). */
+static int global_config_path(char **out)
+{
+	git_buf found = { 0 };
+	if (git_config_find_global(&found) == 0) {
+		*out = strdup(found.ptr);
+		git_buf_dispose(&found);
+		return *out ? 0 : tp_error_set(TP_ENOMEM, "out of memory");
+	}
+	const char *home = getenv("HOME");
+	if (!home || home[0] != '/')
+		return tp_error_set(TP_ECONFIG, "HOME is not set; cannot find the global git config");
+	return tp_path_join(out, home, ".gitconfig");
+}
+
+static int local_config_path(char **out)
+{
+	tp_lineage_repo *r = NULL;
+	int rc = tp_lineage_repo_open(&r);
+	if (rc)
+		return tp_error_wrap(rc, "--local needs a repository");
+	rc = tp_path_join(out, git_repository_commondir(r->repo), "config");
+	tp_lineage_repo_free(r);
+	return rc;
+}
+
+int tp_lineage_config_open(tp_lineage_config **out, tp_lineage_scope scope)
+{
+	pthread_once(&git_once, git_init);
+	tp_lineage_config *c = calloc(1, sizeof(*c));
+	int rc = 0;
+	if (!c)
+		return tp_error_set(TP_ENOMEM, "out of memory");
+	rc = scope == TP_LINEAGE_SCOPE_LOCAL ? local_config_path(&c->path)
+					     : global_config_path(&c->path);
+	if (!rc && git_config_open_ondisk(&c->cfg, c->path) < 0)
+		rc = git_fail(TP_ECONFIG, c->path);
+	if (rc) {
+		tp_lineage_config_free(c);
+		return rc;
+	}
+	*out = c;
+	return 0;
+}
+
+void tp_lineage_config_free(tp_lineage_config *c)
+{
+	if (!c)
+		return;
+	git_config_free(c->cfg);
+	free(c->path);
+	free(c);
+}
+
+const char *tp_lineage_config_path(const tp_lineage_config *c)
+{
+	return c->path;
+}
+
+int tp_lineage_config_read(tp_lineage_config *c, const char *key, char **out)
+{
+	git_config *snap = NULL;
+	if (git_config_snapshot(&snap, c->cfg) < 0)
+		return git_fail(TP_ECONFIG, c->path);
+	int rc = read_string(snap, key, out);
+	git_config_free(snap);
+	return rc;
+}
+
+int tp_lineage_config_set(tp_lineage_config *c, const char *key, const char *value)
+{
+	if (git_config_set_string(c->cfg, key, value) < 0)
+		return git_fail(TP_ECONFIG, c->path);
+	return 0;
+}
+
+int tp_lineage_config_unset(tp_lineage_config *c, const char *key)
+{
+	int err = git_config_delete_entry(c->cfg, key);
+	if (err < 0 && err != GIT_ENOTFOUND)
+		return git_fail(TP_ECONFIG, c->path);
+	return 0;
+}

@@ -1,0 +1,31 @@
+#!/bin/sh
+# Install the Debian packages tenpak needs to build and test, if missing.
+# As root it runs apt-get (update once, then install); otherwise it prints
+# the command to run. Usage: scripts/deps.sh [EXTRA-PACKAGE...]
+set -eu
+
+PACKAGES="gcc make cmake pkg-config git git-lfs ca-certificates
+libgit2-dev libcurl4-openssl-dev libcjson-dev libzstd-dev libsodium-dev $*"
+
+missing=""
+for pkg in $PACKAGES; do
+	status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)
+	case "$status" in
+	*"install ok installed"*) ;;
+	*) missing="$missing $pkg" ;;
+	esac
+done
+
+[ -z "$missing" ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+	echo "tenpak: missing Debian packages:$missing" >&2
+	echo "tenpak: install them with: sudo apt-get install$missing" >&2
+	exit 1
+fi
+
+echo "tenpak: installing$missing" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+# shellcheck disable=SC2086
+apt-get install -y -qq --no-install-recommends $missing >/dev/null

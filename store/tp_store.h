@@ -1,0 +1,121 @@
+/*
+ * tenpak store: where objects live.
+ *
+ * A store is a backend (vtable) over flat keys such as "objects/ab/cd/<oid>",
+ * plus an object layer that frames, compresses and verifies LFS content.
+ * Backends: a local directory (file:///abs/path or /abs/path). Writes are
+ * atomic: a reader sees a whole object or none, whatever the concurrency.
+ */
+#ifndef TP_STORE_H
+#define TP_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tp_common.h"
+
+/* Longest key accepted by tp_store_key_valid. */
+#define TP_STORE_KEY_MAX 512
+
+typedef struct tp_store tp_store;
+
+/* Pull source for writes: fill buf with up to cap bytes; *got == 0 means the
+ * end. A non-zero return aborts the write and nothing becomes visible. */
+typedef struct tp_store_source {
+	int (*read)(void *ctx, void *buf, size_t cap, size_t *got);
+	void *ctx;
+} tp_store_source;
+
+/* Push sink for reads. A non-zero return aborts the read. */
+typedef struct tp_store_sink {
+	int (*write)(void *ctx, const void *buf, size_t n);
+	void *ctx;
+} tp_store_sink;
+
+/* Called for each key under a prefix by tp_store_list. */
+typedef int (*tp_store_list_fn)(void *ctx, const char *key, uint64_t size);
+
+typedef struct tp_store_backend {
+	const char *scheme;
+	/* Size of the stored bytes; TP_ENOTFOUND when absent. */
+	int (*stat)(tp_store *s, const char *key, uint64_t *size);
+	/* Stream bytes [offset, offset+len) to sink; len == UINT64_MAX: to end. */
+	int (*get)(tp_store *s, const char *key, uint64_t offset, uint64_t len,
+		   const tp_store_sink *sink);
+	/* Store all of src under key, atomically replacing any old value. */
+	int (*put)(tp_store *s, const char *key, const tp_store_source *src);
+	/* Delete key; absent keys are not an error. */
+	int (*remove)(tp_store *s, const char *key);
+	/* Visit every key starting with prefix, in no particular order. */
+	int (*list)(tp_store *s, const char *prefix, tp_store_list_fn fn, void *ctx);
+	void (*free)(tp_store *s);
+} tp_store_backend;
+
+struct tp_store {
+	const tp_store_backend *backend;
+	char *url;
+};
+
+/* Open a store by URL: "file:///abs/path" or "/abs/path" (created if
+ * missing). Unknown schemes and relative paths are TP_ECONFIG. */
+int tp_store_open(tp_store **out, const char *url);
+void tp_store_free(tp_store *s);
+const char *tp_store_url(const tp_store *s);
+
+/* Keys are relative, '/'-separated, made of [A-Za-z0-9._-] components that
+ * are neither empty, "." nor "..": they can never escape a store's root. */
+bool tp_store_key_valid(const char *key);
+
+int tp_store_stat(tp_store *s, const char *key, uint64_t *size);
+int tp_store_get(tp_store *s, const char *key, uint64_t offset, uint64_t len,
+		 const tp_store_sink *sink);
+int tp_store_put(tp_store *s, const char *key, const tp_store_source *src);
+int tp_store_remove(tp_store *s, const char *key);
+int tp_store_list(tp_store *s, const char *prefix, tp_store_list_fn fn, void *ctx);
+
+/* ---- objects: LFS content addressed by oid (see store/FORMAT.md) ------- */
+
+#define TP_STORE_OBJECT_KEY_LEN (sizeof("objects/ab/cd/") - 1 + TP_OID_HEXLEN)
+#define TP_STORE_OBJECT_HEADER_LEN 16
+
+typedef enum {
+	TP_STORE_KIND_WHOLE = 1, /* the file's bytes, zstd-compressed */
+} tp_store_kind;
+
+typedef struct tp_store_object_info {
+	tp_store_kind kind;
+	uint64_t size;        /* logical size: the LFS file's length */
+	uint64_t stored_size; /* physical bytes in the store */
+} tp_store_object_info;
+
+/* "objects/ab/cd/<oid>"; oid must be valid. out has room for the key + NUL. */
+void tp_store_object_key(char out[TP_STORE_OBJECT_KEY_LEN + 1], const char *oid);
+/* TP_ENOTFOUND when the store lacks oid. Reads only the object header. */
+int tp_store_object_stat(tp_store *s, const char *oid, tp_store_object_info *info);
+/* Compress the file at path and store it as oid. The file's sha256 and
+ * length are checked against oid and size while streaming; on mismatch
+ * nothing is stored (TP_ECORRUPT). */
+int tp_store_object_put_file(tp_store *s, const char *oid, uint64_t size, const char *path,
+			     tp_progress_fn progress, void *progress_ctx);
+/* Fetch oid, decompress into fd (from its current offset) and verify
+ * length and sha256; TP_ECORRUPT on mismatch (fd then holds garbage the
+ * caller must discard). */
+int tp_store_object_get_fd(tp_store *s, const char *oid, uint64_t size, int fd,
+			   tp_progress_fn progress, void *progress_ctx);
+
+/* Totals over every object, for `tenpak store stats`. */
+typedef struct tp_store_stats {
+	uint64_t objects;
+	uint64_t logical_bytes;
+	uint64_t physical_bytes;
+	uint64_t unreadable; /* keys under objects/ whose header is not valid */
+} tp_store_stats;
+
+int tp_store_stats_collect(tp_store *s, tp_store_stats *out);
+
+/* Default local store for this user: $XDG_DATA_HOME/tenpak/store, else
+ * $HOME/.local/share/tenpak/store. malloc'd into *out. */
+int tp_store_default_url(char **out);
+
+#endif

@@ -1,0 +1,96 @@
+#!/bin/sh
+# The command line: help, version, usage errors, install and uninstall.
+. "$(dirname "$0")/lib.sh"
+
+test_expect_success 'version and help' '
+	"$TENPAK" --version | grep -q "^tenpak [0-9]" &&
+	"$TENPAK" --help | grep -q "usage: tenpak" &&
+	for cmd in install uninstall agent store; do
+		"$TENPAK" $cmd --help | grep -q "usage: tenpak $cmd" || exit 1
+	done
+'
+
+test_expect_success 'unknown commands and bad flags exit 2 with one line' '
+	for args in "bogus" "--bogus" "install --bogus" "install --store" \
+		    "install --local --global" "agent extra" "store" "store frobnicate" \
+		    "uninstall --store=x"; do
+		set +e
+		"$TENPAK" $args >out 2>err
+		rc=$?
+		set -e
+		test "$rc" = 2 || { echo "$args: exit $rc"; exit 1; }
+		test "$(wc -l <err)" = 1 || { echo "$args:"; cat err; exit 1; }
+		test ! -s out
+	done
+'
+
+cfg_dump() {
+	git config --file "$1" --list | sort
+}
+
+test_expect_success 'install --global writes every key, with the default store' '
+	"$TENPAK" install >out &&
+	test "$(git config --global lfs.standalonetransferagent)" = tenpak &&
+	test "$(git config --global lfs.customtransfer.tenpak.path)" = "$(readlink -f "$TENPAK")" &&
+	test "$(git config --global lfs.customtransfer.tenpak.args)" = agent &&
+	test "$(git config --global lfs.customtransfer.tenpak.concurrent)" = true &&
+	test "$(git config --global tenpak.store)" = "$XDG_DATA_HOME/tenpak/store" &&
+	test -d "$XDG_DATA_HOME/tenpak/store"
+'
+
+test_expect_success 'install is idempotent and keeps a chosen store' '
+	"$TENPAK" install --store "$TRASH/team-store" &&
+	cfg_dump "$HOME/.gitconfig" >before &&
+	"$TENPAK" install &&
+	"$TENPAK" install &&
+	cfg_dump "$HOME/.gitconfig" >after &&
+	cmp before after &&
+	test "$(git config --global tenpak.store)" = "$TRASH/team-store"
+'
+
+test_expect_success 'uninstall removes exactly what install wrote' '
+	git config --global core.editor vi &&
+	"$TENPAK" uninstall &&
+	"$TENPAK" uninstall &&
+	cfg_dump "$HOME/.gitconfig" >after &&
+	! grep -Eq "^(tenpak\.|lfs\.customtransfer|lfs\.standalone)" after &&
+	grep -q "^filter.lfs.process=" after &&
+	grep -q "^core.editor=vi" after
+'
+
+test_expect_success 'uninstall leaves another standalone agent alone' '
+	"$TENPAK" install &&
+	git config --global lfs.standalonetransferagent other &&
+	"$TENPAK" uninstall &&
+	test "$(git config --global lfs.standalonetransferagent)" = other &&
+	test -z "$(git config --global --get-regexp "^lfs\.customtransfer\.tenpak" || true)" &&
+	git config --global --unset lfs.standalonetransferagent
+'
+
+test_expect_success 'install --local writes the repository config only' '
+	git init -q repo &&
+	(cd repo && "$TENPAK" install --local --store "file://$TRASH/local%20store") &&
+	test "$(git -C repo config --local tenpak.store)" = "file://$TRASH/local%20store" &&
+	test -d "$TRASH/local store/objects" || test -d "$TRASH/local store/tmp" &&
+	test -z "$(git config --global tenpak.store || true)" &&
+	(cd repo/.git && "$TENPAK" uninstall --local) &&
+	test -z "$(git -C repo config --local --get-regexp tenpak || true)"
+'
+
+test_expect_success 'install --local outside a repository fails clearly' '
+	mkdir -p norepo &&
+	cd norepo &&
+	export GIT_CEILING_DIRECTORIES="$TRASH" &&
+	test_must_fail "$TENPAK" install --local 2>err &&
+	grep -q "repository" err
+'
+
+test_expect_success 'install refuses an unusable store' '
+	test_must_fail "$TENPAK" install --store relative/dir 2>err &&
+	grep -q "absolute" err &&
+	test_must_fail "$TENPAK" install --store "s4://bucket" 2>err &&
+	grep -q "unsupported scheme" err &&
+	test -z "$(git config --global tenpak.store || true)"
+'
+
+test_done
