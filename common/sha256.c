@@ -34,6 +34,16 @@ void tp_sha256_hex(const unsigned char d[TP_SHA256_LEN], char out[TP_OID_HEXLEN 
 	out[TP_OID_HEXLEN] = '\0';
 }
 
+void tp_hmac_sha256(const void *key, size_t key_len, const void *msg, size_t msg_len,
+		    unsigned char out[TP_SHA256_LEN])
+{
+	crypto_auth_hmacsha256_state st;
+	crypto_auth_hmacsha256_init(&st, key, key_len);
+	crypto_auth_hmacsha256_update(&st, msg, msg_len);
+	crypto_auth_hmacsha256_final(&st, out);
+	sodium_memzero(&st, sizeof(st));
+}
+
 bool tp_oid_valid(const char *s)
 {
 	if (!s)

@@ -112,6 +112,9 @@ void tp_sha256_final(tp_sha256 *h, unsigned char out[TP_SHA256_LEN]);
 void tp_sha256_hex(const unsigned char digest[TP_SHA256_LEN], char out[TP_OID_HEXLEN + 1]);
 /* True when s is exactly 64 lowercase hex digits (an LFS oid). */
 bool tp_oid_valid(const char *s);
+/* HMAC-SHA256 (RFC 2104) of msg under key, any key length. */
+void tp_hmac_sha256(const void *key, size_t key_len, const void *msg, size_t msg_len,
+		    unsigned char out[TP_SHA256_LEN]);
 /* sha256 of a whole file, streamed; *size_out gets its length if non-NULL. */
 int tp_sha256_file(const char *path, char out_hex[TP_OID_HEXLEN + 1], uint64_t *size_out);
 

@@ -98,3 +98,27 @@ int tp_cli_parse(const char *cmd, int argc, char **argv, const tp_cli_opt *opts,
 	*npos = out - 1;
 	return TP_CLI_PARSED;
 }
+
+static int config_from_git(void *ctx, const char *key, char **value)
+{
+	char full[128];
+	snprintf(full, sizeof(full), "tenpak.%s", key);
+	return tp_lineage_config_get(ctx, full, value);
+}
+
+int tp_cli_store_open(tp_lineage_repo *repo, const char *flag, tp_store **store, char **url_out)
+{
+	char *url = NULL;
+	const char *source = NULL;
+	int rc = tp_cli_store_url(repo, flag, &url, &source);
+	if (rc)
+		return rc;
+	rc = tp_store_open_with(store, url, config_from_git, repo);
+	if (!rc)
+		tp_trace("store %s (from %s)", url, source);
+	if (!rc && url_out)
+		*url_out = url;
+	else
+		free(url);
+	return rc;
+}

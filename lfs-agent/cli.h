@@ -45,4 +45,10 @@ int tp_cli_parse(const char *cmd, int argc, char **argv, const tp_cli_opt *opts,
 int tp_cli_store_url(tp_lineage_repo *repo, const char *flag, char **url,
 		     const char **source);
 
+/* Resolve the store URL as tp_cli_store_url does and open it; backend
+ * settings come from git config "tenpak.<key>" (e.g. tenpak.s3.endpoint).
+ * *url (may be NULL) gets the URL for messages. */
+typedef struct tp_store tp_store;
+int tp_cli_store_open(tp_lineage_repo *repo, const char *flag, tp_store **store, char **url);
+
 #endif

@@ -69,19 +69,6 @@ static int on_progress(void *ctx, uint64_t done, uint64_t total)
 	return rc ? rc : send_out(a);
 }
 
-static int open_store(agent *a)
-{
-	char *url = NULL;
-	const char *source = NULL;
-	int rc = tp_cli_store_url(a->repo, NULL, &url, &source);
-	if (!rc)
-		rc = tp_store_open(&a->store, url);
-	if (!rc)
-		tp_trace("store %s (from %s)", url, source);
-	free(url);
-	return rc;
-}
-
 static int init(agent *a, const tp_proto_request *req)
 {
 	int rc = tp_lineage_repo_open(&a->repo);
@@ -102,7 +89,7 @@ static int init(agent *a, const tp_proto_request *req)
 		if (rc || (rc = tp_fs_mkdirs(a->lfs_tmp)) != 0)
 			goto done;
 	}
-	if ((rc = open_store(a)) != 0)
+	if ((rc = tp_cli_store_open(a->repo, NULL, &a->store, NULL)) != 0)
 		goto done;
 	a->op = req->operation;
 	a->initialized = true;

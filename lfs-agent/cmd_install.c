@@ -81,6 +81,14 @@ static int self_path(char **out)
 	return *out ? 0 : tp_error_set(TP_ENOMEM, "out of memory");
 }
 
+/* S3 settings for the check below come from the same config file. */
+static int config_from_file(void *ctx, const char *key, char **value)
+{
+	char full[128];
+	snprintf(full, sizeof(full), "tenpak.%s", key);
+	return tp_lineage_config_read(ctx, full, value);
+}
+
 /* The store URL to record: --store, else the one already there, else the
  * default. The store is opened once so a typo fails here, not at push. */
 static int choose_store(tp_lineage_config *cfg, const char *flag, char **url)
@@ -94,7 +102,7 @@ static int choose_store(tp_lineage_config *cfg, const char *flag, char **url)
 			return rc;
 	}
 	tp_store *s = NULL;
-	if ((rc = tp_store_open(&s, *url)) != 0) {
+	if ((rc = tp_store_open_with(&s, *url, config_from_file, cfg)) != 0) {
 		free(*url);
 		*url = NULL;
 		return rc;

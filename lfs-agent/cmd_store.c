@@ -49,15 +49,12 @@ static int stats(const char *store_flag, bool json)
 	tp_lineage_repo *repo = NULL;
 	tp_store *store = NULL;
 	char *url = NULL;
-	const char *source;
 	tp_store_stats st;
 	int rc = tp_lineage_repo_open(&repo);
 	if (rc == TP_ENOTFOUND)
 		rc = 0;
 	if (!rc)
-		rc = tp_cli_store_url(repo, store_flag, &url, &source);
-	if (!rc)
-		rc = tp_store_open(&store, url);
+		rc = tp_cli_store_open(repo, store_flag, &store, &url);
 	if (!rc)
 		rc = tp_store_stats_collect(store, &st);
 	if (!rc)

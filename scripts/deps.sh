@@ -16,6 +16,10 @@ for pkg in $PACKAGES; do
 	esac
 done
 
+# The S3 tests run s3rver from the npm registry. Any Node.js with npm will
+# do (this machine kind may ship its own build), so look for the command.
+command -v npm >/dev/null 2>&1 || missing="$missing nodejs npm"
+
 [ -z "$missing" ] && exit 0
 
 if [ "$(id -u)" -ne 0 ]; then

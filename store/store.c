@@ -7,14 +7,29 @@
 
 int tp_store_open(tp_store **out, const char *url)
 {
+	return tp_store_open_with(out, url, NULL, NULL);
+}
+
+int tp_store_config_get(tp_store_config_fn config, void *ctx, const char *key, char **value)
+{
+	if (!config)
+		return TP_ENOTFOUND;
+	return config(ctx, key, value);
+}
+
+int tp_store_open_with(tp_store **out, const char *url, tp_store_config_fn config,
+		       void *config_ctx)
+{
 	if (!url || !*url)
 		return tp_error_set(TP_ECONFIG, "store URL is empty");
 	if (strncmp(url, "file://", 7) == 0 || url[0] == '/')
 		return tp_store_file_open(out, url);
+	if (strncmp(url, "s3://", 5) == 0)
+		return tp_store_s3_open(out, url, config, config_ctx);
 	const char *colon = strstr(url, "://");
 	if (colon)
 		return tp_error_set(TP_ECONFIG, "store URL \"%s\": unsupported scheme \"%.*s\" "
-				    "(supported: file://, or an absolute path)",
+				    "(supported: file://, s3://, or an absolute path)",
 				    url, (int)(colon - url), url);
 	return tp_error_set(TP_ECONFIG, "store URL \"%s\" is not an absolute path or a "
 			    "file:// URL", url);

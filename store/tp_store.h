@@ -3,8 +3,8 @@
  *
  * A store is a backend (vtable) over flat keys such as "objects/ab/cd/<oid>",
  * plus an object layer that frames, compresses and verifies LFS content.
- * Backends: a local directory (file:///abs/path or /abs/path). Writes are
- * atomic: a reader sees a whole object or none, whatever the concurrency.
+ * Backends: a local directory (file:///abs/path or /abs/path) and any
+ * S3-compatible object store (s3://bucket/prefix). Writes are atomic: a reader sees a whole object or none, whatever the concurrency.
  */
 #ifndef TP_STORE_H
 #define TP_STORE_H
@@ -57,8 +57,19 @@ struct tp_store {
 	char *url;
 };
 
-/* Open a store by URL: "file:///abs/path" or "/abs/path" (created if
- * missing). Unknown schemes and relative paths are TP_ECONFIG. */
+/* Backend settings come from the caller (git config, in tenpak): return
+ * a malloc'd value for key (e.g. "s3.endpoint"), TP_ENOTFOUND if unset. */
+typedef int (*tp_store_config_fn)(void *ctx, const char *key, char **value);
+
+/* Open a store by URL:
+ *   "/abs/path", "file:///abs/path"    a local directory (created if missing)
+ *   "s3://BUCKET[/PREFIX][?endpoint=URL&region=R&pathstyle=0|1]"
+ * S3 settings not in the URL are asked of config (may be NULL): s3.endpoint,
+ * s3.region, s3.pathstyle, s3.partsize, s3.parallel, s3.retries, s3.timeout.
+ * Unknown schemes, relative paths and bad settings are TP_ECONFIG. */
+int tp_store_open_with(tp_store **out, const char *url, tp_store_config_fn config,
+		       void *config_ctx);
+/* tp_store_open_with without a config source. */
 int tp_store_open(tp_store **out, const char *url);
 void tp_store_free(tp_store *s);
 const char *tp_store_url(const tp_store *s);
