@@ -313,13 +313,14 @@ static int head_write(void *vctx, const void *data, size_t n)
 	return 0;
 }
 
-static int object_stat_key(tp_store *s, const char *key, const char *oid,
+/* stored: the object's size in the store if already known (a listing
+ * gives it), else UINT64_MAX to ask the backend. */
+static int object_stat_key(tp_store *s, const char *key, const char *oid, uint64_t stored,
 			   tp_store_object_info *info)
 {
 	head_ctx hc = { .len = 0 };
 	tp_store_sink sink = { head_write, &hc };
-	uint64_t stored;
-	int rc = tp_store_stat(s, key, &stored);
+	int rc = stored == UINT64_MAX ? tp_store_stat(s, key, &stored) : 0;
 	if (rc)
 		return rc;
 	if ((rc = tp_store_get(s, key, 0, TP_STORE_OBJECT_HEADER_LEN, &sink)) != 0)
@@ -342,7 +343,7 @@ int tp_store_object_stat(tp_store *s, const char *oid, tp_store_object_info *inf
 	if (!tp_oid_valid(oid))
 		return tp_error_set(TP_EINVAL, "invalid oid");
 	tp_store_object_key(key, oid);
-	return object_stat_key(s, key, oid, info);
+	return object_stat_key(s, key, oid, UINT64_MAX, info);
 }
 
 typedef struct stats_ctx {
@@ -356,12 +357,11 @@ static int stats_visit(void *vctx, const char *key, uint64_t size)
 	const char *oid = strrchr(key, '/');
 	char expect[TP_STORE_OBJECT_KEY_LEN + 1];
 	tp_store_object_info info = { 0 };
-	(void)size;
 	oid = oid ? oid + 1 : key;
 	if (!tp_oid_valid(oid))
 		return 0; /* not an object; ignore foreign files */
 	tp_store_object_key(expect, oid);
-	if (strcmp(expect, key) != 0 || object_stat_key(c->store, key, oid, &info) != 0) {
+	if (strcmp(expect, key) != 0 || object_stat_key(c->store, key, oid, size, &info) != 0) {
 		c->st.unreadable++;
 		return 0;
 	}

@@ -11,7 +11,7 @@
 #define MIN_PART_SIZE (5 * MiB) /* S3's own minimum for all but the last part */
 #define MAX_PART_SIZE (5 * 1024 * MiB)
 #define MAX_PARTS 10000
-#define DEFAULT_PARALLEL 4
+#define DEFAULT_PARALLEL 2
 #define DEFAULT_RETRIES 5
 #define DEFAULT_TIMEOUT_S 60
 #define RESPONSE_CAP (1u << 20) /* XML listings and error bodies */
