@@ -16,6 +16,7 @@
 #include "cli.h"
 #include "tp_protocol.h"
 #include "tp_store.h"
+#include "transfer.h"
 
 static const char agent_help[] =
 	"usage: tenpak agent\n"
@@ -34,6 +35,7 @@ typedef struct agent {
 	bool initialized;
 	tp_store *store;
 	tp_lineage_repo *repo;
+	tp_transfer xfer;
 	char *lfs_tmp; /* downloads are written here; git-lfs renames them */
 	/* the object in flight, for progress events */
 	const char *oid;
@@ -69,28 +71,43 @@ static int on_progress(void *ctx, uint64_t done, uint64_t total)
 	return rc ? rc : send_out(a);
 }
 
+/* Scratch space: <lfs>/tmp in a repository (downloads must land on the
+ * filesystem git-lfs renames them on), else the system's temp dir. */
+static int scratch_dir(agent *a, char **out)
+{
+	char *lfs = NULL;
+	int rc;
+	if (a->repo) {
+		if ((rc = tp_lineage_repo_lfs_dir(a->repo, &lfs)) != 0)
+			return rc;
+		rc = tp_path_join(out, lfs, "tmp");
+		free(lfs);
+		return rc;
+	}
+	const char *tmp = getenv("TMPDIR");
+	return tp_path_join(out, tmp && *tmp ? tmp : "/tmp", "tenpak");
+}
+
 static int init(agent *a, const tp_proto_request *req)
 {
 	int rc = tp_lineage_repo_open(&a->repo);
 	if (rc && rc != TP_ENOTFOUND)
 		goto done;
 	rc = 0;
-	if (req->operation == TP_PROTO_OP_DOWNLOAD) {
-		char *lfs = NULL;
-		if (!a->repo) {
-			rc = tp_error_set(TP_ECONFIG, "downloads need a git repository, and none "
-					  "was found from the current directory");
-			goto done;
-		}
-		if ((rc = tp_lineage_repo_lfs_dir(a->repo, &lfs)) != 0)
-			goto done;
-		rc = tp_path_join(&a->lfs_tmp, lfs, "tmp");
-		free(lfs);
-		if (rc || (rc = tp_fs_mkdirs(a->lfs_tmp)) != 0)
-			goto done;
+	if (req->operation == TP_PROTO_OP_DOWNLOAD && !a->repo) {
+		rc = tp_error_set(TP_ECONFIG, "downloads need a git repository, and none "
+				  "was found from the current directory");
+		goto done;
 	}
+	if ((rc = scratch_dir(a, &a->lfs_tmp)) != 0 || (rc = tp_fs_mkdirs(a->lfs_tmp)) != 0)
+		goto done;
 	if ((rc = tp_cli_store_open(a->repo, NULL, &a->store, NULL)) != 0)
 		goto done;
+	if ((rc = tp_transfer_init(&a->xfer, a->store, a->repo, a->lfs_tmp,
+				   req->concurrent ? req->concurrent_transfers : 1)) != 0)
+		goto done;
+	a->xfer.progress = on_progress;
+	a->xfer.progress_ctx = a;
 	a->op = req->operation;
 	a->initialized = true;
 	tp_trace("init %s remote=%s concurrent=%d transfers=%d",
@@ -118,23 +135,23 @@ static int complete_now(agent *a, const tp_proto_request *req, const char *path)
 
 static int upload(agent *a, const tp_proto_request *req)
 {
-	tp_store_object_info info;
-	int rc = tp_store_object_stat(a->store, req->oid, &info);
-	if (rc == 0 && info.size == req->size) {
+	tp_transfer_result r;
+	a->oid = req->oid;
+	a->reported = 0;
+	int rc = tp_transfer_upload(&a->xfer, req->oid, req->size, req->path, &r);
+	if (rc)
+		return send_complete_error(a, req->oid, rc);
+	if (r.skipped) {
 		tp_trace("%s: already in the store", req->oid);
 		return complete_now(a, req, NULL);
 	}
-	/* An unreadable copy is replaced by this good one. */
-	if (rc && rc != TP_ENOTFOUND)
-		tp_log(TP_LOG_WARN, "%s: replacing unreadable stored copy: %s", req->oid,
-		       tp_error_last());
-	a->oid = req->oid;
-	a->reported = 0;
-	rc = tp_store_object_put_file(a->store, req->oid, req->size, req->path, on_progress, a);
-	if (rc)
-		return send_complete_error(a, req->oid, rc);
-	tp_trace("%s: stored %llu bytes", req->oid, (unsigned long long)req->size);
-	int frc = tp_proto_format_complete(&a->out, req->oid, NULL);
+	tp_trace("%s: stored %s, %llu bytes for %llu (%d bases)", req->oid,
+		 r.kind == TP_STORE_KIND_WHOLE ? "zstd-compressed" : "by the tensor codec",
+		 (unsigned long long)r.stored, (unsigned long long)req->size, r.nbases);
+	/* The codec reports progress while it reads; finish the bar. */
+	int frc = on_progress(a, req->size, req->size);
+	if (!frc)
+		frc = tp_proto_format_complete(&a->out, req->oid, NULL);
 	return frc ? frc : send_out(a);
 }
 
@@ -154,9 +171,8 @@ static int download(agent *a, const tp_proto_request *req)
 	}
 	a->oid = req->oid;
 	a->reported = 0;
-	rc = tp_store_object_get_fd(a->store, req->oid, req->size, fd, on_progress, a);
-	if (close(fd) != 0 && !rc)
-		rc = tp_error_set_errno(TP_EIO, errno, "closing %s", tmp);
+	close(fd);
+	rc = tp_transfer_download(&a->xfer, req->oid, req->size, tmp);
 	if (rc)
 		goto fail;
 	tp_trace("%s: rebuilt into %s", req->oid, tmp);
@@ -252,6 +268,7 @@ int tp_cmd_agent(int argc, char **argv)
 		fprintf(stderr, "tenpak: agent: %s\n", tp_error_last());
 	tp_proto_reader_free(&a.in);
 	tp_buf_free(&a.out);
+	tp_transfer_clear(&a.xfer);
 	tp_store_free(a.store);
 	tp_lineage_repo_free(a.repo);
 	free(a.lfs_tmp);

@@ -1,13 +1,10 @@
 #include <git2.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 
-#include "tp_lineage.h"
-
-struct tp_lineage_repo {
-	git_repository *repo;
-};
+#include "lineage_internal.h"
 
 struct tp_lineage_config {
 	git_config *cfg;
@@ -21,8 +18,7 @@ static void git_init(void)
 	git_libgit2_init();
 }
 
-/* Turn libgit2's last error into ours, keeping its text. */
-static int git_fail(int code, const char *what)
+int tp_lineage_git_fail(int code, const char *what)
 {
 	const git_error *e = git_error_last();
 	return tp_error_set(code, "%s: %s", what, e && e->message ? e->message : "libgit2 error");
@@ -45,7 +41,7 @@ int tp_lineage_repo_open(tp_lineage_repo **out)
 	if (err == GIT_ENOTFOUND)
 		return tp_error_set(TP_ENOTFOUND, "not inside a git repository");
 	if (err < 0)
-		return git_fail(TP_EIO, "opening the git repository");
+		return tp_lineage_git_fail(TP_EIO, "opening the git repository");
 	tp_lineage_repo *r = calloc(1, sizeof(*r));
 	if (!r) {
 		git_repository_free(repo);
@@ -60,8 +56,23 @@ void tp_lineage_repo_free(tp_lineage_repo *r)
 {
 	if (!r)
 		return;
+	tp_lineage_index_clear(r);
 	git_repository_free(r->repo);
 	free(r);
+}
+
+int tp_lineage_repo_object_path(tp_lineage_repo *r, const char *oid, char **out)
+{
+	char *lfs = NULL, rel[TP_OID_HEXLEN + 16];
+	if (!tp_oid_valid(oid))
+		return tp_error_set(TP_EINVAL, "invalid oid");
+	int rc = tp_lineage_repo_lfs_dir(r, &lfs);
+	if (rc)
+		return rc;
+	snprintf(rel, sizeof(rel), "objects/%.2s/%.2s/%s", oid, oid + 2, oid);
+	rc = tp_path_join(out, lfs, rel);
+	free(lfs);
+	return rc;
 }
 
 int tp_lineage_repo_lfs_dir(tp_lineage_repo *r, char **out)
@@ -89,7 +100,7 @@ static int read_string(git_config *cfg, const char *key, char **out)
 	if (err == GIT_ENOTFOUND)
 		return tp_error_set(TP_ENOTFOUND, "%s is not set", key);
 	if (err < 0)
-		return git_fail(TP_ECONFIG, key);
+		return tp_lineage_git_fail(TP_ECONFIG, key);
 	*out = strdup(buf.ptr);
 	git_buf_dispose(&buf);
 	return *out ? 0 : tp_error_set(TP_ENOMEM, "out of memory");
@@ -101,7 +112,7 @@ int tp_lineage_config_get(tp_lineage_repo *r, const char *key, char **out)
 	git_config *cfg = NULL;
 	int err = r ? git_repository_config_snapshot(&cfg, r->repo) : git_config_open_default(&cfg);
 	if (err < 0)
-		return git_fail(TP_ECONFIG, "reading git config");
+		return tp_lineage_git_fail(TP_ECONFIG, "reading git config");
 	int rc = read_string(cfg, key, out);
 	git_config_free(cfg);
 	return rc;
@@ -143,7 +154,7 @@ int tp_lineage_config_open(tp_lineage_config **out, tp_lineage_scope scope)
 	rc = scope == TP_LINEAGE_SCOPE_LOCAL ? local_config_path(&c->path)
 					     : global_config_path(&c->path);
 	if (!rc && git_config_open_ondisk(&c->cfg, c->path) < 0)
-		rc = git_fail(TP_ECONFIG, c->path);
+		rc = tp_lineage_git_fail(TP_ECONFIG, c->path);
 	if (rc) {
 		tp_lineage_config_free(c);
 		return rc;
@@ -170,7 +181,7 @@ int tp_lineage_config_read(tp_lineage_config *c, const char *key, char **out)
 {
 	git_config *snap = NULL;
 	if (git_config_snapshot(&snap, c->cfg) < 0)
-		return git_fail(TP_ECONFIG, c->path);
+		return tp_lineage_git_fail(TP_ECONFIG, c->path);
 	int rc = read_string(snap, key, out);
 	git_config_free(snap);
 	return rc;
@@ -179,7 +190,7 @@ int tp_lineage_config_read(tp_lineage_config *c, const char *key, char **out)
 int tp_lineage_config_set(tp_lineage_config *c, const char *key, const char *value)
 {
 	if (git_config_set_string(c->cfg, key, value) < 0)
-		return git_fail(TP_ECONFIG, c->path);
+		return tp_lineage_git_fail(TP_ECONFIG, c->path);
 	return 0;
 }
 
@@ -187,6 +198,6 @@ int tp_lineage_config_unset(tp_lineage_config *c, const char *key)
 {
 	int err = git_config_delete_entry(c->cfg, key);
 	if (err < 0 && err != GIT_ENOTFOUND)
-		return git_fail(TP_ECONFIG, c->path);
+		return tp_lineage_git_fail(TP_ECONFIG, c->path);
 	return 0;
 }

@@ -45,4 +45,54 @@ int tp_lineage_config_set(tp_lineage_config *c, const char *key, const char *val
 /* Remove key from this file; an absent key is not an error. */
 int tp_lineage_config_unset(tp_lineage_config *c, const char *key);
 
+/* ---- lineage: which base a model file was derived from ----------------- */
+
+typedef enum {
+	TP_LINEAGE_SOURCE_OVERRIDE = 1, /* git config tenpak.<path-or-glob>.base */
+	TP_LINEAGE_SOURCE_METADATA,     /* config.json, README.md, adapter_config.json */
+	TP_LINEAGE_SOURCE_HISTORY,      /* the previous version of the same path */
+} tp_lineage_source;
+
+const char *tp_lineage_source_name(tp_lineage_source s);
+
+/* One LFS file: a model file or one shard of one. */
+typedef struct tp_lineage_file {
+	char *path;  /* repository path, or an absolute path in the HF cache */
+	char oid[TP_OID_HEXLEN + 1];
+	uint64_t size;
+	char *local; /* absolute path of its bytes on this machine if known
+		      * outside git-lfs (the HF cache), else NULL */
+} tp_lineage_file;
+
+typedef struct tp_lineage_candidate {
+	tp_lineage_source source;
+	char *evidence;          /* "finetuned/config.json: _name_or_path = base" */
+	size_t nfiles;           /* > 1 for a sharded base */
+	tp_lineage_file *files;
+} tp_lineage_candidate;
+
+typedef struct tp_lineage {
+	tp_lineage_file target;
+	size_t ncandidates;
+	tp_lineage_candidate *candidates; /* most trusted first, no duplicates */
+} tp_lineage;
+
+/* Lineage of the LFS object oid, found through the repository paths whose
+ * pointer carries it at HEAD or a local branch. TP_ENOTFOUND when no such
+ * path exists; a file without any base has ncandidates == 0. */
+int tp_lineage_find(tp_lineage **out, tp_lineage_repo *r, const char *oid);
+/* Lineage of the LFS file at path in HEAD. */
+int tp_lineage_find_path(tp_lineage **out, tp_lineage_repo *r, const char *path);
+void tp_lineage_free(tp_lineage *l);
+/* Repository paths of LFS files at HEAD whose names end in .safetensors. */
+int tp_lineage_list_models(tp_lineage_repo *r, char ***paths, size_t *n);
+void tp_lineage_paths_free(char **paths, size_t n);
+/* Path of an LFS object in this repository's local LFS storage (it may not
+ * exist). */
+int tp_lineage_repo_object_path(tp_lineage_repo *r, const char *oid, char **out);
+/* A copy of object oid (of the given size) already on this machine: the
+ * repository's LFS storage (r may be NULL), else a blob of the local Hugging
+ * Face cache. TP_ENOTFOUND if neither has it. */
+int tp_lineage_find_local(tp_lineage_repo *r, const char *oid, uint64_t size, char **path);
+
 #endif

@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <zstd.h>
 
@@ -59,7 +60,7 @@ static int header_parse(const unsigned char h[TP_STORE_OBJECT_HEADER_LEN], const
 	if (h[4] != OBJ_VERSION)
 		return tp_error_set(TP_EUNSUPPORTED, "object %s: format version %u is newer than "
 				    "this tenpak understands", oid, h[4]);
-	if (h[5] != TP_STORE_KIND_WHOLE)
+	if (h[5] != TP_STORE_KIND_WHOLE && !TP_STORE_KIND_HAS_MANIFEST(h[5]))
 		return tp_error_set(TP_EUNSUPPORTED, "object %s: unknown kind %u", oid, h[5]);
 	*kind = (tp_store_kind)h[5];
 	*size = get_le64(h + 8);
@@ -219,6 +220,8 @@ static int get_header(get_ctx *c, const unsigned char **p, size_t *n)
 	if (size != c->size)
 		return tp_error_set(TP_ECORRUPT, "object %s in the store is %llu bytes, expected %llu",
 				    c->oid, (unsigned long long)size, (unsigned long long)c->size);
+	if (kind != TP_STORE_KIND_WHOLE)
+		return tp_error_set(TP_EINVAL, "object %s is a delta object, not a whole one", c->oid);
 	return 0;
 }
 
@@ -365,9 +368,13 @@ static int stats_visit(void *vctx, const char *key, uint64_t size)
 		c->st.unreadable++;
 		return 0;
 	}
+	tp_store_kind_stats *k = info.kind == TP_STORE_KIND_DELTA ? &c->st.delta : &c->st.whole;
 	c->st.objects++;
 	c->st.logical_bytes += info.size;
 	c->st.physical_bytes += info.stored_size;
+	k->objects++;
+	k->logical_bytes += info.size;
+	k->physical_bytes += info.stored_size;
 	return 0;
 }
 
@@ -379,4 +386,170 @@ int tp_store_stats_collect(tp_store *s, tp_store_stats *out)
 		return rc;
 	*out = c.st;
 	return 0;
+}
+
+/* ---- delta objects ---------------------------------------------------------- */
+
+typedef struct delta_src {
+	unsigned char head[TP_STORE_OBJECT_HEADER_LEN + 4];
+	size_t head_len, head_pos;
+	const char *manifest;
+	size_t manifest_len, manifest_pos;
+	int fd;
+	const char *path;
+	uint64_t done, total;
+	tp_progress_fn progress;
+	void *progress_ctx;
+} delta_src;
+
+static size_t take(void *dst, size_t cap, const void *src, size_t len, size_t *pos)
+{
+	size_t n = len - *pos < cap ? len - *pos : cap;
+	memcpy(dst, (const char *)src + *pos, n);
+	*pos += n;
+	return n;
+}
+
+static int delta_read(void *vctx, void *buf, size_t cap, size_t *got)
+{
+	delta_src *c = vctx;
+	unsigned char *out = buf;
+	size_t n = take(out, cap, c->head, c->head_len, &c->head_pos);
+	n += take(out + n, cap - n, c->manifest, c->manifest_len, &c->manifest_pos);
+	if (n < cap) {
+		size_t r;
+		int rc = tp_fs_read_full(c->fd, out + n, cap - n, &r);
+		if (rc)
+			return tp_error_wrap(rc, "reading %s", c->path);
+		n += r;
+		c->done += r;
+		if (r && c->progress && (rc = c->progress(c->progress_ctx, c->done, c->total)) != 0)
+			return rc;
+	}
+	*got = n;
+	return 0;
+}
+
+int tp_store_object_put_delta(tp_store *s, const char *oid, uint64_t size, tp_store_kind kind,
+			      const char *manifest,
+			      const char *payload_path, tp_progress_fn progress, void *progress_ctx)
+{
+	char key[TP_STORE_OBJECT_KEY_LEN + 1];
+	delta_src c = { .manifest = manifest, .manifest_len = strlen(manifest), .path = payload_path,
+			.progress = progress, .progress_ctx = progress_ctx };
+	if (!tp_oid_valid(oid))
+		return tp_error_set(TP_EINVAL, "invalid oid");
+	if (c.manifest_len > TP_STORE_MANIFEST_MAX)
+		return tp_error_set(TP_ETOOBIG, "manifest of %s is too large", oid);
+	if (!TP_STORE_KIND_HAS_MANIFEST(kind))
+		return tp_error_set(TP_EINVAL, "kind %d has no manifest", kind);
+	header_write(c.head, kind, size);
+	for (int i = 0; i < 4; i++)
+		c.head[TP_STORE_OBJECT_HEADER_LEN + i] = (unsigned char)(c.manifest_len >> (8 * i));
+	c.head_len = sizeof(c.head);
+	c.fd = open(payload_path, O_RDONLY | O_CLOEXEC);
+	if (c.fd < 0)
+		return tp_error_set_errno(tp_error_from_errno(errno), errno, "opening %s", payload_path);
+	struct stat st;
+	c.total = fstat(c.fd, &st) == 0 ? (uint64_t)st.st_size : 0;
+	tp_store_object_key(key, oid);
+	tp_store_source src = { delta_read, &c };
+	int rc = tp_store_put(s, key, &src);
+	close(c.fd);
+	return rc;
+}
+
+typedef struct buf_sink {
+	tp_buf *b;
+} buf_sink;
+
+static int buf_write(void *vctx, const void *data, size_t n)
+{
+	buf_sink *c = vctx;
+	return tp_buf_add(c->b, data, n);
+}
+
+int tp_store_object_manifest(tp_store *s, const char *oid, tp_store_object_info *info,
+			     char **manifest)
+{
+	char key[TP_STORE_OBJECT_KEY_LEN + 1];
+	tp_buf b = TP_BUF_INIT(TP_STORE_MANIFEST_MAX);
+	buf_sink bs = { &b };
+	tp_store_sink sink = { buf_write, &bs };
+	int rc = tp_store_object_stat(s, oid, info);
+	*manifest = NULL;
+	if (rc || !TP_STORE_KIND_HAS_MANIFEST(info->kind))
+		return rc;
+	tp_store_object_key(key, oid);
+	if ((rc = tp_store_get(s, key, TP_STORE_OBJECT_HEADER_LEN, 4, &sink)) != 0)
+		goto done;
+	if (b.len < 4) {
+		rc = tp_error_set(TP_ECORRUPT, "object %s in the store is truncated", oid);
+		goto done;
+	}
+	uint32_t len = (uint32_t)(unsigned char)b.ptr[0] | (uint32_t)(unsigned char)b.ptr[1] << 8 |
+		       (uint32_t)(unsigned char)b.ptr[2] << 16 | (uint32_t)(unsigned char)b.ptr[3] << 24;
+	if (len == 0 || len > TP_STORE_MANIFEST_MAX ||
+	    TP_STORE_OBJECT_HEADER_LEN + 4 + (uint64_t)len > info->stored_size) {
+		rc = tp_error_set(TP_ECORRUPT, "object %s: manifest length %u is out of range", oid, len);
+		goto done;
+	}
+	tp_buf_reset(&b);
+	if ((rc = tp_store_get(s, key, TP_STORE_OBJECT_HEADER_LEN + 4, len, &sink)) != 0)
+		goto done;
+	if (b.len != len || memchr(b.ptr, '\0', b.len)) {
+		rc = tp_error_set(TP_ECORRUPT, "object %s: unreadable manifest", oid);
+		goto done;
+	}
+	info->payload_offset = TP_STORE_OBJECT_HEADER_LEN + 4 + (uint64_t)len;
+	*manifest = tp_buf_detach(&b);
+done:
+	tp_buf_free(&b);
+	return rc;
+}
+
+typedef struct fd_sink {
+	int fd;
+} fd_sink;
+
+static int fd_write(void *vctx, const void *data, size_t n)
+{
+	fd_sink *c = vctx;
+	return tp_fs_write_all(c->fd, data, n);
+}
+
+int tp_store_object_get_payload(tp_store *s, const char *oid, const tp_store_object_info *info,
+				int fd)
+{
+	char key[TP_STORE_OBJECT_KEY_LEN + 1];
+	fd_sink fs = { fd };
+	tp_store_sink sink = { fd_write, &fs };
+	if (!tp_oid_valid(oid) || !TP_STORE_KIND_HAS_MANIFEST(info->kind) || !info->payload_offset)
+		return tp_error_set(TP_EINVAL, "object %s has no delta payload", oid);
+	tp_store_object_key(key, oid);
+	return tp_store_get(s, key, info->payload_offset, UINT64_MAX, &sink);
+}
+
+typedef struct list_ctx {
+	int (*fn)(void *ctx, const char *oid, uint64_t stored);
+	void *ctx;
+} list_ctx;
+
+static int list_visit(void *vctx, const char *key, uint64_t size)
+{
+	list_ctx *c = vctx;
+	char expect[TP_STORE_OBJECT_KEY_LEN + 1];
+	const char *oid = strrchr(key, '/');
+	oid = oid ? oid + 1 : key;
+	if (!tp_oid_valid(oid))
+		return 0;
+	tp_store_object_key(expect, oid);
+	return strcmp(expect, key) == 0 ? c->fn(c->ctx, oid, size) : 0;
+}
+
+int tp_store_object_list(tp_store *s, int (*fn)(void *ctx, const char *oid, uint64_t stored),
+			 void *ctx)
+{
+	list_ctx c = { fn, ctx };
+	return tp_store_list(s, "objects/", list_visit, &c);
 }

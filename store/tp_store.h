@@ -92,12 +92,23 @@ int tp_store_list(tp_store *s, const char *prefix, tp_store_list_fn fn, void *ct
 
 typedef enum {
 	TP_STORE_KIND_WHOLE = 1, /* the file's bytes, zstd-compressed */
+	TP_STORE_KIND_DELTA = 2, /* a JSON manifest and a tensor codec stream
+				  * against the bases the manifest names */
+	TP_STORE_KIND_CODEC = 3, /* the same layout, the stream needing no base:
+				  * a whole object, byte-plane compressed */
 } tp_store_kind;
+
+/* Kinds 2 and 3 carry a manifest and a codec stream. */
+#define TP_STORE_KIND_HAS_MANIFEST(k) ((k) == TP_STORE_KIND_DELTA || (k) == TP_STORE_KIND_CODEC)
+
+/* Largest manifest accepted in a delta object. */
+#define TP_STORE_MANIFEST_MAX (1u << 20)
 
 typedef struct tp_store_object_info {
 	tp_store_kind kind;
-	uint64_t size;        /* logical size: the LFS file's length */
-	uint64_t stored_size; /* physical bytes in the store */
+	uint64_t size;           /* logical size: the LFS file's length */
+	uint64_t stored_size;    /* physical bytes in the store */
+	uint64_t payload_offset; /* delta objects: where the codec stream starts */
 } tp_store_object_info;
 
 /* "objects/ab/cd/<oid>"; oid must be valid. out has room for the key + NUL. */
@@ -115,15 +126,39 @@ int tp_store_object_put_file(tp_store *s, const char *oid, uint64_t size, const 
 int tp_store_object_get_fd(tp_store *s, const char *oid, uint64_t size, int fd,
 			   tp_progress_fn progress, void *progress_ctx);
 
+/* Store oid as a kind 2 or 3 object: manifest (JSON text) and the codec
+ * stream read from payload_path. The caller has verified they rebuild oid. */
+int tp_store_object_put_delta(tp_store *s, const char *oid, uint64_t size, tp_store_kind kind,
+			      const char *manifest,
+			      const char *payload_path, tp_progress_fn progress, void *progress_ctx);
+/* Header and, for a delta object, its manifest (malloc'd, NUL-terminated;
+ * NULL for whole objects). Reads only the start of the object. */
+int tp_store_object_manifest(tp_store *s, const char *oid, tp_store_object_info *info,
+			     char **manifest);
+/* Copy a delta object's codec stream into fd. */
+int tp_store_object_get_payload(tp_store *s, const char *oid, const tp_store_object_info *info,
+				int fd);
+
 /* Totals over every object, for `tenpak store stats`. */
+typedef struct tp_store_kind_stats {
+	uint64_t objects;
+	uint64_t logical_bytes;
+	uint64_t physical_bytes;
+} tp_store_kind_stats;
+
 typedef struct tp_store_stats {
 	uint64_t objects;
 	uint64_t logical_bytes;
 	uint64_t physical_bytes;
+	tp_store_kind_stats whole; /* kinds 1 and 3 */
+	tp_store_kind_stats delta; /* kind 2 */
 	uint64_t unreadable; /* keys under objects/ whose header is not valid */
 } tp_store_stats;
 
 int tp_store_stats_collect(tp_store *s, tp_store_stats *out);
+/* Visit every object key's oid (for fsck); unrelated keys are skipped. */
+int tp_store_object_list(tp_store *s, int (*fn)(void *ctx, const char *oid, uint64_t stored),
+			 void *ctx);
 
 /* Default local store for this user: $XDG_DATA_HOME/tenpak/store, else
  * $HOME/.local/share/tenpak/store. malloc'd into *out. */

@@ -6,12 +6,18 @@
  *       a Llama-shaped BF16 safetensors file: weights ~ N(0, 0.02); with
  *       --finetune, the same base plus small updates drawn from seed S2, the
  *       way a fine-tune moves most weights by a few units in the last place.
+ *   tp-gen shard IN.safetensors OUTDIR N
+ *       split a model into N shards plus model.safetensors.index.json, as
+ *       Hugging Face writes sharded checkpoints.
  */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "tp_common.h"
+#include "tp_delta.h"
 
 typedef struct rng {
 	uint64_t s;
@@ -182,12 +188,91 @@ static int gen_model(int argc, char **argv)
 	return fclose(f) == 0 ? 0 : 1;
 }
 
+/* Copy n bytes at offset of in to out. */
+static int copy_range(FILE *in, uint64_t offset, uint64_t n, FILE *out)
+{
+	char buf[65536];
+	if (fseeko(in, (off_t)offset, SEEK_SET) != 0)
+		return 1;
+	while (n > 0) {
+		size_t want = n < sizeof(buf) ? (size_t)n : sizeof(buf);
+		if (fread(buf, 1, want, in) != want || fwrite(buf, 1, want, out) != want)
+			return 1;
+		n -= want;
+	}
+	return 0;
+}
+
+static int gen_shard(int argc, char **argv)
+{
+	if (argc != 5) {
+		fprintf(stderr, "usage: tp-gen shard IN.safetensors OUTDIR N\n");
+		return 2;
+	}
+	tp_safetensors *st = NULL;
+	int nshards = atoi(argv[4]);
+	if (nshards < 1 || tp_safetensors_open(&st, argv[2]) != 0) {
+		fprintf(stderr, "tp-gen: cannot shard %s: %s\n", argv[2], tp_error_last());
+		return 1;
+	}
+	FILE *in = fopen(argv[2], "rb");
+	char path[4096];
+	snprintf(path, sizeof(path), "%s/model.safetensors.index.json", argv[3]);
+	FILE *index = fopen(path, "w");
+	if (!in || !index)
+		return 1;
+	fprintf(index, "{\"metadata\":{},\"weight_map\":{");
+	size_t per = (st->ntensors + (size_t)nshards - 1) / (size_t)nshards, t = 0;
+	for (int k = 0; k < nshards; k++) {
+		size_t first = t, last = t + per < st->ntensors ? t + per : st->ntensors;
+		char name[64];
+		snprintf(name, sizeof(name), "model-%05d-of-%05d.safetensors", k + 1, nshards);
+		char *hdr = malloc(1 << 20);
+		size_t hl = (size_t)sprintf(hdr, "{\"__metadata__\":{\"format\":\"pt\"}");
+		uint64_t off = 0;
+		for (size_t i = first; i < last; i++) {
+			const tp_st_tensor *x = &st->tensors[i];
+			hl += (size_t)sprintf(hdr + hl, ",\"%s\":{\"dtype\":\"%s\",\"shape\":[", x->name,
+					      tp_dtype_name(x->dtype));
+			for (unsigned d = 0; d < x->ndim; d++)
+				hl += (size_t)sprintf(hdr + hl, "%s%llu", d ? "," : "",
+						      (unsigned long long)x->shape[d]);
+			hl += (size_t)sprintf(hdr + hl, "],\"data_offsets\":[%llu,%llu]}",
+					      (unsigned long long)off,
+					      (unsigned long long)(off + x->size));
+			off += x->size;
+			fprintf(index, "%s\"%s\":\"%s\"", i ? "," : "", x->name, name);
+		}
+		hdr[hl++] = '}';
+		while (hl % 8)
+			hdr[hl++] = ' ';
+		snprintf(path, sizeof(path), "%s/%s", argv[3], name);
+		FILE *out = fopen(path, "wb");
+		unsigned char le[8];
+		for (int b = 0; b < 8; b++)
+			le[b] = (unsigned char)((uint64_t)hl >> (8 * b));
+		int rc = !out || fwrite(le, 1, 8, out) != 8 || fwrite(hdr, 1, hl, out) != hl;
+		for (size_t i = first; !rc && i < last; i++)
+			rc = copy_range(in, st->tensors[i].offset, st->tensors[i].size, out);
+		free(hdr);
+		if (rc || fclose(out) != 0)
+			return 1;
+		t = last;
+	}
+	fprintf(index, "}}\n");
+	fclose(in);
+	tp_safetensors_free(st);
+	return fclose(index) == 0 ? 0 : 1;
+}
+
 int main(int argc, char **argv)
 {
+	if (argc >= 2 && strcmp(argv[1], "shard") == 0)
+		return gen_shard(argc, argv);
 	if (argc >= 2 && strcmp(argv[1], "bytes") == 0)
 		return gen_bytes(argc, argv);
 	if (argc >= 2 && strcmp(argv[1], "model") == 0)
 		return gen_model(argc, argv);
-	fprintf(stderr, "usage: tp-gen bytes SIZE SEED | tp-gen model OUT SEED [...]\n");
+	fprintf(stderr, "usage: tp-gen bytes SIZE SEED | model OUT SEED [...] | shard IN OUTDIR N\n");
 	return 2;
 }

@@ -1,0 +1,538 @@
+/* Compress and estimate: plan the segments of the target, then code its
+ * chunks on the worker pool and emit the frames in order. */
+#include "delta_internal.h"
+#include "delta_io.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* Bytes of each tensor coded both ways to choose XOR or ULP. */
+#define CHOOSE_SAMPLE (64u << 10)
+#define CHOOSE_LEVEL 1
+/* Estimate codes every chunk of small segments, else 1 in 8 (at least 4). */
+#define ESTIMATE_ALL 4u
+#define ESTIMATE_STRIDE 8u
+
+typedef struct job {
+	uint32_t seg, index;
+} job;
+
+typedef struct slot {
+	tp_chunk_desc d;
+	uint8_t *out;
+	size_t out_len;
+} slot;
+
+typedef struct coder {
+	const tp_delta_manifest *m;
+	const tp_map *target;
+	const tp_base_set *bases;
+	int level;
+	unsigned threads;
+	tp_chunk_coder *coders; /* one per worker */
+	slot *slots;
+	size_t window, frame_cap;
+	tp_pipe *pipe;
+} coder;
+
+/* Called in job order once a chunk's frame is ready. */
+typedef int (*sink_fn)(void *ctx, const slot *s);
+
+static void resolve_opts(tp_delta_opts *o, const tp_delta_opts *in)
+{
+	memset(o, 0, sizeof(*o));
+	if (in)
+		*o = *in;
+	if (!o->threads)
+		o->threads = tp_delta_default_threads();
+	if (!o->level)
+		o->level = TP_DELTA_LEVEL_DEFAULT;
+	if (!o->chunk_size)
+		o->chunk_size = TP_DELTA_CHUNK_DEFAULT;
+}
+
+/* ---- planning --------------------------------------------------------------- */
+
+static size_t sample_cost(tp_chunk_coder *c, tp_delta_xform x, unsigned w, const uint8_t *t,
+			  const uint8_t *b, size_t len)
+{
+	tp_delta_split(x, w, t, b, len, c->planes);
+	size_t total = 0, n = len / w;
+	uint8_t *dst = c->planes + len;
+	for (unsigned p = 0; p < w; p++) {
+		size_t r = ZSTD_compressCCtx(c->cctx, dst, ZSTD_compressBound(n), c->planes + p * n,
+					     n, CHOOSE_LEVEL);
+		total += ZSTD_isError(r) ? n : r;
+	}
+	return total;
+}
+
+/* XOR, ULP or no base at all (PLANES: an unrelated "base" only adds
+ * noise), whichever codes a sample from the middle of the tensor smallest. */
+static tp_delta_xform choose_xform(tp_chunk_coder *c, unsigned w, const uint8_t *t,
+				   const uint8_t *b, uint64_t size)
+{
+	static const tp_delta_xform candidates[] = { TP_DELTA_XFORM_XOR, TP_DELTA_XFORM_ULP,
+						     TP_DELTA_XFORM_PLANES };
+	size_t len = size < CHOOSE_SAMPLE ? (size_t)size : CHOOSE_SAMPLE;
+	uint64_t off = (size - len) / 2 / w * w;
+	tp_delta_xform best = TP_DELTA_XFORM_XOR;
+	size_t best_cost = SIZE_MAX;
+	for (size_t i = 0; i < sizeof(candidates) / sizeof(candidates[0]); i++) {
+		tp_delta_xform x = candidates[i];
+		size_t cost = sample_cost(c, x, w, t + off, x == TP_DELTA_XFORM_PLANES ? NULL : b + off,
+					  len);
+		if (cost < best_cost) {
+			best = x;
+			best_cost = cost;
+		}
+	}
+	return best;
+}
+
+/* The base tensor with the same name, dtype and shape, if any. */
+static const tp_st_tensor *find_base(const tp_base_set *b, const tp_st_tensor *t, int *which)
+{
+	for (size_t i = 0; i < b->n; i++) {
+		const tp_st_tensor *bt = b->st[i] ? tp_safetensors_find(b->st[i], t->name) : NULL;
+		if (bt && bt->dtype == t->dtype && bt->ndim == t->ndim &&
+		    memcmp(bt->shape, t->shape, t->ndim * sizeof(t->shape[0])) == 0) {
+			*which = (int)i;
+			return bt;
+		}
+	}
+	return NULL;
+}
+
+static tp_delta_seg_info *new_seg(tp_delta_manifest *m, uint64_t offset, uint64_t size)
+{
+	tp_delta_seg_info *s = &m->segs[m->nsegs++];
+	memset(s, 0, sizeof(*s));
+	s->xform = TP_DELTA_XFORM_PLAIN;
+	s->offset = offset;
+	s->size = size;
+	s->base = -1;
+	s->chunks = tp_delta_seg_chunks(s, m->chunk_size);
+	return s;
+}
+
+static int plan_tensor(tp_delta_manifest *m, const tp_st_tensor *t, const tp_map *target,
+		       const tp_base_set *b, const tp_delta_opts *o, tp_chunk_coder *c)
+{
+	tp_delta_seg_info *s = new_seg(m, t->offset, t->size);
+	if (!(s->name = strdup(t->name)))
+		return tp_error_set(TP_ENOMEM, "out of memory");
+	s->dtype = t->dtype;
+	bool is_float = tp_dtype_is_float(t->dtype);
+	const tp_st_tensor *bt = find_base(b, t, &s->base);
+	if (bt)
+		s->base_offset = bt->offset;
+	if (!is_float)
+		return 0;
+	if (!bt) {
+		s->xform = TP_DELTA_XFORM_PLANES;
+		return 0;
+	}
+	s->xform = o->force_xform != TP_DELTA_XFORM_AUTO
+			   ? o->force_xform
+			   : choose_xform(c, tp_dtype_size(t->dtype), target->ptr + t->offset,
+					  b->maps[s->base].ptr + bt->offset, t->size);
+	/* The sample's pages are not needed until the tensor is coded. */
+	tp_map_release(target, t->offset, t->size);
+	tp_map_release(&b->maps[s->base], bt->offset, t->size);
+	if (s->xform == TP_DELTA_XFORM_PLANES)
+		s->base = -1;
+	return 0;
+}
+
+static int plan_bases(tp_delta_manifest *m, const tp_base_set *b)
+{
+	m->bases = calloc(b->n ? b->n : 1, sizeof(*m->bases));
+	if (!m->bases)
+		return tp_error_set(TP_ENOMEM, "out of memory");
+	for (size_t i = 0; i < b->n; i++) {
+		tp_delta_base_info *bi = &m->bases[m->nbases++];
+		const char *slash = strrchr(b->maps[i].path, '/');
+		if (!(bi->name = strdup(slash ? slash + 1 : b->maps[i].path)))
+			return tp_error_set(TP_ENOMEM, "out of memory");
+		bi->size = b->maps[i].size;
+		tp_map_fingerprint(&b->maps[i], bi->fingerprint);
+	}
+	return 0;
+}
+
+/* Segments tile the target: header, each tensor, and any bytes between. */
+static int plan_segments(tp_delta_manifest *m, const tp_safetensors *st, const tp_map *target,
+			 const tp_base_set *b, const tp_delta_opts *o)
+{
+	size_t cap = st ? 2 * st->ntensors + 2 : 1;
+	tp_chunk_coder c;
+	int rc = 0;
+	if (!(m->segs = calloc(cap, sizeof(*m->segs))))
+		return tp_error_set(TP_ENOMEM, "out of memory");
+	if (!st) { /* not safetensors: opaque bytes */
+		new_seg(m, 0, target->size);
+		return 0;
+	}
+	/* Sampling splits into planes[0, len) and compresses into the rest. */
+	if ((rc = tp_chunk_coder_init(&c, CHOOSE_SAMPLE + ZSTD_compressBound(CHOOSE_SAMPLE))) < 0)
+		return rc;
+	uint64_t pos = 0;
+	for (size_t i = 0; rc == 0 && i < st->ntensors; i++) {
+		const tp_st_tensor *t = &st->tensors[i];
+		if (t->offset > pos)
+			new_seg(m, pos, t->offset - pos);
+		rc = plan_tensor(m, t, target, b, o, &c);
+		pos = t->offset + t->size;
+	}
+	if (rc == 0 && pos < target->size)
+		new_seg(m, pos, target->size - pos);
+	tp_chunk_coder_fini(&c);
+	return rc;
+}
+
+static int plan_new(tp_delta_manifest **out, const tp_map *target, const tp_base_set *b,
+		    const tp_delta_opts *o)
+{
+	tp_delta_manifest *m = calloc(1, sizeof(*m));
+	tp_safetensors *st = NULL;
+	int rc;
+	if (!m)
+		return tp_error_set(TP_ENOMEM, "out of memory");
+	m->version = TP_DELTA_VERSION;
+	m->target_size = target->size;
+	m->chunk_size = o->chunk_size;
+	if (target->size >= 8 &&
+	    tp_safetensors_parse(&st, target->ptr, (size_t)target->size, target->size) < 0)
+		tp_trace("delta: %s is not safetensors, coding it as bytes: %s", target->path,
+			 tp_error_last());
+	if ((rc = plan_bases(m, b)) == 0)
+		rc = plan_segments(m, st, target, b, o);
+	tp_safetensors_free(st);
+	if (rc < 0)
+		tp_delta_manifest_free(m);
+	else
+		*out = m;
+	return rc;
+}
+
+/* ---- running chunk jobs on the pool --------------------------------------- */
+
+static int encode_job(void *ctx, size_t i, unsigned worker)
+{
+	coder *c = ctx;
+	slot *s = &c->slots[i];
+	return tp_chunk_encode(&c->coders[worker], &s->d, c->level, s->out, c->frame_cap,
+			       &s->out_len);
+}
+
+static void coder_fini(coder *c)
+{
+	tp_pipe_free(c->pipe);
+	for (size_t i = 0; c->slots && i < c->window; i++)
+		free(c->slots[i].out);
+	for (unsigned i = 0; c->coders && i < c->threads; i++)
+		tp_chunk_coder_fini(&c->coders[i]);
+	free(c->slots);
+	free(c->coders);
+}
+
+static int coder_init(coder *c, const tp_delta_manifest *m, const tp_map *target,
+		      const tp_base_set *b, const tp_delta_opts *o)
+{
+	memset(c, 0, sizeof(*c));
+	c->m = m;
+	c->target = target;
+	c->bases = b;
+	c->level = o->level;
+	c->threads = o->threads;
+	/* Two jobs per worker keep everyone busy while the oldest is written. */
+	c->window = 2 * (size_t)o->threads;
+	c->frame_cap = tp_chunk_frame_bound(m->chunk_size);
+	c->coders = calloc(c->threads, sizeof(*c->coders));
+	c->slots = calloc(c->window, sizeof(*c->slots));
+	if (!c->coders || !c->slots)
+		return tp_error_set(TP_ENOMEM, "out of memory");
+	for (size_t i = 0; i < c->window; i++)
+		if (!(c->slots[i].out = malloc(c->frame_cap)))
+			return tp_error_set(TP_ENOMEM, "out of memory");
+	for (unsigned i = 0; i < c->threads; i++) {
+		int rc = tp_chunk_coder_init(&c->coders[i], m->chunk_size);
+		if (rc < 0)
+			return rc;
+	}
+	return tp_pipe_new(&c->pipe, c->threads, c->window, encode_job, c);
+}
+
+static void fill_desc(const coder *c, tp_chunk_desc *d, const job *j)
+{
+	const tp_delta_seg_info *s = &c->m->segs[j->seg];
+	uint64_t off = (uint64_t)j->index * c->m->chunk_size;
+	d->xform = s->xform;
+	d->width = tp_delta_seg_width(s);
+	d->seg = j->seg;
+	d->index = j->index;
+	d->len = (size_t)(s->size - off < c->m->chunk_size ? s->size - off : c->m->chunk_size);
+	d->target = c->target->ptr + s->offset + off;
+	d->base = s->base >= 0 ? c->bases->maps[s->base].ptr + s->base_offset + off : NULL;
+}
+
+static int run_jobs(coder *c, const job *jobs, size_t njobs, sink_fn sink, void *sink_ctx)
+{
+	int rc = 0;
+	size_t w = c->window, next = 0;
+	for (size_t done = 0; rc == 0 && done < njobs;) {
+		if (next < njobs && next - done < w) {
+			fill_desc(c, &c->slots[next % w].d, &jobs[next]);
+			tp_pipe_submit(c->pipe, next++);
+			continue;
+		}
+		if ((rc = tp_pipe_wait(c->pipe, done)) == 0)
+			rc = sink(sink_ctx, &c->slots[done % w]);
+		done++;
+	}
+	return rc;
+}
+
+/* Drop a coded chunk's input pages so RSS stays flat however big the files. */
+static void release_chunk(const coder *c, const tp_chunk_desc *d)
+{
+	const tp_delta_seg_info *seg = &c->m->segs[d->seg];
+	uint64_t off = (uint64_t)d->index * c->m->chunk_size;
+	tp_map_release(c->target, seg->offset + off, d->len);
+	if (seg->base >= 0)
+		tp_map_release(&c->bases->maps[seg->base], seg->base_offset + off, d->len);
+}
+
+/* How many of a segment's nc chunks to code: all of them, or for an
+ * estimate, 1 in ESTIMATE_STRIDE (at least ESTIMATE_ALL). */
+static uint64_t chunks_wanted(uint64_t nc, bool sample)
+{
+	if (!sample || nc <= ESTIMATE_ALL)
+		return nc;
+	uint64_t want = (nc + ESTIMATE_STRIDE - 1) / ESTIMATE_STRIDE;
+	return want < ESTIMATE_ALL ? ESTIMATE_ALL : want;
+}
+
+/* The chunks to code, in file order, evenly spaced when sampling. */
+static int list_jobs(const tp_delta_manifest *m, bool sample, job **out, size_t *n)
+{
+	size_t total = 0;
+	for (size_t i = 0; i < m->nsegs; i++)
+		total += (size_t)m->segs[i].chunks;
+	job *j = malloc((total ? total : 1) * sizeof(*j));
+	if (!j)
+		return tp_error_set(TP_ENOMEM, "out of memory");
+	size_t k = 0;
+	for (size_t i = 0; i < m->nsegs; i++) {
+		uint64_t nc = m->segs[i].chunks, want = chunks_wanted(nc, sample);
+		for (uint64_t c = 0; c < want; c++)
+			j[k++] = (job){ (uint32_t)i, (uint32_t)(c * nc / want) };
+	}
+	*out = j;
+	*n = k;
+	return 0;
+}
+
+/* ---- compress --------------------------------------------------------------- */
+
+typedef struct emit {
+	tp_delta_write_fn write;
+	void *ctx;
+	const coder *c;
+	const tp_delta_opts *o;
+	tp_delta_manifest *m;
+	tp_sha256 sha;
+	uint64_t written, done;
+} emit;
+
+static int emit_bytes(emit *e, const void *buf, size_t n)
+{
+	e->written += n;
+	return e->write(e->ctx, buf, n);
+}
+
+static int emit_chunk(void *ctx, const slot *s)
+{
+	emit *e = ctx;
+	const tp_chunk_desc *d = &s->d;
+	tp_sha256_update(&e->sha, d->target, d->len);
+	release_chunk(e->c, d);
+	e->m->segs[d->seg].stored_bytes += s->out_len;
+	e->m->segs[d->seg].same_chunks += s->out_len == TP_DELTA_CHUNK_HDR;
+	e->done += d->len;
+	if (e->o->progress)
+		e->o->progress(e->o->progress_ctx, e->done, e->m->target_size);
+	return emit_bytes(e, s->out, s->out_len);
+}
+
+static int emit_plan(emit *e)
+{
+	char *json;
+	size_t len;
+	int rc = tp_delta_plan_write(e->m, &json, &len);
+	if (rc < 0)
+		return rc;
+	uint8_t pre[TP_DELTA_PREAMBLE];
+	memcpy(pre, TP_DELTA_MAGIC, 8);
+	tp_le32(pre + 8, TP_DELTA_VERSION);
+	tp_le32(pre + 12, (uint32_t)len);
+	if (len > TP_DELTA_PLAN_MAX)
+		rc = tp_error_set(TP_ETOOBIG, "delta plan of %zu bytes is over the cap", len);
+	else if ((rc = emit_bytes(e, pre, sizeof(pre))) == 0)
+		rc = emit_bytes(e, json, len);
+	free(json);
+	return rc;
+}
+
+/* Chunks covering bytes outside tensors are hashed here too; empty
+ * segments have no chunks and no bytes. */
+static int emit_end(emit *e)
+{
+	uint8_t end[TP_DELTA_END_LEN] = { TP_DELTA_FRAME_END };
+	tp_le64(end + 8, e->m->target_size);
+	tp_sha256_final(&e->sha, end + 16);
+	memcpy(e->m->sha256, end + 16, 32);
+	return emit_bytes(e, end, sizeof(end));
+}
+
+typedef struct session {
+	tp_delta_opts o;
+	tp_map target;
+	tp_base_set bases;
+	tp_delta_manifest *m;
+	coder c;
+	job *jobs;
+	size_t njobs;
+	double t0;
+} session;
+
+static int session_open(session *s, const char *target, const char *const *bases, size_t nbases,
+			const tp_delta_opts *opts)
+{
+	memset(s, 0, sizeof(*s));
+	s->t0 = tp_delta_now();
+	resolve_opts(&s->o, opts);
+	if (s->o.chunk_size < TP_DELTA_CHUNK_MIN || s->o.chunk_size > TP_DELTA_CHUNK_MAX ||
+	    s->o.chunk_size % 8)
+		return tp_error_set(TP_EINVAL, "chunk size must be a multiple of 8 in [%u, %u]",
+				    TP_DELTA_CHUNK_MIN, TP_DELTA_CHUNK_MAX);
+	tp_delta_xform fx = s->o.force_xform;
+	if (fx != TP_DELTA_XFORM_AUTO && fx != TP_DELTA_XFORM_XOR && fx != TP_DELTA_XFORM_ULP)
+		return tp_error_set(TP_EINVAL, "only xor or ulp can be forced");
+	int rc;
+	if ((rc = tp_map_open(&s->target, target)) < 0 ||
+	    (rc = tp_base_set_open(&s->bases, bases, nbases)) < 0 ||
+	    (rc = plan_new(&s->m, &s->target, &s->bases, &s->o)) < 0)
+		return rc;
+	return coder_init(&s->c, s->m, &s->target, &s->bases, &s->o);
+}
+
+static void session_close(session *s)
+{
+	coder_fini(&s->c);
+	free(s->jobs);
+	tp_delta_manifest_free(s->m);
+	tp_base_set_close(&s->bases);
+	tp_map_close(&s->target);
+}
+
+int tp_delta_compress(const char *target, const char *const *bases, size_t nbases,
+		      tp_delta_write_fn write, void *write_ctx,
+		      const tp_delta_opts *opts, tp_delta_stats *stats)
+{
+	session s;
+	emit e = { .write = write, .ctx = write_ctx };
+	int rc = session_open(&s, target, bases, nbases, opts);
+	if (rc < 0)
+		goto done;
+	e.c = &s.c;
+	e.o = &s.o;
+	e.m = s.m;
+	tp_sha256_init(&e.sha);
+	if ((rc = list_jobs(s.m, false, &s.jobs, &s.njobs)) < 0 || (rc = emit_plan(&e)) < 0 ||
+	    (rc = run_jobs(&s.c, s.jobs, s.njobs, emit_chunk, &e)) < 0 || (rc = emit_end(&e)) < 0)
+		goto done;
+	if (stats) {
+		stats->target_bytes = s.m->target_size;
+		stats->delta_bytes = e.written;
+		stats->seconds = tp_delta_now() - s.t0;
+	}
+done:
+	session_close(&s);
+	return rc < 0 ? tp_error_wrap(rc, "delta compress %s", target) : 0;
+}
+
+int tp_delta_compress_file(const char *target, const char *const *bases, size_t nbases,
+			   const char *out_path, const tp_delta_opts *opts,
+			   tp_delta_stats *stats)
+{
+	tp_tmpfile t;
+	int rc = tp_tmpfile_open(&t, out_path);
+	if (rc < 0)
+		return rc;
+	rc = tp_delta_compress(target, bases, nbases, tp_delta_fd_write, &t.fd, opts, stats);
+	return tp_tmpfile_finish(&t, rc);
+}
+
+/* ---- estimate ---------------------------------------------------------------- */
+
+typedef struct tally {
+	const coder *c;
+	tp_delta_manifest *m;
+	uint64_t *sampled; /* target bytes coded per segment */
+} tally;
+
+static int tally_chunk(void *ctx, const slot *s)
+{
+	tally *t = ctx;
+	t->m->segs[s->d.seg].stored_bytes += s->out_len;
+	t->m->segs[s->d.seg].same_chunks += s->out_len == TP_DELTA_CHUNK_HDR;
+	t->sampled[s->d.seg] += s->d.len;
+	release_chunk(t->c, &s->d);
+	return 0;
+}
+
+static void extrapolate(tp_delta_manifest *m, const uint64_t *sampled, size_t plan_len)
+{
+	m->delta_size = TP_DELTA_PREAMBLE + plan_len + TP_DELTA_END_LEN;
+	for (size_t i = 0; i < m->nsegs; i++) {
+		tp_delta_seg_info *s = &m->segs[i];
+		if (sampled[i] && sampled[i] < s->size) {
+			double scale = (double)s->size / (double)sampled[i];
+			s->stored_bytes = (uint64_t)((double)s->stored_bytes * scale + 0.5);
+			s->same_chunks = (uint64_t)((double)s->same_chunks * scale + 0.5);
+		}
+		m->delta_size += s->stored_bytes;
+	}
+}
+
+int tp_delta_estimate(tp_delta_manifest **out, const char *target,
+		      const char *const *bases, size_t nbases, const tp_delta_opts *opts)
+{
+	session s;
+	tally t = { 0 };
+	char *json = NULL;
+	size_t plan_len = 0;
+	int rc = session_open(&s, target, bases, nbases, opts);
+	if (rc < 0)
+		goto done;
+	t.c = &s.c;
+	t.m = s.m;
+	if (!(t.sampled = calloc(s.m->nsegs ? s.m->nsegs : 1, sizeof(*t.sampled)))) {
+		rc = tp_error_set(TP_ENOMEM, "out of memory");
+		goto done;
+	}
+	if ((rc = tp_delta_plan_write(s.m, &json, &plan_len)) < 0 ||
+	    (rc = list_jobs(s.m, true, &s.jobs, &s.njobs)) < 0 ||
+	    (rc = run_jobs(&s.c, s.jobs, s.njobs, tally_chunk, &t)) < 0)
+		goto done;
+	extrapolate(s.m, t.sampled, plan_len);
+	*out = s.m;
+	s.m = NULL;
+done:
+	free(json);
+	free(t.sampled);
+	session_close(&s);
+	return rc < 0 ? tp_error_wrap(rc, "delta estimate %s", target) : 0;
+}

@@ -1,0 +1,38 @@
+/* Stream and file helpers shared by compress, apply and inspect. */
+#ifndef TP_DELTA_IO_H
+#define TP_DELTA_IO_H
+
+#include "delta_internal.h"
+
+#define TP_DELTA_MAGIC "TPKDELTA"
+#define TP_DELTA_PREAMBLE 16 /* magic, u32 version, u32 plan length */
+#define TP_DELTA_PLAN_MAX (256u << 20)
+
+double tp_delta_now(void);
+
+/* A file written under a temporary name and renamed into place on success. */
+typedef struct tp_tmpfile {
+	int fd;
+	char *path;
+	const char *final_path;
+} tp_tmpfile;
+
+int tp_tmpfile_open(tp_tmpfile *t, const char *final_path);
+/* Publish (rc == 0) or discard (rc < 0); returns the final result. */
+int tp_tmpfile_finish(tp_tmpfile *t, int rc);
+
+typedef struct tp_reader {
+	tp_delta_read_fn read;
+	void *ctx;
+	uint64_t pos;
+} tp_reader;
+
+/* Read exactly n bytes; a short read is a truncated delta. */
+int tp_reader_exact(tp_reader *r, void *buf, size_t n);
+/* Read the preamble and the plan. */
+int tp_reader_plan(tp_reader *r, tp_delta_manifest **out);
+/* Read the next frame into buf[cap]; *end is set for the end frame, whose
+ * TP_DELTA_END_LEN bytes are then in buf. */
+int tp_reader_frame(tp_reader *r, uint8_t *buf, size_t cap, tp_chunk_head *h, bool *end);
+
+#endif

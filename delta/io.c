@@ -1,0 +1,128 @@
+/* File plumbing around the codec: fd adapters and publish-by-rename. */
+#include "delta_internal.h"
+#include "delta_io.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+int tp_delta_fd_write(void *ctx, const void *buf, size_t n)
+{
+	return tp_fs_write_all(*(const int *)ctx, buf, n);
+}
+
+int tp_delta_fd_read(void *ctx, void *buf, size_t n, size_t *got)
+{
+	return tp_fs_read_full(*(const int *)ctx, buf, n, got);
+}
+
+double tp_delta_now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+int tp_tmpfile_open(tp_tmpfile *t, const char *final_path)
+{
+	memset(t, 0, sizeof(*t));
+	t->fd = -1;
+	size_t n = strlen(final_path);
+	if (!(t->path = malloc(n + sizeof(".tmp.XXXXXX"))))
+		return tp_error_set(TP_ENOMEM, "out of memory");
+	memcpy(t->path, final_path, n);
+	memcpy(t->path + n, ".tmp.XXXXXX", sizeof(".tmp.XXXXXX"));
+	t->fd = mkstemp(t->path);
+	if (t->fd < 0) {
+		int e = errno;
+		free(t->path);
+		t->path = NULL;
+		return tp_error_set_errno(tp_error_from_errno(e), e, "creating a file next to %s",
+					  final_path);
+	}
+	/* mkstemp makes 0600; give the result the usual umask-derived mode. */
+	mode_t um = umask(0);
+	umask(um);
+	fchmod(t->fd, 0666 & ~um);
+	t->final_path = final_path;
+	return 0;
+}
+
+int tp_tmpfile_finish(tp_tmpfile *t, int rc)
+{
+	if (t->fd >= 0) {
+		if (rc == 0 && fsync(t->fd) != 0)
+			rc = tp_error_set_errno(TP_EIO, errno, "fsync %s", t->path);
+		if (close(t->fd) != 0 && rc == 0)
+			rc = tp_error_set_errno(TP_EIO, errno, "close %s", t->path);
+	}
+	if (rc == 0 && rename(t->path, t->final_path) != 0)
+		rc = tp_error_set_errno(tp_error_from_errno(errno), errno, "renaming to %s",
+					t->final_path);
+	if (rc < 0 && t->path)
+		unlink(t->path);
+	free(t->path);
+	memset(t, 0, sizeof(*t));
+	t->fd = -1;
+	return rc;
+}
+
+int tp_reader_exact(tp_reader *r, void *buf, size_t n)
+{
+	size_t got = 0;
+	int rc = r->read(r->ctx, buf, n, &got);
+	if (rc < 0)
+		return tp_error_wrap(rc, "reading delta");
+	r->pos += got;
+	if (got != n)
+		return tp_error_set(TP_ECORRUPT, "delta: truncated at byte %llu",
+				    (unsigned long long)r->pos);
+	return 0;
+}
+
+int tp_reader_plan(tp_reader *r, tp_delta_manifest **out)
+{
+	uint8_t pre[TP_DELTA_PREAMBLE];
+	int rc = tp_reader_exact(r, pre, sizeof(pre));
+	if (rc < 0)
+		return rc;
+	if (memcmp(pre, TP_DELTA_MAGIC, 8) != 0)
+		return tp_error_set(TP_ECORRUPT, "not a tenpak delta (bad magic)");
+	uint32_t version = tp_rd32(pre + 8), len = tp_rd32(pre + 12);
+	if (version != TP_DELTA_VERSION)
+		return tp_error_set(TP_EUNSUPPORTED, "delta format version %u (this build reads %d)",
+				    version, TP_DELTA_VERSION);
+	if (len > TP_DELTA_PLAN_MAX)
+		return tp_error_set(TP_ECORRUPT, "delta: plan of %u bytes over the cap", len);
+	char *json = malloc(len ? len : 1);
+	if (!json)
+		return tp_error_set(TP_ENOMEM, "out of memory");
+	if ((rc = tp_reader_exact(r, json, len)) == 0)
+		rc = tp_delta_plan_parse(out, json, len);
+	free(json);
+	return rc;
+}
+
+int tp_reader_frame(tp_reader *r, uint8_t *buf, size_t cap, tp_chunk_head *h, bool *end)
+{
+	int rc = tp_reader_exact(r, buf, 4);
+	if (rc < 0)
+		return rc;
+	if (buf[0] == TP_DELTA_FRAME_END) {
+		*end = true;
+		return tp_reader_exact(r, buf + 4, TP_DELTA_END_LEN - 4);
+	}
+	*end = false;
+	size_t hs;
+	if ((rc = tp_chunk_head_size(buf, &hs)) < 0 || (rc = tp_reader_exact(r, buf + 4, hs - 4)) < 0 ||
+	    (rc = tp_chunk_head_parse(h, buf, hs)) < 0)
+		return rc;
+	if (h->frame_size > cap)
+		return tp_error_set(TP_ECORRUPT, "delta: chunk frame larger than its bound");
+	return tp_reader_exact(r, buf + hs, h->frame_size - hs);
+}

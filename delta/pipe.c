@@ -1,0 +1,159 @@
+/* A bounded pool of worker threads processing numbered jobs, collected by
+ * the caller in submission order. At most `window` jobs are in flight, which
+ * bounds memory to window chunk buffers. */
+#include "delta_internal.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+struct tp_pipe {
+	pthread_mutex_t mu;
+	pthread_cond_t work_cv, done_cv;
+	pthread_t *threads;
+	unsigned nthreads;
+	size_t window;
+	tp_pipe_fn fn;
+	void *ctx;
+	uint64_t submitted, taken;
+	uint64_t *done;   /* per slot: job number + 1 when finished */
+	int *rc;          /* per slot */
+	char (*msg)[256]; /* per slot: a failed job's message, made on its thread */
+	bool stop;
+	bool inited; /* mutex and condition variables */
+};
+
+unsigned tp_delta_default_threads(void)
+{
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+	return n < 1 ? 1 : n > 256 ? 256 : (unsigned)n;
+}
+
+static void *worker_main(void *arg)
+{
+	tp_pipe *p = arg;
+	pthread_mutex_lock(&p->mu);
+	unsigned id = 0;
+	/* Worker ids index per-worker scratch; hand them out in start order. */
+	while (!pthread_equal(p->threads[id], pthread_self()))
+		id++;
+	for (;;) {
+		while (!p->stop && p->taken == p->submitted)
+			pthread_cond_wait(&p->work_cv, &p->mu);
+		if (p->stop)
+			break;
+		uint64_t job = p->taken++;
+		pthread_mutex_unlock(&p->mu);
+		size_t slot = (size_t)(job % p->window);
+		int rc = p->fn(p->ctx, slot, id);
+		if (rc < 0) /* error messages are per thread: carry it to the caller */
+			snprintf(p->msg[slot], sizeof(p->msg[slot]), "%s", tp_error_last());
+		pthread_mutex_lock(&p->mu);
+		p->rc[slot] = rc;
+		p->done[slot] = job + 1;
+		pthread_cond_broadcast(&p->done_cv);
+	}
+	pthread_mutex_unlock(&p->mu);
+	return NULL;
+}
+
+int tp_pipe_new(tp_pipe **out, unsigned threads, size_t window, tp_pipe_fn fn, void *ctx)
+{
+	tp_pipe *p = calloc(1, sizeof(*p));
+	if (!p)
+		return tp_error_set(TP_ENOMEM, "out of memory");
+	p->window = window ? window : 1;
+	p->fn = fn;
+	p->ctx = ctx;
+	p->done = calloc(p->window, sizeof(*p->done));
+	p->rc = calloc(p->window, sizeof(*p->rc));
+	p->msg = calloc(p->window, sizeof(*p->msg));
+	p->threads = calloc(threads ? threads : 1, sizeof(*p->threads));
+	if (!p->done || !p->rc || !p->msg || !p->threads) {
+		tp_pipe_free(p);
+		return tp_error_set(TP_ENOMEM, "out of memory");
+	}
+	pthread_mutex_init(&p->mu, NULL);
+	pthread_cond_init(&p->work_cv, NULL);
+	pthread_cond_init(&p->done_cv, NULL);
+	p->inited = true;
+	if (threads > 1) {
+		/* Hold the lock so workers see every pthread_t before looking up their id. */
+		pthread_mutex_lock(&p->mu);
+		for (unsigned i = 0; i < threads; i++) {
+			if (pthread_create(&p->threads[i], NULL, worker_main, p) != 0)
+				break;
+			p->nthreads++;
+		}
+		pthread_mutex_unlock(&p->mu);
+		if (p->nthreads < threads) {
+			tp_pipe_free(p);
+			return tp_error_set(TP_EIO, "cannot start worker threads");
+		}
+	}
+	*out = p;
+	return 0;
+}
+
+unsigned tp_pipe_workers(const tp_pipe *p)
+{
+	return p->nthreads ? p->nthreads : 1;
+}
+
+size_t tp_pipe_window(const tp_pipe *p)
+{
+	return p->window;
+}
+
+void tp_pipe_submit(tp_pipe *p, uint64_t job)
+{
+	size_t slot = (size_t)(job % p->window);
+	if (!p->nthreads) {
+		p->rc[slot] = p->fn(p->ctx, slot, 0);
+		p->done[slot] = job + 1;
+		p->submitted = job + 1;
+		return;
+	}
+	pthread_mutex_lock(&p->mu);
+	p->submitted = job + 1;
+	pthread_cond_signal(&p->work_cv);
+	pthread_mutex_unlock(&p->mu);
+}
+
+int tp_pipe_wait(tp_pipe *p, uint64_t job)
+{
+	size_t slot = (size_t)(job % p->window);
+	pthread_mutex_lock(&p->mu);
+	while (p->done[slot] != job + 1)
+		pthread_cond_wait(&p->done_cv, &p->mu);
+	int rc = p->rc[slot];
+	pthread_mutex_unlock(&p->mu);
+	if (rc < 0 && p->nthreads)
+		tp_error_set(rc, "%s", p->msg[slot]);
+	return rc;
+}
+
+void tp_pipe_free(tp_pipe *p)
+{
+	if (!p)
+		return;
+	if (p->nthreads) {
+		pthread_mutex_lock(&p->mu);
+		p->stop = true;
+		pthread_cond_broadcast(&p->work_cv);
+		pthread_mutex_unlock(&p->mu);
+		for (unsigned i = 0; i < p->nthreads; i++)
+			pthread_join(p->threads[i], NULL);
+	}
+	if (p->inited) {
+		pthread_mutex_destroy(&p->mu);
+		pthread_cond_destroy(&p->work_cv);
+		pthread_cond_destroy(&p->done_cv);
+	}
+	free(p->threads);
+	free(p->done);
+	free(p->rc);
+	free(p->msg);
+	free(p);
+}

@@ -1,0 +1,214 @@
+/*
+ * tenpak delta: safetensors reader and the lossless tensor-wise delta codec.
+ *
+ * A delta rebuilds a target file bit-exactly from one or more base files.
+ * Tensors are matched by name (same dtype and shape), transformed against
+ * their base (XOR or difference in ULP space), split into byte planes and
+ * coded with zstd in independent chunks. The on-disk format is described in
+ * delta/FORMAT.md.
+ *
+ * All functions return 0 or a negative TP_E* code and set tp_error_last().
+ */
+#ifndef TP_DELTA_H
+#define TP_DELTA_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---- dtypes ------------------------------------------------------------ */
+
+typedef enum tp_dtype {
+	TP_DTYPE_F64,
+	TP_DTYPE_F32,
+	TP_DTYPE_F16,
+	TP_DTYPE_BF16,
+	TP_DTYPE_I64,
+	TP_DTYPE_I32,
+	TP_DTYPE_I16,
+	TP_DTYPE_I8,
+	TP_DTYPE_U8,
+	TP_DTYPE_BOOL,
+	TP_DTYPE_F8_E4M3,
+	TP_DTYPE_F8_E5M2,
+	TP_DTYPE_COUNT
+} tp_dtype;
+
+/* Spec spelling ("BF16"); "?" for an invalid value. */
+const char *tp_dtype_name(tp_dtype d);
+/* TP_ENOTFOUND for an unknown name. */
+int tp_dtype_from_name(const char *name, tp_dtype *out);
+/* Element size in bytes. */
+unsigned tp_dtype_size(tp_dtype d);
+bool tp_dtype_is_float(tp_dtype d);
+
+/* ---- safetensors ------------------------------------------------------- */
+
+#define TP_ST_MAX_DIMS 16
+/* Largest JSON header accepted (the reference implementation uses 100 MB). */
+#define TP_ST_HEADER_MAX (100u * 1000u * 1000u)
+#define TP_ST_MAX_TENSORS 1000000u
+
+typedef struct tp_st_tensor {
+	char *name;
+	tp_dtype dtype;
+	unsigned ndim;
+	uint64_t shape[TP_ST_MAX_DIMS];
+	uint64_t offset; /* absolute file offset of the first data byte */
+	uint64_t size;   /* bytes */
+} tp_st_tensor;
+
+typedef struct tp_safetensors {
+	uint64_t file_size;
+	uint64_t data_start; /* 8 + JSON header length */
+	size_t ntensors;
+	tp_st_tensor *tensors; /* sorted by offset */
+	size_t nmeta;          /* __metadata__ string pairs */
+	char **meta_keys;
+	char **meta_values;
+} tp_safetensors;
+
+/*
+ * Length of the whole header (8 + JSON) from the file's first 8 bytes;
+ * TP_ECORRUPT if it is capped or does not fit in file_size.
+ */
+int tp_safetensors_header_size(const unsigned char first8[8], uint64_t file_size,
+			       uint64_t *out);
+/*
+ * Parse a header held in memory: head holds the first head_len bytes of a
+ * file of file_size bytes (head_len must cover the whole header). No I/O, so
+ * it can be fuzzed. Rejects bad JSON, unknown dtypes, absurd or overflowing
+ * shapes, and data_offsets that are out of range, overlap or disagree with
+ * the shape.
+ */
+int tp_safetensors_parse(tp_safetensors **out, const void *head, size_t head_len,
+			 uint64_t file_size);
+int tp_safetensors_open(tp_safetensors **out, const char *path);
+void tp_safetensors_free(tp_safetensors *st);
+/* NULL when absent. */
+const tp_st_tensor *tp_safetensors_find(const tp_safetensors *st, const char *name);
+/* True when path ends in ".index.json" (a sharded model's index). */
+bool tp_safetensors_is_index(const char *path);
+/*
+ * Read a model.safetensors.index.json and list its distinct shard files
+ * (joined to the index's directory, in first-seen order).
+ */
+int tp_safetensors_index_shards(char ***out, size_t *n_out, const char *index_path);
+void tp_safetensors_shards_free(char **paths, size_t n);
+
+/* ---- delta codec ------------------------------------------------------- */
+
+#define TP_DELTA_VERSION 1
+#define TP_DELTA_CHUNK_DEFAULT (1u << 20)
+#define TP_DELTA_CHUNK_MIN (64u << 10)
+#define TP_DELTA_CHUNK_MAX (16u << 20)
+#define TP_DELTA_LEVEL_DEFAULT 1
+
+/* How a segment of the target is coded (values are stored in the format). */
+typedef enum tp_delta_xform {
+	TP_DELTA_XFORM_AUTO = 0,   /* options only: choose per tensor */
+	TP_DELTA_XFORM_PLAIN = 1,  /* bytes as one plane (header, gaps, ints) */
+	TP_DELTA_XFORM_PLANES = 2, /* float byte planes, no base */
+	TP_DELTA_XFORM_XOR = 3,    /* XOR with base, float byte planes */
+	TP_DELTA_XFORM_ULP = 4,    /* zigzag ULP difference, byte planes */
+} tp_delta_xform;
+
+const char *tp_delta_xform_name(tp_delta_xform x);
+
+/* Called with bytes of target (compress) or output (apply) done so far. */
+typedef void (*tp_delta_progress_fn)(void *ctx, uint64_t done, uint64_t total);
+/* Write all n bytes or fail. */
+typedef int (*tp_delta_write_fn)(void *ctx, const void *buf, size_t n);
+/* Read up to n bytes; *got < n only at end of stream. */
+typedef int (*tp_delta_read_fn)(void *ctx, void *buf, size_t n, size_t *got);
+
+/* Adapters for plain file descriptors: ctx points to an int fd. */
+int tp_delta_fd_write(void *ctx, const void *buf, size_t n);
+int tp_delta_fd_read(void *ctx, void *buf, size_t n, size_t *got);
+
+typedef struct tp_delta_opts {
+	unsigned threads;  /* 0: all online cores */
+	int level;         /* zstd level; 0: TP_DELTA_LEVEL_DEFAULT */
+	size_t chunk_size; /* 0: TP_DELTA_CHUNK_DEFAULT; a multiple of 8 */
+	/* Force XOR or ULP for matched float tensors (experiments); AUTO
+	 * picks the smallest of XOR, ULP and no base per tensor. */
+	tp_delta_xform force_xform;
+	tp_delta_progress_fn progress;
+	void *progress_ctx;
+} tp_delta_opts;
+
+typedef struct tp_delta_stats {
+	uint64_t target_bytes; /* bytes of the rebuilt file */
+	uint64_t delta_bytes;  /* bytes of the delta stream */
+	double seconds;
+} tp_delta_stats;
+
+typedef struct tp_delta_base_info {
+	char *name; /* file name the base had when the delta was made */
+	uint64_t size;
+	char fingerprint[65]; /* hex sha256 over the header and sampled blocks */
+} tp_delta_base_info;
+
+typedef struct tp_delta_seg_info {
+	char *name;             /* tensor name; NULL for bytes outside tensors */
+	tp_dtype dtype;         /* meaningful only when name != NULL */
+	tp_delta_xform xform;
+	uint64_t offset, size;  /* range in the target file */
+	int base;               /* index into bases, -1 when unmatched */
+	uint64_t base_offset;
+	uint64_t chunks;
+	uint64_t same_chunks;   /* chunks equal to their base: no payload */
+	uint64_t stored_bytes;  /* frames' bytes (an estimate from estimate) */
+} tp_delta_seg_info;
+
+typedef struct tp_delta_manifest {
+	uint32_t version;
+	uint64_t target_size;
+	uint64_t chunk_size;
+	unsigned char sha256[32]; /* of the target (zero from estimate) */
+	uint64_t delta_size;      /* whole stream (estimated by estimate) */
+	size_t nbases;
+	tp_delta_base_info *bases;
+	size_t nsegs;
+	tp_delta_seg_info *segs;
+} tp_delta_manifest;
+
+/*
+ * Write a delta that rebuilds target from bases (none: no-base mode).
+ * A base path ending in .index.json stands for its shards. A target that
+ * is not safetensors is coded as opaque bytes.
+ */
+int tp_delta_compress(const char *target, const char *const *bases, size_t nbases,
+		      tp_delta_write_fn write, void *write_ctx,
+		      const tp_delta_opts *opts, tp_delta_stats *stats);
+/* tp_delta_compress into a file, written to a temporary and renamed. */
+int tp_delta_compress_file(const char *target, const char *const *bases, size_t nbases,
+			   const char *out_path, const tp_delta_opts *opts,
+			   tp_delta_stats *stats);
+/*
+ * Rebuild the target from a delta stream, writing it sequentially to out_fd.
+ * Bases may be given in any order; each is identified by its fingerprint.
+ * Returns TP_ECORRUPT when the rebuilt bytes do not hash to the recorded
+ * sha256: the caller must then discard what was written.
+ */
+int tp_delta_apply(tp_delta_read_fn read, void *read_ctx,
+		   const char *const *bases, size_t nbases, int out_fd,
+		   const tp_delta_opts *opts, tp_delta_stats *stats);
+/* tp_delta_apply into a temporary next to out_path, renamed only if the
+ * sha256 matched; out_path is untouched on any failure. */
+int tp_delta_apply_file(const char *delta_path, const char *const *bases, size_t nbases,
+			const char *out_path, const tp_delta_opts *opts,
+			tp_delta_stats *stats);
+/*
+ * Predict the delta's size by coding a sample of each tensor's chunks.
+ * The manifest's stored_bytes and delta_size are estimates.
+ */
+int tp_delta_estimate(tp_delta_manifest **out, const char *target,
+		      const char *const *bases, size_t nbases, const tp_delta_opts *opts);
+/* Read a delta's plan and scan its frames for per-segment sizes. */
+int tp_delta_inspect(tp_delta_manifest **out, tp_delta_read_fn read, void *read_ctx);
+void tp_delta_manifest_free(tp_delta_manifest *m);
+/* The manifest with sizes as pretty JSON (for inspect/estimate --json). */
+int tp_delta_manifest_to_json(const tp_delta_manifest *m, char **out);
+
+#endif

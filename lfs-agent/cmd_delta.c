@@ -1,0 +1,363 @@
+/* `tenpak delta`: compress, apply, estimate and inspect tensor deltas. */
+#include "cli.h"
+#include "tp_common.h"
+#include "tp_delta.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Progress is shown for inputs at least this large, on a terminal only. */
+#define PROGRESS_MIN (64ull << 20)
+#define MAX_BASES 4096
+
+static const char usage_compress[] =
+	"usage: tenpak delta compress [--base FILE]... TARGET -o OUT [--threads N] [--level N]\n"
+	"Write a delta that rebuilds TARGET from the bases (none: compress TARGET alone).\n"
+	"A --base ending in .index.json stands for all of its shards.\n";
+static const char usage_apply[] =
+	"usage: tenpak delta apply [--base FILE]... DELTA -o OUT [--threads N]\n"
+	"Rebuild the file from DELTA and its bases; OUT is written only if its sha256 matches.\n";
+static const char usage_estimate[] =
+	"usage: tenpak delta estimate [--base FILE]... TARGET [--json] [--threads N] [--level N]\n"
+	"Predict the delta size from a sample of each tensor's chunks.\n";
+static const char usage_inspect[] =
+	"usage: tenpak delta inspect DELTA [--json]\n"
+	"Show a delta's manifest: bases, tensors, transforms and sizes.\n";
+static const char usage_delta[] =
+	"usage: tenpak delta <compress|apply|estimate|inspect> [options]\n"
+	"Run 'tenpak delta <command> --help' for the options of each.\n";
+
+typedef struct args {
+	const char *bases[MAX_BASES];
+	size_t nbases;
+	const char *input, *out;
+	bool json, help;
+	tp_delta_opts opts;
+} args;
+
+static int usage_error(const char *cmd, const char *msg, const char *arg)
+{
+	fprintf(stderr, "tenpak delta %s: %s%s%s (see --help)\n", cmd, msg, arg ? " " : "",
+		arg ? arg : "");
+	return 2;
+}
+
+static bool parse_uint(const char *s, unsigned long max, unsigned long *out)
+{
+	char *end;
+	errno = 0;
+	unsigned long v = strtoul(s, &end, 10);
+	if (errno || end == s || *end || s[0] == '-' || v > max)
+		return false;
+	*out = v;
+	return true;
+}
+
+/* Value of an option given as "--opt VALUE" or "--opt=VALUE"; NULL if absent. */
+static const char *opt_value(int argc, char **argv, int *i, const char *name)
+{
+	size_t n = strlen(name);
+	if (strncmp(argv[*i], name, n) != 0)
+		return NULL;
+	if (argv[*i][n] == '=')
+		return argv[*i] + n + 1;
+	if (argv[*i][n] != '\0' || *i + 1 >= argc)
+		return NULL;
+	return argv[++*i];
+}
+
+static int parse_xform(const char *s, tp_delta_xform *out)
+{
+	static const tp_delta_xform all[] = { TP_DELTA_XFORM_AUTO, TP_DELTA_XFORM_XOR,
+					      TP_DELTA_XFORM_ULP };
+	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
+		if (strcmp(s, tp_delta_xform_name(all[i])) == 0) {
+			*out = all[i];
+			return 0;
+		}
+	}
+	return -1;
+}
+
+/* One option at argv[*i]; returns 0, or 2 after printing a usage error. */
+static int parse_option(const char *cmd, int argc, char **argv, int *i, args *a)
+{
+	const char *v;
+	unsigned long n;
+	if (strcmp(argv[*i], "--help") == 0 || strcmp(argv[*i], "-h") == 0) {
+		a->help = true;
+	} else if (strcmp(argv[*i], "--json") == 0) {
+		a->json = true;
+	} else if ((v = opt_value(argc, argv, i, "--base"))) {
+		if (a->nbases == MAX_BASES)
+			return usage_error(cmd, "too many --base options", NULL);
+		a->bases[a->nbases++] = v;
+	} else if ((v = opt_value(argc, argv, i, "-o")) || (v = opt_value(argc, argv, i, "--output"))) {
+		a->out = v;
+	} else if ((v = opt_value(argc, argv, i, "--threads"))) {
+		if (!parse_uint(v, 1024, &n))
+			return usage_error(cmd, "bad --threads", v);
+		a->opts.threads = (unsigned)n;
+	} else if ((v = opt_value(argc, argv, i, "--level"))) {
+		if (!parse_uint(v, 22, &n) || n == 0)
+			return usage_error(cmd, "--level must be 1..22, got", v);
+		a->opts.level = (int)n;
+	} else if ((v = opt_value(argc, argv, i, "--chunk-size"))) { /* for experiments */
+		if (!parse_uint(v, TP_DELTA_CHUNK_MAX, &n))
+			return usage_error(cmd, "bad --chunk-size", v);
+		a->opts.chunk_size = n;
+	} else if ((v = opt_value(argc, argv, i, "--transform"))) { /* for experiments */
+		if (parse_xform(v, &a->opts.force_xform) < 0)
+			return usage_error(cmd, "--transform must be auto, xor or ulp, got", v);
+	} else if (argv[*i][0] == '-' && argv[*i][1] != '\0') {
+		return usage_error(cmd, "unknown or incomplete option", argv[*i]);
+	} else if (a->input) {
+		return usage_error(cmd, "unexpected argument", argv[*i]);
+	} else {
+		a->input = argv[*i];
+	}
+	return 0;
+}
+
+static int parse_args(const char *cmd, int argc, char **argv, args *a)
+{
+	memset(a, 0, sizeof(*a));
+	for (int i = 1; i < argc; i++) {
+		int rc = parse_option(cmd, argc, argv, &i, a);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+/* ---- progress and summaries ------------------------------------------------- */
+
+typedef struct progress {
+	const char *what;
+	double last;
+} progress;
+
+static double now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void show_progress(void *ctx, uint64_t done, uint64_t total)
+{
+	progress *p = ctx;
+	double t = now();
+	if (done < total && t - p->last < 0.1)
+		return;
+	p->last = t;
+	char a[32], b[32];
+	tp_fmt_bytes(done, a, sizeof(a));
+	tp_fmt_bytes(total, b, sizeof(b));
+	fprintf(stderr, "\r%s: %3.0f%% (%s / %s)%s", p->what, total ? 100.0 * done / total : 100.0,
+		a, b, done >= total ? "\n" : "");
+}
+
+static void want_progress(args *a, progress *p, const char *what, const char *path)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	off_t size = fd >= 0 ? lseek(fd, 0, SEEK_END) : 0;
+	if (fd >= 0)
+		close(fd);
+	if (!isatty(STDERR_FILENO) || size < (off_t)PROGRESS_MIN)
+		return;
+	p->what = what;
+	a->opts.progress = show_progress;
+	a->opts.progress_ctx = p;
+}
+
+static void print_summary(const char *verb, const tp_delta_stats *st, bool delta_is_output)
+{
+	char t[32], d[32];
+	tp_fmt_bytes(st->target_bytes, t, sizeof(t));
+	tp_fmt_bytes(st->delta_bytes, d, sizeof(d));
+	double ratio = st->target_bytes ? (double)st->delta_bytes / (double)st->target_bytes : 0;
+	double mibs = st->seconds > 0 ? (double)st->target_bytes / st->seconds / 1048576.0 : 0;
+	printf("%s %s %s %s: ratio %.4f (%.1f%% saved), %.2f s, %.1f MiB/s\n", verb,
+	       delta_is_output ? t : d, "->", delta_is_output ? d : t, ratio,
+	       100.0 * (1.0 - ratio), st->seconds, mibs);
+}
+
+/* The library's message already names the operation ("delta apply: ..."). */
+static int fail(void)
+{
+	fprintf(stderr, "tenpak: %s\n", tp_error_last());
+	return 1;
+}
+
+/* ---- subcommands --------------------------------------------------------------- */
+
+/* Parse a subcommand's arguments; true when it is already finished (help
+ * printed or a usage error), with its exit code in *rc. */
+static bool parse_or_finish(const char *cmd, const char *usage, int argc, char **argv, args *a,
+			    int *rc)
+{
+	*rc = parse_args(cmd, argc, argv, a);
+	if (!*rc && a->help)
+		fputs(usage, stdout);
+	return *rc || a->help;
+}
+
+typedef int (*file_fn)(const char *in, const char *const *bases, size_t nbases,
+		       const char *out, const tp_delta_opts *opts, tp_delta_stats *stats);
+
+/* compress and apply: one input, bases, -o OUT, a summary at the end. */
+typedef struct transfer {
+	const char *name, *usage, *operands, *done;
+	file_fn fn;
+	bool delta_is_output;
+} transfer;
+
+static int run_transfer(const transfer *t, int argc, char **argv)
+{
+	args a;
+	progress p = { 0 };
+	tp_delta_stats st = { 0 };
+	int rc;
+	if (parse_or_finish(t->name, t->usage, argc, argv, &a, &rc))
+		return rc;
+	if (!a.input || !a.out)
+		return usage_error(t->name, t->operands, NULL);
+	want_progress(&a, &p, t->name, a.input);
+	if (t->fn(a.input, a.bases, a.nbases, a.out, &a.opts, &st) < 0)
+		return fail();
+	print_summary(t->done, &st, t->delta_is_output);
+	return 0;
+}
+
+static int cmd_compress(int argc, char **argv)
+{
+	static const transfer t = { "compress", usage_compress, "needs TARGET and -o OUT",
+				    "compressed", tp_delta_compress_file, true };
+	return run_transfer(&t, argc, argv);
+}
+
+static int cmd_apply(int argc, char **argv)
+{
+	static const transfer t = { "apply", usage_apply, "needs DELTA and -o OUT", "applied",
+				    tp_delta_apply_file, false };
+	return run_transfer(&t, argc, argv);
+}
+
+static void print_segments(const tp_delta_manifest *m)
+{
+	printf("%-48s %-8s %-6s %12s %12s %7s\n", "tensor", "dtype", "xform", "bytes", "delta",
+	       "ratio");
+	for (size_t i = 0; i < m->nsegs; i++) {
+		const tp_delta_seg_info *s = &m->segs[i];
+		printf("%-48s %-8s %-6s %12llu %12llu %7.4f%s\n", s->name ? s->name : "(bytes outside tensors)",
+		       s->name ? tp_dtype_name(s->dtype) : "-", tp_delta_xform_name(s->xform),
+		       (unsigned long long)s->size, (unsigned long long)s->stored_bytes,
+		       s->size ? (double)s->stored_bytes / (double)s->size : 0.0,
+		       s->chunks && s->same_chunks == s->chunks ? "  identical" : "");
+	}
+}
+
+static void print_total(const tp_delta_manifest *m, const char *label)
+{
+	char t[32], d[32];
+	tp_fmt_bytes(m->target_size, t, sizeof(t));
+	tp_fmt_bytes(m->delta_size, d, sizeof(d));
+	double ratio = m->target_size ? (double)m->delta_size / (double)m->target_size : 0;
+	printf("%s: %s -> %s, ratio %.4f (%.1f%% saved)\n", label, t, d, ratio,
+	       100.0 * (1.0 - ratio));
+}
+
+static int print_manifest(const tp_delta_manifest *m, bool json, bool estimated)
+{
+	if (json) {
+		char *s;
+		if (tp_delta_manifest_to_json(m, &s) < 0)
+			return -1;
+		puts(s);
+		free(s);
+		return 0;
+	}
+	if (!estimated) {
+		char sha[65];
+		tp_sha256_hex(m->sha256, sha);
+		printf("format version %u, chunk size %llu, target sha256 %s\n", m->version,
+		       (unsigned long long)m->chunk_size, sha);
+	}
+	for (size_t i = 0; i < m->nbases; i++)
+		printf("base %zu: %s (%llu bytes, fingerprint %.16s)\n", i, m->bases[i].name,
+		       (unsigned long long)m->bases[i].size, m->bases[i].fingerprint);
+	print_segments(m);
+	print_total(m, estimated ? "estimated total" : "total");
+	return 0;
+}
+
+static int cmd_estimate(int argc, char **argv)
+{
+	args a;
+	tp_delta_manifest *m = NULL;
+	int rc;
+	if (parse_or_finish("estimate", usage_estimate, argc, argv, &a, &rc))
+		return rc;
+	if (!a.input || a.out)
+		return usage_error("estimate", "needs exactly one TARGET and no -o", NULL);
+	if (tp_delta_estimate(&m, a.input, a.bases, a.nbases, &a.opts) < 0)
+		return fail();
+	rc = print_manifest(m, a.json, true) < 0 ? fail() : 0;
+	tp_delta_manifest_free(m);
+	return rc;
+}
+
+static int cmd_inspect(int argc, char **argv)
+{
+	args a;
+	tp_delta_manifest *m = NULL;
+	int rc;
+	if (parse_or_finish("inspect", usage_inspect, argc, argv, &a, &rc))
+		return rc;
+	if (!a.input || a.out || a.nbases)
+		return usage_error("inspect", "needs exactly one DELTA", NULL);
+	int fd = open(a.input, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		tp_error_set_errno(tp_error_from_errno(errno), errno, "opening %s", a.input);
+		return fail();
+	}
+	rc = tp_delta_inspect(&m, tp_delta_fd_read, &fd);
+	close(fd);
+	if (rc < 0)
+		return fail();
+	rc = print_manifest(m, a.json, false) < 0 ? fail() : 0;
+	tp_delta_manifest_free(m);
+	return rc;
+}
+
+int tp_cmd_delta(int argc, char **argv)
+{
+	static const struct {
+		const char *name;
+		int (*fn)(int, char **);
+	} cmds[] = {
+		{ "compress", cmd_compress },
+		{ "apply", cmd_apply },
+		{ "estimate", cmd_estimate },
+		{ "inspect", cmd_inspect },
+	};
+	if (argc < 2) {
+		fputs(usage_delta, stderr);
+		return 2;
+	}
+	if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+		fputs(usage_delta, stdout);
+		return 0;
+	}
+	for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
+		if (strcmp(argv[1], cmds[i].name) == 0)
+			return cmds[i].fn(argc - 1, argv + 1);
+	fprintf(stderr, "tenpak delta: unknown command '%s' (see tenpak delta --help)\n", argv[1]);
+	return 2;
+}

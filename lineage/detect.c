@@ -1,0 +1,995 @@
+/*
+ * Base-model detection: for an LFS object, find the files it was most
+ * likely derived from, with the evidence for each.
+ *
+ * Everything is read from git (trees at HEAD and local branch tips), never
+ * from the work tree, so the agent sees what is being pushed. Sources, most
+ * trusted first: an explicit override in git config; model metadata next to
+ * the file (config.json, the model card, adapter_config.json), resolved to a
+ * directory of this repository, a hub id mapped in git config, or the local
+ * Hugging Face cache; the previous version of the same path in history.
+ */
+#include <cjson/cJSON.h>
+#include <dirent.h>
+#include <fnmatch.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "lineage_internal.h"
+
+#define POINTER_MAX 1024           /* LFS pointers are ~130 bytes */
+#define METADATA_MAX (4u << 20)    /* config.json, README.md, index.json */
+#define HISTORY_MAX 10000          /* commits walked for a previous version */
+#define INDEX_FILE "model.safetensors.index.json"
+#define SINGLE_FILE "model.safetensors"
+
+const char *tp_lineage_source_name(tp_lineage_source s)
+{
+	switch (s) {
+	case TP_LINEAGE_SOURCE_OVERRIDE: return "override";
+	case TP_LINEAGE_SOURCE_METADATA: return "metadata";
+	case TP_LINEAGE_SOURCE_HISTORY: return "history";
+	default: return "?";
+	}
+}
+
+/* ---- LFS pointers and blobs -------------------------------------------- */
+
+/* Parse a git-lfs pointer file (spec v1). */
+static bool parse_pointer(const char *p, size_t n, char oid[TP_OID_HEXLEN + 1], uint64_t *size)
+{
+	static const char version[] = "version https://git-lfs.github.com/spec/v1\n";
+	char text[POINTER_MAX + 1];
+	if (n > POINTER_MAX || n < sizeof(version) - 1 || memcmp(p, version, sizeof(version) - 1))
+		return false;
+	memcpy(text, p, n);
+	text[n] = '\0';
+	const char *o = strstr(text, "\noid sha256:");
+	const char *s = strstr(text, "\nsize ");
+	if (!o || !s)
+		return false;
+	o += 12;
+	if (strlen(o) < TP_OID_HEXLEN + 1 || o[TP_OID_HEXLEN] != '\n')
+		return false;
+	memcpy(oid, o, TP_OID_HEXLEN);
+	oid[TP_OID_HEXLEN] = '\0';
+	char *end;
+	unsigned long long v = strtoull(s + 6, &end, 10);
+	if (!tp_oid_valid(oid) || end == s + 6 || *end != '\n')
+		return false;
+	*size = v;
+	return true;
+}
+
+/* Contents of the blob at path in tree, at most cap bytes. */
+static int tree_read(git_tree *tree, const char *path, size_t cap, tp_buf *out)
+{
+	git_tree_entry *e = NULL;
+	git_blob *blob = NULL;
+	int rc = 0;
+	if (git_tree_entry_bypath(&e, tree, path) != 0 || git_tree_entry_type(e) != GIT_OBJECT_BLOB) {
+		rc = TP_ENOTFOUND;
+		goto done;
+	}
+	if (git_blob_lookup(&blob, git_tree_owner(tree), git_tree_entry_id(e)) != 0) {
+		rc = tp_lineage_git_fail(TP_EIO, path);
+		goto done;
+	}
+	if ((size_t)git_blob_rawsize(blob) > cap) {
+		rc = TP_ETOOBIG;
+		goto done;
+	}
+	tp_buf_init(out, cap);
+	rc = tp_buf_add(out, git_blob_rawcontent(blob), (size_t)git_blob_rawsize(blob));
+done:
+	git_blob_free(blob);
+	git_tree_entry_free(e);
+	return rc;
+}
+
+static int file_set(tp_lineage_file *f, const char *path, const char *oid, uint64_t size,
+		    const char *local)
+{
+	memset(f, 0, sizeof(*f));
+	memcpy(f->oid, oid, TP_OID_HEXLEN + 1);
+	f->size = size;
+	f->path = strdup(path);
+	f->local = local ? strdup(local) : NULL;
+	return f->path && (!local || f->local) ? 0 : tp_error_set(TP_ENOMEM, "out of memory");
+}
+
+static void file_clear(tp_lineage_file *f)
+{
+	free(f->path);
+	free(f->local);
+	memset(f, 0, sizeof(*f));
+}
+
+/* The LFS file whose pointer is at path in tree. */
+static int tree_pointer(git_tree *tree, const char *path, tp_lineage_file *f)
+{
+	tp_buf b;
+	char oid[TP_OID_HEXLEN + 1];
+	uint64_t size;
+	int rc = tree_read(tree, path, POINTER_MAX, &b);
+	if (rc == TP_ETOOBIG)
+		return TP_ENOTFOUND; /* a regular file, not a pointer */
+	if (rc)
+		return rc;
+	rc = parse_pointer(b.ptr, b.len, oid, &size) ? file_set(f, path, oid, size, NULL) : TP_ENOTFOUND;
+	tp_buf_free(&b);
+	return rc;
+}
+
+/* ---- candidates ----------------------------------------------------------- */
+
+static void candidate_clear(tp_lineage_candidate *c)
+{
+	for (size_t i = 0; i < c->nfiles; i++)
+		file_clear(&c->files[i]);
+	free(c->files);
+	free(c->evidence);
+	memset(c, 0, sizeof(*c));
+}
+
+static int candidate_add_file(tp_lineage_candidate *c, const tp_lineage_file *f)
+{
+	tp_lineage_file *files = realloc(c->files, (c->nfiles + 1) * sizeof(*files));
+	if (!files)
+		return tp_error_set(TP_ENOMEM, "out of memory");
+	c->files = files;
+	return file_set(&c->files[c->nfiles++], f->path, f->oid, f->size, f->local);
+}
+
+/* Append c to l (taking it) unless it is the target itself or a duplicate
+ * of a more trusted candidate. */
+static int lineage_add(tp_lineage *l, tp_lineage_candidate *c)
+{
+	bool keep = c->nfiles > 0;
+	for (size_t i = 0; keep && i < c->nfiles; i++)
+		keep = strcmp(c->files[i].oid, l->target.oid) != 0;
+	for (size_t i = 0; keep && i < l->ncandidates; i++) {
+		const tp_lineage_candidate *o = &l->candidates[i];
+		bool same = o->nfiles == c->nfiles;
+		for (size_t k = 0; same && k < c->nfiles; k++)
+			same = strcmp(o->files[k].oid, c->files[k].oid) == 0;
+		keep = !same;
+	}
+	if (!keep) {
+		candidate_clear(c);
+		return 0;
+	}
+	tp_lineage_candidate *cs = realloc(l->candidates, (l->ncandidates + 1) * sizeof(*cs));
+	if (!cs) {
+		candidate_clear(c);
+		return tp_error_set(TP_ENOMEM, "out of memory");
+	}
+	l->candidates = cs;
+	cs[l->ncandidates++] = *c;
+	memset(c, 0, sizeof(*c));
+	return 0;
+}
+
+static int set_evidence(tp_lineage_candidate *c, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+static int set_evidence(tp_lineage_candidate *c, const char *fmt, ...)
+{
+	tp_buf b = TP_BUF_INIT(4096);
+	va_list ap;
+	va_start(ap, fmt);
+	int rc = tp_buf_vaddf(&b, fmt, ap);
+	va_end(ap);
+	free(c->evidence);
+	c->evidence = tp_buf_detach(&b);
+	return rc;
+}
+
+/* ---- paths ------------------------------------------------------------- */
+
+/* Normalize a repository path: resolve "." and "..", drop empty parts.
+ * NULL (no error message) when it climbs out of the repository. */
+static char *path_normalize(const char *path)
+{
+	char *copy = strdup(path), *out = malloc(strlen(path) + 2);
+	size_t len = 0;
+	if (!copy || !out)
+		goto fail;
+	for (char *save = NULL, *part = strtok_r(copy, "/", &save); part;
+	     part = strtok_r(NULL, "/", &save)) {
+		if (strcmp(part, ".") == 0)
+			continue;
+		if (strcmp(part, "..") == 0) {
+			if (len == 0)
+				goto fail;
+			while (len > 0 && out[len - 1] != '/')
+				len--;
+			if (len > 0)
+				len--;
+			continue;
+		}
+		if (len)
+			out[len++] = '/';
+		memcpy(out + len, part, strlen(part));
+		len += strlen(part);
+	}
+	out[len] = '\0';
+	free(copy);
+	return out;
+fail:
+	free(copy);
+	free(out);
+	return NULL;
+}
+
+/* Directory part of a repository path ("" at the root). */
+static char *path_dir(const char *path)
+{
+	const char *slash = strrchr(path, '/');
+	return slash ? strndup(path, (size_t)(slash - path)) : strdup("");
+}
+
+static const char *path_base(const char *path)
+{
+	const char *slash = strrchr(path, '/');
+	return slash ? slash + 1 : path;
+}
+
+static char *path_in(const char *dir, const char *name)
+{
+	tp_buf b = TP_BUF_INIT(PATH_MAX);
+	if (tp_buf_addf(&b, "%s%s%s", dir, *dir ? "/" : "", name)) {
+		tp_buf_free(&b);
+		return NULL;
+	}
+	return tp_buf_detach(&b);
+}
+
+/* Shard file names listed by a model.safetensors.index.json text. */
+static int index_shards(const char *json, size_t len, char ***out, size_t *n)
+{
+	cJSON *root = cJSON_ParseWithLength(json, len);
+	const cJSON *map = cJSON_GetObjectItemCaseSensitive(root, "weight_map");
+	char **names = NULL;
+	size_t count = 0;
+	int rc = 0;
+	if (!cJSON_IsObject(map)) {
+		rc = tp_error_set(TP_ECORRUPT, "index has no weight_map");
+		goto done;
+	}
+	const cJSON *it;
+	cJSON_ArrayForEach(it, map) {
+		if (!cJSON_IsString(it) || strchr(it->valuestring, '/'))
+			continue;
+		bool seen = false;
+		for (size_t i = 0; i < count && !seen; i++)
+			seen = strcmp(names[i], it->valuestring) == 0;
+		if (seen)
+			continue;
+		char **grown = realloc(names, (count + 1) * sizeof(*names));
+		if (!grown || !(grown[count] = strdup(it->valuestring))) {
+			names = grown ? grown : names;
+			rc = tp_error_set(TP_ENOMEM, "out of memory");
+			goto done;
+		}
+		names = grown;
+		count++;
+	}
+done:
+	cJSON_Delete(root);
+	if (rc) {
+		tp_lineage_paths_free(names, count);
+		return rc;
+	}
+	*out = names;
+	*n = count;
+	return 0;
+}
+
+/* Fill c with the model at ref in tree: ref itself if it is a pointer, else
+ * inside directory ref the file named like the target, the shards of its
+ * index, or model.safetensors. TP_ENOTFOUND when there is no model. */
+static int resolve_in_tree(git_tree *tree, const char *ref, const char *fname,
+			   tp_lineage_candidate *c)
+{
+	tp_lineage_file f;
+	char *p = NULL;
+	tp_buf idx = TP_BUF_INIT(0);
+	int rc;
+	if (*ref && (rc = tree_pointer(tree, ref, &f)) != TP_ENOTFOUND)
+		goto single;
+	if ((p = path_in(ref, fname)) && (rc = tree_pointer(tree, p, &f)) != TP_ENOTFOUND)
+		goto single;
+	free(p);
+	if (!(p = path_in(ref, INDEX_FILE)))
+		return tp_error_set(TP_ENOMEM, "out of memory");
+	if (tree_read(tree, p, METADATA_MAX, &idx) == 0) {
+		char **shards = NULL;
+		size_t n = 0;
+		rc = index_shards(idx.ptr, idx.len, &shards, &n);
+		for (size_t i = 0; !rc && i < n; i++) {
+			char *sp = path_in(ref, shards[i]);
+			rc = sp ? tree_pointer(tree, sp, &f) : TP_ENOMEM;
+			free(sp);
+			if (!rc) {
+				rc = candidate_add_file(c, &f);
+				file_clear(&f);
+			}
+		}
+		tp_lineage_paths_free(shards, n);
+		tp_buf_free(&idx);
+		free(p);
+		if (rc || c->nfiles == 0) {
+			candidate_clear(c);
+			return TP_ENOTFOUND;
+		}
+		return 0;
+	}
+	free(p);
+	if (!(p = path_in(ref, SINGLE_FILE)))
+		return tp_error_set(TP_ENOMEM, "out of memory");
+	rc = tree_pointer(tree, p, &f);
+single:
+	free(p);
+	if (rc)
+		return rc;
+	rc = candidate_add_file(c, &f);
+	file_clear(&f);
+	return rc;
+}
+
+/* ---- the Hugging Face cache -------------------------------------------- */
+
+static int hf_hub_dir(char **out)
+{
+	const char *v = getenv("HF_HUB_CACHE");
+	if (v && *v)
+		return (*out = strdup(v)) ? 0 : TP_ENOMEM;
+	v = getenv("HF_HOME");
+	if (v && *v)
+		return tp_path_join(out, v, "hub");
+	v = getenv("HOME");
+	if (v && *v)
+		return tp_path_join(out, v, ".cache/huggingface/hub");
+	return TP_ENOTFOUND;
+}
+
+/* A file of a snapshot: its blob is named by sha256, which is the oid. */
+static int hf_file(const char *path, const char *shown, tp_lineage_file *f)
+{
+	char real[PATH_MAX], oid[TP_OID_HEXLEN + 1];
+	struct stat st;
+	if (!realpath(path, real) || stat(real, &st) != 0 || !S_ISREG(st.st_mode))
+		return TP_ENOTFOUND;
+	const char *base = path_base(real);
+	if (tp_oid_valid(base))
+		memcpy(oid, base, sizeof(oid));
+	else if (tp_sha256_file(real, oid, NULL) != 0)
+		return TP_ENOTFOUND;
+	return file_set(f, shown, oid, (uint64_t)st.st_size, real);
+}
+
+static int hf_snapshot(const char *snap, const char *fname, tp_lineage_candidate *c)
+{
+	tp_lineage_file f;
+	char *p = NULL;
+	int rc = tp_path_join(&p, snap, fname);
+	if (!rc && (rc = hf_file(p, p, &f)) == 0)
+		goto add;
+	free(p);
+	p = NULL;
+	if ((rc = tp_path_join(&p, snap, INDEX_FILE)) != 0)
+		return rc;
+	FILE *idx = fopen(p, "rb");
+	if (idx) {
+		tp_buf text = TP_BUF_INIT(METADATA_MAX);
+		char chunk[65536];
+		size_t got;
+		rc = 0;
+		while (!rc && (got = fread(chunk, 1, sizeof(chunk), idx)) > 0)
+			rc = tp_buf_add(&text, chunk, got);
+		fclose(idx);
+		char **shards = NULL;
+		size_t n = 0;
+		if (!rc)
+			rc = index_shards(text.ptr, text.len, &shards, &n);
+		for (size_t i = 0; !rc && i < n; i++) {
+			char *sp = NULL;
+			rc = tp_path_join(&sp, snap, shards[i]);
+			if (!rc && (rc = hf_file(sp, sp, &f)) == 0) {
+				rc = candidate_add_file(c, &f);
+				file_clear(&f);
+			}
+			free(sp);
+		}
+		tp_lineage_paths_free(shards, n);
+		tp_buf_free(&text);
+		free(p);
+		if (rc)
+			candidate_clear(c);
+		return rc ? TP_ENOTFOUND : 0;
+	}
+	free(p);
+	p = NULL;
+	if ((rc = tp_path_join(&p, snap, SINGLE_FILE)) != 0 || (rc = hf_file(p, p, &f)) != 0) {
+		free(p);
+		return TP_ENOTFOUND;
+	}
+add:
+	free(p);
+	rc = candidate_add_file(c, &f);
+	file_clear(&f);
+	return rc;
+}
+
+/* models--org--name/snapshots/<rev>/, preferring the revision refs/main
+ * names, then any snapshot. */
+static int hf_cache_find(const char *name, const char *fname, tp_lineage_candidate *c)
+{
+	char *hub = NULL, *repo_dir = NULL, *snaps = NULL;
+	tp_buf b = TP_BUF_INIT(PATH_MAX);
+	int rc = hf_hub_dir(&hub);
+	if (rc)
+		return TP_ENOTFOUND;
+	if ((rc = tp_buf_adds(&b, "models--")) != 0)
+		goto done;
+	for (const char *p = name; *p && !rc; p++)
+		rc = *p == '/' ? tp_buf_adds(&b, "--") : tp_buf_add(&b, p, 1);
+	if (rc || (rc = tp_path_join(&repo_dir, hub, b.ptr)) != 0 ||
+	    (rc = tp_path_join(&snaps, repo_dir, "snapshots")) != 0)
+		goto done;
+	rc = TP_ENOTFOUND;
+	char *ref_path = NULL;
+	if (tp_path_join(&ref_path, repo_dir, "refs/main") == 0) {
+		FILE *f = fopen(ref_path, "r");
+		char rev[128] = "";
+		if (f) {
+			if (fgets(rev, sizeof(rev), f))
+				rev[strcspn(rev, "\r\n")] = '\0';
+			fclose(f);
+		}
+		char *snap = NULL;
+		if (rev[0] && !strchr(rev, '/') && tp_path_join(&snap, snaps, rev) == 0)
+			rc = hf_snapshot(snap, fname, c);
+		free(snap);
+		free(ref_path);
+	}
+	DIR *d = rc ? opendir(snaps) : NULL;
+	for (struct dirent *e; d && rc && (e = readdir(d));) {
+		char *snap = NULL;
+		if (e->d_name[0] != '.' && tp_path_join(&snap, snaps, e->d_name) == 0)
+			rc = hf_snapshot(snap, fname, c);
+		free(snap);
+	}
+	if (d)
+		closedir(d);
+done:
+	free(hub);
+	free(repo_dir);
+	free(snaps);
+	tp_buf_free(&b);
+	return rc;
+}
+
+static bool file_has_size(const char *path, uint64_t size)
+{
+	struct stat st;
+	return stat(path, &st) == 0 && S_ISREG(st.st_mode) && (uint64_t)st.st_size == size;
+}
+
+/* <hub>/models--ORG--NAME/blobs/<oid>: blobs are named by their sha256. */
+static int hf_cache_blob(const char *oid, uint64_t size, char **out)
+{
+	char *hub = NULL;
+	int rc = hf_hub_dir(&hub);
+	if (rc)
+		return TP_ENOTFOUND;
+	DIR *d = opendir(hub);
+	rc = TP_ENOTFOUND;
+	for (struct dirent *e; d && rc == TP_ENOTFOUND && (e = readdir(d));) {
+		if (strncmp(e->d_name, "models--", 8) != 0)
+			continue;
+		tp_buf b = TP_BUF_INIT(PATH_MAX);
+		if (tp_buf_addf(&b, "%s/%s/blobs/%s", hub, e->d_name, oid) == 0 &&
+		    file_has_size(b.ptr, size)) {
+			*out = tp_buf_detach(&b);
+			rc = 0;
+		}
+		tp_buf_free(&b);
+	}
+	if (d)
+		closedir(d);
+	free(hub);
+	return rc;
+}
+
+int tp_lineage_find_local(tp_lineage_repo *r, const char *oid, uint64_t size, char **out)
+{
+	char *p = NULL;
+	if (r && tp_lineage_repo_object_path(r, oid, &p) == 0 && file_has_size(p, size)) {
+		*out = p;
+		return 0;
+	}
+	free(p);
+	return hf_cache_blob(oid, size, out);
+}
+
+/* ---- resolving a base reference --------------------------------------------- */
+
+typedef struct search {
+	tp_lineage_repo *repo;
+	git_tree *tree;
+	const char *dir;   /* the target's directory */
+	const char *fname; /* the target's file name */
+	tp_lineage *out;
+} search;
+
+/* An "oid:<sha256>" reference: that object, wherever it is. */
+static int resolve_oid_ref(search *s, const char *ref, tp_lineage_candidate *c)
+{
+	tp_lineage_file f;
+	if (!tp_oid_valid(ref + 4))
+		return tp_error_set(TP_ECONFIG, "\"%s\" is not oid:<64 lowercase hex digits>", ref);
+	/* Its size comes from any pointer to it, else its local copy. */
+	uint64_t size = 0;
+	for (size_t i = 0; i < s->repo->nentries; i++)
+		if (strcmp(s->repo->entries[i].oid, ref + 4) == 0)
+			size = s->repo->entries[i].size;
+	int rc = file_set(&f, ref, ref + 4, size, NULL);
+	if (!rc)
+		rc = candidate_add_file(c, &f);
+	file_clear(&f);
+	return rc;
+}
+
+/* A repository path (relative to the target's directory, or from the
+ * root), a hub id mapped by tenpak.<id>.model, or a hub id in the HF cache. */
+static int resolve_name(search *s, const char *name, tp_lineage_candidate *c, const char **how)
+{
+	char *rel = path_in(s->dir, name), *p;
+	int rc = TP_ENOTFOUND;
+	if (strncmp(name, "oid:", 4) == 0) {
+		*how = "object";
+		return resolve_oid_ref(s, name, c);
+	}
+	for (int i = 0; i < 2 && rc == TP_ENOTFOUND; i++) {
+		p = path_normalize(i == 0 ? (rel ? rel : name) : name);
+		if (p && strcmp(p, s->dir) != 0)
+			rc = resolve_in_tree(s->tree, p, s->fname, c);
+		free(p);
+	}
+	free(rel);
+	if (rc != TP_ENOTFOUND) {
+		*how = "repository path";
+		return rc;
+	}
+	char key[1024], *mapped = NULL;
+	snprintf(key, sizeof(key), "tenpak.%s.model", name);
+	if (strchr(name, '/') && tp_lineage_config_get(s->repo, key, &mapped) == 0) {
+		*how = key;
+		if (strncmp(mapped, "oid:", 4) == 0) {
+			rc = resolve_oid_ref(s, mapped, c);
+		} else {
+			p = path_normalize(mapped);
+			rc = p ? resolve_in_tree(s->tree, p, s->fname, c) : TP_ENOTFOUND;
+			free(p);
+		}
+		free(mapped);
+		return rc;
+	}
+	*how = "Hugging Face cache";
+	return strchr(name, '/') ? hf_cache_find(name, s->fname, c) : TP_ENOTFOUND;
+}
+
+static int add_named(search *s, tp_lineage_source src, const char *name, const char *where)
+{
+	tp_lineage_candidate c = { .source = src };
+	const char *how = "";
+	int rc = resolve_name(s, name, &c, &how);
+	if (rc == TP_ENOTFOUND) {
+		tp_trace("%s: base \"%s\" (%s) not found", s->out->target.path, name, where);
+		return 0;
+	}
+	if (!rc)
+		rc = set_evidence(&c, "%s = %s (%s)", where, name, how);
+	if (!rc)
+		rc = lineage_add(s->out, &c);
+	candidate_clear(&c);
+	return rc;
+}
+
+/* ---- sources ------------------------------------------------------------- */
+
+static int overrides(search *s)
+{
+	git_config *cfg = NULL;
+	git_config_iterator *it = NULL;
+	git_config_entry *e;
+	int rc = 0;
+	if (git_repository_config_snapshot(&cfg, s->repo->repo) != 0)
+		return tp_lineage_git_fail(TP_ECONFIG, "reading git config");
+	if (git_config_iterator_glob_new(&it, cfg, "^tenpak\\..*\\.base$") != 0) {
+		rc = tp_lineage_git_fail(TP_ECONFIG, "reading git config");
+		goto done;
+	}
+	while (!rc && git_config_next(&e, it) == 0) {
+		/* tenpak.<pattern>.base: the pattern is the subsection. */
+		const char *pat_start = e->name + 7;
+		size_t pat_len = strlen(pat_start) - 5;
+		char pattern[1024];
+		if (pat_len >= sizeof(pattern))
+			continue;
+		memcpy(pattern, pat_start, pat_len);
+		pattern[pat_len] = '\0';
+		if (fnmatch(pattern, s->out->target.path, FNM_PATHNAME) != 0)
+			continue;
+		char where[1200];
+		snprintf(where, sizeof(where), "git config tenpak.%s.base", pattern);
+		rc = add_named(s, TP_LINEAGE_SOURCE_OVERRIDE, e->value, where);
+	}
+done:
+	git_config_iterator_free(it);
+	git_config_free(cfg);
+	return rc;
+}
+
+static int from_json_field(search *s, const char *file, const char *field)
+{
+	char *path = path_in(s->dir, file);
+	tp_buf text;
+	int rc = path ? tree_read(s->tree, path, METADATA_MAX, &text) : TP_ENOMEM;
+	if (rc) {
+		free(path);
+		return rc == TP_ENOMEM ? rc : 0;
+	}
+	cJSON *root = cJSON_ParseWithLength(text.ptr, text.len);
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, field);
+	if (cJSON_IsString(v) && v->valuestring[0]) {
+		char where[1200];
+		snprintf(where, sizeof(where), "%s: %s", path, field);
+		rc = add_named(s, TP_LINEAGE_SOURCE_METADATA, v->valuestring, where);
+	}
+	cJSON_Delete(root);
+	tp_buf_free(&text);
+	free(path);
+	return rc;
+}
+
+/* Strip YAML quoting and flow-list punctuation around one scalar. */
+static char *yaml_scalar(char *a)
+{
+	char *b = a + strlen(a);
+	while (a < b && strchr(" \t[\"'", *a))
+		a++;
+	while (b > a && strchr(" \t\r]\"',", b[-1]))
+		b--;
+	*b = '\0';
+	return a;
+}
+
+/* base_model in the model card's YAML front matter: a string, a flow list
+ * [a, b] or a block list of "- a" lines. */
+static int from_model_card(search *s)
+{
+	char *path = path_in(s->dir, "README.md");
+	tp_buf text;
+	int rc = path ? tree_read(s->tree, path, METADATA_MAX, &text) : TP_ENOMEM;
+	if (rc) {
+		free(path);
+		return rc == TP_ENOMEM ? rc : 0;
+	}
+	char where[1200];
+	snprintf(where, sizeof(where), "%s: base_model", path);
+	bool in_front = false, in_list = false;
+	char *save = NULL;
+	for (char *line = strtok_r(text.ptr, "\n", &save); line && !rc;
+	     line = strtok_r(NULL, "\n", &save)) {
+		line[strcspn(line, "\r")] = '\0';
+		if (strcmp(line, "---") == 0) {
+			if (in_front)
+				break;
+			in_front = true;
+			continue;
+		}
+		if (!in_front)
+			break; /* no front matter */
+		if (in_list && (line[0] == ' ' || line[0] == '-')) {
+			char *item = strchr(line, '-');
+			if (item)
+				rc = add_named(s, TP_LINEAGE_SOURCE_METADATA, yaml_scalar(item + 1), where);
+			continue;
+		}
+		in_list = false;
+		if (strncmp(line, "base_model:", 11) != 0)
+			continue;
+		char *value = yaml_scalar(line + 11);
+		if (!*value) {
+			in_list = true;
+			continue;
+		}
+		for (char *save2 = NULL, *item = strtok_r(value, ",", &save2); item && !rc;
+		     item = strtok_r(NULL, ",", &save2))
+			rc = add_named(s, TP_LINEAGE_SOURCE_METADATA, yaml_scalar(item), where);
+	}
+	tp_buf_free(&text);
+	free(path);
+	return rc;
+}
+
+/* The newest older commit, on any local branch, where the target's
+ * directory held a different model than the target. */
+static int from_history(search *s)
+{
+	git_revwalk *walk = NULL;
+	git_oid id;
+	bool found = false;
+	int rc = 0, n = 0;
+	if (git_revwalk_new(&walk, s->repo->repo) != 0)
+		return tp_lineage_git_fail(TP_EIO, "walking history");
+	git_revwalk_sorting(walk, GIT_SORT_TOPOLOGICAL | GIT_SORT_TIME);
+	git_revwalk_push_head(walk);
+	git_revwalk_push_glob(walk, "refs/heads/*");
+	while (!rc && n++ < HISTORY_MAX && git_revwalk_next(&id, walk) == 0) {
+		git_commit *commit = NULL;
+		git_tree *tree = NULL;
+		tp_lineage_candidate c = { .source = TP_LINEAGE_SOURCE_HISTORY };
+		if (git_commit_lookup(&commit, s->repo->repo, &id) != 0 ||
+		    git_commit_tree(&tree, commit) != 0) {
+			git_commit_free(commit);
+			continue;
+		}
+		int r = resolve_in_tree(tree, s->dir, s->fname, &c);
+		if (r == 0) {
+			bool is_target = false;
+			for (size_t i = 0; i < c.nfiles; i++)
+				is_target |= strcmp(c.files[i].oid, s->out->target.oid) == 0;
+			if (is_target) {
+				found = true;
+			} else if (found) {
+				char hex[GIT_OID_HEXSZ + 1];
+				git_oid_tostr(hex, sizeof(hex), &id);
+				rc = set_evidence(&c, "previous version in commit %.12s", hex);
+				if (!rc)
+					rc = lineage_add(s->out, &c);
+				candidate_clear(&c);
+				git_tree_free(tree);
+				git_commit_free(commit);
+				break;
+			}
+		} else if (r != TP_ENOTFOUND) {
+			rc = r;
+		}
+		candidate_clear(&c);
+		git_tree_free(tree);
+		git_commit_free(commit);
+	}
+	git_revwalk_free(walk);
+	return rc;
+}
+
+/* ---- the pointer index ---------------------------------------------------- */
+
+void tp_lineage_index_clear(tp_lineage_repo *r)
+{
+	for (size_t i = 0; i < r->nentries; i++)
+		free(r->entries[i].path);
+	free(r->entries);
+	for (size_t i = 0; i < r->ntips; i++)
+		git_tree_free(r->tips[i]);
+	free(r->tips);
+	r->entries = NULL;
+	r->tips = NULL;
+	r->nentries = r->ntips = 0;
+	r->indexed = false;
+}
+
+typedef struct walk_ctx {
+	tp_lineage_repo *r;
+	git_odb *odb;
+	size_t tip;
+	int rc;
+} walk_ctx;
+
+static int index_blob(const char *root, const git_tree_entry *e, void *vctx)
+{
+	walk_ctx *w = vctx;
+	size_t len;
+	git_object_t type;
+	git_odb_object *obj = NULL;
+	char oid[TP_OID_HEXLEN + 1];
+	uint64_t size;
+	if (git_tree_entry_type(e) != GIT_OBJECT_BLOB)
+		return 0;
+	/* Only small blobs can be pointers: check the size before reading. */
+	if (git_odb_read_header(&len, &type, w->odb, git_tree_entry_id(e)) != 0 || len > POINTER_MAX)
+		return 0;
+	if (git_odb_read(&obj, w->odb, git_tree_entry_id(e)) != 0)
+		return 0;
+	bool ok = parse_pointer(git_odb_object_data(obj), git_odb_object_size(obj), oid, &size);
+	git_odb_object_free(obj);
+	if (!ok)
+		return 0;
+	tp_lineage_entry *es = realloc(w->r->entries, (w->r->nentries + 1) * sizeof(*es));
+	if (!es) {
+		w->rc = tp_error_set(TP_ENOMEM, "out of memory");
+		return -1;
+	}
+	w->r->entries = es;
+	tp_lineage_entry *n = &es[w->r->nentries];
+	/* root is "" or "dir/sub/", with its trailing slash. */
+	const char *name = git_tree_entry_name(e);
+	n->path = malloc(strlen(root) + strlen(name) + 1);
+	if (n->path)
+		sprintf(n->path, "%s%s", root, name);
+	if (!n->path) {
+		w->rc = tp_error_set(TP_ENOMEM, "out of memory");
+		return -1;
+	}
+	memcpy(n->oid, oid, sizeof(oid));
+	n->size = size;
+	n->tip = w->tip;
+	w->r->nentries++;
+	return 0;
+}
+
+static int index_tip(tp_lineage_repo *r, git_odb *odb, const git_oid *commit_id)
+{
+	git_commit *commit = NULL;
+	git_tree *tree = NULL;
+	if (git_commit_lookup(&commit, r->repo, commit_id) != 0 || git_commit_tree(&tree, commit) != 0) {
+		git_commit_free(commit);
+		return 0;
+	}
+	git_commit_free(commit);
+	for (size_t i = 0; i < r->ntips; i++) {
+		if (git_oid_equal(git_tree_id(r->tips[i]), git_tree_id(tree))) {
+			git_tree_free(tree);
+			return 0;
+		}
+	}
+	git_tree **tips = realloc(r->tips, (r->ntips + 1) * sizeof(*tips));
+	if (!tips) {
+		git_tree_free(tree);
+		return tp_error_set(TP_ENOMEM, "out of memory");
+	}
+	r->tips = tips;
+	tips[r->ntips] = tree;
+	walk_ctx w = { r, odb, r->ntips++, 0 };
+	git_tree_walk(tree, GIT_TREEWALK_PRE, index_blob, &w);
+	return w.rc;
+}
+
+/* Index the LFS pointers at HEAD (first) and at every local branch. */
+static int index_build(tp_lineage_repo *r)
+{
+	git_odb *odb = NULL;
+	git_reference_iterator *it = NULL;
+	git_reference *ref;
+	git_oid head;
+	int rc = 0;
+	if (r->indexed)
+		return 0;
+	if (git_repository_odb(&odb, r->repo) != 0)
+		return tp_lineage_git_fail(TP_EIO, "opening the object database");
+	if (git_reference_name_to_id(&head, r->repo, "HEAD") == 0)
+		rc = index_tip(r, odb, &head);
+	if (!rc && git_reference_iterator_glob_new(&it, r->repo, "refs/heads/*") == 0) {
+		while (!rc && git_reference_next(&ref, it) == 0) {
+			const git_oid *id = git_reference_target(ref);
+			if (id)
+				rc = index_tip(r, odb, id);
+		}
+		git_reference_iterator_free(it);
+	}
+	git_odb_free(odb);
+	r->indexed = rc == 0;
+	return rc;
+}
+
+/* ---- public -------------------------------------------------------------- */
+
+void tp_lineage_free(tp_lineage *l)
+{
+	if (!l)
+		return;
+	file_clear(&l->target);
+	for (size_t i = 0; i < l->ncandidates; i++)
+		candidate_clear(&l->candidates[i]);
+	free(l->candidates);
+	free(l);
+}
+
+static int find_entry(tp_lineage **out, tp_lineage_repo *r, const tp_lineage_entry *e)
+{
+	tp_lineage *l = calloc(1, sizeof(*l));
+	char *dir = path_dir(e->path);
+	int rc = !l || !dir ? tp_error_set(TP_ENOMEM, "out of memory")
+			    : file_set(&l->target, e->path, e->oid, e->size, NULL);
+	search s = { r, r->tips[e->tip], dir, path_base(e->path), l };
+	if (!rc)
+		rc = overrides(&s);
+	if (!rc)
+		rc = from_json_field(&s, "config.json", "_name_or_path");
+	if (!rc)
+		rc = from_json_field(&s, "config.json", "base_model");
+	if (!rc)
+		rc = from_model_card(&s);
+	if (!rc)
+		rc = from_json_field(&s, "adapter_config.json", "base_model_name_or_path");
+	if (!rc)
+		rc = from_history(&s);
+	free(dir);
+	if (rc) {
+		tp_lineage_free(l);
+		return rc;
+	}
+	*out = l;
+	return 0;
+}
+
+int tp_lineage_find(tp_lineage **out, tp_lineage_repo *r, const char *oid)
+{
+	int rc = index_build(r);
+	if (rc)
+		return rc;
+	for (size_t i = 0; i < r->nentries; i++)
+		if (strcmp(r->entries[i].oid, oid) == 0)
+			return find_entry(out, r, &r->entries[i]);
+	return tp_error_set(TP_ENOTFOUND, "no file at HEAD or a local branch points to %s", oid);
+}
+
+int tp_lineage_find_path(tp_lineage **out, tp_lineage_repo *r, const char *path)
+{
+	int rc = index_build(r);
+	if (rc)
+		return rc;
+	char *norm = path_normalize(path);
+	for (size_t i = 0; norm && i < r->nentries; i++) {
+		if (r->entries[i].tip == 0 && strcmp(r->entries[i].path, norm) == 0) {
+			free(norm);
+			return find_entry(out, r, &r->entries[i]);
+		}
+	}
+	rc = tp_error_set(TP_ENOTFOUND, "%s is not an LFS file at HEAD", path);
+	free(norm);
+	return rc;
+}
+
+int tp_lineage_list_models(tp_lineage_repo *r, char ***paths, size_t *n)
+{
+	int rc = index_build(r);
+	char **out = NULL;
+	size_t count = 0;
+	static const char ext[] = ".safetensors";
+	for (size_t i = 0; !rc && i < r->nentries; i++) {
+		const char *p = r->entries[i].path;
+		size_t len = strlen(p);
+		if (r->entries[i].tip != 0 || len < sizeof(ext) - 1 ||
+		    strcmp(p + len - (sizeof(ext) - 1), ext) != 0)
+			continue;
+		char **grown = realloc(out, (count + 1) * sizeof(*out));
+		if (!grown || !(grown[count] = strdup(p))) {
+			out = grown ? grown : out;
+			rc = tp_error_set(TP_ENOMEM, "out of memory");
+			break;
+		}
+		out = grown;
+		count++;
+	}
+	if (rc) {
+		tp_lineage_paths_free(out, count);
+		return rc;
+	}
+	*paths = out;
+	*n = count;
+	return 0;
+}
+
+void tp_lineage_paths_free(char **paths, size_t n)
+{
+	for (size_t i = 0; paths && i < n; i++)
+		free(paths[i]);
+	free(paths);
+}

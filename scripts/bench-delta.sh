@@ -1,0 +1,153 @@
+#!/usr/bin/env bash
+# Benchmark tenpak's delta codec against the BitX baseline and generic tools.
+#
+#   scripts/bench-delta.sh [SIZE_MIB]
+#
+# Prints one table per pair: size ratio (output / target), compress and
+# apply wall time, and peak RSS of the larger of the two steps. Every row is
+# checked to round-trip bit-exactly. Pairs: the fixture models in
+# ../shared/fixtures (skipped with a message if absent) and a generated bf16
+# pair of SIZE_MIB MiB (default 256; fixed seed).
+#
+# Binaries come from BUILD (default: build): $BUILD/tenpak,
+# $BUILD/delta/tp-bitx and $BUILD/delta/tp-genpair; override with TENPAK,
+# BITX, GENPAIR. THREADS (default: all cores) is used for the multi-threaded
+# tenpak row. zstd -19 --patch-from and xdelta3 -9 run at about 0.5 MiB/s,
+# so they are skipped for targets over SLOW_MAX_MIB (default 64).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+SIZE_MIB=${1:-256}
+BUILD=${BUILD:-build}
+TENPAK=${TENPAK:-$BUILD/tenpak}
+BITX=${BITX:-$BUILD/delta/tp-bitx}
+GENPAIR=${GENPAIR:-$BUILD/delta/tp-genpair}
+THREADS=${THREADS:-$(nproc)}
+SLOW_MAX_MIB=${SLOW_MAX_MIB:-64}
+FIXTURES=../shared/fixtures/models
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/tp-bench.XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
+
+need_tools() {
+	local missing=()
+	command -v zstd >/dev/null || missing+=(zstd)
+	command -v xdelta3 >/dev/null || missing+=(xdelta3)
+	[ -x /usr/bin/time ] || missing+=(time)
+	[ ${#missing[@]} -eq 0 ] && return
+	if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+		apt-get install -y -qq "${missing[@]}" >/dev/null ||
+			{ apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null; }
+	else
+		echo "missing tools: ${missing[*]} (install them, or run as root)" >&2
+		exit 1
+	fi
+}
+
+for bin in "$TENPAK" "$BITX" "$GENPAIR"; do
+	[ -x "$bin" ] || { echo "missing $bin: build first (cmake --build $BUILD)" >&2; exit 1; }
+done
+need_tools
+
+# run OUTVAR CMD...: time CMD, storing "seconds rss_kib" in OUTVAR; "" on failure.
+run() {
+	local __out=$1 tf="$WORK/time"
+	shift
+	if /usr/bin/time -f "%e %M" -o "$tf" "$@" >/dev/null 2>"$WORK/err"; then
+		printf -v "$__out" '%s' "$(tail -1 "$tf")"
+	else
+		printf -v "$__out" '%s' ""
+	fi
+}
+
+# row NAME TARGET "COMPRESS CMD" "APPLY CMD": commands use $OUT (the
+# compressed file) and $RES (the rebuilt file).
+row() {
+	local name=$1 target=$2 ccmd=$3 acmd=$4 c a
+	export OUT="$WORK/out" RES="$WORK/res"
+	rm -f "$OUT" "$RES"
+	run c bash -c "$ccmd"
+	[ -n "$c" ] && run a bash -c "$acmd" || a=""
+	if [ -z "$c" ] || [ -z "$a" ] || ! cmp -s "$target" "$RES"; then
+		printf '| %-26s | %8s | %10s | %9s | %8s |\n' "$name" "failed" "-" "-" "-"
+		return
+	fi
+	local tsize osize
+	tsize=$(stat -c %s "$target")
+	osize=$(stat -c %s "$OUT")
+	awk -v n="$name" -v t="$tsize" -v o="$osize" -v c="$c" -v a="$a" 'BEGIN {
+		split(c, cc, " "); split(a, aa, " ");
+		rss = (cc[2] > aa[2] ? cc[2] : aa[2]) / 1024;
+		printf "| %-26s | %8.4f | %10.2f | %9.2f | %8.1f |\n", n, o / t, cc[1], aa[1], rss }'
+}
+
+header() {
+	local tsize
+	tsize=$(stat -c %s "$1")
+	echo
+	echo "### $2 ($(awk -v s="$tsize" 'BEGIN { printf "%.1f MiB", s / 1048576 }'))"
+	echo
+	echo "| tool                       |    ratio | compress s |   apply s | RSS MiB |"
+	echo "|----------------------------|----------|------------|-----------|---------|"
+}
+
+# bench_pair TITLE BASE TARGET
+bench_pair() {
+	local title=$1 base=$2 target=$3
+	export base target TENPAK BITX THREADS
+	header "$target" "$title"
+	row "tenpak (1 thread)" "$target" \
+		'"$TENPAK" delta compress --threads 1 --base "$base" "$target" -o "$OUT"' \
+		'"$TENPAK" delta apply --threads 1 --base "$base" "$OUT" -o "$RES"'
+	row "tenpak ($THREADS threads)" "$target" \
+		'"$TENPAK" delta compress --threads "$THREADS" --base "$base" "$target" -o "$OUT"' \
+		'"$TENPAK" delta apply --threads "$THREADS" --base "$base" "$OUT" -o "$RES"'
+	row "BitX baseline" "$target" \
+		'"$BITX" compress "$base" "$target" "$OUT"' \
+		'"$BITX" apply "$base" "$OUT" "$RES"'
+	row "zstd -3 -T1" "$target" \
+		'zstd -q -3 -T1 -f "$target" -o "$OUT"' \
+		'zstd -q -d -f "$OUT" -o "$RES"'
+	if [ "$(stat -c %s "$target")" -gt $((SLOW_MAX_MIB << 20)) ]; then
+		echo "| (zstd -19 --patch-from and xdelta3 -9 skipped: target over SLOW_MAX_MIB=$SLOW_MAX_MIB MiB) |"
+		return
+	fi
+	row "zstd -19 --long --patch-from" "$target" \
+		'zstd -q -19 -T1 --long=31 -f --patch-from="$base" "$target" -o "$OUT"' \
+		'zstd -q -d --long=31 -f --patch-from="$base" "$OUT" -o "$RES"'
+	row "xdelta3 -9" "$target" \
+		'xdelta3 -9 -e -f -s "$base" "$target" "$OUT"' \
+		'xdelta3 -d -f -s "$base" "$OUT" "$RES"'
+}
+
+bench_nobase() {
+	local title=$1 target=$2
+	export target TENPAK THREADS
+	header "$target" "$title"
+	row "tenpak no-base (1 thread)" "$target" \
+		'"$TENPAK" delta compress --threads 1 "$target" -o "$OUT"' \
+		'"$TENPAK" delta apply --threads 1 "$OUT" -o "$RES"'
+	row "tenpak no-base ($THREADS thr)" "$target" \
+		'"$TENPAK" delta compress --threads "$THREADS" "$target" -o "$OUT"' \
+		'"$TENPAK" delta apply --threads "$THREADS" "$OUT" -o "$RES"'
+	row "zstd -3 -T1" "$target" \
+		'zstd -q -3 -T1 -f "$target" -o "$OUT"' \
+		'zstd -q -d -f "$OUT" -o "$RES"'
+}
+
+echo "# tenpak delta benchmark ($(date -u +%Y-%m-%d), $(nproc) cores, zstd $(zstd -V | grep -o 'v[0-9.]*'))"
+if [ -d "$FIXTURES" ]; then
+	for pair in full_ft/BF16 full_ft/F16 full_ft/F32 partial_ft/BF16 lora_merged/BF16 \
+		next_ckpt/BF16 unrelated/BF16; do
+		variant=${pair%/*} dtype=${pair#*/}
+		bench_pair "$variant $dtype vs base" "$FIXTURES/base/$dtype/model.safetensors" \
+			"$FIXTURES/$pair/model.safetensors"
+	done
+	bench_nobase "base BF16, no base" "$FIXTURES/base/BF16/model.safetensors"
+else
+	echo "(fixtures not found at $FIXTURES: skipping the fixture pairs)"
+fi
+
+"$GENPAIR" "$SIZE_MIB" "$WORK/gen-base.safetensors" "$WORK/gen-ft.safetensors"
+bench_pair "generated bf16 pair, N(0,0.02) + N(0,2e-4)" "$WORK/gen-base.safetensors" \
+	"$WORK/gen-ft.safetensors"
+bench_nobase "generated bf16 base, no base" "$WORK/gen-base.safetensors"

@@ -1,0 +1,145 @@
+/* Chunk codec: transforms are exact inverses for every bit pattern, frames
+ * round trip, and corrupted frames are rejected without crashing. */
+#include "delta_internal.h"
+#include "testutil.h"
+
+static const tp_delta_xform xforms[] = { TP_DELTA_XFORM_PLAIN, TP_DELTA_XFORM_PLANES,
+					 TP_DELTA_XFORM_XOR, TP_DELTA_XFORM_ULP };
+static const unsigned widths[] = { 1, 2, 4, 8 };
+
+static void test_split_merge(void)
+{
+	enum { N = 4096 };
+	uint8_t t[N], b[N], planes[N], back[N];
+	uint64_t seed = 42;
+	for (size_t xi = 0; xi < 4; xi++) {
+		for (size_t wi = 0; wi < 4; wi++) {
+			tp_delta_xform x = xforms[xi];
+			unsigned w = widths[wi];
+			t_fill_special(t, N, w, &seed);
+			t_fill_special(b, N, w, &seed);
+			const uint8_t *base = x == TP_DELTA_XFORM_PLANES ? NULL : b;
+			tp_delta_split(x, w, t, base, N, planes);
+			tp_delta_merge(x, w, planes, base, N, back);
+			CHECK(memcmp(t, back, N) == 0);
+			CHECK(tp_delta_split(x, w, t, t, N, planes) == (x != TP_DELTA_XFORM_PLANES));
+		}
+	}
+}
+
+/* Every 16-bit target against random bases, for both base transforms. */
+static void test_exhaustive16(void)
+{
+	enum { N = 65536 };
+	uint16_t *t = malloc(2 * N), *b = malloc(2 * N), *back = malloc(2 * N);
+	uint8_t *planes = malloc(2 * N);
+	uint64_t seed = 7;
+	for (uint32_t i = 0; i < N; i++) {
+		t[i] = (uint16_t)i;
+		b[i] = (uint16_t)t_rand(&seed);
+	}
+	for (int k = 0; k < 2; k++) {
+		tp_delta_xform x = k ? TP_DELTA_XFORM_ULP : TP_DELTA_XFORM_XOR;
+		tp_delta_split(x, 2, (uint8_t *)t, (uint8_t *)b, 2 * N, planes);
+		tp_delta_merge(x, 2, planes, (uint8_t *)b, 2 * N, (uint8_t *)back);
+		CHECK(memcmp(t, back, 2 * N) == 0);
+	}
+	/* ULP: one step up from +0 is the smallest subnormal, from -0 it is +0. */
+	uint16_t tv[2] = { 0x0001, 0x0000 }, bv[2] = { 0x0000, 0x8000 };
+	uint8_t pl[4];
+	tp_delta_split(TP_DELTA_XFORM_ULP, 2, (uint8_t *)tv, (uint8_t *)bv, 4, pl);
+	CHECK(pl[0] == 0 && pl[1] == 0 && pl[2] == 2 && pl[3] == 2); /* zigzag(+1) = 2 */
+	free(t);
+	free(b);
+	free(back);
+	free(planes);
+}
+
+static void test_frames(void)
+{
+	enum { N = 1 << 16 };
+	tp_chunk_coder c;
+	CHECK(tp_chunk_coder_init(&c, N) == 0);
+	size_t cap = tp_chunk_frame_bound(N), len = 0;
+	uint8_t *t = malloc(N), *b = malloc(N), *out = malloc(N), *frame = malloc(cap);
+	uint8_t *bad = malloc(cap);
+	uint64_t seed = 9;
+	for (size_t i = 0; i < N; i += 2) { /* bf16-like: base + a few ULP */
+		uint16_t v = (uint16_t)(0x3c00 + t_rand(&seed) % 512), d = (uint16_t)(t_rand(&seed) % 5);
+		memcpy(b + i, &v, 2);
+		v = (uint16_t)(v + d - 2);
+		memcpy(t + i, &v, 2);
+	}
+	tp_chunk_desc d = { TP_DELTA_XFORM_ULP, 2, 3, 5, t, b, N };
+	CHECK(tp_chunk_encode(&c, &d, 3, frame, cap, &len) == 0);
+	CHECK(len < N / 2);
+	CHECK(tp_chunk_decode(&c, &d, frame, len, out) == 0 && memcmp(out, t, N) == 0);
+	/* Identical chunk: header only. */
+	tp_chunk_desc same = { TP_DELTA_XFORM_XOR, 2, 0, 0, b, b, N };
+	size_t slen = 0;
+	CHECK(tp_chunk_encode(&c, &same, 3, bad, cap, &slen) == 0 && slen == TP_DELTA_CHUNK_HDR);
+	CHECK(tp_chunk_decode(&c, &same, bad, slen, out) == 0 && memcmp(out, b, N) == 0);
+	/* Out-of-place frames are refused. */
+	tp_chunk_desc moved = d;
+	moved.index = 6;
+	CHECK(tp_chunk_decode(&c, &moved, frame, len, out) == TP_ECORRUPT);
+	/* Byte flips and truncations: an error or (rarely) wrong bytes, never a crash. */
+	int errors = 0, trials = 0;
+	for (size_t pos = 0; pos < len; pos += 1 + pos / 8) {
+		memcpy(bad, frame, len);
+		bad[pos] ^= (uint8_t)(1 + t_rand(&seed) % 255);
+		errors += tp_chunk_decode(&c, &d, bad, len, out) < 0;
+		errors += tp_chunk_decode(&c, &d, frame, pos, out) < 0;
+		trials += 2;
+	}
+	CHECK(errors > trials / 2);
+	free(t);
+	free(b);
+	free(out);
+	free(frame);
+	free(bad);
+	tp_chunk_coder_fini(&c);
+}
+
+/* rANS: skewed, single-symbol and uniform planes round trip; damaged
+ * input is refused. */
+static void test_rans(void)
+{
+	enum { N = 50000 };
+	uint8_t *src = malloc(N), *enc = malloc(TP_RANS_BOUND(N)), *dec = malloc(N);
+	uint64_t seed = 11;
+	for (int kind = 0; kind < 3; kind++) {
+		uint32_t count[256] = { 0 };
+		for (size_t i = 0; i < N; i++) {
+			uint64_t r = t_rand(&seed);
+			src[i] = kind == 0 ? (uint8_t)(120 + (r % 64 == 0 ? r % 9 : r % 3))
+				 : kind == 1 ? 7 : (uint8_t)r;
+			count[src[i]]++;
+		}
+		size_t len = tp_rans_encode(src, N, count, enc, TP_RANS_BOUND(N));
+		CHECK(len > 0);
+		CHECK(tp_rans_decode(enc, len, dec, N) == 0 && memcmp(src, dec, N) == 0);
+		if (kind == 0)
+			CHECK(len < N / 3);
+		int refused = 0, trials = 0;
+		for (size_t pos = 0; pos < len; pos += 1 + len / 50, trials++) {
+			refused += tp_rans_decode(enc, pos, dec, N) < 0;
+			enc[pos] ^= 0x5a;
+			refused += tp_rans_decode(enc, len, dec, N) < 0 || memcmp(src, dec, N) != 0;
+			enc[pos] ^= 0x5a;
+		}
+		CHECK(refused == 2 * trials);
+	}
+	free(src);
+	free(enc);
+	free(dec);
+}
+
+int main(void)
+{
+	TP_TEST_RUN(test_split_merge);
+	TP_TEST_RUN(test_exhaustive16);
+	TP_TEST_RUN(test_frames);
+	TP_TEST_RUN(test_rans);
+	return TP_TEST_RESULT();
+}

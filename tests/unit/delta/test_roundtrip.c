@@ -1,0 +1,256 @@
+/* Whole-file round trips on synthetic models: every dtype, odd layouts,
+ * sharded bases, corrupted and truncated deltas, wrong bases. */
+#include "testutil.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+static char dir[] = "/tmp/tp-delta-test-XXXXXX";
+static char tmp[8][512];
+
+static const char *path(int i, const char *name)
+{
+	snprintf(tmp[i], sizeof(tmp[i]), "%s/%s", dir, name);
+	return tmp[i];
+}
+
+/* A tensor of random words with special float patterns mixed in. */
+static t_tensor make(const char *name, tp_dtype dt, uint64_t n, uint64_t *seed)
+{
+	t_tensor t = { name, dt, 1, { n }, NULL, 0 };
+	t.size = (size_t)n * tp_dtype_size(dt);
+	t.data = malloc(t.size ? t.size : 1);
+	t_fill_special(t.data, t.size, tp_dtype_size(dt), seed);
+	return t;
+}
+
+/* The same tensor fine-tuned: most elements move a few units in the last
+ * place, some stay. */
+static t_tensor tune(const t_tensor *b, const char *name, uint64_t *seed)
+{
+	t_tensor t = *b;
+	unsigned w = tp_dtype_size(b->dtype);
+	t.name = name;
+	t.data = malloc(t.size ? t.size : 1);
+	memcpy(t.data, b->data, t.size);
+	for (size_t i = 0; i + w <= t.size; i += w) {
+		uint64_t v = 0, r = t_rand(seed);
+		memcpy(&v, t.data + i, w);
+		if (r % 4)
+			v += (r >> 8) % 7 - 3;
+		memcpy(t.data + i, &v, w);
+	}
+	return t;
+}
+
+static void free_all(t_tensor *ts, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(ts[i].data);
+}
+
+static bool roundtrip(const char *target, const char *const *cb, size_t ncb,
+		      const char *const *ab, size_t nab, const tp_delta_opts *o)
+{
+	const char *delta = path(6, "rt.delta"), *out = path(7, "rt.out");
+	unlink(out);
+	int rc = tp_delta_compress_file(target, cb, ncb, delta, o, NULL);
+	if (rc == 0)
+		rc = tp_delta_apply_file(delta, ab, nab, out, o, NULL);
+	return rc == 0 && t_same_files(target, out);
+}
+
+enum { NDT = TP_DTYPE_COUNT };
+
+/* One tensor per dtype plus an empty one and a scalar. */
+static void write_all_dtypes(void)
+{
+	uint64_t seed = 1;
+	t_tensor base[NDT + 2], tgt[NDT + 2];
+	static char names[NDT + 2][32];
+	for (int i = 0; i < NDT; i++) {
+		snprintf(names[i], sizeof(names[i]), "t.%s", tp_dtype_name((tp_dtype)i));
+		base[i] = make(names[i], (tp_dtype)i, 3000 + 17 * (uint64_t)i, &seed);
+	}
+	base[NDT] = make("empty", TP_DTYPE_BF16, 0, &seed);
+	base[NDT + 1] = make("scalar", TP_DTYPE_F32, 1, &seed);
+	base[NDT + 1].ndim = 0;
+	for (int i = 0; i < NDT + 2; i++)
+		tgt[i] = tune(&base[i], base[i].name, &seed);
+	t_write_st(path(0, "base.st"), base, NDT + 2, 0, NULL);
+	t_write_st(path(1, "tgt.st"), tgt, NDT + 2, 0, "tuned");
+	/* A big bf16 tensor spanning several 64 KiB chunks, one chunk identical. */
+	t_tensor big = make("big", TP_DTYPE_BF16, 100000, &seed);
+	t_tensor bigt = tune(&big, "big", &seed);
+	memcpy(bigt.data + 65536, big.data + 65536, 65536);
+	t_write_st(path(2, "bigbase.st"), &big, 1, 0, NULL);
+	t_write_st(path(3, "bigtgt.st"), &bigt, 1, 0, NULL);
+	free_all(base, NDT + 2);
+	free_all(tgt, NDT + 2);
+	free(big.data);
+	free(bigt.data);
+}
+
+static void test_dtypes(void)
+{
+	write_all_dtypes();
+	const char *b = path(0, "base.st"), *t = path(1, "tgt.st");
+	tp_delta_opts one = { .threads = 1 }, two = { .threads = 2, .chunk_size = 64 << 10 };
+	CHECK(roundtrip(t, &b, 1, &b, 1, &one));
+	CHECK(roundtrip(t, &b, 1, &b, 1, &two));
+	CHECK(roundtrip(t, NULL, 0, NULL, 0, &one));
+	tp_delta_opts xor = { .threads = 2, .force_xform = TP_DELTA_XFORM_XOR };
+	CHECK(roundtrip(t, &b, 1, &b, 1, &xor));
+	const char *bb = path(2, "bigbase.st"), *bt = path(3, "bigtgt.st");
+	CHECK(roundtrip(bt, &bb, 1, &bb, 1, &two));
+	/* Same bytes whatever the thread count. */
+	const char *d1 = path(4, "d1"), *d2 = path(5, "d2");
+	tp_delta_opts one64 = { .threads = 1, .chunk_size = 64 << 10 };
+	CHECK(tp_delta_compress_file(bt, &bb, 1, d1, &one64, NULL) == 0);
+	CHECK(tp_delta_compress_file(bt, &bb, 1, d2, &two, NULL) == 0);
+	CHECK(t_same_files(d1, d2));
+	int fd = open(d1, O_RDONLY);
+	tp_delta_manifest *m = NULL;
+	CHECK(tp_delta_inspect(&m, tp_delta_fd_read, &fd) == 0);
+	close(fd);
+	if (m) { /* header, one tensor of 4 chunks, one identical chunk */
+		CHECK(m->nsegs == 2 && m->segs[1].chunks == 4 && m->segs[1].same_chunks == 1);
+		CHECK(m->segs[1].xform == TP_DELTA_XFORM_ULP || m->segs[1].xform == TP_DELTA_XFORM_XOR);
+	}
+	tp_delta_manifest_free(m);
+}
+
+/* Target reorders, renames, drops and adds tensors, with a longer header. */
+static void test_layouts(void)
+{
+	uint64_t seed = 2;
+	t_tensor base[4] = { make("a", TP_DTYPE_BF16, 5000, &seed), make("b", TP_DTYPE_F16, 4000, &seed),
+			     make("c", TP_DTYPE_F32, 3000, &seed), make("d", TP_DTYPE_I64, 100, &seed) };
+	t_tensor tgt[4] = { tune(&base[2], "c", &seed), tune(&base[0], "a", &seed),
+			    tune(&base[1], "b.renamed", &seed), make("e.new", TP_DTYPE_BF16, 999, &seed) };
+	t_tensor shape_changed = tune(&base[0], "a", &seed);
+	shape_changed.ndim = 2;
+	shape_changed.shape[0] = 1000;
+	shape_changed.shape[1] = 5;
+	t_write_st(path(0, "base.st"), base, 4, 0, NULL);
+	t_write_st(path(1, "tgt.st"), tgt, 4, 4096, "a longer header");
+	t_write_st(path(2, "tgt2.st"), &shape_changed, 1, 0, NULL);
+	const char *b = path(0, "base.st");
+	CHECK(roundtrip(path(1, "tgt.st"), &b, 1, &b, 1, NULL));
+	CHECK(roundtrip(path(2, "tgt2.st"), &b, 1, &b, 1, NULL));
+	free_all(base, 4);
+	free_all(tgt, 4);
+	free(shape_changed.data);
+}
+
+static void test_sharded(void)
+{
+	uint64_t seed = 3;
+	t_tensor s1[2] = { make("l0.w", TP_DTYPE_BF16, 4000, &seed), make("l0.b", TP_DTYPE_BF16, 64, &seed) };
+	t_tensor s2[1] = { make("l1.w", TP_DTYPE_BF16, 6000, &seed) };
+	t_tensor tgt[3] = { tune(&s1[0], "l0.w", &seed), tune(&s2[0], "l1.w", &seed),
+			    tune(&s1[1], "l0.b", &seed) };
+	t_write_st(path(0, "model-00001-of-00002.safetensors"), s1, 2, 0, NULL);
+	t_write_st(path(1, "model-00002-of-00002.safetensors"), s2, 1, 0, NULL);
+	t_write_st(path(2, "tgt.st"), tgt, 3, 0, NULL);
+	const char *idx = "{\"weight_map\":{\"l0.w\":\"model-00001-of-00002.safetensors\","
+			  "\"l0.b\":\"model-00001-of-00002.safetensors\","
+			  "\"l1.w\":\"model-00002-of-00002.safetensors\"}}";
+	t_write_bytes(path(3, "model.safetensors.index.json"), idx, strlen(idx));
+	const char *cb[1] = { tmp[3] }, *ab[2] = { tmp[1], tmp[0] };
+	CHECK(roundtrip(tmp[2], cb, 1, ab, 2, NULL));
+	/* Only one of the shards: a clear error, nothing written. */
+	const char *out = path(7, "rt.out");
+	unlink(out);
+	CHECK(tp_delta_apply_file(path(6, "rt.delta"), ab, 1, out, NULL, NULL) == TP_ENOTFOUND);
+	CHECK(strstr(tp_error_last(), "wrong or missing base") != NULL);
+	CHECK(!t_exists(out));
+	free_all(s1, 2);
+	free_all(s2, 1);
+	free_all(tgt, 3);
+}
+
+static void test_opaque(void)
+{
+	uint64_t seed = 4;
+	uint8_t buf[70000];
+	for (size_t i = 0; i < sizeof(buf); i++)
+		buf[i] = i % 3 ? (uint8_t)t_rand(&seed) : 0;
+	t_write_bytes(path(0, "blob"), buf, sizeof(buf));
+	t_write_bytes(path(1, "empty"), buf, 0);
+	t_write_bytes(path(2, "tiny"), buf, 5);
+	const char *b = tmp[0];
+	CHECK(roundtrip(tmp[0], NULL, 0, NULL, 0, NULL));
+	CHECK(roundtrip(tmp[1], NULL, 0, NULL, 0, NULL));
+	CHECK(roundtrip(tmp[2], &b, 1, &b, 1, NULL));
+}
+
+/* Every truncation and many byte flips: apply fails without writing OUT,
+ * or (when the flip hit a field apply does not need) rebuilds the exact file. */
+static void test_corruption(void)
+{
+	write_all_dtypes();
+	const char *b = path(0, "base.st"), *t = path(1, "tgt.st"), *d = path(4, "good.delta");
+	const char *bad = path(5, "bad.delta"), *out = path(7, "out");
+	tp_delta_opts o = { .threads = 2 };
+	CHECK(tp_delta_compress_file(t, &b, 1, d, &o, NULL) == 0);
+	size_t n = 0;
+	uint8_t *good = t_read_file(d, &n), *copy = malloc(n);
+	uint64_t seed = 5;
+	int wrong = 0, failed = 0, trials = 0;
+	for (size_t pos = 0; pos < n; pos += 1 + pos / 16 + t_rand(&seed) % 7) {
+		memcpy(copy, good, n);
+		copy[pos] ^= (uint8_t)(1 + t_rand(&seed) % 255);
+		t_write_bytes(bad, copy, n);
+		unlink(out);
+		int rc = tp_delta_apply_file(bad, &b, 1, out, &o, NULL);
+		failed += rc < 0;
+		wrong += (rc < 0 && t_exists(out)) || (rc == 0 && !t_same_files(out, t));
+		t_write_bytes(bad, good, pos);
+		unlink(out);
+		rc = tp_delta_apply_file(bad, &b, 1, out, &o, NULL);
+		wrong += rc == 0 || t_exists(out);
+		trials++;
+	}
+	CHECK(wrong == 0);
+	CHECK(failed > trials * 3 / 4);
+	/* A base of the right shape but other values. */
+	const char *other = path(2, "bigbase.st");
+	CHECK(tp_delta_apply_file(d, &other, 1, out, &o, NULL) == TP_ENOTFOUND);
+	CHECK(strstr(tp_error_last(), "wrong or missing base") != NULL);
+	free(good);
+	free(copy);
+}
+
+static void test_estimate(void)
+{
+	const char *b = path(0, "base.st"), *t = path(1, "tgt.st"), *d = path(4, "e.delta");
+	tp_delta_manifest *m = NULL;
+	tp_delta_stats st = { 0 };
+	CHECK(tp_delta_compress_file(t, &b, 1, d, NULL, &st) == 0);
+	CHECK(tp_delta_estimate(&m, t, &b, 1, NULL) == 0);
+	if (m) {
+		double err = ((double)m->delta_size - (double)st.delta_bytes) / (double)st.delta_bytes;
+		CHECK(err < 0.05 && err > -0.05);
+	}
+	tp_delta_manifest_free(m);
+}
+
+int main(void)
+{
+	if (!mkdtemp(dir)) {
+		perror("mkdtemp");
+		return 1;
+	}
+	TP_TEST_RUN(test_dtypes);
+	TP_TEST_RUN(test_layouts);
+	TP_TEST_RUN(test_sharded);
+	TP_TEST_RUN(test_opaque);
+	TP_TEST_RUN(test_corruption);
+	TP_TEST_RUN(test_estimate);
+	char cmd[600];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	if (system(cmd) != 0)
+		fprintf(stderr, "could not remove %s\n", dir);
+	return TP_TEST_RESULT();
+}
