@@ -103,8 +103,7 @@ static int init(agent *a, const tp_proto_request *req)
 		goto done;
 	if ((rc = tp_cli_store_open(a->repo, NULL, &a->store, NULL)) != 0)
 		goto done;
-	if ((rc = tp_transfer_init(&a->xfer, a->store, a->repo, a->lfs_tmp,
-				   req->concurrent ? req->concurrent_transfers : 1)) != 0)
+	if ((rc = tp_transfer_init(&a->xfer, a->store, a->repo, a->lfs_tmp)) != 0)
 		goto done;
 	a->xfer.progress = on_progress;
 	a->xfer.progress_ctx = a;

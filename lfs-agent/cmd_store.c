@@ -140,7 +140,7 @@ static int fsck(const char *store_flag, long sample, bool json)
 		rc = tp_error_set(TP_EIO, "cannot create a scratch directory in %s", dir);
 	/* No repository: every base must come from the store itself. */
 	if (!rc)
-		rc = tp_transfer_init(&t, store, NULL, dir, 1);
+		rc = tp_transfer_init(&t, store, NULL, dir);
 	if (!rc)
 		rc = tp_path_join(&scratch, dir, "object");
 	if (!rc)

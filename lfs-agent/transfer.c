@@ -82,18 +82,17 @@ static void scratch_clear(scratch_list *l)
 
 /* ---- setup --------------------------------------------------------------- */
 
-int tp_transfer_init(tp_transfer *t, tp_store *store, tp_lineage_repo *repo, const char *tmp_dir,
-		     int concurrent)
+int tp_transfer_init(tp_transfer *t, tp_store *store, tp_lineage_repo *repo, const char *tmp_dir)
 {
 	memset(t, 0, sizeof(*t));
 	t->store = store;
 	t->repo = repo;
 	t->maxchain = TP_TRANSFER_MAXCHAIN_DEFAULT;
+	/* Every agent may use every core: a push of one big model, the common
+	 * case, then runs at full speed, and several objects at once cost only
+	 * some oversubscription. */
 	long cores = sysconf(_SC_NPROCESSORS_ONLN);
-	/* git-lfs runs `concurrent` agents: share the cores, at least one each. */
-	t->threads = (unsigned)(cores > 0 ? cores : 1) / (unsigned)(concurrent > 0 ? concurrent : 1);
-	if (t->threads == 0)
-		t->threads = 1;
+	t->threads = cores > 0 ? (unsigned)cores : 1;
 	char *v = NULL;
 	if (tp_lineage_config_get(repo, "tenpak.maxchain", &v) == 0) {
 		char *end;

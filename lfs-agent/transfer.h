@@ -36,10 +36,9 @@ typedef struct tp_transfer_result {
 	int nbases;          /* bases the object is a delta against */
 } tp_transfer_result;
 
-/* tmp_dir: where scratch files go (created if missing). concurrent: how many
- * agents git-lfs runs at once, to share the cores between them. */
-int tp_transfer_init(tp_transfer *t, tp_store *store, tp_lineage_repo *repo, const char *tmp_dir,
-		     int concurrent);
+/* tmp_dir: where scratch files go (created if missing). Reads
+ * tenpak.maxchain from the repository's config. */
+int tp_transfer_init(tp_transfer *t, tp_store *store, tp_lineage_repo *repo, const char *tmp_dir);
 void tp_transfer_clear(tp_transfer *t);
 
 /* Store the file at path as object oid: a delta against its best base when
