@@ -20,6 +20,7 @@ static const struct command {
 	{ "lineage", tp_cmd_lineage, "show which base each model file is stored against" },
 	{ "store", tp_cmd_store, "inspect and check a store: stats, fsck" },
 	{ "delta", tp_cmd_delta, "lossless tensor-wise deltas of safetensors files" },
+	{ "eval", tp_cmd_eval, "perplexity, KL divergence and speed of a causal LM" },
 };
 
 static void usage(FILE *f)

@@ -1,0 +1,27 @@
+/* Shared between the optimize sources; not installed. */
+#ifndef TP_OPTIMIZE_INTERNAL_H
+#define TP_OPTIMIZE_INTERNAL_H
+
+#include "tp_optimize.h"
+
+/* Linear layers of one transformer block, in tp_model_linear order. */
+enum { LIN_Q, LIN_K, LIN_V, LIN_O, LIN_GATE, LIN_UP, LIN_DOWN, LIN_PER_LAYER };
+
+struct tp_model {
+	tp_model_config cfg;
+	tp_pool *pool;
+	float *embed;      /* [vocab][hidden] */
+	float *norms;      /* per layer: attention then MLP RMSNorm; then final */
+	size_t nlinear;    /* LIN_PER_LAYER * layers + 1 (lm_head last) */
+	tp_linear **linear;
+	char **names;
+	uint64_t params;
+};
+
+/* True when the AVX2/FMA kernels may run (CPU has them, not forced off). */
+bool tp_opt_use_avx2(void);
+
+/* Read a whole (small) file, NUL-terminated, refusing more than cap bytes. */
+int tp_opt_read_file(const char *path, size_t cap, char **out, size_t *len);
+
+#endif
