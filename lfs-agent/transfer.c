@@ -10,7 +10,6 @@
  */
 #include "transfer.h"
 
-#include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -19,9 +18,6 @@
 #include <unistd.h>
 
 #include "tp_delta.h"
-
-#define MANIFEST_FORMAT "tenpak-object"
-#define MANIFEST_VERSION 1
 
 /* ---- scratch files --------------------------------------------------------- */
 
@@ -161,77 +157,48 @@ static void plan_clear(plan *p)
 	memset(p, 0, sizeof(*p));
 }
 
-static char *manifest_build(const char *oid, uint64_t size, const plan *p)
+static int manifest_text(const char *oid, uint64_t size, const plan *p, char **text)
 {
-	cJSON *m = cJSON_CreateObject(), *bases = cJSON_CreateArray();
-	cJSON_AddStringToObject(m, "format", MANIFEST_FORMAT);
-	cJSON_AddNumberToObject(m, "version", MANIFEST_VERSION);
-	cJSON_AddStringToObject(m, "codec", "tenpak-delta");
-	cJSON_AddNumberToObject(m, "codec_version", TP_DELTA_VERSION);
-	cJSON_AddStringToObject(m, "oid", oid);
-	cJSON_AddNumberToObject(m, "size", (double)size);
-	cJSON_AddNumberToObject(m, "depth", p->depth);
+	tp_store_manifest m = { .size = size, .codec_version = TP_DELTA_VERSION, .depth = p->depth,
+				.source = (char *)(p->source ? p->source : "none"),
+				.evidence = (char *)(p->evidence ? p->evidence : ""),
+				.choice = p->reason.ptr ? p->reason.ptr : (char *)"" };
+	memcpy(m.oid, oid, sizeof(m.oid));
+	m.nbases = p->nbases;
+	m.bases = calloc(p->nbases + 1, sizeof(*m.bases));
+	if (!m.bases)
+		return tp_error_set(TP_ENOMEM, "out of memory");
 	for (size_t i = 0; i < p->nbases; i++) {
-		cJSON *b = cJSON_CreateObject();
-		cJSON_AddStringToObject(b, "oid", p->bases[i].oid);
-		cJSON_AddNumberToObject(b, "size", (double)p->bases[i].size);
-		cJSON_AddStringToObject(b, "path", p->bases[i].label ? p->bases[i].label : "");
-		cJSON_AddItemToArray(bases, b);
+		memcpy(m.bases[i].oid, p->bases[i].oid, sizeof(m.bases[i].oid));
+		m.bases[i].size = p->bases[i].size;
+		m.bases[i].path = p->bases[i].label;
 	}
-	cJSON_AddItemToObject(m, "bases", bases);
-	cJSON *why = cJSON_CreateObject();
-	cJSON_AddStringToObject(why, "source", p->source ? p->source : "none");
-	cJSON_AddStringToObject(why, "evidence", p->evidence ? p->evidence : "");
-	cJSON_AddStringToObject(why, "choice", p->reason.ptr ? p->reason.ptr : "");
-	cJSON_AddItemToObject(m, "lineage", why);
-	char *text = cJSON_PrintUnformatted(m);
-	cJSON_Delete(m);
-	return text;
+	int rc = tp_store_manifest_build(&m, text);
+	free(m.bases);
+	return rc;
 }
 
-/* A parsed manifest, checked against the object it came with. */
-typedef struct manifest {
-	cJSON *root;
-	int depth;
-	size_t nbases;
-	const cJSON *bases;
-} manifest;
-
-static int manifest_parse(manifest *m, const char *text, const char *oid, uint64_t size)
+/* The manifest of object oid, checked to describe that object. */
+static int manifest_load(tp_store_manifest **out, const char *text, const char *oid,
+			 uint64_t size)
 {
-	memset(m, 0, sizeof(*m));
-	m->root = cJSON_Parse(text);
-	const cJSON *fmt = cJSON_GetObjectItemCaseSensitive(m->root, "format");
-	const cJSON *o = cJSON_GetObjectItemCaseSensitive(m->root, "oid");
-	const cJSON *sz = cJSON_GetObjectItemCaseSensitive(m->root, "size");
-	const cJSON *d = cJSON_GetObjectItemCaseSensitive(m->root, "depth");
-	m->bases = cJSON_GetObjectItemCaseSensitive(m->root, "bases");
-	if (!cJSON_IsString(fmt) || strcmp(fmt->valuestring, MANIFEST_FORMAT) != 0 ||
-	    !cJSON_IsString(o) || !cJSON_IsNumber(sz) || !cJSON_IsNumber(d) ||
-	    !cJSON_IsArray(m->bases))
-		return tp_error_set(TP_ECORRUPT, "object %s: malformed manifest", oid);
-	if (strcmp(o->valuestring, oid) != 0 || sz->valuedouble != (double)size)
+	int rc = tp_store_manifest_parse(out, text, strlen(text));
+	if (rc)
+		return tp_error_wrap(rc, "object %s", oid);
+	if (strcmp((*out)->oid, oid) != 0 || (*out)->size != size) {
+		tp_store_manifest_free(*out);
+		*out = NULL;
 		return tp_error_set(TP_ECORRUPT, "object %s: its manifest describes another object",
 				    oid);
-	m->depth = (int)d->valuedouble;
-	m->nbases = (size_t)cJSON_GetArraySize(m->bases);
-	const cJSON *b;
-	cJSON_ArrayForEach(b, m->bases) {
-		const cJSON *bo = cJSON_GetObjectItemCaseSensitive(b, "oid");
-		const cJSON *bs = cJSON_GetObjectItemCaseSensitive(b, "size");
-		if (!cJSON_IsString(bo) || !tp_oid_valid(bo->valuestring) || !cJSON_IsNumber(bs) ||
-		    bs->valuedouble < 0 || bs->valuedouble > 9007199254740992.0)
-			return tp_error_set(TP_ECORRUPT, "object %s: malformed base in manifest", oid);
 	}
 	return 0;
 }
 
 int tp_transfer_manifest_depth(const char *text)
 {
-	cJSON *root = cJSON_Parse(text);
-	const cJSON *d = cJSON_GetObjectItemCaseSensitive(root, "depth");
-	int depth = cJSON_IsNumber(d) ? (int)d->valuedouble : 0;
-	cJSON_Delete(root);
+	tp_store_manifest *m = NULL;
+	int depth = tp_store_manifest_parse(&m, text, strlen(text)) == 0 ? m->depth : 0;
+	tp_store_manifest_free(m);
 	return depth;
 }
 
@@ -301,24 +268,21 @@ static int apply_payload(tp_transfer *t, const char *payload, char **bases, size
 static int rebuild_delta(tp_transfer *t, const char *oid, uint64_t size, const char *path,
 			 const tp_store_object_info *info, const char *text, int depth, bool report)
 {
-	manifest m;
+	tp_store_manifest *m = NULL;
 	scratch_list scratch = { 0 };
 	char **bases = NULL, *payload = NULL;
 	size_t nb = 0;
-	int rc = manifest_parse(&m, text, oid, size);
+	int rc = manifest_load(&m, text, oid, size);
 	if (rc)
 		goto done;
-	if (!(bases = calloc(m.nbases + 1, sizeof(*bases)))) {
+	if (!(bases = calloc(m->nbases + 1, sizeof(*bases)))) {
 		rc = tp_error_set(TP_ENOMEM, "out of memory");
 		goto done;
 	}
-	const cJSON *b;
-	cJSON_ArrayForEach(b, m.bases) {
-		const char *boid = cJSON_GetObjectItemCaseSensitive(b, "oid")->valuestring;
-		uint64_t bsize = (uint64_t)cJSON_GetObjectItemCaseSensitive(b, "size")->valuedouble;
-		if ((rc = base_bytes(t, boid, bsize, depth, &scratch, &bases[nb])) != 0)
+	for (; nb < m->nbases; nb++) {
+		const tp_store_manifest_base *b = &m->bases[nb];
+		if ((rc = base_bytes(t, b->oid, b->size, depth, &scratch, &bases[nb])) != 0)
 			goto done;
-		nb++;
 	}
 	if ((rc = scratch_new(t, "payload", &payload)) != 0)
 		goto done;
@@ -337,7 +301,7 @@ done:
 	free(bases);
 	scratch_drop(payload);
 	scratch_clear(&scratch);
-	cJSON_Delete(m.root);
+	tp_store_manifest_free(m);
 	return rc;
 }
 
@@ -593,8 +557,8 @@ static int store_encoded(tp_transfer *t, const char *oid, uint64_t size, const c
 			plan_clear(&whole);
 		}
 	}
-	if (!rc && !(mtext = manifest_build(oid, size, p)))
-		rc = tp_error_set(TP_ENOMEM, "out of memory");
+	if (!rc)
+		rc = manifest_text(oid, size, p, &mtext);
 	if (!rc)
 		rc = tp_store_object_put_delta(t->store, oid, size,
 					       p->nbases ? TP_STORE_KIND_DELTA : TP_STORE_KIND_CODEC,
@@ -605,7 +569,7 @@ static int store_encoded(tp_transfer *t, const char *oid, uint64_t size, const c
 		result->nbases = (int)p->nbases;
 	}
 	scratch_drop(payload);
-	cJSON_free(mtext);
+	free(mtext);
 	return rc;
 }
 

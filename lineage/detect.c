@@ -602,37 +602,44 @@ static int add_named(search *s, tp_lineage_source src, const char *name, const c
 
 /* ---- sources ------------------------------------------------------------- */
 
+typedef struct override_ctx {
+	search *s;
+	int rc;
+} override_ctx;
+
+/* tenpak.<pattern>.base entries whose pattern matches the target. (Matched
+ * by hand: libgit2's regex-based glob iterator leaks with PCRE2.) */
+static int override_entry(const git_config_entry *e, void *vctx)
+{
+	override_ctx *o = vctx;
+	static const char pre[] = "tenpak.", suf[] = ".base";
+	size_t len = strlen(e->name);
+	if (len <= sizeof(pre) - 1 + sizeof(suf) - 1 || strncmp(e->name, pre, sizeof(pre) - 1) ||
+	    strcmp(e->name + len - (sizeof(suf) - 1), suf))
+		return 0;
+	char pattern[1024];
+	size_t plen = len - (sizeof(pre) - 1) - (sizeof(suf) - 1);
+	if (plen >= sizeof(pattern))
+		return 0;
+	memcpy(pattern, e->name + sizeof(pre) - 1, plen);
+	pattern[plen] = '\0';
+	if (fnmatch(pattern, o->s->out->target.path, FNM_PATHNAME) != 0)
+		return 0;
+	char where[1200];
+	snprintf(where, sizeof(where), "git config tenpak.%s.base", pattern);
+	o->rc = add_named(o->s, TP_LINEAGE_SOURCE_OVERRIDE, e->value, where);
+	return o->rc ? -1 : 0;
+}
+
 static int overrides(search *s)
 {
 	git_config *cfg = NULL;
-	git_config_iterator *it = NULL;
-	git_config_entry *e;
-	int rc = 0;
+	override_ctx o = { s, 0 };
 	if (git_repository_config_snapshot(&cfg, s->repo->repo) != 0)
 		return tp_lineage_git_fail(TP_ECONFIG, "reading git config");
-	if (git_config_iterator_glob_new(&it, cfg, "^tenpak\\..*\\.base$") != 0) {
-		rc = tp_lineage_git_fail(TP_ECONFIG, "reading git config");
-		goto done;
-	}
-	while (!rc && git_config_next(&e, it) == 0) {
-		/* tenpak.<pattern>.base: the pattern is the subsection. */
-		const char *pat_start = e->name + 7;
-		size_t pat_len = strlen(pat_start) - 5;
-		char pattern[1024];
-		if (pat_len >= sizeof(pattern))
-			continue;
-		memcpy(pattern, pat_start, pat_len);
-		pattern[pat_len] = '\0';
-		if (fnmatch(pattern, s->out->target.path, FNM_PATHNAME) != 0)
-			continue;
-		char where[1200];
-		snprintf(where, sizeof(where), "git config tenpak.%s.base", pattern);
-		rc = add_named(s, TP_LINEAGE_SOURCE_OVERRIDE, e->value, where);
-	}
-done:
-	git_config_iterator_free(it);
+	git_config_foreach(cfg, override_entry, &o);
 	git_config_free(cfg);
-	return rc;
+	return o.rc;
 }
 
 static int from_json_field(search *s, const char *file, const char *field)
@@ -880,6 +887,7 @@ static int index_build(tp_lineage_repo *r)
 			const git_oid *id = git_reference_target(ref);
 			if (id)
 				rc = index_tip(r, odb, id);
+			git_reference_free(ref);
 		}
 		git_reference_iterator_free(it);
 	}

@@ -139,6 +139,44 @@ int tp_store_object_manifest(tp_store *s, const char *oid, tp_store_object_info 
 int tp_store_object_get_payload(tp_store *s, const char *oid, const tp_store_object_info *info,
 				int fd);
 
+/* ---- manifests of kind 2 and 3 objects (store/FORMAT.md) --------------- */
+
+#define TP_STORE_MANIFEST_BASES_MAX 4096
+
+typedef struct tp_store_manifest_base {
+	char oid[TP_OID_HEXLEN + 1];
+	uint64_t size;
+	char *path; /* informational; may be NULL */
+} tp_store_manifest_base;
+
+typedef struct tp_store_manifest {
+	char oid[TP_OID_HEXLEN + 1];
+	uint64_t size;
+	int codec_version;
+	int depth;
+	size_t nbases;
+	tp_store_manifest_base *bases;
+	/* why this base: informational, may be NULL */
+	char *source;
+	char *evidence;
+	char *choice;
+	/* Ed25519 signature over tp_store_manifest_canonical(), base64; NULL
+	 * when unsigned */
+	char *signer;
+	char *signature;
+} tp_store_manifest;
+
+/* JSON text of m (malloc'd). */
+int tp_store_manifest_build(const tp_store_manifest *m, char **json);
+/* Parse and validate: oids, sizes, depth and counts are checked; unknown
+ * keys are ignored. No I/O, so it can be fuzzed. */
+int tp_store_manifest_parse(tp_store_manifest **out, const char *json, size_t len);
+void tp_store_manifest_free(tp_store_manifest *m);
+/* The bytes a signature covers: every field that decides what the object
+ * rebuilds to (oid, size, codec version, depth, base oids and sizes), in a
+ * fixed text form independent of JSON formatting. */
+int tp_store_manifest_canonical(const tp_store_manifest *m, tp_buf *out);
+
 /* Totals over every object, for `tenpak store stats`. */
 typedef struct tp_store_kind_stats {
 	uint64_t objects;
