@@ -95,7 +95,7 @@ void tp_log(int level, const char *fmt, ...)
 #define tp_trace(...) \
 	do { if (tp_log_enabled(TP_LOG_TRACE)) tp_log(TP_LOG_TRACE, __VA_ARGS__); } while (0)
 
-/* ---- sha256 (libsodium) ------------------------------------------------ */
+/* ---- sha256 (SHA-NI when the CPU has it) ------------------------------------------------ */
 
 #define TP_SHA256_LEN 32
 #define TP_OID_HEXLEN 64
@@ -117,6 +117,32 @@ void tp_hmac_sha256(const void *key, size_t key_len, const void *msg, size_t msg
 		    unsigned char out[TP_SHA256_LEN]);
 /* sha256 of a whole file, streamed; *size_out gets its length if non-NULL. */
 int tp_sha256_file(const char *path, char out_hex[TP_OID_HEXLEN + 1], uint64_t *size_out);
+
+/* ---- signatures (Ed25519, libsodium) ----------------------------------- */
+
+#define TP_SIGN_PUBLIC_LEN 32
+/* "ed25519:" + base64 of the 32-byte public key */
+#define TP_SIGN_PUBLIC_TEXT_MAX 64
+#define TP_SIGN_TEXT_MAX 100 /* base64 of a 64-byte signature, NUL included */
+
+/* A signing key pair. The secret half lives in guarded memory (libsodium's
+ * sodium_malloc: guard pages, no swap, inaccessible except while signing). */
+typedef struct tp_sign_key tp_sign_key;
+
+int tp_sign_key_generate(tp_sign_key **out);
+/* Read a secret key file written by tp_sign_key_save. Refuses files that
+ * others can read. */
+int tp_sign_key_load(tp_sign_key **out, const char *path);
+/* Write the secret key to path (mode 0600, never over an existing file). */
+int tp_sign_key_save(const tp_sign_key *k, const char *path);
+void tp_sign_key_free(tp_sign_key *k);
+/* The public key as text: "ed25519:<base64>". */
+void tp_sign_key_public(const tp_sign_key *k, char out[TP_SIGN_PUBLIC_TEXT_MAX]);
+/* Detached signature of msg, as base64 text. */
+int tp_sign(const tp_sign_key *k, const void *msg, size_t len, char out[TP_SIGN_TEXT_MAX]);
+/* Check a base64 signature of msg by the public key in text form.
+ * TP_EAUTH when it does not verify; TP_EINVAL for malformed key or text. */
+int tp_sign_verify(const char *public_text, const void *msg, size_t len, const char *signature);
 
 /* ---- progress --------------------------------------------------------- */
 
