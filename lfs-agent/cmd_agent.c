@@ -257,8 +257,10 @@ int tp_cmd_agent(int argc, char **argv)
 	if (npos > 0)
 		return tp_cli_usage_error("agent", "unexpected argument '%s'", argv[1]);
 
-	/* A vanished git-lfs shows up as EPIPE from write, handled there. */
+	/* A vanished git-lfs shows up as EPIPE from write, and a file-size
+	 * limit as EFBIG: both are errors to report, not reasons to die. */
 	signal(SIGPIPE, SIG_IGN);
+	signal(SIGXFSZ, SIG_IGN);
 	agent a = { .out = TP_BUF_INIT(TP_PROTO_LINE_MAX) };
 	int rc = tp_proto_reader_init(&a.in, STDIN_FILENO);
 	if (!rc)

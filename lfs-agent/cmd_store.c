@@ -111,14 +111,24 @@ static int collect(void *ctx, const char *oid, uint64_t stored)
 	return 0;
 }
 
-/* Rebuild one object from the store alone into scratch and verify it. */
-static int fsck_one(tp_transfer *t, const char *oid, const char *scratch)
+static const char *kind_name(tp_store_kind k)
 {
-	tp_store_object_info info;
-	int rc = tp_store_object_stat(t->store, oid, &info);
+	return k == TP_STORE_KIND_DELTA ? "delta" : k == TP_STORE_KIND_CODEC ? "whole-codec" : "whole-zstd";
+}
+
+/* Rebuild one object from the store alone into scratch and verify it. */
+static int fsck_one(tp_transfer *t, const char *oid, const char *scratch, tp_transfer_object *o)
+{
+	int rc = tp_transfer_inspect(t, oid, o);
 	if (!rc)
-		rc = tp_transfer_download(t, oid, info.size, scratch);
+		rc = tp_transfer_download(t, oid, o->size, scratch);
 	return rc;
+}
+
+static void json_text(const char *s)
+{
+	for (; *s; s++)
+		printf(*s == '"' || *s == '\\' ? "\\%c" : "%c", *s);
 }
 
 static int fsck(const char *store_flag, long sample, bool json)
@@ -138,9 +148,11 @@ static int fsck(const char *store_flag, long sample, bool json)
 		rc = tp_cli_store_open(repo, store_flag, &store, &url);
 	if (!rc && !mkdtemp(dir))
 		rc = tp_error_set(TP_EIO, "cannot create a scratch directory in %s", dir);
-	/* No repository: every base must come from the store itself. */
+	/* Bases come from the store itself (no repository for local copies);
+	 * signature policy comes from the repository's config. */
 	if (!rc)
-		rc = tp_transfer_init(&t, store, NULL, dir);
+		rc = tp_transfer_init(&t, store, repo, dir);
+	t.repo = NULL;
 	if (!rc)
 		rc = tp_path_join(&scratch, dir, "object");
 	if (!rc)
@@ -159,31 +171,37 @@ static int fsck(const char *store_flag, long sample, bool json)
 		l.n = (size_t)sample;
 	}
 	if (json)
-		printf("{\"store\":\"%s\",\"problems\":[", url);
+		printf("{\"store\":\"%s\",\"objects\":[", url);
 	for (size_t i = 0; i < l.n; i++) {
-		int orc = fsck_one(&t, l.v[i].oid, scratch);
+		tp_transfer_object o = { 0 };
+		int orc = fsck_one(&t, l.v[i].oid, scratch, &o);
 		checked++;
+		bad += orc != 0;
 		unlink(scratch);
-		if (!orc) {
-			if (!json && isatty(STDERR_FILENO))
-				fprintf(stderr, "\rchecked %zu/%zu", checked, l.n);
-			continue;
-		}
-		bad++;
 		if (json) {
-			printf("%s{\"oid\":\"%s\",\"error\":\"", bad > 1 ? "," : "", l.v[i].oid);
-			for (const char *p = tp_error_last(); *p; p++)
-				printf(*p == '"' || *p == '\\' ? "\\%c" : "%c", *p);
-			printf("\"}");
-		} else {
+			printf("%s{\"oid\":\"%s\",\"kind\":\"%s\",\"depth\":%d,\"signature\":\"%s\"",
+			       i ? "," : "", l.v[i].oid, kind_name(o.kind), o.depth,
+			       tp_sig_status_name(o.signature));
+			if (o.signer[0])
+				printf(",\"signer\":\"%s\"", o.signer);
+			printf(",\"ok\":%s", orc ? "false" : "true");
+			if (orc) {
+				printf(",\"error\":\"");
+				json_text(tp_error_last());
+				printf("\"");
+			}
+			printf("}");
+		} else if (orc) {
 			printf("%s: %s\n", l.v[i].oid, tp_error_last());
+		} else {
+			printf("%s: ok, %s, depth %d, %s%s%s\n", l.v[i].oid, kind_name(o.kind), o.depth,
+			       tp_sig_status_name(o.signature), o.signer[0] ? " by " : "", o.signer);
 		}
 	}
 	if (json)
 		printf("],\"checked\":%zu,\"ok\":%zu}\n", checked, checked - bad);
 	else
-		printf("%s%zu objects checked, %zu ok, %zu with problems\n",
-		       isatty(STDERR_FILENO) && checked ? "\n" : "", checked, checked - bad, bad);
+		printf("%zu objects checked, %zu ok, %zu with problems\n", checked, checked - bad, bad);
 done:
 	free(l.v);
 	free(scratch);

@@ -17,6 +17,7 @@ static const struct command {
 	{ "install", tp_cmd_install, "configure git-lfs to transfer through tenpak" },
 	{ "uninstall", tp_cmd_uninstall, "remove exactly what 'tenpak install' wrote" },
 	{ "agent", tp_cmd_agent, "the git-lfs custom transfer agent (started by git-lfs)" },
+	{ "key", tp_cmd_key, "signing keys for manifest provenance" },
 	{ "lineage", tp_cmd_lineage, "show which base each model file is stored against" },
 	{ "store", tp_cmd_store, "inspect and check a store: stats, fsck" },
 	{ "delta", tp_cmd_delta, "lossless tensor-wise deltas of safetensors files" },

@@ -78,6 +78,84 @@ static void scratch_clear(scratch_list *l)
 
 /* ---- setup --------------------------------------------------------------- */
 
+const char *tp_sig_status_name(tp_sig_status s)
+{
+	switch (s) {
+	case TP_SIG_NONE: return "no manifest";
+	case TP_SIG_UNSIGNED: return "unsigned";
+	case TP_SIG_TRUSTED: return "signed, trusted";
+	case TP_SIG_VALID: return "signed";
+	case TP_SIG_UNTRUSTED: return "signed, untrusted key";
+	case TP_SIG_BAD: return "bad signature";
+	default: return "?";
+	}
+}
+
+/* "~/x" is relative to HOME, as git does for paths in its config. */
+static int expand_home(const char *path, char **out)
+{
+	const char *home = getenv("HOME");
+	if (strncmp(path, "~/", 2) == 0 && home && *home)
+		return tp_path_join(out, home, path + 2);
+	*out = strdup(path);
+	return *out ? 0 : tp_error_set(TP_ENOMEM, "out of memory");
+}
+
+static int trusted_add(tp_transfer *t, const char *key, size_t len)
+{
+	char **v = realloc(t->trusted, (t->ntrusted + 1) * sizeof(*v));
+	if (!v)
+		return tp_error_set(TP_ENOMEM, "out of memory");
+	t->trusted = v;
+	if (!(v[t->ntrusted] = strndup(key, len)))
+		return tp_error_set(TP_ENOMEM, "out of memory");
+	t->ntrusted++;
+	return 0;
+}
+
+static int provenance_config(tp_transfer *t, tp_lineage_repo *repo)
+{
+	char *v = NULL, *path = NULL;
+	int rc = 0;
+	t->verify = TP_VERIFY_IF_SIGNED;
+	if (tp_lineage_config_get(repo, "tenpak.verify", &v) == 0) {
+		if (strcmp(v, "off") == 0)
+			t->verify = TP_VERIFY_OFF;
+		else if (strcmp(v, "required") == 0)
+			t->verify = TP_VERIFY_REQUIRED;
+		else if (strcmp(v, "if-signed") != 0)
+			rc = tp_error_set(TP_ECONFIG, "tenpak.verify must be off, if-signed or required, "
+					  "not \"%s\"", v);
+		free(v);
+		v = NULL;
+	}
+	if (!rc && tp_lineage_config_get(repo, "tenpak.trustedkeys", &v) == 0) {
+		for (char *p = v; !rc && *p;) {
+			size_t skip = strspn(p, " \t,"), len;
+			p += skip;
+			len = strcspn(p, " \t,");
+			if (len)
+				rc = trusted_add(t, p, len);
+			p += len;
+		}
+		free(v);
+		v = NULL;
+	}
+	if (!rc && t->verify == TP_VERIFY_REQUIRED && t->ntrusted == 0)
+		rc = tp_error_set(TP_ECONFIG, "tenpak.verify is required but tenpak.trustedkeys "
+				  "lists no key");
+	if (!rc && tp_lineage_config_get(repo, "tenpak.signingkey", &v) == 0) {
+		rc = expand_home(v, &path);
+		if (!rc)
+			rc = tp_sign_key_load(&t->signer, path);
+		if (rc)
+			tp_error_wrap(TP_ECONFIG, "tenpak.signingkey");
+		free(path);
+		free(v);
+	}
+	return rc ? TP_ECONFIG : 0;
+}
+
 int tp_transfer_init(tp_transfer *t, tp_store *store, tp_lineage_repo *repo, const char *tmp_dir)
 {
 	memset(t, 0, sizeof(*t));
@@ -102,13 +180,18 @@ int tp_transfer_init(tp_transfer *t, tp_store *store, tp_lineage_repo *repo, con
 	}
 	if (!(t->tmp_dir = strdup(tmp_dir)))
 		return tp_error_set(TP_ENOMEM, "out of memory");
-	return tp_fs_mkdirs(t->tmp_dir);
+	int rc = provenance_config(t, repo);
+	return rc ? rc : tp_fs_mkdirs(t->tmp_dir);
 }
 
 void tp_transfer_clear(tp_transfer *t)
 {
 	free(t->tmp_dir);
-	t->tmp_dir = NULL;
+	tp_sign_key_free(t->signer);
+	for (size_t i = 0; i < t->ntrusted; i++)
+		free(t->trusted[i]);
+	free(t->trusted);
+	memset(t, 0, sizeof(*t));
 }
 
 static void codec_progress(void *ctx, uint64_t done, uint64_t total)
@@ -157,7 +240,8 @@ static void plan_clear(plan *p)
 	memset(p, 0, sizeof(*p));
 }
 
-static int manifest_text(const char *oid, uint64_t size, const plan *p, char **text)
+static int manifest_text(const tp_transfer *t, const char *oid, uint64_t size, const plan *p,
+			 char **text)
 {
 	tp_store_manifest m = { .size = size, .codec_version = TP_DELTA_VERSION, .depth = p->depth,
 				.source = (char *)(p->source ? p->source : "none"),
@@ -173,25 +257,107 @@ static int manifest_text(const char *oid, uint64_t size, const plan *p, char **t
 		m.bases[i].size = p->bases[i].size;
 		m.bases[i].path = p->bases[i].label;
 	}
-	int rc = tp_store_manifest_build(&m, text);
+	char signer[TP_SIGN_PUBLIC_TEXT_MAX], sig[TP_SIGN_TEXT_MAX];
+	tp_buf canon = TP_BUF_INIT(1 << 20);
+	int rc = 0;
+	if (t->signer) {
+		rc = tp_store_manifest_canonical(&m, &canon);
+		if (!rc)
+			rc = tp_sign(t->signer, canon.ptr, canon.len, sig);
+		tp_sign_key_public(t->signer, signer);
+		m.signer = signer;
+		m.signature = sig;
+	}
+	if (!rc)
+		rc = tp_store_manifest_build(&m, text);
+	tp_buf_free(&canon);
 	free(m.bases);
 	return rc;
 }
 
-/* The manifest of object oid, checked to describe that object. */
-static int manifest_load(tp_store_manifest **out, const char *text, const char *oid,
-			 uint64_t size)
+static bool trusted(const tp_transfer *t, const char *key)
+{
+	for (size_t i = 0; i < t->ntrusted; i++)
+		if (strcmp(t->trusted[i], key) == 0)
+			return true;
+	return false;
+}
+
+static tp_sig_status signature_status(const tp_transfer *t, const tp_store_manifest *m)
+{
+	tp_buf canon = TP_BUF_INIT(1 << 20);
+	if (!m->signature)
+		return TP_SIG_UNSIGNED;
+	int rc = tp_store_manifest_canonical(m, &canon);
+	if (!rc)
+		rc = tp_sign_verify(m->signer, canon.ptr, canon.len, m->signature);
+	tp_buf_free(&canon);
+	if (rc)
+		return TP_SIG_BAD;
+	if (!t->ntrusted)
+		return TP_SIG_VALID;
+	return trusted(t, m->signer) ? TP_SIG_TRUSTED : TP_SIG_UNTRUSTED;
+}
+
+/* tenpak.verify applied to one manifest. */
+static int check_signature(const tp_transfer *t, const tp_store_manifest *m, const char *oid)
+{
+	if (t->verify == TP_VERIFY_OFF)
+		return 0;
+	tp_sig_status st = signature_status(t, m);
+	if (st == TP_SIG_BAD)
+		return tp_error_set(TP_EAUTH, "object %s: the manifest's signature does not verify "
+				    "(key %s)", oid, m->signer);
+	if (st == TP_SIG_UNTRUSTED)
+		return tp_error_set(TP_EAUTH, "object %s: manifest signed by %s, which is not in "
+				    "tenpak.trustedkeys", oid, m->signer);
+	if (t->verify == TP_VERIFY_REQUIRED && st != TP_SIG_TRUSTED)
+		return tp_error_set(TP_EAUTH, "object %s: the manifest is unsigned and tenpak.verify "
+				    "is required", oid);
+	return 0;
+}
+
+/* The manifest of object oid, checked to describe that object and to
+ * satisfy tenpak.verify. */
+static int manifest_load(const tp_transfer *t, tp_store_manifest **out, const char *text,
+			 const char *oid, uint64_t size)
 {
 	int rc = tp_store_manifest_parse(out, text, strlen(text));
 	if (rc)
 		return tp_error_wrap(rc, "object %s", oid);
-	if (strcmp((*out)->oid, oid) != 0 || (*out)->size != size) {
+	if (strcmp((*out)->oid, oid) != 0 || (*out)->size != size)
+		rc = tp_error_set(TP_ECORRUPT, "object %s: its manifest describes another object", oid);
+	else
+		rc = check_signature(t, *out, oid);
+	if (rc) {
 		tp_store_manifest_free(*out);
 		*out = NULL;
-		return tp_error_set(TP_ECORRUPT, "object %s: its manifest describes another object",
-				    oid);
 	}
-	return 0;
+	return rc;
+}
+
+int tp_transfer_inspect(tp_transfer *t, const char *oid, tp_transfer_object *out)
+{
+	tp_store_object_info info;
+	tp_store_manifest *m = NULL;
+	char *text = NULL;
+	int rc = tp_store_object_manifest(t->store, oid, &info, &text);
+	if (rc)
+		return rc;
+	memset(out, 0, sizeof(*out));
+	out->kind = info.kind;
+	out->size = info.size;
+	out->stored = info.stored_size;
+	if (text && (rc = tp_store_manifest_parse(&m, text, strlen(text))) == 0) {
+		out->depth = m->depth;
+		out->nbases = m->nbases;
+		out->signature = signature_status(t, m);
+		if (m->signer)
+			snprintf(out->signer, sizeof(out->signer), "%s", m->signer);
+	}
+	tp_store_manifest_free(m);
+	free(text);
+	return rc;
 }
 
 int tp_transfer_manifest_depth(const char *text)
@@ -272,7 +438,7 @@ static int rebuild_delta(tp_transfer *t, const char *oid, uint64_t size, const c
 	scratch_list scratch = { 0 };
 	char **bases = NULL, *payload = NULL;
 	size_t nb = 0;
-	int rc = manifest_load(&m, text, oid, size);
+	int rc = manifest_load(t, &m, text, oid, size);
 	if (rc)
 		goto done;
 	if (!(bases = calloc(m->nbases + 1, sizeof(*bases)))) {
@@ -558,7 +724,7 @@ static int store_encoded(tp_transfer *t, const char *oid, uint64_t size, const c
 		}
 	}
 	if (!rc)
-		rc = manifest_text(oid, size, p, &mtext);
+		rc = manifest_text(t, oid, size, p, &mtext);
 	if (!rc)
 		rc = tp_store_object_put_delta(t->store, oid, size,
 					       p->nbases ? TP_STORE_KIND_DELTA : TP_STORE_KIND_CODEC,

@@ -18,6 +18,26 @@
 /* Candidates estimated per upload: more trusted ones come first. */
 #define TP_TRANSFER_CANDIDATES_MAX 4
 
+/* tenpak.verify: how manifest signatures are checked on download. */
+typedef enum {
+	TP_VERIFY_OFF = 0,      /* not at all */
+	TP_VERIFY_IF_SIGNED,    /* a signature present must verify, by a trusted
+				 * key when tenpak.trustedkeys is set (default) */
+	TP_VERIFY_REQUIRED,     /* every manifest signed by a trusted key */
+} tp_verify_mode;
+
+/* What a manifest's signature says. */
+typedef enum {
+	TP_SIG_NONE = 0,   /* a whole zstd object: no manifest */
+	TP_SIG_UNSIGNED,
+	TP_SIG_TRUSTED,    /* verifies, by a key in tenpak.trustedkeys */
+	TP_SIG_VALID,      /* verifies; no trusted keys are configured */
+	TP_SIG_UNTRUSTED,  /* verifies, by a key not in tenpak.trustedkeys */
+	TP_SIG_BAD,        /* does not verify */
+} tp_sig_status;
+
+const char *tp_sig_status_name(tp_sig_status s);
+
 typedef struct tp_transfer {
 	tp_store *store;
 	tp_lineage_repo *repo; /* may be NULL: no lineage, no local objects */
@@ -26,7 +46,23 @@ typedef struct tp_transfer {
 	int maxchain;          /* tenpak.maxchain */
 	tp_progress_fn progress;
 	void *progress_ctx;
+	/* provenance */
+	tp_sign_key *signer;   /* tenpak.signingkey: signs every manifest */
+	tp_verify_mode verify; /* tenpak.verify */
+	char **trusted;        /* tenpak.trustedkeys: "ed25519:..." texts */
+	size_t ntrusted;
 } tp_transfer;
+
+/* What fsck reports of one object. */
+typedef struct tp_transfer_object {
+	tp_store_kind kind;
+	uint64_t size;
+	uint64_t stored;
+	int depth;
+	size_t nbases;
+	tp_sig_status signature;
+	char signer[TP_SIGN_PUBLIC_TEXT_MAX];
+} tp_transfer_object;
 
 /* What an upload did, for logs and tests. */
 typedef struct tp_transfer_result {
@@ -37,7 +73,8 @@ typedef struct tp_transfer_result {
 } tp_transfer_result;
 
 /* tmp_dir: where scratch files go (created if missing). Reads
- * tenpak.maxchain from the repository's config. */
+ * tenpak.maxchain, tenpak.signingkey, tenpak.verify and tenpak.trustedkeys
+ * from git config (the repository's, or global without one). */
 int tp_transfer_init(tp_transfer *t, tp_store *store, tp_lineage_repo *repo, const char *tmp_dir);
 void tp_transfer_clear(tp_transfer *t);
 
@@ -56,6 +93,9 @@ static inline bool tp_transfer_delta_wins(uint64_t delta, uint64_t whole)
 {
 	return delta < whole - whole / 100;
 }
+
+/* Kind, chain depth and signature status of a stored object. */
+int tp_transfer_inspect(tp_transfer *t, const char *oid, tp_transfer_object *out);
 
 /* The chain depth recorded in a delta manifest (0 for whole objects). */
 int tp_transfer_manifest_depth(const char *manifest);
