@@ -84,8 +84,11 @@ static int scratch_dir(agent *a, char **out)
 		free(lfs);
 		return rc;
 	}
+	/* Per user: a shared /tmp must not let one user's files block another's. */
 	const char *tmp = getenv("TMPDIR");
-	return tp_path_join(out, tmp && *tmp ? tmp : "/tmp", "tenpak");
+	char name[32];
+	snprintf(name, sizeof(name), "tenpak-%ld", (long)getuid());
+	return tp_path_join(out, tmp && *tmp ? tmp : "/tmp", name);
 }
 
 static int init(agent *a, const tp_proto_request *req)
