@@ -355,3 +355,13 @@ done:
 	close(fd);
 	return rc;
 }
+
+void tp_sha256_hex_of(const void *data, size_t n, char out[TP_OID_HEXLEN + 1])
+{
+	tp_sha256 h;
+	unsigned char d[TP_SHA256_LEN];
+	tp_sha256_init(&h);
+	tp_sha256_update(&h, data, n);
+	tp_sha256_final(&h, d);
+	tp_sha256_hex(d, out);
+}

@@ -108,6 +108,8 @@ typedef struct tp_sha256 {
 void tp_sha256_init(tp_sha256 *h);
 void tp_sha256_update(tp_sha256 *h, const void *data, size_t n);
 void tp_sha256_final(tp_sha256 *h, unsigned char out[TP_SHA256_LEN]);
+/* sha256 of one buffer, as 64 lowercase hex digits. */
+void tp_sha256_hex_of(const void *data, size_t n, char out[TP_OID_HEXLEN + 1]);
 /* Hex-encode a digest into out (65 bytes, NUL-terminated, lowercase). */
 void tp_sha256_hex(const unsigned char digest[TP_SHA256_LEN], char out[TP_OID_HEXLEN + 1]);
 /* True when s is exactly 64 lowercase hex digits (an LFS oid). */

@@ -111,12 +111,7 @@ static void amz_now(char out[17])
 
 static void body_hash(const s3_call *c, char out[TP_OID_HEXLEN + 1])
 {
-	tp_sha256 h;
-	unsigned char d[TP_SHA256_LEN];
-	tp_sha256_init(&h);
-	tp_sha256_update(&h, c->body ? c->body : (const unsigned char *)"", c->body_len);
-	tp_sha256_final(&h, d);
-	tp_sha256_hex(d, out);
+	tp_sha256_hex_of(c->body ? c->body : (const unsigned char *)"", c->body_len, out);
 }
 
 /* The object path: /bucket/prefix/key (path style) or /prefix/key. */

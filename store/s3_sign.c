@@ -31,16 +31,6 @@ static int cmp_header(const void *a, const void *b)
 	return strcmp(((const tp_s3_header *)a)->name, ((const tp_s3_header *)b)->name);
 }
 
-static void sha256_hex(const void *data, size_t n, char out[TP_OID_HEXLEN + 1])
-{
-	tp_sha256 h;
-	unsigned char d[TP_SHA256_LEN];
-	tp_sha256_init(&h);
-	tp_sha256_update(&h, data, n);
-	tp_sha256_final(&h, d);
-	tp_sha256_hex(d, out);
-}
-
 /* kSigning = HMAC(HMAC(HMAC(HMAC("AWS4" + secret, date), region), service),
  * "aws4_request"). */
 static void signing_key(const tp_s3_signer *s, const char *date8, unsigned char key[TP_SHA256_LEN])
@@ -93,7 +83,7 @@ int tp_s3_sign(const tp_s3_signer *s, const tp_s3_request_desc *r, tp_buf *autho
 		goto done;
 
 	char canon_hash[TP_OID_HEXLEN + 1];
-	sha256_hex(canon.ptr, canon.len, canon_hash);
+	tp_sha256_hex_of(canon.ptr, canon.len, canon_hash);
 	char date8[9];
 	memcpy(date8, r->amz_date, 8);
 	date8[8] = '\0';

@@ -29,12 +29,7 @@ static uint64_t rng(void)
 
 static void hex_of(const void *msg, size_t n, char out[TP_OID_HEXLEN + 1])
 {
-	tp_sha256 h;
-	unsigned char d[TP_SHA256_LEN];
-	tp_sha256_init(&h);
-	tp_sha256_update(&h, msg, n);
-	tp_sha256_final(&h, d);
-	tp_sha256_hex(d, out);
+	tp_sha256_hex_of(msg, n, out);
 }
 
 static void test_vectors(void)

@@ -35,12 +35,7 @@ static char *make_file(size_t n, uint64_t seed, char oid[TP_OID_HEXLEN + 1])
 	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
 	tp_fs_write_all(fd, data, n);
 	close(fd);
-	tp_sha256 h;
-	unsigned char d[TP_SHA256_LEN];
-	tp_sha256_init(&h);
-	tp_sha256_update(&h, data, n);
-	tp_sha256_final(&h, d);
-	tp_sha256_hex(d, oid);
+	tp_sha256_hex_of(data, n, oid);
 	free(data);
 	return path;
 }
