@@ -219,7 +219,15 @@ int tp_delta_apply(tp_delta_read_fn read, void *read_ctx,
 	tp_base_set b = { 0 };
 	decoder dc = { .out_fd = out_fd };
 	int rc;
-	if ((rc = tp_reader_plan(&r, &m)) < 0 || (rc = tp_base_set_open(&b, bases, nbases)) < 0 ||
+	if ((rc = tp_reader_plan(&r, &m)) < 0)
+		goto done;
+	if (o.expect_size && m->target_size != o.expect_size) {
+		rc = tp_error_set(TP_ECORRUPT, "delta: rebuilds %llu bytes, expected %llu",
+				  (unsigned long long)m->target_size,
+				  (unsigned long long)o.expect_size);
+		goto done;
+	}
+	if ((rc = tp_base_set_open(&b, bases, nbases)) < 0 ||
 	    (rc = decoder_init(&dc, m, &b, &o)) < 0 || (rc = decode_all(&dc, &r)) < 0 ||
 	    (rc = check_end(&dc, &r)) < 0)
 		goto done;

@@ -131,6 +131,10 @@ static int parse_metadata(tp_safetensors *st, const cJSON *meta)
 {
 	if (!cJSON_IsObject(meta))
 		return tp_error_set(TP_ECORRUPT, "safetensors: __metadata__ is not an object");
+	/* cJSON keeps duplicate keys: a second map would be counted into arrays
+	 * sized for itself alone. */
+	if (st->meta_keys)
+		return tp_error_set(TP_ECORRUPT, "safetensors: __metadata__ appears twice");
 	size_t n = (size_t)cJSON_GetArraySize(meta);
 	st->meta_keys = calloc(n ? n : 1, sizeof(char *));
 	st->meta_values = calloc(n ? n : 1, sizeof(char *));
@@ -302,10 +306,12 @@ bool tp_safetensors_is_index(const char *path)
 	return n >= k && strcmp(path + n - k, ".index.json") == 0;
 }
 
+#define INDEX_MAX_SHARDS 16384u
+
 /* Appends path to the list unless it is already there. */
 static int add_shard(char ***paths, size_t *n, const char *dir, const char *file)
 {
-	if (strchr(file, '/') || strcmp(file, "..") == 0)
+	if (!*file || strchr(file, '/') || strcmp(file, ".") == 0 || strcmp(file, "..") == 0)
 		return tp_error_set(TP_ECORRUPT, "index: shard name '%.200s' is not a plain file name", file);
 	char *p;
 	int rc = tp_path_join(&p, dir, file);
@@ -316,6 +322,12 @@ static int add_shard(char ***paths, size_t *n, const char *dir, const char *file
 			free(p);
 			return 0;
 		}
+	}
+	/* The check above is quadratic: a hostile index must not turn it into
+	 * a hang. Real models have at most a few thousand shards. */
+	if (*n >= INDEX_MAX_SHARDS) {
+		free(p);
+		return tp_error_set(TP_ETOOBIG, "index: more than %u shard files", INDEX_MAX_SHARDS);
 	}
 	char **grown = realloc(*paths, (*n + 1) * sizeof(char *));
 	if (!grown) {

@@ -135,6 +135,10 @@ typedef struct tp_delta_opts {
 	tp_delta_xform force_xform;
 	tp_delta_progress_fn progress;
 	void *progress_ctx;
+	/* apply: when nonzero, the size the rebuilt file must have. Checked
+	 * against the plan before anything is written: segments may reuse one
+	 * base range, so a small hostile delta can claim terabytes. */
+	uint64_t expect_size;
 } tp_delta_opts;
 
 typedef struct tp_delta_stats {

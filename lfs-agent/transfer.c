@@ -409,8 +409,11 @@ static int base_bytes(tp_transfer *t, const char *oid, uint64_t size, int depth,
 	return *path ? 0 : tp_error_set(TP_ENOMEM, "out of memory");
 }
 
+/* expect: the size the rebuilt file must have; a delta claiming another
+ * size is refused before anything is written (a hostile delta could claim
+ * terabytes of "same as base" chunks and fill the disk). */
 static int apply_payload(tp_transfer *t, const char *payload, char **bases, size_t nbases,
-			 const char *out, bool report)
+			 uint64_t expect, const char *out, bool report)
 {
 	int in = open(payload, O_RDONLY | O_CLOEXEC);
 	int fd = open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
@@ -419,6 +422,7 @@ static int apply_payload(tp_transfer *t, const char *payload, char **bases, size
 		rc = tp_error_set_errno(TP_EIO, errno, "opening scratch files");
 	} else {
 		tp_delta_opts o = codec_opts(t, report);
+		o.expect_size = expect;
 		rc = tp_delta_apply(tp_delta_fd_read, &in, (const char *const *)bases, nbases, fd, &o,
 				    NULL);
 		if (!rc && fsync(fd) != 0)
@@ -458,7 +462,7 @@ static int rebuild_delta(tp_transfer *t, const char *oid, uint64_t size, const c
 	if (fd >= 0)
 		close(fd);
 	if (!rc)
-		rc = apply_payload(t, payload, bases, nb, path, report);
+		rc = apply_payload(t, payload, bases, nb, size, path, report);
 	if (rc)
 		tp_error_wrap(rc, "rebuilding %s", oid);
 done:
@@ -679,7 +683,7 @@ static int encode(tp_transfer *t, const char *target, const plan *p, bool report
 	if (!rc)
 		rc = scratch_new(t, "check", &check);
 	if (!rc)
-		rc = apply_payload(t, *payload, paths, p->nbases, check, false);
+		rc = apply_payload(t, *payload, paths, p->nbases, stats.target_bytes, check, false);
 	if (rc)
 		tp_error_wrap(rc, "the delta of %s did not rebuild it; not storing it", target);
 	*payload_size = stats.delta_bytes;

@@ -164,12 +164,17 @@ int tp_store_manifest_parse(tp_store_manifest **out, const char *json, size_t le
 	if (len > TP_STORE_MANIFEST_MAX)
 		return tp_error_set(TP_ETOOBIG, "manifest larger than %u bytes", TP_STORE_MANIFEST_MAX);
 	tp_store_manifest *m = calloc(1, sizeof(*m));
-	cJSON *root = cJSON_ParseWithLength(json, len);
+	const char *end = NULL;
+	cJSON *root = cJSON_ParseWithLengthOpts(json, len, &end, false);
 	int rc;
+	/* Nothing but white space may follow the object: a manifest has one
+	 * reading only. */
+	while (root && end < json + len && strchr(" \t\r\n", *end) && *end)
+		end++;
 	if (!m)
 		rc = tp_error_set(TP_ENOMEM, "out of memory");
-	else if (!cJSON_IsObject(root))
-		rc = tp_error_set(TP_ECORRUPT, "manifest is not a JSON object");
+	else if (!cJSON_IsObject(root) || end != json + len)
+		rc = tp_error_set(TP_ECORRUPT, "manifest is not one JSON object");
 	else
 		rc = parse_root(m, root);
 	cJSON_Delete(root);

@@ -83,6 +83,8 @@ static void test_hostile(void)
 		"\"oid\":\"" OID1 "\",\"size\":1,\"depth\":0,\"bases\":[],\"signature\":{\"key\":\"k\"}}",
 		"{\"format\":\"tenpak-object\",\"version\":1,\"codec\":\"tenpak-delta\",\"codec_version\":1,"
 		"\"oid\":\"" OID1 "\",\"size\":1,\"depth\":0,\"bases\":[],\"lineage\":{\"source\":7}}",
+		"{\"format\":\"tenpak-object\",\"version\":1,\"codec\":\"tenpak-delta\",\"codec_version\":1,"
+		"\"oid\":\"" OID1 "\",\"size\":1,\"depth\":0,\"bases\":[]} {\"trailing\":1}",
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		tp_store_manifest *m = NULL;
