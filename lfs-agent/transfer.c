@@ -614,11 +614,16 @@ static char **plan_paths(const plan *p)
 static int choose(tp_transfer *t, const char *path, const tp_lineage *l, scratch_list *scratch,
 		  plan *best, uint64_t *whole_est)
 {
+	tp_buf_init(&best->reason, 4096);
+	if (!l || l->ncandidates == 0) {
+		/* Nothing to compare with: no need to estimate the whole file. */
+		*whole_est = UINT64_MAX;
+		return tp_buf_adds(&best->reason, "whole: no base candidate");
+	}
 	int rc = estimate(t, path, NULL, 0, whole_est);
 	if (rc)
 		return rc;
 	uint64_t best_est = *whole_est;
-	tp_buf_init(&best->reason, 4096);
 	tp_buf_addf(&best->reason, "whole: estimated %llu bytes", (unsigned long long)best_est);
 	for (size_t i = 0; l && i < l->ncandidates && i < TP_TRANSFER_CANDIDATES_MAX; i++) {
 		const tp_lineage_candidate *c = &l->candidates[i];
