@@ -96,6 +96,19 @@ count_objects() {
 	find "$1/objects" -type f 2>/dev/null | wc -l
 }
 
+# push_all REPO...: git push each REPO (a directory of $TRASH) at the same
+# time; fails, showing the failed push's output, unless every push worked.
+push_all() {
+	for r in "$@"; do
+		(cd "$TRASH/$r" && git push -q origin main >"$TRASH/$r.push.log" 2>&1
+		 echo $? >"$TRASH/$r.push.rc") &
+	done
+	wait
+	for r in "$@"; do
+		test "$(cat "$TRASH/$r.push.rc")" = 0 || { cat "$TRASH/$r.push.log"; return 1; }
+	done
+}
+
 # new_repo DIR: a repository that tracks *.bin and *.safetensors with LFS,
 # and a bare remote DIR.git it pushes to.
 new_repo() {

@@ -138,13 +138,7 @@ test_expect_success '8 agents pushing overlapping objects to one store at once' 
 		 gen_bytes pair.bin 900000 $((90 + r % 2)) &&
 		 git add . && git commit -qm p) || exit 1
 	done &&
-	for r in 1 2 3 4 5 6 7 8; do
-		(cd par$r && git push -q origin main >../par$r.log 2>&1; echo $? >../par$r.rc) &
-	done &&
-	wait &&
-	for r in 1 2 3 4 5 6 7 8; do
-		test "$(cat par$r.rc)" = 0 || { cat par$r.log; exit 1; }
-	done &&
+	push_all par1 par2 par3 par4 par5 par6 par7 par8 &&
 	test "$(count_objects "$TENPAK_STORE")" = 11 &&
 	fsck_clean &&
 	grep -q "11 objects checked, 11 ok" fsck.txt
