@@ -27,6 +27,7 @@ start_agent() {
 	git init -q agentrepo
 	mkfifo to_agent from_agent
 	(cd agentrepo && exec "$TENPAK" agent <../to_agent >../from_agent 2>../agent.err) &
+	echo $! >agent.pid
 	exec 3>to_agent 4<from_agent
 }
 
@@ -96,15 +97,19 @@ test_expect_success 'no credentials at all: says how to provide them' '
 '
 
 test_expect_success 'server stopped mid-upload: clear error, nothing partial, re-push works' '
-	gen_bytes mid.bin 15000000 31 &&
+	gen_bytes mid.bin 40000000 31 &&
 	oid=$(oid_of mid.bin) &&
 	start_agent &&
 	printf "{\"event\":\"init\",\"operation\":\"upload\"}\n" >&3 &&
-	printf "{\"event\":\"upload\",\"oid\":\"%s\",\"size\":15000000,\"path\":\"%s\"}\n" \
+	printf "{\"event\":\"upload\",\"oid\":\"%s\",\"size\":40000000,\"path\":\"%s\"}\n" \
 		"$oid" "$TRASH/mid.bin" >&3 &&
 	read -r line <&4 && test "$line" = "{}" &&
 	read -r line <&4 && echo "$line" | grep -q progress &&
+	# Freeze the agent while the server goes away, so that the upload
+	# cannot win the race on a fast machine.
+	kill -STOP "$(cat agent.pid)" &&
 	stop_server &&
+	kill -CONT "$(cat agent.pid)" &&
 	while read -r line <&4; do
 		case "$line" in *complete*) break ;; esac
 	done &&
