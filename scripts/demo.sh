@@ -4,7 +4,7 @@
 # what the store holds.
 #
 # Everything happens in a temporary directory with its own HOME, so your
-# git config and stores are not touched. Builds tenpak first if needed.
+# git config and stores are not touched. Builds tenpak first.
 set -eu
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -14,12 +14,12 @@ gen="$build/tp-gen"
 
 step() { printf '\n== %s\n' "$*"; }
 
-if [ ! -x "$tenpak" ] || [ ! -x "$gen" ]; then
-	step "building tenpak"
-	sh "$root/scripts/deps.sh"
-	cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release >/dev/null
-	cmake --build "$build" -j "$(nproc 2>/dev/null || echo 2)" >/dev/null
-fi
+# Always (re)build: cmake does nothing when the build is up to date, and a
+# checkout that moved on must not demo a stale binary.
+step "building tenpak"
+sh "$root/scripts/deps.sh"
+cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build "$build" -j "$(nproc 2>/dev/null || echo 2)" >/dev/null
 for tool in git git-lfs; do
 	command -v "$tool" >/dev/null || { echo "demo: $tool is missing; run scripts/deps.sh as root" >&2; exit 1; }
 done
