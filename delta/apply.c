@@ -19,6 +19,7 @@ typedef struct dslot {
 
 typedef struct decoder {
 	const tp_delta_manifest *m;
+	unsigned char digest[TP_SHA256_LEN]; /* the target's, once checked */
 	const tp_map **base_of; /* manifest base -> mapped file */
 	tp_chunk_coder *coders;
 	unsigned threads;
@@ -201,6 +202,7 @@ static int check_end(decoder *dc, tp_reader *r)
 				    "rebuilt file has sha256 %.16s…, the delta expects %.16s… "
 				    "(corrupt delta or wrong base)", have, want);
 	}
+	memcpy(dc->digest, d, TP_SHA256_LEN);
 	return 0;
 }
 
@@ -235,6 +237,7 @@ int tp_delta_apply(tp_delta_read_fn read, void *read_ctx,
 		stats->target_bytes = m->target_size;
 		stats->delta_bytes = r.pos;
 		stats->seconds = tp_delta_now() - t0;
+		memcpy(stats->sha256, dc.digest, sizeof(stats->sha256));
 	}
 done:
 	decoder_fini(&dc);

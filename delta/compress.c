@@ -457,6 +457,7 @@ int tp_delta_compress(const char *target, const char *const *bases, size_t nbase
 		stats->target_bytes = s.m->target_size;
 		stats->delta_bytes = e.written;
 		stats->seconds = tp_delta_now() - s.t0;
+		memcpy(stats->sha256, s.m->sha256, sizeof(stats->sha256));
 	}
 done:
 	session_close(&s);

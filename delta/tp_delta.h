@@ -145,6 +145,9 @@ typedef struct tp_delta_stats {
 	uint64_t target_bytes; /* bytes of the rebuilt file */
 	uint64_t delta_bytes;  /* bytes of the delta stream */
 	double seconds;
+	/* sha256 of the target: hashed while compressing, or checked against
+	 * the delta's record while applying */
+	unsigned char sha256[32];
 } tp_delta_stats;
 
 typedef struct tp_delta_base_info {

@@ -409,25 +409,40 @@ static int base_bytes(tp_transfer *t, const char *oid, uint64_t size, int depth,
 	return *path ? 0 : tp_error_set(TP_ENOMEM, "out of memory");
 }
 
-/* expect: the size the rebuilt file must have; a delta claiming another
- * size is refused before anything is written (a hostile delta could claim
- * terabytes of "same as base" chunks and fill the disk). */
+/* Where a rebuild goes only to be checked. */
+#define CHECK_ONLY "/dev/null"
+
+/* Apply a delta payload into out and prove the result is object oid: the
+ * codec hashes what it writes, and that hash must be the oid. A delta that
+ * claims another size than expect is refused before anything is written (a
+ * hostile one could claim terabytes of "same as base" chunks and fill the
+ * disk). out may be CHECK_ONLY. */
 static int apply_payload(tp_transfer *t, const char *payload, char **bases, size_t nbases,
-			 uint64_t expect, const char *out, bool report)
+			 const char *oid, uint64_t expect, const char *out, bool report)
 {
 	int in = open(payload, O_RDONLY | O_CLOEXEC);
 	int fd = open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	tp_delta_stats stats;
+	char hex[TP_OID_HEXLEN + 1];
 	int rc = 0;
 	if (in < 0 || fd < 0) {
 		rc = tp_error_set_errno(TP_EIO, errno, "opening scratch files");
-	} else {
-		tp_delta_opts o = codec_opts(t, report);
-		o.expect_size = expect;
-		rc = tp_delta_apply(tp_delta_fd_read, &in, (const char *const *)bases, nbases, fd, &o,
-				    NULL);
-		if (!rc && fsync(fd) != 0)
-			rc = tp_error_set_errno(TP_EIO, errno, "writing %s", out);
+		goto done;
 	}
+	tp_delta_opts o = codec_opts(t, report);
+	o.expect_size = expect;
+	rc = tp_delta_apply(tp_delta_fd_read, &in, (const char *const *)bases, nbases, fd, &o, &stats);
+	if (rc)
+		goto done;
+	tp_sha256_hex(stats.sha256, hex);
+	if (strcmp(hex, oid) != 0) {
+		rc = tp_error_set(TP_ECORRUPT, "object %s rebuilt with sha256 %s: the stored object "
+				  "or a base is corrupt", oid, hex);
+		goto done;
+	}
+	if (strcmp(out, CHECK_ONLY) != 0 && fsync(fd) != 0)
+		rc = tp_error_set_errno(TP_EIO, errno, "writing %s", out);
+done:
 	if (in >= 0)
 		close(in);
 	if (fd >= 0)
@@ -462,7 +477,7 @@ static int rebuild_delta(tp_transfer *t, const char *oid, uint64_t size, const c
 	if (fd >= 0)
 		close(fd);
 	if (!rc)
-		rc = apply_payload(t, payload, bases, nb, size, path, report);
+		rc = apply_payload(t, payload, bases, nb, oid, size, path, report);
 	if (rc)
 		tp_error_wrap(rc, "rebuilding %s", oid);
 done:
@@ -473,20 +488,6 @@ done:
 	scratch_clear(&scratch);
 	tp_store_manifest_free(m);
 	return rc;
-}
-
-static int check_oid(const char *path, const char *oid, uint64_t size)
-{
-	char hex[TP_OID_HEXLEN + 1];
-	uint64_t got;
-	int rc = tp_sha256_file(path, hex, &got);
-	if (rc)
-		return rc;
-	if (got != size || strcmp(hex, oid) != 0)
-		return tp_error_set(TP_ECORRUPT, "object %s rebuilt with sha256 %s (%llu bytes): "
-				    "the stored object or a base is corrupt", oid, hex,
-				    (unsigned long long)got);
-	return 0;
 }
 
 static int rebuild(tp_transfer *t, const char *oid, uint64_t size, const char *path, int depth,
@@ -512,9 +513,6 @@ static int rebuild(tp_transfer *t, const char *oid, uint64_t size, const char *p
 		close(fd);
 	} else {
 		rc = rebuild_delta(t, oid, size, path, &info, text, depth, report);
-		/* The codec checks its own hash; the oid is checked here too. */
-		if (!rc)
-			rc = check_oid(path, oid, size);
 	}
 	free(text);
 	return rc;
@@ -666,10 +664,10 @@ static int choose(tp_transfer *t, const char *path, const tp_lineage *l, scratch
 
 /* Compress target against the plan's bases into a scratch file, then
  * rebuild it once: nothing unproven reaches the store. */
-static int encode(tp_transfer *t, const char *target, const plan *p, bool report, char **payload,
-		  uint64_t *payload_size)
+static int encode(tp_transfer *t, const char *oid, const char *target, const plan *p, bool report,
+		  char **payload, uint64_t *payload_size)
 {
-	char *check = NULL, **paths = plan_paths(p);
+	char **paths = plan_paths(p);
 	tp_delta_stats stats = { 0 };
 	int rc = paths ? scratch_new(t, "delta", payload) : tp_error_set(TP_ENOMEM, "out of memory");
 	if (rc)
@@ -680,20 +678,17 @@ static int encode(tp_transfer *t, const char *target, const plan *p, bool report
 		rc = tp_error_set_errno(TP_EIO, errno, "opening %s", *payload);
 		goto done;
 	}
+	/* A scratch file needs no fsync: the store makes its copy durable. */
 	rc = tp_delta_compress(target, (const char *const *)paths, p->nbases, tp_delta_fd_write, &fd,
 			       &o, &stats);
-	if (!rc && fsync(fd) != 0)
-		rc = tp_error_set_errno(TP_EIO, errno, "writing %s", *payload);
 	close(fd);
 	if (!rc)
-		rc = scratch_new(t, "check", &check);
-	if (!rc)
-		rc = apply_payload(t, *payload, paths, p->nbases, stats.target_bytes, check, false);
+		rc = apply_payload(t, *payload, paths, p->nbases, oid, stats.target_bytes, CHECK_ONLY,
+				   false);
 	if (rc)
 		tp_error_wrap(rc, "the delta of %s did not rebuild it; not storing it", target);
 	*payload_size = stats.delta_bytes;
 done:
-	scratch_drop(check);
 	free(paths);
 	if (rc) {
 		scratch_drop(*payload);
@@ -709,7 +704,7 @@ static int store_encoded(tp_transfer *t, const char *oid, uint64_t size, const c
 	uint64_t payload_size = 0;
 	int rc = store_bases(t, p);
 	if (!rc)
-		rc = encode(t, path, p, true, &payload, &payload_size);
+		rc = encode(t, oid, path, p, true, &payload, &payload_size);
 	/* Estimates can be wrong: a delta that lost to the whole estimate is
 	 * compared with the real whole object, and the smaller one is kept. */
 	if (!rc && p->nbases && !tp_transfer_delta_wins(payload_size, whole_est)) {
@@ -717,7 +712,7 @@ static int store_encoded(tp_transfer *t, const char *oid, uint64_t size, const c
 		char *wpayload = NULL;
 		uint64_t wsize = 0;
 		tp_buf_init(&whole.reason, 4096);
-		rc = encode(t, path, &whole, false, &wpayload, &wsize);
+		rc = encode(t, oid, path, &whole, false, &wpayload, &wsize);
 		if (!rc && wsize <= payload_size) {
 			tp_buf_addf(&whole.reason, "%s; delta was %llu bytes, whole %llu: whole",
 				    p->reason.ptr ? p->reason.ptr : "", (unsigned long long)payload_size,
