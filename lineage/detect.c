@@ -288,56 +288,94 @@ done:
 	return 0;
 }
 
-/* Fill c with the model at ref in tree: ref itself if it is a pointer, else
- * inside directory ref the file named like the target, the shards of its
- * index, or model.safetensors. TP_ENOTFOUND when there is no model. */
-static int resolve_in_tree(git_tree *tree, const char *ref, const char *fname,
-			   tp_lineage_candidate *c)
+/* Where model files are looked up: a git tree (files are LFS pointers) or
+ * a directory of the Hugging Face cache (files are the bytes). */
+typedef struct model_src {
+	/* The LFS file at path; TP_ENOTFOUND when there is none. */
+	int (*file)(const struct model_src *src, const char *path, tp_lineage_file *f);
+	/* A small text file (an index); TP_ENOTFOUND when absent. */
+	int (*text)(const struct model_src *src, const char *path, tp_buf *out);
+	git_tree *tree;
+} model_src;
+
+static int add_found(const model_src *src, const char *path, tp_lineage_candidate *c)
 {
 	tp_lineage_file f;
-	char *p = NULL;
-	tp_buf idx = TP_BUF_INIT(0);
-	int rc;
-	if (*ref && (rc = tree_pointer(tree, ref, &f)) != TP_ENOTFOUND)
-		goto single;
-	if ((p = path_in(ref, fname)) && (rc = tree_pointer(tree, p, &f)) != TP_ENOTFOUND)
-		goto single;
-	free(p);
-	if (!(p = path_in(ref, INDEX_FILE)))
-		return tp_error_set(TP_ENOMEM, "out of memory");
-	if (tree_read(tree, p, METADATA_MAX, &idx) == 0) {
-		char **shards = NULL;
-		size_t n = 0;
-		rc = index_shards(idx.ptr, idx.len, &shards, &n);
-		for (size_t i = 0; !rc && i < n; i++) {
-			char *sp = path_in(ref, shards[i]);
-			rc = sp ? tree_pointer(tree, sp, &f) : TP_ENOMEM;
-			free(sp);
-			if (!rc) {
-				rc = candidate_add_file(c, &f);
-				file_clear(&f);
-			}
-		}
-		tp_lineage_paths_free(shards, n);
-		tp_buf_free(&idx);
-		free(p);
-		if (rc || c->nfiles == 0) {
-			candidate_clear(c);
-			return TP_ENOTFOUND;
-		}
-		return 0;
-	}
-	free(p);
-	if (!(p = path_in(ref, SINGLE_FILE)))
-		return tp_error_set(TP_ENOMEM, "out of memory");
-	rc = tree_pointer(tree, p, &f);
-single:
-	free(p);
+	int rc = path ? src->file(src, path, &f) : tp_error_set(TP_ENOMEM, "out of memory");
 	if (rc)
 		return rc;
 	rc = candidate_add_file(c, &f);
 	file_clear(&f);
 	return rc;
+}
+
+/* Every shard an index lists; TP_ENOTFOUND unless all of them are there. */
+static int add_shards(const model_src *src, const char *dir, const tp_buf *index,
+		      tp_lineage_candidate *c)
+{
+	char **shards = NULL;
+	size_t n = 0;
+	int rc = index_shards(index->ptr, index->len, &shards, &n);
+	for (size_t i = 0; !rc && i < n; i++) {
+		char *sp = path_in(dir, shards[i]);
+		rc = add_found(src, sp, c);
+		free(sp);
+	}
+	tp_lineage_paths_free(shards, n);
+	if (rc || c->nfiles == 0) {
+		candidate_clear(c);
+		return TP_ENOTFOUND;
+	}
+	return 0;
+}
+
+/* Fill c with the model in directory dir: the file named like the target,
+ * the shards of its index, or model.safetensors. TP_ENOTFOUND when there
+ * is no model. */
+static int resolve_model(const model_src *src, const char *dir, const char *fname,
+			 tp_lineage_candidate *c)
+{
+	char *p = path_in(dir, fname);
+	tp_buf idx;
+	int rc = add_found(src, p, c);
+	free(p);
+	if (rc != TP_ENOTFOUND)
+		return rc;
+	p = path_in(dir, INDEX_FILE);
+	rc = p ? src->text(src, p, &idx) : tp_error_set(TP_ENOMEM, "out of memory");
+	free(p);
+	if (rc == 0) {
+		rc = add_shards(src, dir, &idx, c);
+		tp_buf_free(&idx);
+		return rc;
+	}
+	if (rc != TP_ENOTFOUND)
+		return rc;
+	p = path_in(dir, SINGLE_FILE);
+	rc = add_found(src, p, c);
+	free(p);
+	return rc;
+}
+
+static int tree_file(const model_src *src, const char *path, tp_lineage_file *f)
+{
+	return tree_pointer(src->tree, path, f);
+}
+
+static int tree_text(const model_src *src, const char *path, tp_buf *out)
+{
+	int rc = tree_read(src->tree, path, METADATA_MAX, out);
+	return rc == TP_ETOOBIG ? TP_ENOTFOUND : rc;
+}
+
+/* Fill c with the model at ref in tree: ref itself if it is a pointer, else
+ * the model in directory ref. TP_ENOTFOUND when there is none. */
+static int resolve_in_tree(git_tree *tree, const char *ref, const char *fname,
+			   tp_lineage_candidate *c)
+{
+	model_src src = { tree_file, tree_text, tree };
+	int rc = *ref ? add_found(&src, ref, c) : TP_ENOTFOUND;
+	return rc == TP_ENOTFOUND ? resolve_model(&src, ref, fname, c) : rc;
 }
 
 /* ---- the Hugging Face cache -------------------------------------------- */
@@ -371,57 +409,35 @@ static int hf_file(const char *path, const char *shown, tp_lineage_file *f)
 	return file_set(f, shown, oid, (uint64_t)st.st_size, real);
 }
 
+static int hf_src_file(const model_src *src, const char *path, tp_lineage_file *f)
+{
+	(void)src;
+	return hf_file(path, path, f);
+}
+
+static int hf_src_text(const model_src *src, const char *path, tp_buf *out)
+{
+	(void)src;
+	FILE *fp = fopen(path, "rb");
+	char chunk[65536];
+	size_t got;
+	int rc = 0;
+	if (!fp)
+		return TP_ENOTFOUND;
+	tp_buf_init(out, METADATA_MAX);
+	while (!rc && (got = fread(chunk, 1, sizeof(chunk), fp)) > 0)
+		rc = tp_buf_add(out, chunk, got);
+	fclose(fp);
+	if (rc)
+		tp_buf_free(out);
+	return rc;
+}
+
 static int hf_snapshot(const char *snap, const char *fname, tp_lineage_candidate *c)
 {
-	tp_lineage_file f;
-	char *p = NULL;
-	int rc = tp_path_join(&p, snap, fname);
-	if (!rc && (rc = hf_file(p, p, &f)) == 0)
-		goto add;
-	free(p);
-	p = NULL;
-	if ((rc = tp_path_join(&p, snap, INDEX_FILE)) != 0)
-		return rc;
-	FILE *idx = fopen(p, "rb");
-	if (idx) {
-		tp_buf text = TP_BUF_INIT(METADATA_MAX);
-		char chunk[65536];
-		size_t got;
-		rc = 0;
-		while (!rc && (got = fread(chunk, 1, sizeof(chunk), idx)) > 0)
-			rc = tp_buf_add(&text, chunk, got);
-		fclose(idx);
-		char **shards = NULL;
-		size_t n = 0;
-		if (!rc)
-			rc = index_shards(text.ptr, text.len, &shards, &n);
-		for (size_t i = 0; !rc && i < n; i++) {
-			char *sp = NULL;
-			rc = tp_path_join(&sp, snap, shards[i]);
-			if (!rc && (rc = hf_file(sp, sp, &f)) == 0) {
-				rc = candidate_add_file(c, &f);
-				file_clear(&f);
-			}
-			free(sp);
-		}
-		tp_lineage_paths_free(shards, n);
-		tp_buf_free(&text);
-		free(p);
-		if (rc)
-			candidate_clear(c);
-		return rc ? TP_ENOTFOUND : 0;
-	}
-	free(p);
-	p = NULL;
-	if ((rc = tp_path_join(&p, snap, SINGLE_FILE)) != 0 || (rc = hf_file(p, p, &f)) != 0) {
-		free(p);
-		return TP_ENOTFOUND;
-	}
-add:
-	free(p);
-	rc = candidate_add_file(c, &f);
-	file_clear(&f);
-	return rc;
+	model_src src = { hf_src_file, hf_src_text, NULL };
+	int rc = resolve_model(&src, snap, fname, c);
+	return rc == TP_ENOMEM ? rc : rc ? TP_ENOTFOUND : 0;
 }
 
 /* models--org--name/snapshots/<rev>/, preferring the revision refs/main
