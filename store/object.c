@@ -349,45 +349,6 @@ int tp_store_object_stat(tp_store *s, const char *oid, tp_store_object_info *inf
 	return object_stat_key(s, key, oid, UINT64_MAX, info);
 }
 
-typedef struct stats_ctx {
-	tp_store *store;
-	tp_store_stats st;
-} stats_ctx;
-
-static int stats_visit(void *vctx, const char *key, uint64_t size)
-{
-	stats_ctx *c = vctx;
-	const char *oid = strrchr(key, '/');
-	char expect[TP_STORE_OBJECT_KEY_LEN + 1];
-	tp_store_object_info info = { 0 };
-	oid = oid ? oid + 1 : key;
-	if (!tp_oid_valid(oid))
-		return 0; /* not an object; ignore foreign files */
-	tp_store_object_key(expect, oid);
-	if (strcmp(expect, key) != 0 || object_stat_key(c->store, key, oid, size, &info) != 0) {
-		c->st.unreadable++;
-		return 0;
-	}
-	tp_store_kind_stats *k = info.kind == TP_STORE_KIND_DELTA ? &c->st.delta : &c->st.whole;
-	c->st.objects++;
-	c->st.logical_bytes += info.size;
-	c->st.physical_bytes += info.stored_size;
-	k->objects++;
-	k->logical_bytes += info.size;
-	k->physical_bytes += info.stored_size;
-	return 0;
-}
-
-int tp_store_stats_collect(tp_store *s, tp_store_stats *out)
-{
-	stats_ctx c = { .store = s };
-	int rc = tp_store_list(s, "objects/", stats_visit, &c);
-	if (rc)
-		return rc;
-	*out = c.st;
-	return 0;
-}
-
 /* ---- delta objects ---------------------------------------------------------- */
 
 typedef struct delta_src {
@@ -552,4 +513,41 @@ int tp_store_object_list(tp_store *s, int (*fn)(void *ctx, const char *oid, uint
 {
 	list_ctx c = { fn, ctx };
 	return tp_store_list(s, "objects/", list_visit, &c);
+}
+
+/* ---- totals -------------------------------------------------------------- */
+
+typedef struct stats_ctx {
+	tp_store *store;
+	tp_store_stats st;
+} stats_ctx;
+
+static int stats_visit(void *vctx, const char *oid, uint64_t stored)
+{
+	stats_ctx *c = vctx;
+	tp_store_object_info info = { 0 };
+	char key[TP_STORE_OBJECT_KEY_LEN + 1];
+	tp_store_object_key(key, oid);
+	if (object_stat_key(c->store, key, oid, stored, &info) != 0) {
+		c->st.unreadable++;
+		return 0;
+	}
+	tp_store_kind_stats *k = info.kind == TP_STORE_KIND_DELTA ? &c->st.delta : &c->st.whole;
+	c->st.objects++;
+	c->st.logical_bytes += info.size;
+	c->st.physical_bytes += info.stored_size;
+	k->objects++;
+	k->logical_bytes += info.size;
+	k->physical_bytes += info.stored_size;
+	return 0;
+}
+
+int tp_store_stats_collect(tp_store *s, tp_store_stats *out)
+{
+	stats_ctx c = { .store = s };
+	int rc = tp_store_object_list(s, stats_visit, &c);
+	if (rc)
+		return rc;
+	*out = c.st;
+	return 0;
 }
