@@ -27,6 +27,18 @@ int tp_cli_fail(const char *cmd)
 	return TP_EXIT_FAIL;
 }
 
+void tp_cli_json_text(const char *s)
+{
+	for (; *s; s++) {
+		if (*s == '"' || *s == '\\')
+			printf("\\%c", *s);
+		else if ((unsigned char)*s < 0x20)
+			printf("\\u%04x", *s);
+		else
+			putchar(*s);
+	}
+}
+
 bool tp_cli_is_help(const char *arg)
 {
 	return strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0;

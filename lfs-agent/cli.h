@@ -26,6 +26,9 @@ int tp_cli_fail(const char *cmd);
 /* True for -h / --help. */
 bool tp_cli_is_help(const char *arg);
 
+/* Print s on stdout as the body of a JSON string (quotes not included). */
+void tp_cli_json_text(const char *s);
+
 /* One command-line option: a flag (value == NULL) or an option with a
  * value ("--name VALUE" or "--name=VALUE"). */
 typedef struct tp_cli_opt {

@@ -52,14 +52,7 @@ static bool estimate_local(tp_lineage_repo *repo, const char *target,
 static void json_string(const char *s)
 {
 	putchar('"');
-	for (; *s; s++) {
-		if (*s == '"' || *s == '\\')
-			printf("\\%c", *s);
-		else if ((unsigned char)*s < 0x20)
-			printf("\\u%04x", *s);
-		else
-			putchar(*s);
-	}
+	tp_cli_json_text(s);
 	putchar('"');
 }
 

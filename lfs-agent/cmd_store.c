@@ -33,8 +33,7 @@ static void print_stats(const char *url, const tp_store_stats *st, bool json)
 	if (json) {
 		/* The URL is the user's own config: escape the two JSON specials. */
 		printf("{\"store\":\"");
-		for (const char *p = url; *p; p++)
-			printf(*p == '"' || *p == '\\' ? "\\%c" : "%c", *p);
+		tp_cli_json_text(url);
 		printf("\",\"objects\":%llu,\"logical_bytes\":%llu,\"physical_bytes\":%llu,"
 		       "\"savings\":%.4f,\"unreadable\":%llu,",
 		       (unsigned long long)st->objects, (unsigned long long)st->logical_bytes,
@@ -125,12 +124,6 @@ static int fsck_one(tp_transfer *t, const char *oid, const char *scratch, tp_tra
 	return rc;
 }
 
-static void json_text(const char *s)
-{
-	for (; *s; s++)
-		printf(*s == '"' || *s == '\\' ? "\\%c" : "%c", *s);
-}
-
 static int fsck(const char *store_flag, long sample, bool json)
 {
 	tp_lineage_repo *repo = NULL;
@@ -170,8 +163,11 @@ static int fsck(const char *store_flag, long sample, bool json)
 		}
 		l.n = (size_t)sample;
 	}
-	if (json)
-		printf("{\"store\":\"%s\",\"objects\":[", url);
+	if (json) {
+		printf("{\"store\":\"");
+		tp_cli_json_text(url);
+		printf("\",\"objects\":[");
+	}
 	for (size_t i = 0; i < l.n; i++) {
 		tp_transfer_object o = { 0 };
 		int orc = fsck_one(&t, l.v[i].oid, scratch, &o);
@@ -187,7 +183,7 @@ static int fsck(const char *store_flag, long sample, bool json)
 			printf(",\"ok\":%s", orc ? "false" : "true");
 			if (orc) {
 				printf(",\"error\":\"");
-				json_text(tp_error_last());
+				tp_cli_json_text(tp_error_last());
 				printf("\"");
 			}
 			printf("}");

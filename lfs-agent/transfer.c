@@ -360,22 +360,17 @@ int tp_transfer_inspect(tp_transfer *t, const char *oid, tp_transfer_object *out
 	return rc;
 }
 
-int tp_transfer_manifest_depth(const char *text)
-{
-	tp_store_manifest *m = NULL;
-	int depth = tp_store_manifest_parse(&m, text, strlen(text)) == 0 ? m->depth : 0;
-	tp_store_manifest_free(m);
-	return depth;
-}
-
 /* Chain depth of a stored object: 0 when whole or absent. */
 static int stored_depth(tp_transfer *t, const char *oid)
 {
 	tp_store_object_info info;
 	char *text = NULL;
 	int depth = 0;
-	if (tp_store_object_manifest(t->store, oid, &info, &text) == 0 && text)
-		depth = tp_transfer_manifest_depth(text);
+	tp_store_manifest *m = NULL;
+	if (tp_store_object_manifest(t->store, oid, &info, &text) == 0 && text &&
+	    tp_store_manifest_parse(&m, text, strlen(text)) == 0)
+		depth = m->depth;
+	tp_store_manifest_free(m);
 	free(text);
 	return depth;
 }

@@ -97,7 +97,4 @@ static inline bool tp_transfer_delta_wins(uint64_t delta, uint64_t whole)
 /* Kind, chain depth and signature status of a stored object. */
 int tp_transfer_inspect(tp_transfer *t, const char *oid, tp_transfer_object *out);
 
-/* The chain depth recorded in a delta manifest (0 for whole objects). */
-int tp_transfer_manifest_depth(const char *manifest);
-
 #endif
