@@ -44,6 +44,39 @@ bool tp_fs_is_dir(const char *path)
 	return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
+int tp_fs_open_regular(const char *path, int *fd)
+{
+	/* O_NONBLOCK: opening a FIFO for reading would otherwise wait for a
+	 * writer forever. It is cleared again once we know the file is regular. */
+	int f = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+	if (f < 0)
+		return tp_error_set_errno(tp_error_from_errno(errno), errno, "opening %s", path);
+	struct stat st;
+	if (fstat(f, &st) != 0) {
+		int e = errno;
+		close(f);
+		return tp_error_set_errno(TP_EIO, e, "opening %s", path);
+	}
+	if (!S_ISREG(st.st_mode)) {
+		close(f);
+		return tp_error_set(TP_EINVAL, "%s is not a regular file", path);
+	}
+	int fl = fcntl(f, F_GETFL);
+	if (fl < 0 || fcntl(f, F_SETFL, fl & ~O_NONBLOCK) != 0) {
+		int e = errno;
+		close(f);
+		return tp_error_set_errno(TP_EIO, e, "opening %s", path);
+	}
+	*fd = f;
+	return 0;
+}
+
+bool tp_fs_is_regular(const char *path)
+{
+	struct stat st;
+	return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
 int tp_fs_write_all(int fd, const void *buf, size_t n)
 {
 	const char *p = buf;

@@ -165,6 +165,12 @@ int tp_fs_fsync_dir(const char *dir);
 /* Join two path parts with exactly one '/'; result malloc'd into *out. */
 int tp_path_join(char **out, const char *a, const char *b);
 bool tp_fs_is_dir(const char *path);
+/* Open path read-only if it is a regular file (symlinks to one are fine).
+ * Never blocks on a FIFO or device: those, directories and sockets are
+ * TP_EINVAL "not a regular file"; a missing file is TP_ENOTFOUND. */
+int tp_fs_open_regular(const char *path, int *fd);
+/* True when path is a regular file (following symlinks); never opens it. */
+bool tp_fs_is_regular(const char *path);
 
 /* Human-readable byte count ("1.5 MiB") into out. */
 void tp_fmt_bytes(uint64_t n, char *out, size_t outlen);
