@@ -3,10 +3,13 @@
 . "$(dirname "$0")/lib.sh"
 
 test_expect_success 'version and help' '
-	"$TENPAK" --version | grep -q "^tenpak [0-9]" &&
-	"$TENPAK" --help | grep -q "usage: tenpak" &&
+	"$TENPAK" --version >out &&
+	grep -q "^tenpak [0-9]" out &&
+	"$TENPAK" --help >out &&
+	grep -q "usage: tenpak" out &&
 	for cmd in install uninstall agent store; do
-		"$TENPAK" $cmd --help | grep -q "usage: tenpak $cmd" || exit 1
+		"$TENPAK" $cmd --help >out &&
+		grep -q "usage: tenpak $cmd" out || exit 1
 	done
 '
 
@@ -14,18 +17,15 @@ test_expect_success 'unknown commands and bad flags exit 2 with one line' '
 	for args in "bogus" "--bogus" "install --bogus" "install --store" \
 		    "install --local --global" "agent extra" "store" "store frobnicate" \
 		    "uninstall --store=x"; do
-		set +e
-		"$TENPAK" $args >out 2>err
-		rc=$?
-		set -e
-		test "$rc" = 2 || { echo "$args: exit $rc"; exit 1; }
-		test "$(wc -l <err)" = 1 || { echo "$args:"; cat err; exit 1; }
-		test ! -s out
+		test_expect_code 2 "$TENPAK" $args >out 2>err &&
+		test "$(wc -l <err)" = 1 &&
+		test ! -s out || { echo "$args:"; cat err; exit 1; }
 	done
 '
 
 cfg_dump() {
-	git config --file "$1" --list | sort
+	cfg_dump_list=$(git config --file "$1" --list) &&
+	printf '%s\n' "$cfg_dump_list" | sort
 }
 
 test_expect_success 'install --global writes every key, with the default store' '
@@ -71,7 +71,7 @@ test_expect_success 'install --local writes the repository config only' '
 	git init -q repo &&
 	(cd repo && "$TENPAK" install --local --store "file://$TRASH/local%20store") &&
 	test "$(git -C repo config --local tenpak.store)" = "file://$TRASH/local%20store" &&
-	test -d "$TRASH/local store/objects" || test -d "$TRASH/local store/tmp" &&
+	{ test -d "$TRASH/local store/objects" || test -d "$TRASH/local store/tmp"; } &&
 	test -z "$(git config --global tenpak.store || true)" &&
 	(cd repo/.git && "$TENPAK" uninstall --local) &&
 	test -z "$(git -C repo config --local --get-regexp tenpak || true)"

@@ -19,15 +19,17 @@ test_expect_success 'setup: tenpak installed, repository with 13 model files' '
 	"$TP_GEN" model models/base/model.safetensors 7 &&
 	git add . &&
 	git commit -qm "model files" &&
-	git lfs ls-files | wc -l >count &&
-	test "$(cat count)" -ge 12
+	git lfs ls-files >../lfs-files &&
+	test "$(wc -l <../lfs-files)" -ge 12
 '
 
 check_tree() {
 	# every tracked file in $1 equals the one in work/
-	(cd "$TRASH/work" && git ls-files) | while read -r f; do
-		cmp "$TRASH/work/$f" "$1/$f" || exit 1
-	done
+	(cd "$TRASH/work" && git ls-files) >"$TRASH/check_tree.list" &&
+	test -s "$TRASH/check_tree.list" &&
+	while read -r check_tree_f; do
+		cmp "$TRASH/work/$check_tree_f" "$1/$check_tree_f" || return 1
+	done <"$TRASH/check_tree.list"
 }
 
 test_expect_success 'push stores every object, compressed' '
@@ -35,7 +37,8 @@ test_expect_success 'push stores every object, compressed' '
 	git push -q origin main 2>err &&
 	cd .. &&
 	objects=$(count_objects "$STORE") &&
-	lfs_count=$(cd work && git lfs ls-files | wc -l) &&
+	(cd work && git lfs ls-files) >lfs-files &&
+	lfs_count=$(wc -l <lfs-files) &&
 	test "$objects" -eq "$lfs_count" &&
 	oid=$(oid_of work/models/base/model.safetensors) &&
 	head -c 4 "$(store_object "$STORE" "$oid")" | grep -q TPKO &&
@@ -104,11 +107,12 @@ test_expect_success 'store stats reports logical and physical bytes' '
 	expected=$(cd work && git lfs ls-files -s | sed "s/.*(\(.*\))/\1/" | wc -l) &&
 	sum=0 &&
 	for f in $(cd work && git lfs ls-files -n); do
-		sum=$((sum + $(wc -c <"work/$f")))
+		sum=$((sum + $(wc -c <"work/$f"))) || exit 1
 	done &&
 	test "$logical" -eq "$sum" &&
 	test "$physical" -gt 0 &&
-	"$TENPAK" store stats | grep -q "^objects: *$(count_objects "$STORE")$"
+	"$TENPAK" store stats >stats.txt &&
+	grep -q "^objects: *$(count_objects "$STORE")$" stats.txt
 '
 
 test_done

@@ -9,8 +9,8 @@ test_expect_success 'setup: a repository and two files' '
 	git init -q repo &&
 	gen_bytes repo/a.bin 2500000 1 &&
 	gen_bytes repo/b.bin 10 2 &&
-	echo "$(oid_of repo/a.bin)" >oid_a &&
-	echo "$(oid_of repo/b.bin)" >oid_b
+	oid_of repo/a.bin >oid_a &&
+	oid_of repo/b.bin >oid_b
 '
 
 # agent INPUT-FILE: run the agent in repo/, replies in out, log in err.
@@ -19,6 +19,7 @@ agent() {
 }
 
 only_json_lines() {
+	test -f "$TRASH/out" &&
 	! grep -v "^{.*}$" "$TRASH/out"
 }
 

@@ -10,24 +10,26 @@ unset AWS_SESSION_TOKEN AWS_PROFILE
 
 # start_server [PORT]
 start_server() {
-	set -- $(sh "$ROOT/scripts/s3rver.sh" start "$TRASH/s3data" "$BUCKET" "$@")
-	echo "$1" >"$TRASH/s3.pid"
+	start_server_out=$(sh "$ROOT/scripts/s3rver.sh" start "$TRASH/s3data" "$BUCKET" "$@") &&
+	set -- $start_server_out &&
+	test $# = 2 &&
+	echo "$1" >"$TRASH/s3.pid" &&
 	echo "$2" >"$TRASH/s3.port"
 }
 stop_server() {
 	[ -f "$TRASH/s3.pid" ] || return 0
-	pid=$(cat "$TRASH/s3.pid")
-	kill "$pid" 2>/dev/null || true
-	while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+	stop_server_pid=$(cat "$TRASH/s3.pid") &&
+	{ kill "$stop_server_pid" 2>/dev/null || true; } &&
+	while kill -0 "$stop_server_pid" 2>/dev/null; do sleep 0.1; done
 }
 trap stop_server EXIT
 
 # start_agent: a tenpak agent in agentrepo/ reading fd 3, answering on fd 4.
 start_agent() {
-	git init -q agentrepo
-	mkfifo to_agent from_agent
-	(cd agentrepo && exec "$TENPAK" agent <../to_agent >../from_agent 2>../agent.err) &
-	echo $! >agent.pid
+	git init -q agentrepo &&
+	mkfifo to_agent from_agent &&
+	{ (cd agentrepo && exec "$TENPAK" agent <../to_agent >../from_agent 2>../agent.err) & } &&
+	echo $! >agent.pid &&
 	exec 3>to_agent 4<from_agent
 }
 
@@ -111,7 +113,7 @@ test_expect_success 'server stopped mid-upload: clear error, nothing partial, re
 	stop_server &&
 	kill -CONT "$(cat agent.pid)" &&
 	while read -r line <&4; do
-		case "$line" in *complete*) break ;; esac
+		case "$line" in *complete*) break ;; esac || exit 1
 	done &&
 	echo "$line" | grep -q "\"error\"" &&
 	echo "$line" | grep -q "127.0.0.1" &&
@@ -142,7 +144,7 @@ test_expect_success '8 concurrent pushes of overlapping objects' '
 		git clone -q conc$r.git conc-clone$r &&
 		for f in shared.bin own.bin pair.bin; do
 			cmp conc$r/$f conc-clone$r/$f || exit 1
-		done
+		done || exit 1
 	done &&
 	test "$(objects_in_bucket)" -eq $((before + 11))
 '

@@ -15,7 +15,7 @@ use_store() {
 
 # stat_of FIELD [KIND]: a number from `tenpak store stats --json`.
 stat_of() {
-	"$TENPAK" store stats --json >"$TRASH/stats.json"
+	"$TENPAK" store stats --json >"$TRASH/stats.json" &&
 	if [ $# -eq 2 ]; then
 		sed "s/.*\"$2\":{\([^}]*\)}.*/\1/" "$TRASH/stats.json" | sed "s/.*\"$1\":\([0-9]*\).*/\1/"
 	else
@@ -25,12 +25,12 @@ stat_of() {
 
 # clone_check REPO FILE...: a fresh clone has every FILE byte for byte.
 clone_check() {
-	repo=$1
-	shift
-	rm -rf "$TRASH/check"
-	git clone -q "$TRASH/$repo.git" "$TRASH/check"
-	for f in "$@"; do
-		cmp "$TRASH/$repo/$f" "$TRASH/check/$f" || return 1
+	clone_check_repo=$1 &&
+	shift &&
+	rm -rf "$TRASH/check" &&
+	git clone -q "$TRASH/$clone_check_repo.git" "$TRASH/check" &&
+	for clone_check_f in "$@"; do
+		cmp "$TRASH/$clone_check_repo/$clone_check_f" "$TRASH/check/$clone_check_f" || return 1
 	done
 }
 
@@ -61,8 +61,8 @@ test_expect_success 'history: a fine-tune at the same path costs a fraction of i
 
 # gen_pair DIR SEED: DIR/base and DIR/finetuned models, a fine-tune pair.
 gen_pair() {
-	mkdir -p "$1/base" "$1/finetuned"
-	"$TP_GEN" model "$1/base/model.safetensors" "$2"
+	mkdir -p "$1/base" "$1/finetuned" &&
+	"$TP_GEN" model "$1/base/model.safetensors" "$2" &&
 	"$TP_GEN" model "$1/finetuned/model.safetensors" "$2" --finetune $(($2 + 1))
 }
 
@@ -87,7 +87,8 @@ test_expect_success 'metadata: the model card names the base' '
 	printf -- "---\nlicense: mit\nbase_model:\n  - base\ntags: [x]\n---\n# A fine-tune\n" \
 		>card/finetuned/README.md &&
 	(cd card && git add . && git commit -qm models && git push -q origin main &&
-	 "$TENPAK" lineage finetuned/model.safetensors | grep -q "README.md: base_model = base") &&
+	 "$TENPAK" lineage finetuned/model.safetensors >../lineage.txt) &&
+	grep -q "README.md: base_model = base" lineage.txt &&
 	test "$(stat_of objects delta)" = 1 &&
 	clone_check card finetuned/model.safetensors
 '
@@ -99,7 +100,8 @@ test_expect_success 'metadata: a hub id mapped by tenpak.<id>.model' '
 	printf "{\"_name_or_path\": \"acme/llama-base\"}\n" >hub/finetuned/config.json &&
 	(cd hub && git config tenpak.acme/llama-base.model base &&
 	 git add . && git commit -qm models && git push -q origin main &&
-	 "$TENPAK" lineage finetuned/model.safetensors | grep -q "tenpak.acme/llama-base.model") &&
+	 "$TENPAK" lineage finetuned/model.safetensors >../lineage.txt) &&
+	grep -q "tenpak.acme/llama-base.model" lineage.txt &&
 	test "$(stat_of objects delta)" = 1 &&
 	clone_check hub finetuned/model.safetensors
 '
@@ -107,12 +109,12 @@ test_expect_success 'metadata: a hub id mapped by tenpak.<id>.model' '
 # hf_cache HF_HOME ORG/NAME FILE: a Hugging Face hub cache holding FILE as
 # model.safetensors of ORG/NAME, laid out as huggingface_hub does.
 hf_cache() {
-	d="$1/hub/models--$(echo "$2" | sed "s|/|--|")"
-	oid=$(oid_of "$3")
-	mkdir -p "$d/blobs" "$d/snapshots/0123abcd" "$d/refs"
-	cp "$3" "$d/blobs/$oid"
-	ln -s "../../blobs/$oid" "$d/snapshots/0123abcd/model.safetensors"
-	printf 0123abcd >"$d/refs/main"
+	hf_cache_d="$1/hub/models--$(echo "$2" | sed "s|/|--|")" &&
+	hf_cache_oid=$(oid_of "$3") &&
+	mkdir -p "$hf_cache_d/blobs" "$hf_cache_d/snapshots/0123abcd" "$hf_cache_d/refs" &&
+	cp "$3" "$hf_cache_d/blobs/$hf_cache_oid" &&
+	ln -s "../../blobs/$hf_cache_oid" "$hf_cache_d/snapshots/0123abcd/model.safetensors" &&
+	printf 0123abcd >"$hf_cache_d/refs/main"
 }
 
 test_expect_success 'metadata: a hub id found in the Hugging Face cache' '
@@ -166,13 +168,13 @@ test_expect_success 'sharded base, fine-tune resharded differently' '
 # commit_checkpoints REPO SEED N: N checkpoints of one training run at
 # REPO/model.safetensors, one commit and push each.
 commit_checkpoints() {
-	for k in $(seq 1 "$3"); do
-		if [ "$k" = 1 ]; then
+	for commit_checkpoints_k in $(seq 1 "$3"); do
+		if [ "$commit_checkpoints_k" = 1 ]; then
 			"$TP_GEN" model "$1/model.safetensors" "$2"
 		else
-			"$TP_GEN" model "$1/model.safetensors" "$2" --finetune $(($2 + k))
-		fi
-		(cd "$1" && git add . && git commit -qm "checkpoint $k" && git push -q origin main) || return 1
+			"$TP_GEN" model "$1/model.safetensors" "$2" --finetune $(($2 + commit_checkpoints_k))
+		fi &&
+		(cd "$1" && git add . && git commit -qm "checkpoint $commit_checkpoints_k" && git push -q origin main) || return 1
 	done
 }
 
@@ -184,7 +186,9 @@ test_expect_success 'a chain of checkpoints: each a delta against the last' '
 	test "$(stat_of objects whole)" = 1 &&
 	GIT_LFS_SKIP_SMUDGE=1 git clone -q chain.git chain-clone &&
 	(cd chain-clone && git lfs pull && git checkout -q HEAD~2 && git lfs pull) &&
-	git -C chain cat-file -p HEAD~2:model.safetensors | grep -q "$(oid_of chain-clone/model.safetensors)"
+	git -C chain cat-file -p HEAD~2:model.safetensors >pointer &&
+	oid=$(oid_of chain-clone/model.safetensors) &&
+	grep -q "$oid" pointer
 '
 
 test_expect_success 'a chain beyond tenpak.maxchain is cut by a whole object' '
@@ -204,8 +208,9 @@ test_expect_success 'an unrelated model of the same shape is stored whole' '
 	(cd unrel && git add . && git commit -qm one && git push -q origin main) &&
 	"$TP_GEN" model unrel/model.safetensors 61 &&
 	(cd unrel && git commit -qam other &&
-	 "$TENPAK" lineage | grep -q "choice: whole" &&
+	 "$TENPAK" lineage >../lineage.txt &&
 	 git push -q origin main) &&
+	grep -q "choice: whole" lineage.txt &&
 	test "$(stat_of objects delta)" = 0 &&
 	test "$(stat_of objects whole)" = 2 &&
 	clone_check unrel model.safetensors
@@ -234,7 +239,8 @@ test_expect_success 'store stats and fsck' '
 	grep -q "delta *1 objects" stats.txt &&
 	"$TENPAK" store fsck >fsck.txt &&
 	grep -q "2 objects checked, 2 ok, 0 with problems" fsck.txt &&
-	"$TENPAK" store fsck --sample 1 --json | grep -q "\"checked\":1,\"ok\":1" &&
+	"$TENPAK" store fsck --sample 1 --json >fsck.json &&
+	grep -q "\"checked\":1,\"ok\":1" fsck.json &&
 	base_oid=$(oid_of "$DATA/base-bf16.safetensors") &&
 	obj=$(store_object "$TRASH/s-history" "$base_oid") &&
 	chmod u+w "$obj" &&

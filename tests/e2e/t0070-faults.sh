@@ -116,13 +116,14 @@ test_expect_success 'a read-only store: uploads fail clearly, downloads work' '
 	if [ "$(id -u)" = 0 ]; then
 		# root ignores modes: run the agent as nobody instead
 		echo "exec setpriv --reuid=nobody --regid=nogroup --clear-groups \"$TENPAK\" \"\$@\"" \
-			>"$TRASH/agent-limits"
+			>"$TRASH/agent-limits" &&
 		chmod -R a+rX "$TRASH"
 	fi &&
 	(cd ro && test_must_fail git push -q origin main 2>../err) &&
 	rm -f "$TRASH/agent-limits" &&
 	grep -q -i "permission denied" err &&
-	test ! -e "$(store_object "$TENPAK_STORE" "$(oid_of ro/b.bin)")" &&
+	obj=$(store_object "$TENPAK_STORE" "$(oid_of ro/b.bin)") &&
+	test ! -e "$obj" &&
 	git clone -q ro.git ro-clone &&
 	cmp ro/a.bin ro-clone/a.bin &&
 	chmod -R u+w "$TENPAK_STORE"
