@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cjson/cJSON.h>
+
 #include "tp_store.h"
 
 int tp_cli_usage_error(const char *cmd, const char *fmt, ...)
@@ -27,16 +29,15 @@ int tp_cli_fail(const char *cmd)
 	return TP_EXIT_FAIL;
 }
 
-void tp_cli_json_text(const char *s)
+int tp_cli_json_print(cJSON *doc)
 {
-	for (; *s; s++) {
-		if (*s == '"' || *s == '\\')
-			printf("\\%c", *s);
-		else if ((unsigned char)*s < 0x20)
-			printf("\\u%04x", *s);
-		else
-			putchar(*s);
-	}
+	char *text = doc ? cJSON_PrintUnformatted(doc) : NULL;
+	cJSON_Delete(doc);
+	if (!text)
+		return tp_error_set(TP_ENOMEM, "out of memory");
+	puts(text);
+	free(text);
+	return 0;
 }
 
 bool tp_cli_is_help(const char *arg)
@@ -118,14 +119,19 @@ static int config_from_git(void *ctx, const char *key, char **value)
 	return tp_lineage_config_get(ctx, full, value);
 }
 
-int tp_cli_store_open(tp_lineage_repo *repo, const char *flag, tp_store **store, char **url_out)
+static int store_open(tp_lineage_repo *repo, const char *flag, bool create, tp_store **store,
+		      char **url_out)
 {
 	char *url = NULL;
 	const char *source = NULL;
 	int rc = tp_cli_store_url(repo, flag, &url, &source);
 	if (rc)
 		return rc;
-	rc = tp_store_open_with(store, url, config_from_git, repo);
+	rc = create ? tp_store_open_with(store, url, config_from_git, repo)
+		    : tp_store_open_existing(store, url, config_from_git, repo);
+	if (rc == TP_ENOTFOUND)
+		tp_error_set(rc, "no store at %s (from %s): run 'tenpak install --store %s' or push "
+			     "first", url, source, url);
 	if (!rc)
 		tp_trace("store %s (from %s)", url, source);
 	if (!rc && url_out)
@@ -133,4 +139,71 @@ int tp_cli_store_open(tp_lineage_repo *repo, const char *flag, tp_store **store,
 	else
 		free(url);
 	return rc;
+}
+
+int tp_cli_store_open(tp_lineage_repo *repo, const char *flag, tp_store **store, char **url_out)
+{
+	return store_open(repo, flag, true, store, url_out);
+}
+
+int tp_cli_store_open_existing(tp_lineage_repo *repo, const char *flag, tp_store **store,
+			       char **url_out)
+{
+	return store_open(repo, flag, false, store, url_out);
+}
+
+int tp_cli_stored_load(tp_store *s, const char *oid, tp_cli_stored *out)
+{
+	tp_cli_stored st = { 0 };
+	char *text = NULL;
+	int rc = tp_store_object_manifest(s, oid, &st.info, &text);
+	if (rc == TP_ENOTFOUND)
+		return tp_store_object_absent(s, oid);
+	if (!rc && text && (rc = tp_store_manifest_parse(&st.manifest, text, strlen(text))) != 0)
+		tp_error_wrap(rc, "object %s", oid);
+	if (!rc && st.manifest &&
+	    (strcmp(st.manifest->oid, oid) != 0 || st.manifest->size != st.info.size))
+		rc = tp_error_set(TP_ECORRUPT, "object %s: its manifest describes another object", oid);
+	free(text);
+	if (rc) {
+		tp_cli_stored_clear(&st);
+		return rc;
+	}
+	*out = st;
+	return 0;
+}
+
+void tp_cli_stored_clear(tp_cli_stored *st)
+{
+	tp_store_manifest_free(st->manifest);
+	st->manifest = NULL;
+}
+
+static void add_text(cJSON *obj, const char *key, const char *value)
+{
+	if (value)
+		cJSON_AddStringToObject(obj, key, value);
+}
+
+void tp_cli_stored_json(cJSON *obj, const tp_cli_stored *st)
+{
+	const tp_store_manifest *m = st->manifest;
+	cJSON_AddStringToObject(obj, "kind", tp_store_kind_name(st->info.kind));
+	cJSON_AddNumberToObject(obj, "size", (double)st->info.size);
+	cJSON_AddNumberToObject(obj, "stored_bytes", (double)st->info.stored_size);
+	if (!m)
+		return;
+	cJSON_AddNumberToObject(obj, "codec_version", m->codec_version);
+	cJSON_AddNumberToObject(obj, "depth", m->depth);
+	cJSON *bases = cJSON_AddArrayToObject(obj, "bases");
+	for (size_t i = 0; bases && i < m->nbases; i++) {
+		cJSON *b = cJSON_CreateObject();
+		cJSON_AddStringToObject(b, "oid", m->bases[i].oid);
+		cJSON_AddNumberToObject(b, "size", (double)m->bases[i].size);
+		add_text(b, "path", m->bases[i].path);
+		cJSON_AddItemToArray(bases, b);
+	}
+	add_text(obj, "source", m->source);
+	add_text(obj, "evidence", m->evidence);
+	add_text(obj, "reason", m->choice);
 }

@@ -6,6 +6,7 @@
 
 #include "tp_common.h"
 #include "tp_lineage.h"
+#include "tp_store.h"
 
 enum { TP_EXIT_OK = 0, TP_EXIT_FAIL = 1, TP_EXIT_USAGE = 2 };
 
@@ -26,8 +27,9 @@ int tp_cli_fail(const char *cmd);
 /* True for -h / --help. */
 bool tp_cli_is_help(const char *arg);
 
-/* Print s on stdout as the body of a JSON string (quotes not included). */
-void tp_cli_json_text(const char *s);
+/* Print a JSON document (cJSON) on stdout on one line and free it. */
+typedef struct cJSON cJSON;
+int tp_cli_json_print(cJSON *doc);
 
 /* One command-line option: a flag (value == NULL) or an option with a
  * value ("--name VALUE" or "--name=VALUE"). */
@@ -54,7 +56,27 @@ int tp_cli_store_url(tp_lineage_repo *repo, const char *flag, char **url,
 /* Resolve the store URL as tp_cli_store_url does and open it; backend
  * settings come from git config "tenpak.<key>" (e.g. tenpak.s3.endpoint).
  * *url (may be NULL) gets the URL for messages. */
-typedef struct tp_store tp_store;
 int tp_cli_store_open(tp_lineage_repo *repo, const char *flag, tp_store **store, char **url);
+/* The same for commands that only read: a store that does not exist is
+ * TP_ENOTFOUND, with a message saying how to make one, and nothing is
+ * created. */
+int tp_cli_store_open_existing(tp_lineage_repo *repo, const char *flag, tp_store **store,
+			       char **url);
+
+/* What the store holds for one oid, for display: its header and, for kinds
+ * 2 and 3, its parsed manifest (signatures are not checked here). */
+typedef struct tp_cli_stored {
+	tp_store_object_info info;
+	tp_store_manifest *manifest; /* NULL for a whole zstd object */
+} tp_cli_stored;
+
+/* TP_ENOTFOUND, with a message naming the store, when oid is absent;
+ * TP_ECORRUPT when its manifest is unreadable or describes another object. */
+int tp_cli_stored_load(tp_store *s, const char *oid, tp_cli_stored *out);
+void tp_cli_stored_clear(tp_cli_stored *st);
+/* Add st's fields to obj: kind, size, stored_bytes and, from a manifest,
+ * codec_version, depth, bases [{oid, size, path}], source, evidence and
+ * reason (why this base). */
+void tp_cli_stored_json(cJSON *obj, const tp_cli_stored *st);
 
 #endif

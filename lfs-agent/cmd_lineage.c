@@ -3,12 +3,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cjson/cJSON.h>
+
 #include "cli.h"
 #include "tp_delta.h"
 #include "transfer.h"
 
 static const char lineage_help[] =
-	"usage: tenpak lineage [PATH...] [--json]\n"
+	"usage: tenpak lineage [PATH...] [--store URL] [--json]\n"
 	"\n"
 	"For each model file (the LFS files at HEAD ending in .safetensors, or the\n"
 	"PATHs given), list the base candidates tenpak finds, with their evidence,\n"
@@ -22,7 +24,14 @@ static const char lineage_help[] =
 	"When the bytes are on this machine, each candidate's delta is estimated and\n"
 	"the smallest is the choice, as the agent decides on push.\n"
 	"\n"
-	"  --json   one JSON object per file, one per line\n";
+	"Names in metadata that resolve to nothing are listed with the git config\n"
+	"key that would resolve them. Next to the estimate, what the store holds for\n"
+	"the file: its kind, bases, chain depth, stored size and the reason recorded\n"
+	"when it was pushed, or \"not in the store\".\n"
+	"\n"
+	"  --store URL  the store to look in (default: TENPAK_STORE, else git config\n"
+	"               tenpak.store, else the per-user default store)\n"
+	"  --json       one JSON object per file, one per line\n";
 
 /* Estimated delta size of target against a candidate, when every file is
  * local; false when something is missing. */
@@ -49,14 +58,148 @@ static bool estimate_local(tp_lineage_repo *repo, const char *target,
 	return ok;
 }
 
-static void json_string(const char *s)
+/* What the store holds for oid: an object, JSON null when absent, or
+ * {"error": ...} when unreadable. */
+static cJSON *stored_state(tp_store *store, const char *oid)
 {
-	putchar('"');
-	tp_cli_json_text(s);
-	putchar('"');
+	tp_cli_stored st;
+	int rc = tp_cli_stored_load(store, oid, &st);
+	if (rc == TP_ENOTFOUND)
+		return cJSON_CreateNull();
+	cJSON *o = cJSON_CreateObject();
+	if (rc) {
+		cJSON_AddStringToObject(o, "error", tp_error_last());
+		return o;
+	}
+	tp_cli_stored_json(o, &st);
+	tp_cli_stored_clear(&st);
+	return o;
 }
 
-static void report(tp_lineage_repo *repo, const tp_lineage *l, bool json)
+static const char *json_text(const cJSON *o, const char *key)
+{
+	const char *v = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(o, key));
+	return v ? v : "";
+}
+
+static void print_stored(const cJSON *st, uint64_t size)
+{
+	if (!st) {
+		printf("  stored: unknown (the store could not be opened)\n");
+		return;
+	}
+	if (cJSON_IsNull(st)) {
+		printf("  stored: not in the store\n");
+		return;
+	}
+	if (*json_text(st, "error")) {
+		printf("  stored: unreadable: %s\n", json_text(st, "error"));
+		return;
+	}
+	double stored = cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(st, "stored_bytes"));
+	const cJSON *bases = cJSON_GetObjectItemCaseSensitive(st, "bases"), *b;
+	printf("  stored: %s", json_text(st, "kind"));
+	if (cJSON_GetArraySize(bases) > 0)
+		printf(" against %d base%s", cJSON_GetArraySize(bases),
+		       cJSON_GetArraySize(bases) > 1 ? "s" : "");
+	if (cJSON_GetObjectItemCaseSensitive(st, "depth"))
+		printf(", depth %d",
+		       (int)cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(st, "depth")));
+	printf(", %.0f bytes (%.1f%% of %llu)\n", stored,
+	       size ? 100.0 * stored / (double)size : 0.0, (unsigned long long)size);
+	cJSON_ArrayForEach(b, bases)
+		printf("          base %.12s%s%s%s\n", json_text(b, "oid"),
+		       *json_text(b, "path") ? " (" : "", json_text(b, "path"),
+		       *json_text(b, "path") ? ")" : "");
+	if (*json_text(st, "evidence"))
+		printf("          recorded: %s: %s\n", json_text(st, "source"),
+		       json_text(st, "evidence"));
+	if (*json_text(st, "reason"))
+		printf("          reason: %s\n", json_text(st, "reason"));
+}
+
+static void print_text(const tp_lineage *l, const uint64_t *est, bool have_target, long choice,
+		       uint64_t whole, uint64_t best, const cJSON *stored)
+{
+	printf("%s  (%llu bytes, oid %.12s)\n", l->target.path,
+	       (unsigned long long)l->target.size, l->target.oid);
+	for (size_t i = 0; i < l->ncandidates; i++) {
+		const tp_lineage_candidate *c = &l->candidates[i];
+		printf("  %-9s %s\n", tp_lineage_source_name(c->source), c->evidence);
+		for (size_t k = 0; k < c->nfiles; k++)
+			printf("            %s (oid %.12s)\n", c->files[k].path, c->files[k].oid);
+		if (est && est[i] != UINT64_MAX)
+			printf("            estimated delta: %llu bytes\n", (unsigned long long)est[i]);
+		else
+			printf("            not estimated: bytes not on this machine\n");
+	}
+	for (size_t i = 0; i < l->nunresolved; i++) {
+		const tp_lineage_unresolved *u = &l->unresolved[i];
+		printf("  unresolved \"%s\" (%s): %s\n", u->name, u->where, u->reason);
+		printf("            to use it: git config %s <path|oid:...>\n", u->key);
+	}
+	if (!have_target)
+		printf("  choice: unknown (the file's bytes are not on this machine)\n");
+	else if (choice >= 0)
+		printf("  choice: %s candidate %ld, %llu bytes instead of %llu whole\n",
+		       tp_lineage_source_name(l->candidates[choice].source), choice + 1,
+		       (unsigned long long)best, (unsigned long long)whole);
+	else
+		printf("  choice: whole (%llu bytes estimated)\n", (unsigned long long)whole);
+	print_stored(stored, l->target.size);
+}
+
+static cJSON *report_json(const tp_lineage *l, const uint64_t *est, bool have_target, long choice,
+			  uint64_t whole, cJSON *stored)
+{
+	cJSON *o = cJSON_CreateObject();
+	cJSON_AddStringToObject(o, "path", l->target.path);
+	cJSON_AddStringToObject(o, "oid", l->target.oid);
+	cJSON_AddNumberToObject(o, "size", (double)l->target.size);
+	cJSON *cands = cJSON_AddArrayToObject(o, "candidates");
+	for (size_t i = 0; i < l->ncandidates; i++) {
+		const tp_lineage_candidate *c = &l->candidates[i];
+		cJSON *j = cJSON_CreateObject();
+		cJSON_AddStringToObject(j, "source", tp_lineage_source_name(c->source));
+		cJSON_AddStringToObject(j, "evidence", c->evidence);
+		cJSON *files = cJSON_AddArrayToObject(j, "files");
+		for (size_t k = 0; k < c->nfiles; k++) {
+			cJSON *f = cJSON_CreateObject();
+			cJSON_AddStringToObject(f, "path", c->files[k].path);
+			cJSON_AddStringToObject(f, "oid", c->files[k].oid);
+			cJSON_AddNumberToObject(f, "size", (double)c->files[k].size);
+			cJSON_AddItemToArray(files, f);
+		}
+		if (est && est[i] != UINT64_MAX)
+			cJSON_AddNumberToObject(j, "estimated_bytes", (double)est[i]);
+		cJSON_AddItemToArray(cands, j);
+	}
+	cJSON *unres = cJSON_AddArrayToObject(o, "unresolved");
+	for (size_t i = 0; i < l->nunresolved; i++) {
+		const tp_lineage_unresolved *u = &l->unresolved[i];
+		cJSON *j = cJSON_CreateObject();
+		cJSON_AddStringToObject(j, "name", u->name);
+		cJSON_AddStringToObject(j, "where", u->where);
+		cJSON_AddStringToObject(j, "reason", u->reason);
+		cJSON_AddStringToObject(j, "key", u->key);
+		cJSON_AddItemToArray(unres, j);
+	}
+	cJSON_AddNumberToObject(o, "whole_estimated_bytes", (double)whole);
+	if (choice >= 0)
+		cJSON_AddNumberToObject(o, "choice", (double)choice);
+	else if (have_target)
+		cJSON_AddStringToObject(o, "choice", "whole");
+	else
+		cJSON_AddNullToObject(o, "choice");
+	if (stored)
+		cJSON_AddItemToObject(o, "stored", stored);
+	return o;
+}
+
+/* store may be NULL: there is none yet (no_store), or it could not be
+ * opened. */
+static int report(tp_lineage_repo *repo, tp_store *store, bool no_store, const tp_lineage *l,
+		  bool json)
 {
 	char *target = NULL;
 	bool have_target = tp_lineage_find_local(repo, l->target.oid, l->target.size, &target) == 0;
@@ -77,66 +220,30 @@ static void report(tp_lineage_repo *repo, const tp_lineage *l, bool json)
 			choice = (long)i;
 		}
 	}
+	cJSON *stored = store ? stored_state(store, l->target.oid)
+			      : no_store ? cJSON_CreateNull() : NULL;
+	int rc = 0;
 	if (json) {
-		printf("{\"path\":");
-		json_string(l->target.path);
-		printf(",\"oid\":\"%s\",\"size\":%llu,\"candidates\":[", l->target.oid,
-		       (unsigned long long)l->target.size);
+		rc = tp_cli_json_print(report_json(l, est, have_target, choice, whole, stored));
 	} else {
-		printf("%s  (%llu bytes, oid %.12s)\n", l->target.path,
-		       (unsigned long long)l->target.size, l->target.oid);
-	}
-	for (size_t i = 0; i < l->ncandidates; i++) {
-		const tp_lineage_candidate *c = &l->candidates[i];
-		if (json) {
-			printf("%s{\"source\":\"%s\",\"evidence\":", i ? "," : "",
-			       tp_lineage_source_name(c->source));
-			json_string(c->evidence);
-			printf(",\"files\":[");
-			for (size_t k = 0; k < c->nfiles; k++) {
-				printf("%s{\"path\":", k ? "," : "");
-				json_string(c->files[k].path);
-				printf(",\"oid\":\"%s\",\"size\":%llu}", c->files[k].oid,
-				       (unsigned long long)c->files[k].size);
-			}
-			printf("]");
-			if (est && est[i] != UINT64_MAX)
-				printf(",\"estimated_bytes\":%llu", (unsigned long long)est[i]);
-			printf("}");
-			continue;
-		}
-		printf("  %-9s %s\n", tp_lineage_source_name(c->source), c->evidence);
-		for (size_t k = 0; k < c->nfiles; k++)
-			printf("            %s (oid %.12s)\n", c->files[k].path, c->files[k].oid);
-		if (est && est[i] != UINT64_MAX)
-			printf("            estimated delta: %llu bytes\n", (unsigned long long)est[i]);
-		else
-			printf("            not estimated: bytes not on this machine\n");
-	}
-	if (json) {
-		printf("],\"whole_estimated_bytes\":%llu,\"choice\":", (unsigned long long)whole);
-		if (choice >= 0)
-			printf("%ld}\n", choice);
-		else
-			printf("%s}\n", have_target ? "\"whole\"" : "null");
-	} else if (!have_target) {
-		printf("  choice: unknown (the file's bytes are not on this machine)\n");
-	} else if (choice >= 0) {
-		printf("  choice: %s candidate %ld, %llu bytes instead of %llu whole\n",
-		       tp_lineage_source_name(l->candidates[choice].source), choice + 1,
-		       (unsigned long long)best, (unsigned long long)whole);
-	} else {
-		printf("  choice: whole (%llu bytes estimated)\n", (unsigned long long)whole);
+		print_text(l, est, have_target, choice, whole, best, stored);
+		cJSON_Delete(stored);
 	}
 	free(est);
 	free(target);
+	return rc;
 }
 
 int tp_cmd_lineage(int argc, char **argv)
 {
 	bool json = false;
+	const char *store_flag = NULL;
 	int npos = 0;
-	tp_cli_opt opts[] = { { "--json", &json, NULL }, { NULL, NULL, NULL } };
+	tp_cli_opt opts[] = {
+		{ "--json", &json, NULL },
+		{ "--store", NULL, &store_flag },
+		{ NULL, NULL, NULL },
+	};
 	int rc = tp_cli_parse("lineage", argc, argv, opts, &npos);
 	if (rc == TP_CLI_HELP) {
 		fputs(lineage_help, stdout);
@@ -145,6 +252,7 @@ int tp_cmd_lineage(int argc, char **argv)
 	if (rc)
 		return rc;
 	tp_lineage_repo *repo = NULL;
+	tp_store *store = NULL;
 	char **paths = NULL;
 	size_t n = 0;
 	int exit_code = TP_EXIT_OK;
@@ -154,18 +262,25 @@ int tp_cmd_lineage(int argc, char **argv)
 		tp_lineage_repo_free(repo);
 		return tp_cli_fail("lineage");
 	}
+	/* Lineage is worth showing before the first push: without a store, say
+	 * so once and show the estimates (and never create one). */
+	bool no_store = false;
+	if ((rc = tp_cli_store_open_existing(repo, store_flag, &store, NULL)) != 0) {
+		no_store = rc == TP_ENOTFOUND;
+		fprintf(stderr, "tenpak: lineage: %s; showing estimates only\n", tp_error_last());
+	}
 	size_t count = npos ? (size_t)npos : n;
 	for (size_t i = 0; i < count; i++) {
 		tp_lineage *l = NULL;
 		const char *path = npos ? argv[1 + i] : paths[i];
-		if (tp_lineage_find_path(&l, repo, path) != 0) {
+		if (tp_lineage_find_path(&l, repo, path) != 0 ||
+		    report(repo, store, no_store, l, json) != 0) {
 			tp_cli_fail("lineage");
 			exit_code = TP_EXIT_FAIL;
-			continue;
 		}
-		report(repo, l, json);
 		tp_lineage_free(l);
 	}
+	tp_store_free(store);
 	tp_lineage_paths_free(paths, n);
 	tp_lineage_repo_free(repo);
 	return exit_code;

@@ -1,10 +1,13 @@
 /* tenpak store: look inside a store. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <time.h>
 #include <unistd.h>
+
+#include <cjson/cJSON.h>
 
 #include "cli.h"
 #include "tp_store.h"
@@ -13,41 +16,54 @@
 static const char store_help[] =
 	"usage: tenpak store stats [--store URL] [--json]\n"
 	"       tenpak store fsck [--store URL] [--sample N] [--json]\n"
+	"       tenpak store show OID [--store URL] [--json]\n"
 	"\n"
 	"stats   count the objects in the store and compare the bytes users\n"
 	"        pushed (logical) with the bytes the store holds (physical),\n"
 	"        for delta objects and whole objects.\n"
 	"fsck    rebuild every object (or N chosen at random) from the store\n"
-	"        alone and check its sha256 against its oid; problems are listed\n"
-	"        by oid and make the exit status 1.\n"
+	"        alone (never from local LFS objects or the Hugging Face cache)\n"
+	"        and check its sha256 against its oid; problems are listed by oid\n"
+	"        and make the exit status 1.\n"
+	"show    what the store holds for one object: its kind, size, stored size,\n"
+	"        codec version, chain depth, signature, why its base was chosen, and\n"
+	"        the chain of bases it is rebuilt from. Exit status 1 when the\n"
+	"        object or a base is missing or unreadable.\n"
+	"\n"
+	"These commands only read: a store that does not exist is an error.\n"
 	"\n"
 	"  --store URL  the store to read (default: TENPAK_STORE, else git config\n"
 	"               tenpak.store, else the per-user default store)\n"
 	"  --sample N   fsck: check N objects instead of all\n"
 	"  --json       one JSON object on stdout instead of text\n";
 
-static void print_stats(const char *url, const tp_store_stats *st, bool json)
+static double savings(uint64_t logical, uint64_t physical)
 {
-	double saved = st->logical_bytes
-		? 1.0 - (double)st->physical_bytes / (double)st->logical_bytes : 0.0;
-	if (json) {
-		/* The URL is the user's own config: escape the two JSON specials. */
-		printf("{\"store\":\"");
-		tp_cli_json_text(url);
-		printf("\",\"objects\":%llu,\"logical_bytes\":%llu,\"physical_bytes\":%llu,"
-		       "\"savings\":%.4f,\"unreadable\":%llu,",
-		       (unsigned long long)st->objects, (unsigned long long)st->logical_bytes,
-		       (unsigned long long)st->physical_bytes, saved,
-		       (unsigned long long)st->unreadable);
-		const tp_store_kind_stats *ks[2] = { &st->delta, &st->whole };
-		for (int i = 0; i < 2; i++)
-			printf("\"%s\":{\"objects\":%llu,\"logical_bytes\":%llu,"
-			       "\"physical_bytes\":%llu}%s", i ? "whole" : "delta",
-			       (unsigned long long)ks[i]->objects,
-			       (unsigned long long)ks[i]->logical_bytes,
-			       (unsigned long long)ks[i]->physical_bytes, i ? "}\n" : ",");
-		return;
+	/* Four decimals: a ratio, not a measurement to 17 digits. */
+	return logical ? round((1.0 - (double)physical / (double)logical) * 1e4) / 1e4 : 0.0;
+}
+
+static cJSON *stats_json(const char *url, const tp_store_stats *st)
+{
+	cJSON *o = cJSON_CreateObject();
+	cJSON_AddStringToObject(o, "store", url);
+	cJSON_AddNumberToObject(o, "objects", (double)st->objects);
+	cJSON_AddNumberToObject(o, "logical_bytes", (double)st->logical_bytes);
+	cJSON_AddNumberToObject(o, "physical_bytes", (double)st->physical_bytes);
+	cJSON_AddNumberToObject(o, "savings", savings(st->logical_bytes, st->physical_bytes));
+	cJSON_AddNumberToObject(o, "unreadable", (double)st->unreadable);
+	const tp_store_kind_stats *ks[2] = { &st->delta, &st->whole };
+	for (int i = 0; i < 2; i++) {
+		cJSON *k = cJSON_AddObjectToObject(o, i ? "whole" : "delta");
+		cJSON_AddNumberToObject(k, "objects", (double)ks[i]->objects);
+		cJSON_AddNumberToObject(k, "logical_bytes", (double)ks[i]->logical_bytes);
+		cJSON_AddNumberToObject(k, "physical_bytes", (double)ks[i]->physical_bytes);
 	}
+	return o;
+}
+
+static void print_stats(const char *url, const tp_store_stats *st)
+{
 	char logical[32], physical[32];
 	tp_fmt_bytes(st->logical_bytes, logical, sizeof(logical));
 	tp_fmt_bytes(st->physical_bytes, physical, sizeof(physical));
@@ -55,7 +71,7 @@ static void print_stats(const char *url, const tp_store_stats *st, bool json)
 	printf("objects:        %llu\n", (unsigned long long)st->objects);
 	printf("logical bytes:  %llu (%s)\n", (unsigned long long)st->logical_bytes, logical);
 	printf("physical bytes: %llu (%s)\n", (unsigned long long)st->physical_bytes, physical);
-	printf("savings:        %.1f%%\n", 100.0 * saved);
+	printf("savings:        %.1f%%\n", 100.0 * savings(st->logical_bytes, st->physical_bytes));
 	const tp_store_kind_stats *ks[2] = { &st->delta, &st->whole };
 	for (int i = 0; i < 2; i++) {
 		tp_fmt_bytes(ks[i]->logical_bytes, logical, sizeof(logical));
@@ -68,25 +84,47 @@ static void print_stats(const char *url, const tp_store_stats *st, bool json)
 		       (unsigned long long)st->unreadable);
 }
 
-static int stats(const char *store_flag, bool json)
+/* What every subcommand works with: the repository (if any) for config,
+ * the store, which must exist, and for fsck and show a transfer (signature
+ * policy, rebuilds). */
+typedef struct session {
+	tp_lineage_repo *repo;
+	tp_store *store;
+	char *url;
+	tp_transfer t;
+} session;
+
+static int session_open(session *s, const char *store_flag)
 {
-	tp_lineage_repo *repo = NULL;
-	tp_store *store = NULL;
-	char *url = NULL;
-	tp_store_stats st;
-	int rc = tp_lineage_repo_open(&repo);
+	memset(s, 0, sizeof(*s));
+	int rc = tp_lineage_repo_open(&s->repo);
 	if (rc == TP_ENOTFOUND)
 		rc = 0;
+	return rc ? rc : tp_cli_store_open_existing(s->repo, store_flag, &s->store, &s->url);
+}
+
+/* Returns code, the exit status, after a failure message when rc != 0. */
+static int session_close(session *s, int rc, const char *cmd, int code)
+{
+	tp_transfer_clear(&s->t);
+	tp_store_free(s->store);
+	tp_lineage_repo_free(s->repo);
+	free(s->url);
+	return rc ? tp_cli_fail(cmd) : code;
+}
+
+static int stats(const char *store_flag, bool json)
+{
+	session ss;
+	tp_store_stats st;
+	int rc = session_open(&ss, store_flag);
 	if (!rc)
-		rc = tp_cli_store_open(repo, store_flag, &store, &url);
-	if (!rc)
-		rc = tp_store_stats_collect(store, &st);
-	if (!rc)
-		print_stats(url, &st, json);
-	tp_store_free(store);
-	tp_lineage_repo_free(repo);
-	free(url);
-	return rc ? tp_cli_fail("store stats") : TP_EXIT_OK;
+		rc = tp_store_stats_collect(ss.store, &st);
+	if (!rc && json)
+		rc = tp_cli_json_print(stats_json(ss.url, &st));
+	else if (!rc)
+		print_stats(ss.url, &st);
+	return session_close(&ss, rc, "store stats", TP_EXIT_OK);
 }
 
 typedef struct fsck_object {
@@ -110,11 +148,6 @@ static int collect(void *ctx, const char *oid, uint64_t stored)
 	return 0;
 }
 
-static const char *kind_name(tp_store_kind k)
-{
-	return k == TP_STORE_KIND_DELTA ? "delta" : k == TP_STORE_KIND_CODEC ? "whole-codec" : "whole-zstd";
-}
-
 /* Rebuild one object from the store alone into scratch and verify it. */
 static int fsck_one(tp_transfer *t, const char *oid, const char *scratch, tp_transfer_object *o)
 {
@@ -126,30 +159,28 @@ static int fsck_one(tp_transfer *t, const char *oid, const char *scratch, tp_tra
 
 static int fsck(const char *store_flag, long sample, bool json)
 {
-	tp_lineage_repo *repo = NULL;
-	tp_store *store = NULL;
-	tp_transfer t = { 0 };
+	session ss;
+	tp_transfer *t = &ss.t;
 	fsck_list l = { 0 };
-	char *url = NULL, dir[256], *scratch = NULL;
+	cJSON *doc = NULL, *objects = NULL;
+	char dir[256], *scratch = NULL;
 	const char *tmp = getenv("TMPDIR");
 	size_t bad = 0, checked = 0;
 	snprintf(dir, sizeof(dir), "%s/tenpak-fsck-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-	int rc = tp_lineage_repo_open(&repo);
-	if (rc == TP_ENOTFOUND)
-		rc = 0;
-	if (!rc)
-		rc = tp_cli_store_open(repo, store_flag, &store, &url);
+	int rc = session_open(&ss, store_flag);
 	if (!rc && !mkdtemp(dir))
 		rc = tp_error_set(TP_EIO, "cannot create a scratch directory in %s", dir);
-	/* Bases come from the store itself (no repository for local copies);
-	 * signature policy comes from the repository's config. */
+	/* Bases come from the store itself, never from local copies: fsck
+	 * vouches for the store. Signature policy comes from the repository's
+	 * config. */
 	if (!rc)
-		rc = tp_transfer_init(&t, store, repo, dir);
-	t.repo = NULL;
+		rc = tp_transfer_init(t, ss.store, ss.repo, dir);
+	t->repo = NULL;
+	t->store_only = true;
 	if (!rc)
 		rc = tp_path_join(&scratch, dir, "object");
 	if (!rc)
-		rc = tp_store_object_list(store, collect, &l);
+		rc = tp_store_object_list(ss.store, collect, &l);
 	if (rc)
 		goto done;
 	if (sample > 0 && (size_t)sample < l.n) {
@@ -164,51 +195,232 @@ static int fsck(const char *store_flag, long sample, bool json)
 		l.n = (size_t)sample;
 	}
 	if (json) {
-		printf("{\"store\":\"");
-		tp_cli_json_text(url);
-		printf("\",\"objects\":[");
+		doc = cJSON_CreateObject();
+		cJSON_AddStringToObject(doc, "store", ss.url);
+		objects = cJSON_AddArrayToObject(doc, "objects");
 	}
 	for (size_t i = 0; i < l.n; i++) {
 		tp_transfer_object o = { 0 };
-		int orc = fsck_one(&t, l.v[i].oid, scratch, &o);
+		int orc = fsck_one(t, l.v[i].oid, scratch, &o);
 		checked++;
 		bad += orc != 0;
 		unlink(scratch);
 		if (json) {
-			printf("%s{\"oid\":\"%s\",\"kind\":\"%s\",\"depth\":%d,\"signature\":\"%s\"",
-			       i ? "," : "", l.v[i].oid, kind_name(o.kind), o.depth,
-			       tp_sig_status_name(o.signature));
+			cJSON *e = cJSON_CreateObject();
+			cJSON_AddStringToObject(e, "oid", l.v[i].oid);
+			cJSON_AddStringToObject(e, "kind", tp_store_kind_name(o.kind));
+			cJSON_AddNumberToObject(e, "depth", o.depth);
+			cJSON_AddStringToObject(e, "signature", tp_sig_status_name(o.signature));
 			if (o.signer[0])
-				printf(",\"signer\":\"%s\"", o.signer);
-			printf(",\"ok\":%s", orc ? "false" : "true");
-			if (orc) {
-				printf(",\"error\":\"");
-				tp_cli_json_text(tp_error_last());
-				printf("\"");
-			}
-			printf("}");
+				cJSON_AddStringToObject(e, "signer", o.signer);
+			cJSON_AddBoolToObject(e, "ok", orc == 0);
+			if (orc)
+				cJSON_AddStringToObject(e, "error", tp_error_last());
+			cJSON_AddItemToArray(objects, e);
 		} else if (orc) {
 			printf("%s: %s\n", l.v[i].oid, tp_error_last());
 		} else {
-			printf("%s: ok, %s, depth %d, %s%s%s\n", l.v[i].oid, kind_name(o.kind), o.depth,
-			       tp_sig_status_name(o.signature), o.signer[0] ? " by " : "", o.signer);
+			printf("%s: ok, %s, depth %d, %s%s%s\n", l.v[i].oid, tp_store_kind_name(o.kind),
+			       o.depth, tp_sig_status_name(o.signature), o.signer[0] ? " by " : "",
+			       o.signer);
 		}
 	}
-	if (json)
-		printf("],\"checked\":%zu,\"ok\":%zu}\n", checked, checked - bad);
-	else
+	if (json) {
+		cJSON_AddNumberToObject(doc, "checked", (double)checked);
+		cJSON_AddNumberToObject(doc, "ok", (double)(checked - bad));
+		rc = tp_cli_json_print(doc);
+		doc = NULL;
+	} else {
 		printf("%zu objects checked, %zu ok, %zu with problems\n", checked, checked - bad, bad);
+	}
 done:
+	cJSON_Delete(doc);
 	free(l.v);
 	free(scratch);
 	rmdir(dir);
-	tp_transfer_clear(&t);
-	tp_store_free(store);
-	tp_lineage_repo_free(repo);
-	free(url);
-	if (rc)
-		return tp_cli_fail("store fsck");
-	return bad ? TP_EXIT_FAIL : TP_EXIT_OK;
+	return session_close(&ss, rc, "store fsck", bad ? TP_EXIT_FAIL : TP_EXIT_OK);
+}
+
+/* ---- show ------------------------------------------------------------------ */
+
+/* Objects a chain shows at most: a sharded base of a sharded base can
+ * fan out, and a hostile store can make chains of any shape. */
+#define SHOW_NODES_MAX 256
+
+typedef struct chain_walk {
+	tp_transfer *t;
+	char (*seen)[TP_OID_HEXLEN + 1];
+	size_t nseen;
+	uint64_t stored; /* stored bytes of every distinct object of the chain */
+	bool incomplete; /* some object is missing or unreadable */
+	bool truncated;
+} chain_walk;
+
+static bool chain_seen(const chain_walk *w, const char *oid)
+{
+	for (size_t i = 0; i < w->nseen; i++)
+		if (strcmp(w->seen[i], oid) == 0)
+			return true;
+	return false;
+}
+
+/* n (holding "oid") gets what the store says of that object and, through
+ * its manifest's "bases", the same for every base, level by level. */
+static void chain_fill(chain_walk *w, cJSON *n, int level)
+{
+	const char *oid = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(n, "oid"));
+	const cJSON *want = cJSON_GetObjectItemCaseSensitive(n, "size");
+	if (chain_seen(w, oid)) {
+		cJSON_AddBoolToObject(n, "repeated", true);
+		return;
+	}
+	if (w->nseen >= SHOW_NODES_MAX || level > TP_TRANSFER_CHAIN_LIMIT) {
+		cJSON_AddBoolToObject(n, "truncated", true);
+		w->truncated = true;
+		return;
+	}
+	memcpy(w->seen[w->nseen++], oid, TP_OID_HEXLEN + 1);
+	tp_cli_stored st;
+	if (tp_cli_stored_load(w->t->store, oid, &st) != 0) {
+		cJSON_AddStringToObject(n, "error", tp_error_last());
+		w->incomplete = true;
+		return;
+	}
+	w->stored += st.info.stored_size;
+	/* A base entry already holds the size its delta expects. */
+	if (want && (uint64_t)want->valuedouble != st.info.size) {
+		cJSON_AddStringToObject(n, "error", "the stored object's size is not the size "
+					"the delta expects");
+		w->incomplete = true;
+	}
+	cJSON_DeleteItemFromObjectCaseSensitive(n, "size");
+	tp_cli_stored_json(n, &st);
+	if (st.manifest) {
+		tp_sig_status sig = tp_transfer_signature(w->t, st.manifest);
+		cJSON_AddStringToObject(n, "signature", tp_sig_status_name(sig));
+		if (st.manifest->signer)
+			cJSON_AddStringToObject(n, "signer", st.manifest->signer);
+	}
+	tp_cli_stored_clear(&st);
+	cJSON *b;
+	cJSON_ArrayForEach(b, cJSON_GetObjectItemCaseSensitive(n, "bases"))
+		chain_fill(w, b, level + 1);
+}
+
+static const char *json_text(const cJSON *o, const char *key)
+{
+	const char *v = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(o, key));
+	return v ? v : "";
+}
+
+static uint64_t json_u64(const cJSON *o, const char *key)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+	return cJSON_IsNumber(v) && v->valuedouble > 0 ? (uint64_t)v->valuedouble : 0;
+}
+
+/* One line per base, indented by level. */
+static void print_chain(const cJSON *n, int level)
+{
+	const cJSON *b;
+	cJSON_ArrayForEach(b, cJSON_GetObjectItemCaseSensitive(n, "bases")) {
+		printf("%*s%s", 2 + 2 * level, "", json_text(b, "oid"));
+		if (*json_text(b, "path"))
+			printf(" (%s)", json_text(b, "path"));
+		if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(b, "repeated")))
+			printf(": shown above\n");
+		else if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(b, "truncated")))
+			printf(": not shown (more than %d objects or levels)\n", SHOW_NODES_MAX);
+		else if (*json_text(b, "error") && !*json_text(b, "kind"))
+			printf(": %s\n", json_text(b, "error"));
+		else
+			printf(": %s, %llu bytes, %llu stored, depth %llu%s%s\n", json_text(b, "kind"),
+			       (unsigned long long)json_u64(b, "size"),
+			       (unsigned long long)json_u64(b, "stored_bytes"),
+			       (unsigned long long)json_u64(b, "depth"),
+			       *json_text(b, "error") ? ": " : "", json_text(b, "error"));
+		print_chain(b, level + 1);
+	}
+}
+
+static void print_show(const cJSON *n)
+{
+	char size[32], stored[32];
+	uint64_t sz = json_u64(n, "size"), st = json_u64(n, "stored_bytes");
+	tp_fmt_bytes(sz, size, sizeof(size));
+	tp_fmt_bytes(st, stored, sizeof(stored));
+	printf("object:     %s\n", json_text(n, "oid"));
+	printf("store:      %s\n", json_text(n, "store"));
+	printf("kind:       %s", json_text(n, "kind"));
+	if (cJSON_GetObjectItemCaseSensitive(n, "codec_version"))
+		printf(", codec version %llu", (unsigned long long)json_u64(n, "codec_version"));
+	printf("\nsize:       %llu bytes (%s)\n", (unsigned long long)sz, size);
+	printf("stored:     %llu bytes (%s), %.1f%% of the size\n", (unsigned long long)st, stored,
+	       sz ? 100.0 * (double)st / (double)sz : 0.0);
+	printf("depth:      %llu\n", (unsigned long long)json_u64(n, "depth"));
+	printf("signature:  %s%s%s\n", *json_text(n, "signature") ? json_text(n, "signature")
+								  : "none (no manifest)",
+	       *json_text(n, "signer") ? " by " : "", json_text(n, "signer"));
+	static const char *const why[] = { "source", "evidence", "reason" };
+	for (size_t i = 0; i < sizeof(why) / sizeof(why[0]); i++)
+		if (*json_text(n, why[i]))
+			printf("%s:%*s%s\n", why[i], (int)(11 - strlen(why[i])), "",
+			       json_text(n, why[i]));
+	if (cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(n, "bases")) > 0) {
+		printf("bases:\n");
+		print_chain(n, 0);
+	}
+	const cJSON *chain = cJSON_GetObjectItemCaseSensitive(n, "chain");
+	tp_fmt_bytes(json_u64(chain, "stored_bytes"), stored, sizeof(stored));
+	printf("chain:      %llu objects, %llu bytes (%s) stored to rebuild it%s\n",
+	       (unsigned long long)json_u64(chain, "objects"),
+	       (unsigned long long)json_u64(chain, "stored_bytes"), stored,
+	       cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(chain, "complete"))
+		       ? "" : "; INCOMPLETE: a base is missing or unreadable");
+}
+
+static int show(const char *store_flag, const char *oid, bool json)
+{
+	session ss;
+	const char *tmp = getenv("TMPDIR");
+	cJSON *doc = cJSON_CreateObject();
+	tp_store_object_info info;
+	int rc = session_open(&ss, store_flag);
+	chain_walk w = { &ss.t, NULL, 0, 0, false, false };
+	/* The transfer only supplies tenpak.trustedkeys: it writes nothing. */
+	if (!rc)
+		rc = tp_transfer_init(&ss.t, ss.store, ss.repo, tmp && *tmp ? tmp : "/tmp");
+	if (!rc && !(w.seen = calloc(SHOW_NODES_MAX, sizeof(*w.seen))))
+		rc = tp_error_set(TP_ENOMEM, "out of memory");
+	/* An absent object is an error of the command, not a line of output. */
+	if (!rc && (rc = tp_store_object_stat(ss.store, oid, &info)) == TP_ENOTFOUND)
+		rc = tp_store_object_absent(ss.store, oid);
+	if (rc || !doc) {
+		rc = rc ? rc : tp_error_set(TP_ENOMEM, "out of memory");
+		goto done;
+	}
+	cJSON_AddStringToObject(doc, "oid", oid);
+	cJSON_AddStringToObject(doc, "store", ss.url);
+	chain_fill(&w, doc, 0);
+	const char *err = json_text(doc, "error");
+	if (*err && !*json_text(doc, "kind")) {
+		rc = tp_error_set(TP_ECORRUPT, "%s", err);
+		goto done;
+	}
+	cJSON *chain = cJSON_AddObjectToObject(doc, "chain");
+	cJSON_AddNumberToObject(chain, "objects", (double)w.nseen);
+	cJSON_AddNumberToObject(chain, "stored_bytes", (double)w.stored);
+	cJSON_AddBoolToObject(chain, "complete", !w.incomplete && !w.truncated);
+	if (json) {
+		rc = tp_cli_json_print(doc);
+		doc = NULL;
+	} else {
+		print_show(doc);
+	}
+done:
+	cJSON_Delete(doc);
+	free(w.seen);
+	return session_close(&ss, rc, "store show", w.incomplete ? TP_EXIT_FAIL : TP_EXIT_OK);
 }
 
 int tp_cmd_store(int argc, char **argv)
@@ -230,14 +442,26 @@ int tp_cmd_store(int argc, char **argv)
 	if (rc)
 		return rc;
 	if (npos == 0)
-		return tp_cli_usage_error("store", "missing subcommand (stats, fsck)");
+		return tp_cli_usage_error("store", "missing subcommand (stats, fsck, show)");
+	const char *sub = argv[1];
+	bool is_show = strcmp(sub, "show") == 0;
+	if (strcmp(sub, "stats") != 0 && strcmp(sub, "fsck") != 0 && !is_show)
+		return tp_cli_usage_error("store", "unknown subcommand '%s'", sub);
+	if (sample_arg && strcmp(sub, "fsck") != 0)
+		return tp_cli_usage_error("store", "--sample is for fsck");
+	if (is_show) {
+		if (npos != 2)
+			return tp_cli_usage_error("store", npos < 2 ? "show needs an OID"
+								    : "show takes one OID");
+		if (!tp_oid_valid(argv[2]))
+			return tp_cli_usage_error("store", "'%s' is not an oid (64 lowercase hex "
+						  "digits)", argv[2]);
+		return show(store_flag, argv[2], json);
+	}
 	if (npos > 1)
 		return tp_cli_usage_error("store", "unexpected argument '%s'", argv[2]);
-	if (strcmp(argv[1], "stats") == 0)
-		return sample_arg ? tp_cli_usage_error("store", "--sample is for fsck")
-				  : stats(store_flag, json);
-	if (strcmp(argv[1], "fsck") != 0)
-		return tp_cli_usage_error("store", "unknown subcommand '%s'", argv[1]);
+	if (strcmp(sub, "stats") == 0)
+		return stats(store_flag, json);
 	long sample = 0;
 	if (sample_arg) {
 		char *end;

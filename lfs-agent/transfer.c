@@ -360,6 +360,11 @@ int tp_transfer_inspect(tp_transfer *t, const char *oid, tp_transfer_object *out
 	return rc;
 }
 
+tp_sig_status tp_transfer_signature(const tp_transfer *t, const tp_store_manifest *m)
+{
+	return signature_status(t, m);
+}
+
 /* Chain depth of a stored object: 0 when whole or absent. */
 static int stored_depth(tp_transfer *t, const char *oid)
 {
@@ -385,7 +390,7 @@ static int rebuild(tp_transfer *t, const char *oid, uint64_t size, const char *p
 static int base_bytes(tp_transfer *t, const char *oid, uint64_t size, int depth,
 		      scratch_list *scratch, char **path)
 {
-	if (tp_lineage_find_local(t->repo, oid, size, path) == 0) {
+	if (!t->store_only && tp_lineage_find_local(t->repo, oid, size, path) == 0) {
 		tp_trace("base %s: local copy %s", oid, *path);
 		return 0;
 	}
@@ -515,7 +520,12 @@ static int rebuild(tp_transfer *t, const char *oid, uint64_t size, const char *p
 
 int tp_transfer_download(tp_transfer *t, const char *oid, uint64_t size, const char *path)
 {
-	return rebuild(t, oid, size, path, 0, true);
+	tp_store_object_info info;
+	int rc = rebuild(t, oid, size, path, 0, true);
+	/* The object itself absent (not one of its bases): name the store. */
+	if (rc == TP_ENOTFOUND && tp_store_object_stat(t->store, oid, &info) == TP_ENOTFOUND)
+		rc = tp_store_object_absent(t->store, oid);
+	return rc;
 }
 
 /* ---- upload --------------------------------------------------------------- */

@@ -41,6 +41,8 @@ const char *tp_sig_status_name(tp_sig_status s);
 typedef struct tp_transfer {
 	tp_store *store;
 	tp_lineage_repo *repo; /* may be NULL: no lineage, no local objects */
+	bool store_only;       /* bases only from the store (fsck), never from
+				* local LFS objects or the HF cache */
 	char *tmp_dir;         /* scratch files, on the LFS storage's filesystem */
 	unsigned threads;      /* codec threads per object */
 	int maxchain;          /* tenpak.maxchain */
@@ -96,5 +98,7 @@ static inline bool tp_transfer_delta_wins(uint64_t delta, uint64_t whole)
 
 /* Kind, chain depth and signature status of a stored object. */
 int tp_transfer_inspect(tp_transfer *t, const char *oid, tp_transfer_object *out);
+/* What m's signature says, under this transfer's tenpak.trustedkeys. */
+tp_sig_status tp_transfer_signature(const tp_transfer *t, const tp_store_manifest *m);
 
 #endif

@@ -599,6 +599,40 @@ static int resolve_name(search *s, const char *name, tp_lineage_candidate *c, co
 	return strchr(name, '/') ? hf_cache_find(name, s->fname, c) : TP_ENOTFOUND;
 }
 
+/* Keep a name that resolved to nothing, with the key that would fix it.
+ * how: where resolve_name looked last. */
+static int unresolved_add(tp_lineage *l, const char *name, const char *where, const char *how)
+{
+	for (size_t i = 0; i < l->nunresolved; i++)
+		if (strcmp(l->unresolved[i].name, name) == 0)
+			return 0;
+	bool hub = strchr(name, '/') != NULL;
+	tp_buf reason = TP_BUF_INIT(4096), key = TP_BUF_INIT(4096);
+	tp_lineage_unresolved u = { 0 }, *v = NULL;
+	int rc = strncmp(how, "tenpak.", 7) == 0
+		? tp_buf_addf(&reason, "git config %s names no model at HEAD", how)
+		: tp_buf_addf(&reason, "no model in a directory of that name at HEAD%s",
+			      hub ? ", no git config key maps it, not in the Hugging Face cache" : "");
+	if (!rc)
+		rc = hub ? tp_buf_addf(&key, "tenpak.%s.model", name)
+			 : tp_buf_addf(&key, "tenpak.%s.base", l->target.path);
+	if (!rc && (!(u.name = strdup(name)) || !(u.where = strdup(where)) ||
+		    !(v = realloc(l->unresolved, (l->nunresolved + 1) * sizeof(*v)))))
+		rc = tp_error_set(TP_ENOMEM, "out of memory");
+	if (rc) {
+		free(u.name);
+		free(u.where);
+		tp_buf_free(&reason);
+		tp_buf_free(&key);
+		return rc;
+	}
+	u.reason = tp_buf_detach(&reason);
+	u.key = tp_buf_detach(&key);
+	l->unresolved = v;
+	v[l->nunresolved++] = u;
+	return 0;
+}
+
 static int add_named(search *s, tp_lineage_source src, const char *name, const char *where)
 {
 	tp_lineage_candidate c = { .source = src };
@@ -606,7 +640,8 @@ static int add_named(search *s, tp_lineage_source src, const char *name, const c
 	int rc = resolve_name(s, name, &c, &how);
 	if (rc == TP_ENOTFOUND) {
 		tp_trace("%s: base \"%s\" (%s) not found", s->out->target.path, name, where);
-		return 0;
+		candidate_clear(&c);
+		return unresolved_add(s->out, name, where, how);
 	}
 	if (!rc)
 		rc = set_evidence(&c, "%s = %s (%s)", where, name, how);
@@ -922,6 +957,14 @@ void tp_lineage_free(tp_lineage *l)
 	for (size_t i = 0; i < l->ncandidates; i++)
 		candidate_clear(&l->candidates[i]);
 	free(l->candidates);
+	for (size_t i = 0; i < l->nunresolved; i++) {
+		tp_lineage_unresolved *u = &l->unresolved[i];
+		free(u->name);
+		free(u->where);
+		free(u->reason);
+		free(u->key);
+	}
+	free(l->unresolved);
 	free(l);
 }
 

@@ -71,10 +71,22 @@ typedef struct tp_lineage_candidate {
 	tp_lineage_file *files;
 } tp_lineage_candidate;
 
+/* A base named in metadata or an override that resolves to nothing. */
+typedef struct tp_lineage_unresolved {
+	char *name;   /* as written: "acme/llama-base" */
+	char *where;  /* "finetuned/config.json: _name_or_path" */
+	char *reason; /* why it resolved to nothing */
+	char *key;    /* the git config key that would resolve it:
+		       * tenpak.<name>.model for a hub id, else
+		       * tenpak.<target path>.base */
+} tp_lineage_unresolved;
+
 typedef struct tp_lineage {
 	tp_lineage_file target;
 	size_t ncandidates;
 	tp_lineage_candidate *candidates; /* most trusted first, no duplicates */
+	size_t nunresolved;
+	tp_lineage_unresolved *unresolved; /* one per name */
 } tp_lineage;
 
 /* Lineage of the LFS object oid, found through the repository paths whose

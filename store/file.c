@@ -323,7 +323,7 @@ static int url_to_path(const char *url, char **out)
 	return 0;
 }
 
-int tp_store_file_open(tp_store **out, const char *url)
+int tp_store_file_open(tp_store **out, const char *url, bool create)
 {
 	file_store *f = calloc(1, sizeof(*f));
 	int rc;
@@ -338,6 +338,17 @@ int tp_store_file_open(tp_store **out, const char *url)
 	}
 	if ((rc = tp_path_join(&f->tmpdir, f->root, "tmp")) != 0)
 		goto done;
+	if (!create) {
+		/* Readers must not leave an empty store behind a mistyped URL. */
+		struct stat st;
+		if (stat(f->root, &st) != 0)
+			rc = errno == ENOENT
+				? tp_error_set(TP_ENOTFOUND, "no store at %s", url)
+				: tp_error_set_errno(TP_ECONFIG, errno, "store %s", url);
+		else if (!S_ISDIR(st.st_mode))
+			rc = tp_error_set(TP_ECONFIG, "store %s: %s is not a directory", url, f->root);
+		goto done;
+	}
 	/* A new store is created on first use, like git-lfs's own storage. */
 	if ((rc = tp_fs_mkdirs(f->tmpdir)) != 0) {
 		/* A read-only store still serves downloads; writes fail later. */

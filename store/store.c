@@ -17,13 +17,13 @@ int tp_store_config_get(tp_store_config_fn config, void *ctx, const char *key, c
 	return config(ctx, key, value);
 }
 
-int tp_store_open_with(tp_store **out, const char *url, tp_store_config_fn config,
-		       void *config_ctx)
+static int open_url(tp_store **out, const char *url, bool create, tp_store_config_fn config,
+		    void *config_ctx)
 {
 	if (!url || !*url)
 		return tp_error_set(TP_ECONFIG, "store URL is empty");
 	if (strncmp(url, "file://", 7) == 0 || url[0] == '/')
-		return tp_store_file_open(out, url);
+		return tp_store_file_open(out, url, create);
 	if (strncmp(url, "s3://", 5) == 0)
 		return tp_store_s3_open(out, url, config, config_ctx);
 	const char *colon = strstr(url, "://");
@@ -35,6 +35,18 @@ int tp_store_open_with(tp_store **out, const char *url, tp_store_config_fn confi
 			    "file:// URL", url);
 }
 
+int tp_store_open_with(tp_store **out, const char *url, tp_store_config_fn config,
+		       void *config_ctx)
+{
+	return open_url(out, url, true, config, config_ctx);
+}
+
+int tp_store_open_existing(tp_store **out, const char *url, tp_store_config_fn config,
+			   void *config_ctx)
+{
+	return open_url(out, url, false, config, config_ctx);
+}
+
 void tp_store_free(tp_store *s)
 {
 	if (s)
@@ -44,6 +56,23 @@ void tp_store_free(tp_store *s)
 const char *tp_store_url(const tp_store *s)
 {
 	return s->url;
+}
+
+const char *tp_store_kind_name(tp_store_kind k)
+{
+	switch (k) {
+	case TP_STORE_KIND_WHOLE: return "whole-zstd";
+	case TP_STORE_KIND_DELTA: return "delta";
+	case TP_STORE_KIND_CODEC: return "whole-codec";
+	default: return "unknown";
+	}
+}
+
+int tp_store_object_absent(const tp_store *s, const char *oid)
+{
+	/* The usual cause is a clone pointed at another store than the push. */
+	return tp_error_set(TP_ENOTFOUND, "object %s is not in store %s: is this the right store? "
+			    "(tenpak.store / TENPAK_STORE)", oid, s->url);
 }
 
 static bool key_char_ok(char c)

@@ -4,7 +4,8 @@
 
 #include "tp_store.h"
 
-int tp_store_file_open(tp_store **out, const char *url);
+/* create: make the directory if missing; else a missing one is TP_ENOTFOUND. */
+int tp_store_file_open(tp_store **out, const char *url, bool create);
 int tp_store_s3_open(tp_store **out, const char *url, tp_store_config_fn config,
 		     void *config_ctx);
 

@@ -71,7 +71,15 @@ int tp_store_open_with(tp_store **out, const char *url, tp_store_config_fn confi
 		       void *config_ctx);
 /* tp_store_open_with without a config source. */
 int tp_store_open(tp_store **out, const char *url);
+/* tp_store_open_with for commands that only read: nothing is created, and a
+ * local store whose directory does not exist is TP_ENOTFOUND. (An S3 store
+ * is never created on open; a missing bucket fails its first request.) */
+int tp_store_open_existing(tp_store **out, const char *url, tp_store_config_fn config,
+			   void *config_ctx);
 void tp_store_free(tp_store *s);
+/* The URL the store was opened with, for messages. It holds no secret: S3
+ * credentials never come from the URL, and its query only carries the
+ * settings listed above. */
 const char *tp_store_url(const tp_store *s);
 
 /* Keys are relative, '/'-separated, made of [A-Za-z0-9._-] components that
@@ -98,6 +106,9 @@ typedef enum {
 				  * a whole object, byte-plane compressed */
 } tp_store_kind;
 
+/* "delta", "whole-codec" or "whole-zstd", for messages and --json. */
+const char *tp_store_kind_name(tp_store_kind k);
+
 /* Kinds 2 and 3 carry a manifest and a codec stream. */
 #define TP_STORE_KIND_HAS_MANIFEST(k) ((k) == TP_STORE_KIND_DELTA || (k) == TP_STORE_KIND_CODEC)
 
@@ -115,6 +126,9 @@ typedef struct tp_store_object_info {
 void tp_store_object_key(char out[TP_STORE_OBJECT_KEY_LEN + 1], const char *oid);
 /* TP_ENOTFOUND when the store lacks oid. Reads only the object header. */
 int tp_store_object_stat(tp_store *s, const char *oid, tp_store_object_info *info);
+/* Say that oid is not in store s, naming the store and where its URL comes
+ * from; returns TP_ENOTFOUND. */
+int tp_store_object_absent(const tp_store *s, const char *oid);
 /* Compress the file at path and store it as oid. The file's sha256 and
  * length are checked against oid and size while streaming; on mismatch
  * nothing is stored (TP_ECORRUPT). */
