@@ -82,4 +82,54 @@ test_expect_success 'agent: an upload whose path is a FIFO is refused, not waite
 	grep -q "data.bin is not a regular file" out
 '
 
+# A file pushed into store STORE from repo DIR: its oid in oid.
+pushed_file() {
+	new_repo "$1" &&
+	gen_bytes "$1/data.bin" 100000 "$2" &&
+	oid=$(oid_of "$1/data.bin") &&
+	(cd "$1" && git add . && git commit -qm data)
+}
+
+test_expect_success 'store: objects/ab a symlink to outside: the push fails naming it, nothing outside' '
+	pushed_file linkdir 31 &&
+	ab=$(echo "$oid" | cut -c1-2) &&
+	mkdir -p outside "$TRASH/s-linkdir/objects" &&
+	ln -s "$TRASH/outside" "$TRASH/s-linkdir/objects/$ab" &&
+	(cd linkdir &&
+	 test_must_fail env TENPAK_STORE="$TRASH/s-linkdir" timeout 20 git push -q origin main 2>../push.err) &&
+	grep -q "objects/$ab is a symbolic link" push.err &&
+	test -z "$(ls -A outside)" &&
+	test -h "$TRASH/s-linkdir/objects/$ab"
+'
+
+test_expect_success 'store: tmp a symlink to outside: the push fails naming it, nothing written there' '
+	pushed_file linktmp 33 &&
+	mkdir -p outside-tmp s-linktmp &&
+	ln -s "$TRASH/outside-tmp" s-linktmp/tmp &&
+	touch -d 2001-01-01 outside-tmp &&
+	(cd linktmp &&
+	 test_must_fail env TENPAK_STORE="$TRASH/s-linktmp" timeout 20 git push -q origin main 2>../push.err) &&
+	grep -q "s-linktmp/tmp is a symbolic link" push.err &&
+	test -z "$(ls -A outside-tmp)" &&
+	test -z "$(find outside-tmp -newermt 2002-01-01)" &&
+	test "$(count_objects "$TRASH/s-linktmp")" = 0
+'
+
+test_expect_success 'store: an object that is a symlink to outside is not served; a push replaces it' '
+	pushed_file linkobj 35 &&
+	(cd linkobj && TENPAK_STORE="$TRASH/s-linkobj" git push -q origin main) &&
+	obj=$(store_object "$TRASH/s-linkobj" "$oid") &&
+	mkdir -p elsewhere &&
+	mv "$obj" elsewhere/object &&
+	ln -s "$TRASH/elsewhere/object" "$obj" &&
+	test_must_fail env TENPAK_STORE="$TRASH/s-linkobj" timeout 20 git clone -q linkobj.git linkobj-clone 2>clone.err &&
+	grep -q "objects/.*/$oid is a symbolic link" clone.err &&
+	(cd linkobj && TENPAK_STORE="$TRASH/s-linkobj" timeout 20 git lfs push --all origin 2>../push.err) &&
+	test ! -h "$obj" && test -f "$obj" &&
+	test -f elsewhere/object &&
+	rm -rf linkobj-clone &&
+	TENPAK_STORE="$TRASH/s-linkobj" git clone -q linkobj.git linkobj-clone &&
+	cmp linkobj/data.bin linkobj-clone/data.bin
+'
+
 test_done
