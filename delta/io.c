@@ -40,7 +40,7 @@ static int open_direct(tp_tmpfile *t, const char *path)
 }
 
 /* The regular file a new result replaces: path itself, or for a symlink
- * the file it points to (malloc'd into *owned), so the link survives. */
+ * the file it points to (malloc'd into t->owned), so the link survives. */
 static int publish_path(tp_tmpfile *t, const char *path)
 {
 	struct stat st;

@@ -30,6 +30,16 @@ ft_repo() {
 
 export TENPAK_STORE="$TRASH/store"
 
+# lineage_and_push REPO: `tenpak lineage` of its fine-tune (lineage.out,
+# lineage.err), then a push (its trace, with the agent's stderr, in
+# push.err), each given 20 s to finish, with the cache in $TRASH/hf.
+lineage_and_push() {
+	(cd "$1" &&
+	 HF_HOME="$TRASH/hf" timeout 20 "$TENPAK" lineage finetuned/model.safetensors \
+		>../lineage.out 2>../lineage.err &&
+	 HF_HOME="$TRASH/hf" GIT_TRACE=1 timeout 20 git push -q origin main 2>../push.err)
+}
+
 test_expect_success 'setup' '
 	"$TENPAK" install >/dev/null
 '
@@ -38,10 +48,7 @@ test_expect_success 'HF cache: a FIFO at refs/main is skipped; the snapshot is s
 	ft_repo ref 21 acme/fifo-ref &&
 	hf_model "$TRASH/hf" acme/fifo-ref gen-ref.safetensors &&
 	mkfifo "$hf_dir/refs/main" &&
-	(cd ref &&
-	 HF_HOME="$TRASH/hf" timeout 20 "$TENPAK" lineage finetuned/model.safetensors \
-		>../lineage.out 2>../lineage.err &&
-	 HF_HOME="$TRASH/hf" GIT_TRACE=1 timeout 20 git push -q origin main 2>../push.err) &&
+	lineage_and_push ref &&
 	grep -q "skipping $hf_dir/refs/main: not a regular file" lineage.err &&
 	grep -q "Hugging Face cache" lineage.out &&
 	grep -q "skipping $hf_dir/refs/main: not a regular file" push.err &&
@@ -55,13 +62,11 @@ test_expect_success 'HF cache: FIFOs as snapshot files are skipped; the model is
 	mkfifo "$hf_dir/snapshots/0123abcd/model.safetensors" \
 		"$hf_dir/snapshots/0123abcd/model.safetensors.index.json" &&
 	printf 0123abcd >"$hf_dir/refs/main" &&
-	(cd snap &&
-	 HF_HOME="$TRASH/hf" timeout 20 "$TENPAK" lineage finetuned/model.safetensors \
-		>../lineage.out 2>../lineage.err &&
-	 HF_HOME="$TRASH/hf" GIT_TRACE=1 timeout 20 git push -q origin main 2>../push.err) &&
+	lineage_and_push snap &&
 	grep -q "skipping $hf_dir/snapshots/0123abcd/model.safetensors: not a regular file" lineage.err &&
 	grep -q "skipping $hf_dir/snapshots/0123abcd/model.safetensors.index.json: not a regular file" lineage.err &&
 	! grep -q "Hugging Face cache" lineage.out &&
+	grep -q "choice: whole" lineage.out &&
 	grep -q "skipping .*model.safetensors.index.json: not a regular file" push.err &&
 	test "$(count_objects "$TRASH/store")" -ge 1
 '
