@@ -44,31 +44,52 @@ bool tp_fs_is_dir(const char *path)
 	return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
-int tp_fs_open_regular(const char *path, int *fd)
+int tp_fs_openat_regular(int dirfd, const char *name, int flags, int *fd)
 {
 	/* O_NONBLOCK: opening a FIFO for reading would otherwise wait for a
 	 * writer forever. It is cleared again once we know the file is regular. */
-	int f = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+	int f = openat(dirfd, name, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY | flags);
 	if (f < 0)
-		return tp_error_set_errno(tp_error_from_errno(errno), errno, "opening %s", path);
+		return tp_error_set_errno(tp_error_from_errno(errno), errno, "opening %s", name);
 	struct stat st;
 	if (fstat(f, &st) != 0) {
 		int e = errno;
 		close(f);
-		return tp_error_set_errno(TP_EIO, e, "opening %s", path);
+		return tp_error_set_errno(TP_EIO, e, "opening %s", name);
 	}
 	if (!S_ISREG(st.st_mode)) {
 		close(f);
-		return tp_error_set(TP_EINVAL, "%s is not a regular file", path);
+		return tp_error_set(TP_EINVAL, "%s is not a regular file", name);
 	}
 	int fl = fcntl(f, F_GETFL);
 	if (fl < 0 || fcntl(f, F_SETFL, fl & ~O_NONBLOCK) != 0) {
 		int e = errno;
 		close(f);
-		return tp_error_set_errno(TP_EIO, e, "opening %s", path);
+		return tp_error_set_errno(TP_EIO, e, "opening %s", name);
 	}
 	*fd = f;
 	return 0;
+}
+
+int tp_fs_open_regular(const char *path, int *fd)
+{
+	return tp_fs_openat_regular(AT_FDCWD, path, 0, fd);
+}
+
+int tp_fs_read_regular(const char *path, tp_buf *out)
+{
+	int fd, rc = tp_fs_open_regular(path, &fd);
+	if (rc)
+		return rc;
+	char chunk[65536];
+	for (;;) {
+		size_t got = 0;
+		if ((rc = tp_fs_read_full(fd, chunk, sizeof(chunk), &got)) != 0 ||
+		    (rc = tp_buf_add(out, chunk, got)) != 0 || got < sizeof(chunk))
+			break;
+	}
+	close(fd);
+	return rc ? tp_error_wrap(rc, "reading %s", path) : 0;
 }
 
 bool tp_fs_is_regular(const char *path)
@@ -112,15 +133,20 @@ int tp_fs_read_full(int fd, void *buf, size_t n, size_t *got)
 	return 0;
 }
 
+int tp_fs_fsync_dirfd(int fd, const char *dir)
+{
+	/* Some filesystems refuse fsync on directories; that is not data loss. */
+	if (fsync(fd) != 0 && errno != EINVAL && errno != EROFS)
+		return tp_error_set_errno(TP_EIO, errno, "fsync %s", dir);
+	return 0;
+}
+
 int tp_fs_fsync_dir(const char *dir)
 {
 	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0)
 		return tp_error_set_errno(tp_error_from_errno(errno), errno, "opening %s", dir);
-	int rc = 0;
-	/* Some filesystems refuse fsync on directories; that is not data loss. */
-	if (fsync(fd) != 0 && errno != EINVAL && errno != EROFS)
-		rc = tp_error_set_errno(TP_EIO, errno, "fsync %s", dir);
+	int rc = tp_fs_fsync_dirfd(fd, dir);
 	close(fd);
 	return rc;
 }

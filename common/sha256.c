@@ -1,7 +1,5 @@
 #include "tp_common.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <sodium.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -323,9 +321,9 @@ int tp_sha256_file(const char *path, char out_hex[TP_OID_HEXLEN + 1], uint64_t *
 	enum { CHUNK = 1 << 20 };
 	int rc = 0;
 	unsigned char *buf = NULL;
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return tp_error_set_errno(tp_error_from_errno(errno), errno, "opening %s", path);
+	int fd;
+	if ((rc = tp_fs_open_regular(path, &fd)) != 0)
+		return rc;
 	buf = malloc(CHUNK);
 	if (!buf) {
 		rc = tp_error_set(TP_ENOMEM, "out of memory hashing %s", path);

@@ -117,7 +117,8 @@ bool tp_oid_valid(const char *s);
 /* HMAC-SHA256 (RFC 2104) of msg under key, any key length. */
 void tp_hmac_sha256(const void *key, size_t key_len, const void *msg, size_t msg_len,
 		    unsigned char out[TP_SHA256_LEN]);
-/* sha256 of a whole file, streamed; *size_out gets its length if non-NULL. */
+/* sha256 of a whole regular file, streamed (a FIFO or device is TP_EINVAL,
+ * never waited on); *size_out gets its length if non-NULL. */
 int tp_sha256_file(const char *path, char out_hex[TP_OID_HEXLEN + 1], uint64_t *size_out);
 
 /* ---- signatures (Ed25519, libsodium) ----------------------------------- */
@@ -162,6 +163,8 @@ int tp_fs_write_all(int fd, const void *buf, size_t n);
 int tp_fs_read_full(int fd, void *buf, size_t n, size_t *got);
 /* fsync a directory so a rename inside it is durable. */
 int tp_fs_fsync_dir(const char *dir);
+/* The same for an open directory; dir names it in errors. */
+int tp_fs_fsync_dirfd(int fd, const char *dir);
 /* Join two path parts with exactly one '/'; result malloc'd into *out. */
 int tp_path_join(char **out, const char *a, const char *b);
 bool tp_fs_is_dir(const char *path);
@@ -169,6 +172,12 @@ bool tp_fs_is_dir(const char *path);
  * Never blocks on a FIFO or device: those, directories and sockets are
  * TP_EINVAL "not a regular file"; a missing file is TP_ENOTFOUND. */
 int tp_fs_open_regular(const char *path, int *fd);
+/* The same relative to dirfd (AT_FDCWD: the working directory); flags may
+ * add O_NOFOLLOW, which makes a symlink as the last component ELOOP. */
+int tp_fs_openat_regular(int dirfd, const char *name, int flags, int *fd);
+/* Append a whole regular file to out (its cap bounds the size: TP_ETOOBIG);
+ * not regular is TP_EINVAL, as for tp_fs_open_regular. */
+int tp_fs_read_regular(const char *path, tp_buf *out);
 /* True when path is a regular file (following symlinks); never opens it. */
 bool tp_fs_is_regular(const char *path);
 

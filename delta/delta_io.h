@@ -10,15 +10,26 @@
 
 double tp_delta_now(void);
 
-/* A file written under a temporary name and renamed into place on success. */
+/*
+ * Where a compress or apply result goes. A regular file, or a path not there
+ * yet, is written under a temporary name beside it and renamed into place on
+ * success, so it is whole or untouched. A device or FIFO is written directly
+ * (direct): renaming over it would replace the device itself, and as root
+ * `-o /dev/null` would turn the system's /dev/null into a file. A symlink
+ * is written through: the regular file it points to is replaced and the
+ * link kept; a link to nothing is refused.
+ */
 typedef struct tp_tmpfile {
 	int fd;
-	char *path;
+	char *path;             /* the temporary; NULL when direct */
 	const char *final_path;
+	char *owned;            /* a symlink's resolved target */
+	bool direct;
 } tp_tmpfile;
 
 int tp_tmpfile_open(tp_tmpfile *t, const char *final_path);
-/* Publish (rc == 0) or discard (rc < 0); returns the final result. */
+/* Publish (rc == 0) or discard (rc < 0); returns the final result. A direct
+ * output cannot be discarded: what was written stays written. */
 int tp_tmpfile_finish(tp_tmpfile *t, int rc);
 
 typedef struct tp_reader {

@@ -28,45 +28,89 @@ double tp_delta_now(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+/* A device or FIFO is written in place: there is nothing to rename over. */
+static int open_direct(tp_tmpfile *t, const char *path)
+{
+	t->fd = open(path, O_WRONLY | O_CLOEXEC | O_NOCTTY);
+	if (t->fd < 0)
+		return tp_error_set_errno(tp_error_from_errno(errno), errno, "opening %s", path);
+	t->direct = true;
+	t->final_path = path;
+	return 0;
+}
+
+/* The regular file a new result replaces: path itself, or for a symlink
+ * the file it points to (malloc'd into t->owned), so the link survives. */
+static int publish_path(tp_tmpfile *t, const char *path)
+{
+	struct stat st;
+	if (stat(path, &st) == 0) {
+		if (S_ISDIR(st.st_mode))
+			return tp_error_set(TP_EINVAL, "%s is a directory", path);
+		if (!S_ISREG(st.st_mode))
+			return open_direct(t, path);
+		if (lstat(path, &st) == 0 && S_ISLNK(st.st_mode) && !(t->owned = realpath(path, NULL)))
+			return tp_error_set_errno(tp_error_from_errno(errno), errno, "resolving %s", path);
+	} else if (errno != ENOENT) {
+		return tp_error_set_errno(tp_error_from_errno(errno), errno, "stat %s", path);
+	} else if (lstat(path, &st) == 0) {
+		/* Creating the link's target would write somewhere nobody named. */
+		return tp_error_set(TP_EINVAL, "%s is a symbolic link to nothing", path);
+	}
+	t->final_path = t->owned ? t->owned : path;
+	return 0;
+}
+
 int tp_tmpfile_open(tp_tmpfile *t, const char *final_path)
 {
 	memset(t, 0, sizeof(*t));
 	t->fd = -1;
-	size_t n = strlen(final_path);
-	if (!(t->path = malloc(n + sizeof(".tmp.XXXXXX"))))
-		return tp_error_set(TP_ENOMEM, "out of memory");
-	memcpy(t->path, final_path, n);
+	int rc = publish_path(t, final_path);
+	if (rc < 0)
+		goto fail;
+	if (t->direct)
+		return 0;
+	size_t n = strlen(t->final_path);
+	if (!(t->path = malloc(n + sizeof(".tmp.XXXXXX")))) {
+		rc = tp_error_set(TP_ENOMEM, "out of memory");
+		goto fail;
+	}
+	memcpy(t->path, t->final_path, n);
 	memcpy(t->path + n, ".tmp.XXXXXX", sizeof(".tmp.XXXXXX"));
 	t->fd = mkstemp(t->path);
 	if (t->fd < 0) {
 		int e = errno;
 		free(t->path);
 		t->path = NULL;
-		return tp_error_set_errno(tp_error_from_errno(e), e, "creating a file next to %s",
-					  final_path);
+		rc = tp_error_set_errno(tp_error_from_errno(e), e, "creating a file next to %s",
+					t->final_path);
+		goto fail;
 	}
 	/* mkstemp makes 0600; give the result the usual umask-derived mode. */
 	mode_t um = umask(0);
 	umask(um);
 	fchmod(t->fd, 0666 & ~um);
-	t->final_path = final_path;
 	return 0;
+fail:
+	return tp_tmpfile_finish(t, rc);
 }
 
 int tp_tmpfile_finish(tp_tmpfile *t, int rc)
 {
 	if (t->fd >= 0) {
-		if (rc == 0 && fsync(t->fd) != 0)
-			rc = tp_error_set_errno(TP_EIO, errno, "fsync %s", t->path);
+		/* A FIFO or a character device cannot be fsync'd (EINVAL). */
+		if (rc == 0 && fsync(t->fd) != 0 && !(t->direct && errno == EINVAL))
+			rc = tp_error_set_errno(TP_EIO, errno, "fsync %s", t->path ? t->path : t->final_path);
 		if (close(t->fd) != 0 && rc == 0)
-			rc = tp_error_set_errno(TP_EIO, errno, "close %s", t->path);
+			rc = tp_error_set_errno(TP_EIO, errno, "close %s", t->path ? t->path : t->final_path);
 	}
-	if (rc == 0 && rename(t->path, t->final_path) != 0)
+	if (rc == 0 && t->path && rename(t->path, t->final_path) != 0)
 		rc = tp_error_set_errno(tp_error_from_errno(errno), errno, "renaming to %s",
 					t->final_path);
 	if (rc < 0 && t->path)
 		unlink(t->path);
 	free(t->path);
+	free(t->owned);
 	memset(t, 0, sizeof(*t));
 	t->fd = -1;
 	return rc;

@@ -4,7 +4,6 @@
 #include "delta_internal.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -14,17 +13,12 @@
 int tp_map_open(tp_map *m, const char *path)
 {
 	memset(m, 0, sizeof(*m));
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return tp_error_set_errno(tp_error_from_errno(errno), errno, "opening %s", path);
-	int rc = 0;
+	int fd, rc = tp_fs_open_regular(path, &fd);
+	if (rc < 0)
+		return rc;
 	struct stat sb;
 	if (fstat(fd, &sb) != 0) {
 		rc = tp_error_set_errno(TP_EIO, errno, "stat %s", path);
-		goto done;
-	}
-	if (!S_ISREG(sb.st_mode)) {
-		rc = tp_error_set(TP_EINVAL, "%s is not a regular file", path);
 		goto done;
 	}
 	m->size = (uint64_t)sb.st_size;

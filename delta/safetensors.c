@@ -6,7 +6,6 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -241,9 +240,10 @@ done:
 int tp_safetensors_open(tp_safetensors **out, const char *path)
 {
 	unsigned char *head = NULL;
-	int rc, fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return tp_error_set_errno(tp_error_from_errno(errno), errno, "opening %s", path);
+	int rc, fd;
+	/* Not regular (a FIFO, a device): no header and no size to trust. */
+	if ((rc = tp_fs_open_regular(path, &fd)) < 0)
+		return rc;
 	struct stat sb;
 	size_t got;
 	uint64_t hsize = 0;
@@ -339,23 +339,6 @@ static int add_shard(char ***paths, size_t *n, const char *dir, const char *file
 	return 0;
 }
 
-static int read_small_file(const char *path, tp_buf *b)
-{
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return tp_error_set_errno(tp_error_from_errno(errno), errno, "opening %s", path);
-	int rc = 0;
-	char tmp[65536];
-	for (;;) {
-		size_t got;
-		if ((rc = tp_fs_read_full(fd, tmp, sizeof(tmp), &got)) < 0 ||
-		    (rc = tp_buf_add(b, tmp, got)) < 0 || got < sizeof(tmp))
-			break;
-	}
-	close(fd);
-	return rc;
-}
-
 int tp_safetensors_index_shards(char ***out, size_t *n_out, const char *index_path)
 {
 	tp_buf b = TP_BUF_INIT(TP_ST_HEADER_MAX);
@@ -370,7 +353,7 @@ int tp_safetensors_index_shards(char ***out, size_t *n_out, const char *index_pa
 		*slash = '\0';
 	else
 		strcpy(dir, ".");
-	if ((rc = read_small_file(index_path, &b)) < 0)
+	if ((rc = tp_fs_read_regular(index_path, &b)) < 0)
 		goto done;
 	root = cJSON_ParseWithLength(b.ptr ? b.ptr : "", b.len);
 	const cJSON *map = cJSON_GetObjectItemCaseSensitive(root, "weight_map");

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -18,10 +19,13 @@
 static const char usage_compress[] =
 	"usage: tenpak delta compress [--base FILE]... TARGET -o OUT [--threads N] [--level N]\n"
 	"Write a delta that rebuilds TARGET from the bases (none: compress TARGET alone).\n"
-	"A --base ending in .index.json stands for all of its shards.\n";
+	"A --base ending in .index.json stands for all of its shards.\n"
+	"OUT may be - (stdout), a FIFO or a device: those are written in place.\n";
 static const char usage_apply[] =
 	"usage: tenpak delta apply [--base FILE]... DELTA -o OUT [--threads N]\n"
-	"Rebuild the file from DELTA and its bases; OUT is written only if its sha256 matches.\n";
+	"Rebuild the file from DELTA and its bases; OUT is written only if its sha256 matches.\n"
+	"OUT may be - (stdout), a FIFO or a device: those are written as the bytes come,\n"
+	"and a sha256 mismatch then shows only in the exit status.\n";
 static const char usage_estimate[] =
 	"usage: tenpak delta estimate [--base FILE]... TARGET [--json] [--threads N] [--level N]\n"
 	"Predict the delta size from a sample of each tensor's chunks.\n";
@@ -165,10 +169,9 @@ static void show_progress(void *ctx, uint64_t done, uint64_t total)
 
 static void want_progress(args *a, progress *p, const char *what, const char *path)
 {
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	off_t size = fd >= 0 ? lseek(fd, 0, SEEK_END) : 0;
-	if (fd >= 0)
-		close(fd);
+	/* stat, not open: opening a FIFO input here would consume its writer. */
+	struct stat st;
+	off_t size = stat(path, &st) == 0 && S_ISREG(st.st_mode) ? st.st_size : 0;
 	if (!isatty(STDERR_FILENO) || size < (off_t)PROGRESS_MIN)
 		return;
 	p->what = what;
@@ -176,14 +179,15 @@ static void want_progress(args *a, progress *p, const char *what, const char *pa
 	a->opts.progress_ctx = p;
 }
 
-static void print_summary(const char *verb, const tp_delta_stats *st, bool delta_is_output)
+static void print_summary(FILE *to, const char *verb, const tp_delta_stats *st,
+			  bool delta_is_output)
 {
 	char t[32], d[32];
 	tp_fmt_bytes(st->target_bytes, t, sizeof(t));
 	tp_fmt_bytes(st->delta_bytes, d, sizeof(d));
 	double ratio = st->target_bytes ? (double)st->delta_bytes / (double)st->target_bytes : 0;
 	double mibs = st->seconds > 0 ? (double)st->target_bytes / st->seconds / 1048576.0 : 0;
-	printf("%s %s %s %s: ratio %.4f (%.1f%% saved), %.2f s, %.1f MiB/s\n", verb,
+	fprintf(to, "%s %s %s %s: ratio %.4f (%.1f%% saved), %.2f s, %.1f MiB/s\n", verb,
 	       delta_is_output ? t : d, "->", delta_is_output ? d : t, ratio,
 	       100.0 * (1.0 - ratio), st->seconds, mibs);
 }
@@ -208,13 +212,41 @@ static bool parse_or_finish(const char *cmd, const char *usage, int argc, char *
 	return *rc || a->help;
 }
 
+static int open_input(const char *path, int *fd)
+{
+	*fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (*fd < 0)
+		return tp_error_set_errno(tp_error_from_errno(errno), errno, "opening %s", path);
+	return 0;
+}
+
 typedef int (*file_fn)(const char *in, const char *const *bases, size_t nbases,
 		       const char *out, const tp_delta_opts *opts, tp_delta_stats *stats);
+typedef int (*fd_fn)(const char *in, const char *const *bases, size_t nbases, int out,
+		     const tp_delta_opts *opts, tp_delta_stats *stats);
+
+static int compress_to_fd(const char *in, const char *const *bases, size_t nbases, int out,
+			  const tp_delta_opts *opts, tp_delta_stats *stats)
+{
+	return tp_delta_compress(in, bases, nbases, tp_delta_fd_write, &out, opts, stats);
+}
+
+static int apply_to_fd(const char *in, const char *const *bases, size_t nbases, int out,
+		       const tp_delta_opts *opts, tp_delta_stats *stats)
+{
+	int fd, rc = open_input(in, &fd);
+	if (rc < 0)
+		return rc;
+	rc = tp_delta_apply(tp_delta_fd_read, &fd, bases, nbases, out, opts, stats);
+	close(fd);
+	return rc;
+}
 
 /* compress and apply: one input, bases, -o OUT, a summary at the end. */
 typedef struct transfer {
 	const char *name, *usage, *operands, *done;
 	file_fn fn;
+	fd_fn to_fd; /* for -o - */
 	bool delta_is_output;
 } transfer;
 
@@ -228,24 +260,29 @@ static int run_transfer(const transfer *t, int argc, char **argv)
 		return rc;
 	if (!a.input || !a.out)
 		return usage_error(t->name, t->operands, NULL);
+	/* -o -: stdout carries the bytes and nothing else. */
+	bool to_stdout = strcmp(a.out, "-") == 0;
+	if (to_stdout && isatty(STDOUT_FILENO))
+		return usage_error(t->name, "refusing to write binary data to a terminal", NULL);
 	want_progress(&a, &p, t->name, a.input);
-	if (t->fn(a.input, a.bases, a.nbases, a.out, &a.opts, &st) < 0)
+	if ((to_stdout ? t->to_fd(a.input, a.bases, a.nbases, STDOUT_FILENO, &a.opts, &st)
+		       : t->fn(a.input, a.bases, a.nbases, a.out, &a.opts, &st)) < 0)
 		return fail();
-	print_summary(t->done, &st, t->delta_is_output);
+	print_summary(to_stdout ? stderr : stdout, t->done, &st, t->delta_is_output);
 	return 0;
 }
 
 static int cmd_compress(int argc, char **argv)
 {
 	static const transfer t = { "compress", usage_compress, "needs TARGET and -o OUT",
-				    "compressed", tp_delta_compress_file, true };
+				    "compressed", tp_delta_compress_file, compress_to_fd, true };
 	return run_transfer(&t, argc, argv);
 }
 
 static int cmd_apply(int argc, char **argv)
 {
 	static const transfer t = { "apply", usage_apply, "needs DELTA and -o OUT", "applied",
-				    tp_delta_apply_file, false };
+				    tp_delta_apply_file, apply_to_fd, false };
 	return run_transfer(&t, argc, argv);
 }
 
@@ -322,11 +359,9 @@ static int cmd_inspect(int argc, char **argv)
 		return rc;
 	if (!a.input || a.out || a.nbases)
 		return usage_error("inspect", "needs exactly one DELTA", NULL);
-	int fd = open(a.input, O_RDONLY | O_CLOEXEC);
-	if (fd < 0) {
-		tp_error_set_errno(tp_error_from_errno(errno), errno, "opening %s", a.input);
+	int fd;
+	if (open_input(a.input, &fd) < 0)
 		return fail();
-	}
 	rc = tp_delta_inspect(&m, tp_delta_fd_read, &fd);
 	close(fd);
 	if (rc < 0)

@@ -394,12 +394,24 @@ static int hf_hub_dir(char **out)
 	return TP_ENOTFOUND;
 }
 
+/* Whether path is a regular file. Anything else there but a directory (a
+ * FIFO, a device) is skipped, and said so: reading it could block forever,
+ * and the caches are written by other programs. */
+static bool hf_regular(const char *path, struct stat *st)
+{
+	if (stat(path, st) != 0)
+		return false;
+	if (!S_ISREG(st->st_mode) && !S_ISDIR(st->st_mode))
+		tp_log(TP_LOG_WARN, "skipping %s: not a regular file", path);
+	return S_ISREG(st->st_mode);
+}
+
 /* A file of a snapshot: its blob is named by sha256, which is the oid. */
 static int hf_file(const char *path, const char *shown, tp_lineage_file *f)
 {
 	char real[PATH_MAX], oid[TP_OID_HEXLEN + 1];
 	struct stat st;
-	if (!realpath(path, real) || stat(real, &st) != 0 || !S_ISREG(st.st_mode))
+	if (!realpath(path, real) || !hf_regular(real, &st))
 		return TP_ENOTFOUND;
 	const char *base = path_base(real);
 	if (tp_oid_valid(base))
@@ -418,19 +430,15 @@ static int hf_src_file(const model_src *src, const char *path, tp_lineage_file *
 static int hf_src_text(const model_src *src, const char *path, tp_buf *out)
 {
 	(void)src;
-	FILE *fp = fopen(path, "rb");
-	char chunk[65536];
-	size_t got;
-	int rc = 0;
-	if (!fp)
+	struct stat st;
+	if (!hf_regular(path, &st))
 		return TP_ENOTFOUND;
 	tp_buf_init(out, METADATA_MAX);
-	while (!rc && (got = fread(chunk, 1, sizeof(chunk), fp)) > 0)
-		rc = tp_buf_add(out, chunk, got);
-	fclose(fp);
+	/* Still refuses what became a FIFO since hf_regular looked. */
+	int rc = tp_fs_read_regular(path, out);
 	if (rc)
 		tp_buf_free(out);
-	return rc;
+	return rc == TP_EINVAL || rc == TP_ENOTFOUND ? TP_ENOTFOUND : rc;
 }
 
 static int hf_snapshot(const char *snap, const char *fname, tp_lineage_candidate *c)
@@ -459,17 +467,17 @@ static int hf_cache_find(const char *name, const char *fname, tp_lineage_candida
 	rc = TP_ENOTFOUND;
 	char *ref_path = NULL;
 	if (tp_path_join(&ref_path, repo_dir, "refs/main") == 0) {
-		FILE *f = fopen(ref_path, "r");
-		char rev[128] = "";
-		if (f) {
-			if (fgets(rev, sizeof(rev), f))
-				rev[strcspn(rev, "\r\n")] = '\0';
-			fclose(f);
-		}
+		/* A revision: one line of at most 127 characters. */
+		tp_buf rev = TP_BUF_INIT(128);
 		char *snap = NULL;
-		if (rev[0] && !strchr(rev, '/') && tp_path_join(&snap, snaps, rev) == 0)
-			rc = hf_snapshot(snap, fname, c);
+		struct stat st;
+		if (hf_regular(ref_path, &st) && tp_fs_read_regular(ref_path, &rev) == 0 && rev.ptr) {
+			rev.ptr[strcspn(rev.ptr, "\r\n")] = '\0';
+			if (rev.ptr[0] && !strchr(rev.ptr, '/') && tp_path_join(&snap, snaps, rev.ptr) == 0)
+				rc = hf_snapshot(snap, fname, c);
+		}
 		free(snap);
+		tp_buf_free(&rev);
 		free(ref_path);
 	}
 	DIR *d = rc ? opendir(snaps) : NULL;
