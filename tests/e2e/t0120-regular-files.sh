@@ -65,7 +65,8 @@ test_expect_success 'HF cache: FIFOs as snapshot files are skipped; the model is
 	lineage_and_push snap &&
 	grep -q "skipping $hf_dir/snapshots/0123abcd/model.safetensors: not a regular file" lineage.err &&
 	grep -q "skipping $hf_dir/snapshots/0123abcd/model.safetensors.index.json: not a regular file" lineage.err &&
-	! grep -q "Hugging Face cache" lineage.out &&
+	! grep -q "(Hugging Face cache)" lineage.out &&
+	grep -q "unresolved \"acme/fifo-snap\"" lineage.out &&
 	grep -q "choice: whole" lineage.out &&
 	grep -q "skipping .*model.safetensors.index.json: not a regular file" push.err &&
 	test "$(count_objects "$TRASH/store")" -ge 1
