@@ -52,18 +52,6 @@ const char *tp_log_trace_file(void)
 
 int tp_log_open_file(const char *path)
 {
-	char *dir = strdup(path);
-	if (!dir)
-		return tp_error_set(TP_ENOMEM, "out of memory");
-	char *slash = strrchr(dir, '/');
-	int rc = 0;
-	if (slash && slash != dir) {
-		*slash = '\0';
-		rc = tp_fs_mkdirs(dir);
-	}
-	free(dir);
-	if (rc)
-		return rc;
 	/* O_NONBLOCK: a FIFO named by mistake must not hang the agent. */
 	int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY | O_NONBLOCK, 0600);
 	if (fd < 0)

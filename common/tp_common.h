@@ -95,8 +95,8 @@ bool tp_log_enabled(int level);
 bool tp_log_trace_requested(void);
 /* TENPAK_TRACE when it is an absolute path: the file to log to; else NULL. */
 const char *tp_log_trace_file(void);
-/* From now on also append each line, timestamped, to path (0600, parent
- * directories made); the first line written says where the log goes. */
+/* From now on also append each line, timestamped, to path (created 0600 in
+ * an existing directory); the first line written says where the log goes. */
 int tp_log_open_file(const char *path);
 void tp_log(int level, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));

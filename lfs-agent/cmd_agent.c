@@ -258,15 +258,18 @@ static void trace_setup(void)
 	if (!tp_log_trace_requested())
 		return;
 	const char *named = tp_log_trace_file();
-	char *path = NULL;
+	char *dir = NULL, *path = NULL;
 	tp_lineage_repo *repo = NULL;
 	int rc = 0;
-	if (!named && (rc = tp_lineage_repo_open(&repo)) == 0)
-		rc = tp_path_join(&path, tp_lineage_repo_common_dir(repo), "tenpak/trace.log");
+	if (!named && (rc = tp_lineage_repo_open(&repo)) == 0 &&
+	    (rc = tp_path_join(&dir, tp_lineage_repo_common_dir(repo), "tenpak")) == 0 &&
+	    (rc = tp_fs_mkdirs(dir)) == 0)
+		rc = tp_path_join(&path, dir, "trace.log");
 	if (!rc)
 		rc = tp_log_open_file(named ? named : path);
 	if (rc)
 		tp_log(TP_LOG_WARN, "no trace log file: %s", tp_error_last());
+	free(dir);
 	free(path);
 	tp_lineage_repo_free(repo);
 }

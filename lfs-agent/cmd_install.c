@@ -27,8 +27,6 @@
 #define KEY_ARGS "lfs.customtransfer." AGENT_NAME ".args"
 #define KEY_CONCURRENT "lfs.customtransfer." AGENT_NAME ".concurrent"
 #define KEY_STORE "tenpak.store"
-/* lfs.<url>.standalonetransferagent, as libgit2 lists keys. */
-#define RE_SCOPED "^lfs\\..+\\.standalonetransferagent$"
 
 #define MAX_REMOTES 32
 
@@ -507,7 +505,8 @@ static int uninstall_from(tp_lineage_config *cfg, const opts *o, int *removed)
 		for (size_t i = 0; !rc && i < sizeof(keys) / sizeof(keys[0]); i++)
 			rc = remove_key(cfg, keys[i], NULL, &s.removed);
 		if (!rc)
-			rc = tp_lineage_config_each(cfg, RE_SCOPED, remove_scoped, &s);
+			rc = tp_lineage_config_each(cfg, "lfs.", ".standalonetransferagent",
+						    remove_scoped, &s);
 	}
 	if (!rc && s.removed)
 		printf("tenpak removed from %s (%d key%s)\n", tp_lineage_config_path(cfg), s.removed,

@@ -52,12 +52,12 @@ int tp_lineage_config_set(tp_lineage_config *c, const char *key, const char *val
 /* Remove key from this file; an absent key is not an error. */
 int tp_lineage_config_unset(tp_lineage_config *c, const char *key);
 /* Call fn(ctx, key, value) for each key of this file (not of its include.path
- * files) matching regex (as 'git config --get-regexp', keys in their
- * canonical form); a non-zero
- * return from fn stops and is returned. fn may set or unset keys of c. */
+ * files) that starts with prefix and ends with suffix, in canonical form
+ * ("lfs.<url>.standalonetransferagent"); a non-zero return from fn stops and
+ * is returned. fn may set or unset keys of c. */
 typedef int (*tp_lineage_config_fn)(void *ctx, const char *key, const char *value);
-int tp_lineage_config_each(tp_lineage_config *c, const char *regex, tp_lineage_config_fn fn,
-			   void *ctx);
+int tp_lineage_config_each(tp_lineage_config *c, const char *prefix, const char *suffix,
+			   tp_lineage_config_fn fn, void *ctx);
 
 /* ---- lineage: which base a model file was derived from ----------------- */
 
