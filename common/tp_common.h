@@ -82,14 +82,22 @@ static inline bool tp_mul_ok(size_t a, size_t b, size_t *out)
 	return !__builtin_mul_overflow(a, b, out);
 }
 
-/* ---- logging (stderr only) --------------------------------------------- */
+/* ---- logging (stderr, plus a trace file when asked) --------------------- */
 
 enum { TP_LOG_ERROR = 0, TP_LOG_WARN = 1, TP_LOG_INFO = 2, TP_LOG_TRACE = 3 };
 
-/* Reads TENPAK_TRACE / GIT_TRACE once; "1", "true" or "2" enable tracing. */
+/* Reads TENPAK_TRACE / GIT_TRACE once; any value but "", "0" or "false"
+ * enables tracing. */
 void tp_log_init(const char *progname);
 void tp_log_set_level(int level);
 bool tp_log_enabled(int level);
+/* TENPAK_TRACE is set to a true value (GIT_TRACE does not count). */
+bool tp_log_trace_requested(void);
+/* TENPAK_TRACE when it is an absolute path: the file to log to; else NULL. */
+const char *tp_log_trace_file(void);
+/* From now on also append each line, timestamped, to path (created 0600 in
+ * an existing directory); the first line written says where the log goes. */
+int tp_log_open_file(const char *path);
 void tp_log(int level, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 #define tp_trace(...) \

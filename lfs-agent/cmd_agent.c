@@ -26,7 +26,11 @@ static const char agent_help[] =
 	"\n"
 	"The store is TENPAK_STORE if set, else git config tenpak.store of the\n"
 	"repository git-lfs runs in, else the per-user default store.\n"
-	"Set TENPAK_TRACE=1 (or GIT_TRACE=1) for a log on stderr.\n";
+	"\n"
+	"TENPAK_TRACE=1 appends a log of each session to\n"
+	"<git-common-dir>/tenpak/trace.log (.git/tenpak/trace.log), and\n"
+	"TENPAK_TRACE=/abs/file to that file: git-lfs shows an agent's stderr\n"
+	"only under GIT_TRACE=1, which also puts this log there.\n";
 
 typedef struct agent {
 	tp_proto_reader in;
@@ -246,6 +250,30 @@ static int serve(agent *a)
 	}
 }
 
+/* git-lfs hides our stderr unless GIT_TRACE is set, so TENPAK_TRACE alone
+ * must leave its log where the user can find it. Failing to open it costs
+ * the log, never the transfer. */
+static void trace_setup(void)
+{
+	if (!tp_log_trace_requested())
+		return;
+	const char *named = tp_log_trace_file();
+	char *dir = NULL, *path = NULL;
+	tp_lineage_repo *repo = NULL;
+	int rc = 0;
+	if (!named && (rc = tp_lineage_repo_open(&repo)) == 0 &&
+	    (rc = tp_path_join(&dir, tp_lineage_repo_common_dir(repo), "tenpak")) == 0 &&
+	    (rc = tp_fs_mkdirs(dir)) == 0)
+		rc = tp_path_join(&path, dir, "trace.log");
+	if (!rc)
+		rc = tp_log_open_file(named ? named : path);
+	if (rc)
+		tp_log(TP_LOG_WARN, "no trace log file: %s", tp_error_last());
+	free(dir);
+	free(path);
+	tp_lineage_repo_free(repo);
+}
+
 int tp_cmd_agent(int argc, char **argv)
 {
 	int npos = 0;
@@ -264,6 +292,7 @@ int tp_cmd_agent(int argc, char **argv)
 	 * limit as EFBIG: both are errors to report, not reasons to die. */
 	signal(SIGPIPE, SIG_IGN);
 	signal(SIGXFSZ, SIG_IGN);
+	trace_setup();
 	agent a = { .out = TP_BUF_INIT(TP_PROTO_LINE_MAX) };
 	int rc = tp_proto_reader_init(&a.in, STDIN_FILENO);
 	if (!rc)

@@ -14,7 +14,7 @@ static const struct command {
 	int (*run)(int argc, char **argv);
 	const char *summary;
 } commands[] = {
-	{ "install", tp_cmd_install, "configure git-lfs to transfer through tenpak" },
+	{ "install", tp_cmd_install, "register tenpak with git-lfs and route remotes to it" },
 	{ "uninstall", tp_cmd_uninstall, "remove exactly what 'tenpak install' wrote" },
 	{ "agent", tp_cmd_agent, "the git-lfs custom transfer agent (started by git-lfs)" },
 	{ "key", tp_cmd_key, "signing keys for manifest provenance" },

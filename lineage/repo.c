@@ -16,6 +16,11 @@ static pthread_once_t git_once = PTHREAD_ONCE_INIT;
 static void git_init(void)
 {
 	git_libgit2_init();
+	/* Like git: GIT_CONFIG_NOSYSTEM hides /etc/gitconfig. libgit2 would
+	 * still read it, and then see settings git itself ignores. */
+	const char *nosys = getenv("GIT_CONFIG_NOSYSTEM");
+	if (nosys && *nosys && strcmp(nosys, "0") != 0 && strcmp(nosys, "false") != 0)
+		git_libgit2_opts(GIT_OPT_SET_SEARCH_PATH, GIT_CONFIG_LEVEL_SYSTEM, "");
 }
 
 int tp_lineage_git_fail(int code, const char *what)
@@ -59,6 +64,11 @@ void tp_lineage_repo_free(tp_lineage_repo *r)
 	tp_lineage_index_clear(r);
 	git_repository_free(r->repo);
 	free(r);
+}
+
+const char *tp_lineage_repo_common_dir(tp_lineage_repo *r)
+{
+	return git_repository_commondir(r->repo);
 }
 
 int tp_lineage_repo_object_path(tp_lineage_repo *r, const char *oid, char **out)
@@ -187,8 +197,33 @@ int tp_lineage_config_read(tp_lineage_config *c, const char *key, char **out)
 	return rc;
 }
 
+int tp_lineage_config_read_own(tp_lineage_config *c, const char *key, char **out)
+{
+	git_config *snap = NULL;
+	git_config_entry *e = NULL;
+	if (git_config_snapshot(&snap, c->cfg) < 0)
+		return tp_lineage_git_fail(TP_ECONFIG, c->path);
+	int rc = 0, err = git_config_get_entry(&e, snap, key);
+	if (err == GIT_ENOTFOUND || (err == 0 && e->include_depth > 0))
+		rc = tp_error_set(TP_ENOTFOUND, "%s is not set in %s", key, c->path);
+	else if (err < 0)
+		rc = tp_lineage_git_fail(TP_ECONFIG, key);
+	else if (!(*out = strdup(e->value ? e->value : "")))
+		rc = tp_error_set(TP_ENOMEM, "out of memory");
+	git_config_entry_free(e);
+	git_config_free(snap);
+	return rc;
+}
+
 int tp_lineage_config_set(tp_lineage_config *c, const char *key, const char *value)
 {
+	/* Already so (maybe through include.path, where libgit2 refuses to
+	 * write): nothing to do. */
+	char *now = NULL;
+	bool same = tp_lineage_config_read(c, key, &now) == 0 && strcmp(now, value) == 0;
+	free(now);
+	if (same)
+		return 0;
 	if (git_config_set_string(c->cfg, key, value) < 0)
 		return tp_lineage_git_fail(TP_ECONFIG, c->path);
 	return 0;
@@ -200,4 +235,36 @@ int tp_lineage_config_unset(tp_lineage_config *c, const char *key)
 	if (err < 0 && err != GIT_ENOTFOUND)
 		return tp_lineage_git_fail(TP_ECONFIG, c->path);
 	return 0;
+}
+
+static bool affixed(const char *s, const char *prefix, const char *suffix)
+{
+	size_t n = strlen(s), p = strlen(prefix), x = strlen(suffix);
+	return n >= p + x && strncmp(s, prefix, p) == 0 && strcmp(s + n - x, suffix) == 0;
+}
+
+int tp_lineage_config_each(tp_lineage_config *c, const char *prefix, const char *suffix,
+			   tp_lineage_config_fn fn, void *ctx)
+{
+	/* A snapshot, so fn may set or unset keys of c as it goes. (No regex:
+	 * libgit2 1.5's regex matching leaks per entry.) */
+	git_config *snap = NULL;
+	git_config_iterator *it = NULL;
+	git_config_entry *e;
+	int rc = 0, err;
+	if (git_config_snapshot(&snap, c->cfg) < 0 || git_config_iterator_new(&it, snap) < 0) {
+		rc = tp_lineage_git_fail(TP_ECONFIG, c->path);
+		goto done;
+	}
+	while (!rc && (err = git_config_next(&e, it)) == 0) {
+		/* a key from a file named by include.path is not this file's */
+		if (e->include_depth == 0 && affixed(e->name, prefix, suffix))
+			rc = fn(ctx, e->name, e->value ? e->value : "");
+	}
+	if (!rc && err != GIT_ITEROVER)
+		rc = tp_lineage_git_fail(TP_ECONFIG, c->path);
+done:
+	git_config_iterator_free(it);
+	git_config_free(snap);
+	return rc;
 }

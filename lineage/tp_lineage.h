@@ -22,6 +22,8 @@ void tp_lineage_repo_free(tp_lineage_repo *r);
 /* The directory git-lfs keeps objects and temp files in: lfs.storage if
  * set (relative to the common git dir), else <common git dir>/lfs. */
 int tp_lineage_repo_lfs_dir(tp_lineage_repo *r, char **out);
+/* The git dir shared by all worktrees of the repository. */
+const char *tp_lineage_repo_common_dir(tp_lineage_repo *r);
 
 /* Read key from the repository's effective config (local, global, system),
  * or with r == NULL from the global and system config only.
@@ -41,9 +43,21 @@ void tp_lineage_config_free(tp_lineage_config *c);
 const char *tp_lineage_config_path(const tp_lineage_config *c);
 /* Value of key in this file only; TP_ENOTFOUND when unset there. */
 int tp_lineage_config_read(tp_lineage_config *c, const char *key, char **out);
+/* Like tp_lineage_config_read, but a value that comes from a file named by
+ * include.path is TP_ENOTFOUND: only this file's own keys can be unset. */
+int tp_lineage_config_read_own(tp_lineage_config *c, const char *key, char **out);
+/* Set key in this file; a key that already has value (here or through
+ * include.path) is left as it is. */
 int tp_lineage_config_set(tp_lineage_config *c, const char *key, const char *value);
 /* Remove key from this file; an absent key is not an error. */
 int tp_lineage_config_unset(tp_lineage_config *c, const char *key);
+/* Call fn(ctx, key, value) for each key of this file (not of its include.path
+ * files) that starts with prefix and ends with suffix, in canonical form
+ * ("lfs.<url>.standalonetransferagent"); a non-zero return from fn stops and
+ * is returned. fn may set or unset keys of c. */
+typedef int (*tp_lineage_config_fn)(void *ctx, const char *key, const char *value);
+int tp_lineage_config_each(tp_lineage_config *c, const char *prefix, const char *suffix,
+			   tp_lineage_config_fn fn, void *ctx);
 
 /* ---- lineage: which base a model file was derived from ----------------- */
 

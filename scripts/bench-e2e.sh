@@ -85,7 +85,7 @@ fresh_home stock
 run_case "git-lfs file://" 'dir_bytes "$d/remote.git/lfs/objects"'
 
 fresh_home local
-"$tenpak" install --store "$work/local/store" >/dev/null
+"$tenpak" install --remote "$work" --store "$work/local/store" >/dev/null
 run_case "tenpak local store" 'dir_bytes "$work/local/store/objects"'
 
 if sh "$root/scripts/s3rver.sh" install 2>/dev/null; then
@@ -93,7 +93,7 @@ if sh "$root/scripts/s3rver.sh" install 2>/dev/null; then
 	set -- $(sh "$root/scripts/s3rver.sh" start "$work/s3/data" bench)
 	s3pid=$1
 	export AWS_ACCESS_KEY_ID=S3RVER AWS_SECRET_ACCESS_KEY=S3RVER
-	"$tenpak" install --store "s3://bench/models?endpoint=http://127.0.0.1:$2" >/dev/null
+	"$tenpak" install --remote "$work" --store "s3://bench/models?endpoint=http://127.0.0.1:$2" >/dev/null
 	run_case "tenpak s3 (s3rver)" 'dir_bytes "$work/s3/data/bench" -name "*._S3rver_object"'
 else
 	echo "| tenpak s3 (s3rver)     | skipped: s3rver could not be installed from npm |"

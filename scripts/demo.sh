@@ -34,8 +34,8 @@ git config --global user.email "demo@tenpak.invalid"
 git config --global init.defaultBranch main
 git lfs install --skip-repo >/dev/null
 
-step "tenpak install --store $demo/store"
-"$tenpak" install --store "$demo/store"
+step "tenpak install --store $demo/store --remote $demo/remote.git"
+"$tenpak" install --store "$demo/store" --remote "$demo/remote.git"
 
 step "a repository with a base model and a fine-tune of it (generated, BF16)"
 git init -q --bare "$demo/remote.git"

@@ -7,7 +7,7 @@ STORE="$TRASH/store"
 SIZES="0 1 2 100 4095 4096 65537 1048575 1048576 1048577 3145728 5242887"
 
 test_expect_success 'setup: tenpak installed, repository with 13 model files' '
-	"$TENPAK" install --store "$STORE" >/dev/null &&
+	"$TENPAK" install --remote "$TRASH" --store "$STORE" >/dev/null &&
 	new_repo work &&
 	cd work &&
 	i=0 &&

@@ -6,7 +6,7 @@
 STORE="$TRASH/store"
 
 test_expect_success 'setup: push 6 objects' '
-	"$TENPAK" install --store "$STORE" >/dev/null &&
+	"$TENPAK" install --remote "$TRASH" --store "$STORE" >/dev/null &&
 	new_repo work &&
 	cd work &&
 	for i in 1 2 3 4 5 6; do

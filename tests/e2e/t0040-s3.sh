@@ -39,7 +39,7 @@ objects_in_bucket() {
 
 test_expect_success 'setup: s3rver running, tenpak pointed at a bucket' '
 	start_server &&
-	"$TENPAK" install --store "s3://$BUCKET/team/models" >/dev/null &&
+	"$TENPAK" install --remote "$TRASH" --store "s3://$BUCKET/team/models" >/dev/null &&
 	git config --global tenpak.s3.endpoint "http://127.0.0.1:$(cat s3.port)" &&
 	git config --global tenpak.s3.partsize 5M &&
 	git config --global tenpak.s3.retries 2

@@ -35,7 +35,7 @@ clone_check() {
 }
 
 test_expect_success 'setup' '
-	"$TENPAK" install >/dev/null
+	"$TENPAK" install --remote "$TRASH" >/dev/null
 '
 
 test_expect_success 'history: a fine-tune at the same path costs a fraction of its size' '

@@ -26,7 +26,7 @@ test_expect_success 'a key readable by others is refused' '
 '
 
 test_expect_success 'push signs every manifest with tenpak.signingkey' '
-	"$TENPAK" install >/dev/null &&
+	"$TENPAK" install --remote "$TRASH" >/dev/null &&
 	new_repo signed &&
 	mkdir -p signed/base signed/finetuned &&
 	"$TP_GEN" model signed/base/model.safetensors 5 &&

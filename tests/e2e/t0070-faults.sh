@@ -24,7 +24,7 @@ fsck_clean() {
 }
 
 test_expect_success 'setup: agent wrapper' '
-	"$TENPAK" install >/dev/null &&
+	"$TENPAK" install --remote "$TRASH" >/dev/null &&
 	git config --global lfs.customtransfer.tenpak.path "$TRASH/agent-wrapper"
 '
 
