@@ -41,7 +41,7 @@ lineage_and_push() {
 }
 
 test_expect_success 'setup' '
-	"$TENPAK" install >/dev/null
+	"$TENPAK" install --remote "$TRASH" >/dev/null
 '
 
 test_expect_success 'HF cache: a FIFO at refs/main is skipped; the snapshot is still found' '

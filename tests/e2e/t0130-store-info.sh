@@ -31,7 +31,7 @@ fake_hf() {
 }
 
 test_expect_success 'setup: a fine-tune of a base from the HF cache, and a plain file' '
-	"$TENPAK" install >/dev/null &&
+	"$TENPAK" install --remote "$TRASH" >/dev/null &&
 	new_repo hf &&
 	mkdir -p hf/finetuned gen &&
 	"$TP_GEN" model gen/base.safetensors 21 &&
