@@ -1,7 +1,7 @@
 /* `tenpak eval`: perplexity, KL divergence and speed of a causal LM. */
 #include "cli.h"
 #include "tp_common.h"
-#include "tp_optimize.h"
+#include "tp_runtime.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -129,7 +129,7 @@ static int load_text_ids(const char *model_dir, const char *text_path, const tp_
 	/* Special-token text in the file is text, as in llama.cpp's perplexity. */
 	if (rc == 0)
 		rc = tp_tokenizer_encode(tok, text.ptr ? text.ptr : "", text.len, false, ids, n);
-	*bos = no_bos ? -1 : tp_eval_bos(tp_model_get_config(m), tok);
+	*bos = no_bos ? -1 : tp_runtime_choose_bos(tp_model_get_config(m), tok);
 done:
 	if (f)
 		fclose(f);
@@ -214,7 +214,7 @@ static int measure_decode(const tp_model *m, const int32_t *ids, size_t n, size_
 	*s = (tp_speed_result){ 0 };
 	if (decode == 0 || prefill == 0)
 		return 0;
-	return tp_eval_speed(m, ids, prefill, decode, s);
+	return tp_runtime_eval_speed(m, ids, prefill, decode, s);
 }
 
 int tp_cmd_eval(int argc, char **argv)
@@ -239,7 +239,7 @@ int tp_cmd_eval(int argc, char **argv)
 		goto done;
 	if (isatty(STDERR_FILENO))
 		o.progress = show_progress;
-	if ((rc = tp_eval_perplexity(m, ref, ids, n, &o, &r)) < 0 ||
+	if ((rc = tp_runtime_eval_perplexity(m, ref, ids, n, &o, &r)) < 0 ||
 	    (rc = measure_decode(m, ids, n, decode, &s)) < 0)
 		goto done;
 	threads = tp_pool_threads(tp_model_pool(m));

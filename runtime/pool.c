@@ -1,5 +1,5 @@
 /* A small persistent thread pool: parallel loops over task indices. */
-#include "tp_optimize.h"
+#include "tp_runtime.h"
 
 #include <pthread.h>
 #include <stdatomic.h>

@@ -1,9 +1,9 @@
-/* Helpers shared by the optimize tests: fixture paths and reference data. */
+/* Helpers shared by the runtime tests: fixture paths and reference data. */
 #ifndef TP_EVALTEST_H
 #define TP_EVALTEST_H
 
 #include "tp_delta.h"
-#include "tp_optimize.h"
+#include "tp_runtime.h"
 
 #include <fcntl.h>
 #include <stdarg.h>

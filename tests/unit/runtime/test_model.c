@@ -28,7 +28,7 @@ static double logprob_error(tp_model *m, const char *ref_path, double *rel_out)
 			goto done;
 		}
 		for (size_t i = 0; i < 64; i++) {
-			tp_log_softmax(lg + i * V, V, lg + i * V);
+			tp_runtime_log_softmax(lg + i * V, V, lg + i * V);
 			for (size_t v = 0; v < V; v++) {
 				double want = ref[(s * 64 + i) * V + v], got = lg[i * V + v];
 				double e = fabs(got - want), r = e / fmax(1.0, fabs(want));

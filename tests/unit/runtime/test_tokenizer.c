@@ -105,9 +105,9 @@ static void test_llama3_style(void)
 	check_ids(t, "Hey", false, IDS(258, 121));
 	check_ids(t, "<|begin_of_text|>Hello", true, IDS(300, 256));
 	tp_model_config c = { .bos_id = -1 };
-	CHECK_EQ_INT(tp_eval_bos(&c, t), 300);
+	CHECK_EQ_INT(tp_runtime_choose_bos(&c, t), 300);
 	c.bos_id = 7;
-	CHECK_EQ_INT(tp_eval_bos(&c, t), 7);
+	CHECK_EQ_INT(tp_runtime_choose_bos(&c, t), 7);
 	tp_tokenizer_free(t);
 }
 
