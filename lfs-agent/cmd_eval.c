@@ -56,7 +56,8 @@ static bool parse_size(const char *s, size_t max, size_t *out)
 	return true;
 }
 
-/* Fill opts from the flags; a usage error (exit 2) is reported here. */
+/* Fill opts from the flags. Returns TP_CLI_PARSED, TP_CLI_HELP after
+ * printing the help, or TP_EXIT_USAGE after printing why. */
 static int parse_args(int argc, char **argv, args *a, tp_eval_opts *o, size_t *threads,
 		      size_t *decode)
 {
@@ -69,10 +70,8 @@ static int parse_args(int argc, char **argv, args *a, tp_eval_opts *o, size_t *t
 		{ "--no-bos", &a->no_bos, NULL }, { 0 },
 	};
 	int npos = 0, rc = tp_cli_parse("eval", argc, argv, opts, &npos);
-	if (rc == TP_CLI_HELP) {
+	if (rc == TP_CLI_HELP)
 		fputs(usage, stdout);
-		return TP_EXIT_OK;
-	}
 	if (rc != TP_CLI_PARSED)
 		return rc;
 	if (npos != 1)
@@ -92,7 +91,7 @@ static int parse_args(int argc, char **argv, args *a, tp_eval_opts *o, size_t *t
 	    (a->decode && !parse_size(a->decode, 1u << 16, decode)))
 		return tp_cli_usage_error("eval", "bad number in --ctx, --stride, --max-tokens, "
 					  "--threads or --decode");
-	return -1; /* go on */
+	return TP_CLI_PARSED;
 }
 
 static int show_progress(void *ctx, uint64_t done, uint64_t total)
@@ -223,8 +222,8 @@ int tp_cmd_eval(int argc, char **argv)
 	tp_eval_opts o = { 0 };
 	size_t threads = 0, decode = 0, n = 0;
 	int rc = parse_args(argc, argv, &a, &o, &threads, &decode);
-	if (rc >= 0)
-		return rc;
+	if (rc != TP_CLI_PARSED)
+		return rc == TP_CLI_HELP ? TP_EXIT_OK : rc;
 	tp_model *m = NULL, *ref = NULL;
 	int32_t *ids = NULL;
 	tp_eval_result r;
