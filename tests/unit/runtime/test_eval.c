@@ -69,14 +69,10 @@ static void test_repo_ppl(void)
 		check_ppl(models[i], tpt_path("%s/eval", data_dir), names[i], ids, nids);
 }
 
-/* F32 and F16 from the shared fixtures, when present. */
+/* F32 and F16 from the shared fixtures. */
 static void test_shared_ppl(void)
 {
 	const char *variants[] = { "base", "full_ft" }, *dtypes[] = { "F32", "F16" };
-	if (access(tpt_path("%s/README.md", shared_dir), R_OK) != 0) {
-		fprintf(stderr, "   (no shared fixtures: skipped)\n");
-		return;
-	}
 	for (size_t i = 0; ids && i < 2; i++)
 		for (size_t d = 0; d < 2; d++) {
 			tp_model *m = NULL;
@@ -147,6 +143,8 @@ int main(int argc, char **argv)
 {
 	data_dir = argc > 1 ? argv[1] : "tests/data";
 	shared_dir = argc > 2 ? argv[2] : NULL;
+	if (shared_dir && !tpt_have(tpt_path("%s/README.md", shared_dir), "shared fixtures"))
+		return TPT_SKIP;
 	ids = tpt_heldout_ids(data_dir, &nids);
 	CHECK(ids != NULL);
 	/* The shared fixtures' other dtypes run as their own ctest test. */

@@ -70,14 +70,10 @@ static void test_repo_logprobs(void)
 	}
 }
 
-/* Every dtype of the shared fixtures, when that checkout is next to ours. */
+/* Every dtype of the shared fixtures. */
 static void test_shared_logprobs(void)
 {
 	const char *variants[] = { "base", "full_ft" }, *dtypes[] = { "F32", "F16", "BF16" };
-	if (!shared_dir || access(tpt_path("%s/README.md", shared_dir), R_OK) != 0) {
-		fprintf(stderr, "   (no shared fixtures: skipped)\n");
-		return;
-	}
 	for (size_t i = 0; i < 2; i++)
 		for (size_t d = 0; d < 3; d++) {
 			tp_model *m = NULL;
@@ -228,8 +224,15 @@ int main(int argc, char **argv)
 {
 	data_dir = argc > 1 ? argv[1] : "tests/data";
 	shared_dir = argc > 2 ? argv[2] : NULL;
+	/* With the shared fixtures' directory, only they are tested (a test of
+	 * its own, skipped when that checkout is not next to ours). */
+	if (shared_dir) {
+		if (!tpt_have(tpt_path("%s/README.md", shared_dir), "shared fixtures"))
+			return TPT_SKIP;
+		TP_TEST_RUN(test_shared_logprobs);
+		return TP_TEST_RESULT();
+	}
 	TP_TEST_RUN(test_repo_logprobs);
-	TP_TEST_RUN(test_shared_logprobs);
 	TP_TEST_RUN(test_kv_cache_and_kernels);
 	TP_TEST_RUN(test_linear_interface);
 	TP_TEST_RUN(test_config_errors);
