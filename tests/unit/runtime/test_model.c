@@ -148,6 +148,40 @@ static int count_layers(void *ctx, const char *name, const float *w, const float
 	return TP_ENOTFOUND;
 }
 
+static void count_task(void *ctx, size_t i, size_t n)
+{
+	int *hits = ctx;
+	if (i < n)
+		__atomic_fetch_add(&hits[i], 1, __ATOMIC_RELAXED);
+}
+
+/* Threads 0 means every online core (common's one count); a loop runs each
+ * task exactly once, on a pool or inline. */
+static void test_pool(void)
+{
+	long online = sysconf(_SC_NPROCESSORS_ONLN);
+	unsigned cores = tp_cpu_count();
+	CHECK(cores >= 1);
+	if (online > 0)
+		CHECK_EQ_INT(cores, online);
+	tp_pool *p = NULL;
+	CHECK_EQ_INT(tp_pool_new(&p, 0), 0);
+	if (p)
+		CHECK_EQ_INT(tp_pool_threads(p), cores > 256 ? 256 : cores);
+	tp_pool_free(p);
+	p = NULL;
+	CHECK_EQ_INT(tp_pool_new(&p, 3), 0);
+	tp_pool *pools[] = { p, NULL };
+	for (size_t k = 0; k < 2; k++) {
+		int hits[1000] = { 0 }, once = 0;
+		tp_pool_run(pools[k], 1000, count_task, hits);
+		for (size_t i = 0; i < 1000; i++)
+			once += hits[i] == 1;
+		CHECK_EQ_INT(once, 1000);
+	}
+	tp_pool_free(p);
+}
+
 static void test_linear_interface(void)
 {
 	int calls = 0;
@@ -233,6 +267,7 @@ int main(int argc, char **argv)
 		return TP_TEST_RESULT();
 	}
 	TP_TEST_RUN(test_repo_logprobs);
+	TP_TEST_RUN(test_pool);
 	TP_TEST_RUN(test_kv_cache_and_kernels);
 	TP_TEST_RUN(test_linear_interface);
 	TP_TEST_RUN(test_config_errors);
