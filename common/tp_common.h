@@ -192,4 +192,10 @@ bool tp_fs_is_regular(const char *path);
 /* Human-readable byte count ("1.5 MiB") into out. */
 void tp_fmt_bytes(uint64_t n, char *out, size_t outlen);
 
+/* ---- system ----------------------------------------------------------- */
+
+/* Online CPU cores, at least 1: the default size of every thread pool.
+ * Callers cap it to what their work can use. */
+unsigned tp_cpu_count(void);
+
 #endif

@@ -6,7 +6,6 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <unistd.h>
 
 struct tp_pipe {
 	pthread_mutex_t mu;
@@ -26,8 +25,8 @@ struct tp_pipe {
 
 unsigned tp_delta_default_threads(void)
 {
-	long n = sysconf(_SC_NPROCESSORS_ONLN);
-	return n < 1 ? 1 : n > 256 ? 256 : (unsigned)n;
+	unsigned n = tp_cpu_count();
+	return n > 256 ? 256 : n;
 }
 
 static void *worker_main(void *arg)

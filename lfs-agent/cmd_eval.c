@@ -1,7 +1,7 @@
 /* `tenpak eval`: perplexity, KL divergence and speed of a causal LM. */
 #include "cli.h"
 #include "tp_common.h"
-#include "tp_optimize.h"
+#include "tp_runtime.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -56,7 +56,8 @@ static bool parse_size(const char *s, size_t max, size_t *out)
 	return true;
 }
 
-/* Fill opts from the flags; a usage error (exit 2) is reported here. */
+/* Fill opts from the flags. Returns TP_CLI_PARSED, TP_CLI_HELP after
+ * printing the help, or TP_EXIT_USAGE after printing why. */
 static int parse_args(int argc, char **argv, args *a, tp_eval_opts *o, size_t *threads,
 		      size_t *decode)
 {
@@ -69,10 +70,8 @@ static int parse_args(int argc, char **argv, args *a, tp_eval_opts *o, size_t *t
 		{ "--no-bos", &a->no_bos, NULL }, { 0 },
 	};
 	int npos = 0, rc = tp_cli_parse("eval", argc, argv, opts, &npos);
-	if (rc == TP_CLI_HELP) {
+	if (rc == TP_CLI_HELP)
 		fputs(usage, stdout);
-		return TP_EXIT_OK;
-	}
 	if (rc != TP_CLI_PARSED)
 		return rc;
 	if (npos != 1)
@@ -92,7 +91,7 @@ static int parse_args(int argc, char **argv, args *a, tp_eval_opts *o, size_t *t
 	    (a->decode && !parse_size(a->decode, 1u << 16, decode)))
 		return tp_cli_usage_error("eval", "bad number in --ctx, --stride, --max-tokens, "
 					  "--threads or --decode");
-	return -1; /* go on */
+	return TP_CLI_PARSED;
 }
 
 static int show_progress(void *ctx, uint64_t done, uint64_t total)
@@ -129,7 +128,7 @@ static int load_text_ids(const char *model_dir, const char *text_path, const tp_
 	/* Special-token text in the file is text, as in llama.cpp's perplexity. */
 	if (rc == 0)
 		rc = tp_tokenizer_encode(tok, text.ptr ? text.ptr : "", text.len, false, ids, n);
-	*bos = no_bos ? -1 : tp_eval_bos(tp_model_get_config(m), tok);
+	*bos = no_bos ? -1 : tp_runtime_choose_bos(tp_model_get_config(m), tok);
 done:
 	if (f)
 		fclose(f);
@@ -214,7 +213,7 @@ static int measure_decode(const tp_model *m, const int32_t *ids, size_t n, size_
 	*s = (tp_speed_result){ 0 };
 	if (decode == 0 || prefill == 0)
 		return 0;
-	return tp_eval_speed(m, ids, prefill, decode, s);
+	return tp_runtime_eval_speed(m, ids, prefill, decode, s);
 }
 
 int tp_cmd_eval(int argc, char **argv)
@@ -223,8 +222,8 @@ int tp_cmd_eval(int argc, char **argv)
 	tp_eval_opts o = { 0 };
 	size_t threads = 0, decode = 0, n = 0;
 	int rc = parse_args(argc, argv, &a, &o, &threads, &decode);
-	if (rc >= 0)
-		return rc;
+	if (rc != TP_CLI_PARSED)
+		return rc == TP_CLI_HELP ? TP_EXIT_OK : rc;
 	tp_model *m = NULL, *ref = NULL;
 	int32_t *ids = NULL;
 	tp_eval_result r;
@@ -239,7 +238,7 @@ int tp_cmd_eval(int argc, char **argv)
 		goto done;
 	if (isatty(STDERR_FILENO))
 		o.progress = show_progress;
-	if ((rc = tp_eval_perplexity(m, ref, ids, n, &o, &r)) < 0 ||
+	if ((rc = tp_runtime_eval_perplexity(m, ref, ids, n, &o, &r)) < 0 ||
 	    (rc = measure_decode(m, ids, n, decode, &s)) < 0)
 		goto done;
 	threads = tp_pool_threads(tp_model_pool(m));

@@ -1,5 +1,6 @@
 #!/bin/sh
 # The command line: help, version, usage errors, install and uninstall.
+DATA=$(cd "$(dirname "$0")/../data" && pwd)
 . "$(dirname "$0")/lib.sh"
 
 test_expect_success 'version and help' '
@@ -21,6 +22,34 @@ test_expect_success 'unknown commands and bad flags exit 2 with one line' '
 		test "$(wc -l <err)" = 1 &&
 		test ! -s out || { echo "$args:"; cat err; exit 1; }
 	done
+'
+
+test_expect_success 'eval: --help exits 0, usage errors exit 2 with one line' '
+	"$TENPAK" eval --help >out &&
+	grep -q "^usage: tenpak eval MODEL_DIR --text FILE" out &&
+	"$TENPAK" eval -h >out &&
+	grep -q "^usage: tenpak eval" out &&
+	for args in "" "m" "m n --text t" "m --text" "--bogus" "m --text t --json=1" \
+		    "m --text t --mode bogus" "m --text t --ctx 2" "m --text t --ctx x" \
+		    "m --text t --threads 0" "m --text t --stride 0"; do
+		test_expect_code 2 "$TENPAK" eval $args >out 2>err &&
+		test "$(wc -l <err)" = 1 &&
+		grep -q "^tenpak: eval: .*(see '\''tenpak eval --help'\'')$" err &&
+		test ! -s out || { echo "eval $args:"; cat err; exit 1; }
+	done
+'
+
+# The in-repo fixture: config and tokenizer from tests/data/eval, BF16
+# weights; PyTorch gives perplexity 10.108377 (runtime/README.md).
+test_expect_success 'eval scores the fixture model' '
+	mkdir model &&
+	cp "$DATA/eval/config.json" "$DATA/eval/tokenizer.json" model/ &&
+	ln -s "$DATA/fixtures/base-bf16.safetensors" model/model.safetensors &&
+	"$TENPAK" eval model --text "$DATA/eval/heldout.txt" --ctx 128 --threads 1 \
+		--decode 4 >out &&
+	grep -q "^tokens       8192, no BOS$" out &&
+	grep -q "^perplexity   10.1084 ± 0.2635  (llamacpp, ctx 128, 4032 tokens scored in 64 windows)$" out &&
+	grep -q "^speed        prefill [0-9.]* tokens/s, decode [0-9.]* tokens/s  (1 threads, " out
 '
 
 cfg_dump() {

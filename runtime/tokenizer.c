@@ -435,7 +435,7 @@ int tp_tokenizer_load(tp_tokenizer **out, const char *path)
 {
 	char *json = NULL;
 	size_t len;
-	int rc = tp_opt_read_file(path, TP_TOKENIZER_JSON_MAX, &json, &len);
+	int rc = tp_runtime_read_file(path, TP_TOKENIZER_JSON_MAX, &json, &len);
 	if (rc == 0 && (rc = tp_tokenizer_parse(out, json, len)) < 0)
 		tp_error_wrap(rc, "%s", path);
 	free(json);

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""Regenerate optimize/unicode_tables.inc: code point ranges of the Unicode
+"""Regenerate runtime/unicode_tables.inc: code point ranges of the Unicode
 general categories L* (letters) and N* (numbers) that the pre-tokenizer
 regexes of GPT-2 / Llama-3 / Qwen2 test with \\p{L} and \\p{N}.
-Usage: python3 optimize/gen_unicode.py > optimize/unicode_tables.inc"""
+Usage: python3 runtime/gen_unicode.py > runtime/unicode_tables.inc"""
 import sys
 import unicodedata
 

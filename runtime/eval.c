@@ -1,5 +1,5 @@
 /* Perplexity, KL divergence and speed over a token stream. */
-#include "optimize_internal.h"
+#include "runtime_internal.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -31,7 +31,7 @@ int tp_ppl_mode_from_name(const char *s, tp_ppl_mode *out)
 	return 0;
 }
 
-int32_t tp_eval_bos(const tp_model_config *c, const tp_tokenizer *t)
+int32_t tp_runtime_choose_bos(const tp_model_config *c, const tp_tokenizer *t)
 {
 	int32_t tok = tp_tokenizer_bos(t);
 	if (tok < 0)
@@ -91,12 +91,12 @@ static void score_row(run *r, const float *lg, const float *lg_ref, int32_t targ
 		      float *lp, float *lp_ref)
 {
 	size_t V = r->m->cfg.vocab;
-	tp_log_softmax(lg, V, lp);
+	tp_runtime_log_softmax(lg, V, lp);
 	double nll = -(double)lp[target];
 	r->a.nll += nll;
 	r->a.nll2 += nll * nll;
 	if (lg_ref) {
-		tp_log_softmax(lg_ref, V, lp_ref);
+		tp_runtime_log_softmax(lg_ref, V, lp_ref);
 		double kl = 0;
 		size_t top = 0, top_ref = 0;
 		for (size_t i = 0; i < V; i++) {
@@ -225,8 +225,8 @@ static int run_setup(run *r, const int32_t *ids, size_t n)
 	return 0;
 }
 
-int tp_eval_perplexity(const tp_model *m, const tp_model *ref, const int32_t *ids,
-		       size_t n, const tp_eval_opts *opts, tp_eval_result *out)
+int tp_runtime_eval_perplexity(const tp_model *m, const tp_model *ref, const int32_t *ids,
+			       size_t n, const tp_eval_opts *opts, tp_eval_result *out)
 {
 	tp_eval_opts o = *opts;
 	run r = { .m = m, .ref = ref, .o = &o };
@@ -264,8 +264,8 @@ done:
 	return rc;
 }
 
-int tp_eval_speed(const tp_model *m, const int32_t *ids, size_t n_prefill,
-		  size_t n_decode, tp_speed_result *out)
+int tp_runtime_eval_speed(const tp_model *m, const int32_t *ids, size_t n_prefill,
+			  size_t n_decode, tp_speed_result *out)
 {
 	tp_kv *kv = NULL;
 	float *logits = malloc(m->cfg.vocab * sizeof(float));

@@ -5,7 +5,7 @@
  * and rows (MC) to stay in cache, and split over panels between threads.
  * The AVX2/FMA kernel is chosen at run time; the portable one is plain C.
  */
-#include "tp_optimize.h"
+#include "tp_runtime.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -160,7 +160,7 @@ bool tp_matmul_force_portable(bool on)
 	return old;
 }
 
-bool tp_opt_use_avx2(void)
+bool tp_runtime_use_avx2(void)
 {
 #ifdef TP_HAVE_X86
 	return !force_portable && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
@@ -172,7 +172,7 @@ bool tp_opt_use_avx2(void)
 static tile_fn choose_tile(void)
 {
 #ifdef TP_HAVE_X86
-	if (tp_opt_use_avx2())
+	if (tp_runtime_use_avx2())
 		return tile_avx2;
 #endif
 	return tile_portable;

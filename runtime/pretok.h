@@ -1,4 +1,4 @@
-/* Unicode classes and the regex pre-tokenizers (internal to optimize). */
+/* Unicode classes and the regex pre-tokenizers (internal to runtime). */
 #ifndef TP_PRETOK_H
 #define TP_PRETOK_H
 

@@ -1,8 +1,8 @@
-/* Shared between the optimize sources; not installed. */
-#ifndef TP_OPTIMIZE_INTERNAL_H
-#define TP_OPTIMIZE_INTERNAL_H
+/* Shared between the runtime sources; not installed. */
+#ifndef TP_RUNTIME_INTERNAL_H
+#define TP_RUNTIME_INTERNAL_H
 
-#include "tp_optimize.h"
+#include "tp_runtime.h"
 
 /* Linear layers of one transformer block, in tp_model_linear order. */
 enum { LIN_Q, LIN_K, LIN_V, LIN_O, LIN_GATE, LIN_UP, LIN_DOWN, LIN_PER_LAYER };
@@ -19,9 +19,9 @@ struct tp_model {
 };
 
 /* True when the AVX2/FMA kernels may run (CPU has them, not forced off). */
-bool tp_opt_use_avx2(void);
+bool tp_runtime_use_avx2(void);
 
 /* Read a whole (small) file, NUL-terminated, refusing more than cap bytes. */
-int tp_opt_read_file(const char *path, size_t cap, char **out, size_t *len);
+int tp_runtime_read_file(const char *path, size_t cap, char **out, size_t *len);
 
 #endif

@@ -1,5 +1,5 @@
 /* Loading a model: config.json plus safetensors weights, converted to fp32. */
-#include "optimize_internal.h"
+#include "runtime_internal.h"
 
 #include "tp_delta.h"
 
@@ -332,7 +332,7 @@ static int load_config(const char *dir, tp_model_config *c)
 	int rc;
 	if ((rc = tp_path_join(&path, dir, "config.json")) < 0)
 		return rc;
-	if ((rc = tp_opt_read_file(path, CONFIG_MAX, &json, &len)) == 0 &&
+	if ((rc = tp_runtime_read_file(path, CONFIG_MAX, &json, &len)) == 0 &&
 	    (rc = tp_model_config_parse(c, json, len)) < 0)
 		tp_error_wrap(rc, "%s", path);
 	free(path);

@@ -1,9 +1,9 @@
-/* Helpers shared by the optimize tests: fixture paths and reference data. */
+/* Helpers shared by the runtime tests: fixture paths and reference data. */
 #ifndef TP_EVALTEST_H
 #define TP_EVALTEST_H
 
 #include "tp_delta.h"
-#include "tp_optimize.h"
+#include "tp_runtime.h"
 
 #include <fcntl.h>
 #include <stdarg.h>
@@ -14,6 +14,20 @@
 
 /* Not every test uses every helper. */
 #define TPT_UNUSED __attribute__((unused))
+
+/* Exit status of a test whose data is absent (a file not kept in the repo,
+ * or no shared fixtures next to the checkout): ctest's SKIP_RETURN_CODE, so
+ * it reports "skipped", never "passed". */
+#define TPT_SKIP 77
+
+/* True when path is readable; otherwise says what is missing. */
+TPT_UNUSED static bool tpt_have(const char *path, const char *what)
+{
+	if (access(path, R_OK) == 0)
+		return true;
+	fprintf(stderr, "skipped: no %s (%s)\n", what, path);
+	return false;
+}
 
 static char *tpt_path(const char *fmt, ...) __attribute__((format(printf, 1, 2), unused));
 static char *tpt_path(const char *fmt, ...)

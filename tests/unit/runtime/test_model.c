@@ -28,7 +28,7 @@ static double logprob_error(tp_model *m, const char *ref_path, double *rel_out)
 			goto done;
 		}
 		for (size_t i = 0; i < 64; i++) {
-			tp_log_softmax(lg + i * V, V, lg + i * V);
+			tp_runtime_log_softmax(lg + i * V, V, lg + i * V);
 			for (size_t v = 0; v < V; v++) {
 				double want = ref[(s * 64 + i) * V + v], got = lg[i * V + v];
 				double e = fabs(got - want), r = e / fmax(1.0, fabs(want));
@@ -70,14 +70,10 @@ static void test_repo_logprobs(void)
 	}
 }
 
-/* Every dtype of the shared fixtures, when that checkout is next to ours. */
+/* Every dtype of the shared fixtures. */
 static void test_shared_logprobs(void)
 {
 	const char *variants[] = { "base", "full_ft" }, *dtypes[] = { "F32", "F16", "BF16" };
-	if (!shared_dir || access(tpt_path("%s/README.md", shared_dir), R_OK) != 0) {
-		fprintf(stderr, "   (no shared fixtures: skipped)\n");
-		return;
-	}
 	for (size_t i = 0; i < 2; i++)
 		for (size_t d = 0; d < 3; d++) {
 			tp_model *m = NULL;
@@ -150,6 +146,40 @@ static int count_layers(void *ctx, const char *name, const float *w, const float
 	(void)name; (void)w; (void)bias; (void)out_dim; (void)in_dim; (void)made;
 	(*(int *)ctx)++;
 	return TP_ENOTFOUND;
+}
+
+static void count_task(void *ctx, size_t i, size_t n)
+{
+	int *hits = ctx;
+	if (i < n)
+		__atomic_fetch_add(&hits[i], 1, __ATOMIC_RELAXED);
+}
+
+/* Threads 0 means every online core (common's one count); a loop runs each
+ * task exactly once, on a pool or inline. */
+static void test_pool(void)
+{
+	long online = sysconf(_SC_NPROCESSORS_ONLN);
+	unsigned cores = tp_cpu_count();
+	CHECK(cores >= 1);
+	if (online > 0)
+		CHECK_EQ_INT(cores, online);
+	tp_pool *p = NULL;
+	CHECK_EQ_INT(tp_pool_new(&p, 0), 0);
+	if (p)
+		CHECK_EQ_INT(tp_pool_threads(p), cores > 256 ? 256 : cores);
+	tp_pool_free(p);
+	p = NULL;
+	CHECK_EQ_INT(tp_pool_new(&p, 3), 0);
+	tp_pool *pools[] = { p, NULL };
+	for (size_t k = 0; k < 2; k++) {
+		int hits[1000] = { 0 }, once = 0;
+		tp_pool_run(pools[k], 1000, count_task, hits);
+		for (size_t i = 0; i < 1000; i++)
+			once += hits[i] == 1;
+		CHECK_EQ_INT(once, 1000);
+	}
+	tp_pool_free(p);
 }
 
 static void test_linear_interface(void)
@@ -228,8 +258,16 @@ int main(int argc, char **argv)
 {
 	data_dir = argc > 1 ? argv[1] : "tests/data";
 	shared_dir = argc > 2 ? argv[2] : NULL;
+	/* With the shared fixtures' directory, only they are tested (a test of
+	 * its own, skipped when that checkout is not next to ours). */
+	if (shared_dir) {
+		if (!tpt_have(tpt_path("%s/README.md", shared_dir), "shared fixtures"))
+			return TPT_SKIP;
+		TP_TEST_RUN(test_shared_logprobs);
+		return TP_TEST_RESULT();
+	}
 	TP_TEST_RUN(test_repo_logprobs);
-	TP_TEST_RUN(test_shared_logprobs);
+	TP_TEST_RUN(test_pool);
 	TP_TEST_RUN(test_kv_cache_and_kernels);
 	TP_TEST_RUN(test_linear_interface);
 	TP_TEST_RUN(test_config_errors);

@@ -39,7 +39,7 @@ static void check_ppl(const tp_model *m, const char *ref_dir, const char *name,
 		tp_eval_opts o = { .mode = modes[i], .ctx = 128, .stride = 64, .bos = -1 };
 		tp_eval_result r;
 		const char *mode = tp_ppl_mode_name(modes[i]);
-		CHECK_EQ_INT(tp_eval_perplexity(m, NULL, ids, n, &o, &r), 0);
+		CHECK_EQ_INT(tp_runtime_eval_perplexity(m, NULL, ids, n, &o, &r), 0);
 		char key[64];
 		snprintf(key, sizeof(key), "ppl_%s", mode);
 		double want = ref_number(ref_dir, name, key);
@@ -69,14 +69,10 @@ static void test_repo_ppl(void)
 		check_ppl(models[i], tpt_path("%s/eval", data_dir), names[i], ids, nids);
 }
 
-/* F32 and F16 from the shared fixtures, when present. */
+/* F32 and F16 from the shared fixtures. */
 static void test_shared_ppl(void)
 {
 	const char *variants[] = { "base", "full_ft" }, *dtypes[] = { "F32", "F16" };
-	if (access(tpt_path("%s/README.md", shared_dir), R_OK) != 0) {
-		fprintf(stderr, "   (no shared fixtures: skipped)\n");
-		return;
-	}
 	for (size_t i = 0; ids && i < 2; i++)
 		for (size_t d = 0; d < 2; d++) {
 			tp_model *m = NULL;
@@ -97,8 +93,8 @@ static void test_kl(void)
 	tp_eval_opts o = { .mode = TP_PPL_MODE_LLAMACPP, .ctx = 128, .max_tokens = 1024,
 			   .bos = -1 };
 	tp_eval_result self, other;
-	CHECK_EQ_INT(tp_eval_perplexity(base, base, ids, nids, &o, &self), 0);
-	CHECK_EQ_INT(tp_eval_perplexity(ft, base, ids, nids, &o, &other), 0);
+	CHECK_EQ_INT(tp_runtime_eval_perplexity(base, base, ids, nids, &o, &self), 0);
+	CHECK_EQ_INT(tp_runtime_eval_perplexity(ft, base, ids, nids, &o, &other), 0);
 	fprintf(stderr, "   KL(base||full_ft) mean %.5f ± %.5f p99 %.4f, same top %.2f%%\n",
 		other.kl_mean, other.kl_err, other.kl_p99, other.same_top_pct);
 	CHECK(self.has_kl && fabs(self.kl_mean) < 1e-6 && self.same_top_pct == 100.0);
@@ -115,31 +111,31 @@ static void test_bos_and_errors(void)
 	size_t n = nids;
 	tp_eval_result r;
 	tp_eval_opts o = { .mode = TP_PPL_MODE_LLAMACPP, .ctx = 64, .max_tokens = 255, .bos = 0 };
-	CHECK_EQ_INT(tp_eval_perplexity(m, NULL, ids, n, &o, &r), 0);
+	CHECK_EQ_INT(tp_runtime_eval_perplexity(m, NULL, ids, n, &o, &r), 0);
 	CHECK_EQ_INT(r.windows, 4); /* 1 + 255 tokens in windows of 64 */
 	CHECK_EQ_INT(r.scored, 4 * 31);
 	o.mode = TP_PPL_MODE_STRIDED;
 	o.stride = 0; /* ctx / 2 */
-	CHECK_EQ_INT(tp_eval_perplexity(m, NULL, ids, n, &o, &r), 0);
+	CHECK_EQ_INT(tp_runtime_eval_perplexity(m, NULL, ids, n, &o, &r), 0);
 	CHECK_EQ_INT(r.scored, 255);
 	CHECK_EQ_INT(r.stride, 32);
 	/* stride == ctx leaves a one-token last window: it scores nothing */
 	o = (tp_eval_opts){ .mode = TP_PPL_MODE_STRIDED, .ctx = 64, .stride = 64,
 			    .max_tokens = 129, .bos = -1 };
-	CHECK_EQ_INT(tp_eval_perplexity(m, NULL, ids, n, &o, &r), 0);
+	CHECK_EQ_INT(tp_runtime_eval_perplexity(m, NULL, ids, n, &o, &r), 0);
 	CHECK_EQ_INT(r.windows, 2);
 	CHECK_EQ_INT(r.scored, 126);
 	o.max_tokens = 10;
 	o.bos = 0;
 	o.mode = TP_PPL_MODE_LLAMACPP;
-	CHECK_EQ_INT(tp_eval_perplexity(m, NULL, ids, n, &o, &r), TP_EINVAL);
+	CHECK_EQ_INT(tp_runtime_eval_perplexity(m, NULL, ids, n, &o, &r), TP_EINVAL);
 	o.bos = 999;
-	CHECK_EQ_INT(tp_eval_perplexity(m, NULL, ids, n, &o, &r), TP_EINVAL);
+	CHECK_EQ_INT(tp_runtime_eval_perplexity(m, NULL, ids, n, &o, &r), TP_EINVAL);
 	tp_ppl_mode mode;
 	CHECK_EQ_INT(tp_ppl_mode_from_name("strided", &mode), 0);
 	CHECK_EQ_INT(tp_ppl_mode_from_name("sliding", &mode), TP_EINVAL);
 	tp_speed_result s;
-	CHECK_EQ_INT(tp_eval_speed(m, ids, 64, 16, &s), 0);
+	CHECK_EQ_INT(tp_runtime_eval_speed(m, ids, 64, 16, &s), 0);
 	CHECK(s.prefill_tps > 0 && s.decode_tps > 0 && s.decode_tokens == 16);
 }
 
@@ -147,6 +143,8 @@ int main(int argc, char **argv)
 {
 	data_dir = argc > 1 ? argv[1] : "tests/data";
 	shared_dir = argc > 2 ? argv[2] : NULL;
+	if (shared_dir && !tpt_have(tpt_path("%s/README.md", shared_dir), "shared fixtures"))
+		return TPT_SKIP;
 	ids = tpt_heldout_ids(data_dir, &nids);
 	CHECK(ids != NULL);
 	/* The shared fixtures' other dtypes run as their own ctest test. */

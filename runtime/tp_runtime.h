@@ -1,5 +1,5 @@
 /*
- * tenpak optimize: a CPU runtime that measures the quality of Llama-family
+ * tenpak runtime: a CPU runtime that measures the quality of Llama-family
  * causal LMs (Llama, Mistral, Qwen2) stored as Hugging Face safetensors.
  *
  * - tp_model_*: config.json + (sharded) safetensors weights, fp32 compute.
@@ -7,14 +7,14 @@
  *   substitute quantized or dequantized layers without touching the loader.
  * - tp_tokenizer_*: tokenizer.json BPE, byte-level (GPT-2, Llama-3, Qwen2)
  *   or SentencePiece-style with metaspace and byte fallback (Llama-2, Mistral).
- * - tp_eval_*: perplexity (llama.cpp and Hugging Face strided conventions),
+ * - tp_runtime_eval_*: perplexity (llama.cpp and Hugging Face strided conventions),
  *   KL divergence against a reference model, and tokens/s.
  *
  * All functions that can fail return 0 or a negative TP_E* code and set
  * tp_error_last().
  */
-#ifndef TP_OPTIMIZE_H
-#define TP_OPTIMIZE_H
+#ifndef TP_RUNTIME_H
+#define TP_RUNTIME_H
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -192,7 +192,7 @@ const char *tp_tokenizer_kind(const tp_tokenizer *t);
 
 /* BOS to use for a model: the config's bos_token_id when the tokenizer adds
  * a leading special token (its own id if config has none), else -1. */
-int32_t tp_eval_bos(const tp_model_config *c, const tp_tokenizer *t);
+int32_t tp_runtime_choose_bos(const tp_model_config *c, const tp_tokenizer *t);
 
 /* ---- evaluation --------------------------------------------------------- */
 
@@ -235,8 +235,8 @@ typedef struct tp_eval_result {
 
 /* Score ids (text tokens, no BOS) with model m; ref (NULL for none) adds KL
  * statistics and must share the vocabulary. */
-int tp_eval_perplexity(const tp_model *m, const tp_model *ref, const int32_t *ids,
-		       size_t n, const tp_eval_opts *opts, tp_eval_result *out);
+int tp_runtime_eval_perplexity(const tp_model *m, const tp_model *ref, const int32_t *ids,
+			       size_t n, const tp_eval_opts *opts, tp_eval_result *out);
 
 typedef struct tp_speed_result {
 	size_t prefill_tokens, decode_tokens;
@@ -245,11 +245,11 @@ typedef struct tp_speed_result {
 
 /* Time a prefill of n_prefill tokens (a fresh cache, one batch) and then
  * n_decode single-token steps with the KV cache. */
-int tp_eval_speed(const tp_model *m, const int32_t *ids, size_t n_prefill,
-		  size_t n_decode, tp_speed_result *out);
+int tp_runtime_eval_speed(const tp_model *m, const int32_t *ids, size_t n_prefill,
+			  size_t n_decode, tp_speed_result *out);
 
 /* log-softmax of one row of logits into out (may alias), computed in
  * double for the normalizer. */
-void tp_log_softmax(const float *logits, size_t n, float *out);
+void tp_runtime_log_softmax(const float *logits, size_t n, float *out);
 
 #endif

@@ -1,10 +1,9 @@
 /* A small persistent thread pool: parallel loops over task indices. */
-#include "tp_optimize.h"
+#include "tp_runtime.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
-#include <unistd.h>
 
 #define POOL_MAX_THREADS 256
 
@@ -54,10 +53,8 @@ static void *worker(void *arg)
 
 int tp_pool_new(tp_pool **out, unsigned threads)
 {
-	if (threads == 0) {
-		long n = sysconf(_SC_NPROCESSORS_ONLN);
-		threads = n > 0 ? (unsigned)n : 1;
-	}
+	if (threads == 0)
+		threads = tp_cpu_count();
 	if (threads > POOL_MAX_THREADS)
 		threads = POOL_MAX_THREADS;
 	tp_pool *p = calloc(1, sizeof(*p));

@@ -1,5 +1,5 @@
 /* config.json of a Hugging Face causal LM. */
-#include "optimize_internal.h"
+#include "runtime_internal.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -13,7 +13,7 @@
 /* Dimensions beyond this are not a model we can hold anyway. */
 #define DIM_MAX (1u << 24)
 
-int tp_opt_read_file(const char *path, size_t cap, char **out, size_t *len)
+int tp_runtime_read_file(const char *path, size_t cap, char **out, size_t *len)
 {
 	int rc = 0, fd = open(path, O_RDONLY | O_CLOEXEC);
 	char *buf = NULL;

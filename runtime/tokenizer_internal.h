@@ -1,9 +1,9 @@
 /* The tokenizer's tables, shared by loading (tokenizer.c) and encoding
- * (bpe.c); internal to optimize. */
+ * (bpe.c); internal to runtime. */
 #ifndef TP_TOKENIZER_INTERNAL_H
 #define TP_TOKENIZER_INTERNAL_H
 
-#include "optimize_internal.h"
+#include "runtime_internal.h"
 #include "pretok.h"
 
 #define METASPACE "\xe2\x96\x81" /* U+2581 */

@@ -1,5 +1,5 @@
 /* The transformer forward pass with a KV cache, fp32 throughout. */
-#include "optimize_internal.h"
+#include "runtime_internal.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -212,7 +212,7 @@ typedef struct attn_kernels {
 static attn_kernels choose_attn(void)
 {
 #if defined(__x86_64__) || defined(__i386__)
-	if (tp_opt_use_avx2())
+	if (tp_runtime_use_avx2())
 		return (attn_kernels){ dot_avx2, axpy_avx2 };
 #endif
 	return (attn_kernels){ dot_portable, axpy_portable };
@@ -350,7 +350,7 @@ int tp_model_forward(const tp_model *m, tp_kv *kv, const int32_t *ids, size_t n,
 	return 0;
 }
 
-void tp_log_softmax(const float *logits, size_t n, float *out)
+void tp_runtime_log_softmax(const float *logits, size_t n, float *out)
 {
 	float mx = -INFINITY;
 	for (size_t i = 0; i < n; i++)
