@@ -165,7 +165,7 @@ int tp_transfer_init(tp_transfer *t, tp_store *store, tp_lineage_repo *repo, con
 	/* Every agent may use every core: a push of one big model, the common
 	 * case, then runs at full speed, and several objects at once cost only
 	 * some oversubscription. */
-	long cores = sysconf(_SC_NPROCESSORS_ONLN);
+	long cores = tp_cpu_count();
 	t->threads = cores > 0 ? (unsigned)cores : 1;
 	char *v = NULL;
 	if (tp_lineage_config_get(repo, "tenpak.maxchain", &v) == 0) {
