@@ -649,8 +649,8 @@ static int graph_plan_store(tp_transfer *t, rebuild_graph *g, size_t i, int dept
 		return tp_error_set(TP_ECORRUPT, "object %s: delta chain deeper than %d", oid,
 				    TP_TRANSFER_CHAIN_LIMIT);
 	if (g->nstore++ == TP_TRANSFER_REBUILDS_MAX)
-		return tp_error_set(TP_ETOOBIG, "object %s: rebuilding %s needs more than %d objects "
-				    "from the store", oid, g->v[0].oid, TP_TRANSFER_REBUILDS_MAX);
+		return tp_error_set(TP_ETOOBIG, "rebuilding %s needs more than %d objects from the "
+				    "store", g->v[0].oid, TP_TRANSFER_REBUILDS_MAX);
 	int rc = tp_store_object_manifest(t->store, oid, &g->v[i].info, &text);
 	if (rc)
 		return rc;

@@ -15,12 +15,12 @@ use_store() {
 # model.safetensors of ORG/NAME, laid out as huggingface_hub does; prints
 # the blob's path.
 hf_cache() {
-	d="$1/hub/models--$(echo "$2" | sed "s|/|--|")"
-	oid=$(oid_of "$3")
-	mkdir -p "$d/blobs" "$d/snapshots/0123abcd" "$d/refs"
-	cp "$3" "$d/blobs/$oid"
-	ln -s "../../blobs/$oid" "$d/snapshots/0123abcd/model.safetensors"
-	printf 0123abcd >"$d/refs/main"
+	d="$1/hub/models--$(echo "$2" | sed "s|/|--|")" &&
+	oid=$(oid_of "$3") &&
+	mkdir -p "$d/blobs" "$d/snapshots/0123abcd" "$d/refs" &&
+	cp "$3" "$d/blobs/$oid" &&
+	ln -s "../../blobs/$oid" "$d/snapshots/0123abcd/model.safetensors" &&
+	printf 0123abcd >"$d/refs/main" &&
 	echo "$d/blobs/$oid"
 }
 
@@ -57,12 +57,21 @@ put_whole() {
 	{ perl -e 'print "TPKO", pack("CCv", 1, 1, 0), pack("Q<", $ARGV[0])' "$3" && cat; } >"$obj"
 }
 
-# agent_get OID SIZE: one download by the agent, run in agentrepo/; replies
-# in out, log in err.
-agent_get() {
-	printf "{\"event\":\"init\",\"operation\":\"download\",\"remote\":\"origin\"}\n" >"$TRASH/in" &&
-	printf "{\"event\":\"download\",\"oid\":\"%s\",\"size\":%s}\n" "$1" "$2" >>"$TRASH/in" &&
-	(cd "$TRASH/agentrepo" && "$TENPAK" agent <"$TRASH/in" >"$TRASH/out" 2>"$TRASH/err")
+# request download OID SIZE | request upload OID SIZE PATH: the input of
+# one transfer by the agent, in $TRASH/in.
+request() {
+	printf "{\"event\":\"init\",\"operation\":\"%s\",\"remote\":\"origin\"}\n" "$1" >"$TRASH/in" &&
+	if [ "$1" = upload ]; then
+		printf "{\"event\":\"upload\",\"oid\":\"%s\",\"size\":%s,\"path\":\"%s\"}\n" "$2" "$3" "$4"
+	else
+		printf "{\"event\":\"download\",\"oid\":\"%s\",\"size\":%s}\n" "$2" "$3"
+	fi >>"$TRASH/in"
+}
+
+# agent [COMMAND...]: the agent (run by COMMAND, e.g. strace, if given) in
+# agentrepo/ on $TRASH/in; replies in out, log in err.
+agent() {
+	(cd "$TRASH/agentrepo" && "$@" "$TENPAK" agent <"$TRASH/in" >"$TRASH/out" 2>"$TRASH/err")
 }
 
 # git-lfs keeps an agent's stderr to itself: the agent it runs is a wrapper
@@ -172,11 +181,8 @@ test_expect_success 'an upload whose file is not its announced size is refused' 
 	use_store s-size &&
 	cp gen/ft.safetensors agentrepo/ft.safetensors &&
 	oid=$(cat ft_oid) && size=$(wc -c <gen/ft.safetensors) &&
-	cat >in <<-EOF &&
-	{"event":"init","operation":"upload","remote":"origin"}
-	{"event":"upload","oid":"$oid","size":$((size + 1)),"path":"$TRASH/agentrepo/ft.safetensors"}
-	EOF
-	(cd agentrepo && "$TENPAK" agent <../in >../out 2>../err) &&
+	request upload "$oid" $((size + 1)) "$TRASH/agentrepo/ft.safetensors" &&
+	agent &&
 	grep -q "\"oid\":\"$oid\",\"error\":{\"code\":422,\"message\":\"object $oid: .* is $size bytes" out &&
 	test ! -e "$(store_object "$TENPAK_STORE" "$oid")"
 '
@@ -198,7 +204,8 @@ test_expect_success 'a base claiming 2 GiB is refused before anything is written
 	test "$(wc -c <"$(store_object "$TENPAK_STORE" "$fake")")" -lt 100000 &&
 	obj=$(store_object "$TENPAK_STORE" "$(cat ft_oid)") &&
 	rewrite_manifest "$obj" "s/\"oid\":\"$(cat base_oid)\",\"size\":[0-9]*/\"oid\":\"$fake\",\"size\":2147483648/" &&
-	(ulimit -f 400000 && agent_get "$(cat ft_oid)" "$(wc -c <gen/ft.safetensors)") &&
+	request download "$(cat ft_oid)" "$(wc -c <gen/ft.safetensors)" &&
+	(ulimit -f 400000 && agent) &&
 	cp ft-object "$obj" &&
 	grep -q "\"oid\":\"$(cat ft_oid)\",\"error\":.*claim 2.00 GiB, more than tenpak.rebuildfactor" out &&
 	test -z "$(find agentrepo/.git/lfs/tmp -type f)"
@@ -208,7 +215,8 @@ test_expect_success 'an object larger than the free scratch space is refused bef
 	use_store s-space &&
 	oid=$(echo huge | sha256sum | cut -d" " -f1) &&
 	printf "small" | zstd -q -c | put_whole "$TENPAK_STORE" "$oid" 1125899906842624 &&
-	agent_get "$oid" 1125899906842624 &&
+	request download "$oid" 1125899906842624 &&
+	agent &&
 	grep -q "\"oid\":\"$oid\",\"error\":.*needs 1024.00 TiB of scratch space" out &&
 	test -z "$(find agentrepo/.git/lfs/tmp -type f)"
 '
@@ -254,11 +262,10 @@ test_expect_success 'proving a delta opens no /dev/null for writing' '
 	use_store s-strace &&
 	cp gen/ft.safetensors agentrepo/ft.safetensors &&
 	oid=$(cat ft_oid) && size=$(wc -c <gen/ft.safetensors) &&
-	cat >in <<-EOF &&
-	{"event":"init","operation":"upload","remote":"origin"}
-	{"event":"upload","oid":"$oid","size":$size,"path":"$TRASH/agentrepo/ft.safetensors"}
-	EOF
-	(cd agentrepo && strace -f -e trace=open,openat,creat -o ../trace "$TENPAK" agent <../in >../out 2>../err) &&
+	request upload "$oid" "$size" "$TRASH/agentrepo/ft.safetensors" &&
+	# LeakSanitizer cannot run under ptrace (sanitizer builds).
+	agent env ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0" \
+		strace -f -e trace=open,openat,creat -o "$TRASH/trace" &&
 	grep -q "{\"event\":\"complete\",\"oid\":\"$oid\"}" out &&
 	test -e "$(store_object "$TENPAK_STORE" "$oid")" &&
 	! grep "/dev/null" trace | grep -q -e O_CREAT -e O_WRONLY -e creat
