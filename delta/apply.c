@@ -26,7 +26,8 @@ typedef struct decoder {
 	dslot *slots;
 	size_t window, frame_cap;
 	tp_pipe *pipe;
-	int out_fd;
+	tp_delta_write_fn write; /* NULL: hash only */
+	void *write_ctx;
 	tp_sha256 sha;
 	const tp_delta_opts *o;
 	uint64_t done;
@@ -146,7 +147,7 @@ static int write_chunk(decoder *dc, const dslot *s)
 	dc->done += s->d.len;
 	if (dc->o->progress)
 		dc->o->progress(dc->o->progress_ctx, dc->done, dc->m->target_size);
-	int rc = tp_fs_write_all(dc->out_fd, s->out, s->d.len);
+	int rc = dc->write ? dc->write(dc->write_ctx, s->out, s->d.len) : 0;
 	return rc < 0 ? tp_error_wrap(rc, "writing output") : 0;
 }
 
@@ -206,9 +207,9 @@ static int check_end(decoder *dc, tp_reader *r)
 	return 0;
 }
 
-int tp_delta_apply(tp_delta_read_fn read, void *read_ctx,
-		   const char *const *bases, size_t nbases, int out_fd,
-		   const tp_delta_opts *opts, tp_delta_stats *stats)
+int tp_delta_apply_to(tp_delta_read_fn read, void *read_ctx,
+		      const char *const *bases, size_t nbases, tp_delta_write_fn write,
+		      void *write_ctx, const tp_delta_opts *opts, tp_delta_stats *stats)
 {
 	double t0 = tp_delta_now();
 	tp_delta_opts o = { 0 };
@@ -219,7 +220,7 @@ int tp_delta_apply(tp_delta_read_fn read, void *read_ctx,
 	tp_reader r = { read, read_ctx, 0 };
 	tp_delta_manifest *m = NULL;
 	tp_base_set b = { 0 };
-	decoder dc = { .out_fd = out_fd };
+	decoder dc = { .write = write, .write_ctx = write_ctx };
 	int rc;
 	if ((rc = tp_reader_plan(&r, &m)) < 0)
 		goto done;
@@ -244,6 +245,14 @@ done:
 	tp_base_set_close(&b);
 	tp_delta_manifest_free(m);
 	return rc < 0 ? tp_error_wrap(rc, "delta apply") : 0;
+}
+
+int tp_delta_apply(tp_delta_read_fn read, void *read_ctx,
+		   const char *const *bases, size_t nbases, int out_fd,
+		   const tp_delta_opts *opts, tp_delta_stats *stats)
+{
+	return tp_delta_apply_to(read, read_ctx, bases, nbases, tp_delta_fd_write, &out_fd, opts,
+				 stats);
 }
 
 int tp_delta_apply_file(const char *delta_path, const char *const *bases, size_t nbases,

@@ -201,6 +201,12 @@ int tp_delta_compress_file(const char *target, const char *const *bases, size_t 
 int tp_delta_apply(tp_delta_read_fn read, void *read_ctx,
 		   const char *const *bases, size_t nbases, int out_fd,
 		   const tp_delta_opts *opts, tp_delta_stats *stats);
+/* tp_delta_apply with the output handed to write, in order. A NULL write
+ * only checks the delta: the rebuilt bytes are hashed (stats->sha256) and
+ * dropped, so nothing is opened or written. */
+int tp_delta_apply_to(tp_delta_read_fn read, void *read_ctx,
+		      const char *const *bases, size_t nbases, tp_delta_write_fn write,
+		      void *write_ctx, const tp_delta_opts *opts, tp_delta_stats *stats);
 /* tp_delta_apply into a temporary next to out_path, renamed only if the
  * sha256 matched; out_path is untouched on any failure. */
 int tp_delta_apply_file(const char *delta_path, const char *const *bases, size_t nbases,

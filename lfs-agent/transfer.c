@@ -15,6 +15,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "tp_delta.h"
@@ -49,31 +51,174 @@ static void scratch_drop(char *path)
 	}
 }
 
-/* Files this operation created, removed when it ends. */
+/* The bases one upload or download rebuilt from the store into scratch
+ * files, by oid: each is rebuilt once however many candidates name it, and
+ * the files are removed when the operation ends. */
+typedef struct kept_base {
+	char oid[TP_OID_HEXLEN + 1];
+	char *path;
+} kept_base;
+
 typedef struct scratch_list {
-	char **paths;
+	kept_base *v;
 	size_t n;
 } scratch_list;
 
-static int scratch_keep(scratch_list *l, char *path)
+/* Takes path, even on failure. */
+static int scratch_keep(scratch_list *l, const char *oid, char *path)
 {
-	char **p = realloc(l->paths, (l->n + 1) * sizeof(*p));
-	if (!p) {
+	kept_base *v = realloc(l->v, (l->n + 1) * sizeof(*v));
+	if (!v) {
 		scratch_drop(path);
 		return tp_error_set(TP_ENOMEM, "out of memory");
 	}
-	l->paths = p;
-	p[l->n++] = path;
+	l->v = v;
+	memcpy(v[l->n].oid, oid, sizeof(v[l->n].oid));
+	v[l->n++].path = path;
 	return 0;
+}
+
+/* The kept file of oid, or NULL; l may be NULL. */
+static const char *scratch_find(const scratch_list *l, const char *oid)
+{
+	for (size_t i = 0; l && i < l->n; i++)
+		if (strcmp(l->v[i].oid, oid) == 0)
+			return l->v[i].path;
+	return NULL;
 }
 
 static void scratch_clear(scratch_list *l)
 {
 	for (size_t i = 0; i < l->n; i++)
-		scratch_drop(l->paths[i]);
-	free(l->paths);
-	l->paths = NULL;
+		scratch_drop(l->v[i].path);
+	free(l->v);
+	l->v = NULL;
 	l->n = 0;
+}
+
+/* ---- local copies ------------------------------------------------------------ */
+
+/* What hashing one local file found, valid while the file keeps its
+ * identity, size and times. */
+typedef struct local_hash {
+	char *path;
+	dev_t dev;
+	ino_t ino;
+	uint64_t size;
+	struct timespec mtime, ctime;
+	char sha256[TP_OID_HEXLEN + 1];
+} local_hash;
+
+struct tp_transfer_hashes {
+	local_hash *v;
+	size_t n;
+};
+
+static void hashes_free(tp_transfer_hashes *h)
+{
+	for (size_t i = 0; h && i < h->n; i++)
+		free(h->v[i].path);
+	if (h)
+		free(h->v);
+	free(h);
+}
+
+static bool same_state(const local_hash *h, const struct stat *st)
+{
+	return h->dev == st->st_dev && h->ino == st->st_ino && h->size == (uint64_t)st->st_size &&
+	       h->mtime.tv_sec == st->st_mtim.tv_sec && h->mtime.tv_nsec == st->st_mtim.tv_nsec &&
+	       h->ctime.tv_sec == st->st_ctim.tv_sec && h->ctime.tv_nsec == st->st_ctim.tv_nsec;
+}
+
+/* sha256 of the regular file at path into hex: remembered in t->hashes
+ * while the file stays the same, so a push of many objects hashes a shared
+ * base once. *fresh tells whether it was hashed now. */
+static int local_sha256(tp_transfer *t, const char *path, char hex[TP_OID_HEXLEN + 1], bool *fresh)
+{
+	tp_transfer_hashes *h = t->hashes;
+	struct stat st, after;
+	*fresh = false;
+	if (stat(path, &st) != 0 || !S_ISREG(st.st_mode))
+		return tp_error_set(TP_EINVAL, "%s is not a regular file", path);
+	for (size_t i = 0; h && i < h->n; i++) {
+		if (strcmp(h->v[i].path, path) == 0 && same_state(&h->v[i], &st)) {
+			memcpy(hex, h->v[i].sha256, TP_OID_HEXLEN + 1);
+			return 0;
+		}
+	}
+	uint64_t len = 0;
+	int rc = tp_sha256_file(path, hex, &len);
+	if (rc)
+		return rc;
+	*fresh = true;
+	tp_trace("hashed %s: sha256 %s", path, hex);
+	local_hash e = { .dev = st.st_dev, .ino = st.st_ino, .size = (uint64_t)st.st_size,
+			 .mtime = st.st_mtim, .ctime = st.st_ctim };
+	/* A file that changed while it was hashed gives no verdict. */
+	if (stat(path, &after) != 0 || !same_state(&e, &after) || len != e.size)
+		return tp_error_set(TP_EIO, "%s changed while it was hashed", path);
+	local_hash *v = h ? realloc(h->v, (h->n + 1) * sizeof(*v)) : NULL;
+	if (v) {
+		h->v = v;
+		memcpy(e.sha256, hex, sizeof(e.sha256));
+		if ((e.path = strdup(path)) != NULL)
+			v[h->n++] = e;
+	}
+	return 0;
+}
+
+/* True when the file at path holds object oid of size bytes. A local copy
+ * is trusted for its bytes only: an HF cache blob is named by its sha256,
+ * but another user of a shared cache, or a bad disk, can change what is in
+ * it, and a delta made or proven against wrong bytes would reach the store
+ * where nobody could rebuild it. */
+static bool local_copy_ok(tp_transfer *t, const char *path, const char *oid, uint64_t size)
+{
+	char hex[TP_OID_HEXLEN + 1];
+	bool fresh;
+	struct stat st;
+	if (stat(path, &st) == 0 && (uint64_t)st.st_size != size) {
+		tp_log(TP_LOG_WARN, "not using %s for object %s: it is %llu bytes, not %llu", path,
+		       oid, (unsigned long long)st.st_size, (unsigned long long)size);
+		return false;
+	}
+	if (local_sha256(t, path, hex, &fresh) != 0) {
+		tp_log(TP_LOG_WARN, "not using %s for object %s: %s", path, oid, tp_error_last());
+		return false;
+	}
+	if (strcmp(hex, oid) == 0)
+		return true;
+	if (fresh)
+		tp_log(TP_LOG_WARN, "not using %s for object %s: its bytes hash to %s (changed or "
+		       "corrupt)", path, oid, hex);
+	return false;
+}
+
+/* A verified copy of object oid on this machine, tried in order: hint (a
+ * file lineage found, may be NULL), this repository's LFS storage, the
+ * Hugging Face cache. TP_ENOTFOUND when none is good, and always in
+ * store-only mode (fsck). */
+static int local_copy(tp_transfer *t, const char *oid, uint64_t size, const char *hint,
+		      char **path)
+{
+	if (t->store_only)
+		return TP_ENOTFOUND;
+	if (hint && local_copy_ok(t, hint, oid, size))
+		return (*path = strdup(hint)) ? 0 : tp_error_set(TP_ENOMEM, "out of memory");
+	/* tp_lineage_find_local prefers the repository's copy; without the
+	 * repository it looks in the HF cache only, the next place to try. */
+	tp_lineage_repo *from[2] = { t->repo, NULL };
+	for (int i = 0; i < (t->repo ? 2 : 1); i++) {
+		char *p = NULL;
+		if (tp_lineage_find_local(from[i], oid, size, &p) != 0)
+			break;
+		if (local_copy_ok(t, p, oid, size)) {
+			*path = p;
+			return 0;
+		}
+		free(p);
+	}
+	return TP_ENOTFOUND;
 }
 
 /* ---- setup --------------------------------------------------------------- */
@@ -156,37 +301,56 @@ static int provenance_config(tp_transfer *t, tp_lineage_repo *repo)
 	return rc ? TP_ECONFIG : 0;
 }
 
+/* A whole number from git config key, 0 to max; TP_ENOTFOUND when unset. */
+static int config_number(tp_lineage_repo *repo, const char *key, long max, long *out)
+{
+	char *v = NULL, *end;
+	int rc = tp_lineage_config_get(repo, key, &v);
+	if (rc)
+		return rc;
+	errno = 0;
+	long n = strtol(v, &end, 10);
+	bool bad = errno || end == v || *end || n < 0 || n > max;
+	free(v);
+	if (bad)
+		return tp_error_set(TP_ECONFIG, "%s must be a number from 0 to %ld", key, max);
+	*out = n;
+	return 0;
+}
+
 int tp_transfer_init(tp_transfer *t, tp_store *store, tp_lineage_repo *repo, const char *tmp_dir)
 {
 	memset(t, 0, sizeof(*t));
 	t->store = store;
 	t->repo = repo;
 	t->maxchain = TP_TRANSFER_MAXCHAIN_DEFAULT;
+	t->rebuild_factor = TP_TRANSFER_REBUILD_FACTOR_DEFAULT;
 	/* Every agent may use every core: a push of one big model, the common
 	 * case, then runs at full speed, and several objects at once cost only
 	 * some oversubscription. */
 	long cores = tp_cpu_count();
 	t->threads = cores > 0 ? (unsigned)cores : 1;
-	char *v = NULL;
-	if (tp_lineage_config_get(repo, "tenpak.maxchain", &v) == 0) {
-		char *end;
-		long n = strtol(v, &end, 10);
-		bool bad = end == v || *end || n < 0 || n > TP_TRANSFER_CHAIN_LIMIT;
-		free(v);
-		if (bad)
-			return tp_error_set(TP_ECONFIG, "tenpak.maxchain must be a number from 0 to %d",
-					    TP_TRANSFER_CHAIN_LIMIT);
+	long n;
+	int rc = config_number(repo, "tenpak.maxchain", TP_TRANSFER_CHAIN_LIMIT, &n);
+	if (rc == 0)
 		t->maxchain = (int)n;
-	}
-	if (!(t->tmp_dir = strdup(tmp_dir)))
+	else if (rc != TP_ENOTFOUND)
+		return rc;
+	rc = config_number(repo, "tenpak.rebuildfactor", TP_TRANSFER_REBUILD_FACTOR_MAX, &n);
+	if (rc == 0)
+		t->rebuild_factor = (unsigned)n;
+	else if (rc != TP_ENOTFOUND)
+		return rc;
+	if (!(t->tmp_dir = strdup(tmp_dir)) || !(t->hashes = calloc(1, sizeof(*t->hashes))))
 		return tp_error_set(TP_ENOMEM, "out of memory");
-	int rc = provenance_config(t, repo);
+	rc = provenance_config(t, repo);
 	return rc ? rc : tp_fs_mkdirs(t->tmp_dir);
 }
 
 void tp_transfer_clear(tp_transfer *t)
 {
 	free(t->tmp_dir);
+	hashes_free(t->hashes);
 	tp_sign_key_free(t->signer);
 	for (size_t i = 0; i < t->ntrusted; i++)
 		free(t->trusted[i]);
@@ -382,56 +546,27 @@ static int stored_depth(tp_transfer *t, const char *oid)
 
 /* ---- download ------------------------------------------------------------- */
 
-static int rebuild(tp_transfer *t, const char *oid, uint64_t size, const char *path, int depth,
-		   bool report);
-
-/* Local bytes of a base: this repository, the HF cache, else rebuilt from
- * the store into a scratch file kept in scratch. */
-static int base_bytes(tp_transfer *t, const char *oid, uint64_t size, int depth,
-		      scratch_list *scratch, char **path)
-{
-	if (!t->store_only && tp_lineage_find_local(t->repo, oid, size, path) == 0) {
-		tp_trace("base %s: local copy %s", oid, *path);
-		return 0;
-	}
-	char *tmp = NULL;
-	int rc = scratch_new(t, "base", &tmp);
-	if (rc)
-		return rc;
-	tp_trace("base %s: rebuilding from the store", oid);
-	if ((rc = rebuild(t, oid, size, tmp, depth + 1, false)) != 0) {
-		scratch_drop(tmp);
-		return tp_error_wrap(rc, "base %s", oid);
-	}
-	if ((rc = scratch_keep(scratch, tmp)) != 0)
-		return rc;
-	*path = strdup(tmp);
-	return *path ? 0 : tp_error_set(TP_ENOMEM, "out of memory");
-}
-
-/* Where a rebuild goes only to be checked. */
-#define CHECK_ONLY "/dev/null"
-
 /* Apply a delta payload into out and prove the result is object oid: the
- * codec hashes what it writes, and that hash must be the oid. A delta that
+ * codec hashes what it rebuilds, and that hash must be the oid. A delta that
  * claims another size than expect is refused before anything is written (a
  * hostile one could claim terabytes of "same as base" chunks and fill the
- * disk). out may be CHECK_ONLY. */
+ * disk). A NULL out only checks: nothing is opened or written. */
 static int apply_payload(tp_transfer *t, const char *payload, char **bases, size_t nbases,
 			 const char *oid, uint64_t expect, const char *out, bool report)
 {
 	int in = open(payload, O_RDONLY | O_CLOEXEC);
-	int fd = open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	int fd = out ? open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600) : -1;
 	tp_delta_stats stats;
 	char hex[TP_OID_HEXLEN + 1];
 	int rc = 0;
-	if (in < 0 || fd < 0) {
+	if (in < 0 || (out && fd < 0)) {
 		rc = tp_error_set_errno(TP_EIO, errno, "opening scratch files");
 		goto done;
 	}
 	tp_delta_opts o = codec_opts(t, report);
 	o.expect_size = expect;
-	rc = tp_delta_apply(tp_delta_fd_read, &in, (const char *const *)bases, nbases, fd, &o, &stats);
+	rc = tp_delta_apply_to(tp_delta_fd_read, &in, (const char *const *)bases, nbases,
+			       out ? tp_delta_fd_write : NULL, &fd, &o, &stats);
 	if (rc)
 		goto done;
 	tp_sha256_hex(stats.sha256, hex);
@@ -440,7 +575,7 @@ static int apply_payload(tp_transfer *t, const char *payload, char **bases, size
 				  "or a base is corrupt", oid, hex);
 		goto done;
 	}
-	if (strcmp(out, CHECK_ONLY) != 0 && fsync(fd) != 0)
+	if (out && fsync(fd) != 0)
 		rc = tp_error_set_errno(TP_EIO, errno, "writing %s", out);
 done:
 	if (in >= 0)
@@ -450,78 +585,327 @@ done:
 	return rc;
 }
 
-static int rebuild_delta(tp_transfer *t, const char *oid, uint64_t size, const char *path,
-			 const tp_store_object_info *info, const char *text, int depth, bool report)
+/* A rebuild is planned before it starts: every manifest under the object is
+ * read and checked, each distinct object becomes one node, and the nodes
+ * taken from the store are rebuilt once each, bases first, each scratch
+ * file removed as soon as the last object that reads it is rebuilt. */
+typedef struct rebuild_node {
+	char oid[TP_OID_HEXLEN + 1];
+	uint64_t size;
+	bool from_store;           /* else path is a local copy or a kept base */
+	bool visiting;             /* on the path being planned: a cycle if met again */
+	tp_store_object_info info; /* from the store */
+	size_t *bases;             /* the nodes its stream reads */
+	size_t nbases;
+	unsigned users;            /* rebuilds still to run that read it */
+	char *path;
+	bool scratch;              /* path is this rebuild's scratch file */
+} rebuild_node;
+
+/* Distinct objects a plan may name (local ones included), and its index:
+ * open addressing, at most half full. */
+#define GRAPH_NODES_MAX 4096
+#define GRAPH_SLOTS 8192
+
+typedef struct rebuild_graph {
+	rebuild_node *v;
+	size_t n;
+	size_t slot[GRAPH_SLOTS]; /* node index + 1; 0 is empty */
+	size_t *order;            /* nodes from the store, each after its bases */
+	size_t norder;
+	size_t nstore;            /* nodes from the store, planned or being planned */
+	const scratch_list *kept; /* bases this operation already has */
+} rebuild_graph;
+
+static size_t graph_slot(const rebuild_graph *g, const char *oid)
 {
-	tp_store_manifest *m = NULL;
-	scratch_list scratch = { 0 };
-	char **bases = NULL, *payload = NULL;
-	size_t nb = 0;
-	int rc = manifest_load(t, &m, text, oid, size);
-	if (rc)
-		goto done;
-	if (!(bases = calloc(m->nbases + 1, sizeof(*bases)))) {
-		rc = tp_error_set(TP_ENOMEM, "out of memory");
-		goto done;
-	}
-	for (; nb < m->nbases; nb++) {
-		const tp_store_manifest_base *b = &m->bases[nb];
-		if ((rc = base_bytes(t, b->oid, b->size, depth, &scratch, &bases[nb])) != 0)
-			goto done;
-	}
-	if ((rc = scratch_new(t, "payload", &payload)) != 0)
-		goto done;
-	int fd = open(payload, O_WRONLY | O_CLOEXEC);
-	rc = fd < 0 ? tp_error_set_errno(TP_EIO, errno, "opening %s", payload)
-		    : tp_store_object_get_payload(t->store, oid, info, fd);
-	if (fd >= 0)
-		close(fd);
-	if (!rc)
-		rc = apply_payload(t, payload, bases, nb, oid, size, path, report);
-	if (rc)
-		tp_error_wrap(rc, "rebuilding %s", oid);
-done:
-	for (size_t i = 0; i < nb; i++)
-		free(bases[i]);
-	free(bases);
-	scratch_drop(payload);
-	scratch_clear(&scratch);
-	tp_store_manifest_free(m);
-	return rc;
+	uint64_t h = 1469598103934665603ull; /* FNV-1a */
+	for (const char *p = oid; *p; p++)
+		h = (h ^ (unsigned char)*p) * 1099511628211ull;
+	size_t i = (size_t)h & (GRAPH_SLOTS - 1);
+	while (g->slot[i] && strcmp(g->v[g->slot[i] - 1].oid, oid) != 0)
+		i = (i + 1) & (GRAPH_SLOTS - 1);
+	return i;
 }
 
-static int rebuild(tp_transfer *t, const char *oid, uint64_t size, const char *path, int depth,
-		   bool report)
+static void graph_free(rebuild_graph *g)
 {
-	tp_store_object_info info;
+	for (size_t i = 0; i < g->n; i++) {
+		if (g->v[i].scratch)
+			unlink(g->v[i].path);
+		free(g->v[i].path);
+		free(g->v[i].bases);
+	}
+	free(g->v);
+	free(g->order);
+	free(g);
+}
+
+/* Read what rebuilding node i from the store needs: its header, and for a
+ * delta its checked manifest and, recursively, its bases. */
+static int graph_add(tp_transfer *t, rebuild_graph *g, const char *oid, uint64_t size,
+		     int depth, size_t *out);
+
+static int graph_plan_store(tp_transfer *t, rebuild_graph *g, size_t i, int depth)
+{
+	char oid[TP_OID_HEXLEN + 1]; /* g->v moves as nodes are added */
+	uint64_t size = g->v[i].size;
+	memcpy(oid, g->v[i].oid, sizeof(oid));
+	tp_store_manifest *m = NULL;
 	char *text = NULL;
 	if (depth > TP_TRANSFER_CHAIN_LIMIT)
-		return tp_error_set(TP_ECORRUPT, "object %s: delta chain deeper than %d (a cycle?)",
-				    oid, TP_TRANSFER_CHAIN_LIMIT);
-	int rc = tp_store_object_manifest(t->store, oid, &info, &text);
+		return tp_error_set(TP_ECORRUPT, "object %s: delta chain deeper than %d", oid,
+				    TP_TRANSFER_CHAIN_LIMIT);
+	if (g->nstore++ == TP_TRANSFER_REBUILDS_MAX)
+		return tp_error_set(TP_ETOOBIG, "rebuilding %s needs more than %d objects from the "
+				    "store", g->v[0].oid, TP_TRANSFER_REBUILDS_MAX);
+	int rc = tp_store_object_manifest(t->store, oid, &g->v[i].info, &text);
 	if (rc)
 		return rc;
+	tp_store_object_info info = g->v[i].info;
 	if (info.size != size) {
 		rc = tp_error_set(TP_ECORRUPT, "object %s in the store is %llu bytes, expected %llu",
 				  oid, (unsigned long long)info.size, (unsigned long long)size);
 	} else if (info.kind == TP_STORE_KIND_WHOLE) {
-		int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-		if (fd < 0)
-			return tp_error_set_errno(TP_EIO, errno, "opening %s", path);
-		rc = tp_store_object_get_fd(t->store, oid, size, fd, report ? t->progress : NULL,
-					    t->progress_ctx);
-		close(fd);
-	} else {
-		rc = rebuild_delta(t, oid, size, path, &info, text, depth, report);
+		if (t->verify == TP_VERIFY_REQUIRED)
+			rc = tp_error_set(TP_EAUTH, "object %s is stored whole (zstd) without a "
+					  "manifest, so nothing signs it, and tenpak.verify is "
+					  "required", oid);
+	} else if ((rc = manifest_load(t, &m, text, oid, size)) == 0) {
+		g->v[i].visiting = true;
+		if (m->nbases && !(g->v[i].bases = calloc(m->nbases, sizeof(size_t))))
+			rc = tp_error_set(TP_ENOMEM, "out of memory");
+		for (size_t k = 0; !rc && k < m->nbases; k++) {
+			size_t b;
+			if ((rc = graph_add(t, g, m->bases[k].oid, m->bases[k].size, depth + 1, &b)) != 0)
+				break;
+			g->v[i].bases[g->v[i].nbases++] = b;
+			g->v[b].users++;
+		}
+		g->v[i].visiting = false;
 	}
+	tp_store_manifest_free(m);
 	free(text);
+	if (!rc)
+		g->order[g->norder++] = i;
 	return rc;
+}
+
+static int graph_add(tp_transfer *t, rebuild_graph *g, const char *oid, uint64_t size,
+		     int depth, size_t *out)
+{
+	size_t s = graph_slot(g, oid);
+	if (g->slot[s]) {
+		const rebuild_node *n = &g->v[g->slot[s] - 1];
+		if (n->size != size)
+			return tp_error_set(TP_ECORRUPT, "object %s is named with two sizes, %llu and "
+					    "%llu", oid, (unsigned long long)n->size,
+					    (unsigned long long)size);
+		if (n->visiting)
+			return tp_error_set(TP_ECORRUPT, "object %s: its delta chain leads back to it",
+					    oid);
+		*out = g->slot[s] - 1;
+		return 0;
+	}
+	if (g->n == GRAPH_NODES_MAX)
+		return tp_error_set(TP_ETOOBIG, "rebuilding %s names more than %d objects",
+				    g->v[0].oid, GRAPH_NODES_MAX);
+	if (!(g->n % 64)) {
+		rebuild_node *v = realloc(g->v, (g->n + 64) * sizeof(*v));
+		if (!v)
+			return tp_error_set(TP_ENOMEM, "out of memory");
+		g->v = v;
+	}
+	size_t i = g->n++;
+	rebuild_node *n = &g->v[i];
+	memset(n, 0, sizeof(*n));
+	memcpy(n->oid, oid, sizeof(n->oid));
+	n->size = size;
+	g->slot[s] = i + 1;
+	*out = i;
+	/* A base this operation holds, or a good local copy, needs nothing
+	 * from the store; the object asked for is always rebuilt. */
+	const char *kept = depth ? scratch_find(g->kept, oid) : NULL;
+	if (kept)
+		return (n->path = strdup(kept)) ? 0 : tp_error_set(TP_ENOMEM, "out of memory");
+	if (depth && local_copy(t, oid, size, NULL, &n->path) == 0) {
+		tp_trace("base %s: local copy %s", oid, n->path);
+		return 0;
+	}
+	n->from_store = true;
+	int rc = graph_plan_store(t, g, i, depth);
+	return rc && depth ? tp_error_wrap(rc, "base %s", oid) : rc;
+}
+
+/* Refuse, before anything is written, a plan whose bases claim more bytes
+ * than tenpak.rebuildfactor allows (a tiny object can claim gigabytes and
+ * fail its hash only once written) or that needs more scratch space than
+ * the tmp directory has free. */
+static int graph_check(const tp_transfer *t, const rebuild_graph *g, size_t root)
+{
+	uint64_t claimed = 0, limit, live = 0, peak = 0;
+	unsigned *users = calloc(g->n ? g->n : 1, sizeof(*users));
+	char a[32], b[32];
+	if (!users)
+		return tp_error_set(TP_ENOMEM, "out of memory");
+	for (size_t i = 0; i < g->n; i++)
+		users[i] = g->v[i].users;
+	/* Replay the rebuild: a file lives from its rebuild to its last reader. */
+	for (size_t k = 0; k < g->norder; k++) {
+		const rebuild_node *n = &g->v[g->order[k]];
+		uint64_t payload = TP_STORE_KIND_HAS_MANIFEST(n->info.kind)
+					   ? n->info.stored_size - n->info.payload_offset : 0;
+		if (g->order[k] != root)
+			claimed += n->size;
+		if (live + n->size + payload > peak)
+			peak = live + n->size + payload;
+		live += n->size;
+		for (size_t j = 0; j < n->nbases; j++)
+			if (--users[n->bases[j]] == 0 && g->v[n->bases[j]].from_store)
+				live -= g->v[n->bases[j]].size;
+	}
+	free(users);
+	if (__builtin_mul_overflow((uint64_t)t->rebuild_factor, g->v[root].size, &limit) ||
+	    __builtin_add_overflow(limit, TP_TRANSFER_REBUILD_SLACK, &limit))
+		limit = UINT64_MAX;
+	tp_trace("object %s: rebuilding %zu objects from the store, bases claim %llu bytes, "
+		 "scratch peak %llu bytes", g->v[root].oid, g->norder, (unsigned long long)claimed,
+		 (unsigned long long)peak);
+	if (claimed > limit) {
+		tp_fmt_bytes(claimed, a, sizeof(a));
+		tp_fmt_bytes(g->v[root].size, b, sizeof(b));
+		return tp_error_set(TP_ETOOBIG, "object %s (%s): its bases in the store claim %s, more "
+				    "than tenpak.rebuildfactor (%u) times its size plus 64 MiB",
+				    g->v[root].oid, b, a, t->rebuild_factor);
+	}
+	struct statvfs fs;
+	if (statvfs(t->tmp_dir, &fs) == 0 && (uint64_t)fs.f_bavail * fs.f_frsize < peak) {
+		tp_fmt_bytes(peak, a, sizeof(a));
+		tp_fmt_bytes((uint64_t)fs.f_bavail * fs.f_frsize, b, sizeof(b));
+		return tp_error_set(TP_ENOSPACE, "object %s: rebuilding it needs %s of scratch space "
+				    "in %s, and only %s is free", g->v[root].oid, a, t->tmp_dir, b);
+	}
+	return 0;
+}
+
+/* Rebuild one node from the store into out, its bases already on disk. */
+static int node_rebuild(tp_transfer *t, const rebuild_graph *g, const rebuild_node *n,
+			const char *out, bool report)
+{
+	char **bases = NULL, *payload = NULL;
+	int rc, fd;
+	if (n->info.kind == TP_STORE_KIND_WHOLE) {
+		/* The object layer stops at the object's size: a frame that
+		 * inflates past it is an error before more is written. */
+		if ((fd = open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)) < 0)
+			return tp_error_set_errno(TP_EIO, errno, "opening %s", out);
+		rc = tp_store_object_get_fd(t->store, n->oid, n->size, fd,
+					    report ? t->progress : NULL, t->progress_ctx);
+		close(fd);
+		return rc;
+	}
+	if (!(bases = calloc(n->nbases + 1, sizeof(*bases))))
+		return tp_error_set(TP_ENOMEM, "out of memory");
+	for (size_t j = 0; j < n->nbases; j++)
+		bases[j] = g->v[n->bases[j]].path;
+	if ((rc = scratch_new(t, "payload", &payload)) != 0)
+		goto done;
+	fd = open(payload, O_WRONLY | O_CLOEXEC);
+	rc = fd < 0 ? tp_error_set_errno(TP_EIO, errno, "opening %s", payload)
+		    : tp_store_object_get_payload(t->store, n->oid, &n->info, fd);
+	if (fd >= 0)
+		close(fd);
+	if (!rc)
+		rc = apply_payload(t, payload, bases, n->nbases, n->oid, n->size, out, report);
+done:
+	free(bases);
+	scratch_drop(payload);
+	return rc;
+}
+
+static int graph_run(tp_transfer *t, rebuild_graph *g, size_t root, const char *out, bool report)
+{
+	for (size_t k = 0; k < g->norder; k++) {
+		size_t i = g->order[k];
+		rebuild_node *n = &g->v[i];
+		int rc = 0;
+		if (i != root) {
+			rc = scratch_new(t, "base", &n->path);
+			n->scratch = rc == 0;
+		}
+		if (!rc)
+			rc = node_rebuild(t, g, n, i == root ? out : n->path, report && i == root);
+		if (rc)
+			return i == root ? tp_error_wrap(rc, "rebuilding %s", n->oid)
+					 : tp_error_wrap(rc, "rebuilding %s: base %s", g->v[root].oid,
+							 n->oid);
+		for (size_t j = 0; j < n->nbases; j++) {
+			rebuild_node *b = &g->v[n->bases[j]];
+			if (--b->users == 0 && b->scratch) {
+				scratch_drop(b->path);
+				b->path = NULL;
+				b->scratch = false;
+			}
+		}
+	}
+	return 0;
+}
+
+/* Rebuild object oid from the store into out. kept (may be NULL): bases the
+ * caller already holds. */
+static int rebuild(tp_transfer *t, const scratch_list *kept, const char *oid, uint64_t size,
+		   const char *out, bool report)
+{
+	rebuild_graph *g = calloc(1, sizeof(*g));
+	size_t root = 0;
+	int rc = g ? 0 : tp_error_set(TP_ENOMEM, "out of memory");
+	if (!rc && !(g->order = calloc(TP_TRANSFER_REBUILDS_MAX, sizeof(*g->order))))
+		rc = tp_error_set(TP_ENOMEM, "out of memory");
+	if (!rc) {
+		g->kept = kept;
+		rc = graph_add(t, g, oid, size, 0, &root);
+	}
+	if (!rc)
+		rc = graph_check(t, g, root);
+	if (!rc)
+		rc = graph_run(t, g, root, out, report);
+	if (g)
+		graph_free(g);
+	return rc;
+}
+
+/* Local bytes of a base: a verified local copy (hint, a file lineage found,
+ * first), one this operation already rebuilt, else rebuilt from the store
+ * into a scratch file kept in scratch. */
+static int base_bytes(tp_transfer *t, const char *oid, uint64_t size, const char *hint,
+		      scratch_list *scratch, char **path)
+{
+	const char *kept = scratch_find(scratch, oid);
+	if (kept)
+		return (*path = strdup(kept)) ? 0 : tp_error_set(TP_ENOMEM, "out of memory");
+	if (local_copy(t, oid, size, hint, path) == 0) {
+		tp_trace("base %s: local copy %s", oid, *path);
+		return 0;
+	}
+	char *tmp = NULL;
+	int rc = scratch_new(t, "base", &tmp);
+	if (rc)
+		return rc;
+	tp_trace("base %s: rebuilding from the store", oid);
+	if ((rc = rebuild(t, scratch, oid, size, tmp, false)) != 0) {
+		scratch_drop(tmp);
+		return tp_error_wrap(rc, "base %s", oid);
+	}
+	if ((rc = scratch_keep(scratch, oid, tmp)) != 0)
+		return rc;
+	*path = strdup(tmp);
+	return *path ? 0 : tp_error_set(TP_ENOMEM, "out of memory");
 }
 
 int tp_transfer_download(tp_transfer *t, const char *oid, uint64_t size, const char *path)
 {
 	tp_store_object_info info;
-	int rc = rebuild(t, oid, size, path, 0, true);
+	int rc = rebuild(t, NULL, oid, size, path, true);
 	/* The object itself absent (not one of its bases): name the store. */
 	if (rc == TP_ENOTFOUND && tp_store_object_stat(t->store, oid, &info) == TP_ENOTFOUND)
 		rc = tp_store_object_absent(t->store, oid);
@@ -574,6 +958,14 @@ static int store_bases(tp_transfer *t, const plan *p)
 	return 0;
 }
 
+static bool plan_has_base(const plan *p, const char *oid)
+{
+	for (size_t i = 0; i < p->nbases; i++)
+		if (strcmp(p->bases[i].oid, oid) == 0)
+			return true;
+	return false;
+}
+
 /* Gather the local bytes of a candidate's files; false when some are not
  * available on this machine or in the store. */
 static int candidate_bases(tp_transfer *t, const tp_lineage_candidate *c, scratch_list *scratch,
@@ -585,13 +977,14 @@ static int candidate_bases(tp_transfer *t, const tp_lineage_candidate *c, scratc
 	for (size_t i = 0; i < c->nfiles && !rc; i++) {
 		const tp_lineage_file *f = &c->files[i];
 		base_ref *b = &p->bases[p->nbases];
+		/* Two shards with the same bytes are one base: readers refuse a
+		 * manifest that names an oid twice. */
+		if (plan_has_base(p, f->oid))
+			continue;
 		memcpy(b->oid, f->oid, sizeof(b->oid));
 		b->size = f->size;
 		b->label = strdup(f->path);
-		if (f->local)
-			b->path = strdup(f->local);
-		else
-			rc = base_bytes(t, f->oid, f->size, 0, scratch, &b->path);
+		rc = base_bytes(t, f->oid, f->size, f->local, scratch, &b->path);
 		if (!rc && (!b->path || !b->label))
 			rc = tp_error_set(TP_ENOMEM, "out of memory");
 		p->nbases++;
@@ -688,7 +1081,7 @@ static int encode(tp_transfer *t, const char *oid, const char *target, const pla
 			       &o, &stats);
 	close(fd);
 	if (!rc)
-		rc = apply_payload(t, *payload, paths, p->nbases, oid, stats.target_bytes, CHECK_ONLY,
+		rc = apply_payload(t, *payload, paths, p->nbases, oid, stats.target_bytes, NULL,
 				   false);
 	if (rc)
 		tp_error_wrap(rc, "the delta of %s did not rebuild it; not storing it", target);
@@ -748,12 +1141,32 @@ static int store_encoded(tp_transfer *t, const char *oid, uint64_t size, const c
 	return rc;
 }
 
+/* The file git-lfs hands us must have the size it announced: a wrong size
+ * would be recorded in the object's header and manifest. */
+static int check_size(const char *oid, uint64_t size, const char *path)
+{
+	struct stat st;
+	if (stat(path, &st) != 0)
+		return tp_error_set_errno(tp_error_from_errno(errno), errno, "object %s: %s", oid,
+					  path);
+	if (!S_ISREG(st.st_mode))
+		return tp_error_set(TP_EINVAL, "object %s: %s is not a regular file", oid, path);
+	if ((uint64_t)st.st_size != size)
+		return tp_error_set(TP_ECORRUPT, "object %s: %s is %llu bytes, but its size should be "
+				    "%llu; refusing to store it", oid, path,
+				    (unsigned long long)st.st_size, (unsigned long long)size);
+	return 0;
+}
+
 int tp_transfer_upload(tp_transfer *t, const char *oid, uint64_t size, const char *path,
 		       tp_transfer_result *result)
 {
 	tp_store_object_info info;
 	tp_transfer_result r = { 0 };
-	int rc = tp_store_object_stat(t->store, oid, &info);
+	int rc = check_size(oid, size, path);
+	if (rc)
+		return rc;
+	rc = tp_store_object_stat(t->store, oid, &info);
 	if (rc == 0 && info.size == size) {
 		r.skipped = true;
 		r.kind = info.kind;
@@ -761,13 +1174,16 @@ int tp_transfer_upload(tp_transfer *t, const char *oid, uint64_t size, const cha
 	}
 	if (rc && rc != TP_ENOTFOUND)
 		tp_log(TP_LOG_WARN, "%s: replacing unreadable stored copy: %s", oid, tp_error_last());
-	if (!is_safetensors(path)) {
+	/* Other files are stored whole by zstd, unless manifests are signed:
+	 * then the codec stores them too, so that a signature covers them. */
+	bool model = is_safetensors(path);
+	if (!model && !t->signer) {
 		rc = tp_store_object_put_file(t->store, oid, size, path, t->progress, t->progress_ctx);
 		r.kind = TP_STORE_KIND_WHOLE;
 		goto done;
 	}
 	tp_lineage *l = NULL;
-	if (t->repo && (rc = tp_lineage_find(&l, t->repo, oid)) != 0 && rc != TP_ENOTFOUND)
+	if (model && t->repo && (rc = tp_lineage_find(&l, t->repo, oid)) != 0 && rc != TP_ENOTFOUND)
 		goto done;
 	scratch_list scratch = { 0 };
 	plan best = { 0 };

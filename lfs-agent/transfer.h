@@ -17,6 +17,15 @@
 #define TP_TRANSFER_CHAIN_LIMIT 64
 /* Candidates estimated per upload: more trusted ones come first. */
 #define TP_TRANSFER_CANDIDATES_MAX 4
+/* Objects one rebuild may take from the store: the object and each distinct
+ * base under it. A store that needs more is refused before anything is
+ * written (a hostile one could name 2^24 tiny objects). */
+#define TP_TRANSFER_REBUILDS_MAX 256
+/* tenpak.rebuildfactor: the bases one rebuild takes from the store may
+ * claim at most this many times the object's size, plus the slack. */
+#define TP_TRANSFER_REBUILD_FACTOR_DEFAULT 64
+#define TP_TRANSFER_REBUILD_FACTOR_MAX 65536
+#define TP_TRANSFER_REBUILD_SLACK (64ull << 20)
 
 /* tenpak.verify: how manifest signatures are checked on download. */
 typedef enum {
@@ -38,6 +47,9 @@ typedef enum {
 
 const char *tp_sig_status_name(tp_sig_status s);
 
+/* sha256 verdicts on local copies, shared by copies of a tp_transfer. */
+typedef struct tp_transfer_hashes tp_transfer_hashes;
+
 typedef struct tp_transfer {
 	tp_store *store;
 	tp_lineage_repo *repo; /* may be NULL: no lineage, no local objects */
@@ -46,6 +58,11 @@ typedef struct tp_transfer {
 	char *tmp_dir;         /* scratch files, on the LFS storage's filesystem */
 	unsigned threads;      /* codec threads per object */
 	int maxchain;          /* tenpak.maxchain */
+	unsigned rebuild_factor; /* tenpak.rebuildfactor */
+	/* Local copies (this repository's LFS storage, the HF cache) are
+	 * hashed once per process and path, and used only when they hash to
+	 * their oid. */
+	tp_transfer_hashes *hashes;
 	tp_progress_fn progress;
 	void *progress_ctx;
 	/* provenance */
@@ -75,18 +92,27 @@ typedef struct tp_transfer_result {
 } tp_transfer_result;
 
 /* tmp_dir: where scratch files go (created if missing). Reads
- * tenpak.maxchain, tenpak.signingkey, tenpak.verify and tenpak.trustedkeys
- * from git config (the repository's, or global without one). */
+ * tenpak.maxchain, tenpak.rebuildfactor, tenpak.signingkey, tenpak.verify
+ * and tenpak.trustedkeys from git config (the repository's, or global
+ * without one). */
 int tp_transfer_init(tp_transfer *t, tp_store *store, tp_lineage_repo *repo, const char *tmp_dir);
 void tp_transfer_clear(tp_transfer *t);
 
 /* Store the file at path as object oid: a delta against its best base when
- * that is smaller, else whole. Bases missing from the store are stored
- * first. Every delta is rebuilt and checked before it is stored. */
+ * that is smaller, else whole. A file that is not size bytes long is
+ * refused before anything else. Bases missing from the store are stored
+ * first. Every delta is rebuilt and checked before it is stored. With a
+ * signing key, files that are not safetensors are stored by the codec too
+ * (kind 3), so that they carry a signed manifest. */
 int tp_transfer_upload(tp_transfer *t, const char *oid, uint64_t size, const char *path,
 		       tp_transfer_result *result);
 /* Rebuild object oid into path (created or truncated), fetching its bases
- * from the cheapest source, and verify its sha256 against oid. */
+ * from the cheapest source, and verify its sha256 against oid. Every
+ * manifest under it is read and checked first: each base is rebuilt at most
+ * once, and a rebuild that would take more than TP_TRANSFER_REBUILDS_MAX
+ * objects, more base bytes than tenpak.rebuildfactor allows, or more
+ * scratch space than the tmp directory has free, is refused before
+ * anything is written. */
 int tp_transfer_download(tp_transfer *t, const char *oid, uint64_t size, const char *path);
 
 /* A delta ties an object to its bases: it is worth that only when it beats

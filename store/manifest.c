@@ -96,6 +96,31 @@ static int copy_text(const cJSON *parent, const char *key, char **out)
 	return *out ? 0 : tp_error_set(TP_ENOMEM, "out of memory");
 }
 
+static int oid_cmp(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* A base named twice has no use, and a reader that rebuilt each name would
+ * be led into work that doubles per level. */
+static int check_distinct(const tp_store_manifest *m)
+{
+	if (m->nbases < 2)
+		return 0;
+	const char **v = malloc(m->nbases * sizeof(*v));
+	int rc = 0;
+	if (!v)
+		return tp_error_set(TP_ENOMEM, "out of memory");
+	for (size_t i = 0; i < m->nbases; i++)
+		v[i] = m->bases[i].oid;
+	qsort(v, m->nbases, sizeof(*v), oid_cmp);
+	for (size_t i = 1; i < m->nbases && !rc; i++)
+		if (strcmp(v[i - 1], v[i]) == 0)
+			rc = tp_error_set(TP_ECORRUPT, "manifest: base %s is listed twice", v[i]);
+	free(v);
+	return rc;
+}
+
 static int parse_bases(tp_store_manifest *m, const cJSON *bases)
 {
 	int n = cJSON_GetArraySize(bases);
@@ -118,7 +143,7 @@ static int parse_bases(tp_store_manifest *m, const cJSON *bases)
 		if (rc)
 			return rc;
 	}
-	return 0;
+	return check_distinct(m);
 }
 
 static int parse_root(tp_store_manifest *m, const cJSON *root)

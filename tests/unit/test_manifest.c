@@ -104,6 +104,15 @@ static void test_hostile(void)
 	tp_store_manifest *m = NULL;
 	CHECK(parse(&m, big.ptr) != 0);
 	tp_buf_free(&big);
+	/* One base named twice: a reader that rebuilt each name would do work
+	 * that doubles per level of such objects. */
+	CHECK_EQ_INT(parse(&m, "{\"format\":\"tenpak-object\",\"version\":1,\"codec\":"
+			   "\"tenpak-delta\",\"codec_version\":1,\"oid\":\"" OID1 "\",\"size\":1,"
+			   "\"depth\":1,\"bases\":[{\"oid\":\"" OID2 "\",\"size\":1},"
+			   "{\"oid\":\"" OID1 "\",\"size\":1},{\"oid\":\"" OID2 "\",\"size\":1}]}"),
+		     TP_ECORRUPT);
+	CHECK(strstr(tp_error_last(), "base " OID2 " is listed twice") != NULL);
+	CHECK(m == NULL);
 }
 
 static void test_signing(void)
