@@ -463,7 +463,7 @@ typedef struct part_job {
 	size_t len;
 	char etag[160];
 	int rc;
-	char err[512];
+	tp_error_state err; /* made on the part's thread */
 	pthread_t thread;
 	bool running;
 } part_job;
@@ -482,7 +482,7 @@ static void *part_main(void *vjob)
 		j->rc = put_body(j->s, h, j->key, query, j->buf, j->len, j->etag, sizeof(j->etag));
 	}
 	if (j->rc)
-		snprintf(j->err, sizeof(j->err), "%s", tp_error_last());
+		tp_error_state_capture(&j->err);
 	curl_easy_cleanup(h);
 	tp_buf_free(&q);
 	return NULL;
@@ -495,8 +495,10 @@ static int part_join(part_job *j, tp_buf *etags)
 		return 0;
 	pthread_join(j->thread, NULL);
 	j->running = false;
-	if (j->rc)
-		return tp_error_set(j->rc, "%s", j->err);
+	if (j->rc) {
+		tp_error_state_restore(&j->err);
+		return j->rc;
+	}
 	return tp_buf_addf(etags, "<Part><PartNumber>%d</PartNumber><ETag>%s</ETag></Part>",
 			   j->number, j->etag);
 }
@@ -555,15 +557,15 @@ static void multipart_abort(s3_store *s, const char *key, const char *upload_id)
 	tp_buf q = TP_BUF_INIT(1024);
 	s3_call c;
 	call_init(&c, "DELETE", key, NULL);
-	char saved[1024];
-	snprintf(saved, sizeof(saved), "%s", tp_error_last());
+	tp_error_state first;
+	tp_error_state_capture(&first);
 	if (!upload_query(&q, upload_id)) {
 		c.query = q.ptr;
 		if (perform(s, s->curl, &c, true))
 			tp_log(TP_LOG_WARN, "could not abort the multipart upload of s3://%s/%s%s: %s",
 			       s->bucket, s->prefix, key, tp_error_last());
 	}
-	tp_error_set(TP_EIO, "%s", saved);
+	tp_error_state_restore(&first);
 	tp_buf_free(&q);
 	tp_buf_free(&c.resp);
 }
@@ -619,14 +621,12 @@ static int multipart(s3_store *s, const char *key, const tp_store_source *src,
 		rc = multipart_end(s, key, upload_id, &etags);
 done:
 	if (rc) {
-		char saved[1024];
-		snprintf(saved, sizeof(saved), "%s", tp_error_last());
+		/* Parts still running are waited for, their errors dropped. */
 		for (int k = 0; k < np; k++)
 			if (jobs[k].running) {
 				pthread_join(jobs[k].thread, NULL);
 				jobs[k].running = false;
 			}
-		tp_error_set(rc, "%s", saved);
 		multipart_abort(s, key, upload_id);
 	}
 done_noabort:
