@@ -130,10 +130,19 @@ static int add_header(struct curl_slist **list, const char *fmt, const char *nam
 	char line[4096];
 	snprintf(line, sizeof(line), fmt, name, value);
 	struct curl_slist *l = curl_slist_append(*list, line);
+	tp_secure_zero(line, sizeof(line)); /* may hold the session token */
 	if (!l)
 		return tp_error_set(TP_ENOMEM, "out of memory");
 	*list = l;
 	return 0;
+}
+
+/* Header lines carry the session token and a signature: wiped, then freed. */
+static void free_headers(struct curl_slist *list)
+{
+	for (struct curl_slist *l = list; l; l = l->next)
+		tp_secure_zero(l->data, strlen(l->data));
+	curl_slist_free_all(list);
 }
 
 /* Sign and perform c once on handle h. Returns the curl code; c->status
@@ -221,7 +230,7 @@ static CURLcode perform_once(s3_store *s, CURL *h, s3_call *c, int *rc)
 		c->status = code;
 	}
 done:
-	curl_slist_free_all(hdrs);
+	free_headers(hdrs);
 	tp_buf_free(&raw);
 	tp_buf_free(&uri);
 	tp_buf_free(&url);
@@ -725,6 +734,13 @@ static int s3_list(tp_store *st, const char *prefix, tp_store_list_fn fn, void *
 	}
 }
 
+void tp_s3_secret_free(char *secret)
+{
+	if (secret)
+		tp_secure_zero(secret, strlen(secret));
+	free(secret);
+}
+
 void tp_s3_free(tp_store *st)
 {
 	s3_store *s = s3_of(st);
@@ -739,11 +755,8 @@ void tp_s3_free(tp_store *st)
 	free(s->path_base);
 	free(s->region);
 	free(s->access_key);
-	if (s->secret_key) {
-		memset(s->secret_key, 0, strlen(s->secret_key));
-		free(s->secret_key);
-	}
-	free(s->session_token);
+	tp_s3_secret_free(s->secret_key);
+	tp_s3_secret_free(s->session_token);
 	free(s->base.url);
 	free(s);
 }

@@ -37,5 +37,7 @@ typedef struct s3_store {
 extern const tp_store_backend tp_s3_backend;
 /* Frees everything s may hold, for a half-built store too. */
 void tp_s3_free(tp_store *s);
+/* Wipe a NUL-terminated secret (key, token) and free it; NULL is fine. */
+void tp_s3_secret_free(char *secret);
 
 #endif
