@@ -260,6 +260,8 @@ static bool retryable_status(long status)
 	return status == 429 || status == 500 || status == 502 || status == 503 || status == 504;
 }
 
+double tp_s3_backoff_base_s = 0.2;
+
 /* Exponential backoff with jitter: 200 ms doubling, capped at 20 s, each
  * wait drawn from [d/2, d] so agents that failed together spread out. */
 static void backoff(int attempt)
@@ -267,7 +269,7 @@ static void backoff(int attempt)
 	static _Thread_local unsigned seed;
 	if (!seed)
 		seed = (unsigned)time(NULL) ^ (unsigned)getpid() ^ (unsigned)(uintptr_t)&seed;
-	double d = 0.2 * (double)(1u << (attempt < 7 ? attempt : 7));
+	double d = tp_s3_backoff_base_s * (double)(1u << (attempt < 7 ? attempt : 7));
 	if (d > 20.0)
 		d = 20.0;
 	d = d / 2 + d / 2 * ((double)rand_r(&seed) / RAND_MAX);
