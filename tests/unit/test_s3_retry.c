@@ -49,6 +49,9 @@ typedef enum {
 	SEND_HALF_CLOSE, /* half the body under a full Content-Length, then FIN */
 } send_mode;
 
+/* One scripted answer. A status of 300 or more is sent as such with
+ * error_xml; below, a PUT gets 200 and a GET the object: 200, or 206 with
+ * Content-Range for the Range asked (the status written is documentation). */
 typedef struct step {
 	int status;
 	send_mode mode;
