@@ -4,9 +4,8 @@
 #include <stdio.h>
 #include <string.h>
 
-#define TP_ERRMSG_MAX 1024
-
-static _Thread_local char errmsg[TP_ERRMSG_MAX];
+static _Thread_local char errmsg[TP_ERROR_MSG_MAX];
+static _Thread_local int errcode;
 
 static void vset(const char *fmt, va_list ap)
 {
@@ -23,6 +22,7 @@ int tp_error_set(int code, const char *fmt, ...)
 	va_start(ap, fmt);
 	vset(fmt, ap);
 	va_end(ap);
+	errcode = code;
 	return code;
 }
 
@@ -34,6 +34,7 @@ int tp_error_set_errno(int code, int errnum, const char *fmt, ...)
 	va_end(ap);
 	size_t len = strlen(errmsg);
 	snprintf(errmsg + len, sizeof(errmsg) - len, ": %s", strerror(errnum));
+	errcode = code;
 	return code;
 }
 
@@ -51,7 +52,7 @@ int tp_error_from_errno(int errnum)
 
 int tp_error_wrap(int code, const char *fmt, ...)
 {
-	char old[TP_ERRMSG_MAX];
+	char old[TP_ERROR_MSG_MAX];
 	memcpy(old, errmsg, sizeof(old));
 	va_list ap;
 	va_start(ap, fmt);
@@ -72,6 +73,7 @@ int tp_error_wrap(int code, const char *fmt, ...)
 			errmsg[len + n] = '\0';
 		}
 	}
+	errcode = code;
 	return code;
 }
 
@@ -83,6 +85,21 @@ const char *tp_error_last(void)
 void tp_error_clear(void)
 {
 	errmsg[0] = '\0';
+	errcode = 0;
+}
+
+void tp_error_state_capture(tp_error_state *st)
+{
+	st->code = errcode;
+	memcpy(st->msg, errmsg, sizeof(st->msg));
+}
+
+int tp_error_state_restore(const tp_error_state *st)
+{
+	memcpy(errmsg, st->msg, sizeof(errmsg));
+	errmsg[sizeof(errmsg) - 1] = '\0';
+	errcode = st->code;
+	return st->code;
 }
 
 const char *tp_error_name(int code)

@@ -159,3 +159,9 @@ int tp_sign_verify(const char *public_text, const void *msg, size_t len, const c
 		return tp_error_set(TP_EAUTH, "signature does not verify");
 	return 0;
 }
+
+/* Here because libsodium is: common/ is the only module that links it. */
+void tp_secure_zero(void *p, size_t n)
+{
+	sodium_memzero(p, n);
+}

@@ -47,6 +47,21 @@ void tp_error_clear(void);
 /* Short stable name of a code, e.g. "not found". */
 const char *tp_error_name(int code);
 
+/* Longest message kept, NUL included; longer ones are truncated. */
+#define TP_ERROR_MSG_MAX 1024
+
+/* A thread's error (message and the code last set with it), saved while
+ * cleanup that may fail overwrites it, or carried to another thread. */
+typedef struct tp_error_state {
+	int code;
+	char msg[TP_ERROR_MSG_MAX];
+} tp_error_state;
+
+/* Copy the current thread's error into st; it stays set. */
+void tp_error_state_capture(tp_error_state *st);
+/* Make st the current thread's error; returns st's code. */
+int tp_error_state_restore(const tp_error_state *st);
+
 /* ---- capped dynamic buffer --------------------------------------------- */
 
 /* A growable byte buffer that refuses to grow past `cap` bytes, so that
@@ -154,6 +169,12 @@ int tp_sign(const tp_sign_key *k, const void *msg, size_t len, char out[TP_SIGN_
 /* Check a base64 signature of msg by the public key in text form.
  * TP_EAUTH when it does not verify; TP_EINVAL for malformed key or text. */
 int tp_sign_verify(const char *public_text, const void *msg, size_t len, const char *signature);
+
+/* ---- secrets ------------------------------------------------------------ */
+
+/* Zero n bytes at p with a store the compiler cannot drop as dead
+ * (sodium_memzero): for keys, tokens and anything derived from them. */
+void tp_secure_zero(void *p, size_t n);
 
 /* ---- progress --------------------------------------------------------- */
 

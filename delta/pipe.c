@@ -4,7 +4,6 @@
 #include "delta_internal.h"
 
 #include <pthread.h>
-#include <stdio.h>
 #include <stdlib.h>
 
 struct tp_pipe {
@@ -18,7 +17,7 @@ struct tp_pipe {
 	uint64_t submitted, taken;
 	uint64_t *done;   /* per slot: job number + 1 when finished */
 	int *rc;          /* per slot */
-	char (*msg)[256]; /* per slot: a failed job's message, made on its thread */
+	tp_error_state *err; /* per slot: a failed job's error, made on its thread */
 	bool stop;
 	bool inited; /* mutex and condition variables */
 };
@@ -46,8 +45,8 @@ static void *worker_main(void *arg)
 		pthread_mutex_unlock(&p->mu);
 		size_t slot = (size_t)(job % p->window);
 		int rc = p->fn(p->ctx, slot, id);
-		if (rc < 0) /* error messages are per thread: carry it to the caller */
-			snprintf(p->msg[slot], sizeof(p->msg[slot]), "%s", tp_error_last());
+		if (rc < 0) /* errors are per thread: carry it to the caller */
+			tp_error_state_capture(&p->err[slot]);
 		pthread_mutex_lock(&p->mu);
 		p->rc[slot] = rc;
 		p->done[slot] = job + 1;
@@ -67,9 +66,9 @@ int tp_pipe_new(tp_pipe **out, unsigned threads, size_t window, tp_pipe_fn fn, v
 	p->ctx = ctx;
 	p->done = calloc(p->window, sizeof(*p->done));
 	p->rc = calloc(p->window, sizeof(*p->rc));
-	p->msg = calloc(p->window, sizeof(*p->msg));
+	p->err = calloc(p->window, sizeof(*p->err));
 	p->threads = calloc(threads ? threads : 1, sizeof(*p->threads));
-	if (!p->done || !p->rc || !p->msg || !p->threads) {
+	if (!p->done || !p->rc || !p->err || !p->threads) {
 		tp_pipe_free(p);
 		return tp_error_set(TP_ENOMEM, "out of memory");
 	}
@@ -129,7 +128,7 @@ int tp_pipe_wait(tp_pipe *p, uint64_t job)
 	int rc = p->rc[slot];
 	pthread_mutex_unlock(&p->mu);
 	if (rc < 0 && p->nthreads)
-		tp_error_set(rc, "%s", p->msg[slot]);
+		tp_error_state_restore(&p->err[slot]);
 	return rc;
 }
 
@@ -153,6 +152,6 @@ void tp_pipe_free(tp_pipe *p)
 	free(p->threads);
 	free(p->done);
 	free(p->rc);
-	free(p->msg);
+	free(p->err);
 	free(p);
 }

@@ -130,10 +130,19 @@ static int add_header(struct curl_slist **list, const char *fmt, const char *nam
 	char line[4096];
 	snprintf(line, sizeof(line), fmt, name, value);
 	struct curl_slist *l = curl_slist_append(*list, line);
+	tp_secure_zero(line, sizeof(line)); /* may hold the session token */
 	if (!l)
 		return tp_error_set(TP_ENOMEM, "out of memory");
 	*list = l;
 	return 0;
+}
+
+/* Header lines carry the session token and a signature: wiped, then freed. */
+static void free_headers(struct curl_slist *list)
+{
+	for (struct curl_slist *l = list; l; l = l->next)
+		tp_secure_zero(l->data, strlen(l->data));
+	curl_slist_free_all(list);
 }
 
 /* Sign and perform c once on handle h. Returns the curl code; c->status
@@ -221,7 +230,7 @@ static CURLcode perform_once(s3_store *s, CURL *h, s3_call *c, int *rc)
 		c->status = code;
 	}
 done:
-	curl_slist_free_all(hdrs);
+	free_headers(hdrs);
 	tp_buf_free(&raw);
 	tp_buf_free(&uri);
 	tp_buf_free(&url);
@@ -251,6 +260,8 @@ static bool retryable_status(long status)
 	return status == 429 || status == 500 || status == 502 || status == 503 || status == 504;
 }
 
+double tp_s3_backoff_base_s = 0.2;
+
 /* Exponential backoff with jitter: 200 ms doubling, capped at 20 s, each
  * wait drawn from [d/2, d] so agents that failed together spread out. */
 static void backoff(int attempt)
@@ -258,7 +269,7 @@ static void backoff(int attempt)
 	static _Thread_local unsigned seed;
 	if (!seed)
 		seed = (unsigned)time(NULL) ^ (unsigned)getpid() ^ (unsigned)(uintptr_t)&seed;
-	double d = 0.2 * (double)(1u << (attempt < 7 ? attempt : 7));
+	double d = tp_s3_backoff_base_s * (double)(1u << (attempt < 7 ? attempt : 7));
 	if (d > 20.0)
 		d = 20.0;
 	d = d / 2 + d / 2 * ((double)rand_r(&seed) / RAND_MAX);
@@ -463,7 +474,7 @@ typedef struct part_job {
 	size_t len;
 	char etag[160];
 	int rc;
-	char err[512];
+	tp_error_state err; /* made on the part's thread */
 	pthread_t thread;
 	bool running;
 } part_job;
@@ -482,7 +493,7 @@ static void *part_main(void *vjob)
 		j->rc = put_body(j->s, h, j->key, query, j->buf, j->len, j->etag, sizeof(j->etag));
 	}
 	if (j->rc)
-		snprintf(j->err, sizeof(j->err), "%s", tp_error_last());
+		tp_error_state_capture(&j->err);
 	curl_easy_cleanup(h);
 	tp_buf_free(&q);
 	return NULL;
@@ -495,8 +506,10 @@ static int part_join(part_job *j, tp_buf *etags)
 		return 0;
 	pthread_join(j->thread, NULL);
 	j->running = false;
-	if (j->rc)
-		return tp_error_set(j->rc, "%s", j->err);
+	if (j->rc) {
+		tp_error_state_restore(&j->err);
+		return j->rc;
+	}
 	return tp_buf_addf(etags, "<Part><PartNumber>%d</PartNumber><ETag>%s</ETag></Part>",
 			   j->number, j->etag);
 }
@@ -555,15 +568,15 @@ static void multipart_abort(s3_store *s, const char *key, const char *upload_id)
 	tp_buf q = TP_BUF_INIT(1024);
 	s3_call c;
 	call_init(&c, "DELETE", key, NULL);
-	char saved[1024];
-	snprintf(saved, sizeof(saved), "%s", tp_error_last());
+	tp_error_state first;
+	tp_error_state_capture(&first);
 	if (!upload_query(&q, upload_id)) {
 		c.query = q.ptr;
 		if (perform(s, s->curl, &c, true))
 			tp_log(TP_LOG_WARN, "could not abort the multipart upload of s3://%s/%s%s: %s",
 			       s->bucket, s->prefix, key, tp_error_last());
 	}
-	tp_error_set(TP_EIO, "%s", saved);
+	tp_error_state_restore(&first);
 	tp_buf_free(&q);
 	tp_buf_free(&c.resp);
 }
@@ -619,14 +632,12 @@ static int multipart(s3_store *s, const char *key, const tp_store_source *src,
 		rc = multipart_end(s, key, upload_id, &etags);
 done:
 	if (rc) {
-		char saved[1024];
-		snprintf(saved, sizeof(saved), "%s", tp_error_last());
+		/* Parts still running are waited for, their errors dropped. */
 		for (int k = 0; k < np; k++)
 			if (jobs[k].running) {
 				pthread_join(jobs[k].thread, NULL);
 				jobs[k].running = false;
 			}
-		tp_error_set(rc, "%s", saved);
 		multipart_abort(s, key, upload_id);
 	}
 done_noabort:
@@ -725,6 +736,13 @@ static int s3_list(tp_store *st, const char *prefix, tp_store_list_fn fn, void *
 	}
 }
 
+void tp_s3_secret_free(char *secret)
+{
+	if (secret)
+		tp_secure_zero(secret, strlen(secret));
+	free(secret);
+}
+
 void tp_s3_free(tp_store *st)
 {
 	s3_store *s = s3_of(st);
@@ -739,11 +757,8 @@ void tp_s3_free(tp_store *st)
 	free(s->path_base);
 	free(s->region);
 	free(s->access_key);
-	if (s->secret_key) {
-		memset(s->secret_key, 0, strlen(s->secret_key));
-		free(s->secret_key);
-	}
-	free(s->session_token);
+	tp_s3_secret_free(s->secret_key);
+	tp_s3_secret_free(s->session_token);
 	free(s->base.url);
 	free(s);
 }

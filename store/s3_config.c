@@ -7,8 +7,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "s3_internal.h"
+
+/* A shared credentials file is a few lines per profile. */
+#define CREDENTIALS_FILE_MAX (1u << 20)
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
 
@@ -180,17 +185,56 @@ static void trim(char **a, char **b)
 		(*b)--;
 }
 
+/* The whole file in one buffer, NUL-terminated after *len bytes: one wipe of
+ * *len + 1 bytes then covers every copy of a secret, where stdio's buffer and
+ * getline's reallocations would leave some in freed memory. TP_ENOTFOUND
+ * when it cannot be read, as when missing. */
+static int read_credentials_file(const char *path, char **out, size_t *len)
+{
+	int fd;
+	struct stat st;
+	if (tp_fs_open_regular(path, &fd) != 0)
+		return TP_ENOTFOUND;
+	int rc = 0;
+	char *buf = NULL;
+	size_t got = 0;
+	if (fstat(fd, &st) != 0)
+		rc = TP_ENOTFOUND;
+	else if ((uint64_t)st.st_size > CREDENTIALS_FILE_MAX)
+		rc = tp_error_set(TP_ECONFIG, "%s is larger than %u bytes; not an AWS credentials "
+				  "file", path, CREDENTIALS_FILE_MAX);
+	else if (!(buf = malloc((size_t)st.st_size + 1)))
+		rc = tp_error_set(TP_ENOMEM, "out of memory");
+	else if (tp_fs_read_full(fd, buf, (size_t)st.st_size, &got) != 0)
+		rc = TP_ENOTFOUND;
+	close(fd);
+	if (rc) {
+		if (buf)
+			tp_secure_zero(buf, (size_t)st.st_size + 1);
+		free(buf);
+		return rc;
+	}
+	buf[got] = '\0';
+	*out = buf;
+	*len = got;
+	return 0;
+}
+
 /* The shared credentials file: [profile] sections of key = value lines. */
 static int credentials_from_file(s3_store *s, const char *path, const char *profile)
 {
-	FILE *f = fopen(path, "r");
-	if (!f)
-		return TP_ENOTFOUND;
-	char *line = NULL;
-	size_t cap = 0;
+	char *text = NULL;
+	size_t text_len = 0;
+	int rc = read_credentials_file(path, &text, &text_len);
+	if (rc)
+		return rc;
 	bool in_profile = false;
-	int rc = 0;
-	while (!rc && getline(&line, &cap, f) > 0) {
+	char *end = text + text_len;
+	for (char *line = text, *next; !rc && line < end; line = next) {
+		char *nl = memchr(line, '\n', (size_t)(end - line));
+		next = nl ? nl + 1 : end;
+		if (nl)
+			*nl = '\0';
 		char *a = line, *b = line + strlen(line);
 		trim(&a, &b);
 		*b = '\0';
@@ -214,15 +258,12 @@ static int credentials_from_file(s3_store *s, const char *path, const char *prof
 		else if ((size_t)(ke - a) == 17 && !strncmp(a, "aws_session_token", 17))
 			dst = &s->session_token;
 		if (dst) {
-			free(*dst);
+			tp_s3_secret_free(*dst);
 			rc = strdup_to(dst, vs, (size_t)(ve - vs));
 		}
 	}
-	if (line) {
-		memset(line, 0, cap);
-		free(line);
-	}
-	fclose(f);
+	tp_secure_zero(text, text_len + 1);
+	free(text);
 	if (!rc && (!s->access_key || !s->secret_key))
 		rc = TP_ENOTFOUND;
 	return rc;

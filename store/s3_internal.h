@@ -34,8 +34,14 @@ typedef struct s3_store {
 	CURL *curl; /* the caller's thread; part uploads use their own */
 } s3_store;
 
+/* First retry wait in seconds (0.2), doubling after. Only unit tests change
+ * it, before opening a store, so retries cost milliseconds there. */
+extern double tp_s3_backoff_base_s;
+
 extern const tp_store_backend tp_s3_backend;
 /* Frees everything s may hold, for a half-built store too. */
 void tp_s3_free(tp_store *s);
+/* Wipe a NUL-terminated secret (key, token) and free it; NULL is fine. */
+void tp_s3_secret_free(char *secret);
 
 #endif

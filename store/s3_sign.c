@@ -44,7 +44,7 @@ static void signing_key(const tp_s3_signer *s, const char *date8, unsigned char 
 	memcpy(k0, "AWS4", 4);
 	memcpy(k0 + 4, s->secret_key, slen + 1);
 	tp_hmac_sha256(k0, slen + 4, date8, 8, key);
-	memset(k0, 0, slen + 4); /* the secret does not linger in freed memory */
+	tp_secure_zero(k0, slen + 5); /* the secret does not linger in freed memory */
 	free(k0);
 	tp_hmac_sha256(key, TP_SHA256_LEN, s->region, strlen(s->region), key);
 	tp_hmac_sha256(key, TP_SHA256_LEN, s->service, strlen(s->service), key);
@@ -68,6 +68,18 @@ int tp_s3_sign(const tp_s3_signer *s, const tp_s3_request_desc *r, tp_buf *autho
 	}
 	memcpy(hs, r->headers, r->nheaders * sizeof(*hs));
 	qsort(hs, r->nheaders, sizeof(*hs), cmp_header);
+
+	/* The canonical request holds the session token: sized once up front so
+	 * no reallocation leaves a copy in freed memory, and wiped at the end. */
+	size_t need = strlen(r->method) + strlen(r->canonical_uri) + strlen(r->payload_hash) + 8 +
+		      (r->canonical_query ? strlen(r->canonical_query) : 0);
+	for (size_t i = 0; i < r->nheaders; i++)
+		need += 2 * strlen(hs[i].name) + strlen(hs[i].value) + 3;
+	if (need > canon.cap)
+		need = canon.cap;
+	if ((rc = tp_buf_addf(&canon, "%*s", (int)need, "")) != 0)
+		goto done;
+	tp_buf_reset(&canon);
 
 	rc = tp_buf_addf(&canon, "%s\n%s\n%s\n", r->method, r->canonical_uri,
 			 r->canonical_query ? r->canonical_query : "");
@@ -96,7 +108,7 @@ int tp_s3_sign(const tp_s3_signer *s, const tp_s3_request_desc *r, tp_buf *autho
 	char sig_hex[TP_OID_HEXLEN + 1];
 	signing_key(s, date8, key);
 	tp_hmac_sha256(key, sizeof(key), sts.ptr, sts.len, sig);
-	memset(key, 0, sizeof(key));
+	tp_secure_zero(key, sizeof(key));
 	tp_sha256_hex(sig, sig_hex);
 	rc = tp_buf_addf(authorization,
 			 "AWS4-HMAC-SHA256 Credential=%s/%s/%s/%s/aws4_request, "
@@ -105,6 +117,8 @@ int tp_s3_sign(const tp_s3_signer *s, const tp_s3_request_desc *r, tp_buf *autho
 			 signed_names.ptr ? signed_names.ptr : "", sig_hex);
 done:
 	free(hs);
+	if (canon.ptr)
+		tp_secure_zero(canon.ptr, canon.alloc);
 	tp_buf_free(&canon);
 	tp_buf_free(&signed_names);
 	tp_buf_free(&sts);
