@@ -94,6 +94,53 @@ int tp_buf_addf(tp_buf *b, const char *fmt, ...)
 	return rc;
 }
 
+/* The longest prefix of s, at most max bytes, that ends between two UTF-8
+ * sequences (s has more than max bytes). */
+static size_t utf8_prefix(const char *s, size_t max)
+{
+	while (max > 0 && ((unsigned char)s[max] & 0xC0) == 0x80)
+		max--;
+	return max;
+}
+
+int tp_buf_vaddf_cut(tp_buf *b, const char *fmt, va_list ap)
+{
+	va_list ap2;
+	va_copy(ap2, ap);
+	int n = vsnprintf(NULL, 0, fmt, ap2);
+	va_end(ap2);
+	if (n < 0)
+		return tp_error_set(TP_EINVAL, "bad format string");
+	char *text = malloc((size_t)n + 1);
+	if (!text)
+		return tp_error_set(TP_ENOMEM, "out of memory");
+	vsnprintf(text, (size_t)n + 1, fmt, ap);
+	size_t room = b->cap > b->len ? b->cap - b->len : 0;
+	int rc = 0;
+	if ((size_t)n <= room) {
+		rc = tp_buf_add(b, text, (size_t)n);
+	} else if (room >= 3) {
+		rc = tp_buf_add(b, text, utf8_prefix(text, room - 3));
+		if (!rc)
+			rc = tp_buf_add(b, "...", 3);
+	} else if (b->len >= 3 && memcmp(b->ptr + b->len - 3, "...", 3) != 0) {
+		/* Already full: mark its end as cut. */
+		b->len = utf8_prefix(b->ptr, b->len - 3);
+		rc = tp_buf_add(b, "...", 3);
+	}
+	free(text);
+	return rc;
+}
+
+int tp_buf_addf_cut(tp_buf *b, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	int rc = tp_buf_vaddf_cut(b, fmt, ap);
+	va_end(ap);
+	return rc;
+}
+
 char *tp_buf_detach(tp_buf *b)
 {
 	char *p = b->ptr;
