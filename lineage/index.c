@@ -19,10 +19,12 @@
  *   shallow <sha256 of the shallow file, or ->   (a different one: rescan)
  *   c <commit id> <committer time>               (a commit scanned)
  *   p <lfs oid> <size> <path>                    (a pointer it changed)
+ *   end <number of c records>
  * A path escapes "\" as "\\" and a newline as "\n". The "c" records are
  * closed under ancestry: a scanned commit's ancestors were scanned too, so a
- * walk stops at the first scanned commit it meets. Anything malformed
- * discards the whole file (the next run rebuilds it).
+ * walk stops at the first scanned commit it meets; the "end" record proves
+ * that none was lost (the oldest are last). Anything malformed discards the
+ * whole file (the next run rebuilds it).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -113,7 +115,8 @@ static bool oidset_has(const oidset *s, const git_oid *id)
 static int oidset_add(oidset *s, const git_oid *id)
 {
 	if ((s->n + 1) * 2 > s->cap) {
-		oidset bigger = { calloc(s->cap ? s->cap * 2 : 64, sizeof(git_oid)), s->cap ? s->cap * 2 : 64, 0 };
+		size_t cap = s->cap ? s->cap * 2 : 64;
+		oidset bigger = { calloc(cap, sizeof(git_oid)), cap, 0 };
 		if (!bigger.slots)
 			return tp_error_set(TP_ENOMEM, "out of memory");
 		for (size_t i = 0; i < s->cap; i++)
@@ -436,7 +439,8 @@ static int shallow_key(git_repository *repo, char out[TP_OID_HEXLEN + 1])
 	}
 	char *text = malloc((size_t)st.st_size + 1);
 	size_t got = 0;
-	rc = text ? tp_fs_read_full(fd, text, (size_t)st.st_size, &got) : tp_error_set(TP_ENOMEM, "out of memory");
+	rc = text ? tp_fs_read_full(fd, text, (size_t)st.st_size, &got)
+		  : tp_error_set(TP_ENOMEM, "out of memory");
 	if (!rc)
 		tp_sha256_hex_of(text, got, out);
 	free(text);
@@ -489,8 +493,8 @@ static bool cache_line(tp_lineage_index *ix, char *line, int *rc)
 		*rc = commit_add(ix, &id, neg ? -(int64_t)v : (int64_t)v);
 		return true;
 	}
-	if (line[0] != 'p' || line[1] != ' ' || ix->ncommits == 0 || strlen(line) < 2 + TP_OID_HEXLEN + 2 ||
-	    line[2 + TP_OID_HEXLEN] != ' ')
+	if (line[0] != 'p' || line[1] != ' ' || ix->ncommits == 0 ||
+	    strlen(line) < 2 + TP_OID_HEXLEN + 2 || line[2 + TP_OID_HEXLEN] != ' ')
 		return false;
 	char oid[TP_OID_HEXLEN + 1];
 	memcpy(oid, line + 2, TP_OID_HEXLEN);
@@ -556,9 +560,18 @@ static int cache_load(git_repository *repo, tp_lineage_index *ix, const char *ke
 		tp_trace("%s: the clone's depth changed, rescanning", path);
 		goto done;
 	}
-	while (ok && !rc && (line = strtok_r(NULL, "\n", &save)) != NULL)
-		ok = cache_line(ix, line, &rc);
-	if (!rc && !ok) {
+	bool end = false;
+	while (ok && !rc && (line = strtok_r(NULL, "\n", &save)) != NULL) {
+		uint64_t count;
+		const char *after;
+		if (end)
+			ok = false;
+		else if (strncmp(line, "end ", 4) == 0)
+			ok = end = parse_u64(line + 4, &after, &count) && !*after && count == ix->ncommits;
+		else
+			ok = cache_line(ix, line, &rc);
+	}
+	if (!rc && (!ok || !end)) {
 		tp_trace("%s: malformed, rescanning", path);
 		history_clear(ix);
 	}
@@ -576,8 +589,14 @@ done:
 static int escape_path(tp_buf *b, const char *path)
 {
 	int rc = 0;
-	for (const char *p = path; !rc && *p; p++)
-		rc = *p == '\\' ? tp_buf_adds(b, "\\\\") : *p == '\n' ? tp_buf_adds(b, "\\n") : tp_buf_add(b, p, 1);
+	for (const char *p = path; !rc && *p; p++) {
+		if (*p == '\\')
+			rc = tp_buf_adds(b, "\\\\");
+		else if (*p == '\n')
+			rc = tp_buf_adds(b, "\\n");
+		else
+			rc = tp_buf_add(b, p, 1);
+	}
 	return rc;
 }
 
@@ -598,7 +617,7 @@ static int cache_text(const tp_lineage_index *ix, const char *key, tp_buf *b)
 				rc = tp_buf_adds(b, "\n");
 		}
 	}
-	return rc;
+	return rc ? rc : tp_buf_addf(b, "end %zu\n", ix->ncommits);
 }
 
 /* Write the cache: a temp file renamed over the old one. A failure only
@@ -734,8 +753,8 @@ done:
 	return 0;
 }
 
-void tp_lineage_index_find(tp_lineage_repo *r, const char *oid, const tp_lineage_entry *const **first,
-			   size_t *n)
+void tp_lineage_index_find(tp_lineage_repo *r, const char *oid,
+			   const tp_lineage_entry *const **first, size_t *n)
 {
 	const tp_lineage_index *ix = r->index;
 	size_t lo = 0, hi = ix ? ix->nby_oid : 0;
@@ -828,7 +847,8 @@ static int walk_add(tp_lineage_walk *w, const git_oid *id)
 	return heap_push(w, c);
 }
 
-int tp_lineage_walk_new(tp_lineage_walk **out, git_repository *repo, const git_oid *start, size_t max)
+int tp_lineage_walk_new(tp_lineage_walk **out, git_repository *repo, const git_oid *start,
+			size_t max)
 {
 	tp_lineage_walk *w = calloc(1, sizeof(*w));
 	if (!w)

@@ -44,8 +44,8 @@ int tp_lineage_index_build(tp_lineage_repo *r);
 void tp_lineage_index_clear(tp_lineage_repo *r);
 /* Entries for oid, most preferred first (tips in order, then history,
  * newest commit first): *n of them at *first. */
-void tp_lineage_index_find(tp_lineage_repo *r, const char *oid, const tp_lineage_entry *const **first,
-			   size_t *n);
+void tp_lineage_index_find(tp_lineage_repo *r, const char *oid,
+			   const tp_lineage_entry *const **first, size_t *n);
 /* Entries of the pointers at HEAD, in tree order. */
 void tp_lineage_index_head(tp_lineage_repo *r, const tp_lineage_entry **first, size_t *n);
 
