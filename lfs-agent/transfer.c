@@ -588,7 +588,8 @@ static int candidate_bases(tp_transfer *t, const tp_lineage_candidate *c, scratc
 		b->size = f->size;
 		b->label = strdup(f->path);
 		/* An oid: base that the repository does not know: the store's size. */
-		if (f->size == TP_LINEAGE_SIZE_UNKNOWN && (rc = tp_store_object_stat(t->store, f->oid, &info)) == 0)
+		if (f->size == TP_LINEAGE_SIZE_UNKNOWN &&
+		    (rc = tp_store_object_stat(t->store, f->oid, &info)) == 0)
 			b->size = info.size;
 		if (!rc && f->local)
 			b->path = strdup(f->local);
@@ -642,7 +643,7 @@ static int choose(tp_transfer *t, const char *path, const tp_lineage *l, scratch
 		}
 		if (p.depth > t->maxchain) {
 			tp_buf_addf_cut(&best->reason, "; %.12s: chain depth %d over tenpak.maxchain %d",
-				    c->files[0].oid, p.depth, t->maxchain);
+					c->files[0].oid, p.depth, t->maxchain);
 			plan_clear(&p);
 			continue;
 		}
@@ -654,7 +655,7 @@ static int choose(tp_transfer *t, const char *path, const tp_lineage *l, scratch
 			return rc;
 		}
 		tp_buf_addf_cut(&best->reason, "; %s %.12s: estimated %llu bytes", p.source,
-			    c->files[0].oid, (unsigned long long)est);
+				c->files[0].oid, (unsigned long long)est);
 		if (est < best_est && tp_transfer_delta_wins(est, *whole_est)) {
 			best_est = est;
 			tp_buf reason = best->reason;
@@ -722,8 +723,8 @@ static int store_encoded(tp_transfer *t, const char *oid, uint64_t size, const c
 		rc = encode(t, oid, path, &whole, false, &wpayload, &wsize);
 		if (!rc && wsize <= payload_size) {
 			tp_buf_addf_cut(&whole.reason, "%s; delta was %llu bytes, whole %llu: whole",
-				    p->reason.ptr ? p->reason.ptr : "", (unsigned long long)payload_size,
-				    (unsigned long long)wsize);
+					p->reason.ptr ? p->reason.ptr : "", (unsigned long long)payload_size,
+					(unsigned long long)wsize);
 			scratch_drop(payload);
 			payload = wpayload;
 			payload_size = wsize;
