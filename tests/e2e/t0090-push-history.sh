@@ -71,6 +71,28 @@ test_expect_success 'five checkpoints in one push: one whole, four deltas' '
 	clone_check five model.safetensors
 '
 
+# index_counts REPO: "(N cached, M scanned)" from the lineage index's trace.
+index_counts() {
+	(cd "$TRASH/$1" && TENPAK_TRACE=1 "$TENPAK" lineage >/dev/null 2>"$TRASH/trace") &&
+	sed -n "s/.*lineage index: .*history of [0-9]* commits \(([0-9]* cached, [0-9]* scanned)\).*/\1/p" \
+		"$TRASH/trace"
+}
+
+test_expect_success 'the pointer index is cached, read again, rebuilt when damaged' '
+	n=$(git -C five rev-list --count HEAD) &&
+	test "$(index_counts five)" = "($n cached, 0 scanned)" &&
+	checkpoints five 40 6 6 &&
+	test "$(index_counts five)" = "($n cached, 1 scanned)" &&
+	n=$((n + 1)) &&
+	test "$(index_counts five)" = "($n cached, 0 scanned)" &&
+	sed -i "\$d" five/.git/tenpak/pointer-index &&
+	test "$(index_counts five)" = "(0 cached, $n scanned)" &&
+	sed -i "s/^c \([0-9a-f]*\) /c \1x/" five/.git/tenpak/pointer-index &&
+	test "$(index_counts five)" = "(0 cached, $n scanned)" &&
+	test "$(index_counts five)" = "($n cached, 0 scanned)" &&
+	test -z "$(ls five/.git/tenpak | grep -v "^pointer-index$")"
+'
+
 test_expect_success 'older versions keep the metadata of their own commit' '
 	use_store s-meta &&
 	new_repo meta &&
@@ -127,7 +149,10 @@ test_expect_success 'a new checkpoint on a shallow clone is a delta of the last 
 	test "$(kind_of "$(oid_at shallow HEAD)")" = delta &&
 	"$TENPAK" store fsck | grep -q "^$(oid_at shallow HEAD): ok, delta, depth 3," &&
 	git clone -q deep.git deep-check &&
-	cmp shallow/model.safetensors deep-check/model.safetensors
+	cmp shallow/model.safetensors deep-check/model.safetensors &&
+	test "$(index_counts shallow)" = "(2 cached, 0 scanned)" &&
+	git -C shallow fetch -q --unshallow &&
+	test "$(index_counts shallow)" = "(0 cached, 5 scanned)"
 '
 
 test_expect_success 'an oid: base that only the store has' '
