@@ -103,32 +103,31 @@ static size_t utf8_prefix(const char *s, size_t max)
 	return max;
 }
 
+/* Append n bytes of s, or what fits followed by "..." */
+static int add_cut(tp_buf *b, const char *s, size_t n)
+{
+	size_t room = b->cap > b->len ? b->cap - b->len : 0;
+	if (n <= room)
+		return tp_buf_add(b, s, n);
+	if (room >= 3) {
+		int rc = tp_buf_add(b, s, utf8_prefix(s, room - 3));
+		return rc ? rc : tp_buf_add(b, "...", 3);
+	}
+	if (b->len < 3 || memcmp(b->ptr + b->len - 3, "...", 3) == 0)
+		return 0;
+	/* Already full: mark its end as cut. */
+	b->len = utf8_prefix(b->ptr, b->len - 3);
+	return tp_buf_add(b, "...", 3);
+}
+
 int tp_buf_vaddf_cut(tp_buf *b, const char *fmt, va_list ap)
 {
-	va_list ap2;
-	va_copy(ap2, ap);
-	int n = vsnprintf(NULL, 0, fmt, ap2);
-	va_end(ap2);
-	if (n < 0)
-		return tp_error_set(TP_EINVAL, "bad format string");
-	char *text = malloc((size_t)n + 1);
-	if (!text)
-		return tp_error_set(TP_ENOMEM, "out of memory");
-	vsnprintf(text, (size_t)n + 1, fmt, ap);
-	size_t room = b->cap > b->len ? b->cap - b->len : 0;
-	int rc = 0;
-	if ((size_t)n <= room) {
-		rc = tp_buf_add(b, text, (size_t)n);
-	} else if (room >= 3) {
-		rc = tp_buf_add(b, text, utf8_prefix(text, room - 3));
-		if (!rc)
-			rc = tp_buf_add(b, "...", 3);
-	} else if (b->len >= 3 && memcmp(b->ptr + b->len - 3, "...", 3) != 0) {
-		/* Already full: mark its end as cut. */
-		b->len = utf8_prefix(b->ptr, b->len - 3);
-		rc = tp_buf_add(b, "...", 3);
-	}
-	free(text);
+	/* Format in full first: the arguments are in memory already. */
+	tp_buf text = TP_BUF_INIT(SIZE_MAX / 2);
+	int rc = tp_buf_vaddf(&text, fmt, ap);
+	if (!rc)
+		rc = add_cut(b, text.ptr, text.len);
+	tp_buf_free(&text);
 	return rc;
 }
 
