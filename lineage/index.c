@@ -485,7 +485,8 @@ static bool cache_line(tp_lineage_index *ix, char *line, int *rc)
 	uint64_t v;
 	const char *end;
 	if (line[0] == 'c' && line[1] == ' ') {
-		if (strlen(line) < 44 || line[42] != ' ' || git_oid_fromstrn(&id, line + 2, 40) != 0)
+		if (strlen(line) < 44 || line[42] != ' ' || git_oid_fromstrn(&id, line + 2, 40) != 0 ||
+		    oidset_has(&ix->seen, &id))
 			return false;
 		bool neg = line[43] == '-';
 		if (!parse_u64(line + 43 + neg, &end, &v) || *end || v > INT64_MAX)
