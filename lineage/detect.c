@@ -573,12 +573,12 @@ static int resolve_oid_ref(search *s, const char *ref, tp_lineage_candidate *c)
  * root), a hub id mapped by tenpak.<id>.model, or a hub id in the HF cache. */
 static int resolve_name(search *s, const char *name, tp_lineage_candidate *c, const char **how)
 {
-	char *rel = path_in(s->dir, name), *p;
-	int rc = TP_ENOTFOUND;
 	if (strncmp(name, "oid:", 4) == 0) {
 		*how = "object";
 		return resolve_oid_ref(s, name, c);
 	}
+	char *rel = path_in(s->dir, name), *p;
+	int rc = TP_ENOTFOUND;
 	for (int i = 0; i < 2 && rc == TP_ENOTFOUND; i++) {
 		p = path_normalize(i == 0 ? (rel ? rel : name) : name);
 		if (p && strcmp(p, s->dir) != 0)
