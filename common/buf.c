@@ -94,6 +94,52 @@ int tp_buf_addf(tp_buf *b, const char *fmt, ...)
 	return rc;
 }
 
+/* The longest prefix of s, at most max bytes, that ends between two UTF-8
+ * sequences (s has more than max bytes). */
+static size_t utf8_prefix(const char *s, size_t max)
+{
+	while (max > 0 && ((unsigned char)s[max] & 0xC0) == 0x80)
+		max--;
+	return max;
+}
+
+/* Append n bytes of s, or what fits followed by "..." */
+static int add_cut(tp_buf *b, const char *s, size_t n)
+{
+	size_t room = b->cap > b->len ? b->cap - b->len : 0;
+	if (n <= room)
+		return tp_buf_add(b, s, n);
+	if (room >= 3) {
+		int rc = tp_buf_add(b, s, utf8_prefix(s, room - 3));
+		return rc ? rc : tp_buf_add(b, "...", 3);
+	}
+	if (b->len < 3 || memcmp(b->ptr + b->len - 3, "...", 3) == 0)
+		return 0;
+	/* Already full: mark its end as cut. */
+	b->len = utf8_prefix(b->ptr, b->len - 3);
+	return tp_buf_add(b, "...", 3);
+}
+
+int tp_buf_vaddf_cut(tp_buf *b, const char *fmt, va_list ap)
+{
+	/* Format in full first: the arguments are in memory already. */
+	tp_buf text = TP_BUF_INIT(SIZE_MAX / 2);
+	int rc = tp_buf_vaddf(&text, fmt, ap);
+	if (!rc)
+		rc = add_cut(b, text.ptr, text.len);
+	tp_buf_free(&text);
+	return rc;
+}
+
+int tp_buf_addf_cut(tp_buf *b, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	int rc = tp_buf_vaddf_cut(b, fmt, ap);
+	va_end(ap);
+	return rc;
+}
+
 char *tp_buf_detach(tp_buf *b)
 {
 	char *p = b->ptr;

@@ -84,6 +84,12 @@ int tp_buf_adds(tp_buf *b, const char *s);
 int tp_buf_addf(tp_buf *b, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 int tp_buf_vaddf(tp_buf *b, const char *fmt, va_list ap);
+/* Like tp_buf_addf, but text past the cap is cut (between UTF-8 sequences)
+ * and the buffer then ends in "...": for messages that must never fail on
+ * their length. Only TP_ENOMEM (or a bad format) is an error. */
+int tp_buf_addf_cut(tp_buf *b, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+int tp_buf_vaddf_cut(tp_buf *b, const char *fmt, va_list ap);
 /* Hand the buffer's memory to the caller (NULL if empty) and reset it. */
 char *tp_buf_detach(tp_buf *b);
 

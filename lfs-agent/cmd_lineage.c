@@ -167,7 +167,10 @@ static cJSON *report_json(const tp_lineage *l, const uint64_t *est, bool have_ta
 			cJSON *f = cJSON_CreateObject();
 			cJSON_AddStringToObject(f, "path", c->files[k].path);
 			cJSON_AddStringToObject(f, "oid", c->files[k].oid);
-			cJSON_AddNumberToObject(f, "size", (double)c->files[k].size);
+			if (c->files[k].size == TP_LINEAGE_SIZE_UNKNOWN)
+				cJSON_AddNullToObject(f, "size"); /* an oid: base the repo lacks */
+			else
+				cJSON_AddNumberToObject(f, "size", (double)c->files[k].size);
 			cJSON_AddItemToArray(files, f);
 		}
 		if (est && est[i] != UINT64_MAX)

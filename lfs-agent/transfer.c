@@ -935,25 +935,33 @@ static int estimate(tp_transfer *t, const char *target, char **bases, size_t nba
 }
 
 /* Make sure each base is in the store: a delta must never point at
- * nothing. A missing base is stored whole (it may itself have a lineage,
- * but a base pushed ahead of its own history is stored the simple way). */
-static int store_bases(tp_transfer *t, const plan *p)
+ * nothing. A missing base is stored first, with its own lineage: when one
+ * push carries several versions of a file, each becomes a delta of the one
+ * before, whatever order git-lfs uploads them in. It gets one link less of
+ * tenpak.maxchain, so the target's chain stays within it (and a cycle of
+ * bases ends); the target's depth is then that of its deepest base + 1. */
+static int store_bases(tp_transfer *t, plan *p)
 {
 	for (size_t i = 0; i < p->nbases; i++) {
 		tp_store_object_info info;
 		const base_ref *b = &p->bases[i];
 		int rc = tp_store_object_stat(t->store, b->oid, &info);
-		if (rc == 0)
-			continue;
-		if (rc != TP_ENOTFOUND)
+		if (rc != 0 && rc != TP_ENOTFOUND)
 			return rc;
-		tp_trace("base %s is not in the store: storing it first", b->oid);
-		tp_transfer_result r;
-		tp_transfer tb = *t;
-		tb.repo = NULL; /* no lineage for the base: store it whole */
-		tb.progress = NULL;
-		if ((rc = tp_transfer_upload(&tb, b->oid, b->size, b->path, &r)) != 0)
-			return tp_error_wrap(rc, "storing base %s", b->oid);
+		if (rc == TP_ENOTFOUND) {
+			tp_trace("base %s is not in the store: storing it first", b->oid);
+			tp_transfer_result r;
+			tp_transfer tb = *t;
+			tb.maxchain = t->maxchain > 0 ? t->maxchain - 1 : 0;
+			if (tb.maxchain == 0)
+				tb.repo = NULL; /* no lineage: store it whole */
+			tb.progress = NULL;
+			if ((rc = tp_transfer_upload(&tb, b->oid, b->size, b->path, &r)) != 0)
+				return tp_error_wrap(rc, "storing base %s", b->oid);
+		}
+		int d = stored_depth(t, b->oid);
+		if (d + 1 > p->depth)
+			p->depth = d + 1;
 	}
 	return 0;
 }
@@ -981,10 +989,16 @@ static int candidate_bases(tp_transfer *t, const tp_lineage_candidate *c, scratc
 		 * manifest that names an oid twice. */
 		if (plan_has_base(p, f->oid))
 			continue;
+		tp_store_object_info info;
 		memcpy(b->oid, f->oid, sizeof(b->oid));
 		b->size = f->size;
 		b->label = strdup(f->path);
-		rc = base_bytes(t, f->oid, f->size, f->local, scratch, &b->path);
+		/* An oid: base that the repository does not know: the store's size. */
+		if (f->size == TP_LINEAGE_SIZE_UNKNOWN &&
+		    (rc = tp_store_object_stat(t->store, f->oid, &info)) == 0)
+			b->size = info.size;
+		if (!rc)
+			rc = base_bytes(t, f->oid, b->size, f->local, scratch, &b->path);
 		if (!rc && (!b->path || !b->label))
 			rc = tp_error_set(TP_ENOMEM, "out of memory");
 		p->nbases++;
@@ -1020,20 +1034,20 @@ static int choose(tp_transfer *t, const char *path, const tp_lineage *l, scratch
 	if (rc)
 		return rc;
 	uint64_t best_est = *whole_est;
-	tp_buf_addf(&best->reason, "whole: estimated %llu bytes", (unsigned long long)best_est);
+	tp_buf_addf_cut(&best->reason, "whole: estimated %llu bytes", (unsigned long long)best_est);
 	for (size_t i = 0; l && i < l->ncandidates && i < TP_TRANSFER_CANDIDATES_MAX; i++) {
 		const tp_lineage_candidate *c = &l->candidates[i];
 		plan p = { .source = tp_lineage_source_name(c->source), .evidence = c->evidence };
 		uint64_t est = 0;
 		if ((rc = candidate_bases(t, c, scratch, &p)) != 0) {
 			tp_trace("candidate %s: %s", c->evidence, tp_error_last());
-			tp_buf_addf(&best->reason, "; %s: unavailable", c->files[0].oid);
+			tp_buf_addf_cut(&best->reason, "; %s: unavailable", c->files[0].oid);
 			plan_clear(&p);
 			continue;
 		}
 		if (p.depth > t->maxchain) {
-			tp_buf_addf(&best->reason, "; %.12s: chain depth %d over tenpak.maxchain %d",
-				    c->files[0].oid, p.depth, t->maxchain);
+			tp_buf_addf_cut(&best->reason, "; %.12s: chain depth %d over tenpak.maxchain %d",
+					c->files[0].oid, p.depth, t->maxchain);
 			plan_clear(&p);
 			continue;
 		}
@@ -1044,8 +1058,8 @@ static int choose(tp_transfer *t, const char *path, const tp_lineage *l, scratch
 			plan_clear(&p);
 			return rc;
 		}
-		tp_buf_addf(&best->reason, "; %s %.12s: estimated %llu bytes", p.source,
-			    c->files[0].oid, (unsigned long long)est);
+		tp_buf_addf_cut(&best->reason, "; %s %.12s: estimated %llu bytes", p.source,
+				c->files[0].oid, (unsigned long long)est);
 		if (est < best_est && tp_transfer_delta_wins(est, *whole_est)) {
 			best_est = est;
 			tp_buf reason = best->reason;
@@ -1112,9 +1126,9 @@ static int store_encoded(tp_transfer *t, const char *oid, uint64_t size, const c
 		tp_buf_init(&whole.reason, 4096);
 		rc = encode(t, oid, path, &whole, false, &wpayload, &wsize);
 		if (!rc && wsize <= payload_size) {
-			tp_buf_addf(&whole.reason, "%s; delta was %llu bytes, whole %llu: whole",
-				    p->reason.ptr ? p->reason.ptr : "", (unsigned long long)payload_size,
-				    (unsigned long long)wsize);
+			tp_buf_addf_cut(&whole.reason, "%s; delta was %llu bytes, whole %llu: whole",
+					p->reason.ptr ? p->reason.ptr : "", (unsigned long long)payload_size,
+					(unsigned long long)wsize);
 			scratch_drop(payload);
 			payload = wpayload;
 			payload_size = wsize;

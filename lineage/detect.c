@@ -2,17 +2,20 @@
  * Base-model detection: for an LFS object, find the files it was most
  * likely derived from, with the evidence for each.
  *
- * Everything is read from git (trees at HEAD and local branch tips), never
- * from the work tree, so the agent sees what is being pushed. Sources, most
- * trusted first: an explicit override in git config; model metadata next to
- * the file (config.json, the model card, adapter_config.json), resolved to a
+ * Everything is read from git (the tree of the commit that holds the
+ * object, found through the pointer index of index.c), never from the work
+ * tree, so the agent sees what is being pushed. Sources, most trusted
+ * first: an explicit override in git config; model metadata next to the file
+ * (config.json, the model card, adapter_config.json), resolved to a
  * directory of this repository, a hub id mapped in git config, or the local
- * Hugging Face cache; the previous version of the same path in history.
+ * Hugging Face cache; the previous version of the same path in the commit's
+ * ancestry.
  */
 #include <cjson/cJSON.h>
 #include <dirent.h>
 #include <fnmatch.h>
 #include <limits.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,7 +23,6 @@
 
 #include "lineage_internal.h"
 
-#define POINTER_MAX 1024           /* LFS pointers are ~130 bytes */
 #define METADATA_MAX (4u << 20)    /* config.json, README.md, index.json */
 #define HISTORY_MAX 10000          /* commits walked for a previous version */
 #define INDEX_FILE "model.safetensors.index.json"
@@ -37,32 +39,6 @@ const char *tp_lineage_source_name(tp_lineage_source s)
 }
 
 /* ---- LFS pointers and blobs -------------------------------------------- */
-
-/* Parse a git-lfs pointer file (spec v1). */
-static bool parse_pointer(const char *p, size_t n, char oid[TP_OID_HEXLEN + 1], uint64_t *size)
-{
-	static const char version[] = "version https://git-lfs.github.com/spec/v1\n";
-	char text[POINTER_MAX + 1];
-	if (n > POINTER_MAX || n < sizeof(version) - 1 || memcmp(p, version, sizeof(version) - 1))
-		return false;
-	memcpy(text, p, n);
-	text[n] = '\0';
-	const char *o = strstr(text, "\noid sha256:");
-	const char *s = strstr(text, "\nsize ");
-	if (!o || !s)
-		return false;
-	o += 12;
-	if (strlen(o) < TP_OID_HEXLEN + 1 || o[TP_OID_HEXLEN] != '\n')
-		return false;
-	memcpy(oid, o, TP_OID_HEXLEN);
-	oid[TP_OID_HEXLEN] = '\0';
-	char *end;
-	unsigned long long v = strtoull(s + 6, &end, 10);
-	if (!tp_oid_valid(oid) || end == s + 6 || *end != '\n')
-		return false;
-	*size = v;
-	return true;
-}
 
 /* Contents of the blob at path in tree, at most cap bytes. */
 static int tree_read(git_tree *tree, const char *path, size_t cap, tp_buf *out)
@@ -114,12 +90,13 @@ static int tree_pointer(git_tree *tree, const char *path, tp_lineage_file *f)
 	tp_buf b;
 	char oid[TP_OID_HEXLEN + 1];
 	uint64_t size;
-	int rc = tree_read(tree, path, POINTER_MAX, &b);
+	int rc = tree_read(tree, path, TP_LINEAGE_POINTER_MAX, &b);
 	if (rc == TP_ETOOBIG)
 		return TP_ENOTFOUND; /* a regular file, not a pointer */
 	if (rc)
 		return rc;
-	rc = parse_pointer(b.ptr, b.len, oid, &size) ? file_set(f, path, oid, size, NULL) : TP_ENOTFOUND;
+	rc = tp_lineage_pointer_parse(b.ptr, b.len, oid, &size) ? file_set(f, path, oid, size, NULL)
+								 : TP_ENOTFOUND;
 	tp_buf_free(&b);
 	return rc;
 }
@@ -175,16 +152,37 @@ static int lineage_add(tp_lineage *l, tp_lineage_candidate *c)
 
 static int set_evidence(tp_lineage_candidate *c, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
-static int set_evidence(tp_lineage_candidate *c, const char *fmt, ...)
+/* Where a name was found ("finetuned/config.json: _name_or_path"), cut
+ * like evidence; NULL when out of memory. */
+static char *where_text(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static char *where_text(const char *fmt, ...)
 {
-	tp_buf b = TP_BUF_INIT(4096);
+	tp_buf b = TP_BUF_INIT(TP_LINEAGE_EVIDENCE_MAX);
 	va_list ap;
 	va_start(ap, fmt);
-	int rc = tp_buf_vaddf(&b, fmt, ap);
+	int rc = tp_buf_vaddf_cut(&b, fmt, ap);
 	va_end(ap);
+	if (rc)
+		tp_buf_free(&b);
+	return tp_buf_detach(&b);
+}
+
+/* Evidence is for people: a long name or a deep path is cut, never a
+ * reason to fail a push. */
+static int set_evidence(tp_lineage_candidate *c, const char *fmt, ...)
+{
+	tp_buf b = TP_BUF_INIT(TP_LINEAGE_EVIDENCE_MAX);
+	va_list ap;
+	va_start(ap, fmt);
+	int rc = tp_buf_vaddf_cut(&b, fmt, ap);
+	va_end(ap);
+	if (rc) {
+		tp_buf_free(&b);
+		return rc;
+	}
 	free(c->evidence);
 	c->evidence = tp_buf_detach(&b);
-	return rc;
+	return 0;
 }
 
 /* ---- paths ------------------------------------------------------------- */
@@ -544,23 +542,34 @@ int tp_lineage_find_local(tp_lineage_repo *r, const char *oid, uint64_t size, ch
 
 typedef struct search {
 	tp_lineage_repo *repo;
-	git_tree *tree;
+	const git_oid *commit; /* where the target is */
+	git_tree *tree;        /* that commit's tree */
 	const char *dir;   /* the target's directory */
 	const char *fname; /* the target's file name */
 	tp_lineage *out;
 } search;
 
-/* An "oid:<sha256>" reference: that object, wherever it is. */
+/* An "oid:<sha256>" reference: that object, wherever it is. Its size comes
+ * from any pointer to it, else its copy in this repository's LFS storage,
+ * else it is TP_LINEAGE_SIZE_UNKNOWN: the object may be only in the store,
+ * which lineage does not read (the caller does). */
 static int resolve_oid_ref(search *s, const char *ref, tp_lineage_candidate *c)
 {
 	tp_lineage_file f;
+	const tp_lineage_entry *const *e;
+	size_t n;
+	char *local = NULL;
+	struct stat st;
 	if (!tp_oid_valid(ref + 4))
 		return tp_error_set(TP_ECONFIG, "\"%s\" is not oid:<64 lowercase hex digits>", ref);
-	/* Its size comes from any pointer to it, else its local copy. */
-	uint64_t size = 0;
-	for (size_t i = 0; i < s->repo->nentries; i++)
-		if (strcmp(s->repo->entries[i].oid, ref + 4) == 0)
-			size = s->repo->entries[i].size;
+	uint64_t size = TP_LINEAGE_SIZE_UNKNOWN;
+	tp_lineage_index_find(s->repo, ref + 4, &e, &n);
+	if (n > 0)
+		size = e[0]->size;
+	else if (tp_lineage_repo_object_path(s->repo, ref + 4, &local) == 0 && stat(local, &st) == 0 &&
+		 S_ISREG(st.st_mode))
+		size = (uint64_t)st.st_size;
+	free(local);
 	int rc = file_set(&f, ref, ref + 4, size, NULL);
 	if (!rc)
 		rc = candidate_add_file(c, &f);
@@ -572,12 +581,12 @@ static int resolve_oid_ref(search *s, const char *ref, tp_lineage_candidate *c)
  * root), a hub id mapped by tenpak.<id>.model, or a hub id in the HF cache. */
 static int resolve_name(search *s, const char *name, tp_lineage_candidate *c, const char **how)
 {
-	char *rel = path_in(s->dir, name), *p;
-	int rc = TP_ENOTFOUND;
 	if (strncmp(name, "oid:", 4) == 0) {
 		*how = "object";
 		return resolve_oid_ref(s, name, c);
 	}
+	char *rel = path_in(s->dir, name), *p;
+	int rc = TP_ENOTFOUND;
 	for (int i = 0; i < 2 && rc == TP_ENOTFOUND; i++) {
 		p = path_normalize(i == 0 ? (rel ? rel : name) : name);
 		if (p && strcmp(p, s->dir) != 0)
@@ -590,8 +599,9 @@ static int resolve_name(search *s, const char *name, tp_lineage_candidate *c, co
 		return rc;
 	}
 	char key[1024], *mapped = NULL;
-	snprintf(key, sizeof(key), "tenpak.%s.model", name);
-	if (strchr(name, '/') && tp_lineage_config_get(s->repo, key, &mapped) == 0) {
+	int klen = snprintf(key, sizeof(key), "tenpak.%s.model", name);
+	if (strchr(name, '/') && klen > 0 && (size_t)klen < sizeof(key) &&
+	    tp_lineage_config_get(s->repo, key, &mapped) == 0) {
 		*how = key;
 		if (strncmp(mapped, "oid:", 4) == 0) {
 			rc = resolve_oid_ref(s, mapped, c);
@@ -684,9 +694,10 @@ static int override_entry(const git_config_entry *e, void *vctx)
 	pattern[plen] = '\0';
 	if (fnmatch(pattern, o->s->out->target.path, FNM_PATHNAME) != 0)
 		return 0;
-	char where[1200];
-	snprintf(where, sizeof(where), "git config tenpak.%s.base", pattern);
-	o->rc = add_named(o->s, TP_LINEAGE_SOURCE_OVERRIDE, e->value, where);
+	char *where = where_text("git config tenpak.%s.base", pattern);
+	o->rc = where ? add_named(o->s, TP_LINEAGE_SOURCE_OVERRIDE, e->value, where)
+		      : tp_error_set(TP_ENOMEM, "out of memory");
+	free(where);
 	return o->rc ? -1 : 0;
 }
 
@@ -713,9 +724,10 @@ static int from_json_field(search *s, const char *file, const char *field)
 	cJSON *root = cJSON_ParseWithLength(text.ptr, text.len);
 	const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, field);
 	if (cJSON_IsString(v) && v->valuestring[0]) {
-		char where[1200];
-		snprintf(where, sizeof(where), "%s: %s", path, field);
-		rc = add_named(s, TP_LINEAGE_SOURCE_METADATA, v->valuestring, where);
+		char *where = where_text("%s: %s", path, field);
+		rc = where ? add_named(s, TP_LINEAGE_SOURCE_METADATA, v->valuestring, where)
+			   : tp_error_set(TP_ENOMEM, "out of memory");
+		free(where);
 	}
 	cJSON_Delete(root);
 	tp_buf_free(&text);
@@ -746,8 +758,9 @@ static int from_model_card(search *s)
 		free(path);
 		return rc == TP_ENOMEM ? rc : 0;
 	}
-	char where[1200];
-	snprintf(where, sizeof(where), "%s: base_model", path);
+	char *where = where_text("%s: base_model", path);
+	if (!where)
+		rc = tp_error_set(TP_ENOMEM, "out of memory");
 	bool in_front = false, in_list = false;
 	char *save = NULL;
 	for (char *line = strtok_r(text.ptr, "\n", &save); line && !rc;
@@ -780,179 +793,43 @@ static int from_model_card(search *s)
 			rc = add_named(s, TP_LINEAGE_SOURCE_METADATA, yaml_scalar(item), where);
 	}
 	tp_buf_free(&text);
+	free(where);
 	free(path);
 	return rc;
 }
 
-/* The newest older commit, on any local branch, where the target's
- * directory held a different model than the target. */
+/* The nearest ancestor of the target's commit (newest first) where the
+ * target's directory held a different model than the target. */
 static int from_history(search *s)
 {
-	git_revwalk *walk = NULL;
-	git_oid id;
-	bool found = false;
-	int rc = 0, n = 0;
-	if (git_revwalk_new(&walk, s->repo->repo) != 0)
-		return tp_lineage_git_fail(TP_EIO, "walking history");
-	git_revwalk_sorting(walk, GIT_SORT_TOPOLOGICAL | GIT_SORT_TIME);
-	git_revwalk_push_head(walk);
-	git_revwalk_push_glob(walk, "refs/heads/*");
-	while (!rc && n++ < HISTORY_MAX && git_revwalk_next(&id, walk) == 0) {
-		git_commit *commit = NULL;
+	tp_lineage_walk *walk = NULL;
+	git_commit *commit = NULL;
+	int rc = tp_lineage_walk_new(&walk, s->repo->repo, s->commit, HISTORY_MAX);
+	while (!rc && (rc = tp_lineage_walk_next(walk, &commit)) == 0) {
 		git_tree *tree = NULL;
 		tp_lineage_candidate c = { .source = TP_LINEAGE_SOURCE_HISTORY };
-		if (git_commit_lookup(&commit, s->repo->repo, &id) != 0 ||
-		    git_commit_tree(&tree, commit) != 0) {
-			git_commit_free(commit);
-			continue;
-		}
-		int r = resolve_in_tree(tree, s->dir, s->fname, &c);
-		if (r == 0) {
-			bool is_target = false;
-			for (size_t i = 0; i < c.nfiles; i++)
-				is_target |= strcmp(c.files[i].oid, s->out->target.oid) == 0;
-			if (is_target) {
-				found = true;
-			} else if (found) {
-				char hex[GIT_OID_HEXSZ + 1];
-				git_oid_tostr(hex, sizeof(hex), &id);
-				rc = set_evidence(&c, "previous version in commit %.12s", hex);
-				if (!rc)
-					rc = lineage_add(s->out, &c);
-				candidate_clear(&c);
-				git_tree_free(tree);
-				git_commit_free(commit);
-				break;
-			}
-		} else if (r != TP_ENOTFOUND) {
+		int r = git_commit_tree(&tree, commit) == 0 ? resolve_in_tree(tree, s->dir, s->fname, &c)
+							    : TP_ENOTFOUND;
+		bool is_target = false;
+		for (size_t i = 0; i < c.nfiles; i++)
+			is_target |= strcmp(c.files[i].oid, s->out->target.oid) == 0;
+		if (r == 0 && !is_target) {
+			char hex[GIT_OID_HEXSZ + 1];
+			git_oid_tostr(hex, sizeof(hex), git_commit_id(commit));
+			rc = set_evidence(&c, "previous version in commit %.12s", hex);
+			if (!rc)
+				rc = lineage_add(s->out, &c);
+			if (!rc)
+				rc = TP_ENOTFOUND; /* found: stop */
+		} else if (r != 0 && r != TP_ENOTFOUND) {
 			rc = r;
 		}
 		candidate_clear(&c);
 		git_tree_free(tree);
 		git_commit_free(commit);
 	}
-	git_revwalk_free(walk);
-	return rc;
-}
-
-/* ---- the pointer index ---------------------------------------------------- */
-
-void tp_lineage_index_clear(tp_lineage_repo *r)
-{
-	for (size_t i = 0; i < r->nentries; i++)
-		free(r->entries[i].path);
-	free(r->entries);
-	for (size_t i = 0; i < r->ntips; i++)
-		git_tree_free(r->tips[i]);
-	free(r->tips);
-	r->entries = NULL;
-	r->tips = NULL;
-	r->nentries = r->ntips = 0;
-	r->indexed = false;
-}
-
-typedef struct walk_ctx {
-	tp_lineage_repo *r;
-	git_odb *odb;
-	size_t tip;
-	int rc;
-} walk_ctx;
-
-static int index_blob(const char *root, const git_tree_entry *e, void *vctx)
-{
-	walk_ctx *w = vctx;
-	size_t len;
-	git_object_t type;
-	git_odb_object *obj = NULL;
-	char oid[TP_OID_HEXLEN + 1];
-	uint64_t size;
-	if (git_tree_entry_type(e) != GIT_OBJECT_BLOB)
-		return 0;
-	/* Only small blobs can be pointers: check the size before reading. */
-	if (git_odb_read_header(&len, &type, w->odb, git_tree_entry_id(e)) != 0 || len > POINTER_MAX)
-		return 0;
-	if (git_odb_read(&obj, w->odb, git_tree_entry_id(e)) != 0)
-		return 0;
-	bool ok = parse_pointer(git_odb_object_data(obj), git_odb_object_size(obj), oid, &size);
-	git_odb_object_free(obj);
-	if (!ok)
-		return 0;
-	tp_lineage_entry *es = realloc(w->r->entries, (w->r->nentries + 1) * sizeof(*es));
-	if (!es) {
-		w->rc = tp_error_set(TP_ENOMEM, "out of memory");
-		return -1;
-	}
-	w->r->entries = es;
-	tp_lineage_entry *n = &es[w->r->nentries];
-	/* root is "" or "dir/sub/", with its trailing slash. */
-	const char *name = git_tree_entry_name(e);
-	n->path = malloc(strlen(root) + strlen(name) + 1);
-	if (n->path)
-		sprintf(n->path, "%s%s", root, name);
-	if (!n->path) {
-		w->rc = tp_error_set(TP_ENOMEM, "out of memory");
-		return -1;
-	}
-	memcpy(n->oid, oid, sizeof(oid));
-	n->size = size;
-	n->tip = w->tip;
-	w->r->nentries++;
-	return 0;
-}
-
-static int index_tip(tp_lineage_repo *r, git_odb *odb, const git_oid *commit_id)
-{
-	git_commit *commit = NULL;
-	git_tree *tree = NULL;
-	if (git_commit_lookup(&commit, r->repo, commit_id) != 0 || git_commit_tree(&tree, commit) != 0) {
-		git_commit_free(commit);
-		return 0;
-	}
-	git_commit_free(commit);
-	for (size_t i = 0; i < r->ntips; i++) {
-		if (git_oid_equal(git_tree_id(r->tips[i]), git_tree_id(tree))) {
-			git_tree_free(tree);
-			return 0;
-		}
-	}
-	git_tree **tips = realloc(r->tips, (r->ntips + 1) * sizeof(*tips));
-	if (!tips) {
-		git_tree_free(tree);
-		return tp_error_set(TP_ENOMEM, "out of memory");
-	}
-	r->tips = tips;
-	tips[r->ntips] = tree;
-	walk_ctx w = { r, odb, r->ntips++, 0 };
-	git_tree_walk(tree, GIT_TREEWALK_PRE, index_blob, &w);
-	return w.rc;
-}
-
-/* Index the LFS pointers at HEAD (first) and at every local branch. */
-static int index_build(tp_lineage_repo *r)
-{
-	git_odb *odb = NULL;
-	git_reference_iterator *it = NULL;
-	git_reference *ref;
-	git_oid head;
-	int rc = 0;
-	if (r->indexed)
-		return 0;
-	if (git_repository_odb(&odb, r->repo) != 0)
-		return tp_lineage_git_fail(TP_EIO, "opening the object database");
-	if (git_reference_name_to_id(&head, r->repo, "HEAD") == 0)
-		rc = index_tip(r, odb, &head);
-	if (!rc && git_reference_iterator_glob_new(&it, r->repo, "refs/heads/*") == 0) {
-		while (!rc && git_reference_next(&ref, it) == 0) {
-			const git_oid *id = git_reference_target(ref);
-			if (id)
-				rc = index_tip(r, odb, id);
-			git_reference_free(ref);
-		}
-		git_reference_iterator_free(it);
-	}
-	git_odb_free(odb);
-	r->indexed = rc == 0;
-	return rc;
+	tp_lineage_walk_free(walk);
+	return rc == TP_ENOTFOUND ? 0 : rc;
 }
 
 /* ---- public -------------------------------------------------------------- */
@@ -976,13 +853,21 @@ void tp_lineage_free(tp_lineage *l)
 	free(l);
 }
 
+/* Lineage of the pointer e; TP_ENOTFOUND when its commit is gone. */
 static int find_entry(tp_lineage **out, tp_lineage_repo *r, const tp_lineage_entry *e)
 {
+	git_commit *commit = NULL;
+	git_tree *tree = NULL;
+	if (git_commit_lookup(&commit, r->repo, &e->commit) != 0 || git_commit_tree(&tree, commit) != 0) {
+		git_commit_free(commit);
+		return TP_ENOTFOUND;
+	}
+	git_commit_free(commit);
 	tp_lineage *l = calloc(1, sizeof(*l));
 	char *dir = path_dir(e->path);
 	int rc = !l || !dir ? tp_error_set(TP_ENOMEM, "out of memory")
 			    : file_set(&l->target, e->path, e->oid, e->size, NULL);
-	search s = { r, r->tips[e->tip], dir, path_base(e->path), l };
+	search s = { r, &e->commit, tree, dir, path_base(e->path), l };
 	if (!rc)
 		rc = overrides(&s);
 	if (!rc)
@@ -996,6 +881,7 @@ static int find_entry(tp_lineage **out, tp_lineage_repo *r, const tp_lineage_ent
 	if (!rc)
 		rc = from_history(&s);
 	free(dir);
+	git_tree_free(tree);
 	if (rc) {
 		tp_lineage_free(l);
 		return rc;
@@ -1006,25 +892,34 @@ static int find_entry(tp_lineage **out, tp_lineage_repo *r, const tp_lineage_ent
 
 int tp_lineage_find(tp_lineage **out, tp_lineage_repo *r, const char *oid)
 {
-	int rc = index_build(r);
+	const tp_lineage_entry *const *e;
+	size_t n;
+	int rc = tp_lineage_index_build(r);
 	if (rc)
 		return rc;
-	for (size_t i = 0; i < r->nentries; i++)
-		if (strcmp(r->entries[i].oid, oid) == 0)
-			return find_entry(out, r, &r->entries[i]);
-	return tp_error_set(TP_ENOTFOUND, "no file at HEAD or a local branch points to %s", oid);
+	tp_lineage_index_find(r, oid, &e, &n);
+	for (size_t i = 0; i < n; i++) {
+		rc = find_entry(out, r, e[i]);
+		if (rc != TP_ENOTFOUND)
+			return rc;
+	}
+	return tp_error_set(TP_ENOTFOUND, "no commit reachable from HEAD, a branch, a tag or a "
+			    "remote-tracking ref has a pointer to %s", oid);
 }
 
 int tp_lineage_find_path(tp_lineage **out, tp_lineage_repo *r, const char *path)
 {
-	int rc = index_build(r);
+	const tp_lineage_entry *head;
+	size_t n;
+	int rc = tp_lineage_index_build(r);
 	if (rc)
 		return rc;
+	tp_lineage_index_head(r, &head, &n);
 	char *norm = path_normalize(path);
-	for (size_t i = 0; norm && i < r->nentries; i++) {
-		if (r->entries[i].tip == 0 && strcmp(r->entries[i].path, norm) == 0) {
+	for (size_t i = 0; norm && i < n; i++) {
+		if (strcmp(head[i].path, norm) == 0) {
 			free(norm);
-			return find_entry(out, r, &r->entries[i]);
+			return find_entry(out, r, &head[i]);
 		}
 	}
 	rc = tp_error_set(TP_ENOTFOUND, "%s is not an LFS file at HEAD", path);
@@ -1034,15 +929,18 @@ int tp_lineage_find_path(tp_lineage **out, tp_lineage_repo *r, const char *path)
 
 int tp_lineage_list_models(tp_lineage_repo *r, char ***paths, size_t *n)
 {
-	int rc = index_build(r);
+	const tp_lineage_entry *head;
+	size_t nhead = 0;
+	int rc = tp_lineage_index_build(r);
 	char **out = NULL;
 	size_t count = 0;
 	static const char ext[] = ".safetensors";
-	for (size_t i = 0; !rc && i < r->nentries; i++) {
-		const char *p = r->entries[i].path;
+	if (!rc)
+		tp_lineage_index_head(r, &head, &nhead);
+	for (size_t i = 0; !rc && i < nhead; i++) {
+		const char *p = head[i].path;
 		size_t len = strlen(p);
-		if (r->entries[i].tip != 0 || len < sizeof(ext) - 1 ||
-		    strcmp(p + len - (sizeof(ext) - 1), ext) != 0)
+		if (len < sizeof(ext) - 1 || strcmp(p + len - (sizeof(ext) - 1), ext) != 0)
 			continue;
 		char **grown = realloc(out, (count + 1) * sizeof(*out));
 		if (!grown || !(grown[count] = strdup(p))) {

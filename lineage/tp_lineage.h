@@ -69,11 +69,18 @@ typedef enum {
 
 const char *tp_lineage_source_name(tp_lineage_source s);
 
+/* The size of a base named by "oid:<sha256>" that no pointer in the
+ * repository and no local LFS copy knows: it may exist only in the store,
+ * which lineage does not read; the caller asks the store for it. */
+#define TP_LINEAGE_SIZE_UNKNOWN UINT64_MAX
+/* Evidence longer than this is cut, ending in "..." (it fits a manifest). */
+#define TP_LINEAGE_EVIDENCE_MAX 4096
+
 /* One LFS file: a model file or one shard of one. */
 typedef struct tp_lineage_file {
 	char *path;  /* repository path, or an absolute path in the HF cache */
 	char oid[TP_OID_HEXLEN + 1];
-	uint64_t size;
+	uint64_t size; /* or TP_LINEAGE_SIZE_UNKNOWN for an oid: reference */
 	char *local; /* absolute path of its bytes on this machine if known
 		      * outside git-lfs (the HF cache), else NULL */
 } tp_lineage_file;
@@ -103,9 +110,13 @@ typedef struct tp_lineage {
 	tp_lineage_unresolved *unresolved; /* one per name */
 } tp_lineage;
 
-/* Lineage of the LFS object oid, found through the repository paths whose
- * pointer carries it at HEAD or a local branch. TP_ENOTFOUND when no such
- * path exists; a file without any base has ncandidates == 0. */
+/* Lineage of the LFS object oid, found through a path whose pointer carries
+ * it: at HEAD or a local branch tip, else in the commit (reachable from HEAD,
+ * a branch, a tag or a remote-tracking ref) that last changed a path to it.
+ * Metadata is read from that commit's tree and history from its ancestry,
+ * so every version of a push has its lineage. TP_ENOTFOUND when no such
+ * path exists; a file without any base has ncandidates == 0. The first call
+ * indexes the repository's history, cached in <git-common-dir>/tenpak/. */
 int tp_lineage_find(tp_lineage **out, tp_lineage_repo *r, const char *oid);
 /* Lineage of the LFS file at path in HEAD. */
 int tp_lineage_find_path(tp_lineage **out, tp_lineage_repo *r, const char *path);
