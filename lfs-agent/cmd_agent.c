@@ -108,7 +108,12 @@ static int init(agent *a, const tp_proto_request *req)
 	}
 	if ((rc = scratch_dir(a, &a->lfs_tmp)) != 0 || (rc = tp_fs_mkdirs(a->lfs_tmp)) != 0)
 		goto done;
-	if ((rc = tp_cli_store_open(a->repo, NULL, &a->store, NULL)) != 0)
+	/* A download from a store that does not exist must not create one (a
+	 * typo in tenpak.store would leave an empty store behind). */
+	rc = req->operation == TP_PROTO_OP_DOWNLOAD
+		     ? tp_cli_store_open_existing(a->repo, NULL, &a->store, NULL)
+		     : tp_cli_store_open(a->repo, NULL, &a->store, NULL);
+	if (rc)
 		goto done;
 	if ((rc = tp_transfer_init(&a->xfer, a->store, a->repo, a->lfs_tmp)) != 0)
 		goto done;

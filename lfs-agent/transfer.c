@@ -1194,6 +1194,8 @@ int tp_transfer_upload(tp_transfer *t, const char *oid, uint64_t size, const cha
 	if (!model && !t->signer) {
 		rc = tp_store_object_put_file(t->store, oid, size, path, t->progress, t->progress_ctx);
 		r.kind = TP_STORE_KIND_WHOLE;
+		if (!rc && tp_store_object_stat(t->store, oid, &info) == 0)
+			r.stored = info.stored_size;
 		goto done;
 	}
 	tp_lineage *l = NULL;

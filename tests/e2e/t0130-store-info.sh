@@ -83,6 +83,13 @@ test_expect_success 'a clone from an empty store names the store and the setting
 	test "$(count_objects empty-store)" = 0
 '
 
+test_expect_success 'a clone from a store that does not exist fails and creates none' '
+	test_must_fail env TENPAK_STORE="$TRASH/typo/store" GIT_TRACE=1 \
+		git clone hf.git from-typo 2>err &&
+	grep -q "no store at $TRASH/typo/store" err &&
+	test ! -e "$TRASH/typo"
+'
+
 test_expect_success 'lineage shows what the store holds next to the estimate' '
 	cd hf &&
 	mkdir local &&
