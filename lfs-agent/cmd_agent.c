@@ -16,7 +16,7 @@
 #include "cli.h"
 #include "tp_protocol.h"
 #include "tp_store.h"
-#include "transfer.h"
+#include "tp_transfer.h"
 
 static const char agent_help[] =
 	"usage: tenpak agent\n"

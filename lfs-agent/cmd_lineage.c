@@ -7,7 +7,7 @@
 
 #include "cli.h"
 #include "tp_delta.h"
-#include "transfer.h"
+#include "tp_transfer.h"
 
 static const char lineage_help[] =
 	"usage: tenpak lineage [PATH...] [--store URL] [--json]\n"

@@ -11,7 +11,7 @@
 
 #include "cli.h"
 #include "tp_store.h"
-#include "transfer.h"
+#include "tp_transfer.h"
 
 static const char store_help[] =
 	"usage: tenpak store stats [--store URL] [--json]\n"

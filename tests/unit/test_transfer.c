@@ -14,7 +14,7 @@
 
 #include "tp_delta.h"
 #include "tp_test.h"
-#include "transfer.h"
+#include "tp_transfer.h"
 
 static char root[256];
 static tp_store *inner;

@@ -8,7 +8,7 @@
  * repository's LFS storage, the Hugging Face cache, else the store, rebuilding
  * deltas recursively), apply, and verify the sha256 against the oid.
  */
-#include "transfer.h"
+#include "tp_transfer.h"
 
 #include <errno.h>
 #include <fcntl.h>
