@@ -39,8 +39,8 @@ typedef struct agent {
 	bool initialized;
 	tp_store *store;
 	tp_lineage_repo *repo;
-	tp_transfer xfer;
-	char *lfs_tmp; /* downloads are written here; git-lfs renames them */
+	tp_transfer *xfer;
+	const char *lfs_tmp; /* downloads are written here; git-lfs renames them */
 	/* the object in flight, for progress events */
 	const char *oid;
 	uint64_t reported;
@@ -75,26 +75,6 @@ static int on_progress(void *ctx, uint64_t done, uint64_t total)
 	return rc ? rc : send_out(a);
 }
 
-/* Scratch space: <lfs>/tmp in a repository (downloads must land on the
- * filesystem git-lfs renames them on), else the system's temp dir. */
-static int scratch_dir(agent *a, char **out)
-{
-	char *lfs = NULL;
-	int rc;
-	if (a->repo) {
-		if ((rc = tp_lineage_repo_lfs_dir(a->repo, &lfs)) != 0)
-			return rc;
-		rc = tp_path_join(out, lfs, "tmp");
-		free(lfs);
-		return rc;
-	}
-	/* Per user: a shared /tmp must not let one user's files block another's. */
-	const char *tmp = getenv("TMPDIR");
-	char name[32];
-	snprintf(name, sizeof(name), "tenpak-%ld", (long)getuid());
-	return tp_path_join(out, tmp && *tmp ? tmp : "/tmp", name);
-}
-
 static int init(agent *a, const tp_proto_request *req)
 {
 	int rc = tp_lineage_repo_open(&a->repo);
@@ -106,8 +86,6 @@ static int init(agent *a, const tp_proto_request *req)
 				  "was found from the current directory");
 		goto done;
 	}
-	if ((rc = scratch_dir(a, &a->lfs_tmp)) != 0 || (rc = tp_fs_mkdirs(a->lfs_tmp)) != 0)
-		goto done;
 	/* A download from a store that does not exist must not create one (a
 	 * typo in tenpak.store would leave an empty store behind). */
 	rc = req->operation == TP_PROTO_OP_DOWNLOAD
@@ -115,10 +93,11 @@ static int init(agent *a, const tp_proto_request *req)
 		     : tp_cli_store_open(a->repo, NULL, &a->store, NULL);
 	if (rc)
 		goto done;
-	if ((rc = tp_transfer_init(&a->xfer, a->store, a->repo, a->lfs_tmp)) != 0)
+	/* Scratch space defaults to <lfs>/tmp, where git-lfs renames downloads. */
+	tp_transfer_opts opts = { .progress = on_progress, .progress_ctx = a };
+	if ((rc = tp_transfer_new(&a->xfer, a->store, a->repo, &opts)) != 0)
 		goto done;
-	a->xfer.progress = on_progress;
-	a->xfer.progress_ctx = a;
+	a->lfs_tmp = tp_transfer_tmp_dir(a->xfer);
 	a->op = req->operation;
 	a->initialized = true;
 	tp_trace("init %s remote=%s concurrent=%d transfers=%d",
@@ -149,7 +128,7 @@ static int upload(agent *a, const tp_proto_request *req)
 	tp_transfer_result r;
 	a->oid = req->oid;
 	a->reported = 0;
-	int rc = tp_transfer_upload(&a->xfer, req->oid, req->size, req->path, &r);
+	int rc = tp_transfer_upload(a->xfer, req->oid, req->size, req->path, &r);
 	if (rc)
 		return send_complete_error(a, req->oid, rc);
 	if (r.skipped) {
@@ -183,7 +162,7 @@ static int download(agent *a, const tp_proto_request *req)
 	a->oid = req->oid;
 	a->reported = 0;
 	close(fd);
-	rc = tp_transfer_download(&a->xfer, req->oid, req->size, tmp);
+	rc = tp_transfer_download(a->xfer, req->oid, req->size, tmp);
 	if (rc)
 		goto fail;
 	tp_trace("%s: rebuilt into %s", req->oid, tmp);
@@ -306,9 +285,8 @@ int tp_cmd_agent(int argc, char **argv)
 		fprintf(stderr, "tenpak: agent: %s\n", tp_error_last());
 	tp_proto_reader_free(&a.in);
 	tp_buf_free(&a.out);
-	tp_transfer_clear(&a.xfer);
+	tp_transfer_free(a.xfer);
 	tp_store_free(a.store);
 	tp_lineage_repo_free(a.repo);
-	free(a.lfs_tmp);
 	return rc ? TP_EXIT_FAIL : TP_EXIT_OK;
 }

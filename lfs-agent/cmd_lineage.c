@@ -218,7 +218,7 @@ static int report(tp_lineage_repo *repo, tp_store *store, bool no_store, const t
 	for (size_t i = 0; est && i < l->ncandidates; i++) {
 		est[i] = UINT64_MAX;
 		if (have_target && estimate_local(repo, target, &l->candidates[i], &est[i]) &&
-		    est[i] < best && tp_transfer_delta_wins(est[i], whole)) {
+		    est[i] < best && est[i] < whole - whole / 100) {
 			best = est[i];
 			choice = (long)i;
 		}

@@ -85,13 +85,14 @@ static void print_stats(const char *url, const tp_store_stats *st)
 }
 
 /* What every subcommand works with: the repository (if any) for config,
- * the store, which must exist, and for fsck and show a transfer (signature
- * policy, rebuilds). */
+ * the store, which must exist, for fsck a transfer (rebuilds, signature
+ * policy) and for show the signature policy. */
 typedef struct session {
 	tp_lineage_repo *repo;
 	tp_store *store;
 	char *url;
-	tp_transfer t;
+	tp_transfer *t;
+	tp_provenance *provenance;
 } session;
 
 static int session_open(session *s, const char *store_flag)
@@ -106,7 +107,8 @@ static int session_open(session *s, const char *store_flag)
 /* Returns code, the exit status, after a failure message when rc != 0. */
 static int session_close(session *s, int rc, const char *cmd, int code)
 {
-	tp_transfer_clear(&s->t);
+	tp_transfer_free(s->t);
+	tp_provenance_free(s->provenance);
 	tp_store_free(s->store);
 	tp_lineage_repo_free(s->repo);
 	free(s->url);
@@ -160,7 +162,6 @@ static int fsck_one(tp_transfer *t, const char *oid, const char *scratch, tp_tra
 static int fsck(const char *store_flag, long sample, bool json)
 {
 	session ss;
-	tp_transfer *t = &ss.t;
 	fsck_list l = { 0 };
 	cJSON *doc = NULL, *objects = NULL;
 	char dir[256], *scratch = NULL;
@@ -173,10 +174,9 @@ static int fsck(const char *store_flag, long sample, bool json)
 	/* Bases come from the store itself, never from local copies: fsck
 	 * vouches for the store. Signature policy comes from the repository's
 	 * config. */
+	tp_transfer_opts opts = { .tmp_dir = dir, .store_only = true };
 	if (!rc)
-		rc = tp_transfer_init(t, ss.store, ss.repo, dir);
-	t->repo = NULL;
-	t->store_only = true;
+		rc = tp_transfer_new(&ss.t, ss.store, ss.repo, &opts);
 	if (!rc)
 		rc = tp_path_join(&scratch, dir, "object");
 	if (!rc)
@@ -201,7 +201,7 @@ static int fsck(const char *store_flag, long sample, bool json)
 	}
 	for (size_t i = 0; i < l.n; i++) {
 		tp_transfer_object o = { 0 };
-		int orc = fsck_one(t, l.v[i].oid, scratch, &o);
+		int orc = fsck_one(ss.t, l.v[i].oid, scratch, &o);
 		checked++;
 		bad += orc != 0;
 		unlink(scratch);
@@ -210,7 +210,7 @@ static int fsck(const char *store_flag, long sample, bool json)
 			cJSON_AddStringToObject(e, "oid", l.v[i].oid);
 			cJSON_AddStringToObject(e, "kind", tp_store_kind_name(o.kind));
 			cJSON_AddNumberToObject(e, "depth", o.depth);
-			cJSON_AddStringToObject(e, "signature", tp_sig_status_name(o.signature));
+			cJSON_AddStringToObject(e, "signature", tp_provenance_sig_name(o.signature));
 			if (o.signer[0])
 				cJSON_AddStringToObject(e, "signer", o.signer);
 			cJSON_AddBoolToObject(e, "ok", orc == 0);
@@ -221,7 +221,7 @@ static int fsck(const char *store_flag, long sample, bool json)
 			printf("%s: %s\n", l.v[i].oid, tp_error_last());
 		} else {
 			printf("%s: ok, %s, depth %d, %s%s%s\n", l.v[i].oid, tp_store_kind_name(o.kind),
-			       o.depth, tp_sig_status_name(o.signature), o.signer[0] ? " by " : "",
+			       o.depth, tp_provenance_sig_name(o.signature), o.signer[0] ? " by " : "",
 			       o.signer);
 		}
 	}
@@ -248,7 +248,8 @@ done:
 #define SHOW_NODES_MAX 256
 
 typedef struct chain_walk {
-	tp_transfer *t;
+	tp_store *store;
+	const tp_provenance *provenance;
 	char (*seen)[TP_OID_HEXLEN + 1];
 	size_t nseen;
 	uint64_t stored; /* stored bytes of every distinct object of the chain */
@@ -281,7 +282,7 @@ static void chain_fill(chain_walk *w, cJSON *n, int level)
 	}
 	memcpy(w->seen[w->nseen++], oid, TP_OID_HEXLEN + 1);
 	tp_cli_stored st;
-	if (tp_cli_stored_load(w->t->store, oid, &st) != 0) {
+	if (tp_cli_stored_load(w->store, oid, &st) != 0) {
 		cJSON_AddStringToObject(n, "error", tp_error_last());
 		w->incomplete = true;
 		return;
@@ -296,8 +297,8 @@ static void chain_fill(chain_walk *w, cJSON *n, int level)
 	cJSON_DeleteItemFromObjectCaseSensitive(n, "size");
 	tp_cli_stored_json(n, &st);
 	if (st.manifest) {
-		tp_sig_status sig = tp_transfer_signature(w->t, st.manifest);
-		cJSON_AddStringToObject(n, "signature", tp_sig_status_name(sig));
+		tp_provenance_sig sig = tp_provenance_manifest_status(w->provenance, st.manifest);
+		cJSON_AddStringToObject(n, "signature", tp_provenance_sig_name(sig));
 		if (st.manifest->signer)
 			cJSON_AddStringToObject(n, "signer", st.manifest->signer);
 	}
@@ -382,14 +383,14 @@ static void print_show(const cJSON *n)
 static int show(const char *store_flag, const char *oid, bool json)
 {
 	session ss;
-	const char *tmp = getenv("TMPDIR");
 	cJSON *doc = cJSON_CreateObject();
 	tp_store_object_info info;
 	int rc = session_open(&ss, store_flag);
-	chain_walk w = { &ss.t, NULL, 0, 0, false, false };
-	/* The transfer only supplies tenpak.trustedkeys: it writes nothing. */
+	chain_walk w = { ss.store, NULL, NULL, 0, 0, false, false };
+	/* Signatures are judged by tenpak.trustedkeys. */
 	if (!rc)
-		rc = tp_transfer_init(&ss.t, ss.store, ss.repo, tmp && *tmp ? tmp : "/tmp");
+		rc = tp_provenance_new(&ss.provenance, ss.repo);
+	w.provenance = ss.provenance;
 	if (!rc && !(w.seen = calloc(SHOW_NODES_MAX, sizeof(*w.seen))))
 		rc = tp_error_set(TP_ENOMEM, "out of memory");
 	/* An absent object is an error of the command, not a line of output. */

@@ -1,6 +1,24 @@
 /*
- * How the agent stores and rebuilds one LFS object: the policy that joins
- * lineage (which base), the delta codec (how) and the store (where).
+ * tenpak transfer: how the agent stores and rebuilds one LFS object, the
+ * policy that joins lineage (which base), the delta codec (how) and the
+ * store (where).
+ *
+ * What it promises:
+ * - One plan decides what an upload stores (tp_transfer_plan_upload): the
+ *   base candidates lineage found, estimated against the bytes this machine
+ *   or the store holds, the smallest delta when it beats the whole file.
+ *   Uploads execute it and `tenpak lineage` prints it, so the two agree.
+ * - Nothing unproven reaches the store: a delta is rebuilt once and must
+ *   hash to its oid before it is stored; its bases are stored before it;
+ *   its chain stays within tenpak.maxchain.
+ * - A download writes only bytes that hash to the oid, and what a rebuild
+ *   may take (objects, base bytes, scratch space) is bounded and checked
+ *   before anything is written.
+ * - Local copies (this repository's LFS storage, the Hugging Face cache)
+ *   are used only when they hash to their oid.
+ * - Manifests are signed and checked as git config says (the provenance
+ *   unit at the end).
+ * A tp_transfer is used by one thread at a time.
  */
 #ifndef TP_TRANSFER_H
 #define TP_TRANSFER_H
@@ -27,61 +45,72 @@
 #define TP_TRANSFER_REBUILD_FACTOR_MAX 65536
 #define TP_TRANSFER_REBUILD_SLACK (64ull << 20)
 
-/* tenpak.verify: how manifest signatures are checked on download. */
-typedef enum {
-	TP_VERIFY_OFF = 0,      /* not at all */
-	TP_VERIFY_IF_SIGNED,    /* a signature present must verify, by a trusted
-				 * key when tenpak.trustedkeys is set (default) */
-	TP_VERIFY_REQUIRED,     /* every manifest signed by a trusted key */
-} tp_verify_mode;
+typedef struct tp_transfer tp_transfer;
+typedef struct tp_provenance tp_provenance;
 
-/* What a manifest's signature says. */
-typedef enum {
-	TP_SIG_NONE = 0,   /* a whole zstd object: no manifest */
-	TP_SIG_UNSIGNED,
-	TP_SIG_TRUSTED,    /* verifies, by a key in tenpak.trustedkeys */
-	TP_SIG_VALID,      /* verifies; no trusted keys are configured */
-	TP_SIG_UNTRUSTED,  /* verifies, by a key not in tenpak.trustedkeys */
-	TP_SIG_BAD,        /* does not verify */
-} tp_sig_status;
-
-const char *tp_sig_status_name(tp_sig_status s);
-
-/* sha256 verdicts on local copies, shared by copies of a tp_transfer. */
-typedef struct tp_transfer_hashes tp_transfer_hashes;
-
-typedef struct tp_transfer {
-	tp_store *store;
-	tp_lineage_repo *repo; /* may be NULL: no lineage, no local objects */
-	bool store_only;       /* bases only from the store (fsck), never from
-				* local LFS objects or the HF cache */
-	char *tmp_dir;         /* scratch files, on the LFS storage's filesystem */
-	unsigned threads;      /* codec threads per object */
-	int maxchain;          /* tenpak.maxchain */
-	unsigned rebuild_factor; /* tenpak.rebuildfactor */
-	/* Local copies (this repository's LFS storage, the HF cache) are
-	 * hashed once per process and path, and used only when they hash to
-	 * their oid. */
-	tp_transfer_hashes *hashes;
+typedef struct tp_transfer_opts {
+	/* Scratch files, created if missing. NULL: <LFS dir>/tmp of the
+	 * repository (downloads must land on the filesystem git-lfs renames
+	 * them on), else $TMPDIR/tenpak-<uid>. */
+	const char *tmp_dir;
+	unsigned threads;        /* codec threads per object; 0: one per core */
+	/* Bytes done of the object being uploaded or downloaded (not of the
+	 * bases under it); may be NULL. */
 	tp_progress_fn progress;
 	void *progress_ctx;
-	/* provenance */
-	tp_sign_key *signer;   /* tenpak.signingkey: signs every manifest */
-	tp_verify_mode verify; /* tenpak.verify */
-	char **trusted;        /* tenpak.trustedkeys: "ed25519:..." texts */
-	size_t ntrusted;
-} tp_transfer;
+	/* Bases only from the store, never from local LFS objects or the HF
+	 * cache, and no lineage: the repository only gives config (fsck). */
+	bool store_only;
+} tp_transfer_opts;
 
-/* What fsck reports of one object. */
-typedef struct tp_transfer_object {
-	tp_store_kind kind;
-	uint64_t size;
-	uint64_t stored;
-	int depth;
-	size_t nbases;
-	tp_sig_status signature;
-	char signer[TP_SIGN_PUBLIC_TEXT_MAX];
-} tp_transfer_object;
+/* A transfer between store and this machine. repo (may be NULL: no
+ * lineage, no local objects, global config) and store must outlive it.
+ * opts may be NULL (every default). Reads tenpak.maxchain,
+ * tenpak.rebuildfactor and the provenance keys from git config. */
+int tp_transfer_new(tp_transfer **out, tp_store *store, tp_lineage_repo *repo,
+		    const tp_transfer_opts *opts);
+void tp_transfer_free(tp_transfer *t);
+/* The scratch directory in use (opts->tmp_dir or its default). */
+const char *tp_transfer_tmp_dir(const tp_transfer *t);
+
+/* ---- upload: the plan, then its execution --------------------------------- */
+
+/* What a plan made of one base candidate. */
+typedef enum {
+	TP_TRANSFER_VERDICT_ESTIMATED = 1, /* its delta was estimated */
+	TP_TRANSFER_VERDICT_UNAVAILABLE,   /* a base's bytes are neither on this
+					    * machine (checked) nor in the store */
+	TP_TRANSFER_VERDICT_TOO_DEEP,      /* over tenpak.maxchain */
+	TP_TRANSFER_VERDICT_SKIPPED,       /* past TP_TRANSFER_CANDIDATES_MAX */
+} tp_transfer_verdict;
+
+typedef struct tp_transfer_candidate {
+	tp_transfer_verdict verdict;
+	uint64_t estimate; /* delta bytes, when estimated */
+	int depth;         /* chain depth the delta would have; 0 when unknown */
+	char *why;         /* one line, when not estimated; else NULL */
+} tp_transfer_candidate;
+
+/* Estimated size when nothing was estimated. */
+#define TP_TRANSFER_UNESTIMATED UINT64_MAX
+
+typedef struct tp_transfer_plan {
+	size_t ncandidates;                /* the lineage's, in its order */
+	tp_transfer_candidate *candidates;
+	uint64_t whole;     /* estimated bytes stored whole, or
+			     * TP_TRANSFER_UNESTIMATED without any candidate */
+	long choice;        /* the candidate to store a delta against, -1: whole */
+	const char *reason; /* the estimates and the choice, as recorded in the
+			     * manifest */
+} tp_transfer_plan;
+
+/* Plan the upload of the model file at path with lineage (may be NULL: no
+ * candidate): a dry run that stores nothing. Bases missing from this
+ * machine are rebuilt from the store into scratch files, kept until the
+ * plan is freed. A delta must beat the whole estimate by 1% of it. */
+int tp_transfer_plan_upload(tp_transfer *t, const char *path, const tp_lineage *lineage,
+			    tp_transfer_plan **out);
+void tp_transfer_plan_free(tp_transfer_plan *p);
 
 /* What an upload did, for logs and tests. */
 typedef struct tp_transfer_result {
@@ -91,21 +120,17 @@ typedef struct tp_transfer_result {
 	int nbases;          /* bases the object is a delta against */
 } tp_transfer_result;
 
-/* tmp_dir: where scratch files go (created if missing). Reads
- * tenpak.maxchain, tenpak.rebuildfactor, tenpak.signingkey, tenpak.verify
- * and tenpak.trustedkeys from git config (the repository's, or global
- * without one). */
-int tp_transfer_init(tp_transfer *t, tp_store *store, tp_lineage_repo *repo, const char *tmp_dir);
-void tp_transfer_clear(tp_transfer *t);
-
-/* Store the file at path as object oid: a delta against its best base when
- * that is smaller, else whole. A file that is not size bytes long is
+/* Store the file at path as object oid, as its plan says (lineage found
+ * from the repository by oid). A file that is not size bytes long is
  * refused before anything else. Bases missing from the store are stored
- * first. Every delta is rebuilt and checked before it is stored. With a
- * signing key, files that are not safetensors are stored by the codec too
- * (kind 3), so that they carry a signed manifest. */
+ * first. A delta that turns out no smaller than the whole object is
+ * replaced by it. With a signing key, files that are not safetensors are
+ * stored by the codec too (kind 3), so that they carry a signed manifest. */
 int tp_transfer_upload(tp_transfer *t, const char *oid, uint64_t size, const char *path,
 		       tp_transfer_result *result);
+
+/* ---- download ------------------------------------------------------------- */
+
 /* Rebuild object oid into path (created or truncated), fetching its bases
  * from the cheapest source, and verify its sha256 against oid. Every
  * manifest under it is read and checked first: each base is rebuilt at most
@@ -115,16 +140,67 @@ int tp_transfer_upload(tp_transfer *t, const char *oid, uint64_t size, const cha
  * anything is written. */
 int tp_transfer_download(tp_transfer *t, const char *oid, uint64_t size, const char *path);
 
-/* A delta ties an object to its bases: it is worth that only when it beats
- * the whole object by at least 1% of its size. */
-static inline bool tp_transfer_delta_wins(uint64_t delta, uint64_t whole)
-{
-	return delta < whole - whole / 100;
-}
+/* ---- provenance: who wrote a manifest ------------------------------------- */
+
+/* tenpak.verify: how manifest signatures are checked on download. */
+typedef enum {
+	TP_PROVENANCE_VERIFY_OFF = 0,   /* not at all */
+	TP_PROVENANCE_VERIFY_IF_SIGNED, /* a signature present must verify, by a
+					 * trusted key when tenpak.trustedkeys
+					 * is set (default) */
+	TP_PROVENANCE_VERIFY_REQUIRED,  /* every manifest signed by a trusted key */
+} tp_provenance_verify;
+
+/* What a manifest's signature says. */
+typedef enum {
+	TP_PROVENANCE_SIG_NONE = 0,   /* a whole zstd object: no manifest */
+	TP_PROVENANCE_SIG_UNSIGNED,
+	TP_PROVENANCE_SIG_TRUSTED,    /* verifies, by a key in tenpak.trustedkeys */
+	TP_PROVENANCE_SIG_VALID,      /* verifies; no trusted keys are configured */
+	TP_PROVENANCE_SIG_UNTRUSTED,  /* verifies, by a key not in tenpak.trustedkeys */
+	TP_PROVENANCE_SIG_BAD,        /* does not verify */
+} tp_provenance_sig;
+
+const char *tp_provenance_sig_name(tp_provenance_sig s);
+
+/* Reads tenpak.verify (off, if-signed or required), tenpak.trustedkeys
+ * ("ed25519:..." keys separated by spaces or commas) and tenpak.signingkey
+ * (a key file, "~/" is HOME) from the git config of repo (may be NULL:
+ * global config). TP_ECONFIG for a bad value, required without a trusted
+ * key, or a key file that cannot be loaded. */
+int tp_provenance_new(tp_provenance **out, tp_lineage_repo *repo);
+void tp_provenance_free(tp_provenance *p);
+/* True when manifests written under p are signed (tenpak.signingkey). */
+bool tp_provenance_signs(const tp_provenance *p);
+/* Sign m when p signs: m->signer and m->signature then point into signer
+ * and sig. m is left unsigned otherwise. */
+int tp_provenance_manifest_sign(const tp_provenance *p, tp_store_manifest *m,
+				char signer[TP_SIGN_PUBLIC_TEXT_MAX], char sig[TP_SIGN_TEXT_MAX]);
+/* What m's signature says, under p's tenpak.trustedkeys. */
+tp_provenance_sig tp_provenance_manifest_status(const tp_provenance *p,
+						const tp_store_manifest *m);
+/* tenpak.verify applied to m, the manifest of object oid: TP_EAUTH,
+ * naming oid and the key, when it is refused. */
+int tp_provenance_manifest_check(const tp_provenance *p, const tp_store_manifest *m,
+				 const char *oid);
+/* tenpak.verify applied to object oid stored whole without a manifest:
+ * nothing signs it, so TP_EAUTH when signatures are required. */
+int tp_provenance_whole_check(const tp_provenance *p, const char *oid);
+
+/* ---- inspection (fsck) ---------------------------------------------------- */
+
+/* What fsck reports of one object. */
+typedef struct tp_transfer_object {
+	tp_store_kind kind;
+	uint64_t size;
+	uint64_t stored;
+	int depth;
+	size_t nbases;
+	tp_provenance_sig signature;
+	char signer[TP_SIGN_PUBLIC_TEXT_MAX];
+} tp_transfer_object;
 
 /* Kind, chain depth and signature status of a stored object. */
 int tp_transfer_inspect(tp_transfer *t, const char *oid, tp_transfer_object *out);
-/* What m's signature says, under this transfer's tenpak.trustedkeys. */
-tp_sig_status tp_transfer_signature(const tp_transfer *t, const tp_store_manifest *m);
 
 #endif

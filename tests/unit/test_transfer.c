@@ -162,12 +162,14 @@ static char *make_lattice(int levels, int width, char top[TP_OID_HEXLEN + 1])
 	return result;
 }
 
-static void transfer_init(tp_transfer *t)
+static tp_transfer *transfer_new(void)
 {
 	char tmp[512];
+	tp_transfer *t = NULL;
 	snprintf(tmp, sizeof(tmp), "%s/tmp", root);
-	CHECK_EQ_INT(tp_transfer_init(t, &store, NULL, tmp), 0);
-	t->threads = 1;
+	tp_transfer_opts opts = { .tmp_dir = tmp, .threads = 1 };
+	CHECK_EQ_INT(tp_transfer_new(&t, &store, NULL, &opts), 0);
+	return t;
 }
 
 static bool same_bytes(const char *a, const char *b)
@@ -188,21 +190,21 @@ static double now(void)
 static int download_lattice(const char *name, int levels, int width, char **want)
 {
 	char top[TP_OID_HEXLEN + 1], out[512];
-	tp_transfer t;
+	tp_transfer *t;
 	store_open(name);
 	*want = make_lattice(levels, width, top);
-	transfer_init(&t);
+	t = transfer_new();
 	snprintf(out, sizeof(out), "%s/out-%s", root, name);
 	full_reads = 0;
 	double t0 = now();
-	int rc = tp_transfer_download(&t, top, MODEL_SIZE, out);
+	int rc = tp_transfer_download(t, top, MODEL_SIZE, out);
 	fprintf(stderr, "%s: %d levels of %d: %s in %.3f s, %lu objects read\n", name, levels, width,
 		rc ? tp_error_last() : "rebuilt", now() - t0, full_reads);
 	if (rc == 0)
 		CHECK(same_bytes(*want, out));
 	else
 		CHECK(strstr(tp_error_last(), top) != NULL);
-	tp_transfer_clear(&t);
+	tp_transfer_free(t);
 	return rc;
 }
 
@@ -255,7 +257,7 @@ static void test_big_claim(void)
 	static const char top[] = "1111111111111111111111111111111111111111111111111111111111111111";
 	static const char base[] = "2222222222222222222222222222222222222222222222222222222222222222";
 	char out[512];
-	tp_transfer t;
+	tp_transfer *t;
 	store_open("claims");
 	tp_store_manifest_base b = { .size = 2ull << 30 };
 	memcpy(b.oid, base, sizeof(b.oid));
@@ -275,14 +277,14 @@ static void test_big_claim(void)
 	size_t n = ZSTD_compress(frame, sizeof(frame), zeros, sizeof(zeros), 3);
 	CHECK(!ZSTD_isError(n));
 	put_raw("claims", base, TP_STORE_KIND_WHOLE, 2ull << 30, frame, n);
-	transfer_init(&t);
+	t = transfer_new();
 	snprintf(out, sizeof(out), "%s/out-claim", root);
 	full_reads = 0;
-	CHECK_EQ_INT(tp_transfer_download(&t, top, MODEL_SIZE, out), TP_ETOOBIG);
+	CHECK_EQ_INT(tp_transfer_download(t, top, MODEL_SIZE, out), TP_ETOOBIG);
 	CHECK(strstr(tp_error_last(), "tenpak.rebuildfactor") != NULL);
 	CHECK(strstr(tp_error_last(), top) != NULL);
 	CHECK_EQ_INT(full_reads, 0);
-	tp_transfer_clear(&t);
+	tp_transfer_free(t);
 }
 
 /* Two objects that name each other: refused while planning. */
@@ -291,7 +293,7 @@ static void test_cycle(void)
 	static const char a[] = "3333333333333333333333333333333333333333333333333333333333333333";
 	static const char b[] = "4444444444444444444444444444444444444444444444444444444444444444";
 	char out[512], payload[512];
-	tp_transfer t;
+	tp_transfer *t;
 	store_open("cycle");
 	snprintf(payload, sizeof(payload), "%s/payload", root);
 	int fd = open(payload, O_WRONLY | O_CREAT | O_TRUNC, 0644);
@@ -309,13 +311,13 @@ static void test_cycle(void)
 						       json, payload, NULL, NULL), 0);
 		free(json);
 	}
-	transfer_init(&t);
+	t = transfer_new();
 	snprintf(out, sizeof(out), "%s/out-cycle", root);
 	full_reads = 0;
-	CHECK(tp_transfer_download(&t, a, MODEL_SIZE, out) == TP_ECORRUPT);
+	CHECK(tp_transfer_download(t, a, MODEL_SIZE, out) == TP_ECORRUPT);
 	CHECK(strstr(tp_error_last(), "leads back") != NULL);
 	CHECK_EQ_INT(full_reads, 0);
-	tp_transfer_clear(&t);
+	tp_transfer_free(t);
 }
 
 /* A whole object writes no more than its size, whatever its frame holds. */

@@ -1,0 +1,135 @@
+/*
+ * Local copies of objects: this repository's LFS storage and the Hugging
+ * Face cache. A copy is used only when its bytes hash to its oid; each
+ * verdict is remembered while the file keeps its identity, size and times.
+ */
+#include "transfer_internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+/* What hashing one local file found, valid while the file keeps its
+ * identity, size and times. */
+typedef struct local_hash {
+	char *path;
+	dev_t dev;
+	ino_t ino;
+	uint64_t size;
+	struct timespec mtime, ctime;
+	char sha256[TP_OID_HEXLEN + 1];
+} local_hash;
+
+struct tp_transfer_hashes {
+	local_hash *v;
+	size_t n;
+};
+
+int tp_transfer_hashes_new(tp_transfer_hashes **out)
+{
+	*out = calloc(1, sizeof(**out));
+	return *out ? 0 : tp_error_set(TP_ENOMEM, "out of memory");
+}
+
+void tp_transfer_hashes_free(tp_transfer_hashes *h)
+{
+	for (size_t i = 0; h && i < h->n; i++)
+		free(h->v[i].path);
+	if (h)
+		free(h->v);
+	free(h);
+}
+
+static bool same_state(const local_hash *h, const struct stat *st)
+{
+	return h->dev == st->st_dev && h->ino == st->st_ino && h->size == (uint64_t)st->st_size &&
+	       h->mtime.tv_sec == st->st_mtim.tv_sec && h->mtime.tv_nsec == st->st_mtim.tv_nsec &&
+	       h->ctime.tv_sec == st->st_ctim.tv_sec && h->ctime.tv_nsec == st->st_ctim.tv_nsec;
+}
+
+/* sha256 of the regular file at path into hex: remembered in t->hashes
+ * while the file stays the same, so a push of many objects hashes a shared
+ * base once. *fresh tells whether it was hashed now. */
+static int local_sha256(tp_transfer *t, const char *path, char hex[TP_OID_HEXLEN + 1], bool *fresh)
+{
+	tp_transfer_hashes *h = t->hashes;
+	struct stat st, after;
+	*fresh = false;
+	if (stat(path, &st) != 0 || !S_ISREG(st.st_mode))
+		return tp_error_set(TP_EINVAL, "%s is not a regular file", path);
+	for (size_t i = 0; h && i < h->n; i++) {
+		if (strcmp(h->v[i].path, path) == 0 && same_state(&h->v[i], &st)) {
+			memcpy(hex, h->v[i].sha256, TP_OID_HEXLEN + 1);
+			return 0;
+		}
+	}
+	uint64_t len = 0;
+	int rc = tp_sha256_file(path, hex, &len);
+	if (rc)
+		return rc;
+	*fresh = true;
+	tp_trace("hashed %s: sha256 %s", path, hex);
+	local_hash e = { .dev = st.st_dev, .ino = st.st_ino, .size = (uint64_t)st.st_size,
+			 .mtime = st.st_mtim, .ctime = st.st_ctim };
+	/* A file that changed while it was hashed gives no verdict. */
+	if (stat(path, &after) != 0 || !same_state(&e, &after) || len != e.size)
+		return tp_error_set(TP_EIO, "%s changed while it was hashed", path);
+	local_hash *v = h ? realloc(h->v, (h->n + 1) * sizeof(*v)) : NULL;
+	if (v) {
+		h->v = v;
+		memcpy(e.sha256, hex, sizeof(e.sha256));
+		if ((e.path = strdup(path)) != NULL)
+			v[h->n++] = e;
+	}
+	return 0;
+}
+
+/* True when the file at path holds object oid of size bytes. A local copy
+ * is trusted for its bytes only: an HF cache blob is named by its sha256,
+ * but another user of a shared cache, or a bad disk, can change what is in
+ * it, and a delta made or proven against wrong bytes would reach the store
+ * where nobody could rebuild it. */
+static bool local_copy_ok(tp_transfer *t, const char *path, const char *oid, uint64_t size)
+{
+	char hex[TP_OID_HEXLEN + 1];
+	bool fresh;
+	struct stat st;
+	if (stat(path, &st) == 0 && (uint64_t)st.st_size != size) {
+		tp_log(TP_LOG_WARN, "not using %s for object %s: it is %llu bytes, not %llu", path,
+		       oid, (unsigned long long)st.st_size, (unsigned long long)size);
+		return false;
+	}
+	if (local_sha256(t, path, hex, &fresh) != 0) {
+		tp_log(TP_LOG_WARN, "not using %s for object %s: %s", path, oid, tp_error_last());
+		return false;
+	}
+	if (strcmp(hex, oid) == 0)
+		return true;
+	if (fresh)
+		tp_log(TP_LOG_WARN, "not using %s for object %s: its bytes hash to %s (changed or "
+		       "corrupt)", path, oid, hex);
+	return false;
+}
+
+int tp_transfer_local_copy(tp_transfer *t, const char *oid, uint64_t size, const char *hint,
+			   char **path)
+{
+	if (t->store_only)
+		return TP_ENOTFOUND;
+	if (hint && local_copy_ok(t, hint, oid, size))
+		return (*path = strdup(hint)) ? 0 : tp_error_set(TP_ENOMEM, "out of memory");
+	/* tp_lineage_find_local prefers the repository's copy; without the
+	 * repository it looks in the HF cache only, the next place to try. */
+	tp_lineage_repo *from[2] = { t->repo, NULL };
+	for (int i = 0; i < (t->repo ? 2 : 1); i++) {
+		char *p = NULL;
+		if (tp_lineage_find_local(from[i], oid, size, &p) != 0)
+			break;
+		if (local_copy_ok(t, p, oid, size)) {
+			*path = p;
+			return 0;
+		}
+		free(p);
+	}
+	return TP_ENOTFOUND;
+}

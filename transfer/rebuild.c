@@ -1,0 +1,361 @@
+/*
+ * Rebuilds: an object from the store into a file, its bases first, each
+ * checked against its oid. Downloads and fsck rebuild the object asked for;
+ * uploads rebuild the bases this machine lacks, and prove each delta by
+ * applying it once.
+ */
+#include "transfer_internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+/* The manifest of object oid, checked to describe that object and to
+ * satisfy tenpak.verify. */
+static int manifest_load(const tp_transfer *t, tp_store_manifest **out, const char *text,
+			 const char *oid, uint64_t size)
+{
+	int rc = tp_store_manifest_parse(out, text, strlen(text));
+	if (rc)
+		return tp_error_wrap(rc, "object %s", oid);
+	if (strcmp((*out)->oid, oid) != 0 || (*out)->size != size)
+		rc = tp_error_set(TP_ECORRUPT, "object %s: its manifest describes another object", oid);
+	else
+		rc = tp_provenance_manifest_check(t->provenance, *out, oid);
+	if (rc) {
+		tp_store_manifest_free(*out);
+		*out = NULL;
+	}
+	return rc;
+}
+
+int tp_transfer_apply(tp_transfer *t, const char *payload, char **bases, size_t nbases,
+		      const char *oid, uint64_t expect, const char *out, bool report)
+{
+	int in = open(payload, O_RDONLY | O_CLOEXEC);
+	int fd = out ? open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600) : -1;
+	tp_delta_stats stats;
+	char hex[TP_OID_HEXLEN + 1];
+	int rc = 0;
+	if (in < 0 || (out && fd < 0)) {
+		rc = tp_error_set_errno(TP_EIO, errno, "opening scratch files");
+		goto done;
+	}
+	tp_delta_opts o = tp_transfer_codec_opts(t, report);
+	o.expect_size = expect;
+	rc = tp_delta_apply_to(tp_delta_fd_read, &in, (const char *const *)bases, nbases,
+			       out ? tp_delta_fd_write : NULL, &fd, &o, &stats);
+	if (rc)
+		goto done;
+	tp_sha256_hex(stats.sha256, hex);
+	if (strcmp(hex, oid) != 0) {
+		rc = tp_error_set(TP_ECORRUPT, "object %s rebuilt with sha256 %s: the stored object "
+				  "or a base is corrupt", oid, hex);
+		goto done;
+	}
+	if (out && fsync(fd) != 0)
+		rc = tp_error_set_errno(TP_EIO, errno, "writing %s", out);
+done:
+	if (in >= 0)
+		close(in);
+	if (fd >= 0)
+		close(fd);
+	return rc;
+}
+
+/* A rebuild is planned before it starts: every manifest under the object is
+ * read and checked, each distinct object becomes one node, and the nodes
+ * taken from the store are rebuilt once each, bases first, each scratch
+ * file removed as soon as the last object that reads it is rebuilt. */
+typedef struct rebuild_node {
+	char oid[TP_OID_HEXLEN + 1];
+	uint64_t size;
+	bool from_store;           /* else path is a local copy or a kept base */
+	bool visiting;             /* on the path being planned: a cycle if met again */
+	tp_store_object_info info; /* from the store */
+	size_t *bases;             /* the nodes its stream reads */
+	size_t nbases;
+	unsigned users;            /* rebuilds still to run that read it */
+	char *path;
+	bool scratch;              /* path is this rebuild's scratch file */
+} rebuild_node;
+
+/* Distinct objects a plan may name (local ones included), and its index:
+ * open addressing, at most half full. */
+#define GRAPH_NODES_MAX 4096
+#define GRAPH_SLOTS 8192
+
+typedef struct rebuild_graph {
+	rebuild_node *v;
+	size_t n;
+	size_t slot[GRAPH_SLOTS]; /* node index + 1; 0 is empty */
+	size_t *order;            /* nodes from the store, each after its bases */
+	size_t norder;
+	size_t nstore;            /* nodes from the store, planned or being planned */
+	const tp_transfer_scratch *kept; /* bases this operation already has */
+} rebuild_graph;
+
+static size_t graph_slot(const rebuild_graph *g, const char *oid)
+{
+	uint64_t h = 1469598103934665603ull; /* FNV-1a */
+	for (const char *p = oid; *p; p++)
+		h = (h ^ (unsigned char)*p) * 1099511628211ull;
+	size_t i = (size_t)h & (GRAPH_SLOTS - 1);
+	while (g->slot[i] && strcmp(g->v[g->slot[i] - 1].oid, oid) != 0)
+		i = (i + 1) & (GRAPH_SLOTS - 1);
+	return i;
+}
+
+static void graph_free(rebuild_graph *g)
+{
+	for (size_t i = 0; i < g->n; i++) {
+		if (g->v[i].scratch)
+			unlink(g->v[i].path);
+		free(g->v[i].path);
+		free(g->v[i].bases);
+	}
+	free(g->v);
+	free(g->order);
+	free(g);
+}
+
+/* Read what rebuilding node i from the store needs: its header, and for a
+ * delta its checked manifest and, recursively, its bases. */
+static int graph_add(tp_transfer *t, rebuild_graph *g, const char *oid, uint64_t size,
+		     int depth, size_t *out);
+
+static int graph_plan_store(tp_transfer *t, rebuild_graph *g, size_t i, int depth)
+{
+	char oid[TP_OID_HEXLEN + 1]; /* g->v moves as nodes are added */
+	uint64_t size = g->v[i].size;
+	memcpy(oid, g->v[i].oid, sizeof(oid));
+	tp_store_manifest *m = NULL;
+	char *text = NULL;
+	if (depth > TP_TRANSFER_CHAIN_LIMIT)
+		return tp_error_set(TP_ECORRUPT, "object %s: delta chain deeper than %d", oid,
+				    TP_TRANSFER_CHAIN_LIMIT);
+	if (g->nstore++ == TP_TRANSFER_REBUILDS_MAX)
+		return tp_error_set(TP_ETOOBIG, "rebuilding %s needs more than %d objects from the "
+				    "store", g->v[0].oid, TP_TRANSFER_REBUILDS_MAX);
+	int rc = tp_store_object_manifest(t->store, oid, &g->v[i].info, &text);
+	if (rc)
+		return rc;
+	tp_store_object_info info = g->v[i].info;
+	if (info.size != size) {
+		rc = tp_error_set(TP_ECORRUPT, "object %s in the store is %llu bytes, expected %llu",
+				  oid, (unsigned long long)info.size, (unsigned long long)size);
+	} else if (info.kind == TP_STORE_KIND_WHOLE) {
+		rc = tp_provenance_whole_check(t->provenance, oid);
+	} else if ((rc = manifest_load(t, &m, text, oid, size)) == 0) {
+		g->v[i].visiting = true;
+		if (m->nbases && !(g->v[i].bases = calloc(m->nbases, sizeof(size_t))))
+			rc = tp_error_set(TP_ENOMEM, "out of memory");
+		for (size_t k = 0; !rc && k < m->nbases; k++) {
+			size_t b;
+			if ((rc = graph_add(t, g, m->bases[k].oid, m->bases[k].size, depth + 1, &b)) != 0)
+				break;
+			g->v[i].bases[g->v[i].nbases++] = b;
+			g->v[b].users++;
+		}
+		g->v[i].visiting = false;
+	}
+	tp_store_manifest_free(m);
+	free(text);
+	if (!rc)
+		g->order[g->norder++] = i;
+	return rc;
+}
+
+static int graph_add(tp_transfer *t, rebuild_graph *g, const char *oid, uint64_t size,
+		     int depth, size_t *out)
+{
+	size_t s = graph_slot(g, oid);
+	if (g->slot[s]) {
+		const rebuild_node *n = &g->v[g->slot[s] - 1];
+		if (n->size != size)
+			return tp_error_set(TP_ECORRUPT, "object %s is named with two sizes, %llu and "
+					    "%llu", oid, (unsigned long long)n->size,
+					    (unsigned long long)size);
+		if (n->visiting)
+			return tp_error_set(TP_ECORRUPT, "object %s: its delta chain leads back to it",
+					    oid);
+		*out = g->slot[s] - 1;
+		return 0;
+	}
+	if (g->n == GRAPH_NODES_MAX)
+		return tp_error_set(TP_ETOOBIG, "rebuilding %s names more than %d objects",
+				    g->v[0].oid, GRAPH_NODES_MAX);
+	if (!(g->n % 64)) {
+		rebuild_node *v = realloc(g->v, (g->n + 64) * sizeof(*v));
+		if (!v)
+			return tp_error_set(TP_ENOMEM, "out of memory");
+		g->v = v;
+	}
+	size_t i = g->n++;
+	rebuild_node *n = &g->v[i];
+	memset(n, 0, sizeof(*n));
+	memcpy(n->oid, oid, sizeof(n->oid));
+	n->size = size;
+	g->slot[s] = i + 1;
+	*out = i;
+	/* A base this operation holds, or a good local copy, needs nothing
+	 * from the store; the object asked for is always rebuilt. */
+	const char *kept = depth ? tp_transfer_scratch_find(g->kept, oid) : NULL;
+	if (kept)
+		return (n->path = strdup(kept)) ? 0 : tp_error_set(TP_ENOMEM, "out of memory");
+	if (depth && tp_transfer_local_copy(t, oid, size, NULL, &n->path) == 0) {
+		tp_trace("base %s: local copy %s", oid, n->path);
+		return 0;
+	}
+	n->from_store = true;
+	int rc = graph_plan_store(t, g, i, depth);
+	return rc && depth ? tp_error_wrap(rc, "base %s", oid) : rc;
+}
+
+/* Refuse, before anything is written, a plan whose bases claim more bytes
+ * than tenpak.rebuildfactor allows (a tiny object can claim gigabytes and
+ * fail its hash only once written) or that needs more scratch space than
+ * the tmp directory has free. */
+static int graph_check(const tp_transfer *t, const rebuild_graph *g, size_t root)
+{
+	uint64_t claimed = 0, limit, live = 0, peak = 0;
+	unsigned *users = calloc(g->n ? g->n : 1, sizeof(*users));
+	char a[32], b[32];
+	if (!users)
+		return tp_error_set(TP_ENOMEM, "out of memory");
+	for (size_t i = 0; i < g->n; i++)
+		users[i] = g->v[i].users;
+	/* Replay the rebuild: a file lives from its rebuild to its last reader. */
+	for (size_t k = 0; k < g->norder; k++) {
+		const rebuild_node *n = &g->v[g->order[k]];
+		uint64_t payload = TP_STORE_KIND_HAS_MANIFEST(n->info.kind)
+					   ? n->info.stored_size - n->info.payload_offset : 0;
+		if (g->order[k] != root)
+			claimed += n->size;
+		if (live + n->size + payload > peak)
+			peak = live + n->size + payload;
+		live += n->size;
+		for (size_t j = 0; j < n->nbases; j++)
+			if (--users[n->bases[j]] == 0 && g->v[n->bases[j]].from_store)
+				live -= g->v[n->bases[j]].size;
+	}
+	free(users);
+	if (__builtin_mul_overflow((uint64_t)t->rebuild_factor, g->v[root].size, &limit) ||
+	    __builtin_add_overflow(limit, TP_TRANSFER_REBUILD_SLACK, &limit))
+		limit = UINT64_MAX;
+	tp_trace("object %s: rebuilding %zu objects from the store, bases claim %llu bytes, "
+		 "scratch peak %llu bytes", g->v[root].oid, g->norder, (unsigned long long)claimed,
+		 (unsigned long long)peak);
+	if (claimed > limit) {
+		tp_fmt_bytes(claimed, a, sizeof(a));
+		tp_fmt_bytes(g->v[root].size, b, sizeof(b));
+		return tp_error_set(TP_ETOOBIG, "object %s (%s): its bases in the store claim %s, more "
+				    "than tenpak.rebuildfactor (%u) times its size plus 64 MiB",
+				    g->v[root].oid, b, a, t->rebuild_factor);
+	}
+	struct statvfs fs;
+	if (statvfs(t->tmp_dir, &fs) == 0 && (uint64_t)fs.f_bavail * fs.f_frsize < peak) {
+		tp_fmt_bytes(peak, a, sizeof(a));
+		tp_fmt_bytes((uint64_t)fs.f_bavail * fs.f_frsize, b, sizeof(b));
+		return tp_error_set(TP_ENOSPACE, "object %s: rebuilding it needs %s of scratch space "
+				    "in %s, and only %s is free", g->v[root].oid, a, t->tmp_dir, b);
+	}
+	return 0;
+}
+
+/* Rebuild one node from the store into out, its bases already on disk. */
+static int node_rebuild(tp_transfer *t, const rebuild_graph *g, const rebuild_node *n,
+			const char *out, bool report)
+{
+	char **bases = NULL, *payload = NULL;
+	int rc, fd;
+	if (n->info.kind == TP_STORE_KIND_WHOLE) {
+		/* The object layer stops at the object's size: a frame that
+		 * inflates past it is an error before more is written. */
+		if ((fd = open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)) < 0)
+			return tp_error_set_errno(TP_EIO, errno, "opening %s", out);
+		rc = tp_store_object_get_fd(t->store, n->oid, n->size, fd,
+					    report ? t->progress : NULL, t->progress_ctx);
+		close(fd);
+		return rc;
+	}
+	if (!(bases = calloc(n->nbases + 1, sizeof(*bases))))
+		return tp_error_set(TP_ENOMEM, "out of memory");
+	for (size_t j = 0; j < n->nbases; j++)
+		bases[j] = g->v[n->bases[j]].path;
+	if ((rc = tp_transfer_scratch_new(t, "payload", &payload)) != 0)
+		goto done;
+	fd = open(payload, O_WRONLY | O_CLOEXEC);
+	rc = fd < 0 ? tp_error_set_errno(TP_EIO, errno, "opening %s", payload)
+		    : tp_store_object_get_payload(t->store, n->oid, &n->info, fd);
+	if (fd >= 0)
+		close(fd);
+	if (!rc)
+		rc = tp_transfer_apply(t, payload, bases, n->nbases, n->oid, n->size, out, report);
+done:
+	free(bases);
+	tp_transfer_scratch_drop(payload);
+	return rc;
+}
+
+static int graph_run(tp_transfer *t, rebuild_graph *g, size_t root, const char *out, bool report)
+{
+	for (size_t k = 0; k < g->norder; k++) {
+		size_t i = g->order[k];
+		rebuild_node *n = &g->v[i];
+		int rc = 0;
+		if (i != root) {
+			rc = tp_transfer_scratch_new(t, "base", &n->path);
+			n->scratch = rc == 0;
+		}
+		if (!rc)
+			rc = node_rebuild(t, g, n, i == root ? out : n->path, report && i == root);
+		if (rc)
+			return i == root ? tp_error_wrap(rc, "rebuilding %s", n->oid)
+					 : tp_error_wrap(rc, "rebuilding %s: base %s", g->v[root].oid,
+							 n->oid);
+		for (size_t j = 0; j < n->nbases; j++) {
+			rebuild_node *b = &g->v[n->bases[j]];
+			if (--b->users == 0 && b->scratch) {
+				tp_transfer_scratch_drop(b->path);
+				b->path = NULL;
+				b->scratch = false;
+			}
+		}
+	}
+	return 0;
+}
+
+int tp_transfer_rebuild(tp_transfer *t, const tp_transfer_scratch *kept, const char *oid,
+			uint64_t size, const char *out, bool report)
+{
+	rebuild_graph *g = calloc(1, sizeof(*g));
+	size_t root = 0;
+	int rc = g ? 0 : tp_error_set(TP_ENOMEM, "out of memory");
+	if (!rc && !(g->order = calloc(TP_TRANSFER_REBUILDS_MAX, sizeof(*g->order))))
+		rc = tp_error_set(TP_ENOMEM, "out of memory");
+	if (!rc) {
+		g->kept = kept;
+		rc = graph_add(t, g, oid, size, 0, &root);
+	}
+	if (!rc)
+		rc = graph_check(t, g, root);
+	if (!rc)
+		rc = graph_run(t, g, root, out, report);
+	if (g)
+		graph_free(g);
+	return rc;
+}
+
+int tp_transfer_download(tp_transfer *t, const char *oid, uint64_t size, const char *path)
+{
+	tp_store_object_info info;
+	int rc = tp_transfer_rebuild(t, NULL, oid, size, path, true);
+	/* The object itself absent (not one of its bases): name the store. */
+	if (rc == TP_ENOTFOUND && tp_store_object_stat(t->store, oid, &info) == TP_ENOTFOUND)
+		rc = tp_store_object_absent(t->store, oid);
+	return rc;
+}

@@ -1,0 +1,125 @@
+/* Internals shared by the transfer sources; not installed. */
+#ifndef TP_TRANSFER_INTERNAL_H
+#define TP_TRANSFER_INTERNAL_H
+
+#include "tp_transfer.h"
+
+#include "tp_delta.h"
+
+/* sha256 verdicts on local copies (local.c), shared by the copies of a
+ * tp_transfer an upload makes for its bases. */
+typedef struct tp_transfer_hashes tp_transfer_hashes;
+
+struct tp_transfer {
+	tp_store *store;
+	tp_lineage_repo *repo; /* may be NULL: no lineage, no local objects */
+	bool store_only;       /* bases only from the store (fsck) */
+	char *tmp_dir;         /* scratch files, on the LFS storage's filesystem */
+	unsigned threads;      /* codec threads per object */
+	int maxchain;          /* tenpak.maxchain */
+	unsigned rebuild_factor; /* tenpak.rebuildfactor */
+	/* Local copies (this repository's LFS storage, the HF cache) are
+	 * hashed once per process and path, and used only when they hash to
+	 * their oid. */
+	tp_transfer_hashes *hashes;
+	tp_progress_fn progress;
+	void *progress_ctx;
+	tp_provenance *provenance;
+};
+
+/* ---- setup and scratch files (transfer.c) ---------------------------------- */
+
+/* Codec options: t's threads, and t's progress when report. */
+tp_delta_opts tp_transfer_codec_opts(tp_transfer *t, bool report);
+/* Chain depth of a stored object: 0 when whole or absent. */
+int tp_transfer_stored_depth(tp_transfer *t, const char *oid);
+
+/* A new empty file in the scratch directory; *path is malloc'd. */
+int tp_transfer_scratch_new(tp_transfer *t, const char *what, char **path);
+/* Remove and free a scratch file; NULL is ignored. */
+void tp_transfer_scratch_drop(char *path);
+
+/* The bases one upload or download rebuilt from the store into scratch
+ * files, by oid: each is rebuilt once however many candidates name it, and
+ * the files are removed when the operation ends. */
+typedef struct tp_transfer_kept {
+	char oid[TP_OID_HEXLEN + 1];
+	char *path;
+} tp_transfer_kept;
+
+typedef struct tp_transfer_scratch {
+	tp_transfer_kept *v;
+	size_t n;
+} tp_transfer_scratch;
+
+/* Takes path, even on failure. */
+int tp_transfer_scratch_keep(tp_transfer_scratch *l, const char *oid, char *path);
+/* The kept file of oid, or NULL; l may be NULL. */
+const char *tp_transfer_scratch_find(const tp_transfer_scratch *l, const char *oid);
+void tp_transfer_scratch_clear(tp_transfer_scratch *l);
+
+/* ---- local copies (local.c) ------------------------------------------------ */
+
+int tp_transfer_hashes_new(tp_transfer_hashes **out);
+void tp_transfer_hashes_free(tp_transfer_hashes *h);
+/* A verified copy of object oid on this machine, tried in order: hint (a
+ * file lineage found, may be NULL), this repository's LFS storage, the
+ * Hugging Face cache. TP_ENOTFOUND when none is good, and always in
+ * store-only mode (fsck). */
+int tp_transfer_local_copy(tp_transfer *t, const char *oid, uint64_t size, const char *hint,
+			   char **path);
+
+/* ---- rebuilds (rebuild.c) -------------------------------------------------- */
+
+/* Apply a delta payload into out and prove the result is object oid: the
+ * codec hashes what it rebuilds, and that hash must be the oid. A delta that
+ * claims another size than expect is refused before anything is written (a
+ * hostile one could claim terabytes of "same as base" chunks and fill the
+ * disk). A NULL out only checks: nothing is opened or written. */
+int tp_transfer_apply(tp_transfer *t, const char *payload, char **bases, size_t nbases,
+		      const char *oid, uint64_t expect, const char *out, bool report);
+/* Rebuild object oid from the store into out. kept (may be NULL): bases the
+ * caller already holds. */
+int tp_transfer_rebuild(tp_transfer *t, const tp_transfer_scratch *kept, const char *oid,
+			uint64_t size, const char *out, bool report);
+
+/* ---- plans (plan.c) -------------------------------------------------------- */
+
+/* A base of a delta and its local bytes. */
+typedef struct tp_transfer_base {
+	char oid[TP_OID_HEXLEN + 1];
+	uint64_t size;
+	char *path;  /* local bytes */
+	char *label; /* repository path or HF cache path, for the manifest */
+} tp_transfer_base;
+
+/* What to store: a delta against bases, or whole without any, and why. */
+typedef struct tp_transfer_choice {
+	tp_transfer_base *bases;
+	size_t nbases;
+	int depth;
+	const char *source;
+	const char *evidence;
+	tp_buf reason;
+} tp_transfer_choice;
+
+void tp_transfer_choice_clear(tp_transfer_choice *c);
+/* The local paths of c's bases, NULL-terminated (malloc'd, the paths not). */
+char **tp_transfer_choice_paths(const tp_transfer_choice *c);
+
+/* A plan and what its execution needs: the chosen bases, and the scratch
+ * files of bases rebuilt from the store. */
+typedef struct tp_transfer_planned {
+	tp_transfer_plan plan; /* first: what tp_transfer_plan_upload returns */
+	tp_transfer_choice chosen;
+	tp_transfer_scratch scratch;
+} tp_transfer_planned;
+
+/* A delta ties an object to its bases: it is worth that only when it beats
+ * the whole object by at least 1% of its size. */
+static inline bool tp_transfer_delta_wins(uint64_t delta, uint64_t whole)
+{
+	return delta < whole - whole / 100;
+}
+
+#endif

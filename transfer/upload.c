@@ -1,0 +1,221 @@
+/*
+ * Upload: execute the plan (plan.c). Its bases are stored first, the delta
+ * is encoded and rebuilt once to prove it, and the object is stored with a
+ * manifest that names its bases by oid, signed when tenpak.signingkey says.
+ */
+#include "transfer_internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static int manifest_text(const tp_transfer *t, const char *oid, uint64_t size,
+			 const tp_transfer_choice *p, char **text)
+{
+	tp_store_manifest m = { .size = size, .codec_version = TP_DELTA_VERSION, .depth = p->depth,
+				.source = (char *)(p->source ? p->source : "none"),
+				.evidence = (char *)(p->evidence ? p->evidence : ""),
+				.choice = p->reason.ptr ? p->reason.ptr : (char *)"" };
+	memcpy(m.oid, oid, sizeof(m.oid));
+	m.nbases = p->nbases;
+	m.bases = calloc(p->nbases + 1, sizeof(*m.bases));
+	if (!m.bases)
+		return tp_error_set(TP_ENOMEM, "out of memory");
+	for (size_t i = 0; i < p->nbases; i++) {
+		memcpy(m.bases[i].oid, p->bases[i].oid, sizeof(m.bases[i].oid));
+		m.bases[i].size = p->bases[i].size;
+		m.bases[i].path = p->bases[i].label;
+	}
+	char signer[TP_SIGN_PUBLIC_TEXT_MAX], sig[TP_SIGN_TEXT_MAX];
+	int rc = tp_provenance_manifest_sign(t->provenance, &m, signer, sig);
+	if (!rc)
+		rc = tp_store_manifest_build(&m, text);
+	free(m.bases);
+	return rc;
+}
+
+static bool is_safetensors(const char *path)
+{
+	tp_safetensors *st = NULL;
+	bool ok = tp_safetensors_open(&st, path) == 0;
+	tp_safetensors_free(st);
+	return ok;
+}
+
+/* Make sure each base is in the store: a delta must never point at
+ * nothing. A missing base is stored first, with its own lineage: when one
+ * push carries several versions of a file, each becomes a delta of the one
+ * before, whatever order git-lfs uploads them in. It gets one link less of
+ * tenpak.maxchain, so the target's chain stays within it (and a cycle of
+ * bases ends); the target's depth is then that of its deepest base + 1. */
+static int store_bases(tp_transfer *t, tp_transfer_choice *p)
+{
+	for (size_t i = 0; i < p->nbases; i++) {
+		tp_store_object_info info;
+		const tp_transfer_base *b = &p->bases[i];
+		int rc = tp_store_object_stat(t->store, b->oid, &info);
+		if (rc != 0 && rc != TP_ENOTFOUND)
+			return rc;
+		if (rc == TP_ENOTFOUND) {
+			tp_trace("base %s is not in the store: storing it first", b->oid);
+			tp_transfer_result r;
+			tp_transfer tb = *t;
+			tb.maxchain = t->maxchain > 0 ? t->maxchain - 1 : 0;
+			if (tb.maxchain == 0)
+				tb.repo = NULL; /* no lineage: store it whole */
+			tb.progress = NULL;
+			if ((rc = tp_transfer_upload(&tb, b->oid, b->size, b->path, &r)) != 0)
+				return tp_error_wrap(rc, "storing base %s", b->oid);
+		}
+		int d = tp_transfer_stored_depth(t, b->oid);
+		if (d + 1 > p->depth)
+			p->depth = d + 1;
+	}
+	return 0;
+}
+
+/* Compress target against the choice's bases into a scratch file, then
+ * rebuild it once: nothing unproven reaches the store. */
+static int encode(tp_transfer *t, const char *oid, const char *target,
+		  const tp_transfer_choice *p, bool report, char **payload, uint64_t *payload_size)
+{
+	char **paths = tp_transfer_choice_paths(p);
+	tp_delta_stats stats = { 0 };
+	int rc = paths ? tp_transfer_scratch_new(t, "delta", payload)
+		       : tp_error_set(TP_ENOMEM, "out of memory");
+	if (rc)
+		goto done;
+	tp_delta_opts o = tp_transfer_codec_opts(t, report);
+	int fd = open(*payload, O_WRONLY | O_TRUNC | O_CLOEXEC);
+	if (fd < 0) {
+		rc = tp_error_set_errno(TP_EIO, errno, "opening %s", *payload);
+		goto done;
+	}
+	/* A scratch file needs no fsync: the store makes its copy durable. */
+	rc = tp_delta_compress(target, (const char *const *)paths, p->nbases, tp_delta_fd_write, &fd,
+			       &o, &stats);
+	close(fd);
+	if (!rc)
+		rc = tp_transfer_apply(t, *payload, paths, p->nbases, oid, stats.target_bytes, NULL,
+				       false);
+	if (rc)
+		tp_error_wrap(rc, "the delta of %s did not rebuild it; not storing it", target);
+	*payload_size = stats.delta_bytes;
+done:
+	free(paths);
+	if (rc) {
+		tp_transfer_scratch_drop(*payload);
+		*payload = NULL;
+	}
+	return rc;
+}
+
+static int store_encoded(tp_transfer *t, const char *oid, uint64_t size, const char *path,
+			 tp_transfer_choice *p, uint64_t whole_est, tp_transfer_result *result)
+{
+	char *payload = NULL, *mtext = NULL;
+	uint64_t payload_size = 0;
+	int rc = store_bases(t, p);
+	if (!rc)
+		rc = encode(t, oid, path, p, true, &payload, &payload_size);
+	/* Estimates can be wrong: a delta that lost to the whole estimate is
+	 * compared with the real whole object, and the smaller one is kept. */
+	if (!rc && p->nbases && !tp_transfer_delta_wins(payload_size, whole_est)) {
+		tp_transfer_choice whole = { .source = p->source, .evidence = p->evidence };
+		char *wpayload = NULL;
+		uint64_t wsize = 0;
+		tp_buf_init(&whole.reason, 4096);
+		rc = encode(t, oid, path, &whole, false, &wpayload, &wsize);
+		if (!rc && wsize <= payload_size) {
+			tp_buf_addf_cut(&whole.reason, "%s; delta was %llu bytes, whole %llu: whole",
+					p->reason.ptr ? p->reason.ptr : "", (unsigned long long)payload_size,
+					(unsigned long long)wsize);
+			tp_transfer_scratch_drop(payload);
+			payload = wpayload;
+			payload_size = wsize;
+			tp_transfer_choice_clear(p);
+			*p = whole;
+		} else {
+			tp_transfer_scratch_drop(wpayload);
+			tp_transfer_choice_clear(&whole);
+		}
+	}
+	if (!rc)
+		rc = manifest_text(t, oid, size, p, &mtext);
+	if (!rc)
+		rc = tp_store_object_put_delta(t->store, oid, size,
+					       p->nbases ? TP_STORE_KIND_DELTA : TP_STORE_KIND_CODEC,
+					       mtext, payload, NULL, NULL);
+	if (!rc && result) {
+		result->kind = p->nbases ? TP_STORE_KIND_DELTA : TP_STORE_KIND_CODEC;
+		result->stored = payload_size;
+		result->nbases = (int)p->nbases;
+	}
+	tp_transfer_scratch_drop(payload);
+	free(mtext);
+	return rc;
+}
+
+/* The file git-lfs hands us must have the size it announced: a wrong size
+ * would be recorded in the object's header and manifest. */
+static int check_size(const char *oid, uint64_t size, const char *path)
+{
+	struct stat st;
+	if (stat(path, &st) != 0)
+		return tp_error_set_errno(tp_error_from_errno(errno), errno, "object %s: %s", oid,
+					  path);
+	if (!S_ISREG(st.st_mode))
+		return tp_error_set(TP_EINVAL, "object %s: %s is not a regular file", oid, path);
+	if ((uint64_t)st.st_size != size)
+		return tp_error_set(TP_ECORRUPT, "object %s: %s is %llu bytes, but its size should be "
+				    "%llu; refusing to store it", oid, path,
+				    (unsigned long long)st.st_size, (unsigned long long)size);
+	return 0;
+}
+
+int tp_transfer_upload(tp_transfer *t, const char *oid, uint64_t size, const char *path,
+		       tp_transfer_result *result)
+{
+	tp_store_object_info info;
+	tp_transfer_result r = { 0 };
+	int rc = check_size(oid, size, path);
+	if (rc)
+		return rc;
+	rc = tp_store_object_stat(t->store, oid, &info);
+	if (rc == 0 && info.size == size) {
+		r.skipped = true;
+		r.kind = info.kind;
+		goto done;
+	}
+	if (rc && rc != TP_ENOTFOUND)
+		tp_log(TP_LOG_WARN, "%s: replacing unreadable stored copy: %s", oid, tp_error_last());
+	/* Other files are stored whole by zstd, unless manifests are signed:
+	 * then the codec stores them too, so that a signature covers them. */
+	bool model = is_safetensors(path);
+	if (!model && !tp_provenance_signs(t->provenance)) {
+		rc = tp_store_object_put_file(t->store, oid, size, path, t->progress, t->progress_ctx);
+		r.kind = TP_STORE_KIND_WHOLE;
+		if (!rc && tp_store_object_stat(t->store, oid, &info) == 0)
+			r.stored = info.stored_size;
+		goto done;
+	}
+	tp_lineage *l = NULL;
+	if (model && t->repo && (rc = tp_lineage_find(&l, t->repo, oid)) != 0 && rc != TP_ENOTFOUND)
+		goto done;
+	tp_transfer_plan *plan = NULL;
+	rc = tp_transfer_plan_upload(t, path, l, &plan);
+	if (!rc) {
+		tp_transfer_planned *pl = (tp_transfer_planned *)plan;
+		tp_trace("%s: %s", oid, plan->reason);
+		rc = store_encoded(t, oid, size, path, &pl->chosen, plan->whole, &r);
+	}
+	tp_transfer_plan_free(plan);
+	tp_lineage_free(l);
+done:
+	if (!rc && result)
+		*result = r;
+	return rc;
+}
