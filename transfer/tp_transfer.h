@@ -120,14 +120,20 @@ typedef struct tp_transfer_result {
 	int nbases;          /* bases the object is a delta against */
 } tp_transfer_result;
 
-/* Store the file at path as object oid, as its plan says (lineage found
- * from the repository by oid). A file that is not size bytes long is
- * refused before anything else. Bases missing from the store are stored
- * first. A delta that turns out no smaller than the whole object is
- * replaced by it. With a signing key, files that are not safetensors are
- * stored by the codec too (kind 3), so that they carry a signed manifest. */
+/* Store the file at path as object oid: skipped when the store has it,
+ * else stored whole by zstd unless it is safetensors (or manifests are
+ * signed: then by the codec, kind 3, so that a signature covers it), else
+ * as the plan with its lineage (found from the repository by oid) says. A
+ * file that is not size bytes long is refused before anything else. */
 int tp_transfer_upload(tp_transfer *t, const char *oid, uint64_t size, const char *path,
 		       tp_transfer_result *result);
+/* Store the file at path as object oid as plan (made for that file) says:
+ * the bases missing from the store first, then the delta, rebuilt once and
+ * checked against oid, with a manifest recording the plan's reason. A
+ * delta that turns out no smaller than the whole object is replaced by it.
+ * The plan is used up: only tp_transfer_plan_free may follow. */
+int tp_transfer_plan_execute(tp_transfer *t, tp_transfer_plan *plan, const char *oid,
+			     uint64_t size, const char *path, tp_transfer_result *result);
 
 /* ---- download ------------------------------------------------------------- */
 

@@ -176,6 +176,21 @@ static int check_size(const char *oid, uint64_t size, const char *path)
 	return 0;
 }
 
+int tp_transfer_plan_execute(tp_transfer *t, tp_transfer_plan *plan, const char *oid,
+			     uint64_t size, const char *path, tp_transfer_result *result)
+{
+	tp_transfer_planned *pl = (tp_transfer_planned *)plan;
+	tp_transfer_result r = { 0 };
+	int rc = check_size(oid, size, path);
+	if (rc)
+		return rc;
+	tp_trace("%s: %s", oid, plan->reason);
+	rc = store_encoded(t, oid, size, path, &pl->chosen, plan->whole, &r);
+	if (!rc && result)
+		*result = r;
+	return rc;
+}
+
 int tp_transfer_upload(tp_transfer *t, const char *oid, uint64_t size, const char *path,
 		       tp_transfer_result *result)
 {
@@ -207,11 +222,8 @@ int tp_transfer_upload(tp_transfer *t, const char *oid, uint64_t size, const cha
 		goto done;
 	tp_transfer_plan *plan = NULL;
 	rc = tp_transfer_plan_upload(t, path, l, &plan);
-	if (!rc) {
-		tp_transfer_planned *pl = (tp_transfer_planned *)plan;
-		tp_trace("%s: %s", oid, plan->reason);
-		rc = store_encoded(t, oid, size, path, &pl->chosen, plan->whole, &r);
-	}
+	if (!rc)
+		rc = tp_transfer_plan_execute(t, plan, oid, size, path, &r);
 	tp_transfer_plan_free(plan);
 	tp_lineage_free(l);
 done:
