@@ -77,6 +77,17 @@ int tp_store_open(tp_store **out, const char *url);
 int tp_store_open_existing(tp_store **out, const char *url, tp_store_config_fn config,
 			   void *config_ctx);
 void tp_store_free(tp_store *s);
+/* A new, empty store in this process's memory (URL "mem://"), for tests of
+ * the code above the store without a disk or a server. It behaves as the
+ * file backend does (atomic puts, ranged gets, listings, the object layer
+ * on top) and may be used from several threads; its objects live until
+ * tp_store_free. It cannot be opened by URL: every call makes a new store. */
+int tp_store_mem_new(tp_store **out);
+/* Hand reads of in-memory store s to sinks in pieces: the first of at most
+ * first bytes, then at most rest bytes each (default 1 MiB each), as a
+ * network backend would, to exercise readers that reassemble. TP_EINVAL if
+ * s is another kind of store or a size is 0. */
+int tp_store_mem_set_pieces(tp_store *s, size_t first, size_t rest);
 /* The URL the store was opened with, for messages. It holds no secret: S3
  * credentials never come from the URL, and its query only carries the
  * settings listed above. */
