@@ -280,6 +280,7 @@ static void mem_free(tp_store *s)
 }
 
 static const tp_store_backend mem_backend = {
+	.version = TP_STORE_BACKEND_VERSION,
 	.scheme = "mem",
 	.stat = mem_stat,
 	.get = mem_get,
@@ -298,11 +299,11 @@ int tp_store_mem_new(tp_store **out)
 		free(m);
 		return tp_error_set(TP_ENOMEM, "creating an in-memory store: no lock");
 	}
-	m->base.backend = &mem_backend;
 	m->first_piece = m->piece = MEM_PIECE;
-	if (!(m->base.url = strdup("mem://"))) {
+	int rc = tp_store_init(&m->base, &mem_backend, "mem://");
+	if (rc) {
 		mem_free(&m->base);
-		return tp_error_set(TP_ENOMEM, "out of memory");
+		return rc;
 	}
 	*out = &m->base;
 	return 0;

@@ -1,10 +1,23 @@
 /*
  * tenpak store: where objects live.
  *
- * A store is a backend (vtable) over flat keys such as "objects/ab/cd/<oid>",
- * plus an object layer that frames, compresses and verifies LFS content.
- * Backends: a local directory (file:///abs/path or /abs/path) and any
- * S3-compatible object store (s3://bucket/prefix). Writes are atomic: a reader sees a whole object or none, whatever the concurrency.
+ * Contract:
+ * - A store maps keys (relative '/'-separated names that cannot leave the
+ *   store: tp_store_key_valid) to byte values. It is opened by URL, a local
+ *   directory (file:///abs/path or /abs/path) or an S3-compatible object
+ *   store (s3://bucket/prefix), or made in memory for tests.
+ * - Writes are atomic: a reader sees a whole value or none, whatever the
+ *   concurrency, and a failed write leaves the old value (or none).
+ * - On top, the object layer keeps LFS files by oid under
+ *   "objects/ab/cd/<oid>", framed and compressed (store/FORMAT.md), and
+ *   verifies them both ways: what does not hash to its oid is neither
+ *   stored nor handed out as good.
+ * - Every function returns 0 or a negative TP_E* code with a message naming
+ *   the key, oid or store URL, never a secret; out parameters are written
+ *   only on success.
+ * - A store handle is used from one thread at a time, but for the
+ *   in-memory store, which threads may share.
+ * Backends implement store/tp_store_backend.h; users need only this header.
  */
 #ifndef TP_STORE_H
 #define TP_STORE_H
@@ -35,27 +48,6 @@ typedef struct tp_store_sink {
 
 /* Called for each key under a prefix by tp_store_list. */
 typedef int (*tp_store_list_fn)(void *ctx, const char *key, uint64_t size);
-
-typedef struct tp_store_backend {
-	const char *scheme;
-	/* Size of the stored bytes; TP_ENOTFOUND when absent. */
-	int (*stat)(tp_store *s, const char *key, uint64_t *size);
-	/* Stream bytes [offset, offset+len) to sink; len == UINT64_MAX: to end. */
-	int (*get)(tp_store *s, const char *key, uint64_t offset, uint64_t len,
-		   const tp_store_sink *sink);
-	/* Store all of src under key, atomically replacing any old value. */
-	int (*put)(tp_store *s, const char *key, const tp_store_source *src);
-	/* Delete key; absent keys are not an error. */
-	int (*remove)(tp_store *s, const char *key);
-	/* Visit every key starting with prefix, in no particular order. */
-	int (*list)(tp_store *s, const char *prefix, tp_store_list_fn fn, void *ctx);
-	void (*free)(tp_store *s);
-} tp_store_backend;
-
-struct tp_store {
-	const tp_store_backend *backend;
-	char *url;
-};
 
 /* Backend settings come from the caller (git config, in tenpak): return
  * a malloc'd value for key (e.g. "s3.endpoint"), TP_ENOTFOUND if unset. */

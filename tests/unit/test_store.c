@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "tp_store.h"
+#include "tp_store_backend.h"
 #include "tp_test.h"
 
 static char root[256];
@@ -735,6 +736,85 @@ static void test_mem_threads(void)
 	tp_store_free(s);
 }
 
+/* ---- the backend interface ------------------------------------------------ */
+
+static int none_stat(tp_store *s, const char *key, uint64_t *size)
+{
+	(void)s, (void)key, (void)size;
+	return tp_error_set(TP_ENOTFOUND, "empty");
+}
+
+static int none_get(tp_store *s, const char *key, uint64_t off, uint64_t len,
+		    const tp_store_sink *sink)
+{
+	(void)s, (void)key, (void)off, (void)len, (void)sink;
+	return tp_error_set(TP_ENOTFOUND, "empty");
+}
+
+static int none_put(tp_store *s, const char *key, const tp_store_source *src)
+{
+	(void)s, (void)key, (void)src;
+	return tp_error_set(TP_EUNSUPPORTED, "read-only");
+}
+
+static int none_remove(tp_store *s, const char *key)
+{
+	(void)s, (void)key;
+	return 0;
+}
+
+static int none_list(tp_store *s, const char *prefix, tp_store_list_fn fn, void *ctx)
+{
+	(void)s, (void)prefix, (void)fn, (void)ctx;
+	return 0;
+}
+
+static int none_frees;
+static void none_free(tp_store *s)
+{
+	none_frees++;
+	free(s->url);
+}
+
+static void test_backend_version(void)
+{
+	tp_store_backend b = {
+		.version = TP_STORE_BACKEND_VERSION,
+		.scheme = "none",
+		.stat = none_stat,
+		.get = none_get,
+		.put = none_put,
+		.remove = none_remove,
+		.list = none_list,
+		.free = none_free,
+	};
+	tp_store s = { NULL, NULL };
+	uint64_t size;
+	CHECK_EQ_INT(tp_store_init(&s, &b, "none://x"), 0);
+	CHECK(s.backend == &b);
+	CHECK_STR(tp_store_url(&s), "none://x");
+	CHECK_EQ_INT(tp_store_stat(&s, "k", &size), TP_ENOTFOUND);
+	tp_store_free(&s);
+	CHECK_EQ_INT(none_frees, 1);
+	/* Another interface version, older (0: a table that never set
+	 * it) or newer, is refused with a message saying so. */
+	tp_store t = { NULL, NULL };
+	unsigned versions[] = { 0, TP_STORE_BACKEND_VERSION + 1 };
+	for (size_t i = 0; i < 2; i++) {
+		b.version = versions[i];
+		CHECK_EQ_INT(tp_store_init(&t, &b, "none://x"), TP_EINVAL);
+		CHECK(strstr(tp_error_last(), "\"none\"") != NULL);
+		CHECK(strstr(tp_error_last(), "version") != NULL);
+		CHECK(t.backend == NULL && t.url == NULL);
+	}
+	/* So is a table missing an operation. */
+	b.version = TP_STORE_BACKEND_VERSION;
+	b.list = NULL;
+	CHECK_EQ_INT(tp_store_init(&t, &b, "none://x"), TP_EINVAL);
+	CHECK(strstr(tp_error_last(), "lacks") != NULL);
+	CHECK(t.backend == NULL && t.url == NULL);
+}
+
 int main(void)
 {
 	snprintf(root, sizeof(root), "%s/tp-test-store-XXXXXX",
@@ -745,6 +825,7 @@ int main(void)
 	}
 	TP_TEST_RUN(test_keys);
 	TP_TEST_RUN(test_urls);
+	TP_TEST_RUN(test_backend_version);
 	static void (*const common[])(const backend *) = {
 		test_keys_values, test_list, test_round_trip, test_refuses_wrong_content,
 		test_detects_damage, test_progress, test_delta_framing,

@@ -13,6 +13,7 @@
 #include <zstd.h>
 
 #include "tp_delta.h"
+#include "tp_store_backend.h"
 #include "tp_test.h"
 #include "transfer.h"
 
@@ -58,6 +59,7 @@ static void count_free(tp_store *s)
 }
 
 static const tp_store_backend counting = {
+	.version = TP_STORE_BACKEND_VERSION,
 	.scheme = "count", .stat = count_stat, .get = count_get, .put = count_put,
 	.remove = count_remove, .list = count_list, .free = count_free,
 };
