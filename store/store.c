@@ -80,9 +80,9 @@ const char *tp_store_url(const tp_store *s)
 const char *tp_store_kind_name(tp_store_kind k)
 {
 	switch (k) {
-	case TP_STORE_KIND_WHOLE: return "whole-zstd";
+	case TP_STORE_KIND_WHOLE_ZSTD: return "whole-zstd";
 	case TP_STORE_KIND_DELTA: return "delta";
-	case TP_STORE_KIND_CODEC: return "whole-codec";
+	case TP_STORE_KIND_WHOLE_CODEC: return "whole-codec";
 	default: return "unknown";
 	}
 }

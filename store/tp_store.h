@@ -101,19 +101,25 @@ int tp_store_list(tp_store *s, const char *prefix, tp_store_list_fn fn, void *ct
 #define TP_STORE_OBJECT_KEY_LEN (sizeof("objects/ab/cd/") - 1 + TP_OID_HEXLEN)
 #define TP_STORE_OBJECT_HEADER_LEN 16
 
+/* The kind byte of an object's header. Each name is the one that
+ * tp_store_kind_name prints and store/FORMAT.md uses. */
 typedef enum {
-	TP_STORE_KIND_WHOLE = 1, /* the file's bytes, zstd-compressed */
-	TP_STORE_KIND_DELTA = 2, /* a JSON manifest and a tensor codec stream
-				  * against the bases the manifest names */
-	TP_STORE_KIND_CODEC = 3, /* the same layout, the stream needing no base:
-				  * a whole object, byte-plane compressed */
+	/* whole-zstd: the file's bytes, zstd-compressed */
+	TP_STORE_KIND_WHOLE_ZSTD = 1,
+	/* delta: a JSON manifest and a tensor codec stream against the bases
+	 * the manifest names */
+	TP_STORE_KIND_DELTA = 2,
+	/* whole-codec: the same layout, the stream needing no base: the whole
+	 * file coded by the tensor codec (byte-plane compressed) */
+	TP_STORE_KIND_WHOLE_CODEC = 3,
 } tp_store_kind;
 
-/* "delta", "whole-codec" or "whole-zstd", for messages and --json. */
+/* "whole-zstd", "delta" or "whole-codec", for messages and --json. */
 const char *tp_store_kind_name(tp_store_kind k);
 
 /* Kinds 2 and 3 carry a manifest and a codec stream. */
-#define TP_STORE_KIND_HAS_MANIFEST(k) ((k) == TP_STORE_KIND_DELTA || (k) == TP_STORE_KIND_CODEC)
+#define TP_STORE_KIND_HAS_MANIFEST(k) \
+	((k) == TP_STORE_KIND_DELTA || (k) == TP_STORE_KIND_WHOLE_CODEC)
 
 /* Largest manifest accepted in a delta object. */
 #define TP_STORE_MANIFEST_MAX (1u << 20)

@@ -58,7 +58,7 @@ static void fuzz_object(const uint8_t *data, size_t size, int out_fd)
 		abort();
 	if (tp_store_object_stat(s, oid, &info) != 0)
 		goto done;
-	if (info.kind == TP_STORE_KIND_WHOLE) {
+	if (info.kind == TP_STORE_KIND_WHOLE_ZSTD) {
 		tp_store_object_get_fd(s, oid, info.size, out_fd, NULL, NULL);
 		goto done;
 	}
