@@ -666,7 +666,7 @@ static int graph_plan_store(tp_transfer *t, rebuild_graph *g, size_t i, int dept
 	if (info.size != size) {
 		rc = tp_error_set(TP_ECORRUPT, "object %s in the store is %llu bytes, expected %llu",
 				  oid, (unsigned long long)info.size, (unsigned long long)size);
-	} else if (info.kind == TP_STORE_KIND_WHOLE) {
+	} else if (info.kind == TP_STORE_KIND_WHOLE_ZSTD) {
 		if (t->verify == TP_VERIFY_REQUIRED)
 			rc = tp_error_set(TP_EAUTH, "object %s is stored whole (zstd) without a "
 					  "manifest, so nothing signs it, and tenpak.verify is "
@@ -794,7 +794,7 @@ static int node_rebuild(tp_transfer *t, const rebuild_graph *g, const rebuild_no
 {
 	char **bases = NULL, *payload = NULL;
 	int rc, fd;
-	if (n->info.kind == TP_STORE_KIND_WHOLE) {
+	if (n->info.kind == TP_STORE_KIND_WHOLE_ZSTD) {
 		/* The object layer stops at the object's size: a frame that
 		 * inflates past it is an error before more is written. */
 		if ((fd = open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)) < 0)
@@ -1143,10 +1143,10 @@ static int store_encoded(tp_transfer *t, const char *oid, uint64_t size, const c
 		rc = manifest_text(t, oid, size, p, &mtext);
 	if (!rc)
 		rc = tp_store_object_put_delta(t->store, oid, size,
-					       p->nbases ? TP_STORE_KIND_DELTA : TP_STORE_KIND_CODEC,
+					       p->nbases ? TP_STORE_KIND_DELTA : TP_STORE_KIND_WHOLE_CODEC,
 					       mtext, payload, NULL, NULL);
 	if (!rc && result) {
-		result->kind = p->nbases ? TP_STORE_KIND_DELTA : TP_STORE_KIND_CODEC;
+		result->kind = p->nbases ? TP_STORE_KIND_DELTA : TP_STORE_KIND_WHOLE_CODEC;
 		result->stored = payload_size;
 		result->nbases = (int)p->nbases;
 	}
@@ -1193,7 +1193,7 @@ int tp_transfer_upload(tp_transfer *t, const char *oid, uint64_t size, const cha
 	bool model = is_safetensors(path);
 	if (!model && !t->signer) {
 		rc = tp_store_object_put_file(t->store, oid, size, path, t->progress, t->progress_ctx);
-		r.kind = TP_STORE_KIND_WHOLE;
+		r.kind = TP_STORE_KIND_WHOLE_ZSTD;
 		if (!rc && tp_store_object_stat(t->store, oid, &info) == 0)
 			r.stored = info.stored_size;
 		goto done;
