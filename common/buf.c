@@ -42,7 +42,8 @@ static int grow(tp_buf *b, size_t need)
 	size_t n = b->alloc ? b->alloc : 64;
 	while (n < want)
 		n = n > SIZE_MAX / 2 ? want : n * 2;
-	if (n > b->cap + 1)
+	/* cap + 1 would wrap for an unbounded (SIZE_MAX) cap. */
+	if (b->cap < SIZE_MAX && n > b->cap + 1)
 		n = b->cap + 1;
 	char *p = realloc(b->ptr, n);
 	if (!p)

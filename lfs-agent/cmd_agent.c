@@ -136,7 +136,7 @@ static int upload(agent *a, const tp_proto_request *req)
 		return complete_now(a, req, NULL);
 	}
 	tp_trace("%s: stored %s, %llu bytes for %llu (%d bases)", req->oid,
-		 r.kind == TP_STORE_KIND_WHOLE ? "zstd-compressed" : "by the tensor codec",
+		 r.kind == TP_STORE_KIND_WHOLE_ZSTD ? "zstd-compressed" : "by the tensor codec",
 		 (unsigned long long)r.stored, (unsigned long long)req->size, r.nbases);
 	/* The codec reports progress while it reads; finish the bar. */
 	int frc = on_progress(a, req->size, req->size);

@@ -19,7 +19,7 @@ static const struct command {
 	{ "agent", tp_cmd_agent, "the git-lfs custom transfer agent (started by git-lfs)" },
 	{ "key", tp_cmd_key, "signing keys for manifest provenance" },
 	{ "lineage", tp_cmd_lineage, "show which base each model file is stored against" },
-	{ "store", tp_cmd_store, "inspect and check a store: stats, fsck" },
+	{ "store", tp_cmd_store, "inspect and check a store: stats, fsck, show" },
 	{ "delta", tp_cmd_delta, "lossless tensor-wise deltas of safetensors files" },
 	{ "eval", tp_cmd_eval, "perplexity, KL divergence and speed of a causal LM" },
 };

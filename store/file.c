@@ -380,6 +380,7 @@ static void file_free(tp_store *s)
 }
 
 static const tp_store_backend file_backend = {
+	.version = TP_STORE_BACKEND_VERSION,
 	.scheme = "file",
 	.stat = file_stat,
 	.get = file_get,
@@ -437,13 +438,9 @@ int tp_store_file_open(tp_store **out, const char *url, bool create)
 	int rc;
 	if (!f)
 		return tp_error_set(TP_ENOMEM, "out of memory");
-	f->base.backend = &file_backend;
-	if ((rc = url_to_path(url, &f->root)) != 0)
+	if ((rc = tp_store_init(&f->base, &file_backend, url)) != 0 ||
+	    (rc = url_to_path(url, &f->root)) != 0)
 		goto done;
-	if (!(f->base.url = strdup(url))) {
-		rc = tp_error_set(TP_ENOMEM, "out of memory");
-		goto done;
-	}
 	if ((rc = tp_path_join(&f->tmpdir, f->root, "tmp")) != 0)
 		goto done;
 	if (!create) {

@@ -60,7 +60,7 @@ static int header_parse(const unsigned char h[TP_STORE_OBJECT_HEADER_LEN], const
 	if (h[4] != OBJ_VERSION)
 		return tp_error_set(TP_EUNSUPPORTED, "object %s: format version %u is newer than "
 				    "this tenpak understands", oid, h[4]);
-	if (h[5] != TP_STORE_KIND_WHOLE && !TP_STORE_KIND_HAS_MANIFEST(h[5]))
+	if (h[5] != TP_STORE_KIND_WHOLE_ZSTD && !TP_STORE_KIND_HAS_MANIFEST(h[5]))
 		return tp_error_set(TP_EUNSUPPORTED, "object %s: unknown kind %u", oid, h[5]);
 	*kind = (tp_store_kind)h[5];
 	*size = get_le64(h + 8);
@@ -131,7 +131,7 @@ static int put_read(void *vctx, void *buf, size_t cap, size_t *got)
 		/* Backends ask for at least a chunk; the header always fits. */
 		if (cap < TP_STORE_OBJECT_HEADER_LEN)
 			return tp_error_set(TP_EINVAL, "read buffer too small");
-		header_write(buf, TP_STORE_KIND_WHOLE, c->size);
+		header_write(buf, TP_STORE_KIND_WHOLE_ZSTD, c->size);
 		out.pos = TP_STORE_OBJECT_HEADER_LEN;
 		c->header_done = true;
 	}
@@ -220,7 +220,7 @@ static int get_header(get_ctx *c, const unsigned char **p, size_t *n)
 	if (size != c->size)
 		return tp_error_set(TP_ECORRUPT, "object %s in the store is %llu bytes, expected %llu",
 				    c->oid, (unsigned long long)size, (unsigned long long)c->size);
-	if (kind != TP_STORE_KIND_WHOLE)
+	if (kind != TP_STORE_KIND_WHOLE_ZSTD)
 		return tp_error_set(TP_EINVAL, "object %s is a delta object, not a whole one", c->oid);
 	return 0;
 }

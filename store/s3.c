@@ -764,6 +764,7 @@ void tp_s3_free(tp_store *st)
 }
 
 const tp_store_backend tp_s3_backend = {
+	.version = TP_STORE_BACKEND_VERSION,
 	.scheme = "s3",
 	.stat = s3_stat,
 	.get = s3_get,

@@ -419,8 +419,7 @@ int tp_store_s3_open(tp_store **out, const char *url, tp_store_config_fn config,
 	int rc;
 	if (!s)
 		return tp_error_set(TP_ENOMEM, "out of memory");
-	s->base.backend = &tp_s3_backend;
-	if ((rc = strdup_to(&s->base.url, url, strlen(url))) || (rc = parse_url(s, &st, url)) ||
+	if ((rc = tp_store_init(&s->base, &tp_s3_backend, url)) || (rc = parse_url(s, &st, url)) ||
 	    (rc = apply_settings(s, &st)) || (rc = load_credentials(s)))
 		goto done;
 	if (!(s->curl = curl_easy_init()))

@@ -5,6 +5,25 @@
 
 #include "store_internal.h"
 
+int tp_store_init(tp_store *s, const tp_store_backend *b, const char *url)
+{
+	const char *name = b->scheme ? b->scheme : "(unnamed)";
+	/* As GIT_ERROR_CHECK_VERSION: a table from another header would be
+	 * read through the wrong slots. */
+	if (b->version != TP_STORE_BACKEND_VERSION)
+		return tp_error_set(TP_EINVAL, "store backend \"%s\" was built for backend interface "
+				    "version %u; this tenpak has version %u", name, b->version,
+				    TP_STORE_BACKEND_VERSION);
+	if (!b->scheme || !b->stat || !b->get || !b->put || !b->remove || !b->list || !b->free)
+		return tp_error_set(TP_EINVAL, "store backend \"%s\" lacks an operation", name);
+	char *copy = strdup(url);
+	if (!copy)
+		return tp_error_set(TP_ENOMEM, "out of memory");
+	s->backend = b;
+	s->url = copy;
+	return 0;
+}
+
 int tp_store_open(tp_store **out, const char *url)
 {
 	return tp_store_open_with(out, url, NULL, NULL);
@@ -61,9 +80,9 @@ const char *tp_store_url(const tp_store *s)
 const char *tp_store_kind_name(tp_store_kind k)
 {
 	switch (k) {
-	case TP_STORE_KIND_WHOLE: return "whole-zstd";
+	case TP_STORE_KIND_WHOLE_ZSTD: return "whole-zstd";
 	case TP_STORE_KIND_DELTA: return "delta";
-	case TP_STORE_KIND_CODEC: return "whole-codec";
+	case TP_STORE_KIND_WHOLE_CODEC: return "whole-codec";
 	default: return "unknown";
 	}
 }

@@ -2,7 +2,7 @@
 #ifndef TP_STORE_INTERNAL_H
 #define TP_STORE_INTERNAL_H
 
-#include "tp_store.h"
+#include "tp_store_backend.h"
 
 /* create: make the directory if missing; else a missing one is TP_ENOTFOUND. */
 int tp_store_file_open(tp_store **out, const char *url, bool create);

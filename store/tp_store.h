@@ -1,10 +1,23 @@
 /*
  * tenpak store: where objects live.
  *
- * A store is a backend (vtable) over flat keys such as "objects/ab/cd/<oid>",
- * plus an object layer that frames, compresses and verifies LFS content.
- * Backends: a local directory (file:///abs/path or /abs/path) and any
- * S3-compatible object store (s3://bucket/prefix). Writes are atomic: a reader sees a whole object or none, whatever the concurrency.
+ * Contract:
+ * - A store maps keys (relative '/'-separated names that cannot leave the
+ *   store: tp_store_key_valid) to byte values. It is opened by URL, a local
+ *   directory (file:///abs/path or /abs/path) or an S3-compatible object
+ *   store (s3://bucket/prefix), or made in memory for tests.
+ * - Writes are atomic: a reader sees a whole value or none, whatever the
+ *   concurrency, and a failed write leaves the old value (or none).
+ * - On top, the object layer keeps LFS files by oid under
+ *   "objects/ab/cd/<oid>", framed and compressed (store/FORMAT.md), and
+ *   verifies them both ways: what does not hash to its oid is neither
+ *   stored nor handed out as good.
+ * - Every function returns 0 or a negative TP_E* code with a message naming
+ *   the key, oid or store URL, never a secret; out parameters are written
+ *   only on success.
+ * - A store handle is used from one thread at a time, but for the
+ *   in-memory store, which threads may share.
+ * Backends implement store/tp_store_backend.h; users need only this header.
  */
 #ifndef TP_STORE_H
 #define TP_STORE_H
@@ -36,27 +49,6 @@ typedef struct tp_store_sink {
 /* Called for each key under a prefix by tp_store_list. */
 typedef int (*tp_store_list_fn)(void *ctx, const char *key, uint64_t size);
 
-typedef struct tp_store_backend {
-	const char *scheme;
-	/* Size of the stored bytes; TP_ENOTFOUND when absent. */
-	int (*stat)(tp_store *s, const char *key, uint64_t *size);
-	/* Stream bytes [offset, offset+len) to sink; len == UINT64_MAX: to end. */
-	int (*get)(tp_store *s, const char *key, uint64_t offset, uint64_t len,
-		   const tp_store_sink *sink);
-	/* Store all of src under key, atomically replacing any old value. */
-	int (*put)(tp_store *s, const char *key, const tp_store_source *src);
-	/* Delete key; absent keys are not an error. */
-	int (*remove)(tp_store *s, const char *key);
-	/* Visit every key starting with prefix, in no particular order. */
-	int (*list)(tp_store *s, const char *prefix, tp_store_list_fn fn, void *ctx);
-	void (*free)(tp_store *s);
-} tp_store_backend;
-
-struct tp_store {
-	const tp_store_backend *backend;
-	char *url;
-};
-
 /* Backend settings come from the caller (git config, in tenpak): return
  * a malloc'd value for key (e.g. "s3.endpoint"), TP_ENOTFOUND if unset. */
 typedef int (*tp_store_config_fn)(void *ctx, const char *key, char **value);
@@ -77,6 +69,17 @@ int tp_store_open(tp_store **out, const char *url);
 int tp_store_open_existing(tp_store **out, const char *url, tp_store_config_fn config,
 			   void *config_ctx);
 void tp_store_free(tp_store *s);
+/* A new, empty store in this process's memory (URL "mem://"), for tests of
+ * the code above the store without a disk or a server. It behaves as the
+ * file backend does (atomic puts, ranged gets, listings, the object layer
+ * on top) and may be used from several threads; its objects live until
+ * tp_store_free. It cannot be opened by URL: every call makes a new store. */
+int tp_store_mem_new(tp_store **out);
+/* Hand reads of in-memory store s to sinks in pieces: the first of at most
+ * first bytes, then at most rest bytes each (default 1 MiB each), as a
+ * network backend would, to exercise readers that reassemble. TP_EINVAL if
+ * s is another kind of store or a size is 0. */
+int tp_store_mem_set_pieces(tp_store *s, size_t first, size_t rest);
 /* The URL the store was opened with, for messages. It holds no secret: S3
  * credentials never come from the URL, and its query only carries the
  * settings listed above. */
@@ -98,19 +101,25 @@ int tp_store_list(tp_store *s, const char *prefix, tp_store_list_fn fn, void *ct
 #define TP_STORE_OBJECT_KEY_LEN (sizeof("objects/ab/cd/") - 1 + TP_OID_HEXLEN)
 #define TP_STORE_OBJECT_HEADER_LEN 16
 
+/* The kind byte of an object's header. Each name is the one that
+ * tp_store_kind_name prints and store/FORMAT.md uses. */
 typedef enum {
-	TP_STORE_KIND_WHOLE = 1, /* the file's bytes, zstd-compressed */
-	TP_STORE_KIND_DELTA = 2, /* a JSON manifest and a tensor codec stream
-				  * against the bases the manifest names */
-	TP_STORE_KIND_CODEC = 3, /* the same layout, the stream needing no base:
-				  * a whole object, byte-plane compressed */
+	/* whole-zstd: the file's bytes, zstd-compressed */
+	TP_STORE_KIND_WHOLE_ZSTD = 1,
+	/* delta: a JSON manifest and a tensor codec stream against the bases
+	 * the manifest names */
+	TP_STORE_KIND_DELTA = 2,
+	/* whole-codec: the same layout, the stream needing no base: the whole
+	 * file coded by the tensor codec (byte-plane compressed) */
+	TP_STORE_KIND_WHOLE_CODEC = 3,
 } tp_store_kind;
 
-/* "delta", "whole-codec" or "whole-zstd", for messages and --json. */
+/* "whole-zstd", "delta" or "whole-codec", for messages and --json. */
 const char *tp_store_kind_name(tp_store_kind k);
 
 /* Kinds 2 and 3 carry a manifest and a codec stream. */
-#define TP_STORE_KIND_HAS_MANIFEST(k) ((k) == TP_STORE_KIND_DELTA || (k) == TP_STORE_KIND_CODEC)
+#define TP_STORE_KIND_HAS_MANIFEST(k) \
+	((k) == TP_STORE_KIND_DELTA || (k) == TP_STORE_KIND_WHOLE_CODEC)
 
 /* Largest manifest accepted in a delta object. */
 #define TP_STORE_MANIFEST_MAX (1u << 20)

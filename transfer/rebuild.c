@@ -147,7 +147,7 @@ static int graph_plan_store(tp_transfer *t, rebuild_graph *g, size_t i, int dept
 	if (info.size != size) {
 		rc = tp_error_set(TP_ECORRUPT, "object %s in the store is %llu bytes, expected %llu",
 				  oid, (unsigned long long)info.size, (unsigned long long)size);
-	} else if (info.kind == TP_STORE_KIND_WHOLE) {
+	} else if (info.kind == TP_STORE_KIND_WHOLE_ZSTD) {
 		rc = tp_provenance_whole_check(t->provenance, oid);
 	} else if ((rc = manifest_load(t, &m, text, oid, size)) == 0) {
 		g->v[i].visiting = true;
@@ -272,7 +272,7 @@ static int node_rebuild(tp_transfer *t, const rebuild_graph *g, const rebuild_no
 {
 	char **bases = NULL, *payload = NULL;
 	int rc, fd;
-	if (n->info.kind == TP_STORE_KIND_WHOLE) {
+	if (n->info.kind == TP_STORE_KIND_WHOLE_ZSTD) {
 		/* The object layer stops at the object's size: a frame that
 		 * inflates past it is an error before more is written. */
 		if ((fd = open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)) < 0)

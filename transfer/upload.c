@@ -147,10 +147,10 @@ static int store_encoded(tp_transfer *t, const char *oid, uint64_t size, const c
 		rc = manifest_text(t, oid, size, p, &mtext);
 	if (!rc)
 		rc = tp_store_object_put_delta(t->store, oid, size,
-					       p->nbases ? TP_STORE_KIND_DELTA : TP_STORE_KIND_CODEC,
+					       p->nbases ? TP_STORE_KIND_DELTA : TP_STORE_KIND_WHOLE_CODEC,
 					       mtext, payload, NULL, NULL);
 	if (!rc && result) {
-		result->kind = p->nbases ? TP_STORE_KIND_DELTA : TP_STORE_KIND_CODEC;
+		result->kind = p->nbases ? TP_STORE_KIND_DELTA : TP_STORE_KIND_WHOLE_CODEC;
 		result->stored = payload_size;
 		result->nbases = (int)p->nbases;
 	}
@@ -212,7 +212,7 @@ int tp_transfer_upload(tp_transfer *t, const char *oid, uint64_t size, const cha
 	bool model = is_safetensors(path);
 	if (!model && !tp_provenance_signs(t->provenance)) {
 		rc = tp_store_object_put_file(t->store, oid, size, path, t->progress, t->progress_ctx);
-		r.kind = TP_STORE_KIND_WHOLE;
+		r.kind = TP_STORE_KIND_WHOLE_ZSTD;
 		if (!rc && tp_store_object_stat(t->store, oid, &info) == 0)
 			r.stored = info.stored_size;
 		goto done;

@@ -38,88 +38,32 @@ static size_t make_base(uint8_t **out)
 	return n;
 }
 
-/* ---- a read-only in-memory store backend holding the input as one object */
-
-typedef struct mem_store {
-	tp_store base;
-	const uint8_t *p;
-	size_t len;
-} mem_store;
-
-static int mem_stat(tp_store *s, const char *key, uint64_t *size)
-{
-	(void)key;
-	*size = ((mem_store *)s)->len;
-	return 0;
-}
-
-/* Delivers the range in uneven pieces, as a network backend would, so the
- * object reader's header and frame reassembly is exercised. */
-static int mem_get(tp_store *s, const char *key, uint64_t offset, uint64_t len,
-		   const tp_store_sink *sink)
-{
-	mem_store *m = (mem_store *)s;
-	(void)key;
-	if (offset > m->len)
-		return tp_error_set(TP_EINVAL, "range past the end");
-	uint64_t end = len > m->len - offset ? m->len : offset + len;
-	size_t piece = m->len % 13 + 1;
-	for (uint64_t at = offset; at < end;) {
-		size_t n = end - at < piece ? (size_t)(end - at) : piece;
-		int rc = sink->write(sink->ctx, m->p + at, n);
-		if (rc)
-			return rc;
-		at += n;
-		piece = 4096;
-	}
-	return 0;
-}
-
-static int mem_put(tp_store *s, const char *key, const tp_store_source *src)
-{
-	(void)s, (void)key, (void)src;
-	return tp_error_set(TP_EUNSUPPORTED, "read-only");
-}
-
-static int mem_remove(tp_store *s, const char *key)
-{
-	(void)s, (void)key;
-	return tp_error_set(TP_EUNSUPPORTED, "read-only");
-}
-
-static int mem_list(tp_store *s, const char *prefix, tp_store_list_fn fn, void *ctx)
-{
-	(void)prefix;
-	return fn(ctx, "objects/e3/b0/e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
-		  ((mem_store *)s)->len);
-}
-
-static void mem_free(tp_store *s)
-{
-	(void)s;
-}
-
-static const tp_store_backend mem_backend = {
-	"mem", mem_stat, mem_get, mem_put, mem_remove, mem_list, mem_free,
-};
-
 /* The input as a stored object: header, whole-object zstd stream, or a
  * delta object's manifest and codec stream. */
 static void fuzz_object(const uint8_t *data, size_t size, int out_fd)
 {
 	static const char oid[] = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
-	mem_store m = { { &mem_backend, (char *)"mem://" }, data, size };
-	tp_store *s = &m.base;
+	char key[TP_STORE_OBJECT_KEY_LEN + 1];
+	fz_mem in = { data, size, 0 };
+	tp_store_source src = { fz_mem_read, &in };
+	tp_store *s = NULL;
 	tp_store_object_info info;
-	if (tp_store_object_stat(s, oid, &info) != 0)
-		return;
-	if (info.kind == TP_STORE_KIND_WHOLE) {
-		tp_store_object_get_fd(s, oid, info.size, out_fd, NULL, NULL);
-		return;
-	}
 	char *manifest = NULL;
+	if (tp_store_mem_new(&s) != 0)
+		abort();
+	tp_store_object_key(key, oid);
+	/* Uneven pieces, as a network backend would deliver them, so the
+	 * object reader's header and frame reassembly is exercised. */
+	if (tp_store_put(s, key, &src) != 0 || tp_store_mem_set_pieces(s, size % 13 + 1, 4096) != 0)
+		abort();
+	if (tp_store_object_stat(s, oid, &info) != 0)
+		goto done;
+	if (info.kind == TP_STORE_KIND_WHOLE_ZSTD) {
+		tp_store_object_get_fd(s, oid, info.size, out_fd, NULL, NULL);
+		goto done;
+	}
 	if (tp_store_object_manifest(s, oid, &info, &manifest) != 0)
-		return;
+		goto done;
 	if (!manifest || info.payload_offset > size)
 		abort(); /* a delta kind always has a manifest inside the object */
 	tp_store_manifest *sm = NULL;
@@ -133,6 +77,8 @@ static void fuzz_object(const uint8_t *data, size_t size, int out_fd)
 		tp_delta_manifest_free(dm);
 	tp_store_stats st;
 	tp_store_stats_collect(s, &st);
+done:
+	tp_store_free(s);
 }
 
 static const char *base_path;

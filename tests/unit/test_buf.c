@@ -1,6 +1,7 @@
 /*
  * tp_buf_addf_cut: text past the cap is cut between UTF-8 sequences and
  * marked with "...", never an error; later additions do not extend it.
+ * And growth itself, with any cap.
  */
 #include "tp_common.h"
 #include "tp_test.h"
@@ -61,11 +62,25 @@ static void plain_addf_refuses(void)
 	tp_buf_free(&b);
 }
 
+/* An unbounded buffer (cap SIZE_MAX) grows like any other: cap + 1 must
+ * not wrap to an allocation of 0 bytes. */
+static void unbounded(void)
+{
+	tp_buf b = TP_BUF_INIT(SIZE_MAX);
+	for (int i = 0; i < 100; i++)
+		CHECK_EQ_INT(tp_buf_adds(&b, "0123456789"), 0);
+	CHECK_EQ_INT(b.len, 1000);
+	CHECK(b.alloc > 1000);
+	CHECK_EQ_INT(b.ptr[999], '9');
+	tp_buf_free(&b);
+}
+
 int main(void)
 {
 	TP_TEST_RUN(fits);
 	TP_TEST_RUN(cut);
 	TP_TEST_RUN(utf8);
 	TP_TEST_RUN(plain_addf_refuses);
+	TP_TEST_RUN(unbounded);
 	return TP_TEST_RESULT();
 }

@@ -1,12 +1,17 @@
-/* Local store backend and the object layer on top of it. */
+/* The store backends and the object layer on top of them. The tests of
+ * behaviour every backend promises run one body against each backend (the
+ * local directory and the in-memory one), so that they cannot drift apart;
+ * what only one backend promises is tested for that one. */
 #include <dirent.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "tp_store.h"
+#include "tp_store_backend.h"
 #include "tp_test.h"
 
 static char root[256];
@@ -81,6 +86,250 @@ static int count_entries(const char *dir)
 	return n;
 }
 
+/* ---- backends under test ------------------------------------------------ */
+
+typedef struct backend {
+	const char *name;
+	/* A new, empty store; tag names it where a backend needs a place. */
+	int (*make)(tp_store **out, const char *tag);
+	bool on_disk; /* its URL is a directory with a tmp/ of writes in progress */
+} backend;
+
+static int make_file_store(tp_store **out, const char *tag)
+{
+	char url[512];
+	snprintf(url, sizeof(url), "%s/store-%s", root, tag);
+	return tp_store_open(out, url);
+}
+
+static int make_mem_store(tp_store **out, const char *tag)
+{
+	(void)tag;
+	return tp_store_mem_new(out);
+}
+
+static const backend backends[] = {
+	{ "file", make_file_store, true },
+	{ "mem", make_mem_store, false },
+};
+
+static tp_store *store_new(const backend *b, const char *tag)
+{
+	tp_store *s = NULL;
+	int rc = b->make(&s, tag);
+	CHECK_EQ_INT(rc, 0);
+	if (rc) {
+		fprintf(stderr, "%s store %s: %s\n", b->name, tag, tp_error_last());
+		exit(1);
+	}
+	return s;
+}
+
+/* No write of s left anything behind. */
+static void check_no_tmp(const backend *b, tp_store *s)
+{
+	if (b->on_disk) {
+		char tmpdir[600];
+		snprintf(tmpdir, sizeof(tmpdir), "%s/tmp", tp_store_url(s));
+		CHECK_EQ_INT(count_entries(tmpdir), 0);
+	}
+}
+
+/* A source over a string, handing out at most piece bytes per read; fails
+ * with TP_EIO once fail_at bytes are out, when fail_at is set. */
+typedef struct str_src {
+	const char *p;
+	size_t len, pos, piece, fail_at;
+} str_src;
+
+static int str_read(void *ctx, void *buf, size_t cap, size_t *got)
+{
+	str_src *c = ctx;
+	size_t n = c->len - c->pos;
+	if (c->fail_at && c->pos >= c->fail_at)
+		return tp_error_set(TP_EIO, "source failed");
+	n = n < cap ? n : cap;
+	n = c->piece && n > c->piece ? c->piece : n;
+	memcpy(buf, c->p + c->pos, n);
+	c->pos += n;
+	*got = n;
+	return 0;
+}
+
+static int put_str(tp_store *s, const char *key, const char *value)
+{
+	str_src c = { value, strlen(value), 0, 3, 0 };
+	tp_store_source src = { str_read, &c };
+	return tp_store_put(s, key, &src);
+}
+
+/* A sink into a tp_buf that counts its writes and the sizes of the first
+ * and the largest; it fails write number fail_at (1: the first) with
+ * TP_ECORRUPT when fail_at is set. */
+typedef struct buf_sink {
+	tp_buf b;
+	int writes, fail_at;
+	size_t largest, first;
+} buf_sink;
+
+static int buf_write(void *ctx, const void *data, size_t n)
+{
+	buf_sink *c = ctx;
+	if (c->fail_at && c->writes + 1 >= c->fail_at)
+		return TP_ECORRUPT;
+	if (!c->writes)
+		c->first = n;
+	c->writes++;
+	c->largest = n > c->largest ? n : c->largest;
+	return tp_buf_add(&c->b, data, n);
+}
+
+/* key's bytes [off, off+len) as a string; rc into *rc. */
+static char *get_str(tp_store *s, const char *key, uint64_t off, uint64_t len, int *rc)
+{
+	buf_sink c = { TP_BUF_INIT(1u << 30), 0, 0, 0, 0 };
+	tp_store_sink sink = { buf_write, &c };
+	*rc = tp_store_get(s, key, off, len, &sink);
+	char *out = tp_buf_detach(&c.b);
+	return out ? out : strdup("");
+}
+
+static void check_value(tp_store *s, const char *key, uint64_t off, uint64_t len,
+			const char *expect)
+{
+	int rc;
+	char *got = get_str(s, key, off, len, &rc);
+	CHECK_EQ_INT(rc, 0);
+	CHECK_STR(got, expect);
+	free(got);
+}
+
+typedef struct key_list {
+	char keys[16][64];
+	uint64_t sizes[16];
+	int n, stop_at;
+} key_list;
+
+static int collect_key(void *ctx, const char *key, uint64_t size)
+{
+	key_list *l = ctx;
+	if (l->stop_at && l->n == l->stop_at)
+		return TP_ECONFIG;
+	if (l->n == 16)
+		return TP_ETOOBIG;
+	snprintf(l->keys[l->n], sizeof(l->keys[0]), "%s", key);
+	l->sizes[l->n++] = size;
+	return 0;
+}
+
+static int key_cmp(const void *a, const void *b)
+{
+	return strcmp(a, b);
+}
+
+/* The keys under prefix, sorted and joined with spaces; sizes summed. */
+static void check_list(tp_store *s, const char *prefix, const char *expect, uint64_t total)
+{
+	key_list l = { .n = 0 };
+	char joined[16 * 65] = "";
+	uint64_t sum = 0;
+	CHECK_EQ_INT(tp_store_list(s, prefix, collect_key, &l), 0);
+	qsort(l.keys, (size_t)l.n, sizeof(l.keys[0]), key_cmp);
+	for (int i = 0; i < l.n; i++) {
+		strcat(joined, i ? " " : "");
+		strcat(joined, l.keys[i]);
+		sum += l.sizes[i];
+	}
+	CHECK_STR(joined, expect);
+	CHECK_EQ_INT(sum, total);
+}
+
+/* ---- what every backend promises ------------------------------------------ */
+
+static void test_keys_values(const backend *b)
+{
+	tp_store *s = store_new(b, "values");
+	uint64_t size = 7;
+	int rc;
+	char *got;
+	CHECK_EQ_INT(tp_store_stat(s, "a/b/one", &size), TP_ENOTFOUND);
+	CHECK_EQ_INT(size, 7); /* untouched on failure */
+	got = get_str(s, "a/b/one", 0, UINT64_MAX, &rc);
+	CHECK_EQ_INT(rc, TP_ENOTFOUND);
+	free(got);
+	/* A value arrives in pieces from its source and leaves whole. */
+	CHECK_EQ_INT(put_str(s, "a/b/one", "0123456789abcdef"), 0);
+	CHECK_EQ_INT(tp_store_stat(s, "a/b/one", &size), 0);
+	CHECK_EQ_INT(size, 16);
+	check_value(s, "a/b/one", 0, UINT64_MAX, "0123456789abcdef");
+	/* Ranges: inside, running past the end, starting at or past it, empty. */
+	check_value(s, "a/b/one", 3, 7, "3456789");
+	check_value(s, "a/b/one", 10, 100, "abcdef");
+	check_value(s, "a/b/one", 12, UINT64_MAX, "cdef");
+	check_value(s, "a/b/one", 16, 4, "");
+	check_value(s, "a/b/one", 40, UINT64_MAX, "");
+	check_value(s, "a/b/one", 5, 0, "");
+	/* A put replaces the whole value, shorter or longer. */
+	CHECK_EQ_INT(put_str(s, "a/b/one", "xyz"), 0);
+	check_value(s, "a/b/one", 0, UINT64_MAX, "xyz");
+	CHECK_EQ_INT(put_str(s, "a/b/one", "a longer value than before"), 0);
+	check_value(s, "a/b/one", 0, UINT64_MAX, "a longer value than before");
+	/* An empty value is a value. */
+	CHECK_EQ_INT(put_str(s, "empty", ""), 0);
+	CHECK_EQ_INT(tp_store_stat(s, "empty", &size), 0);
+	CHECK_EQ_INT(size, 0);
+	check_value(s, "empty", 0, UINT64_MAX, "");
+	/* A failing source stores nothing: neither a new key nor over an old one. */
+	str_src bad = { "never stored", 12, 0, 4, 8 };
+	tp_store_source src = { str_read, &bad };
+	CHECK_EQ_INT(tp_store_put(s, "a/b/two", &src), TP_EIO);
+	CHECK_EQ_INT(tp_store_stat(s, "a/b/two", &size), TP_ENOTFOUND);
+	bad.pos = 0;
+	CHECK_EQ_INT(tp_store_put(s, "a/b/one", &src), TP_EIO);
+	check_value(s, "a/b/one", 0, UINT64_MAX, "a longer value than before");
+	check_no_tmp(b, s);
+	/* A failing sink ends the read with its error. */
+	buf_sink c = { TP_BUF_INIT(1024), 0, 1, 0, 0 };
+	tp_store_sink sink = { buf_write, &c };
+	CHECK_EQ_INT(tp_store_get(s, "a/b/one", 0, UINT64_MAX, &sink), TP_ECORRUPT);
+	tp_buf_free(&c.b);
+	/* Keys that could leave the store are refused before any backend. */
+	CHECK_EQ_INT(put_str(s, "../escape", "x"), TP_EINVAL);
+	CHECK_EQ_INT(tp_store_stat(s, "/abs", &size), TP_EINVAL);
+	CHECK_EQ_INT(tp_store_remove(s, "a//b"), TP_EINVAL);
+	/* Removal; an absent key is not an error. */
+	CHECK_EQ_INT(tp_store_remove(s, "a/b/one"), 0);
+	CHECK_EQ_INT(tp_store_stat(s, "a/b/one", &size), TP_ENOTFOUND);
+	CHECK_EQ_INT(tp_store_remove(s, "a/b/one"), 0);
+	CHECK_EQ_INT(tp_store_remove(s, "never/was"), 0);
+	check_value(s, "empty", 0, UINT64_MAX, "");
+	tp_store_free(s);
+}
+
+static void test_list(const backend *b)
+{
+	tp_store *s = store_new(b, "list");
+	check_list(s, "", "", 0);
+	CHECK_EQ_INT(put_str(s, "objects/aa/bb/one", "1"), 0);
+	CHECK_EQ_INT(put_str(s, "objects/ab/cd/two", "22"), 0);
+	CHECK_EQ_INT(put_str(s, "objectsx", "333"), 0);
+	CHECK_EQ_INT(put_str(s, "other/four", "4444"), 0);
+	check_list(s, "", "objects/aa/bb/one objects/ab/cd/two objectsx other/four", 10);
+	check_list(s, NULL, "objects/aa/bb/one objects/ab/cd/two objectsx other/four", 10);
+	check_list(s, "objects/", "objects/aa/bb/one objects/ab/cd/two", 3);
+	check_list(s, "objects/ab", "objects/ab/cd/two", 2);
+	check_list(s, "obj", "objects/aa/bb/one objects/ab/cd/two objectsx", 6);
+	check_list(s, "objects/zz/", "", 0);
+	check_list(s, "zzz", "", 0);
+	/* A callback's error ends the listing and is returned. */
+	key_list l = { .n = 0, .stop_at = 1 };
+	CHECK_EQ_INT(tp_store_list(s, "", collect_key, &l), TP_ECONFIG);
+	CHECK_EQ_INT(l.n, 1);
+	CHECK_EQ_INT(tp_store_remove(s, "objects/aa/bb/one"), 0);
+	check_list(s, "objects/", "objects/ab/cd/two", 2);
+	tp_store_free(s);
+}
+
 static void test_keys(void)
 {
 	CHECK(tp_store_key_valid("objects/ab/cd/abcd"));
@@ -124,13 +373,10 @@ static void test_urls(void)
 	CHECK_EQ_INT(tp_store_open(&s, url), TP_ECONFIG);
 }
 
-static void test_round_trip(void)
+static void test_round_trip(const backend *b)
 {
 	static const size_t sizes[] = { 0, 1, 4095, 1u << 20, (3u << 20) + 17 };
-	tp_store *s = NULL;
-	char url[512];
-	snprintf(url, sizeof(url), "%s/store", root);
-	CHECK_EQ_INT(tp_store_open(&s, url), 0);
+	tp_store *s = store_new(b, "round-trip");
 	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
 		char oid[TP_OID_HEXLEN + 1];
 		char *path = make_file(sizes[i], i + 1, oid);
@@ -139,7 +385,7 @@ static void test_round_trip(void)
 		CHECK_EQ_INT(tp_store_object_put_file(s, oid, sizes[i], path, NULL, NULL), 0);
 		CHECK_EQ_INT(tp_store_object_stat(s, oid, &info), 0);
 		CHECK_EQ_INT(info.size, sizes[i]);
-		CHECK_EQ_INT(info.kind, TP_STORE_KIND_WHOLE);
+		CHECK_EQ_INT(info.kind, TP_STORE_KIND_WHOLE_ZSTD);
 		/* Generated bytes are compressible: the store must hold fewer. */
 		if (sizes[i] > 4096)
 			CHECK(info.stored_size < sizes[i]);
@@ -155,19 +401,15 @@ static void test_round_trip(void)
 	CHECK_EQ_INT(st.logical_bytes, 0 + 1 + 4095 + (1u << 20) + (3u << 20) + 17);
 	CHECK(st.physical_bytes < st.logical_bytes);
 	CHECK_EQ_INT(st.unreadable, 0);
-	char tmpdir[600];
-	snprintf(tmpdir, sizeof(tmpdir), "%s/tmp", url);
-	CHECK_EQ_INT(count_entries(tmpdir), 0);
+	CHECK_EQ_INT(st.whole.objects, 5);
+	CHECK_EQ_INT(st.delta.objects, 0);
+	check_no_tmp(b, s);
 	tp_store_free(s);
 }
 
-static void test_refuses_wrong_content(void)
+static void test_refuses_wrong_content(const backend *b)
 {
-	tp_store *s = NULL;
-	char url[512], tmpdir[600];
-	snprintf(url, sizeof(url), "%s/store-wrong", root);
-	snprintf(tmpdir, sizeof(tmpdir), "%s/tmp", url);
-	CHECK_EQ_INT(tp_store_open(&s, url), 0);
+	tp_store *s = store_new(b, "wrong");
 	char oid[TP_OID_HEXLEN + 1], other[TP_OID_HEXLEN + 1];
 	char *path = make_file(100000, 7, oid);
 	char *path2 = make_file(100000, 8, other);
@@ -179,7 +421,8 @@ static void test_refuses_wrong_content(void)
 	/* ...nor content of the wrong length, and no temp file is left. */
 	CHECK_EQ_INT(tp_store_object_put_file(s, oid, 99999, path, NULL, NULL), TP_ECORRUPT);
 	CHECK_EQ_INT(tp_store_object_stat(s, oid, &info), TP_ENOTFOUND);
-	CHECK_EQ_INT(count_entries(tmpdir), 0);
+	check_no_tmp(b, s);
+	check_list(s, "", "", 0);
 	CHECK_EQ_INT(tp_store_object_put_file(s, oid, 100000, "/nonexistent/file", NULL, NULL),
 		     TP_ENOTFOUND);
 	free(path);
@@ -187,31 +430,27 @@ static void test_refuses_wrong_content(void)
 	tp_store_free(s);
 }
 
-/* Replace a stored object's bytes to simulate damage on disk. */
-static void damage(const char *url, const char *oid, long offset, int truncate_to)
+/* Replace a stored object's bytes, through the store, to simulate damage:
+ * flip a bit at offset, or keep only the first truncate_to bytes. */
+static void damage(tp_store *s, const char *oid, long offset, int truncate_to)
 {
-	char key[TP_STORE_OBJECT_KEY_LEN + 1], path[700];
+	char key[TP_STORE_OBJECT_KEY_LEN + 1];
+	buf_sink c = { TP_BUF_INIT(1u << 30), 0, 0, 0, 0 };
+	tp_store_sink sink = { buf_write, &c };
 	tp_store_object_key(key, oid);
-	snprintf(path, sizeof(path), "%s/%s", url, key);
-	chmod(path, 0644);
-	int fd = open(path, O_RDWR);
-	if (truncate_to >= 0) {
-		CHECK(ftruncate(fd, truncate_to) == 0);
-	} else {
-		unsigned char c;
-		CHECK(pread(fd, &c, 1, offset) == 1);
-		c ^= 0x40;
-		CHECK(pwrite(fd, &c, 1, offset) == 1);
-	}
-	close(fd);
+	CHECK_EQ_INT(tp_store_get(s, key, 0, truncate_to >= 0 ? (uint64_t)truncate_to : UINT64_MAX,
+				  &sink), 0);
+	if (truncate_to < 0 && (size_t)offset < c.b.len)
+		c.b.ptr[offset] ^= 0x40;
+	str_src in = { c.b.ptr, c.b.len, 0, 0, 0 };
+	tp_store_source src = { str_read, &in };
+	CHECK_EQ_INT(tp_store_put(s, key, &src), 0);
+	tp_buf_free(&c.b);
 }
 
-static void test_detects_damage(void)
+static void test_detects_damage(const backend *b)
 {
-	tp_store *s = NULL;
-	char url[512];
-	snprintf(url, sizeof(url), "%s/store-damage", root);
-	CHECK_EQ_INT(tp_store_open(&s, url), 0);
+	tp_store *s = store_new(b, "damage");
 	struct { long offset; int truncate_to; } cases[] = {
 		{ 0, -1 },     /* magic */
 		{ 4, -1 },     /* version */
@@ -224,7 +463,7 @@ static void test_detects_damage(void)
 		char oid[TP_OID_HEXLEN + 1];
 		char *path = make_file(300000, 100 + i, oid);
 		CHECK_EQ_INT(tp_store_object_put_file(s, oid, 300000, path, NULL, NULL), 0);
-		damage(url, oid, cases[i].offset, cases[i].truncate_to);
+		damage(s, oid, cases[i].offset, cases[i].truncate_to);
 		int fd = tmp_fd();
 		int rc = tp_store_object_get_fd(s, oid, 300000, fd, NULL, NULL);
 		CHECK(rc == TP_ECORRUPT || rc == TP_EUNSUPPORTED);
@@ -258,12 +497,11 @@ static int count_progress(void *ctx, uint64_t done, uint64_t total)
 	return 0;
 }
 
-static void test_progress(void)
+static void test_progress(const backend *b)
 {
-	tp_store *s = NULL;
-	char url[512];
-	snprintf(url, sizeof(url), "%s/store-progress", root);
-	CHECK_EQ_INT(tp_store_open(&s, url), 0);
+	tp_store *s = store_new(b, "progress");
+	progress_calls = 0;
+	progress_last = 0;
 	char oid[TP_OID_HEXLEN + 1];
 	size_t n = (5u << 20) + 3;
 	char *path = make_file(n, 42, oid);
@@ -281,6 +519,302 @@ static void test_progress(void)
 	tp_store_free(s);
 }
 
+/* Kinds 2 and 3: header, manifest length, manifest, codec stream. */
+static void test_delta_framing(const backend *b)
+{
+	tp_store *s = store_new(b, "framing");
+	static const char manifest[] = "{\"format\": \"tenpak-object\", \"test\": true}";
+	const size_t mlen = sizeof(manifest) - 1, plen = 70000;
+	char oid2[TP_OID_HEXLEN + 1], oid3[TP_OID_HEXLEN + 1], whole[TP_OID_HEXLEN + 1];
+	char *payload = make_file(plen, 501, oid2);
+	char *unused = make_file(10, 502, oid3);
+	char *whole_path = make_file(5000, 503, whole);
+	tp_store_object_info info;
+	char *got = NULL;
+	/* The object layer frames; what the stream holds is the codec's concern. */
+	CHECK_EQ_INT(tp_store_object_put_delta(s, oid2, 123456, TP_STORE_KIND_DELTA, manifest,
+					       payload, NULL, NULL), 0);
+	CHECK_EQ_INT(tp_store_object_put_delta(s, oid3, 99, TP_STORE_KIND_WHOLE_CODEC, manifest,
+					       payload, NULL, NULL), 0);
+	CHECK_EQ_INT(tp_store_object_put_file(s, whole, 5000, whole_path, NULL, NULL), 0);
+	CHECK_EQ_INT(tp_store_object_stat(s, oid2, &info), 0);
+	CHECK_EQ_INT(info.kind, TP_STORE_KIND_DELTA);
+	CHECK_EQ_INT(info.size, 123456);
+	CHECK_EQ_INT(info.stored_size, TP_STORE_OBJECT_HEADER_LEN + 4 + mlen + plen);
+	CHECK_EQ_INT(tp_store_object_manifest(s, oid3, &info, &got), 0);
+	CHECK_EQ_INT(info.kind, TP_STORE_KIND_WHOLE_CODEC);
+	CHECK_EQ_INT(info.size, 99);
+	CHECK_EQ_INT(info.payload_offset, TP_STORE_OBJECT_HEADER_LEN + 4 + mlen);
+	CHECK_STR(got, manifest);
+	free(got);
+	/* The codec stream comes back byte for byte. */
+	int fd = tmp_fd();
+	CHECK_EQ_INT(tp_store_object_get_payload(s, oid3, &info, fd), 0);
+	CHECK(same_file(payload, fd));
+	close(fd);
+	/* A whole object has no manifest and no payload to hand out... */
+	got = (char *)"unset";
+	CHECK_EQ_INT(tp_store_object_manifest(s, whole, &info, &got), 0);
+	CHECK(got == NULL);
+	CHECK_EQ_INT(info.kind, TP_STORE_KIND_WHOLE_ZSTD);
+	fd = tmp_fd();
+	CHECK_EQ_INT(tp_store_object_get_payload(s, whole, &info, fd), TP_EINVAL);
+	/* ...and a delta object is not read as a whole one. */
+	CHECK_EQ_INT(tp_store_object_get_fd(s, oid2, 123456, fd, NULL, NULL), TP_EINVAL);
+	close(fd);
+	/* Refused before anything is stored. */
+	char other[TP_OID_HEXLEN + 1];
+	memset(other, 'f', TP_OID_HEXLEN);
+	other[TP_OID_HEXLEN] = '\0';
+	CHECK_EQ_INT(tp_store_object_put_delta(s, other, 1, TP_STORE_KIND_WHOLE_ZSTD, manifest,
+					       payload, NULL, NULL), TP_EINVAL);
+	char *huge = malloc(TP_STORE_MANIFEST_MAX + 2);
+	memset(huge, ' ', TP_STORE_MANIFEST_MAX + 1);
+	huge[TP_STORE_MANIFEST_MAX + 1] = '\0';
+	CHECK_EQ_INT(tp_store_object_put_delta(s, other, 1, TP_STORE_KIND_DELTA, huge, payload, NULL,
+					       NULL), TP_ETOOBIG);
+	free(huge);
+	CHECK_EQ_INT(tp_store_object_stat(s, other, &info), TP_ENOTFOUND);
+	/* Totals: kind 3 counts as whole. Keys that are not objects are skipped. */
+	CHECK_EQ_INT(put_str(s, "objects/not-an-object", "x"), 0);
+	tp_store_stats st;
+	CHECK_EQ_INT(tp_store_stats_collect(s, &st), 0);
+	CHECK_EQ_INT(st.objects, 3);
+	CHECK_EQ_INT(st.delta.objects, 1);
+	CHECK_EQ_INT(st.delta.logical_bytes, 123456);
+	CHECK_EQ_INT(st.whole.objects, 2);
+	CHECK_EQ_INT(st.whole.logical_bytes, 99 + 5000);
+	CHECK_EQ_INT(st.unreadable, 0);
+	check_no_tmp(b, s);
+	free(payload);
+	free(unused);
+	free(whole_path);
+	tp_store_free(s);
+}
+
+/* ---- what only the in-memory backend promises ------------------------------ */
+
+static void test_mem_pieces(void)
+{
+	tp_store *s = NULL, *f = NULL;
+	char *value = malloc(10001);
+	memset(value, 'v', 10000);
+	value[10000] = '\0';
+	CHECK_EQ_INT(tp_store_mem_new(&s), 0);
+	CHECK_STR(tp_store_url(s), "mem://");
+	CHECK_EQ_INT(put_str(s, "k", value), 0);
+	buf_sink c = { TP_BUF_INIT(1u << 20), 0, 0, 0, 0 };
+	tp_store_sink sink = { buf_write, &c };
+	/* By default a read up to 1 MiB is one write. */
+	CHECK_EQ_INT(tp_store_get(s, "k", 0, UINT64_MAX, &sink), 0);
+	CHECK_EQ_INT(c.writes, 1);
+	CHECK_EQ_INT(c.b.len, 10000);
+	/* Uneven pieces: the first, then the rest. */
+	CHECK_EQ_INT(tp_store_mem_set_pieces(s, 7, 1000), 0);
+	tp_buf_reset(&c.b);
+	c.writes = 0;
+	c.largest = 0;
+	CHECK_EQ_INT(tp_store_get(s, "k", 0, UINT64_MAX, &sink), 0);
+	CHECK_EQ_INT(c.first, 7);
+	CHECK_EQ_INT(c.largest, 1000);
+	CHECK_EQ_INT(c.writes, 11);
+	CHECK_EQ_INT(c.b.len, 10000);
+	CHECK(memcmp(c.b.ptr, value, 10000) == 0);
+	tp_buf_free(&c.b);
+	CHECK_EQ_INT(tp_store_mem_set_pieces(s, 0, 10), TP_EINVAL);
+	CHECK_EQ_INT(tp_store_mem_set_pieces(s, 10, 0), TP_EINVAL);
+	f = store_new(&backends[0], "pieces");
+	CHECK_EQ_INT(tp_store_mem_set_pieces(f, 7, 7), TP_EINVAL);
+	CHECK(strstr(tp_error_last(), tp_store_url(f)) != NULL);
+	tp_store_free(f);
+	free(value);
+	tp_store_free(s);
+}
+
+static void test_mem_separate(void)
+{
+	tp_store *a = NULL, *b = NULL;
+	uint64_t size;
+	CHECK_EQ_INT(tp_store_mem_new(&a), 0);
+	CHECK_EQ_INT(tp_store_mem_new(&b), 0);
+	CHECK_EQ_INT(put_str(a, "k", "in a"), 0);
+	CHECK_EQ_INT(tp_store_stat(b, "k", &size), TP_ENOTFOUND);
+	CHECK(strstr(tp_error_last(), "mem://") != NULL);
+	tp_store_free(a);
+	tp_store_free(b);
+	/* Not a URL scheme: each store is made by tp_store_mem_new. */
+	CHECK_EQ_INT(tp_store_open(&a, "mem://"), TP_ECONFIG);
+}
+
+/* List callbacks run without the store's lock: they may use the store. */
+static int list_reenter(void *ctx, const char *key, uint64_t size)
+{
+	tp_store *s = ctx;
+	char copy[80];
+	int rc;
+	snprintf(copy, sizeof(copy), "copy/%s", key);
+	char *v = get_str(s, key, 0, UINT64_MAX, &rc);
+	CHECK_EQ_INT(strlen(v), size);
+	if (!rc)
+		rc = put_str(s, copy, v);
+	if (!rc)
+		rc = tp_store_remove(s, key);
+	free(v);
+	return rc;
+}
+
+static void test_mem_reentrant(void)
+{
+	tp_store *s = NULL;
+	CHECK_EQ_INT(tp_store_mem_new(&s), 0);
+	CHECK_EQ_INT(put_str(s, "src/a", "A"), 0);
+	CHECK_EQ_INT(put_str(s, "src/b", "BB"), 0);
+	CHECK_EQ_INT(tp_store_list(s, "src/", list_reenter, s), 0);
+	check_list(s, "", "copy/src/a copy/src/b", 3);
+	tp_store_free(s);
+}
+
+#define THREADS 8
+#define ROUNDS 300
+
+/* The value writer t puts under "shared": all one letter, its length
+ * telling which, so a reader can see a torn value. */
+static size_t shared_len(char letter)
+{
+	return 500 + (size_t)(letter - 'a') * 97;
+}
+
+static void *hammer(void *arg)
+{
+	tp_store *s = ((void **)arg)[0];
+	int t = (int)(intptr_t)((void **)arg)[1], bad = 0;
+	char letter = (char)('a' + t), key[32], own[32], *shared = malloc(shared_len(letter) + 1);
+	memset(shared, letter, shared_len(letter));
+	shared[shared_len(letter)] = '\0';
+	for (int i = 0; i < ROUNDS && !bad; i++) {
+		int rc;
+		snprintf(key, sizeof(key), "t/%d/%d", t, i % 4);
+		snprintf(own, sizeof(own), "value %d of %d", i, t);
+		bad |= put_str(s, key, own) != 0;
+		char *v = get_str(s, key, 0, UINT64_MAX, &rc);
+		bad |= rc != 0 || strcmp(v, own) != 0;
+		free(v);
+		bad |= put_str(s, "shared", shared) != 0;
+		v = get_str(s, "shared", 0, UINT64_MAX, &rc);
+		size_t n = strlen(v);
+		bad |= rc != 0 || n == 0 || shared_len(v[0]) != n || strspn(v, (char[]){ v[0], 0 }) != n;
+		free(v);
+		key_list l = { .n = 0 };
+		bad |= tp_store_list(s, "t/0/", collect_key, &l) != 0 || l.n > 4;
+		if (i % 3 == 0)
+			bad |= tp_store_remove(s, key) != 0;
+	}
+	free(shared);
+	return (void *)(intptr_t)bad;
+}
+
+static void test_mem_threads(void)
+{
+	tp_store *s = NULL;
+	pthread_t th[THREADS];
+	void *args[THREADS][2];
+	CHECK_EQ_INT(tp_store_mem_new(&s), 0);
+	for (int t = 0; t < THREADS; t++) {
+		args[t][0] = s;
+		args[t][1] = (void *)(intptr_t)t;
+		CHECK_EQ_INT(pthread_create(&th[t], NULL, hammer, args[t]), 0);
+	}
+	for (int t = 0; t < THREADS; t++) {
+		void *bad = NULL;
+		pthread_join(th[t], &bad);
+		CHECK(bad == NULL);
+	}
+	/* Every writer's last round left its keys: 4 each, less the removed. */
+	key_list l = { .n = 0 };
+	CHECK_EQ_INT(tp_store_list(s, "t/3/", collect_key, &l), 0);
+	CHECK(l.n >= 1 && l.n <= 4);
+	tp_store_free(s);
+}
+
+/* ---- the backend interface ------------------------------------------------ */
+
+static int none_stat(tp_store *s, const char *key, uint64_t *size)
+{
+	(void)s, (void)key, (void)size;
+	return tp_error_set(TP_ENOTFOUND, "empty");
+}
+
+static int none_get(tp_store *s, const char *key, uint64_t off, uint64_t len,
+		    const tp_store_sink *sink)
+{
+	(void)s, (void)key, (void)off, (void)len, (void)sink;
+	return tp_error_set(TP_ENOTFOUND, "empty");
+}
+
+static int none_put(tp_store *s, const char *key, const tp_store_source *src)
+{
+	(void)s, (void)key, (void)src;
+	return tp_error_set(TP_EUNSUPPORTED, "read-only");
+}
+
+static int none_remove(tp_store *s, const char *key)
+{
+	(void)s, (void)key;
+	return 0;
+}
+
+static int none_list(tp_store *s, const char *prefix, tp_store_list_fn fn, void *ctx)
+{
+	(void)s, (void)prefix, (void)fn, (void)ctx;
+	return 0;
+}
+
+static int none_frees;
+static void none_free(tp_store *s)
+{
+	none_frees++;
+	free(s->url);
+}
+
+static void test_backend_version(void)
+{
+	tp_store_backend b = {
+		.version = TP_STORE_BACKEND_VERSION,
+		.scheme = "none",
+		.stat = none_stat,
+		.get = none_get,
+		.put = none_put,
+		.remove = none_remove,
+		.list = none_list,
+		.free = none_free,
+	};
+	tp_store s = { NULL, NULL };
+	uint64_t size;
+	CHECK_EQ_INT(tp_store_init(&s, &b, "none://x"), 0);
+	CHECK(s.backend == &b);
+	CHECK_STR(tp_store_url(&s), "none://x");
+	CHECK_EQ_INT(tp_store_stat(&s, "k", &size), TP_ENOTFOUND);
+	tp_store_free(&s);
+	CHECK_EQ_INT(none_frees, 1);
+	/* Another interface version, older (0: a table that never set
+	 * it) or newer, is refused with a message saying so. */
+	tp_store t = { NULL, NULL };
+	unsigned versions[] = { 0, TP_STORE_BACKEND_VERSION + 1 };
+	for (size_t i = 0; i < 2; i++) {
+		b.version = versions[i];
+		CHECK_EQ_INT(tp_store_init(&t, &b, "none://x"), TP_EINVAL);
+		CHECK(strstr(tp_error_last(), "\"none\"") != NULL);
+		CHECK(strstr(tp_error_last(), "version") != NULL);
+		CHECK(t.backend == NULL && t.url == NULL);
+	}
+	/* So is a table missing an operation. */
+	b.version = TP_STORE_BACKEND_VERSION;
+	b.list = NULL;
+	CHECK_EQ_INT(tp_store_init(&t, &b, "none://x"), TP_EINVAL);
+	CHECK(strstr(tp_error_last(), "lacks") != NULL);
+	CHECK(t.backend == NULL && t.url == NULL);
+}
+
 int main(void)
 {
 	snprintf(root, sizeof(root), "%s/tp-test-store-XXXXXX",
@@ -291,10 +825,25 @@ int main(void)
 	}
 	TP_TEST_RUN(test_keys);
 	TP_TEST_RUN(test_urls);
-	TP_TEST_RUN(test_round_trip);
-	TP_TEST_RUN(test_refuses_wrong_content);
-	TP_TEST_RUN(test_detects_damage);
-	TP_TEST_RUN(test_progress);
+	TP_TEST_RUN(test_backend_version);
+	static void (*const common[])(const backend *) = {
+		test_keys_values, test_list, test_round_trip, test_refuses_wrong_content,
+		test_detects_damage, test_progress, test_delta_framing,
+	};
+	static const char *const names[] = {
+		"test_keys_values", "test_list", "test_round_trip", "test_refuses_wrong_content",
+		"test_detects_damage", "test_progress", "test_delta_framing",
+	};
+	for (size_t b = 0; b < sizeof(backends) / sizeof(backends[0]); b++) {
+		for (size_t i = 0; i < sizeof(common) / sizeof(common[0]); i++) {
+			fprintf(stderr, "-- %s (%s)\n", names[i], backends[b].name);
+			common[i](&backends[b]);
+		}
+	}
+	TP_TEST_RUN(test_mem_pieces);
+	TP_TEST_RUN(test_mem_separate);
+	TP_TEST_RUN(test_mem_reentrant);
+	TP_TEST_RUN(test_mem_threads);
 	int rc = TP_TEST_RESULT();
 	if (rc == 0) {
 		char cmd[400];

@@ -13,6 +13,7 @@
 #include <zstd.h>
 
 #include "tp_delta.h"
+#include "tp_store_backend.h"
 #include "tp_test.h"
 #include "tp_transfer.h"
 
@@ -58,6 +59,7 @@ static void count_free(tp_store *s)
 }
 
 static const tp_store_backend counting = {
+	.version = TP_STORE_BACKEND_VERSION,
 	.scheme = "count", .stat = count_stat, .get = count_get, .put = count_put,
 	.remove = count_remove, .list = count_list, .free = count_free,
 };
@@ -276,7 +278,7 @@ static void test_big_claim(void)
 	unsigned char zeros[4096] = { 0 }, frame[256];
 	size_t n = ZSTD_compress(frame, sizeof(frame), zeros, sizeof(zeros), 3);
 	CHECK(!ZSTD_isError(n));
-	put_raw("claims", base, TP_STORE_KIND_WHOLE, 2ull << 30, frame, n);
+	put_raw("claims", base, TP_STORE_KIND_WHOLE_ZSTD, 2ull << 30, frame, n);
 	t = transfer_new();
 	snprintf(out, sizeof(out), "%s/out-claim", root);
 	full_reads = 0;
@@ -331,7 +333,7 @@ static void test_whole_stops_at_size(void)
 	size_t n = ZSTD_compress(frame, cap, zeros, sizeof(zeros), 3);
 	CHECK(!ZSTD_isError(n));
 	store_open("claims");
-	put_raw("claims", oid, TP_STORE_KIND_WHOLE, 100, frame, n);
+	put_raw("claims", oid, TP_STORE_KIND_WHOLE_ZSTD, 100, frame, n);
 	snprintf(out, sizeof(out), "%s/out-whole", root);
 	int fd = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0644);
 	CHECK_EQ_INT(tp_store_object_get_fd(&store, oid, 100, fd, NULL, NULL), TP_ECORRUPT);
