@@ -21,8 +21,12 @@ static const char lineage_help[] =
 	"             is a directory of this repository, a hub id mapped by git config\n"
 	"             tenpak.<org/name>.model, or a hub id in the Hugging Face cache\n"
 	"  history    the previous version of the same path on HEAD or a local branch\n"
-	"When the bytes are on this machine, each candidate's delta is estimated and\n"
-	"the smallest is the choice, as the agent decides on push.\n"
+	"When the file's bytes are on this machine, tenpak plans its push as the\n"
+	"agent does: each candidate's delta is estimated against base bytes from\n"
+	"this machine (checked against their oids) or the store, and the smallest\n"
+	"is the choice if it beats the whole file. A candidate not estimated says\n"
+	"why: its bytes are missing, its chain would pass tenpak.maxchain, or only\n"
+	"the first 4 candidates are estimated.\n"
 	"\n"
 	"Names in metadata that resolve to nothing are listed with the git config\n"
 	"key that would resolve them. Next to the estimate, what the store holds for\n"
@@ -32,31 +36,6 @@ static const char lineage_help[] =
 	"  --store URL  the store to look in (default: TENPAK_STORE, else git config\n"
 	"               tenpak.store, else the per-user default store)\n"
 	"  --json       one JSON object per file, one per line\n";
-
-/* Estimated delta size of target against a candidate, when every file is
- * local; false when something is missing. */
-static bool estimate_local(tp_lineage_repo *repo, const char *target,
-			   const tp_lineage_candidate *c, uint64_t *est)
-{
-	char **paths = calloc(c->nfiles + 1, sizeof(*paths));
-	bool ok = paths != NULL;
-	for (size_t i = 0; ok && i < c->nfiles; i++) {
-		const tp_lineage_file *f = &c->files[i];
-		ok = f->local ? (paths[i] = strdup(f->local)) != NULL
-			      : tp_lineage_find_local(repo, f->oid, f->size, &paths[i]) == 0;
-	}
-	tp_delta_manifest *m = NULL;
-	if (ok)
-		ok = tp_delta_estimate(&m, target, (const char *const *)paths, c ? c->nfiles : 0,
-				       NULL) == 0;
-	if (ok)
-		*est = m->delta_size;
-	tp_delta_manifest_free(m);
-	for (size_t i = 0; paths && i < c->nfiles; i++)
-		free(paths[i]);
-	free(paths);
-	return ok;
-}
 
 /* What the store holds for oid: an object, JSON null when absent, or
  * {"error": ...} when unreadable. */
@@ -118,8 +97,21 @@ static void print_stored(const cJSON *st, uint64_t size)
 		printf("          reason: %s\n", json_text(st, "reason"));
 }
 
-static void print_text(const tp_lineage *l, const uint64_t *est, bool have_target, long choice,
-		       uint64_t whole, uint64_t best, const cJSON *stored)
+/* Candidate i of plan (NULL: the file's bytes are not on this machine). */
+static const tp_transfer_candidate *planned(const tp_transfer_plan *plan, size_t i)
+{
+	return plan && plan->candidates[i].verdict == TP_TRANSFER_VERDICT_ESTIMATED
+		       ? &plan->candidates[i] : NULL;
+}
+
+static const char *not_estimated(const tp_transfer_plan *plan, size_t i)
+{
+	return plan && plan->candidates[i].why ? plan->candidates[i].why
+					       : "bytes not on this machine";
+}
+
+static void print_text(const tp_lineage *l, const tp_transfer_plan *plan, uint64_t whole,
+		       const cJSON *stored)
 {
 	printf("%s  (%llu bytes, oid %.12s)\n", l->target.path,
 	       (unsigned long long)l->target.size, l->target.oid);
@@ -128,29 +120,31 @@ static void print_text(const tp_lineage *l, const uint64_t *est, bool have_targe
 		printf("  %-9s %s\n", tp_lineage_source_name(c->source), c->evidence);
 		for (size_t k = 0; k < c->nfiles; k++)
 			printf("            %s (oid %.12s)\n", c->files[k].path, c->files[k].oid);
-		if (est && est[i] != UINT64_MAX)
-			printf("            estimated delta: %llu bytes\n", (unsigned long long)est[i]);
+		if (planned(plan, i))
+			printf("            estimated delta: %llu bytes\n",
+			       (unsigned long long)planned(plan, i)->estimate);
 		else
-			printf("            not estimated: bytes not on this machine\n");
+			printf("            not estimated: %s\n", not_estimated(plan, i));
 	}
 	for (size_t i = 0; i < l->nunresolved; i++) {
 		const tp_lineage_unresolved *u = &l->unresolved[i];
 		printf("  unresolved \"%s\" (%s): %s\n", u->name, u->where, u->reason);
 		printf("            to use it: git config %s <path|oid:...>\n", u->key);
 	}
-	if (!have_target)
+	if (!plan)
 		printf("  choice: unknown (the file's bytes are not on this machine)\n");
-	else if (choice >= 0)
+	else if (plan->choice >= 0)
 		printf("  choice: %s candidate %ld, %llu bytes instead of %llu whole\n",
-		       tp_lineage_source_name(l->candidates[choice].source), choice + 1,
-		       (unsigned long long)best, (unsigned long long)whole);
+		       tp_lineage_source_name(l->candidates[plan->choice].source), plan->choice + 1,
+		       (unsigned long long)plan->candidates[plan->choice].estimate,
+		       (unsigned long long)whole);
 	else
 		printf("  choice: whole (%llu bytes estimated)\n", (unsigned long long)whole);
 	print_stored(stored, l->target.size);
 }
 
-static cJSON *report_json(const tp_lineage *l, const uint64_t *est, bool have_target, long choice,
-			  uint64_t whole, cJSON *stored)
+static cJSON *report_json(const tp_lineage *l, const tp_transfer_plan *plan, uint64_t whole,
+			  cJSON *stored)
 {
 	cJSON *o = cJSON_CreateObject();
 	cJSON_AddStringToObject(o, "path", l->target.path);
@@ -173,8 +167,10 @@ static cJSON *report_json(const tp_lineage *l, const uint64_t *est, bool have_ta
 				cJSON_AddNumberToObject(f, "size", (double)c->files[k].size);
 			cJSON_AddItemToArray(files, f);
 		}
-		if (est && est[i] != UINT64_MAX)
-			cJSON_AddNumberToObject(j, "estimated_bytes", (double)est[i]);
+		if (planned(plan, i))
+			cJSON_AddNumberToObject(j, "estimated_bytes", (double)planned(plan, i)->estimate);
+		else
+			cJSON_AddStringToObject(j, "not_estimated", not_estimated(plan, i));
 		cJSON_AddItemToArray(cands, j);
 	}
 	cJSON *unres = cJSON_AddArrayToObject(o, "unresolved");
@@ -188,9 +184,9 @@ static cJSON *report_json(const tp_lineage *l, const uint64_t *est, bool have_ta
 		cJSON_AddItemToArray(unres, j);
 	}
 	cJSON_AddNumberToObject(o, "whole_estimated_bytes", (double)whole);
-	if (choice >= 0)
-		cJSON_AddNumberToObject(o, "choice", (double)choice);
-	else if (have_target)
+	if (plan && plan->choice >= 0)
+		cJSON_AddNumberToObject(o, "choice", (double)plan->choice);
+	else if (plan)
 		cJSON_AddStringToObject(o, "choice", "whole");
 	else
 		cJSON_AddNullToObject(o, "choice");
@@ -199,40 +195,46 @@ static cJSON *report_json(const tp_lineage *l, const uint64_t *est, bool have_ta
 	return o;
 }
 
-/* store may be NULL: there is none yet (no_store), or it could not be
- * opened. */
-static int report(tp_lineage_repo *repo, tp_store *store, bool no_store, const tp_lineage *l,
-		  bool json)
+/* Whole size of target when the plan had no reason to estimate it (no
+ * candidate), for the choice line. */
+static uint64_t whole_size(const tp_transfer_plan *plan, const char *target)
+{
+	uint64_t whole = 0;
+	tp_delta_manifest *m = NULL;
+	if (plan->whole != TP_TRANSFER_UNESTIMATED)
+		return plan->whole;
+	if (tp_delta_estimate(&m, target, NULL, 0, NULL) == 0)
+		whole = m->delta_size;
+	tp_delta_manifest_free(m);
+	return whole;
+}
+
+/* The plan is the one a push of this file would execute, made by t against
+ * the store. store may be NULL: there is none yet (no_store), or it could
+ * not be opened; t then plans against an empty one. */
+static int report(tp_lineage_repo *repo, tp_transfer *t, tp_store *store, bool no_store,
+		  const tp_lineage *l, bool json)
 {
 	char *target = NULL;
-	bool have_target = tp_lineage_find_local(repo, l->target.oid, l->target.size, &target) == 0;
-	uint64_t whole = 0, best = UINT64_MAX;
-	long choice = -1;
-	tp_delta_manifest *m = NULL;
-	if (have_target && tp_delta_estimate(&m, target, NULL, 0, NULL) == 0) {
-		whole = m->delta_size;
-		best = whole;
-	}
-	tp_delta_manifest_free(m);
-	uint64_t *est = calloc(l->ncandidates + 1, sizeof(*est));
-	for (size_t i = 0; est && i < l->ncandidates; i++) {
-		est[i] = UINT64_MAX;
-		if (have_target && estimate_local(repo, target, &l->candidates[i], &est[i]) &&
-		    est[i] < best && est[i] < whole - whole / 100) {
-			best = est[i];
-			choice = (long)i;
+	tp_transfer_plan *plan = NULL;
+	uint64_t whole = 0;
+	int rc = 0;
+	if (tp_lineage_find_local(repo, l->target.oid, l->target.size, &target) == 0) {
+		if ((rc = tp_transfer_plan_upload(t, target, l, &plan)) != 0) {
+			free(target);
+			return tp_error_wrap(rc, "%s", l->target.path);
 		}
+		whole = whole_size(plan, target);
 	}
 	cJSON *stored = store ? stored_state(store, l->target.oid)
 			      : no_store ? cJSON_CreateNull() : NULL;
-	int rc = 0;
 	if (json) {
-		rc = tp_cli_json_print(report_json(l, est, have_target, choice, whole, stored));
+		rc = tp_cli_json_print(report_json(l, plan, whole, stored));
 	} else {
-		print_text(l, est, have_target, choice, whole, best, stored);
+		print_text(l, plan, whole, stored);
 		cJSON_Delete(stored);
 	}
-	free(est);
+	tp_transfer_plan_free(plan);
 	free(target);
 	return rc;
 }
@@ -255,7 +257,8 @@ int tp_cmd_lineage(int argc, char **argv)
 	if (rc)
 		return rc;
 	tp_lineage_repo *repo = NULL;
-	tp_store *store = NULL;
+	tp_store *store = NULL, *empty = NULL;
+	tp_transfer *t = NULL;
 	char **paths = NULL;
 	size_t n = 0;
 	int exit_code = TP_EXIT_OK;
@@ -272,17 +275,24 @@ int tp_cmd_lineage(int argc, char **argv)
 		no_store = rc == TP_ENOTFOUND;
 		fprintf(stderr, "tenpak: lineage: %s; showing estimates only\n", tp_error_last());
 	}
-	size_t count = npos ? (size_t)npos : n;
+	/* What a push would do: an upload's transfer, planning against the
+	 * store (none yet: an empty one, as the first push finds it). */
+	if ((!store && tp_store_mem_new(&empty) != 0) ||
+	    tp_transfer_new(&t, store ? store : empty, repo, NULL) != 0)
+		exit_code = tp_cli_fail("lineage");
+	size_t count = t ? (npos ? (size_t)npos : n) : 0;
 	for (size_t i = 0; i < count; i++) {
 		tp_lineage *l = NULL;
 		const char *path = npos ? argv[1 + i] : paths[i];
 		if (tp_lineage_find_path(&l, repo, path) != 0 ||
-		    report(repo, store, no_store, l, json) != 0) {
+		    report(repo, t, store, no_store, l, json) != 0) {
 			tp_cli_fail("lineage");
 			exit_code = TP_EXIT_FAIL;
 		}
 		tp_lineage_free(l);
 	}
+	tp_transfer_free(t);
+	tp_store_free(empty);
 	tp_store_free(store);
 	tp_lineage_paths_free(paths, n);
 	tp_lineage_repo_free(repo);
