@@ -432,3 +432,28 @@ new_repo() {
 	 git commit -qm "track model files" &&
 	 git remote add origin "../$1.git")
 }
+
+# hf_cache HF_HOME ORG/NAME FILE: a Hugging Face hub cache holding FILE as
+# model.safetensors of ORG/NAME, laid out as huggingface_hub does
+# (blobs/<oid>, snapshots/0123abcd/, refs/main); prints the blob's path.
+hf_cache() {
+	hf_cache_d="$1/hub/models--$(echo "$2" | sed "s|/|--|")" &&
+	hf_cache_oid=$(oid_of "$3") &&
+	mkdir -p "$hf_cache_d/blobs" "$hf_cache_d/snapshots/0123abcd" "$hf_cache_d/refs" &&
+	cp "$3" "$hf_cache_d/blobs/$hf_cache_oid" &&
+	ln -s "../../blobs/$hf_cache_oid" "$hf_cache_d/snapshots/0123abcd/model.safetensors" &&
+	printf 0123abcd >"$hf_cache_d/refs/main" &&
+	echo "$hf_cache_d/blobs/$hf_cache_oid"
+}
+
+# json_get EXPR <FILE: print the python expression EXPR over the JSON
+# document d read from stdin; fails unless stdin is one JSON document.
+# json_true EXPR <FILE: succeeds when EXPR holds. Scripts that use them
+# skip without python3.
+json_get() {
+	python3 -c "import json, sys; d = json.load(sys.stdin); print($1)"
+}
+
+json_true() {
+	python3 -c "import json, sys; d = json.load(sys.stdin); sys.exit(0 if ($1) else 1)"
+}

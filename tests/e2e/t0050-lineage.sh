@@ -106,24 +106,13 @@ test_expect_success 'metadata: a hub id mapped by tenpak.<id>.model' '
 	clone_check hub finetuned/model.safetensors
 '
 
-# hf_cache HF_HOME ORG/NAME FILE: a Hugging Face hub cache holding FILE as
-# model.safetensors of ORG/NAME, laid out as huggingface_hub does.
-hf_cache() {
-	hf_cache_d="$1/hub/models--$(echo "$2" | sed "s|/|--|")" &&
-	hf_cache_oid=$(oid_of "$3") &&
-	mkdir -p "$hf_cache_d/blobs" "$hf_cache_d/snapshots/0123abcd" "$hf_cache_d/refs" &&
-	cp "$3" "$hf_cache_d/blobs/$hf_cache_oid" &&
-	ln -s "../../blobs/$hf_cache_oid" "$hf_cache_d/snapshots/0123abcd/model.safetensors" &&
-	printf 0123abcd >"$hf_cache_d/refs/main"
-}
-
 test_expect_success 'metadata: a hub id found in the Hugging Face cache' '
 	use_store s-hf &&
 	new_repo hf &&
 	mkdir -p hf/finetuned gen &&
 	"$TP_GEN" model gen/base.safetensors 17 &&
 	"$TP_GEN" model hf/finetuned/model.safetensors 17 --finetune 18 &&
-	hf_cache "$TRASH/hfhome" acme/cached-base gen/base.safetensors &&
+	hf_cache "$TRASH/hfhome" acme/cached-base gen/base.safetensors >/dev/null &&
 	printf "{\"_name_or_path\": \"acme/cached-base\"}\n" >hf/finetuned/config.json &&
 	(cd hf && git add . && git commit -qm ft &&
 	 HF_HOME="$TRASH/hfhome" "$TENPAK" lineage finetuned/model.safetensors >../lineage.txt &&

@@ -11,19 +11,6 @@ use_store() {
 	export TENPAK_STORE="$TRASH/$1"
 }
 
-# hf_cache HF_HOME ORG/NAME FILE: a Hugging Face hub cache holding FILE as
-# model.safetensors of ORG/NAME, laid out as huggingface_hub does; prints
-# the blob's path.
-hf_cache() {
-	d="$1/hub/models--$(echo "$2" | sed "s|/|--|")" &&
-	oid=$(oid_of "$3") &&
-	mkdir -p "$d/blobs" "$d/snapshots/0123abcd" "$d/refs" &&
-	cp "$3" "$d/blobs/$oid" &&
-	ln -s "../../blobs/$oid" "$d/snapshots/0123abcd/model.safetensors" &&
-	printf 0123abcd >"$d/refs/main" &&
-	echo "$d/blobs/$oid"
-}
-
 # damage FILE: change 4 bytes in the middle, keeping its size.
 damage() {
 	chmod u+w "$1" &&

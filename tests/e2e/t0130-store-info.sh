@@ -9,34 +9,13 @@ command -v python3 >/dev/null || { echo "skip: python3 is needed to parse --json
 
 export TENPAK_STORE="$TRASH/store"
 
-# json_get EXPR <FILE: print the python expression EXPR over the JSON
-# document d read from stdin; fails unless stdin is one JSON document.
-json_get() {
-	python3 -c "import json, sys; d = json.load(sys.stdin); print($1)"
-}
-
-# json_true EXPR <FILE: succeeds when EXPR holds, as json_get.
-json_true() {
-	python3 -c "import json, sys; d = json.load(sys.stdin); sys.exit(0 if ($1) else 1)"
-}
-
-# fake_hf HF_HOME ORG/NAME FILE: FILE as model.safetensors of ORG/NAME in a
-# Hugging Face hub cache (blobs/, snapshots/<rev>/, refs/main).
-fake_hf() {
-	repo="$1/hub/models--$(echo "$2" | sed "s|/|--|")" &&
-	mkdir -p "$repo/blobs" "$repo/snapshots/rev1" "$repo/refs" &&
-	cp "$3" "$repo/blobs/$(oid_of "$3")" &&
-	ln -s "../../blobs/$(oid_of "$3")" "$repo/snapshots/rev1/model.safetensors" &&
-	printf rev1 >"$repo/refs/main"
-}
-
 test_expect_success 'setup: a fine-tune of a base from the HF cache, and a plain file' '
 	"$TENPAK" install --remote "$TRASH" >/dev/null &&
 	new_repo hf &&
 	mkdir -p hf/finetuned gen &&
 	"$TP_GEN" model gen/base.safetensors 21 &&
 	"$TP_GEN" model hf/finetuned/model.safetensors 21 --finetune 22 &&
-	fake_hf "$TRASH/hfhome" acme/cached-base gen/base.safetensors &&
+	hf_cache "$TRASH/hfhome" acme/cached-base gen/base.safetensors >/dev/null &&
 	printf "{\"_name_or_path\": \"acme/cached-base\", \"base_model\": \"acme/unknown-model\"}\n" \
 		>hf/finetuned/config.json &&
 	gen_bytes hf/notes.bin 300000 23 &&

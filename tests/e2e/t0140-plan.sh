@@ -9,12 +9,6 @@ command -v python3 >/dev/null || { echo "skip: python3 is needed to parse --json
 
 export TENPAK_STORE="$TRASH/store"
 
-# json_get EXPR <FILE: the python expression EXPR over the JSON document d
-# read from stdin; fails unless stdin is one JSON document.
-json_get() {
-	python3 -c "import json, sys; d = json.load(sys.stdin); print($1)"
-}
-
 # planned REPO PATH: what `tenpak lineage` plans for PATH in REPO: "whole",
 # or the oids of the chosen candidate's files; fails when it plans nothing.
 planned() {
@@ -94,24 +88,12 @@ test_expect_success 'a base only in the store is rebuilt to plan, as the push do
 	plan_is_push down model.safetensors "$base"
 '
 
-# fake_hf HF_HOME ORG/NAME FILE: FILE as model.safetensors of ORG/NAME in a
-# Hugging Face hub cache (blobs/, snapshots/<rev>/, refs/main).
-fake_hf() {
-	fake_hf_repo="$1/hub/models--$(echo "$2" | sed "s|/|--|")" &&
-	fake_hf_oid=$(oid_of "$3") &&
-	mkdir -p "$fake_hf_repo/blobs" "$fake_hf_repo/snapshots/rev1" "$fake_hf_repo/refs" &&
-	cp "$3" "$fake_hf_repo/blobs/$fake_hf_oid" &&
-	ln -s "../../blobs/$fake_hf_oid" "$fake_hf_repo/snapshots/rev1/model.safetensors" &&
-	printf rev1 >"$fake_hf_repo/refs/main"
-}
-
 test_expect_success 'a Hugging Face cache copy that does not hash to its oid is not planned on' '
 	new_repo hf &&
 	mkdir -p gen hf/finetuned &&
 	"$TP_GEN" model gen/base.safetensors 40 &&
 	"$TP_GEN" model hf/finetuned/model.safetensors 40 --finetune 41 &&
-	fake_hf "$TRASH/hfhome" acme/cached-base gen/base.safetensors &&
-	blob="$TRASH/hfhome/hub/models--acme--cached-base/blobs/$(oid_of gen/base.safetensors)" &&
+	blob=$(hf_cache "$TRASH/hfhome" acme/cached-base gen/base.safetensors) &&
 	printf "\377\377\377\377" | dd of="$blob" bs=1 seek=4096 conv=notrunc 2>/dev/null &&
 	printf "{\"_name_or_path\": \"acme/cached-base\"}\n" >hf/finetuned/config.json &&
 	export HF_HOME="$TRASH/hfhome" &&
