@@ -77,6 +77,8 @@ static int on_progress(void *ctx, uint64_t done, uint64_t total)
 
 static int init(agent *a, const tp_proto_request *req)
 {
+	/* Scratch space defaults to <lfs>/tmp, where git-lfs renames downloads. */
+	tp_transfer_opts opts = { .progress = on_progress, .progress_ctx = a };
 	int rc = tp_lineage_repo_open(&a->repo);
 	if (rc && rc != TP_ENOTFOUND)
 		goto done;
@@ -93,8 +95,6 @@ static int init(agent *a, const tp_proto_request *req)
 		     : tp_cli_store_open(a->repo, NULL, &a->store, NULL);
 	if (rc)
 		goto done;
-	/* Scratch space defaults to <lfs>/tmp, where git-lfs renames downloads. */
-	tp_transfer_opts opts = { .progress = on_progress, .progress_ctx = a };
 	if ((rc = tp_transfer_new(&a->xfer, a->store, a->repo, &opts)) != 0)
 		goto done;
 	a->lfs_tmp = tp_transfer_tmp_dir(a->xfer);
