@@ -80,6 +80,15 @@ static void store_open(void)
 	full_reads = 0;
 }
 
+/* path created or truncated, holding the n bytes at p. */
+static void file_write(const char *path, const void *p, size_t n)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	CHECK(fd >= 0);
+	CHECK_EQ_INT(tp_fs_write_all(fd, p, n), 0);
+	close(fd);
+}
+
 /* A one-tensor safetensors file (64 F32 values from seed); oid filled in. */
 static char *make_model(uint64_t seed, char oid[TP_OID_HEXLEN + 1])
 {
@@ -99,9 +108,7 @@ static char *make_model(uint64_t seed, char oid[TP_OID_HEXLEN + 1])
 	}
 	char *path = malloc(512);
 	snprintf(path, 512, "%s/model-%llu.safetensors", root, (unsigned long long)seed);
-	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-	CHECK_EQ_INT(tp_fs_write_all(fd, file, sizeof(file)), 0);
-	close(fd);
+	file_write(path, file, sizeof(file));
 	tp_sha256_hex_of(file, sizeof(file), oid);
 	return path;
 }
@@ -286,9 +293,7 @@ static void test_big_claim(void)
 	char *json = NULL, payload[512];
 	CHECK_EQ_INT(tp_store_manifest_build(&m, &json), 0);
 	snprintf(payload, sizeof(payload), "%s/payload", root);
-	int fd = open(payload, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-	CHECK_EQ_INT(tp_fs_write_all(fd, "not a delta", 11), 0);
-	close(fd);
+	file_write(payload, "not a delta", 11);
 	CHECK_EQ_INT(tp_store_object_put_delta(inner, top, MODEL_SIZE, TP_STORE_KIND_DELTA, json,
 					       payload, NULL, NULL), 0);
 	free(json);
@@ -315,9 +320,7 @@ static void test_cycle(void)
 	tp_transfer *t;
 	store_open();
 	snprintf(payload, sizeof(payload), "%s/payload", root);
-	int fd = open(payload, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-	CHECK_EQ_INT(tp_fs_write_all(fd, "x", 1), 0);
-	close(fd);
+	file_write(payload, "x", 1);
 	for (int i = 0; i < 2; i++) {
 		tp_store_manifest_base base = { .size = MODEL_SIZE };
 		memcpy(base.oid, i ? a : b, sizeof(base.oid));
@@ -397,9 +400,7 @@ static model *model_new(const char *name, uint64_t seed, unsigned changes)
 	for (unsigned k = 0; k < changes && k < VALUES; k++)
 		m->bytes[8 + hlen + 4 * k] ^= (unsigned char)(k + 1);
 	snprintf(m->path, sizeof(m->path), "%s/%s.safetensors", root, name);
-	int fd = open(m->path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-	CHECK_EQ_INT(tp_fs_write_all(fd, m->bytes, m->size), 0);
-	close(fd);
+	file_write(m->path, m->bytes, m->size);
 	tp_sha256_hex_of(m->bytes, m->size, m->oid);
 	return m;
 }
@@ -713,9 +714,7 @@ static void test_wrong_base(void)
 	char *json = NULL, payload[512];
 	CHECK_EQ_INT(tp_store_manifest_build(&m, &json), 0);
 	snprintf(payload, sizeof(payload), "%s/payload", root);
-	int fd = open(payload, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-	CHECK_EQ_INT(tp_fs_write_all(fd, "x", 1), 0);
-	close(fd);
+	file_write(payload, "x", 1);
 	CHECK_EQ_INT(tp_store_object_put_delta(inner, ft->oid, ft->size, TP_STORE_KIND_DELTA, json,
 					       payload, NULL, NULL), 0);
 	free(json);
@@ -771,9 +770,7 @@ static void test_provenance(void)
 	tp_transfer *t = transfer_new();
 	CHECK_EQ_INT(plan_and_store(t, plain, NULL, NULL), -1);
 	snprintf(blob, sizeof(blob), "%s/notes.bin", root);
-	int fd = open(blob, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-	CHECK_EQ_INT(tp_fs_write_all(fd, "not a model\n", 12), 0);
-	close(fd);
+	file_write(blob, "not a model\n", 12);
 	tp_sha256_hex_of("not a model\n", 12, blob_oid);
 	CHECK_EQ_INT(tp_transfer_upload(t, blob_oid, 12, blob, &r), 0);
 	CHECK_EQ_INT(r.kind, TP_STORE_KIND_WHOLE_ZSTD);
@@ -785,9 +782,7 @@ static void test_provenance(void)
 	CHECK_EQ_INT(plan_and_store(t, signed_m, NULL, NULL), -1);
 	char blob2[512], blob2_oid[TP_OID_HEXLEN + 1];
 	snprintf(blob2, sizeof(blob2), "%s/notes2.bin", root);
-	fd = open(blob2, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-	CHECK_EQ_INT(tp_fs_write_all(fd, "signed notes\n", 13), 0);
-	close(fd);
+	file_write(blob2, "signed notes\n", 13);
 	tp_sha256_hex_of("signed notes\n", 13, blob2_oid);
 	CHECK_EQ_INT(tp_transfer_upload(t, blob2_oid, 13, blob2, &r), 0);
 	CHECK_EQ_INT(r.kind, TP_STORE_KIND_WHOLE_CODEC);
