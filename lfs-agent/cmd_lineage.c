@@ -35,7 +35,7 @@ static const char lineage_help[] =
 
 /* Estimated delta size of target against a candidate, when every file is
  * local; false when something is missing. */
-static bool estimate_local(tp_lineage_repo *repo, const char *target,
+static bool estimate_local(tp_git_repo *repo, const char *target,
 			   const tp_lineage_candidate *c, uint64_t *est)
 {
 	char **paths = calloc(c->nfiles + 1, sizeof(*paths));
@@ -201,7 +201,7 @@ static cJSON *report_json(const tp_lineage *l, const uint64_t *est, bool have_ta
 
 /* store may be NULL: there is none yet (no_store), or it could not be
  * opened. */
-static int report(tp_lineage_repo *repo, tp_store *store, bool no_store, const tp_lineage *l,
+static int report(tp_git_repo *repo, tp_store *store, bool no_store, const tp_lineage *l,
 		  bool json)
 {
 	char *target = NULL;
@@ -254,15 +254,15 @@ int tp_cmd_lineage(int argc, char **argv)
 	}
 	if (rc)
 		return rc;
-	tp_lineage_repo *repo = NULL;
+	tp_git_repo *repo = NULL;
 	tp_store *store = NULL;
 	char **paths = NULL;
 	size_t n = 0;
 	int exit_code = TP_EXIT_OK;
-	if (tp_lineage_repo_open(&repo) != 0)
+	if (tp_git_repo_open(&repo) != 0)
 		return tp_cli_fail("lineage");
 	if (npos == 0 && tp_lineage_list_models(repo, &paths, &n) != 0) {
-		tp_lineage_repo_free(repo);
+		tp_git_repo_free(repo);
 		return tp_cli_fail("lineage");
 	}
 	/* Lineage is worth showing before the first push: without a store, say
@@ -285,6 +285,6 @@ int tp_cmd_lineage(int argc, char **argv)
 	}
 	tp_store_free(store);
 	tp_lineage_paths_free(paths, n);
-	tp_lineage_repo_free(repo);
+	tp_git_repo_free(repo);
 	return exit_code;
 }

@@ -207,7 +207,7 @@ static int local_copy(tp_transfer *t, const char *oid, uint64_t size, const char
 		return (*path = strdup(hint)) ? 0 : tp_error_set(TP_ENOMEM, "out of memory");
 	/* tp_lineage_find_local prefers the repository's copy; without the
 	 * repository it looks in the HF cache only, the next place to try. */
-	tp_lineage_repo *from[2] = { t->repo, NULL };
+	tp_git_repo *from[2] = { t->repo, NULL };
 	for (int i = 0; i < (t->repo ? 2 : 1); i++) {
 		char *p = NULL;
 		if (tp_lineage_find_local(from[i], oid, size, &p) != 0)
@@ -258,12 +258,12 @@ static int trusted_add(tp_transfer *t, const char *key, size_t len)
 	return 0;
 }
 
-static int provenance_config(tp_transfer *t, tp_lineage_repo *repo)
+static int provenance_config(tp_transfer *t, tp_git_repo *repo)
 {
 	char *v = NULL, *path = NULL;
 	int rc = 0;
 	t->verify = TP_VERIFY_IF_SIGNED;
-	if (tp_lineage_config_get(repo, "tenpak.verify", &v) == 0) {
+	if (tp_git_config_get(repo, "tenpak.verify", &v) == 0) {
 		if (strcmp(v, "off") == 0)
 			t->verify = TP_VERIFY_OFF;
 		else if (strcmp(v, "required") == 0)
@@ -274,7 +274,7 @@ static int provenance_config(tp_transfer *t, tp_lineage_repo *repo)
 		free(v);
 		v = NULL;
 	}
-	if (!rc && tp_lineage_config_get(repo, "tenpak.trustedkeys", &v) == 0) {
+	if (!rc && tp_git_config_get(repo, "tenpak.trustedkeys", &v) == 0) {
 		for (char *p = v; !rc && *p;) {
 			size_t skip = strspn(p, " \t,"), len;
 			p += skip;
@@ -289,7 +289,7 @@ static int provenance_config(tp_transfer *t, tp_lineage_repo *repo)
 	if (!rc && t->verify == TP_VERIFY_REQUIRED && t->ntrusted == 0)
 		rc = tp_error_set(TP_ECONFIG, "tenpak.verify is required but tenpak.trustedkeys "
 				  "lists no key");
-	if (!rc && tp_lineage_config_get(repo, "tenpak.signingkey", &v) == 0) {
+	if (!rc && tp_git_config_get(repo, "tenpak.signingkey", &v) == 0) {
 		rc = expand_home(v, &path);
 		if (!rc)
 			rc = tp_sign_key_load(&t->signer, path);
@@ -302,10 +302,10 @@ static int provenance_config(tp_transfer *t, tp_lineage_repo *repo)
 }
 
 /* A whole number from git config key, 0 to max; TP_ENOTFOUND when unset. */
-static int config_number(tp_lineage_repo *repo, const char *key, long max, long *out)
+static int config_number(tp_git_repo *repo, const char *key, long max, long *out)
 {
 	char *v = NULL, *end;
-	int rc = tp_lineage_config_get(repo, key, &v);
+	int rc = tp_git_config_get(repo, key, &v);
 	if (rc)
 		return rc;
 	errno = 0;
@@ -318,7 +318,7 @@ static int config_number(tp_lineage_repo *repo, const char *key, long max, long 
 	return 0;
 }
 
-int tp_transfer_init(tp_transfer *t, tp_store *store, tp_lineage_repo *repo, const char *tmp_dir)
+int tp_transfer_init(tp_transfer *t, tp_store *store, tp_git_repo *repo, const char *tmp_dir)
 {
 	memset(t, 0, sizeof(*t));
 	t->store = store;

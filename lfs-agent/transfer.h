@@ -52,7 +52,7 @@ typedef struct tp_transfer_hashes tp_transfer_hashes;
 
 typedef struct tp_transfer {
 	tp_store *store;
-	tp_lineage_repo *repo; /* may be NULL: no lineage, no local objects */
+	tp_git_repo *repo; /* may be NULL: no lineage, no local objects */
 	bool store_only;       /* bases only from the store (fsck), never from
 				* local LFS objects or the HF cache */
 	char *tmp_dir;         /* scratch files, on the LFS storage's filesystem */
@@ -95,7 +95,7 @@ typedef struct tp_transfer_result {
  * tenpak.maxchain, tenpak.rebuildfactor, tenpak.signingkey, tenpak.verify
  * and tenpak.trustedkeys from git config (the repository's, or global
  * without one). */
-int tp_transfer_init(tp_transfer *t, tp_store *store, tp_lineage_repo *repo, const char *tmp_dir);
+int tp_transfer_init(tp_transfer *t, tp_store *store, tp_git_repo *repo, const char *tmp_dir);
 void tp_transfer_clear(tp_transfer *t);
 
 /* Store the file at path as object oid: a delta against its best base when

@@ -51,7 +51,7 @@ static int tree_read(git_tree *tree, const char *path, size_t cap, tp_buf *out)
 		goto done;
 	}
 	if (git_blob_lookup(&blob, git_tree_owner(tree), git_tree_entry_id(e)) != 0) {
-		rc = tp_lineage_git_fail(TP_EIO, path);
+		rc = tp_git_fail(TP_EIO, path);
 		goto done;
 	}
 	if ((size_t)git_blob_rawsize(blob) > cap) {
@@ -527,10 +527,10 @@ static int hf_cache_blob(const char *oid, uint64_t size, char **out)
 	return rc;
 }
 
-int tp_lineage_find_local(tp_lineage_repo *r, const char *oid, uint64_t size, char **out)
+int tp_lineage_find_local(tp_git_repo *r, const char *oid, uint64_t size, char **out)
 {
 	char *p = NULL;
-	if (r && tp_lineage_repo_object_path(r, oid, &p) == 0 && file_has_size(p, size)) {
+	if (r && tp_git_repo_object_path(r, oid, &p) == 0 && file_has_size(p, size)) {
 		*out = p;
 		return 0;
 	}
@@ -541,7 +541,7 @@ int tp_lineage_find_local(tp_lineage_repo *r, const char *oid, uint64_t size, ch
 /* ---- resolving a base reference --------------------------------------------- */
 
 typedef struct search {
-	tp_lineage_repo *repo;
+	tp_git_repo *repo;
 	const git_oid *commit; /* where the target is */
 	git_tree *tree;        /* that commit's tree */
 	const char *dir;   /* the target's directory */
@@ -566,7 +566,7 @@ static int resolve_oid_ref(search *s, const char *ref, tp_lineage_candidate *c)
 	tp_lineage_index_find(s->repo, ref + 4, &e, &n);
 	if (n > 0)
 		size = e[0]->size;
-	else if (tp_lineage_repo_object_path(s->repo, ref + 4, &local) == 0 && stat(local, &st) == 0 &&
+	else if (tp_git_repo_object_path(s->repo, ref + 4, &local) == 0 && stat(local, &st) == 0 &&
 		 S_ISREG(st.st_mode))
 		size = (uint64_t)st.st_size;
 	free(local);
@@ -601,7 +601,7 @@ static int resolve_name(search *s, const char *name, tp_lineage_candidate *c, co
 	char key[1024], *mapped = NULL;
 	int klen = snprintf(key, sizeof(key), "tenpak.%s.model", name);
 	if (strchr(name, '/') && klen > 0 && (size_t)klen < sizeof(key) &&
-	    tp_lineage_config_get(s->repo, key, &mapped) == 0) {
+	    tp_git_config_get(s->repo, key, &mapped) == 0) {
 		*how = key;
 		if (strncmp(mapped, "oid:", 4) == 0) {
 			rc = resolve_oid_ref(s, mapped, c);
@@ -706,7 +706,7 @@ static int overrides(search *s)
 	git_config *cfg = NULL;
 	override_ctx o = { s, 0 };
 	if (git_repository_config_snapshot(&cfg, s->repo->repo) != 0)
-		return tp_lineage_git_fail(TP_ECONFIG, "reading git config");
+		return tp_git_fail(TP_ECONFIG, "reading git config");
 	git_config_foreach(cfg, override_entry, &o);
 	git_config_free(cfg);
 	return o.rc;
@@ -854,7 +854,7 @@ void tp_lineage_free(tp_lineage *l)
 }
 
 /* Lineage of the pointer e; TP_ENOTFOUND when its commit is gone. */
-static int find_entry(tp_lineage **out, tp_lineage_repo *r, const tp_lineage_entry *e)
+static int find_entry(tp_lineage **out, tp_git_repo *r, const tp_lineage_entry *e)
 {
 	git_commit *commit = NULL;
 	git_tree *tree = NULL;
@@ -890,7 +890,7 @@ static int find_entry(tp_lineage **out, tp_lineage_repo *r, const tp_lineage_ent
 	return 0;
 }
 
-int tp_lineage_find(tp_lineage **out, tp_lineage_repo *r, const char *oid)
+int tp_lineage_find(tp_lineage **out, tp_git_repo *r, const char *oid)
 {
 	const tp_lineage_entry *const *e;
 	size_t n;
@@ -907,7 +907,7 @@ int tp_lineage_find(tp_lineage **out, tp_lineage_repo *r, const char *oid)
 			    "remote-tracking ref has a pointer to %s", oid);
 }
 
-int tp_lineage_find_path(tp_lineage **out, tp_lineage_repo *r, const char *path)
+int tp_lineage_find_path(tp_lineage **out, tp_git_repo *r, const char *path)
 {
 	const tp_lineage_entry *head;
 	size_t n;
@@ -927,7 +927,7 @@ int tp_lineage_find_path(tp_lineage **out, tp_lineage_repo *r, const char *path)
 	return rc;
 }
 
-int tp_lineage_list_models(tp_lineage_repo *r, char ***paths, size_t *n)
+int tp_lineage_list_models(tp_git_repo *r, char ***paths, size_t *n)
 {
 	const tp_lineage_entry *head;
 	size_t nhead = 0;

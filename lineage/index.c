@@ -183,7 +183,7 @@ static void history_clear(tp_lineage_index *ix)
 	oidset_free(&ix->seen);
 }
 
-void tp_lineage_index_clear(tp_lineage_repo *r)
+void tp_lineage_index_clear(tp_git_repo *r)
 {
 	tp_lineage_index *ix = r->index;
 	if (!ix)
@@ -698,7 +698,7 @@ static double ms_since(const struct timespec *t0)
 	return (double)(t1.tv_sec - t0->tv_sec) * 1e3 + (double)(t1.tv_nsec - t0->tv_nsec) / 1e6;
 }
 
-int tp_lineage_index_build(tp_lineage_repo *r)
+int tp_lineage_index_build(tp_git_repo *r)
 {
 	static const char *const branches[] = { "refs/heads/", NULL };
 	char key[TP_OID_HEXLEN + 1];
@@ -714,7 +714,7 @@ int tp_lineage_index_build(tp_lineage_repo *r)
 	if (!rc && !(s = calloc(1, sizeof(*s))))
 		rc = tp_error_set(TP_ENOMEM, "out of memory");
 	if (!rc && git_repository_odb(&s->odb, r->repo) != 0)
-		rc = tp_lineage_git_fail(TP_EIO, "opening the object database");
+		rc = tp_git_fail(TP_EIO, "opening the object database");
 	if (rc)
 		goto done;
 	s->repo = r->repo;
@@ -754,7 +754,7 @@ done:
 	return 0;
 }
 
-void tp_lineage_index_find(tp_lineage_repo *r, const char *oid,
+void tp_lineage_index_find(tp_git_repo *r, const char *oid,
 			   const tp_lineage_entry *const **first, size_t *n)
 {
 	const tp_lineage_index *ix = r->index;
@@ -773,7 +773,7 @@ void tp_lineage_index_find(tp_lineage_repo *r, const char *oid,
 	*n = end - lo;
 }
 
-void tp_lineage_index_head(tp_lineage_repo *r, const tp_lineage_entry **first, size_t *n)
+void tp_lineage_index_head(tp_git_repo *r, const tp_lineage_entry **first, size_t *n)
 {
 	const tp_lineage_index *ix = r->index;
 	size_t k = 0;

@@ -24,13 +24,13 @@ typedef struct tp_lineage_entry {
 /* Index of LFS pointers, built on first use (index.c). */
 typedef struct tp_lineage_index tp_lineage_index;
 
-struct tp_lineage_repo {
+struct tp_git_repo {
 	git_repository *repo;
 	tp_lineage_index *index;
 };
 
 /* Turn libgit2's last error into ours, keeping its text. */
-int tp_lineage_git_fail(int code, const char *what);
+int tp_git_fail(int code, const char *what);
 
 /* Parse a git-lfs pointer file (spec v1). */
 bool tp_lineage_pointer_parse(const char *p, size_t n, char oid[TP_OID_HEXLEN + 1],
@@ -40,14 +40,14 @@ bool tp_lineage_pointer_parse(const char *p, size_t n, char oid[TP_OID_HEXLEN + 
  * and in the history of HEAD, branches, tags and remote-tracking refs. The
  * history part is cached in <git-common-dir>/tenpak/pointer-index, so only
  * commits not seen before are read. Does nothing once built. */
-int tp_lineage_index_build(tp_lineage_repo *r);
-void tp_lineage_index_clear(tp_lineage_repo *r);
+int tp_lineage_index_build(tp_git_repo *r);
+void tp_lineage_index_clear(tp_git_repo *r);
 /* Entries for oid, most preferred first (tips in order, then history,
  * newest commit first): *n of them at *first. */
-void tp_lineage_index_find(tp_lineage_repo *r, const char *oid,
+void tp_lineage_index_find(tp_git_repo *r, const char *oid,
 			   const tp_lineage_entry *const **first, size_t *n);
 /* Entries of the pointers at HEAD, in tree order. */
-void tp_lineage_index_head(tp_lineage_repo *r, const tp_lineage_entry **first, size_t *n);
+void tp_lineage_index_head(tp_git_repo *r, const tp_lineage_entry **first, size_t *n);
 
 /* Ancestors of a commit, itself first, then newest first by committer time,
  * at most max of them. A parent that is missing (the boundary of a shallow
