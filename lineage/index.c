@@ -45,34 +45,6 @@
 #define SHALLOW_MAX (16u << 20)
 #define PATH_CAP 4096 /* deeper pointers cannot be checked out anyway */
 
-/* ---- pointers ------------------------------------------------------------ */
-
-bool tp_lineage_pointer_parse(const char *p, size_t n, char oid[TP_OID_HEXLEN + 1], uint64_t *size)
-{
-	static const char version[] = "version https://git-lfs.github.com/spec/v1\n";
-	char text[TP_LINEAGE_POINTER_MAX + 1];
-	if (n > TP_LINEAGE_POINTER_MAX || n < sizeof(version) - 1 ||
-	    memcmp(p, version, sizeof(version) - 1))
-		return false;
-	memcpy(text, p, n);
-	text[n] = '\0';
-	const char *o = strstr(text, "\noid sha256:");
-	const char *s = strstr(text, "\nsize ");
-	if (!o || !s)
-		return false;
-	o += 12;
-	if (strlen(o) < TP_OID_HEXLEN + 1 || o[TP_OID_HEXLEN] != '\n')
-		return false;
-	memcpy(oid, o, TP_OID_HEXLEN);
-	oid[TP_OID_HEXLEN] = '\0';
-	char *end;
-	unsigned long long v = strtoull(s + 6, &end, 10);
-	if (!tp_oid_valid(oid) || end == s + 6 || *end != '\n')
-		return false;
-	*size = v;
-	return true;
-}
-
 /* ---- growable arrays and a set of commit ids ----------------------------------- */
 
 /* Room for one more element in *p (holding n of *alloc). */
