@@ -1,16 +1,16 @@
 /*
  * Repository paths, and finding a model in a directory: the file named
- * like the target, every shard of a model.safetensors.index.json, or
- * model.safetensors. The
+ * like the target, every shard of a model.safetensors.index.json (parsed by
+ * delta's one index parser, with its caps), or model.safetensors. The
  * directory is one of a git tree (tree_* here) or of the Hugging Face
  * cache (hfcache.c).
  */
-#include <cjson/cJSON.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "lineage_internal.h"
+#include "tp_delta.h"
 
 #define INDEX_FILE "model.safetensors.index.json"
 #define SINGLE_FILE "model.safetensors"
@@ -72,47 +72,6 @@ char *tp_lineage_path_in(const char *dir, const char *name)
 	return tp_buf_detach(&b);
 }
 
-/* Shard file names listed by a model.safetensors.index.json text. */
-static int index_shards(const char *json, size_t len, char ***out, size_t *n)
-{
-	cJSON *root = cJSON_ParseWithLength(json, len);
-	const cJSON *map = cJSON_GetObjectItemCaseSensitive(root, "weight_map");
-	char **names = NULL;
-	size_t count = 0;
-	int rc = 0;
-	if (!cJSON_IsObject(map)) {
-		rc = tp_error_set(TP_ECORRUPT, "index has no weight_map");
-		goto done;
-	}
-	const cJSON *it;
-	cJSON_ArrayForEach(it, map) {
-		if (!cJSON_IsString(it) || strchr(it->valuestring, '/'))
-			continue;
-		bool seen = false;
-		for (size_t i = 0; i < count && !seen; i++)
-			seen = strcmp(names[i], it->valuestring) == 0;
-		if (seen)
-			continue;
-		char **grown = realloc(names, (count + 1) * sizeof(*names));
-		if (!grown || !(grown[count] = strdup(it->valuestring))) {
-			names = grown ? grown : names;
-			rc = tp_error_set(TP_ENOMEM, "out of memory");
-			goto done;
-		}
-		names = grown;
-		count++;
-	}
-done:
-	cJSON_Delete(root);
-	if (rc) {
-		tp_lineage_paths_free(names, count);
-		return rc;
-	}
-	*out = names;
-	*n = count;
-	return 0;
-}
-
 /* ---- a model in a directory -------------------------------------------- */
 
 static int add_found(const tp_lineage_model_src *src, const char *path, tp_lineage_candidate *c)
@@ -127,20 +86,22 @@ static int add_found(const tp_lineage_model_src *src, const char *path, tp_linea
 }
 
 /* Every shard the index at path lists; TP_ENOTFOUND unless all of them
- * are there. */
+ * are there. An index delta's parser refuses (bad JSON, a name that is not
+ * a plain file name, too many shards) has no model. */
 static int add_shards(const tp_lineage_model_src *src, const char *dir, const char *path,
 		      const tp_buf *index, tp_lineage_candidate *c)
 {
 	char **shards = NULL;
 	size_t n = 0;
-	int rc = index_shards(index->ptr, index->len, &shards, &n);
-	(void)path;
+	int rc = tp_safetensors_index_parse(index->ptr, index->len, &shards, &n);
+	if (rc && rc != TP_ENOMEM)
+		tp_trace("%s: %s", path, tp_error_last());
 	for (size_t i = 0; !rc && i < n; i++) {
 		char *sp = tp_lineage_path_in(dir, shards[i]);
 		rc = add_found(src, sp, c);
 		free(sp);
 	}
-	tp_lineage_paths_free(shards, n);
+	tp_safetensors_shards_free(shards, n);
 	if (rc || c->nfiles == 0) {
 		tp_lineage_candidate_clear(c);
 		return TP_ENOTFOUND;
