@@ -53,16 +53,29 @@ int tp_lineage_from_overrides(tp_lineage_search *s)
 	return o.rc;
 }
 
+/* The metadata file name in the target's directory into text, its path
+ * into *path. 1 when it is absent, not a blob or too large: it names no
+ * base. */
+static int metadata_read(tp_lineage_search *s, const char *name, char **path, tp_buf *text)
+{
+	*path = tp_lineage_path_in(s->dir, name);
+	int rc = *path ? tp_lineage_tree_read(s->tree, *path, TP_LINEAGE_METADATA_MAX, text)
+		       : TP_ENOMEM;
+	if (rc) {
+		free(*path);
+		*path = NULL;
+		return rc == TP_ENOMEM ? rc : 1;
+	}
+	return 0;
+}
+
 static int from_json_field(tp_lineage_search *s, const char *file, const char *field)
 {
-	char *path = tp_lineage_path_in(s->dir, file);
+	char *path;
 	tp_buf text;
-	int rc = path ? tp_lineage_tree_read(s->tree, path, TP_LINEAGE_METADATA_MAX, &text)
-		      : TP_ENOMEM;
-	if (rc) {
-		free(path);
-		return rc == TP_ENOMEM ? rc : 0;
-	}
+	int rc = metadata_read(s, file, &path, &text);
+	if (rc)
+		return rc > 0 ? 0 : rc;
 	cJSON *root = cJSON_ParseWithLength(text.ptr, text.len);
 	const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, field);
 	if (cJSON_IsString(v) && v->valuestring[0]) {
@@ -94,14 +107,11 @@ static char *yaml_scalar(char *a)
  * [a, b] or a block list of "- a" lines. */
 static int from_model_card(tp_lineage_search *s)
 {
-	char *path = tp_lineage_path_in(s->dir, "README.md");
+	char *path;
 	tp_buf text;
-	int rc = path ? tp_lineage_tree_read(s->tree, path, TP_LINEAGE_METADATA_MAX, &text)
-		      : TP_ENOMEM;
-	if (rc) {
-		free(path);
-		return rc == TP_ENOMEM ? rc : 0;
-	}
+	int rc = metadata_read(s, "README.md", &path, &text);
+	if (rc)
+		return rc > 0 ? 0 : rc;
 	char *where = tp_lineage_where_text("%s: base_model", path);
 	if (!where)
 		rc = tp_error_set(TP_ENOMEM, "out of memory");
