@@ -306,32 +306,56 @@ bool tp_safetensors_is_index(const char *path)
 	return n >= k && strcmp(path + n - k, ".index.json") == 0;
 }
 
+/* Shard names in first-seen order, and the same strings sorted so that a
+ * duplicate is found by binary search: a hostile index repeating names
+ * millions of times costs log(n) compares for each, not n. */
+typedef struct shard_list {
+	char **names, **sorted;
+	size_t n, alloc;
+} shard_list;
+
 /* Appends name to the list unless it is already there. */
-static int add_shard(char ***names, size_t *n, const char *name)
+static int add_shard(shard_list *l, const char *name)
 {
 	if (!*name || strchr(name, '/') || strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
 		return tp_error_set(TP_ECORRUPT, "index: shard name '%.200s' is not a plain file name", name);
-	for (size_t i = 0; i < *n; i++)
-		if (strcmp((*names)[i], name) == 0)
+	size_t lo = 0, hi = l->n;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		int c = strcmp(l->sorted[mid], name);
+		if (c == 0)
 			return 0;
-	/* The check above is quadratic: a hostile index must not turn it into
-	 * a hang. Real models have at most a few thousand shards. */
-	if (*n >= TP_ST_INDEX_MAX_SHARDS)
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	/* Real models have at most a few thousand shards. */
+	if (l->n >= TP_ST_INDEX_MAX_SHARDS)
 		return tp_error_set(TP_ETOOBIG, "index: more than %u shard files", TP_ST_INDEX_MAX_SHARDS);
-	char **grown = realloc(*names, (*n + 1) * sizeof(char *));
-	if (!grown)
+	if (l->n == l->alloc) {
+		size_t want = l->alloc ? l->alloc * 2 : 16;
+		char **names = realloc(l->names, want * sizeof(char *));
+		if (names)
+			l->names = names;
+		char **sorted = names ? realloc(l->sorted, want * sizeof(char *)) : NULL;
+		if (!sorted)
+			return tp_error_set(TP_ENOMEM, "out of memory");
+		l->sorted = sorted;
+		l->alloc = want;
+	}
+	char *copy = strdup(name);
+	if (!copy)
 		return tp_error_set(TP_ENOMEM, "out of memory");
-	*names = grown;
-	if (!((*names)[*n] = strdup(name)))
-		return tp_error_set(TP_ENOMEM, "out of memory");
-	(*n)++;
+	memmove(&l->sorted[lo + 1], &l->sorted[lo], (l->n - lo) * sizeof(char *));
+	l->sorted[lo] = copy;
+	l->names[l->n++] = copy;
 	return 0;
 }
 
 int tp_safetensors_index_parse(const char *json, size_t len, char ***out, size_t *n_out)
 {
-	char **names = NULL;
-	size_t n = 0;
+	shard_list l = { 0 };
 	int rc = 0;
 	cJSON *root = cJSON_ParseWithLength(json ? json : "", json ? len : 0);
 	const cJSON *map = cJSON_GetObjectItemCaseSensitive(root, "weight_map");
@@ -345,19 +369,20 @@ int tp_safetensors_index_parse(const char *json, size_t len, char ***out, size_t
 			rc = tp_error_set(TP_ECORRUPT, "index: weight_map value is not a string");
 			goto done;
 		}
-		if ((rc = add_shard(&names, &n, e->valuestring)) < 0)
+		if ((rc = add_shard(&l, e->valuestring)) < 0)
 			goto done;
 	}
-	if (n == 0)
+	if (l.n == 0)
 		rc = tp_error_set(TP_ECORRUPT, "index: weight_map is empty");
 done:
 	cJSON_Delete(root);
+	free(l.sorted);
 	if (rc < 0) {
-		tp_safetensors_shards_free(names, n);
+		tp_safetensors_shards_free(l.names, l.n);
 		return rc;
 	}
-	*out = names;
-	*n_out = n;
+	*out = l.names;
+	*n_out = l.n;
 	return 0;
 }
 

@@ -89,7 +89,7 @@ void tp_safetensors_free(tp_safetensors *st);
 const tp_st_tensor *tp_safetensors_find(const tp_safetensors *st, const char *name);
 /* True when path ends in ".index.json" (a sharded model's index). */
 bool tp_safetensors_is_index(const char *path);
-/* Most distinct shard files an index may list (dedup is quadratic). */
+/* Most distinct shard files an index may list (real models: a few thousand). */
 #define TP_ST_INDEX_MAX_SHARDS 16384u
 /*
  * Parse the text of a model.safetensors.index.json (len bytes, any bytes):

@@ -218,6 +218,21 @@ static void test_index_parse(void)
 	snprintf(big + at_cap, cap - at_cap, ",\"x\":\"s%u\"}}", TP_ST_INDEX_MAX_SHARDS);
 	CHECK(index_count(big, strlen(big)) == TP_ETOOBIG);
 	free(big);
+
+	/* Every distinct name up to the cap, then 4 MiB of the last one again:
+	 * each repeat is a binary search (this took 13 s when each was
+	 * compared with every name before it). */
+	cap = 4u << 20;
+	big = malloc(cap);
+	len = (size_t)snprintf(big, cap, "{\"weight_map\":{");
+	for (unsigned i = 0; i < TP_ST_INDEX_MAX_SHARDS; i++)
+		len += (size_t)snprintf(big + len, cap - len, "\"t%u\":\"s%u\",", i, i);
+	for (unsigned i = 0; len + 64 < cap; i++)
+		len += (size_t)snprintf(big + len, cap - len, "\"d%u\":\"s%u\",", i,
+					TP_ST_INDEX_MAX_SHARDS - 1);
+	snprintf(big + len, cap - len, "\"z\":\"s0\"}}");
+	CHECK(index_count(big, strlen(big)) == (int)TP_ST_INDEX_MAX_SHARDS);
+	free(big);
 }
 
 int main(void)
