@@ -306,56 +306,58 @@ bool tp_safetensors_is_index(const char *path)
 	return n >= k && strcmp(path + n - k, ".index.json") == 0;
 }
 
-#define INDEX_MAX_SHARDS 16384u
+/* Shard names in first-seen order, and the same strings sorted so that a
+ * duplicate is found by binary search: a hostile index repeating names
+ * millions of times costs log(n) compares for each, not n. */
+typedef struct shard_list {
+	char **names, **sorted;
+	size_t n, alloc;
+} shard_list;
 
-/* Appends path to the list unless it is already there. */
-static int add_shard(char ***paths, size_t *n, const char *dir, const char *file)
+/* Appends name to the list unless it is already there. */
+static int add_shard(shard_list *l, const char *name)
 {
-	if (!*file || strchr(file, '/') || strcmp(file, ".") == 0 || strcmp(file, "..") == 0)
-		return tp_error_set(TP_ECORRUPT, "index: shard name '%.200s' is not a plain file name", file);
-	char *p;
-	int rc = tp_path_join(&p, dir, file);
-	if (rc < 0)
-		return rc;
-	for (size_t i = 0; i < *n; i++) {
-		if (strcmp((*paths)[i], p) == 0) {
-			free(p);
+	if (!*name || strchr(name, '/') || strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
+		return tp_error_set(TP_ECORRUPT, "index: shard name '%.200s' is not a plain file name", name);
+	size_t lo = 0, hi = l->n;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		int c = strcmp(l->sorted[mid], name);
+		if (c == 0)
 			return 0;
-		}
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
 	}
-	/* The check above is quadratic: a hostile index must not turn it into
-	 * a hang. Real models have at most a few thousand shards. */
-	if (*n >= INDEX_MAX_SHARDS) {
-		free(p);
-		return tp_error_set(TP_ETOOBIG, "index: more than %u shard files", INDEX_MAX_SHARDS);
+	/* Real models have at most a few thousand shards. */
+	if (l->n >= TP_ST_INDEX_MAX_SHARDS)
+		return tp_error_set(TP_ETOOBIG, "index: more than %u shard files", TP_ST_INDEX_MAX_SHARDS);
+	if (l->n == l->alloc) {
+		size_t want = l->alloc ? l->alloc * 2 : 16;
+		char **names = realloc(l->names, want * sizeof(char *));
+		if (names)
+			l->names = names;
+		char **sorted = names ? realloc(l->sorted, want * sizeof(char *)) : NULL;
+		if (!sorted)
+			return tp_error_set(TP_ENOMEM, "out of memory");
+		l->sorted = sorted;
+		l->alloc = want;
 	}
-	char **grown = realloc(*paths, (*n + 1) * sizeof(char *));
-	if (!grown) {
-		free(p);
+	char *copy = strdup(name);
+	if (!copy)
 		return tp_error_set(TP_ENOMEM, "out of memory");
-	}
-	*paths = grown;
-	(*paths)[(*n)++] = p;
+	memmove(&l->sorted[lo + 1], &l->sorted[lo], (l->n - lo) * sizeof(char *));
+	l->sorted[lo] = copy;
+	l->names[l->n++] = copy;
 	return 0;
 }
 
-int tp_safetensors_index_shards(char ***out, size_t *n_out, const char *index_path)
+int tp_safetensors_index_parse(const char *json, size_t len, char ***out, size_t *n_out)
 {
-	tp_buf b = TP_BUF_INIT(TP_ST_HEADER_MAX);
-	char **paths = NULL, *dir = strdup(index_path);
-	size_t n = 0;
-	cJSON *root = NULL;
-	int rc;
-	if (!dir)
-		return tp_error_set(TP_ENOMEM, "out of memory");
-	char *slash = strrchr(dir, '/');
-	if (slash)
-		*slash = '\0';
-	else
-		strcpy(dir, ".");
-	if ((rc = tp_fs_read_regular(index_path, &b)) < 0)
-		goto done;
-	root = cJSON_ParseWithLength(b.ptr ? b.ptr : "", b.len);
+	shard_list l = { 0 };
+	int rc = 0;
+	cJSON *root = cJSON_ParseWithLength(json ? json : "", json ? len : 0);
 	const cJSON *map = cJSON_GetObjectItemCaseSensitive(root, "weight_map");
 	if (!cJSON_IsObject(map)) {
 		rc = tp_error_set(TP_ECORRUPT, "index: no weight_map object");
@@ -367,20 +369,54 @@ int tp_safetensors_index_shards(char ***out, size_t *n_out, const char *index_pa
 			rc = tp_error_set(TP_ECORRUPT, "index: weight_map value is not a string");
 			goto done;
 		}
-		if ((rc = add_shard(&paths, &n, dir, e->valuestring)) < 0)
+		if ((rc = add_shard(&l, e->valuestring)) < 0)
 			goto done;
 	}
-	if (n == 0)
+	if (l.n == 0)
 		rc = tp_error_set(TP_ECORRUPT, "index: weight_map is empty");
+done:
+	cJSON_Delete(root);
+	free(l.sorted);
+	if (rc < 0) {
+		tp_safetensors_shards_free(l.names, l.n);
+		return rc;
+	}
+	*out = l.names;
+	*n_out = l.n;
+	return 0;
+}
+
+int tp_safetensors_index_shards(char ***out, size_t *n_out, const char *index_path)
+{
+	tp_buf b = TP_BUF_INIT(TP_ST_HEADER_MAX);
+	char **names = NULL, **paths = NULL, *dir = strdup(index_path);
+	size_t n = 0, np = 0;
+	int rc;
+	if (!dir)
+		return tp_error_set(TP_ENOMEM, "out of memory");
+	char *slash = strrchr(dir, '/');
+	if (slash)
+		*slash = '\0';
+	else
+		strcpy(dir, ".");
+	if ((rc = tp_fs_read_regular(index_path, &b)) < 0 ||
+	    (rc = tp_safetensors_index_parse(b.ptr, b.len, &names, &n)) < 0)
+		goto done;
+	if (!(paths = calloc(n, sizeof(*paths)))) {
+		rc = tp_error_set(TP_ENOMEM, "out of memory");
+		goto done;
+	}
+	for (; np < n && rc == 0; np++)
+		rc = tp_path_join(&paths[np], dir, names[np]);
 done:
 	if (rc < 0) {
 		tp_error_wrap(rc, "%s", index_path);
-		tp_safetensors_shards_free(paths, n);
+		tp_safetensors_shards_free(paths, np);
 	} else {
 		*out = paths;
 		*n_out = n;
 	}
-	cJSON_Delete(root);
+	tp_safetensors_shards_free(names, n);
 	tp_buf_free(&b);
 	free(dir);
 	return rc;

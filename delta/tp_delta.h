@@ -89,8 +89,20 @@ void tp_safetensors_free(tp_safetensors *st);
 const tp_st_tensor *tp_safetensors_find(const tp_safetensors *st, const char *name);
 /* True when path ends in ".index.json" (a sharded model's index). */
 bool tp_safetensors_is_index(const char *path);
+/* Most distinct shard files an index may list (real models: a few thousand). */
+#define TP_ST_INDEX_MAX_SHARDS 16384u
 /*
- * Read a model.safetensors.index.json and list its distinct shard files
+ * Parse the text of a model.safetensors.index.json (len bytes, any bytes):
+ * the distinct shard file names its weight_map lists, in first-seen order.
+ * Pure (no I/O) so that every reader of an index uses it and it can be
+ * fuzzed. TP_ECORRUPT for bad JSON, no or an empty weight_map, a value that
+ * is not a string, or a name that is not a plain file name ("", ".", "..",
+ * anything with '/'); TP_ETOOBIG past TP_ST_INDEX_MAX_SHARDS names. Free the
+ * list with tp_safetensors_shards_free.
+ */
+int tp_safetensors_index_parse(const char *json, size_t len, char ***out, size_t *n_out);
+/*
+ * Read a model.safetensors.index.json file and list its distinct shard files
  * (joined to the index's directory, in first-seen order).
  */
 int tp_safetensors_index_shards(char ***out, size_t *n_out, const char *index_path);

@@ -45,7 +45,7 @@ bool tp_cli_is_help(const char *arg)
 	return strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0;
 }
 
-int tp_cli_store_url(tp_lineage_repo *repo, const char *flag, char **url,
+int tp_cli_store_url(tp_git_repo *repo, const char *flag, char **url,
 		     const char **source)
 {
 	const char *env = getenv("TENPAK_STORE");
@@ -54,7 +54,7 @@ int tp_cli_store_url(tp_lineage_repo *repo, const char *flag, char **url,
 		*url = strdup(flag ? flag : env);
 		return *url ? 0 : tp_error_set(TP_ENOMEM, "out of memory");
 	}
-	int rc = tp_lineage_config_get(repo, "tenpak.store", url);
+	int rc = tp_git_config_get(repo, "tenpak.store", url);
 	if (rc == 0) {
 		*source = "git config tenpak.store";
 		return 0;
@@ -116,10 +116,10 @@ static int config_from_git(void *ctx, const char *key, char **value)
 {
 	char full[128];
 	snprintf(full, sizeof(full), "tenpak.%s", key);
-	return tp_lineage_config_get(ctx, full, value);
+	return tp_git_config_get(ctx, full, value);
 }
 
-static int store_open(tp_lineage_repo *repo, const char *flag, bool create, tp_store **store,
+static int store_open(tp_git_repo *repo, const char *flag, bool create, tp_store **store,
 		      char **url_out)
 {
 	char *url = NULL;
@@ -141,12 +141,12 @@ static int store_open(tp_lineage_repo *repo, const char *flag, bool create, tp_s
 	return rc;
 }
 
-int tp_cli_store_open(tp_lineage_repo *repo, const char *flag, tp_store **store, char **url_out)
+int tp_cli_store_open(tp_git_repo *repo, const char *flag, tp_store **store, char **url_out)
 {
 	return store_open(repo, flag, true, store, url_out);
 }
 
-int tp_cli_store_open_existing(tp_lineage_repo *repo, const char *flag, tp_store **store,
+int tp_cli_store_open_existing(tp_git_repo *repo, const char *flag, tp_store **store,
 			       char **url_out)
 {
 	return store_open(repo, flag, false, store, url_out);

@@ -50,17 +50,17 @@ int tp_cli_parse(const char *cmd, int argc, char **argv, const tp_cli_opt *opts,
 /* Where objects go: --store flag, else TENPAK_STORE, else tenpak.store from
  * git config (repo may be NULL), else the per-user default. *source says
  * which, for messages. */
-int tp_cli_store_url(tp_lineage_repo *repo, const char *flag, char **url,
+int tp_cli_store_url(tp_git_repo *repo, const char *flag, char **url,
 		     const char **source);
 
 /* Resolve the store URL as tp_cli_store_url does and open it; backend
  * settings come from git config "tenpak.<key>" (e.g. tenpak.s3.endpoint).
  * *url (may be NULL) gets the URL for messages. */
-int tp_cli_store_open(tp_lineage_repo *repo, const char *flag, tp_store **store, char **url);
+int tp_cli_store_open(tp_git_repo *repo, const char *flag, tp_store **store, char **url);
 /* The same for commands that only read: a store that does not exist is
  * TP_ENOTFOUND, with a message saying how to make one, and nothing is
  * created. */
-int tp_cli_store_open_existing(tp_lineage_repo *repo, const char *flag, tp_store **store,
+int tp_cli_store_open_existing(tp_git_repo *repo, const char *flag, tp_store **store,
 			       char **url);
 
 /* What the store holds for one oid, for display: its header and, for kinds

@@ -38,7 +38,7 @@ typedef struct agent {
 	tp_proto_op op;
 	bool initialized;
 	tp_store *store;
-	tp_lineage_repo *repo;
+	tp_git_repo *repo;
 	tp_transfer *xfer;
 	const char *lfs_tmp; /* downloads are written here; git-lfs renames them */
 	/* the object in flight, for progress events */
@@ -79,7 +79,7 @@ static int init(agent *a, const tp_proto_request *req)
 {
 	/* Scratch space defaults to <lfs>/tmp, where git-lfs renames downloads. */
 	tp_transfer_opts opts = { .progress = on_progress, .progress_ctx = a };
-	int rc = tp_lineage_repo_open(&a->repo);
+	int rc = tp_git_repo_open(&a->repo);
 	if (rc && rc != TP_ENOTFOUND)
 		goto done;
 	rc = 0;
@@ -243,10 +243,10 @@ static void trace_setup(void)
 		return;
 	const char *named = tp_log_trace_file();
 	char *dir = NULL, *path = NULL;
-	tp_lineage_repo *repo = NULL;
+	tp_git_repo *repo = NULL;
 	int rc = 0;
-	if (!named && (rc = tp_lineage_repo_open(&repo)) == 0 &&
-	    (rc = tp_path_join(&dir, tp_lineage_repo_common_dir(repo), "tenpak")) == 0 &&
+	if (!named && (rc = tp_git_repo_open(&repo)) == 0 &&
+	    (rc = tp_path_join(&dir, tp_git_repo_common_dir(repo), "tenpak")) == 0 &&
 	    (rc = tp_fs_mkdirs(dir)) == 0)
 		rc = tp_path_join(&path, dir, "trace.log");
 	if (!rc)
@@ -255,7 +255,7 @@ static void trace_setup(void)
 		tp_log(TP_LOG_WARN, "no trace log file: %s", tp_error_last());
 	free(dir);
 	free(path);
-	tp_lineage_repo_free(repo);
+	tp_git_repo_free(repo);
 }
 
 int tp_cmd_agent(int argc, char **argv)
@@ -287,6 +287,6 @@ int tp_cmd_agent(int argc, char **argv)
 	tp_buf_free(&a.out);
 	tp_transfer_free(a.xfer);
 	tp_store_free(a.store);
-	tp_lineage_repo_free(a.repo);
+	tp_git_repo_free(a.repo);
 	return rc ? TP_EXIT_FAIL : TP_EXIT_OK;
 }

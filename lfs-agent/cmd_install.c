@@ -282,18 +282,18 @@ static int config_from_file(void *ctx, const char *key, char **value)
 {
 	char full[128];
 	snprintf(full, sizeof(full), "tenpak.%s", key);
-	return tp_lineage_config_read(ctx, full, value);
+	return tp_git_config_read(ctx, full, value);
 }
 
 /* The store URL to record: --store, else the one already there, else the
  * default. The store is opened once so a typo fails here, not at push. */
-static int choose_store(tp_lineage_config *cfg, const char *flag, char **url)
+static int choose_store(tp_git_config *cfg, const char *flag, char **url)
 {
 	int rc;
 	if (flag) {
 		if (!(*url = strdup(flag)))
 			return tp_error_set(TP_ENOMEM, "out of memory");
-	} else if ((rc = tp_lineage_config_read(cfg, KEY_STORE, url)) != 0) {
+	} else if ((rc = tp_git_config_read(cfg, KEY_STORE, url)) != 0) {
 		if (rc != TP_ENOTFOUND || (rc = tp_store_default_url(url)) != 0)
 			return rc;
 	}
@@ -307,10 +307,10 @@ static int choose_store(tp_lineage_config *cfg, const char *flag, char **url)
 	return 0;
 }
 
-static bool config_has(tp_lineage_repo *repo, const char *key)
+static bool config_has(tp_git_repo *repo, const char *key)
 {
 	char *v = NULL;
-	int rc = tp_lineage_config_get(repo, key, &v);
+	int rc = tp_git_config_get(repo, key, &v);
 	free(v);
 	return rc == 0;
 }
@@ -319,22 +319,22 @@ static bool config_has(tp_lineage_repo *repo, const char *key)
  * git blobs: nothing reaches git-lfs, hence nothing reaches tenpak. */
 static void warn_without_git_lfs(void)
 {
-	tp_lineage_repo *repo = NULL;
-	tp_lineage_repo_open(&repo); /* outside a repo: global and system config */
+	tp_git_repo *repo = NULL;
+	tp_git_repo_open(&repo); /* outside a repo: global and system config */
 	if (!config_has(repo, "filter.lfs.process") &&
 	    !(config_has(repo, "filter.lfs.clean") && config_has(repo, "filter.lfs.smudge")))
 		fprintf(stderr, "tenpak: warning: git-lfs is not set up (no filter.lfs.process "
 				"in git config): files tracked with 'git lfs track' would be "
 				"committed as plain git blobs and never reach tenpak; run "
 				"'git lfs install'\n");
-	tp_lineage_repo_free(repo);
+	tp_git_repo_free(repo);
 }
 
 /* The value of key in cfg is tenpak: install wrote it. */
-static bool names_tenpak(tp_lineage_config *cfg, const char *key)
+static bool names_tenpak(tp_git_config *cfg, const char *key)
 {
 	char *v = NULL;
-	bool yes = tp_lineage_config_read_own(cfg, key, &v) == 0 && strcmp(v, AGENT_NAME) == 0;
+	bool yes = tp_git_config_read_own(cfg, key, &v) == 0 && strcmp(v, AGENT_NAME) == 0;
 	free(v);
 	return yes;
 }
@@ -342,7 +342,7 @@ static bool names_tenpak(tp_lineage_config *cfg, const char *key)
 /* An older tenpak wrote the unscoped key to ~/.gitconfig, routing every LFS
  * repository of the user. Remove it (or, when asked to touch only the
  * repository, say how), naming what it did. */
-static int migrate_old_install(tp_lineage_config *global, bool remove)
+static int migrate_old_install(tp_git_config *global, bool remove)
 {
 	if (!names_tenpak(global, KEY_STANDALONE))
 		return 0;
@@ -350,23 +350,23 @@ static int migrate_old_install(tp_lineage_config *global, bool remove)
 		fprintf(stderr, "tenpak: warning: %s sets lfs.standalonetransferagent = tenpak "
 				"(an older tenpak install): every LFS repository goes to "
 				"tenpak; 'tenpak install --global' removes it\n",
-			tp_lineage_config_path(global));
+			tp_git_config_path(global));
 		return 0;
 	}
-	int rc = tp_lineage_config_unset(global, KEY_STANDALONE);
+	int rc = tp_git_config_unset(global, KEY_STANDALONE);
 	if (!rc)
 		fprintf(stderr, "tenpak: removed lfs.standalonetransferagent = tenpak from %s "
 				"(an older tenpak install): it sent every LFS repository to "
 				"tenpak, not only yours. Routes are now per remote or repository.\n",
-			tp_lineage_config_path(global));
+			tp_git_config_path(global));
 	return rc;
 }
 
-static int write_registration(tp_lineage_config *cfg, const char *exe, const char *store)
+static int write_registration(tp_git_config *cfg, const char *exe, const char *store)
 {
-	if (tp_lineage_config_set(cfg, KEY_PATH, exe) || tp_lineage_config_set(cfg, KEY_ARGS, "agent") ||
-	    tp_lineage_config_set(cfg, KEY_CONCURRENT, "true") ||
-	    tp_lineage_config_set(cfg, KEY_STORE, store))
+	if (tp_git_config_set(cfg, KEY_PATH, exe) || tp_git_config_set(cfg, KEY_ARGS, "agent") ||
+	    tp_git_config_set(cfg, KEY_CONCURRENT, "true") ||
+	    tp_git_config_set(cfg, KEY_STORE, store))
 		return TP_ECONFIG;
 	return 0;
 }
@@ -387,13 +387,13 @@ static void opts_clear(opts *o)
 		free(o->urls[i]);
 }
 
-static int write_routes(tp_lineage_config *cfg, const opts *o)
+static int write_routes(tp_git_config *cfg, const opts *o)
 {
 	int rc = 0;
 	for (int i = 0; i < o->nremotes && !rc; i++) {
 		char *key = NULL;
 		if ((rc = scoped_key(o->urls[i], &key)) == 0 &&
-		    (rc = tp_lineage_config_set(cfg, key, AGENT_NAME)) == 0)
+		    (rc = tp_git_config_set(cfg, key, AGENT_NAME)) == 0)
 			printf("  route: %s  (%s)\n", o->urls[i], key);
 		free(key);
 	}
@@ -403,7 +403,7 @@ static int write_routes(tp_lineage_config *cfg, const opts *o)
 int tp_cmd_install(int argc, char **argv)
 {
 	opts o = { 0 };
-	tp_lineage_config *cfg = NULL, *repo_cfg = NULL;
+	tp_git_config *cfg = NULL, *repo_cfg = NULL;
 	char *exe = NULL, *url = NULL;
 	int rc = parse_opts("install", argc, argv, true, &o, install_help);
 	if (rc)
@@ -414,38 +414,38 @@ int tp_cmd_install(int argc, char **argv)
 	int exit_code = TP_EXIT_FAIL;
 	bool local = o.where == SCOPE_LOCAL;
 	if (resolve_routes(&o) || self_path(&exe) ||
-	    tp_lineage_config_open(&cfg, local ? TP_LINEAGE_SCOPE_LOCAL : TP_LINEAGE_SCOPE_GLOBAL) ||
+	    tp_git_config_open(&cfg, local ? TP_GIT_SCOPE_LOCAL : TP_GIT_SCOPE_GLOBAL) ||
 	    choose_store(cfg, o.store, &url))
 		goto done;
 	/* With no option and no --remote, a repository here is routed whole. */
 	if (o.where == SCOPE_DEFAULT && o.nremotes == 0) {
-		rc = tp_lineage_config_open(&repo_cfg, TP_LINEAGE_SCOPE_LOCAL);
+		rc = tp_git_config_open(&repo_cfg, TP_GIT_SCOPE_LOCAL);
 		if (rc && rc != TP_ENOTFOUND)
 			goto done;
 	}
 	if (write_registration(cfg, exe, url))
 		goto done;
 	printf("tenpak installed in %s\n  agent: %s agent\n  store: %s\n",
-	       tp_lineage_config_path(cfg), exe, url);
+	       tp_git_config_path(cfg), exe, url);
 	if (write_routes(cfg, &o))
 		goto done;
-	tp_lineage_config *whole = local && o.nremotes == 0 ? cfg : repo_cfg;
+	tp_git_config *whole = local && o.nremotes == 0 ? cfg : repo_cfg;
 	if (whole) {
-		if (tp_lineage_config_set(whole, KEY_STANDALONE, AGENT_NAME))
+		if (tp_git_config_set(whole, KEY_STANDALONE, AGENT_NAME))
 			goto done;
 		printf("  route: every remote of this repository  (%s in %s)\n", KEY_STANDALONE,
-		       tp_lineage_config_path(whole));
+		       tp_git_config_path(whole));
 	} else if (o.nremotes == 0) {
 		printf("  route: none yet. Route a remote with 'tenpak install --remote URL',\n"
 		       "         or run 'tenpak install' inside a repository.\n");
 	}
 	/* --local leaves ~/.gitconfig alone, so it only warns. */
-	tp_lineage_config *global = NULL;
+	tp_git_config *global = NULL;
 	if (!local && migrate_old_install(cfg, true))
 		goto done;
-	if (local && tp_lineage_config_open(&global, TP_LINEAGE_SCOPE_GLOBAL) == 0)
+	if (local && tp_git_config_open(&global, TP_GIT_SCOPE_GLOBAL) == 0)
 		migrate_old_install(global, false);
-	tp_lineage_config_free(global);
+	tp_git_config_free(global);
 	warn_without_git_lfs();
 	exit_code = TP_EXIT_OK;
 done:
@@ -454,25 +454,25 @@ done:
 	free(exe);
 	free(url);
 	opts_clear(&o);
-	tp_lineage_config_free(cfg);
-	tp_lineage_config_free(repo_cfg);
+	tp_git_config_free(cfg);
+	tp_git_config_free(repo_cfg);
 	return exit_code;
 }
 
 /* Unset key if it is in cfg (and, with want, only while it has that value),
  * counting what went. */
-static int remove_key(tp_lineage_config *cfg, const char *key, const char *want, int *removed)
+static int remove_key(tp_git_config *cfg, const char *key, const char *want, int *removed)
 {
 	char *v = NULL;
-	int rc = tp_lineage_config_read_own(cfg, key, &v);
-	if (rc == 0 && (!want || strcmp(v, want) == 0) && (rc = tp_lineage_config_unset(cfg, key)) == 0)
+	int rc = tp_git_config_read_own(cfg, key, &v);
+	if (rc == 0 && (!want || strcmp(v, want) == 0) && (rc = tp_git_config_unset(cfg, key)) == 0)
 		++*removed;
 	free(v);
 	return rc == TP_ENOTFOUND ? 0 : rc;
 }
 
 typedef struct sweep {
-	tp_lineage_config *cfg;
+	tp_git_config *cfg;
 	int removed;
 } sweep;
 
@@ -481,7 +481,7 @@ static int remove_scoped(void *ctx, const char *key, const char *value)
 	sweep *s = ctx;
 	if (strcmp(value, AGENT_NAME) != 0)
 		return 0; /* another agent configured since: the user's choice */
-	int rc = tp_lineage_config_unset(s->cfg, key);
+	int rc = tp_git_config_unset(s->cfg, key);
 	if (!rc)
 		s->removed++;
 	return rc;
@@ -489,7 +489,7 @@ static int remove_scoped(void *ctx, const char *key, const char *value)
 
 /* Remove from one file what install writes there, or only the --remote
  * routes; *removed counts the keys that went. */
-static int uninstall_from(tp_lineage_config *cfg, const opts *o, int *removed)
+static int uninstall_from(tp_git_config *cfg, const opts *o, int *removed)
 {
 	sweep s = { cfg, 0 };
 	int rc = 0;
@@ -505,11 +505,11 @@ static int uninstall_from(tp_lineage_config *cfg, const opts *o, int *removed)
 		for (size_t i = 0; !rc && i < sizeof(keys) / sizeof(keys[0]); i++)
 			rc = remove_key(cfg, keys[i], NULL, &s.removed);
 		if (!rc)
-			rc = tp_lineage_config_each(cfg, "lfs.", ".standalonetransferagent",
+			rc = tp_git_config_each(cfg, "lfs.", ".standalonetransferagent",
 						    remove_scoped, &s);
 	}
 	if (!rc && s.removed)
-		printf("tenpak removed from %s (%d key%s)\n", tp_lineage_config_path(cfg), s.removed,
+		printf("tenpak removed from %s (%d key%s)\n", tp_git_config_path(cfg), s.removed,
 		       s.removed == 1 ? "" : "s");
 	*removed += s.removed;
 	return rc;
@@ -518,7 +518,7 @@ static int uninstall_from(tp_lineage_config *cfg, const opts *o, int *removed)
 int tp_cmd_uninstall(int argc, char **argv)
 {
 	opts o = { 0 };
-	tp_lineage_config *cfg = NULL, *repo_cfg = NULL;
+	tp_git_config *cfg = NULL, *repo_cfg = NULL;
 	int rc = parse_opts("uninstall", argc, argv, false, &o, uninstall_help);
 	if (rc)
 		return rc == TP_CLI_HELP ? TP_EXIT_OK : rc;
@@ -526,25 +526,25 @@ int tp_cmd_uninstall(int argc, char **argv)
 	int exit_code = TP_EXIT_FAIL, removed = 0;
 	bool local = o.where == SCOPE_LOCAL;
 	if (resolve_routes(&o) ||
-	    tp_lineage_config_open(&cfg, local ? TP_LINEAGE_SCOPE_LOCAL : TP_LINEAGE_SCOPE_GLOBAL))
+	    tp_git_config_open(&cfg, local ? TP_GIT_SCOPE_LOCAL : TP_GIT_SCOPE_GLOBAL))
 		goto done;
 	/* With no option, a repository here is cleaned too: install routed it. */
 	if (o.where == SCOPE_DEFAULT) {
-		rc = tp_lineage_config_open(&repo_cfg, TP_LINEAGE_SCOPE_LOCAL);
+		rc = tp_git_config_open(&repo_cfg, TP_GIT_SCOPE_LOCAL);
 		if (rc && rc != TP_ENOTFOUND)
 			goto done;
 	}
 	if (uninstall_from(cfg, &o, &removed) || (repo_cfg && uninstall_from(repo_cfg, &o, &removed)))
 		goto done;
 	if (removed == 0)
-		printf("tenpak: nothing to remove in %s%s%s\n", tp_lineage_config_path(cfg),
-		       repo_cfg ? " or " : "", repo_cfg ? tp_lineage_config_path(repo_cfg) : "");
+		printf("tenpak: nothing to remove in %s%s%s\n", tp_git_config_path(cfg),
+		       repo_cfg ? " or " : "", repo_cfg ? tp_git_config_path(repo_cfg) : "");
 	exit_code = TP_EXIT_OK;
 done:
 	if (exit_code != TP_EXIT_OK)
 		tp_cli_fail("uninstall");
 	opts_clear(&o);
-	tp_lineage_config_free(cfg);
-	tp_lineage_config_free(repo_cfg);
+	tp_git_config_free(cfg);
+	tp_git_config_free(repo_cfg);
 	return exit_code;
 }

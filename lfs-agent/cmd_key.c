@@ -60,14 +60,14 @@ static int generate(const char *out)
 static int show(const char *file)
 {
 	char *path = NULL, pub[TP_SIGN_PUBLIC_TEXT_MAX];
-	tp_lineage_repo *repo = NULL;
+	tp_git_repo *repo = NULL;
 	tp_sign_key *k = NULL;
 	int rc = 0;
 	if (file) {
 		path = strdup(file);
 	} else {
-		tp_lineage_repo_open(&repo); /* none: global config */
-		rc = tp_lineage_config_get(repo, "tenpak.signingkey", &path);
+		tp_git_repo_open(&repo); /* none: global config */
+		rc = tp_git_config_get(repo, "tenpak.signingkey", &path);
 		if (rc == TP_ENOTFOUND)
 			tp_error_set(rc, "no FILE given and tenpak.signingkey is not set");
 	}
@@ -78,7 +78,7 @@ static int show(const char *file)
 		printf("%s\n", pub);
 	}
 	tp_sign_key_free(k);
-	tp_lineage_repo_free(repo);
+	tp_git_repo_free(repo);
 	free(path);
 	return rc ? tp_cli_fail("key show") : TP_EXIT_OK;
 }

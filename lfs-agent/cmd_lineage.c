@@ -212,7 +212,7 @@ static uint64_t whole_size(const tp_transfer_plan *plan, const char *target)
 /* The plan is the one a push of this file would execute, made by t against
  * the store. store may be NULL: there is none yet (no_store), or it could
  * not be opened; t then plans against an empty one. */
-static int report(tp_lineage_repo *repo, tp_transfer *t, tp_store *store, bool no_store,
+static int report(tp_git_repo *repo, tp_transfer *t, tp_store *store, bool no_store,
 		  const tp_lineage *l, bool json)
 {
 	char *target = NULL;
@@ -256,16 +256,16 @@ int tp_cmd_lineage(int argc, char **argv)
 	}
 	if (rc)
 		return rc;
-	tp_lineage_repo *repo = NULL;
+	tp_git_repo *repo = NULL;
 	tp_store *store = NULL, *empty = NULL;
 	tp_transfer *t = NULL;
 	char **paths = NULL;
 	size_t n = 0;
 	int exit_code = TP_EXIT_OK;
-	if (tp_lineage_repo_open(&repo) != 0)
+	if (tp_git_repo_open(&repo) != 0)
 		return tp_cli_fail("lineage");
 	if (npos == 0 && tp_lineage_list_models(repo, &paths, &n) != 0) {
-		tp_lineage_repo_free(repo);
+		tp_git_repo_free(repo);
 		return tp_cli_fail("lineage");
 	}
 	/* Lineage is worth showing before the first push: without a store, say
@@ -295,6 +295,6 @@ int tp_cmd_lineage(int argc, char **argv)
 	tp_store_free(empty);
 	tp_store_free(store);
 	tp_lineage_paths_free(paths, n);
-	tp_lineage_repo_free(repo);
+	tp_git_repo_free(repo);
 	return exit_code;
 }

@@ -88,7 +88,7 @@ static void print_stats(const char *url, const tp_store_stats *st)
  * the store, which must exist, for fsck a transfer (rebuilds, signature
  * policy) and for show the signature policy. */
 typedef struct session {
-	tp_lineage_repo *repo;
+	tp_git_repo *repo;
 	tp_store *store;
 	char *url;
 	tp_transfer *t;
@@ -98,7 +98,7 @@ typedef struct session {
 static int session_open(session *s, const char *store_flag)
 {
 	memset(s, 0, sizeof(*s));
-	int rc = tp_lineage_repo_open(&s->repo);
+	int rc = tp_git_repo_open(&s->repo);
 	if (rc == TP_ENOTFOUND)
 		rc = 0;
 	return rc ? rc : tp_cli_store_open_existing(s->repo, store_flag, &s->store, &s->url);
@@ -110,7 +110,7 @@ static int session_close(session *s, int rc, const char *cmd, int code)
 	tp_transfer_free(s->t);
 	tp_provenance_free(s->provenance);
 	tp_store_free(s->store);
-	tp_lineage_repo_free(s->repo);
+	tp_git_repo_free(s->repo);
 	free(s->url);
 	return rc ? tp_cli_fail(cmd) : code;
 }

@@ -45,34 +45,6 @@
 #define SHALLOW_MAX (16u << 20)
 #define PATH_CAP 4096 /* deeper pointers cannot be checked out anyway */
 
-/* ---- pointers ------------------------------------------------------------ */
-
-bool tp_lineage_pointer_parse(const char *p, size_t n, char oid[TP_OID_HEXLEN + 1], uint64_t *size)
-{
-	static const char version[] = "version https://git-lfs.github.com/spec/v1\n";
-	char text[TP_LINEAGE_POINTER_MAX + 1];
-	if (n > TP_LINEAGE_POINTER_MAX || n < sizeof(version) - 1 ||
-	    memcmp(p, version, sizeof(version) - 1))
-		return false;
-	memcpy(text, p, n);
-	text[n] = '\0';
-	const char *o = strstr(text, "\noid sha256:");
-	const char *s = strstr(text, "\nsize ");
-	if (!o || !s)
-		return false;
-	o += 12;
-	if (strlen(o) < TP_OID_HEXLEN + 1 || o[TP_OID_HEXLEN] != '\n')
-		return false;
-	memcpy(oid, o, TP_OID_HEXLEN);
-	oid[TP_OID_HEXLEN] = '\0';
-	char *end;
-	unsigned long long v = strtoull(s + 6, &end, 10);
-	if (!tp_oid_valid(oid) || end == s + 6 || *end != '\n')
-		return false;
-	*size = v;
-	return true;
-}
-
 /* ---- growable arrays and a set of commit ids ----------------------------------- */
 
 /* Room for one more element in *p (holding n of *alloc). */
@@ -183,7 +155,7 @@ static void history_clear(tp_lineage_index *ix)
 	oidset_free(&ix->seen);
 }
 
-void tp_lineage_index_clear(tp_lineage_repo *r)
+void tp_lineage_index_clear(tp_git_repo *r)
 {
 	tp_lineage_index *ix = r->index;
 	if (!ix)
@@ -421,32 +393,17 @@ static int scan_history(scan_ctx *s)
 static int shallow_key(git_repository *repo, char out[TP_OID_HEXLEN + 1])
 {
 	char *path = NULL;
-	int fd = -1, rc = tp_path_join(&path, git_repository_commondir(repo), "shallow");
-	struct stat st;
+	tp_buf text = TP_BUF_INIT(SHALLOW_MAX);
+	int rc = tp_path_join(&path, git_repository_commondir(repo), "shallow");
 	if (rc)
 		return rc;
 	strcpy(out, "-");
-	rc = tp_fs_open_regular(path, &fd);
-	if (rc == TP_ENOTFOUND) {
+	rc = tp_fs_read_regular(path, &text);
+	if (rc == 0)
+		tp_sha256_hex_of(text.ptr ? text.ptr : "", text.len, out);
+	else if (rc == TP_ENOTFOUND)
 		rc = 0;
-		goto done;
-	}
-	if (rc)
-		goto done;
-	if (fstat(fd, &st) != 0 || st.st_size > SHALLOW_MAX) {
-		rc = tp_error_set(TP_ETOOBIG, "%s: unreadable or too large", path);
-		goto done;
-	}
-	char *text = malloc((size_t)st.st_size + 1);
-	size_t got = 0;
-	rc = text ? tp_fs_read_full(fd, text, (size_t)st.st_size, &got)
-		  : tp_error_set(TP_ENOMEM, "out of memory");
-	if (!rc)
-		tp_sha256_hex_of(text, got, out);
-	free(text);
-done:
-	if (fd >= 0)
-		close(fd);
+	tp_buf_free(&text);
 	free(path);
 	return rc;
 }
@@ -530,30 +487,28 @@ static bool cache_line(tp_lineage_index *ix, char *line, int *rc)
 /* Load the cache into ix; a missing, stale or malformed file loads nothing. */
 static int cache_load(git_repository *repo, tp_lineage_index *ix, const char *key)
 {
-	char *path = NULL, *text = NULL;
-	int fd = -1, rc = cache_path(repo, false, &path);
-	struct stat st;
+	char *path = NULL;
+	tp_buf b = TP_BUF_INIT(CACHE_MAX);
+	int rc = cache_path(repo, false, &path);
 	if (rc)
 		return rc;
-	if (tp_fs_open_regular(path, &fd) != 0)
+	int err = tp_fs_read_regular(path, &b);
+	if (err == TP_ENOMEM) {
+		rc = err;
 		goto done;
-	if (fstat(fd, &st) != 0 || st.st_size > CACHE_MAX) {
+	}
+	if (err == TP_ENOTFOUND || err == TP_EINVAL)
+		goto done; /* none yet, or not a file we wrote */
+	if (err == TP_ETOOBIG) {
 		tp_trace("%s: too large, ignored", path);
 		goto done;
 	}
-	size_t got = 0;
-	if (!(text = malloc((size_t)st.st_size + 1))) {
-		rc = tp_error_set(TP_ENOMEM, "out of memory");
-		goto done;
-	}
 	/* A complete file ends its last record with a newline. */
-	if (tp_fs_read_full(fd, text, (size_t)st.st_size, &got) != 0 || got != (size_t)st.st_size ||
-	    got == 0 || text[got - 1] != '\n') {
+	if (err || b.len == 0 || b.ptr[b.len - 1] != '\n') {
 		tp_trace("%s: unreadable or cut short, rescanning", path);
 		goto done;
 	}
-	text[got] = '\0';
-	char *save = NULL, *line = strtok_r(text, "\n", &save);
+	char *save = NULL, *line = strtok_r(b.ptr, "\n", &save);
 	bool ok = line && strcmp(line, CACHE_MAGIC) == 0;
 	line = ok ? strtok_r(NULL, "\n", &save) : NULL;
 	ok = ok && line && strncmp(line, "shallow ", 8) == 0;
@@ -580,9 +535,7 @@ static int cache_load(git_repository *repo, tp_lineage_index *ix, const char *ke
 done:
 	if (rc)
 		history_clear(ix);
-	if (fd >= 0)
-		close(fd);
-	free(text);
+	tp_buf_free(&b);
 	free(path);
 	return rc;
 }
@@ -698,7 +651,7 @@ static double ms_since(const struct timespec *t0)
 	return (double)(t1.tv_sec - t0->tv_sec) * 1e3 + (double)(t1.tv_nsec - t0->tv_nsec) / 1e6;
 }
 
-int tp_lineage_index_build(tp_lineage_repo *r)
+int tp_lineage_index_build(tp_git_repo *r)
 {
 	static const char *const branches[] = { "refs/heads/", NULL };
 	char key[TP_OID_HEXLEN + 1];
@@ -714,7 +667,7 @@ int tp_lineage_index_build(tp_lineage_repo *r)
 	if (!rc && !(s = calloc(1, sizeof(*s))))
 		rc = tp_error_set(TP_ENOMEM, "out of memory");
 	if (!rc && git_repository_odb(&s->odb, r->repo) != 0)
-		rc = tp_lineage_git_fail(TP_EIO, "opening the object database");
+		rc = tp_git_fail(TP_EIO, "opening the object database");
 	if (rc)
 		goto done;
 	s->repo = r->repo;
@@ -754,7 +707,7 @@ done:
 	return 0;
 }
 
-void tp_lineage_index_find(tp_lineage_repo *r, const char *oid,
+void tp_lineage_index_find(tp_git_repo *r, const char *oid,
 			   const tp_lineage_entry *const **first, size_t *n)
 {
 	const tp_lineage_index *ix = r->index;
@@ -773,7 +726,7 @@ void tp_lineage_index_find(tp_lineage_repo *r, const char *oid,
 	*n = end - lo;
 }
 
-void tp_lineage_index_head(tp_lineage_repo *r, const tp_lineage_entry **first, size_t *n)
+void tp_lineage_index_head(tp_git_repo *r, const tp_lineage_entry **first, size_t *n)
 {
 	const tp_lineage_index *ix = r->index;
 	size_t k = 0;

@@ -120,7 +120,7 @@ int tp_transfer_local_copy(tp_transfer *t, const char *oid, uint64_t size, const
 		return (*path = strdup(hint)) ? 0 : tp_error_set(TP_ENOMEM, "out of memory");
 	/* tp_lineage_find_local prefers the repository's copy; without the
 	 * repository it looks in the HF cache only, the next place to try. */
-	tp_lineage_repo *from[2] = { t->repo, NULL };
+	tp_git_repo *from[2] = { t->repo, NULL };
 	for (int i = 0; i < (t->repo ? 2 : 1); i++) {
 		char *p = NULL;
 		if (tp_lineage_find_local(from[i], oid, size, &p) != 0)

@@ -53,12 +53,12 @@ static int trusted_add(tp_provenance *p, const char *key, size_t len)
 	return 0;
 }
 
-static int config_read(tp_provenance *p, tp_lineage_repo *repo)
+static int config_read(tp_provenance *p, tp_git_repo *repo)
 {
 	char *v = NULL, *path = NULL;
 	int rc = 0;
 	p->verify = TP_PROVENANCE_VERIFY_IF_SIGNED;
-	if (tp_lineage_config_get(repo, "tenpak.verify", &v) == 0) {
+	if (tp_git_config_get(repo, "tenpak.verify", &v) == 0) {
 		if (strcmp(v, "off") == 0)
 			p->verify = TP_PROVENANCE_VERIFY_OFF;
 		else if (strcmp(v, "required") == 0)
@@ -69,7 +69,7 @@ static int config_read(tp_provenance *p, tp_lineage_repo *repo)
 		free(v);
 		v = NULL;
 	}
-	if (!rc && tp_lineage_config_get(repo, "tenpak.trustedkeys", &v) == 0) {
+	if (!rc && tp_git_config_get(repo, "tenpak.trustedkeys", &v) == 0) {
 		for (char *s = v; !rc && *s;) {
 			size_t skip = strspn(s, " \t,"), len;
 			s += skip;
@@ -84,7 +84,7 @@ static int config_read(tp_provenance *p, tp_lineage_repo *repo)
 	if (!rc && p->verify == TP_PROVENANCE_VERIFY_REQUIRED && p->ntrusted == 0)
 		rc = tp_error_set(TP_ECONFIG, "tenpak.verify is required but tenpak.trustedkeys "
 				  "lists no key");
-	if (!rc && tp_lineage_config_get(repo, "tenpak.signingkey", &v) == 0) {
+	if (!rc && tp_git_config_get(repo, "tenpak.signingkey", &v) == 0) {
 		rc = expand_home(v, &path);
 		if (!rc)
 			rc = tp_sign_key_load(&p->signer, path);
@@ -96,7 +96,7 @@ static int config_read(tp_provenance *p, tp_lineage_repo *repo)
 	return rc ? TP_ECONFIG : 0;
 }
 
-int tp_provenance_new(tp_provenance **out, tp_lineage_repo *repo)
+int tp_provenance_new(tp_provenance **out, tp_git_repo *repo)
 {
 	tp_provenance *p = calloc(1, sizeof(*p));
 	if (!p)

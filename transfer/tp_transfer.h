@@ -67,7 +67,7 @@ typedef struct tp_transfer_opts {
  * lineage, no local objects, global config) and store must outlive it.
  * opts may be NULL (every default). Reads tenpak.maxchain,
  * tenpak.rebuildfactor and the provenance keys from git config. */
-int tp_transfer_new(tp_transfer **out, tp_store *store, tp_lineage_repo *repo,
+int tp_transfer_new(tp_transfer **out, tp_store *store, tp_git_repo *repo,
 		    const tp_transfer_opts *opts);
 void tp_transfer_free(tp_transfer *t);
 /* The scratch directory in use (opts->tmp_dir or its default). */
@@ -174,7 +174,7 @@ const char *tp_provenance_sig_name(tp_provenance_sig s);
  * (a key file, "~/" is HOME) from the git config of repo (may be NULL:
  * global config). TP_ECONFIG for a bad value, required without a trusted
  * key, or a key file that cannot be loaded. */
-int tp_provenance_new(tp_provenance **out, tp_lineage_repo *repo);
+int tp_provenance_new(tp_provenance **out, tp_git_repo *repo);
 void tp_provenance_free(tp_provenance *p);
 /* True when manifests written under p are signed (tenpak.signingkey). */
 bool tp_provenance_signs(const tp_provenance *p);

@@ -82,10 +82,10 @@ void tp_transfer_scratch_clear(tp_transfer_scratch *l)
 /* ---- setup --------------------------------------------------------------- */
 
 /* A whole number from git config key, 0 to max; TP_ENOTFOUND when unset. */
-static int config_number(tp_lineage_repo *repo, const char *key, long max, long *out)
+static int config_number(tp_git_repo *repo, const char *key, long max, long *out)
 {
 	char *v = NULL, *end;
-	int rc = tp_lineage_config_get(repo, key, &v);
+	int rc = tp_git_config_get(repo, key, &v);
 	if (rc)
 		return rc;
 	errno = 0;
@@ -100,12 +100,12 @@ static int config_number(tp_lineage_repo *repo, const char *key, long max, long 
 
 /* Scratch space: <lfs>/tmp in a repository (downloads must land on the
  * filesystem git-lfs renames them on), else the system's temp dir. */
-static int default_tmp_dir(tp_lineage_repo *repo, char **out)
+static int default_tmp_dir(tp_git_repo *repo, char **out)
 {
 	char *lfs = NULL;
 	int rc;
 	if (repo) {
-		if ((rc = tp_lineage_repo_lfs_dir(repo, &lfs)) != 0)
+		if ((rc = tp_git_repo_lfs_dir(repo, &lfs)) != 0)
 			return rc;
 		rc = tp_path_join(out, lfs, "tmp");
 		free(lfs);
@@ -118,7 +118,7 @@ static int default_tmp_dir(tp_lineage_repo *repo, char **out)
 	return tp_path_join(out, tmp && *tmp ? tmp : "/tmp", name);
 }
 
-static int setup(tp_transfer *t, tp_store *store, tp_lineage_repo *repo,
+static int setup(tp_transfer *t, tp_store *store, tp_git_repo *repo,
 		 const tp_transfer_opts *opts)
 {
 	t->store = store;
@@ -157,7 +157,7 @@ static int setup(tp_transfer *t, tp_store *store, tp_lineage_repo *repo,
 	return rc ? rc : tp_fs_mkdirs(t->tmp_dir);
 }
 
-int tp_transfer_new(tp_transfer **out, tp_store *store, tp_lineage_repo *repo,
+int tp_transfer_new(tp_transfer **out, tp_store *store, tp_git_repo *repo,
 		    const tp_transfer_opts *opts)
 {
 	static const tp_transfer_opts defaults = { 0 };

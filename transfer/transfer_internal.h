@@ -12,7 +12,7 @@ typedef struct tp_transfer_hashes tp_transfer_hashes;
 
 struct tp_transfer {
 	tp_store *store;
-	tp_lineage_repo *repo; /* may be NULL: no lineage, no local objects */
+	tp_git_repo *repo; /* may be NULL: no lineage, no local objects */
 	bool store_only;       /* bases only from the store (fsck) */
 	char *tmp_dir;         /* scratch files, on the LFS storage's filesystem */
 	unsigned threads;      /* codec threads per object */

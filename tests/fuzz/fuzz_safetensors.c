@@ -51,6 +51,32 @@ static void parse(const uint8_t *data, size_t len, uint64_t file_size)
 	free(head);
 }
 
+/* The bytes as a sharded model's index, in memory: what the parser
+ * accepts is a non-empty, capped list of distinct plain file names. */
+static void index_text(const uint8_t *data, size_t len)
+{
+	char *text = malloc(len ? len : 1); /* exact size: over-reads are caught */
+	char **names = NULL;
+	size_t n = 0;
+	if (!text)
+		return;
+	memcpy(text, data, len);
+	if (tp_safetensors_index_parse(text, len, &names, &n) == 0) {
+		if (n == 0 || n > TP_ST_INDEX_MAX_SHARDS)
+			abort();
+		for (size_t i = 0; i < n; i++) {
+			if (!names[i][0] || strchr(names[i], '/') || !strcmp(names[i], ".") ||
+			    !strcmp(names[i], ".."))
+				abort();
+			for (size_t k = 0; n <= 1024 && k < i; k++)
+				if (!strcmp(names[i], names[k]))
+					abort();
+		}
+		tp_safetensors_shards_free(names, n);
+	}
+	free(text);
+}
+
 /* The same bytes as files: a model file read through its fd path, and a
  * sharded model's index (both come from the repo). */
 static void as_files(const uint8_t *data, size_t size)
@@ -81,6 +107,7 @@ static void as_files(const uint8_t *data, size_t size)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	parse(data, size, size);
+	index_text(data, size);
 	as_files(data, size);
 	if (size < 8)
 		return 0;

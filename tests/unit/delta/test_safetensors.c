@@ -157,6 +157,84 @@ static void test_index(void)
 	rmdir(dir);
 }
 
+/* The pure index parser every reader of an index shares (delta's base
+ * sets, lineage's base lookup). */
+static int index_count(const char *json, size_t len)
+{
+	char **names = NULL;
+	size_t n = 0;
+	int rc = tp_safetensors_index_parse(json, len, &names, &n);
+	if (rc == 0) {
+		size_t dups = 0;
+		for (size_t i = 0; i < n; i++)
+			for (size_t k = 0; k < i; k++)
+				dups += strcmp(names[i], names[k]) == 0;
+		CHECK(dups == 0);
+		tp_safetensors_shards_free(names, n);
+	}
+	return rc ? rc : (int)n;
+}
+
+#define INDEX_COUNT(json) index_count(json, strlen(json))
+
+static void test_index_parse(void)
+{
+	char **names = NULL;
+	size_t n = 0;
+	const char *ok = "{\"weight_map\":{\"a\":\"s1\",\"b\":\"s2\",\"c\":\"s1\"}}";
+	CHECK(tp_safetensors_index_parse(ok, strlen(ok), &names, &n) == 0 && n == 2);
+	if (n == 2) {
+		CHECK(strcmp(names[0], "s1") == 0);
+		CHECK(strcmp(names[1], "s2") == 0);
+	}
+	tp_safetensors_shards_free(names, n);
+	/* Bytes past len are not read: the same text cut short is bad JSON. */
+	CHECK(index_count(ok, strlen(ok) - 2) == TP_ECORRUPT);
+	CHECK(index_count(NULL, 0) == TP_ECORRUPT);
+	CHECK(INDEX_COUNT("{\"weight_map\":{\"a\":\"../x\"}}") == TP_ECORRUPT);
+	CHECK(INDEX_COUNT("{\"weight_map\":{\"a\":\"s1\",\"b\":\"d/s2\"}}") == TP_ECORRUPT);
+	CHECK(INDEX_COUNT("{\"weight_map\":{\"a\":\"/etc/passwd\"}}") == TP_ECORRUPT);
+	CHECK(INDEX_COUNT("{\"weight_map\":{\"a\":\".\"}}") == TP_ECORRUPT);
+	CHECK(INDEX_COUNT("{\"weight_map\":{\"a\":\"\"}}") == TP_ECORRUPT);
+	CHECK(INDEX_COUNT("{\"weight_map\":{\"a\":\"s1\",\"b\":7}}") == TP_ECORRUPT);
+	CHECK(INDEX_COUNT("{\"weight_map\":{\"a\":\"s1\",\"b\":[\"s2\"]}}") == TP_ECORRUPT);
+	CHECK(INDEX_COUNT("{\"weight_map\":[\"s1\"]}") == TP_ECORRUPT);
+	CHECK(INDEX_COUNT("{\"weight_map\":{}}") == TP_ECORRUPT);
+	CHECK(INDEX_COUNT("{\"metadata\":{}}") == TP_ECORRUPT);
+	CHECK(INDEX_COUNT("[]") == TP_ECORRUPT);
+
+	/* The shard cap: exactly at it parses; one more distinct name does
+	 * not, however many duplicates come first. */
+	size_t cap = 64 + (TP_ST_INDEX_MAX_SHARDS + 1) * 24u + 1000u * 12u;
+	char *big = malloc(cap);
+	size_t len = (size_t)snprintf(big, cap, "{\"weight_map\":{");
+	for (unsigned i = 0; i < 1000; i++)
+		len += (size_t)snprintf(big + len, cap - len, "\"d%u\":\"s0\",", i);
+	for (unsigned i = 0; i < TP_ST_INDEX_MAX_SHARDS; i++)
+		len += (size_t)snprintf(big + len, cap - len, "%s\"t%u\":\"s%u\"", i ? "," : "", i, i);
+	size_t at_cap = len;
+	snprintf(big + len, cap - len, "}}");
+	CHECK(index_count(big, strlen(big)) == (int)TP_ST_INDEX_MAX_SHARDS);
+	snprintf(big + at_cap, cap - at_cap, ",\"x\":\"s%u\"}}", TP_ST_INDEX_MAX_SHARDS);
+	CHECK(index_count(big, strlen(big)) == TP_ETOOBIG);
+	free(big);
+
+	/* Every distinct name up to the cap, then 4 MiB of the last one again:
+	 * each repeat is a binary search (this took 13 s when each was
+	 * compared with every name before it). */
+	cap = 4u << 20;
+	big = malloc(cap);
+	len = (size_t)snprintf(big, cap, "{\"weight_map\":{");
+	for (unsigned i = 0; i < TP_ST_INDEX_MAX_SHARDS; i++)
+		len += (size_t)snprintf(big + len, cap - len, "\"t%u\":\"s%u\",", i, i);
+	for (unsigned i = 0; len + 64 < cap; i++)
+		len += (size_t)snprintf(big + len, cap - len, "\"d%u\":\"s%u\",", i,
+					TP_ST_INDEX_MAX_SHARDS - 1);
+	snprintf(big + len, cap - len, "\"z\":\"s0\"}}");
+	CHECK(index_count(big, strlen(big)) == (int)TP_ST_INDEX_MAX_SHARDS);
+	free(big);
+}
+
 int main(void)
 {
 	TP_TEST_RUN(test_valid);
@@ -164,5 +242,6 @@ int main(void)
 	TP_TEST_RUN(test_rejects);
 	TP_TEST_RUN(test_fuzz);
 	TP_TEST_RUN(test_index);
+	TP_TEST_RUN(test_index_parse);
 	return TP_TEST_RESULT();
 }
