@@ -103,6 +103,17 @@ static inline bool tp_mul_ok(size_t a, size_t b, size_t *out)
 	return !__builtin_mul_overflow(a, b, out);
 }
 
+/* ---- numbers from text -------------------------------------------------- */
+
+/* A whole decimal number in [min, max]: digits only, so no sign, space,
+ * "0x" or trailing text; leading zeros are fine. TP_EINVAL, with a message
+ * quoting s, for anything else (NULL included) or a value out of range. */
+int tp_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out);
+/* The same for a byte count: digits, then optionally K, M or G (binary
+ * multiples, either case) followed by nothing, "B" or "iB": "64M", "64MiB",
+ * "8g". The range applies to the bytes. */
+int tp_parse_size(const char *s, uint64_t min, uint64_t max, uint64_t *out);
+
 /* ---- logging (stderr, plus a trace file when asked) --------------------- */
 
 enum { TP_LOG_ERROR = 0, TP_LOG_WARN = 1, TP_LOG_INFO = 2, TP_LOG_TRACE = 3 };

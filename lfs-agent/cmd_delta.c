@@ -53,12 +53,10 @@ static int usage_error(const char *cmd, const char *msg, const char *arg)
 
 static bool parse_uint(const char *s, unsigned long max, unsigned long *out)
 {
-	char *end;
-	errno = 0;
-	unsigned long v = strtoul(s, &end, 10);
-	if (errno || end == s || *end || s[0] == '-' || v > max)
+	uint64_t v;
+	if (tp_parse_u64(s, 0, max, &v) < 0)
 		return false;
-	*out = v;
+	*out = (unsigned long)v;
 	return true;
 }
 
@@ -112,9 +110,10 @@ static int parse_option(const char *cmd, int argc, char **argv, int *i, args *a)
 			return usage_error(cmd, "--level must be 1..22, got", v);
 		a->opts.level = (int)n;
 	} else if ((v = opt_value(argc, argv, i, "--chunk-size"))) { /* for experiments */
-		if (!parse_uint(v, TP_DELTA_CHUNK_MAX, &n))
+		uint64_t size;
+		if (tp_parse_size(v, 0, TP_DELTA_CHUNK_MAX, &size) < 0)
 			return usage_error(cmd, "bad --chunk-size", v);
-		a->opts.chunk_size = n;
+		a->opts.chunk_size = (size_t)size;
 	} else if ((v = opt_value(argc, argv, i, "--transform"))) { /* for experiments */
 		if (parse_xform(v, &a->opts.force_xform) < 0)
 			return usage_error(cmd, "--transform must be auto, xor or ulp, got", v);

@@ -45,14 +45,14 @@ typedef struct args {
 	bool json, no_bos;
 } args;
 
-static bool parse_size(const char *s, size_t max, size_t *out)
+/* An optional flag's number into *out; false when it is bad. */
+static bool parse_number(const char *s, uint64_t min, uint64_t max, size_t *out)
 {
-	char *end;
-	errno = 0;
-	unsigned long long v = s ? strtoull(s, &end, 10) : 0;
-	if (!s || errno || end == s || *end || s[0] == '-' || v > max)
+	uint64_t v;
+	if (s && tp_parse_u64(s, min, max, &v) < 0)
 		return false;
-	*out = (size_t)v;
+	if (s)
+		*out = (size_t)v;
 	return true;
 }
 
@@ -84,11 +84,11 @@ static int parse_args(int argc, char **argv, args *a, tp_eval_opts *o, size_t *t
 	*decode = DECODE_DEFAULT;
 	if (a->mode && tp_ppl_mode_from_name(a->mode, &o->mode) < 0)
 		return tp_cli_usage_error("eval", "--mode must be llamacpp or strided");
-	if ((a->ctx && (!parse_size(a->ctx, 1u << 20, &o->ctx) || o->ctx < 4)) ||
-	    (a->stride && (!parse_size(a->stride, o->ctx, &o->stride) || o->stride == 0)) ||
-	    (a->max_tokens && !parse_size(a->max_tokens, SIZE_MAX, &o->max_tokens)) ||
-	    (a->threads && (!parse_size(a->threads, 256, threads) || *threads == 0)) ||
-	    (a->decode && !parse_size(a->decode, 1u << 16, decode)))
+	if (!parse_number(a->ctx, 4, 1u << 20, &o->ctx) ||
+	    !parse_number(a->stride, 1, o->ctx, &o->stride) ||
+	    !parse_number(a->max_tokens, 0, SIZE_MAX, &o->max_tokens) ||
+	    !parse_number(a->threads, 1, 256, threads) ||
+	    !parse_number(a->decode, 0, 1u << 16, decode))
 		return tp_cli_usage_error("eval", "bad number in --ctx, --stride, --max-tokens, "
 					  "--threads or --decode");
 	return TP_CLI_PARSED;

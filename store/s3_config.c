@@ -2,7 +2,6 @@
  * Opening an S3 store: the URL, settings (URL query, then the caller's
  * config), and credentials (environment, then the shared credentials file).
  */
-#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -103,35 +102,20 @@ static int parse_bool(const char *name, const char *v, bool *out)
 /* "64M", "64MiB", "8g", or plain bytes. */
 static int parse_size(const char *name, const char *v, uint64_t lo, uint64_t hi, uint64_t *out)
 {
-	char *end;
-	errno = 0;
-	unsigned long long n = strtoull(v, &end, 10);
-	uint64_t mult = 1;
-	switch (*end) {
-	case 'k': case 'K': mult = 1024; end++; break;
-	case 'm': case 'M': mult = MiB; end++; break;
-	case 'g': case 'G': mult = 1024 * MiB; end++; break;
-	default: break;
-	}
-	if (mult > 1 && (!strcmp(end, "iB") || !strcmp(end, "B")))
-		end += strlen(end);
-	if (errno || end == v || *end || n > hi / mult || n * mult < lo)
+	if (tp_parse_size(v, lo, hi, out) < 0)
 		return tp_error_set(TP_ECONFIG, "s3 %s \"%s\" must be a size from %llu to %llu bytes "
 				    "(suffixes K, M, G)", name, v, (unsigned long long)lo,
 				    (unsigned long long)hi);
-	*out = n * mult;
 	return 0;
 }
 
-static int parse_int(const char *name, const char *v, long lo, long hi, long *out)
+static int parse_count(const char *name, const char *v, uint64_t lo, uint64_t hi, long *out)
 {
-	char *end;
-	errno = 0;
-	long n = strtol(v, &end, 10);
-	if (errno || end == v || *end || n < lo || n > hi)
-		return tp_error_set(TP_ECONFIG, "s3 %s \"%s\" must be a number from %ld to %ld", name,
-				    v, lo, hi);
-	*out = n;
+	uint64_t n;
+	if (tp_parse_u64(v, lo, hi, &n) < 0)
+		return tp_error_set(TP_ECONFIG, "s3 %s \"%s\" must be a number from %llu to %llu",
+				    name, v, (unsigned long long)lo, (unsigned long long)hi);
+	*out = (long)n;
 	return 0;
 }
 
@@ -390,14 +374,14 @@ static int apply_settings(s3_store *s, s3_settings *st)
 	v = NULL;
 	long parallel = DEFAULT_PARALLEL, retries = DEFAULT_RETRIES;
 	s->timeout_s = DEFAULT_TIMEOUT_S;
-	struct { const char *name; long lo, hi; long *dst; } ints[] = {
+	struct { const char *name; uint64_t lo, hi; long *dst; } ints[] = {
 		{ "parallel", 1, 64, &parallel },
 		{ "retries", 0, 100, &retries },
 		{ "timeout", 1, 86400, &s->timeout_s },
 	};
 	for (size_t i = 0; i < sizeof(ints) / sizeof(ints[0]); i++) {
 		if ((rc = setting(st, ints[i].name, &v)) ||
-		    (v && (rc = parse_int(ints[i].name, v, ints[i].lo, ints[i].hi, ints[i].dst))))
+		    (v && (rc = parse_count(ints[i].name, v, ints[i].lo, ints[i].hi, ints[i].dst))))
 			goto done;
 		free(v);
 		v = NULL;
