@@ -361,9 +361,8 @@ static int emit_chunk(void *ctx, const slot *s)
 	e->m->segs[d->seg].stored_bytes += s->out_len;
 	e->m->segs[d->seg].same_chunks += s->out_len == TP_DELTA_CHUNK_HDR;
 	e->done += d->len;
-	if (e->o->progress)
-		e->o->progress(e->o->progress_ctx, e->done, e->m->target_size);
-	return emit_bytes(e, s->out, s->out_len);
+	int rc = tp_delta_report(e->o, e->done, e->m->target_size);
+	return rc ? rc : emit_bytes(e, s->out, s->out_len);
 }
 
 static int emit_plan(emit *e)
@@ -450,8 +449,9 @@ int tp_delta_compress(const char *target, const char *const *bases, size_t nbase
 	e.o = &s.o;
 	e.m = s.m;
 	tp_sha256_init(&e.sha);
+	/* run_jobs may return a progress callback's positive code. */
 	if ((rc = list_jobs(s.m, false, &s.jobs, &s.njobs)) < 0 || (rc = emit_plan(&e)) < 0 ||
-	    (rc = run_jobs(&s.c, s.jobs, s.njobs, emit_chunk, &e)) < 0 || (rc = emit_end(&e)) < 0)
+	    (rc = run_jobs(&s.c, s.jobs, s.njobs, emit_chunk, &e)) != 0 || (rc = emit_end(&e)) < 0)
 		goto done;
 	if (stats) {
 		stats->target_bytes = s.m->target_size;
@@ -461,7 +461,7 @@ int tp_delta_compress(const char *target, const char *const *bases, size_t nbase
 	}
 done:
 	session_close(&s);
-	return rc < 0 ? tp_error_wrap(rc, "delta compress %s", target) : 0;
+	return rc ? tp_error_wrap(rc, "delta compress %s", target) : 0;
 }
 
 int tp_delta_compress_file(const char *target, const char *const *bases, size_t nbases,

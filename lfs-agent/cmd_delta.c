@@ -124,18 +124,19 @@ static double now(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static void show_progress(void *ctx, uint64_t done, uint64_t total)
+static int show_progress(void *ctx, uint64_t done, uint64_t total)
 {
 	progress *p = ctx;
 	double t = now();
 	if (done < total && t - p->last < 0.1)
-		return;
+		return 0;
 	p->last = t;
 	char a[32], b[32];
 	tp_fmt_bytes(done, a, sizeof(a));
 	tp_fmt_bytes(total, b, sizeof(b));
 	fprintf(stderr, "\r%s: %3.0f%% (%s / %s)%s", p->what, total ? 100.0 * done / total : 100.0,
 		a, b, done >= total ? "\n" : "");
+	return 0;
 }
 
 static void want_progress(args *a, progress *p, const char *what, const char *path)
@@ -146,7 +147,7 @@ static void want_progress(args *a, progress *p, const char *what, const char *pa
 	if (!isatty(STDERR_FILENO) || size < (off_t)PROGRESS_MIN)
 		return;
 	p->what = what;
-	a->opts.progress = show_progress;
+	a->opts.on_progress = show_progress;
 	a->opts.progress_ctx = p;
 }
 
