@@ -45,20 +45,20 @@ static int decode_job(void *ctx, size_t i, unsigned worker)
 static int match_bases(decoder *dc, const tp_base_set *b)
 {
 	const tp_delta_manifest *m = dc->m;
-	char (*fps)[65] = calloc(b->n ? b->n : 1, sizeof(*fps));
+	char (*fps)[65] = calloc(b->len ? b->len : 1, sizeof(*fps));
 	dc->base_of = calloc(m->nbases ? m->nbases : 1, sizeof(*dc->base_of));
 	int rc = 0;
 	if (!fps || !dc->base_of) {
 		rc = tp_error_set(TP_ENOMEM, "out of memory");
 		goto done;
 	}
-	for (size_t i = 0; i < b->n; i++)
-		tp_map_fingerprint(&b->maps[i], fps[i]);
+	for (size_t i = 0; i < b->len; i++)
+		tp_map_fingerprint(&b->ptr[i].map, fps[i]);
 	for (size_t k = 0; k < m->nbases; k++) {
-		for (size_t i = 0; i < b->n && !dc->base_of[k]; i++)
-			if (b->maps[i].size == m->bases[k].size &&
+		for (size_t i = 0; i < b->len && !dc->base_of[k]; i++)
+			if (b->ptr[i].map.size == m->bases[k].size &&
 			    strcmp(fps[i], m->bases[k].fingerprint) == 0)
-				dc->base_of[k] = &b->maps[i];
+				dc->base_of[k] = &b->ptr[i].map;
 		if (!dc->base_of[k]) {
 			rc = tp_error_set(TP_ENOTFOUND,
 					  "wrong or missing base: the delta was made against '%s' "

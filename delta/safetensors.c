@@ -2,6 +2,7 @@
  * then the tensors' bytes. Everything read is validated before use. */
 #include "tp_delta.h"
 
+#include "tp_array.h"
 #include "tp_common.h"
 
 #include <cjson/cJSON.h>
@@ -308,8 +309,10 @@ bool tp_safetensors_is_index(const char *path)
 
 #define INDEX_MAX_SHARDS 16384u
 
+typedef tp_array(char *) shard_list;
+
 /* Appends path to the list unless it is already there. */
-static int add_shard(char ***paths, size_t *n, const char *dir, const char *file)
+static int add_shard(shard_list *l, const char *dir, const char *file)
 {
 	if (!*file || strchr(file, '/') || strcmp(file, ".") == 0 || strcmp(file, "..") == 0)
 		return tp_error_set(TP_ECORRUPT, "index: shard name '%.200s' is not a plain file name", file);
@@ -317,33 +320,28 @@ static int add_shard(char ***paths, size_t *n, const char *dir, const char *file
 	int rc = tp_path_join(&p, dir, file);
 	if (rc < 0)
 		return rc;
-	for (size_t i = 0; i < *n; i++) {
-		if (strcmp((*paths)[i], p) == 0) {
+	for (size_t i = 0; i < l->len; i++) {
+		if (strcmp(l->ptr[i], p) == 0) {
 			free(p);
 			return 0;
 		}
 	}
 	/* The check above is quadratic: a hostile index must not turn it into
 	 * a hang. Real models have at most a few thousand shards. */
-	if (*n >= INDEX_MAX_SHARDS) {
+	if ((rc = tp_array_push(l, p)) != 0) {
 		free(p);
-		return tp_error_set(TP_ETOOBIG, "index: more than %u shard files", INDEX_MAX_SHARDS);
+		return rc == TP_ETOOBIG ? tp_error_set(rc, "index: more than %u shard files",
+						       INDEX_MAX_SHARDS)
+					: rc;
 	}
-	char **grown = realloc(*paths, (*n + 1) * sizeof(char *));
-	if (!grown) {
-		free(p);
-		return tp_error_set(TP_ENOMEM, "out of memory");
-	}
-	*paths = grown;
-	(*paths)[(*n)++] = p;
 	return 0;
 }
 
 int tp_safetensors_index_shards(char ***out, size_t *n_out, const char *index_path)
 {
 	tp_buf b = TP_BUF_INIT(TP_ST_HEADER_MAX);
-	char **paths = NULL, *dir = strdup(index_path);
-	size_t n = 0;
+	shard_list paths = TP_ARRAY_INIT(INDEX_MAX_SHARDS);
+	char *dir = strdup(index_path);
 	cJSON *root = NULL;
 	int rc;
 	if (!dir)
@@ -367,18 +365,18 @@ int tp_safetensors_index_shards(char ***out, size_t *n_out, const char *index_pa
 			rc = tp_error_set(TP_ECORRUPT, "index: weight_map value is not a string");
 			goto done;
 		}
-		if ((rc = add_shard(&paths, &n, dir, e->valuestring)) < 0)
+		if ((rc = add_shard(&paths, dir, e->valuestring)) < 0)
 			goto done;
 	}
-	if (n == 0)
+	if (paths.len == 0)
 		rc = tp_error_set(TP_ECORRUPT, "index: weight_map is empty");
 done:
 	if (rc < 0) {
 		tp_error_wrap(rc, "%s", index_path);
-		tp_safetensors_shards_free(paths, n);
+		tp_safetensors_shards_free(paths.ptr, paths.len);
 	} else {
-		*out = paths;
-		*n_out = n;
+		*out = paths.ptr;
+		*n_out = paths.len;
 	}
 	cJSON_Delete(root);
 	tp_buf_free(&b);
