@@ -5,6 +5,7 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -110,28 +111,23 @@ static int load_text_ids(const char *model_dir, const char *text_path, const tp_
 	tp_tokenizer *tok = NULL;
 	char *path = NULL;
 	tp_buf text = TP_BUF_INIT(TEXT_MAX);
-	FILE *f = NULL;
-	int rc;
+	int rc, fd = -1;
 	if ((rc = tp_path_join(&path, model_dir, "tokenizer.json")) < 0 ||
 	    (rc = tp_tokenizer_load(&tok, path)) < 0)
 		goto done;
-	if (!(f = fopen(text_path, "rb"))) {
+	/* Not tp_fs_read_regular: --text may name a pipe (/dev/stdin). */
+	if ((fd = open(text_path, O_RDONLY | O_CLOEXEC)) < 0) {
 		rc = tp_error_set_errno(tp_error_from_errno(errno), errno, "opening %s", text_path);
 		goto done;
 	}
-	char chunk[65536];
-	size_t got;
-	while (rc == 0 && (got = fread(chunk, 1, sizeof(chunk), f)) > 0)
-		rc = tp_buf_add(&text, chunk, got);
-	if (rc == 0 && ferror(f))
-		rc = tp_error_set(TP_EIO, "reading %s", text_path);
+	if ((rc = tp_fs_read_fd(fd, text_path, &text)) < 0)
+		goto done;
 	/* Special-token text in the file is text, as in llama.cpp's perplexity. */
-	if (rc == 0)
-		rc = tp_tokenizer_encode(tok, text.ptr ? text.ptr : "", text.len, false, ids, n);
+	rc = tp_tokenizer_encode(tok, text.ptr ? text.ptr : "", text.len, false, ids, n);
 	*bos = no_bos ? -1 : tp_runtime_choose_bos(tp_model_get_config(m), tok);
 done:
-	if (f)
-		fclose(f);
+	if (fd >= 0)
+		close(fd);
 	tp_buf_free(&text);
 	tp_tokenizer_free(tok);
 	free(path);

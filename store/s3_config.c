@@ -6,8 +6,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "s3_internal.h"
 
@@ -169,51 +167,27 @@ static void trim(char **a, char **b)
 		(*b)--;
 }
 
-/* The whole file in one buffer, NUL-terminated after *len bytes: one wipe of
- * *len + 1 bytes then covers every copy of a secret, where stdio's buffer and
- * getline's reallocations would leave some in freed memory. TP_ENOTFOUND
- * when it cannot be read, as when missing. */
-static int read_credentials_file(const char *path, char **out, size_t *len)
+/* The whole file in one buffer: tp_fs_read_regular reads a regular file
+ * straight into one allocation, so one wipe of out->alloc bytes covers
+ * every copy of a secret, where stdio's buffer and getline's reallocations
+ * would leave some in freed memory. TP_ENOTFOUND when it cannot be read,
+ * as when missing; out is to be wiped and freed whatever the result. */
+static int read_credentials_file(const char *path, tp_buf *out)
 {
-	int fd;
-	struct stat st;
-	if (tp_fs_open_regular(path, &fd) != 0)
-		return TP_ENOTFOUND;
-	int rc = 0;
-	char *buf = NULL;
-	size_t got = 0;
-	if (fstat(fd, &st) != 0)
-		rc = TP_ENOTFOUND;
-	else if ((uint64_t)st.st_size > CREDENTIALS_FILE_MAX)
-		rc = tp_error_set(TP_ECONFIG, "%s is larger than %u bytes; not an AWS credentials "
-				  "file", path, CREDENTIALS_FILE_MAX);
-	else if (!(buf = malloc((size_t)st.st_size + 1)))
-		rc = tp_error_set(TP_ENOMEM, "out of memory");
-	else if (tp_fs_read_full(fd, buf, (size_t)st.st_size, &got) != 0)
-		rc = TP_ENOTFOUND;
-	close(fd);
-	if (rc) {
-		if (buf)
-			tp_secure_zero(buf, (size_t)st.st_size + 1);
-		free(buf);
-		return rc;
-	}
-	buf[got] = '\0';
-	*out = buf;
-	*len = got;
-	return 0;
+	int rc = tp_fs_read_regular(path, out);
+	if (rc == TP_ETOOBIG)
+		return tp_error_set(TP_ECONFIG, "%s is larger than %u bytes; not an AWS credentials "
+				    "file", path, CREDENTIALS_FILE_MAX);
+	return rc || out->len == 0 ? TP_ENOTFOUND : 0;
 }
 
 /* The shared credentials file: [profile] sections of key = value lines. */
 static int credentials_from_file(s3_store *s, const char *path, const char *profile)
 {
-	char *text = NULL;
-	size_t text_len = 0;
-	int rc = read_credentials_file(path, &text, &text_len);
-	if (rc)
-		return rc;
+	tp_buf file = TP_BUF_INIT(CREDENTIALS_FILE_MAX);
+	int rc = read_credentials_file(path, &file);
 	bool in_profile = false;
-	char *end = text + text_len;
+	char *text = file.ptr, *end = rc ? text : text + file.len;
 	for (char *line = text, *next; !rc && line < end; line = next) {
 		char *nl = memchr(line, '\n', (size_t)(end - line));
 		next = nl ? nl + 1 : end;
@@ -246,8 +220,9 @@ static int credentials_from_file(s3_store *s, const char *path, const char *prof
 			rc = strdup_to(dst, vs, (size_t)(ve - vs));
 		}
 	}
-	tp_secure_zero(text, text_len + 1);
-	free(text);
+	if (file.ptr)
+		tp_secure_zero(file.ptr, file.alloc);
+	tp_buf_free(&file);
 	if (!rc && (!s->access_key || !s->secret_key))
 		rc = TP_ENOTFOUND;
 	return rc;
