@@ -137,17 +137,14 @@ static void pipes(void)
 
 int main(void)
 {
-	if (!mkdtemp(dir)) {
-		perror("mkdtemp");
-		return 1;
+	bool made = tp_test_mkdtemp(dir);
+	CHECK(made);
+	if (made) {
+		TP_TEST_RUN(regular_files);
+		TP_TEST_RUN(the_cap);
+		TP_TEST_RUN(fifo_by_path_is_refused);
+		TP_TEST_RUN(pipes);
+		tp_test_rmtree(dir);
 	}
-	TP_TEST_RUN(regular_files);
-	TP_TEST_RUN(the_cap);
-	TP_TEST_RUN(fifo_by_path_is_refused);
-	TP_TEST_RUN(pipes);
-	char cmd[600];
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-	if (system(cmd) != 0)
-		fprintf(stderr, "could not remove %s\n", dir);
 	return TP_TEST_RESULT();
 }
