@@ -30,7 +30,7 @@ void tp_buf_reset(tp_buf *b)
 		b->ptr[0] = '\0';
 }
 
-static int grow(tp_buf *b, size_t need)
+int tp_buf_grow(tp_buf *b, size_t need)
 {
 	size_t want;
 	/* +1 keeps room for the terminating NUL. */
@@ -42,8 +42,7 @@ static int grow(tp_buf *b, size_t need)
 	size_t n = b->alloc ? b->alloc : 64;
 	while (n < want)
 		n = n > SIZE_MAX / 2 ? want : n * 2;
-	/* cap + 1 would wrap for an unbounded (SIZE_MAX) cap. */
-	if (b->cap < SIZE_MAX && n > b->cap + 1)
+	if (n - 1 > b->cap) /* not n > cap + 1: that wraps for a cap of SIZE_MAX */
 		n = b->cap + 1;
 	char *p = realloc(b->ptr, n);
 	if (!p)
@@ -55,7 +54,7 @@ static int grow(tp_buf *b, size_t need)
 
 int tp_buf_add(tp_buf *b, const void *data, size_t n)
 {
-	int rc = grow(b, n);
+	int rc = tp_buf_grow(b, n);
 	if (rc)
 		return rc;
 	if (n)
@@ -78,7 +77,7 @@ int tp_buf_vaddf(tp_buf *b, const char *fmt, va_list ap)
 	va_end(ap2);
 	if (n < 0)
 		return tp_error_set(TP_EINVAL, "bad format string");
-	int rc = grow(b, (size_t)n);
+	int rc = tp_buf_grow(b, (size_t)n);
 	if (rc)
 		return rc;
 	vsnprintf(b->ptr + b->len, (size_t)n + 1, fmt, ap);

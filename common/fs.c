@@ -76,20 +76,52 @@ int tp_fs_open_regular(const char *path, int *fd)
 	return tp_fs_openat_regular(AT_FDCWD, path, 0, fd);
 }
 
+/* Bytes read at a time when the size is not known beforehand. */
+#define READ_STEP (64u << 10)
+
+static int read_too_big(const char *name, const tp_buf *out)
+{
+	return tp_error_set(TP_ETOOBIG, "%s is larger than %zu bytes", name, out->cap - out->len);
+}
+
+int tp_fs_read_fd(int fd, const char *name, tp_buf *out)
+{
+	struct stat st;
+	size_t step = READ_STEP, got = 0;
+	int rc;
+	if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
+		if ((uint64_t)st.st_size > out->cap - out->len)
+			return read_too_big(name, out);
+		step = (size_t)st.st_size + 1; /* the 1 finds the end without growing */
+	}
+	for (;;) {
+		size_t room = out->cap - out->len < step ? out->cap - out->len : step;
+		if (room == 0) { /* at the cap: one more byte is one too many */
+			char extra;
+			if ((rc = tp_fs_read_full(fd, &extra, 1, &got)) != 0)
+				return tp_error_wrap(rc, "reading %s", name);
+			return got ? read_too_big(name, out) : 0;
+		}
+		if ((rc = tp_buf_grow(out, room)) != 0)
+			return rc;
+		if ((rc = tp_fs_read_full(fd, out->ptr + out->len, room, &got)) != 0)
+			return tp_error_wrap(rc, "reading %s", name);
+		out->len += got;
+		out->ptr[out->len] = '\0';
+		if (got < room)
+			return 0;
+		step = READ_STEP; /* a file that grew, or one of unknown size */
+	}
+}
+
 int tp_fs_read_regular(const char *path, tp_buf *out)
 {
-	int fd, rc = tp_fs_open_regular(path, &fd);
+	int fd = -1, rc = tp_fs_open_regular(path, &fd);
 	if (rc)
 		return rc;
-	char chunk[65536];
-	for (;;) {
-		size_t got = 0;
-		if ((rc = tp_fs_read_full(fd, chunk, sizeof(chunk), &got)) != 0 ||
-		    (rc = tp_buf_add(out, chunk, got)) != 0 || got < sizeof(chunk))
-			break;
-	}
+	rc = tp_fs_read_fd(fd, path, out);
 	close(fd);
-	return rc ? tp_error_wrap(rc, "reading %s", path) : 0;
+	return rc;
 }
 
 bool tp_fs_is_regular(const char *path)

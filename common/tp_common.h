@@ -79,6 +79,9 @@ typedef struct tp_buf {
 void tp_buf_init(tp_buf *b, size_t cap);
 void tp_buf_free(tp_buf *b);
 void tp_buf_reset(tp_buf *b);
+/* Make room for need more bytes (and the NUL) without adding any:
+ * TP_ETOOBIG past the cap, TP_ENOMEM. */
+int tp_buf_grow(tp_buf *b, size_t need);
 int tp_buf_add(tp_buf *b, const void *data, size_t n);
 int tp_buf_adds(tp_buf *b, const char *s);
 int tp_buf_addf(tp_buf *b, const char *fmt, ...)
@@ -102,6 +105,17 @@ static inline bool tp_mul_ok(size_t a, size_t b, size_t *out)
 {
 	return !__builtin_mul_overflow(a, b, out);
 }
+
+/* ---- numbers from text -------------------------------------------------- */
+
+/* A whole decimal number in [min, max]: digits only, so no sign, space,
+ * "0x" or trailing text; leading zeros are fine. TP_EINVAL, with a message
+ * quoting s, for anything else (NULL included) or a value out of range. */
+int tp_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out);
+/* The same for a byte count: digits, then optionally K, M or G (binary
+ * multiples, either case) followed by nothing, "B" or "iB": "64M", "64MiB",
+ * "8g". The range applies to the bytes. */
+int tp_parse_size(const char *s, uint64_t min, uint64_t max, uint64_t *out);
 
 /* ---- logging (stderr, plus a trace file when asked) --------------------- */
 
@@ -210,9 +224,17 @@ int tp_fs_open_regular(const char *path, int *fd);
 /* The same relative to dirfd (AT_FDCWD: the working directory); flags may
  * add O_NOFOLLOW, which makes a symlink as the last component ELOOP. */
 int tp_fs_openat_regular(int dirfd, const char *name, int flags, int *fd);
-/* Append a whole regular file to out (its cap bounds the size: TP_ETOOBIG);
- * not regular is TP_EINVAL, as for tp_fs_open_regular. */
+/* Append a whole regular file to out (its cap bounds the size: TP_ETOOBIG,
+ * "<path> is larger than N bytes"); not regular is TP_EINVAL, as for
+ * tp_fs_open_regular. On failure out may hold part of the file. The one
+ * whole-file reader: use it rather than open-fstat-malloc-read. */
 int tp_fs_read_regular(const char *path, tp_buf *out);
+/* The same for the rest of an open file of any kind (a pipe, a FIFO the
+ * caller chose to open); name is for messages. A regular file is sized
+ * with fstat first and read straight into one allocation, so no other
+ * copy of its bytes is made (credentials rely on that) unless it grows
+ * while being read. */
+int tp_fs_read_fd(int fd, const char *name, tp_buf *out);
 /* True when path is a regular file (following symlinks); never opens it. */
 bool tp_fs_is_regular(const char *path);
 

@@ -45,20 +45,20 @@ static int decode_job(void *ctx, size_t i, unsigned worker)
 static int match_bases(decoder *dc, const tp_base_set *b)
 {
 	const tp_delta_manifest *m = dc->m;
-	char (*fps)[65] = calloc(b->n ? b->n : 1, sizeof(*fps));
+	char (*fps)[65] = calloc(b->len ? b->len : 1, sizeof(*fps));
 	dc->base_of = calloc(m->nbases ? m->nbases : 1, sizeof(*dc->base_of));
 	int rc = 0;
 	if (!fps || !dc->base_of) {
 		rc = tp_error_set(TP_ENOMEM, "out of memory");
 		goto done;
 	}
-	for (size_t i = 0; i < b->n; i++)
-		tp_map_fingerprint(&b->maps[i], fps[i]);
+	for (size_t i = 0; i < b->len; i++)
+		tp_map_fingerprint(&b->ptr[i].map, fps[i]);
 	for (size_t k = 0; k < m->nbases; k++) {
-		for (size_t i = 0; i < b->n && !dc->base_of[k]; i++)
-			if (b->maps[i].size == m->bases[k].size &&
+		for (size_t i = 0; i < b->len && !dc->base_of[k]; i++)
+			if (b->ptr[i].map.size == m->bases[k].size &&
 			    strcmp(fps[i], m->bases[k].fingerprint) == 0)
-				dc->base_of[k] = &b->maps[i];
+				dc->base_of[k] = &b->ptr[i].map;
 		if (!dc->base_of[k]) {
 			rc = tp_error_set(TP_ENOTFOUND,
 					  "wrong or missing base: the delta was made against '%s' "
@@ -145,9 +145,10 @@ static int write_chunk(decoder *dc, const dslot *s)
 	if (sg->base >= 0)
 		tp_map_release(dc->base_of[sg->base], s->base_off, s->d.len);
 	dc->done += s->d.len;
-	if (dc->o->progress)
-		dc->o->progress(dc->o->progress_ctx, dc->done, dc->m->target_size);
-	int rc = dc->write ? dc->write(dc->write_ctx, s->out, s->d.len) : 0;
+	int rc = tp_delta_report(dc->o, dc->done, dc->m->target_size);
+	if (rc)
+		return rc;
+	rc = dc->write ? dc->write(dc->write_ctx, s->out, s->d.len) : 0;
 	return rc < 0 ? tp_error_wrap(rc, "writing output") : 0;
 }
 
@@ -173,7 +174,7 @@ static int decode_all(decoder *dc, tp_reader *r)
 		if (done == next)
 			return 0;
 		if ((rc = tp_pipe_wait(dc->pipe, done)) < 0 ||
-		    (rc = write_chunk(dc, &dc->slots[done % w])) < 0)
+		    (rc = write_chunk(dc, &dc->slots[done % w])) != 0)
 			return rc;
 		done++;
 	}
@@ -231,7 +232,7 @@ int tp_delta_apply_to(tp_delta_read_fn read, void *read_ctx,
 		goto done;
 	}
 	if ((rc = tp_base_set_open(&b, bases, nbases)) < 0 ||
-	    (rc = decoder_init(&dc, m, &b, &o)) < 0 || (rc = decode_all(&dc, &r)) < 0 ||
+	    (rc = decoder_init(&dc, m, &b, &o)) < 0 || (rc = decode_all(&dc, &r)) != 0 ||
 	    (rc = check_end(&dc, &r)) < 0)
 		goto done;
 	if (stats) {
@@ -244,7 +245,7 @@ done:
 	decoder_fini(&dc);
 	tp_base_set_close(&b);
 	tp_delta_manifest_free(m);
-	return rc < 0 ? tp_error_wrap(rc, "delta apply") : 0;
+	return rc ? tp_error_wrap(rc, "delta apply") : 0;
 }
 
 int tp_delta_apply(tp_delta_read_fn read, void *read_ctx,

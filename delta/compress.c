@@ -93,8 +93,9 @@ static tp_delta_xform choose_xform(tp_chunk_coder *c, unsigned w, const uint8_t 
 /* The base tensor with the same name, dtype and shape, if any. */
 static const tp_st_tensor *find_base(const tp_base_set *b, const tp_st_tensor *t, int *which)
 {
-	for (size_t i = 0; i < b->n; i++) {
-		const tp_st_tensor *bt = b->st[i] ? tp_safetensors_find(b->st[i], t->name) : NULL;
+	for (size_t i = 0; i < b->len; i++) {
+		const tp_safetensors *st = b->ptr[i].st;
+		const tp_st_tensor *bt = st ? tp_safetensors_find(st, t->name) : NULL;
 		if (bt && bt->dtype == t->dtype && bt->ndim == t->ndim &&
 		    memcmp(bt->shape, t->shape, t->ndim * sizeof(t->shape[0])) == 0) {
 			*which = (int)i;
@@ -136,10 +137,10 @@ static int plan_tensor(tp_delta_manifest *m, const tp_st_tensor *t, const tp_map
 	s->xform = o->force_xform != TP_DELTA_XFORM_AUTO
 			   ? o->force_xform
 			   : choose_xform(c, tp_dtype_size(t->dtype), target->ptr + t->offset,
-					  b->maps[s->base].ptr + bt->offset, t->size);
+					  b->ptr[s->base].map.ptr + bt->offset, t->size);
 	/* The sample's pages are not needed until the tensor is coded. */
 	tp_map_release(target, t->offset, t->size);
-	tp_map_release(&b->maps[s->base], bt->offset, t->size);
+	tp_map_release(&b->ptr[s->base].map, bt->offset, t->size);
 	if (s->xform == TP_DELTA_XFORM_PLANES)
 		s->base = -1;
 	return 0;
@@ -147,16 +148,16 @@ static int plan_tensor(tp_delta_manifest *m, const tp_st_tensor *t, const tp_map
 
 static int plan_bases(tp_delta_manifest *m, const tp_base_set *b)
 {
-	m->bases = calloc(b->n ? b->n : 1, sizeof(*m->bases));
+	m->bases = calloc(b->len ? b->len : 1, sizeof(*m->bases));
 	if (!m->bases)
 		return tp_error_set(TP_ENOMEM, "out of memory");
-	for (size_t i = 0; i < b->n; i++) {
+	for (size_t i = 0; i < b->len; i++) {
 		tp_delta_base_info *bi = &m->bases[m->nbases++];
-		const char *slash = strrchr(b->maps[i].path, '/');
-		if (!(bi->name = strdup(slash ? slash + 1 : b->maps[i].path)))
+		const char *slash = strrchr(b->ptr[i].map.path, '/');
+		if (!(bi->name = strdup(slash ? slash + 1 : b->ptr[i].map.path)))
 			return tp_error_set(TP_ENOMEM, "out of memory");
-		bi->size = b->maps[i].size;
-		tp_map_fingerprint(&b->maps[i], bi->fingerprint);
+		bi->size = b->ptr[i].map.size;
+		tp_map_fingerprint(&b->ptr[i].map, bi->fingerprint);
 	}
 	return 0;
 }
@@ -274,7 +275,7 @@ static void fill_desc(const coder *c, tp_chunk_desc *d, const job *j)
 	d->index = j->index;
 	d->len = (size_t)(s->size - off < c->m->chunk_size ? s->size - off : c->m->chunk_size);
 	d->target = c->target->ptr + s->offset + off;
-	d->base = s->base >= 0 ? c->bases->maps[s->base].ptr + s->base_offset + off : NULL;
+	d->base = s->base >= 0 ? c->bases->ptr[s->base].map.ptr + s->base_offset + off : NULL;
 }
 
 static int run_jobs(coder *c, const job *jobs, size_t njobs, sink_fn sink, void *sink_ctx)
@@ -301,7 +302,7 @@ static void release_chunk(const coder *c, const tp_chunk_desc *d)
 	uint64_t off = (uint64_t)d->index * c->m->chunk_size;
 	tp_map_release(c->target, seg->offset + off, d->len);
 	if (seg->base >= 0)
-		tp_map_release(&c->bases->maps[seg->base], seg->base_offset + off, d->len);
+		tp_map_release(&c->bases->ptr[seg->base].map, seg->base_offset + off, d->len);
 }
 
 /* How many of a segment's nc chunks to code: all of them, or for an
@@ -361,9 +362,8 @@ static int emit_chunk(void *ctx, const slot *s)
 	e->m->segs[d->seg].stored_bytes += s->out_len;
 	e->m->segs[d->seg].same_chunks += s->out_len == TP_DELTA_CHUNK_HDR;
 	e->done += d->len;
-	if (e->o->progress)
-		e->o->progress(e->o->progress_ctx, e->done, e->m->target_size);
-	return emit_bytes(e, s->out, s->out_len);
+	int rc = tp_delta_report(e->o, e->done, e->m->target_size);
+	return rc ? rc : emit_bytes(e, s->out, s->out_len);
 }
 
 static int emit_plan(emit *e)
@@ -450,8 +450,9 @@ int tp_delta_compress(const char *target, const char *const *bases, size_t nbase
 	e.o = &s.o;
 	e.m = s.m;
 	tp_sha256_init(&e.sha);
+	/* run_jobs may return a progress callback's positive code. */
 	if ((rc = list_jobs(s.m, false, &s.jobs, &s.njobs)) < 0 || (rc = emit_plan(&e)) < 0 ||
-	    (rc = run_jobs(&s.c, s.jobs, s.njobs, emit_chunk, &e)) < 0 || (rc = emit_end(&e)) < 0)
+	    (rc = run_jobs(&s.c, s.jobs, s.njobs, emit_chunk, &e)) != 0 || (rc = emit_end(&e)) < 0)
 		goto done;
 	if (stats) {
 		stats->target_bytes = s.m->target_size;
@@ -461,7 +462,7 @@ int tp_delta_compress(const char *target, const char *const *bases, size_t nbase
 	}
 done:
 	session_close(&s);
-	return rc < 0 ? tp_error_wrap(rc, "delta compress %s", target) : 0;
+	return rc ? tp_error_wrap(rc, "delta compress %s", target) : 0;
 }
 
 int tp_delta_compress_file(const char *target, const char *const *bases, size_t nbases,

@@ -4,6 +4,7 @@
 
 #include "tp_delta.h"
 
+#include "tp_array.h"
 #include "tp_common.h"
 
 #include <stdint.h>
@@ -130,12 +131,14 @@ unsigned tp_delta_default_threads(void);
 
 /* ---- shared by compress, estimate and apply ----------------------------- */
 
-/* Bases expanded from index files, mapped. */
-typedef struct tp_base_set {
-	size_t n;
-	tp_map *maps;
-	tp_safetensors **st; /* NULL where a base is not safetensors */
-} tp_base_set;
+/* One base file, mapped. */
+typedef struct tp_base {
+	tp_map map;
+	tp_safetensors *st; /* NULL when the base is not safetensors */
+} tp_base;
+
+/* Bases expanded from index files: ptr[0..len). */
+typedef tp_array(tp_base) tp_base_set;
 
 int tp_base_set_open(tp_base_set *b, const char *const *paths, size_t n);
 void tp_base_set_close(tp_base_set *b);

@@ -10,6 +10,10 @@
 
 double tp_delta_now(void);
 
+/* Tell the caller how far the work is (o->on_progress, and the deprecated
+ * o->progress). Non-zero: the caller's code, the work must stop. */
+int tp_delta_report(const tp_delta_opts *o, uint64_t done, uint64_t total);
+
 /*
  * Where a compress or apply result goes. A regular file, or a path not there
  * yet, is written under a temporary name beside it and renamed into place on

@@ -28,6 +28,25 @@ double tp_delta_now(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+int tp_delta_report(const tp_delta_opts *o, uint64_t done, uint64_t total)
+{
+	if (o->progress)
+		o->progress(o->progress_ctx, done, total);
+	if (!o->on_progress)
+		return 0;
+	/* A callback that stops the work need not say why; the message then
+	 * must not be some older one. */
+	tp_error_clear();
+	int rc = o->on_progress(o->progress_ctx, done, total);
+	if (rc) {
+		tp_error_state st;
+		tp_error_state_capture(&st);
+		if (!st.msg[0])
+			tp_error_set(rc, "stopped by the caller");
+	}
+	return rc;
+}
+
 /* A device or FIFO is written in place: there is nothing to rename over. */
 static int open_direct(tp_tmpfile *t, const char *path)
 {
@@ -107,7 +126,7 @@ int tp_tmpfile_finish(tp_tmpfile *t, int rc)
 	if (rc == 0 && t->path && rename(t->path, t->final_path) != 0)
 		rc = tp_error_set_errno(tp_error_from_errno(errno), errno, "renaming to %s",
 					t->final_path);
-	if (rc < 0 && t->path)
+	if (rc != 0 && t->path) /* rc > 0: a progress callback's own code */
 		unlink(t->path);
 	free(t->path);
 	free(t->owned);

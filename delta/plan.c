@@ -285,30 +285,26 @@ done:
 
 static int add_base_path(tp_base_set *b, const char *path)
 {
-	tp_map *maps = realloc(b->maps, (b->n + 1) * sizeof(*maps));
-	if (maps)
-		b->maps = maps;
-	tp_safetensors **st = realloc(b->st, (b->n + 1) * sizeof(*st));
-	if (st)
-		b->st = st;
-	if (!maps || !st)
-		return tp_error_set(TP_ENOMEM, "out of memory");
-	b->st[b->n] = NULL;
-	int rc = tp_map_open(&b->maps[b->n], path);
-	if (rc < 0)
+	int rc = tp_array_reserve(b, 1);
+	if (rc)
 		return rc;
-	tp_map *m = &b->maps[b->n++];
+	tp_base *base = &b->ptr[b->len];
+	base->st = NULL;
+	if ((rc = tp_map_open(&base->map, path)) < 0)
+		return rc;
+	b->len++;
 	/* A base that is not safetensors can still serve byte-identical chunks
 	 * of nothing; it simply matches no tensor. */
-	if (m->size >= 8 && tp_safetensors_parse(&b->st[b->n - 1], m->ptr, (size_t)m->size,
-						 m->size) < 0)
+	if (base->map.size >= 8 &&
+	    tp_safetensors_parse(&base->st, base->map.ptr, (size_t)base->map.size,
+				 base->map.size) < 0)
 		tp_trace("delta: base %s is not safetensors: %s", path, tp_error_last());
 	return 0;
 }
 
 int tp_base_set_open(tp_base_set *b, const char *const *paths, size_t n)
 {
-	memset(b, 0, sizeof(*b));
+	*b = (tp_base_set)TP_ARRAY_INIT(SIZE_MAX);
 	int rc = 0;
 	for (size_t i = 0; rc == 0 && i < n; i++) {
 		if (!tp_safetensors_is_index(paths[i])) {
@@ -329,11 +325,9 @@ int tp_base_set_open(tp_base_set *b, const char *const *paths, size_t n)
 
 void tp_base_set_close(tp_base_set *b)
 {
-	for (size_t i = 0; i < b->n; i++) {
-		tp_map_close(&b->maps[i]);
-		tp_safetensors_free(b->st[i]);
+	for (size_t i = 0; i < b->len; i++) {
+		tp_map_close(&b->ptr[i].map);
+		tp_safetensors_free(b->ptr[i].st);
 	}
-	free(b->maps);
-	free(b->st);
-	memset(b, 0, sizeof(*b));
+	tp_array_clear(b);
 }

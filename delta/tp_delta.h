@@ -16,6 +16,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "tp_common.h"
+
 /* ---- dtypes ------------------------------------------------------------ */
 
 typedef enum tp_dtype {
@@ -127,7 +129,8 @@ typedef enum tp_delta_xform {
 
 const char *tp_delta_xform_name(tp_delta_xform x);
 
-/* Called with bytes of target (compress) or output (apply) done so far. */
+/* The old progress callback, which cannot stop the work: kept only until
+ * lfs-agent/transfer.c passes an on_progress (then both go). */
 typedef void (*tp_delta_progress_fn)(void *ctx, uint64_t done, uint64_t total);
 /* Write all n bytes or fail. */
 typedef int (*tp_delta_write_fn)(void *ctx, const void *buf, size_t n);
@@ -145,8 +148,14 @@ typedef struct tp_delta_opts {
 	/* Force XOR or ULP for matched float tensors (experiments); AUTO
 	 * picks the smallest of XOR, ULP and no base per tensor. */
 	tp_delta_xform force_xform;
-	tp_delta_progress_fn progress;
-	void *progress_ctx;
+	/* Called, in order, with the bytes of target (compress) or output
+	 * (apply) done so far, once per chunk. A non-zero return stops the
+	 * work promptly: worker threads are joined, a temporary output is
+	 * removed, and the call returns that code (with the callback's
+	 * message, or "stopped by the caller" when it set none). */
+	tp_progress_fn on_progress;
+	tp_delta_progress_fn progress; /* deprecated: see tp_delta_progress_fn */
+	void *progress_ctx;            /* for both */
 	/* apply: when nonzero, the size the rebuilt file must have. Checked
 	 * against the plan before anything is written: segments may reuse one
 	 * base range, so a small hostile delta can claim terabytes. */

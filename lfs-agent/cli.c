@@ -73,10 +73,21 @@ static const tp_cli_opt *find_opt(const tp_cli_opt *opts, const char *arg, size_
 	return NULL;
 }
 
-int tp_cli_parse(const char *cmd, int argc, char **argv, const tp_cli_opt *opts, int *npos)
+static tp_cli_list *find_list(tp_cli_list *lists, const char *arg, size_t len)
+{
+	for (; lists && lists->name; lists++)
+		if (strlen(lists->name) == len && strncmp(lists->name, arg, len) == 0)
+			return lists;
+	return NULL;
+}
+
+int tp_cli_parse_lists(const char *cmd, int argc, char **argv, const tp_cli_opt *opts,
+		       tp_cli_list *lists, int *npos)
 {
 	int out = 1;
 	bool options_done = false;
+	for (tp_cli_list *l = lists; l && l->name; l++)
+		l->count = 0;
 	for (int i = 1; i < argc; i++) {
 		char *arg = argv[i];
 		if (options_done || arg[0] != '-' || strcmp(arg, "-") == 0) {
@@ -92,24 +103,37 @@ int tp_cli_parse(const char *cmd, int argc, char **argv, const tp_cli_opt *opts,
 		const char *eq = strchr(arg, '=');
 		size_t name_len = eq ? (size_t)(eq - arg) : strlen(arg);
 		const tp_cli_opt *o = find_opt(opts, arg, name_len);
-		if (!o)
+		tp_cli_list *l = o ? NULL : find_list(lists, arg, name_len);
+		if (!o && !l)
 			return tp_cli_usage_error(cmd, "unknown option '%.*s'", (int)name_len, arg);
-		if (!o->value) {
+		if (o && !o->value) {
 			if (eq)
 				return tp_cli_usage_error(cmd, "option '%s' takes no value", o->name);
 			*o->flag = true;
 			continue;
 		}
-		if (eq) {
-			*o->value = eq + 1;
-		} else if (i + 1 < argc) {
-			*o->value = argv[++i];
-		} else {
-			return tp_cli_usage_error(cmd, "option '%s' needs a value", o->name);
-		}
+		const char *name = o ? o->name : l->name, *v;
+		if (eq)
+			v = eq + 1;
+		else if (i + 1 < argc)
+			v = argv[++i];
+		else
+			return tp_cli_usage_error(cmd, "option '%s' needs a value", name);
+		if (o)
+			*o->value = v;
+		else if (l->count < l->max)
+			l->values[l->count++] = v;
+		else
+			return tp_cli_usage_error(cmd, "too many %s options (at most %zu)", name,
+						  l->max);
 	}
 	*npos = out - 1;
 	return TP_CLI_PARSED;
+}
+
+int tp_cli_parse(const char *cmd, int argc, char **argv, const tp_cli_opt *opts, int *npos)
+{
+	return tp_cli_parse_lists(cmd, argc, argv, opts, NULL, npos);
 }
 
 static int config_from_git(void *ctx, const char *key, char **value)

@@ -3,6 +3,7 @@
 #define TP_CLI_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 #include "tp_common.h"
 #include "tp_lineage.h"
@@ -39,13 +40,26 @@ typedef struct tp_cli_opt {
 	const char **value;
 } tp_cli_opt;
 
+/* A repeatable option with a value ("--base A --base=B"): every value is
+ * kept, in order; more than max of them is a usage error. */
+typedef struct tp_cli_list {
+	const char *name;
+	const char **values; /* room for max */
+	size_t max;
+	size_t count;        /* set by the parser */
+} tp_cli_list;
+
 enum { TP_CLI_PARSED = 0, TP_CLI_HELP = -1 };
 
 /* Parse argv[1..argc) against opts (terminated by a zero entry). Positional
  * arguments are moved, in order, to argv[1..*npos]. Returns TP_CLI_PARSED,
  * TP_CLI_HELP for -h/--help, or TP_EXIT_USAGE after printing why. "--"
- * ends options. */
+ * ends options. cmd names the command in messages ("delta compress"). */
 int tp_cli_parse(const char *cmd, int argc, char **argv, const tp_cli_opt *opts, int *npos);
+/* The same with repeatable options too: lists is terminated by a zero entry
+ * (NULL: none); each count starts at 0. */
+int tp_cli_parse_lists(const char *cmd, int argc, char **argv, const tp_cli_opt *opts,
+		       tp_cli_list *lists, int *npos);
 
 /* Where objects go: --store flag, else TENPAK_STORE, else tenpak.store from
  * git config (repo may be NULL), else the per-user default. *source says

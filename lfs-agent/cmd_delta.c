@@ -40,40 +40,9 @@ typedef struct args {
 	const char *bases[MAX_BASES];
 	size_t nbases;
 	const char *input, *out;
-	bool json, help;
+	bool json;
 	tp_delta_opts opts;
 } args;
-
-static int usage_error(const char *cmd, const char *msg, const char *arg)
-{
-	fprintf(stderr, "tenpak delta %s: %s%s%s (see --help)\n", cmd, msg, arg ? " " : "",
-		arg ? arg : "");
-	return 2;
-}
-
-static bool parse_uint(const char *s, unsigned long max, unsigned long *out)
-{
-	char *end;
-	errno = 0;
-	unsigned long v = strtoul(s, &end, 10);
-	if (errno || end == s || *end || s[0] == '-' || v > max)
-		return false;
-	*out = v;
-	return true;
-}
-
-/* Value of an option given as "--opt VALUE" or "--opt=VALUE"; NULL if absent. */
-static const char *opt_value(int argc, char **argv, int *i, const char *name)
-{
-	size_t n = strlen(name);
-	if (strncmp(argv[*i], name, n) != 0)
-		return NULL;
-	if (argv[*i][n] == '=')
-		return argv[*i] + n + 1;
-	if (argv[*i][n] != '\0' || *i + 1 >= argc)
-		return NULL;
-	return argv[++*i];
-}
 
 static int parse_xform(const char *s, tp_delta_xform *out)
 {
@@ -88,55 +57,57 @@ static int parse_xform(const char *s, tp_delta_xform *out)
 	return -1;
 }
 
-/* One option at argv[*i]; returns 0, or 2 after printing a usage error. */
-static int parse_option(const char *cmd, int argc, char **argv, int *i, args *a)
+/* The numbers and names among the options into a->opts. */
+static int parse_values(const char *cmd, const char *threads, const char *level,
+			const char *chunk, const char *xform, args *a)
 {
-	const char *v;
-	unsigned long n;
-	if (strcmp(argv[*i], "--help") == 0 || strcmp(argv[*i], "-h") == 0) {
-		a->help = true;
-	} else if (strcmp(argv[*i], "--json") == 0) {
-		a->json = true;
-	} else if ((v = opt_value(argc, argv, i, "--base"))) {
-		if (a->nbases == MAX_BASES)
-			return usage_error(cmd, "too many --base options", NULL);
-		a->bases[a->nbases++] = v;
-	} else if ((v = opt_value(argc, argv, i, "-o")) || (v = opt_value(argc, argv, i, "--output"))) {
-		a->out = v;
-	} else if ((v = opt_value(argc, argv, i, "--threads"))) {
-		if (!parse_uint(v, 1024, &n))
-			return usage_error(cmd, "bad --threads", v);
+	uint64_t n;
+	if (threads) {
+		if (tp_parse_u64(threads, 0, 1024, &n) < 0)
+			return tp_cli_usage_error(cmd, "bad --threads '%s'", threads);
 		a->opts.threads = (unsigned)n;
-	} else if ((v = opt_value(argc, argv, i, "--level"))) {
-		if (!parse_uint(v, 22, &n) || n == 0)
-			return usage_error(cmd, "--level must be 1..22, got", v);
-		a->opts.level = (int)n;
-	} else if ((v = opt_value(argc, argv, i, "--chunk-size"))) { /* for experiments */
-		if (!parse_uint(v, TP_DELTA_CHUNK_MAX, &n))
-			return usage_error(cmd, "bad --chunk-size", v);
-		a->opts.chunk_size = n;
-	} else if ((v = opt_value(argc, argv, i, "--transform"))) { /* for experiments */
-		if (parse_xform(v, &a->opts.force_xform) < 0)
-			return usage_error(cmd, "--transform must be auto, xor or ulp, got", v);
-	} else if (argv[*i][0] == '-' && argv[*i][1] != '\0') {
-		return usage_error(cmd, "unknown or incomplete option", argv[*i]);
-	} else if (a->input) {
-		return usage_error(cmd, "unexpected argument", argv[*i]);
-	} else {
-		a->input = argv[*i];
 	}
-	return 0;
+	if (level) {
+		if (tp_parse_u64(level, 1, 22, &n) < 0)
+			return tp_cli_usage_error(cmd, "--level must be 1..22, got '%s'", level);
+		a->opts.level = (int)n;
+	}
+	if (chunk) { /* for experiments */
+		if (tp_parse_size(chunk, 0, TP_DELTA_CHUNK_MAX, &n) < 0)
+			return tp_cli_usage_error(cmd, "bad --chunk-size '%s'", chunk);
+		a->opts.chunk_size = (size_t)n;
+	}
+	if (xform && parse_xform(xform, &a->opts.force_xform) < 0) /* for experiments */
+		return tp_cli_usage_error(cmd, "--transform must be auto, xor or ulp, got '%s'",
+					  xform);
+	return TP_CLI_PARSED;
 }
 
+/* Every subcommand takes the same options; each checks which it needs.
+ * Returns TP_CLI_PARSED, TP_CLI_HELP or TP_EXIT_USAGE (message printed). */
 static int parse_args(const char *cmd, int argc, char **argv, args *a)
 {
+	const char *threads = NULL, *level = NULL, *chunk = NULL, *xform = NULL;
 	memset(a, 0, sizeof(*a));
-	for (int i = 1; i < argc; i++) {
-		int rc = parse_option(cmd, argc, argv, &i, a);
-		if (rc)
-			return rc;
-	}
-	return 0;
+	const tp_cli_opt opts[] = {
+		{ "-o", NULL, &a->out },
+		{ "--output", NULL, &a->out },
+		{ "--json", &a->json, NULL },
+		{ "--threads", NULL, &threads },
+		{ "--level", NULL, &level },
+		{ "--chunk-size", NULL, &chunk },
+		{ "--transform", NULL, &xform },
+		{ 0 },
+	};
+	tp_cli_list lists[] = { { "--base", a->bases, MAX_BASES, 0 }, { 0 } };
+	int npos = 0, rc = tp_cli_parse_lists(cmd, argc, argv, opts, lists, &npos);
+	if (rc != TP_CLI_PARSED)
+		return rc;
+	a->nbases = lists[0].count;
+	if (npos > 1)
+		return tp_cli_usage_error(cmd, "unexpected argument '%s'", argv[2]);
+	a->input = npos ? argv[1] : NULL;
+	return parse_values(cmd, threads, level, chunk, xform, a);
 }
 
 /* ---- progress and summaries ------------------------------------------------- */
@@ -153,18 +124,19 @@ static double now(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static void show_progress(void *ctx, uint64_t done, uint64_t total)
+static int show_progress(void *ctx, uint64_t done, uint64_t total)
 {
 	progress *p = ctx;
 	double t = now();
 	if (done < total && t - p->last < 0.1)
-		return;
+		return 0;
 	p->last = t;
 	char a[32], b[32];
 	tp_fmt_bytes(done, a, sizeof(a));
 	tp_fmt_bytes(total, b, sizeof(b));
 	fprintf(stderr, "\r%s: %3.0f%% (%s / %s)%s", p->what, total ? 100.0 * done / total : 100.0,
 		a, b, done >= total ? "\n" : "");
+	return 0;
 }
 
 static void want_progress(args *a, progress *p, const char *what, const char *path)
@@ -175,7 +147,7 @@ static void want_progress(args *a, progress *p, const char *what, const char *pa
 	if (!isatty(STDERR_FILENO) || size < (off_t)PROGRESS_MIN)
 		return;
 	p->what = what;
-	a->opts.progress = show_progress;
+	a->opts.on_progress = show_progress;
 	a->opts.progress_ctx = p;
 }
 
@@ -196,7 +168,7 @@ static void print_summary(FILE *to, const char *verb, const tp_delta_stats *st,
 static int fail(void)
 {
 	fprintf(stderr, "tenpak: %s\n", tp_error_last());
-	return 1;
+	return TP_EXIT_FAIL;
 }
 
 /* ---- subcommands --------------------------------------------------------------- */
@@ -206,10 +178,11 @@ static int fail(void)
 static bool parse_or_finish(const char *cmd, const char *usage, int argc, char **argv, args *a,
 			    int *rc)
 {
-	*rc = parse_args(cmd, argc, argv, a);
-	if (!*rc && a->help)
+	int parsed = parse_args(cmd, argc, argv, a);
+	if (parsed == TP_CLI_HELP)
 		fputs(usage, stdout);
-	return *rc || a->help;
+	*rc = parsed == TP_CLI_HELP ? TP_EXIT_OK : parsed;
+	return parsed != TP_CLI_PARSED;
 }
 
 static int open_input(const char *path, int *fd)
@@ -244,7 +217,7 @@ static int apply_to_fd(const char *in, const char *const *bases, size_t nbases, 
 
 /* compress and apply: one input, bases, -o OUT, a summary at the end. */
 typedef struct transfer {
-	const char *name, *usage, *operands, *done;
+	const char *cmd, *name, *usage, *operands, *done;
 	file_fn fn;
 	fd_fn to_fd; /* for -o - */
 	bool delta_is_output;
@@ -256,32 +229,32 @@ static int run_transfer(const transfer *t, int argc, char **argv)
 	progress p = { 0 };
 	tp_delta_stats st = { 0 };
 	int rc;
-	if (parse_or_finish(t->name, t->usage, argc, argv, &a, &rc))
+	if (parse_or_finish(t->cmd, t->usage, argc, argv, &a, &rc))
 		return rc;
 	if (!a.input || !a.out)
-		return usage_error(t->name, t->operands, NULL);
+		return tp_cli_usage_error(t->cmd, "%s", t->operands);
 	/* -o -: stdout carries the bytes and nothing else. */
 	bool to_stdout = strcmp(a.out, "-") == 0;
 	if (to_stdout && isatty(STDOUT_FILENO))
-		return usage_error(t->name, "refusing to write binary data to a terminal", NULL);
+		return tp_cli_usage_error(t->cmd, "refusing to write binary data to a terminal");
 	want_progress(&a, &p, t->name, a.input);
 	if ((to_stdout ? t->to_fd(a.input, a.bases, a.nbases, STDOUT_FILENO, &a.opts, &st)
 		       : t->fn(a.input, a.bases, a.nbases, a.out, &a.opts, &st)) < 0)
 		return fail();
 	print_summary(to_stdout ? stderr : stdout, t->done, &st, t->delta_is_output);
-	return 0;
+	return TP_EXIT_OK;
 }
 
 static int cmd_compress(int argc, char **argv)
 {
-	static const transfer t = { "compress", usage_compress, "needs TARGET and -o OUT",
+	static const transfer t = { "delta compress", "compress", usage_compress, "needs TARGET and -o OUT",
 				    "compressed", tp_delta_compress_file, compress_to_fd, true };
 	return run_transfer(&t, argc, argv);
 }
 
 static int cmd_apply(int argc, char **argv)
 {
-	static const transfer t = { "apply", usage_apply, "needs DELTA and -o OUT", "applied",
+	static const transfer t = { "delta apply", "apply", usage_apply, "needs DELTA and -o OUT", "applied",
 				    tp_delta_apply_file, apply_to_fd, false };
 	return run_transfer(&t, argc, argv);
 }
@@ -339,13 +312,13 @@ static int cmd_estimate(int argc, char **argv)
 	args a;
 	tp_delta_manifest *m = NULL;
 	int rc;
-	if (parse_or_finish("estimate", usage_estimate, argc, argv, &a, &rc))
+	if (parse_or_finish("delta estimate", usage_estimate, argc, argv, &a, &rc))
 		return rc;
 	if (!a.input || a.out)
-		return usage_error("estimate", "needs exactly one TARGET and no -o", NULL);
+		return tp_cli_usage_error("delta estimate", "needs exactly one TARGET and no -o");
 	if (tp_delta_estimate(&m, a.input, a.bases, a.nbases, &a.opts) < 0)
 		return fail();
-	rc = print_manifest(m, a.json, true) < 0 ? fail() : 0;
+	rc = print_manifest(m, a.json, true) < 0 ? fail() : TP_EXIT_OK;
 	tp_delta_manifest_free(m);
 	return rc;
 }
@@ -355,10 +328,10 @@ static int cmd_inspect(int argc, char **argv)
 	args a;
 	tp_delta_manifest *m = NULL;
 	int rc;
-	if (parse_or_finish("inspect", usage_inspect, argc, argv, &a, &rc))
+	if (parse_or_finish("delta inspect", usage_inspect, argc, argv, &a, &rc))
 		return rc;
 	if (!a.input || a.out || a.nbases)
-		return usage_error("inspect", "needs exactly one DELTA", NULL);
+		return tp_cli_usage_error("delta inspect", "needs exactly one DELTA");
 	int fd;
 	if (open_input(a.input, &fd) < 0)
 		return fail();
@@ -366,7 +339,7 @@ static int cmd_inspect(int argc, char **argv)
 	close(fd);
 	if (rc < 0)
 		return fail();
-	rc = print_manifest(m, a.json, false) < 0 ? fail() : 0;
+	rc = print_manifest(m, a.json, false) < 0 ? fail() : TP_EXIT_OK;
 	tp_delta_manifest_free(m);
 	return rc;
 }
@@ -382,17 +355,17 @@ int tp_cmd_delta(int argc, char **argv)
 		{ "estimate", cmd_estimate },
 		{ "inspect", cmd_inspect },
 	};
-	if (argc < 2) {
-		fputs(usage_delta, stderr);
-		return 2;
-	}
-	if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+	if (argc < 2)
+		return tp_cli_usage_error("delta", "missing subcommand (compress, apply, estimate, "
+					  "inspect)");
+	if (tp_cli_is_help(argv[1])) {
 		fputs(usage_delta, stdout);
-		return 0;
+		return TP_EXIT_OK;
 	}
 	for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
 		if (strcmp(argv[1], cmds[i].name) == 0)
 			return cmds[i].fn(argc - 1, argv + 1);
-	fprintf(stderr, "tenpak delta: unknown command '%s' (see tenpak delta --help)\n", argv[1]);
-	return 2;
+	if (argv[1][0] == '-')
+		return tp_cli_usage_error("delta", "unknown option '%s'", argv[1]);
+	return tp_cli_usage_error("delta", "unknown subcommand '%s'", argv[1]);
 }

@@ -5,6 +5,7 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,14 +46,14 @@ typedef struct args {
 	bool json, no_bos;
 } args;
 
-static bool parse_size(const char *s, size_t max, size_t *out)
+/* An optional flag's number into *out; false when it is bad. */
+static bool parse_number(const char *s, uint64_t min, uint64_t max, size_t *out)
 {
-	char *end;
-	errno = 0;
-	unsigned long long v = s ? strtoull(s, &end, 10) : 0;
-	if (!s || errno || end == s || *end || s[0] == '-' || v > max)
+	uint64_t v;
+	if (s && tp_parse_u64(s, min, max, &v) < 0)
 		return false;
-	*out = (size_t)v;
+	if (s)
+		*out = (size_t)v;
 	return true;
 }
 
@@ -84,11 +85,11 @@ static int parse_args(int argc, char **argv, args *a, tp_eval_opts *o, size_t *t
 	*decode = DECODE_DEFAULT;
 	if (a->mode && tp_ppl_mode_from_name(a->mode, &o->mode) < 0)
 		return tp_cli_usage_error("eval", "--mode must be llamacpp or strided");
-	if ((a->ctx && (!parse_size(a->ctx, 1u << 20, &o->ctx) || o->ctx < 4)) ||
-	    (a->stride && (!parse_size(a->stride, o->ctx, &o->stride) || o->stride == 0)) ||
-	    (a->max_tokens && !parse_size(a->max_tokens, SIZE_MAX, &o->max_tokens)) ||
-	    (a->threads && (!parse_size(a->threads, 256, threads) || *threads == 0)) ||
-	    (a->decode && !parse_size(a->decode, 1u << 16, decode)))
+	if (!parse_number(a->ctx, 4, 1u << 20, &o->ctx) ||
+	    !parse_number(a->stride, 1, o->ctx, &o->stride) ||
+	    !parse_number(a->max_tokens, 0, SIZE_MAX, &o->max_tokens) ||
+	    !parse_number(a->threads, 1, 256, threads) ||
+	    !parse_number(a->decode, 0, 1u << 16, decode))
 		return tp_cli_usage_error("eval", "bad number in --ctx, --stride, --max-tokens, "
 					  "--threads or --decode");
 	return TP_CLI_PARSED;
@@ -110,28 +111,23 @@ static int load_text_ids(const char *model_dir, const char *text_path, const tp_
 	tp_tokenizer *tok = NULL;
 	char *path = NULL;
 	tp_buf text = TP_BUF_INIT(TEXT_MAX);
-	FILE *f = NULL;
-	int rc;
+	int rc, fd = -1;
 	if ((rc = tp_path_join(&path, model_dir, "tokenizer.json")) < 0 ||
 	    (rc = tp_tokenizer_load(&tok, path)) < 0)
 		goto done;
-	if (!(f = fopen(text_path, "rb"))) {
+	/* Not tp_fs_read_regular: --text may name a pipe (/dev/stdin). */
+	if ((fd = open(text_path, O_RDONLY | O_CLOEXEC)) < 0) {
 		rc = tp_error_set_errno(tp_error_from_errno(errno), errno, "opening %s", text_path);
 		goto done;
 	}
-	char chunk[65536];
-	size_t got;
-	while (rc == 0 && (got = fread(chunk, 1, sizeof(chunk), f)) > 0)
-		rc = tp_buf_add(&text, chunk, got);
-	if (rc == 0 && ferror(f))
-		rc = tp_error_set(TP_EIO, "reading %s", text_path);
+	if ((rc = tp_fs_read_fd(fd, text_path, &text)) < 0)
+		goto done;
 	/* Special-token text in the file is text, as in llama.cpp's perplexity. */
-	if (rc == 0)
-		rc = tp_tokenizer_encode(tok, text.ptr ? text.ptr : "", text.len, false, ids, n);
+	rc = tp_tokenizer_encode(tok, text.ptr ? text.ptr : "", text.len, false, ids, n);
 	*bos = no_bos ? -1 : tp_runtime_choose_bos(tp_model_get_config(m), tok);
 done:
-	if (f)
-		fclose(f);
+	if (fd >= 0)
+		close(fd);
 	tp_buf_free(&text);
 	tp_tokenizer_free(tok);
 	free(path);

@@ -5,6 +5,8 @@
  */
 #include "tokenizer_internal.h"
 
+#include "tp_array.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -16,63 +18,31 @@ typedef struct span {
 
 typedef struct pieces {
 	tp_buf text;
-	span *s;
-	size_t n, cap;
+	tp_array(span) s;
 } pieces;
 
-typedef struct ids_vec {
-	int32_t *v;
-	size_t n, cap;
-} ids_vec;
+#define PIECES_INIT { TP_BUF_INIT(SIZE_MAX / 2), TP_ARRAY_INIT(SIZE_MAX) }
 
-/* Room for one more element in a doubling array: the array, maybe moved,
- * or NULL (the old one still valid) when memory is short. */
-static void *grow(void *arr, size_t *cap, size_t n, size_t elem)
-{
-	if (n < *cap)
-		return arr;
-	size_t ncap = *cap ? *cap * 2 : 64, bytes;
-	void *p = tp_mul_ok(ncap, elem, &bytes) ? realloc(arr, bytes) : NULL;
-	if (p)
-		*cap = ncap;
-	return p;
-}
-
-static int push_id(ids_vec *o, int32_t id)
-{
-	int32_t *v = grow(o->v, &o->cap, o->n, sizeof(*v));
-	if (!v)
-		return tp_error_set(TP_ENOMEM, "out of memory");
-	o->v = v;
-	v[o->n++] = id;
-	return 0;
-}
+typedef tp_array(int32_t) ids_vec;
 
 /* Start a new piece; its bytes are added with tp_buf_add afterwards. */
 static int piece_begin(pieces *p, bool first)
 {
-	span *s = grow(p->s, &p->cap, p->n, sizeof(*s));
-	if (!s)
-		return tp_error_set(TP_ENOMEM, "out of memory");
-	p->s = s;
-	s[p->n++] = (span){ p->text.len, 0, first };
-	return 0;
+	return tp_array_push(&p->s, ((span){ p->text.len, 0, first }));
 }
 
 static int piece_add(pieces *p, const char *b, size_t n)
 {
 	int rc = tp_buf_add(&p->text, b, n);
 	if (rc == 0)
-		p->s[p->n - 1].len += n;
+		p->s.ptr[p->s.len - 1].len += n;
 	return rc;
 }
 
 static void pieces_free(pieces *p)
 {
 	tp_buf_free(&p->text);
-	free(p->s);
-	p->s = NULL;
-	p->n = p->cap = 0;
+	tp_array_clear(&p->s);
 }
 
 /* GPT-2's printable stand-ins for bytes, as UTF-8. */
@@ -168,7 +138,7 @@ static int step_metaspace(const step *st, pieces *q, const char *s, size_t n, bo
 	for (size_t i = 0; i < n && rc == 0; i++) {
 		bool ms = s[i] == ' ' || (n - i >= ml && memcmp(s + i, METASPACE, ml) == 0);
 		/* split: each metaspace starts a new piece (merged with next) */
-		if (ms && st->split && q->s[q->n - 1].len > 0)
+		if (ms && st->split && q->s.ptr[q->s.len - 1].len > 0)
 			rc = piece_begin(q, false);
 		if (rc == 0)
 			rc = ms ? piece_add(q, METASPACE, ml) : piece_add(q, s + i, 1);
@@ -214,10 +184,10 @@ typedef int (*step_fn)(const step *st, pieces *q, const char *s, size_t n, bool 
 /* Run one step over every piece of *p, replacing *p with the result. */
 static int run_step(const step *st, step_fn f, pieces *p)
 {
-	pieces q = { .text = TP_BUF_INIT(SIZE_MAX / 2) };
+	pieces q = PIECES_INIT;
 	int rc = 0;
-	for (size_t i = 0; i < p->n && rc == 0; i++)
-		rc = f(st, &q, p->text.ptr + p->s[i].off, p->s[i].len, p->s[i].first);
+	for (size_t i = 0; i < p->s.len && rc == 0; i++)
+		rc = f(st, &q, p->text.ptr + p->s.ptr[i].off, p->s.ptr[i].len, p->s.ptr[i].first);
 	if (rc < 0) {
 		pieces_free(&q);
 		return rc;
@@ -237,10 +207,7 @@ typedef struct cand {
 	size_t pos;
 } cand;
 
-typedef struct heap {
-	cand *v;
-	size_t n, cap;
-} heap;
+typedef tp_array(cand) heap;
 
 static bool cand_less(const cand *a, const cand *b)
 {
@@ -249,36 +216,34 @@ static bool cand_less(const cand *a, const cand *b)
 
 static int heap_push(heap *h, cand c)
 {
-	cand *v = grow(h->v, &h->cap, h->n, sizeof(*v));
-	if (!v)
-		return tp_error_set(TP_ENOMEM, "out of memory");
-	h->v = v;
-	size_t i = h->n++;
-	h->v[i] = c;
-	while (i > 0 && cand_less(&h->v[i], &h->v[(i - 1) / 2])) {
-		cand t = h->v[i];
-		h->v[i] = h->v[(i - 1) / 2];
-		h->v[(i - 1) / 2] = t;
-		i = (i - 1) / 2;
+	int rc = tp_array_push(h, c);
+	if (rc)
+		return rc;
+	cand *v = h->ptr;
+	for (size_t i = h->len - 1; i > 0 && cand_less(&v[i], &v[(i - 1) / 2]); i = (i - 1) / 2) {
+		cand t = v[i];
+		v[i] = v[(i - 1) / 2];
+		v[(i - 1) / 2] = t;
 	}
 	return 0;
 }
 
 static cand heap_pop(heap *h)
 {
-	cand top = h->v[0];
-	h->v[0] = h->v[--h->n];
+	cand *v = h->ptr;
+	cand top = v[0];
+	v[0] = v[--h->len];
 	for (size_t i = 0;;) {
 		size_t l = 2 * i + 1, r = l + 1, m = i;
-		if (l < h->n && cand_less(&h->v[l], &h->v[m]))
+		if (l < h->len && cand_less(&v[l], &v[m]))
 			m = l;
-		if (r < h->n && cand_less(&h->v[r], &h->v[m]))
+		if (r < h->len && cand_less(&v[r], &v[m]))
 			m = r;
 		if (m == i)
 			break;
-		cand t = h->v[i];
-		h->v[i] = h->v[m];
-		h->v[m] = t;
+		cand t = v[i];
+		v[i] = v[m];
+		v[m] = t;
 		i = m;
 	}
 	return top;
@@ -328,11 +293,11 @@ static int initial_symbols(const tp_tokenizer *t, const char *s, size_t n, sym *
 /* Apply merges lowest rank first (leftmost on ties), as HF's BPE does. */
 static int bpe_merge(const tp_tokenizer *t, sym *sy, size_t ns)
 {
-	heap h = { 0 };
+	heap h = TP_ARRAY_INIT(SIZE_MAX);
 	int rc = 0;
 	for (size_t i = 0; i < ns && rc == 0; i++)
 		rc = push_pair(t, &h, sy, i);
-	while (h.n && rc == 0) {
+	while (h.len && rc == 0) {
 		cand c = heap_pop(&h);
 		int32_t rank, merged, nx = sy[c.pos].next;
 		if (!sy[c.pos].alive || nx < 0 ||
@@ -349,7 +314,7 @@ static int bpe_merge(const tp_tokenizer *t, sym *sy, size_t ns)
 		if (rc == 0)
 			rc = push_pair(t, &h, sy, c.pos);
 	}
-	free(h.v);
+	tp_array_clear(&h);
 	return rc;
 }
 
@@ -359,7 +324,7 @@ static int bpe_piece(const tp_tokenizer *t, const char *s, size_t n, ids_vec *ou
 		return 0;
 	int32_t whole = t->ignore_merges ? tp_tok_vocab_get(&t->vocab, s, n) : -1;
 	if (whole >= 0)
-		return push_id(out, whole);
+		return tp_array_push(out, whole);
 	size_t ns = 0;
 	sym *sy = malloc(n * sizeof(*sy)); /* at most one symbol per byte */
 	if (!sy)
@@ -369,7 +334,7 @@ static int bpe_piece(const tp_tokenizer *t, const char *s, size_t n, ids_vec *ou
 		rc = bpe_merge(t, sy, ns);
 	for (size_t i = 0; i < ns && rc == 0; i++)
 		if (sy[i].alive)
-			rc = push_id(out, sy[i].id);
+			rc = tp_array_push(out, sy[i].id);
 	free(sy);
 	return rc;
 }
@@ -378,7 +343,7 @@ static int bpe_piece(const tp_tokenizer *t, const char *s, size_t n, ids_vec *ou
 static int encode_segment(const tp_tokenizer *t, const char *s, size_t n, bool first,
 			  ids_vec *out)
 {
-	pieces p = { .text = TP_BUF_INIT(SIZE_MAX / 2) };
+	pieces p = PIECES_INIT;
 	int rc = piece_begin(&p, first);
 	if (rc == 0 && n)
 		rc = piece_add(&p, s, n);
@@ -386,8 +351,8 @@ static int encode_segment(const tp_tokenizer *t, const char *s, size_t n, bool f
 		rc = run_step(&t->norm[i], apply_norm, &p);
 	for (size_t i = 0; i < t->npre && rc == 0; i++)
 		rc = run_step(&t->pre[i], apply_pre, &p);
-	for (size_t i = 0; i < p.n && rc == 0; i++)
-		rc = bpe_piece(t, p.text.ptr + p.s[i].off, p.s[i].len, out);
+	for (size_t i = 0; i < p.s.len && rc == 0; i++)
+		rc = bpe_piece(t, p.text.ptr + p.s.ptr[i].off, p.s.ptr[i].len, out);
 	pieces_free(&p);
 	return rc;
 }
@@ -410,7 +375,7 @@ static const added *match_added(const tp_tokenizer *t, const char *s, size_t n,
 int tp_tokenizer_encode(const tp_tokenizer *t, const char *text, size_t len,
 			bool parse_special, int32_t **ids, size_t *n)
 {
-	ids_vec out = { 0 };
+	ids_vec out = TP_ARRAY_INIT(SIZE_MAX);
 	size_t seg = 0;
 	int rc = 0;
 	for (size_t i = 0; i < len && rc == 0;) {
@@ -423,17 +388,17 @@ int tp_tokenizer_encode(const tp_tokenizer *t, const char *text, size_t len,
 		if (i > seg)
 			rc = encode_segment(t, text + seg, i - seg, seg == 0, &out);
 		if (rc == 0)
-			rc = push_id(&out, a->id);
+			rc = tp_array_push(&out, a->id);
 		i += a->len;
 		seg = i;
 	}
 	if (rc == 0 && len > seg)
 		rc = encode_segment(t, text + seg, len - seg, seg == 0, &out);
 	if (rc < 0) {
-		free(out.v);
+		tp_array_clear(&out);
 		return rc;
 	}
-	*ids = out.v ? out.v : malloc(sizeof(int32_t));
-	*n = out.n;
+	*ids = out.ptr ? out.ptr : malloc(sizeof(int32_t));
+	*n = out.len;
 	return *ids ? 0 : tp_error_set(TP_ENOMEM, "out of memory");
 }

@@ -2,50 +2,12 @@
 #include "runtime_internal.h"
 
 #include <cjson/cJSON.h>
-#include <errno.h>
-#include <fcntl.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 /* Dimensions beyond this are not a model we can hold anyway. */
 #define DIM_MAX (1u << 24)
-
-int tp_runtime_read_file(const char *path, size_t cap, char **out, size_t *len)
-{
-	int rc = 0, fd = open(path, O_RDONLY | O_CLOEXEC);
-	char *buf = NULL;
-	size_t got = 0;
-	struct stat sb;
-	if (fd < 0)
-		return tp_error_set_errno(tp_error_from_errno(errno), errno, "opening %s", path);
-	if (fstat(fd, &sb) != 0) {
-		rc = tp_error_set_errno(TP_EIO, errno, "stat %s", path);
-		goto done;
-	}
-	if (sb.st_size < 0 || (uint64_t)sb.st_size > cap) {
-		rc = tp_error_set(TP_ETOOBIG, "%s is larger than %zu bytes", path, cap);
-		goto done;
-	}
-	if (!(buf = malloc((size_t)sb.st_size + 1))) {
-		rc = tp_error_set(TP_ENOMEM, "out of memory");
-		goto done;
-	}
-	if ((rc = tp_fs_read_full(fd, buf, (size_t)sb.st_size, &got)) < 0) {
-		tp_error_wrap(rc, "reading %s", path);
-		goto done;
-	}
-	buf[got] = '\0';
-	*out = buf;
-	*len = got;
-	buf = NULL;
-done:
-	free(buf);
-	close(fd);
-	return rc;
-}
 
 /* A positive integer field; absent uses def (0: required). */
 static int get_dim(const cJSON *root, const char *key, size_t def, size_t *out)

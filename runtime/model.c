@@ -327,16 +327,16 @@ static int find_weights(const char *dir, char **out)
 
 static int load_config(const char *dir, tp_model_config *c)
 {
-	char *path = NULL, *json = NULL;
-	size_t len;
+	char *path = NULL;
+	tp_buf json = TP_BUF_INIT(CONFIG_MAX);
 	int rc;
 	if ((rc = tp_path_join(&path, dir, "config.json")) < 0)
 		return rc;
-	if ((rc = tp_runtime_read_file(path, CONFIG_MAX, &json, &len)) == 0 &&
-	    (rc = tp_model_config_parse(c, json, len)) < 0)
+	if ((rc = tp_fs_read_regular(path, &json)) == 0 &&
+	    (rc = tp_model_config_parse(c, json.ptr ? json.ptr : "", json.len)) < 0)
 		tp_error_wrap(rc, "%s", path);
 	free(path);
-	free(json);
+	tp_buf_free(&json);
 	return rc;
 }
 

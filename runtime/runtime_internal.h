@@ -21,7 +21,4 @@ struct tp_model {
 /* True when the AVX2/FMA kernels may run (CPU has them, not forced off). */
 bool tp_runtime_use_avx2(void);
 
-/* Read a whole (small) file, NUL-terminated, refusing more than cap bytes. */
-int tp_runtime_read_file(const char *path, size_t cap, char **out, size_t *len);
-
 #endif

@@ -433,12 +433,11 @@ int tp_tokenizer_parse(tp_tokenizer **out, const char *json, size_t len)
 
 int tp_tokenizer_load(tp_tokenizer **out, const char *path)
 {
-	char *json = NULL;
-	size_t len;
-	int rc = tp_runtime_read_file(path, TP_TOKENIZER_JSON_MAX, &json, &len);
-	if (rc == 0 && (rc = tp_tokenizer_parse(out, json, len)) < 0)
+	tp_buf json = TP_BUF_INIT(TP_TOKENIZER_JSON_MAX);
+	int rc = tp_fs_read_regular(path, &json);
+	if (rc == 0 && (rc = tp_tokenizer_parse(out, json.ptr ? json.ptr : "", json.len)) < 0)
 		tp_error_wrap(rc, "%s", path);
-	free(json);
+	tp_buf_free(&json);
 	return rc;
 }
 

@@ -709,7 +709,12 @@ static int list_page(s3_store *s, const char *prefix, const char *token, tp_stor
 		/* Keys outside our prefix or our key syntax are not ours. */
 		if (strncmp(key, s->prefix, plen) != 0 || !tp_store_key_valid(key + plen))
 			continue;
-		rc = fn(ctx, key + plen, strtoull(size, NULL, 10));
+		uint64_t n;
+		if (tp_parse_u64(size, 0, UINT64_MAX, &n) != 0)
+			rc = tp_error_set(TP_EPROTO, "s3://%s: the listing gives %s the size \"%s\"",
+					  s->bucket, key, size);
+		else
+			rc = fn(ctx, key + plen, n);
 	}
 	char truncated[16] = "";
 	next[0] = '\0';

@@ -2,13 +2,10 @@
  * Opening an S3 store: the URL, settings (URL query, then the caller's
  * config), and credentials (environment, then the shared credentials file).
  */
-#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "s3_internal.h"
 
@@ -103,35 +100,20 @@ static int parse_bool(const char *name, const char *v, bool *out)
 /* "64M", "64MiB", "8g", or plain bytes. */
 static int parse_size(const char *name, const char *v, uint64_t lo, uint64_t hi, uint64_t *out)
 {
-	char *end;
-	errno = 0;
-	unsigned long long n = strtoull(v, &end, 10);
-	uint64_t mult = 1;
-	switch (*end) {
-	case 'k': case 'K': mult = 1024; end++; break;
-	case 'm': case 'M': mult = MiB; end++; break;
-	case 'g': case 'G': mult = 1024 * MiB; end++; break;
-	default: break;
-	}
-	if (mult > 1 && (!strcmp(end, "iB") || !strcmp(end, "B")))
-		end += strlen(end);
-	if (errno || end == v || *end || n > hi / mult || n * mult < lo)
+	if (tp_parse_size(v, lo, hi, out) < 0)
 		return tp_error_set(TP_ECONFIG, "s3 %s \"%s\" must be a size from %llu to %llu bytes "
 				    "(suffixes K, M, G)", name, v, (unsigned long long)lo,
 				    (unsigned long long)hi);
-	*out = n * mult;
 	return 0;
 }
 
-static int parse_int(const char *name, const char *v, long lo, long hi, long *out)
+static int parse_count(const char *name, const char *v, uint64_t lo, uint64_t hi, long *out)
 {
-	char *end;
-	errno = 0;
-	long n = strtol(v, &end, 10);
-	if (errno || end == v || *end || n < lo || n > hi)
-		return tp_error_set(TP_ECONFIG, "s3 %s \"%s\" must be a number from %ld to %ld", name,
-				    v, lo, hi);
-	*out = n;
+	uint64_t n;
+	if (tp_parse_u64(v, lo, hi, &n) < 0)
+		return tp_error_set(TP_ECONFIG, "s3 %s \"%s\" must be a number from %llu to %llu",
+				    name, v, (unsigned long long)lo, (unsigned long long)hi);
+	*out = (long)n;
 	return 0;
 }
 
@@ -185,51 +167,27 @@ static void trim(char **a, char **b)
 		(*b)--;
 }
 
-/* The whole file in one buffer, NUL-terminated after *len bytes: one wipe of
- * *len + 1 bytes then covers every copy of a secret, where stdio's buffer and
- * getline's reallocations would leave some in freed memory. TP_ENOTFOUND
- * when it cannot be read, as when missing. */
-static int read_credentials_file(const char *path, char **out, size_t *len)
+/* The whole file in one buffer: tp_fs_read_regular reads a regular file
+ * straight into one allocation, so one wipe of out->alloc bytes covers
+ * every copy of a secret, where stdio's buffer and getline's reallocations
+ * would leave some in freed memory. TP_ENOTFOUND when it cannot be read,
+ * as when missing; out is to be wiped and freed whatever the result. */
+static int read_credentials_file(const char *path, tp_buf *out)
 {
-	int fd;
-	struct stat st;
-	if (tp_fs_open_regular(path, &fd) != 0)
-		return TP_ENOTFOUND;
-	int rc = 0;
-	char *buf = NULL;
-	size_t got = 0;
-	if (fstat(fd, &st) != 0)
-		rc = TP_ENOTFOUND;
-	else if ((uint64_t)st.st_size > CREDENTIALS_FILE_MAX)
-		rc = tp_error_set(TP_ECONFIG, "%s is larger than %u bytes; not an AWS credentials "
-				  "file", path, CREDENTIALS_FILE_MAX);
-	else if (!(buf = malloc((size_t)st.st_size + 1)))
-		rc = tp_error_set(TP_ENOMEM, "out of memory");
-	else if (tp_fs_read_full(fd, buf, (size_t)st.st_size, &got) != 0)
-		rc = TP_ENOTFOUND;
-	close(fd);
-	if (rc) {
-		if (buf)
-			tp_secure_zero(buf, (size_t)st.st_size + 1);
-		free(buf);
-		return rc;
-	}
-	buf[got] = '\0';
-	*out = buf;
-	*len = got;
-	return 0;
+	int rc = tp_fs_read_regular(path, out);
+	if (rc == TP_ETOOBIG)
+		return tp_error_set(TP_ECONFIG, "%s is larger than %u bytes; not an AWS credentials "
+				    "file", path, CREDENTIALS_FILE_MAX);
+	return rc || out->len == 0 ? TP_ENOTFOUND : 0;
 }
 
 /* The shared credentials file: [profile] sections of key = value lines. */
 static int credentials_from_file(s3_store *s, const char *path, const char *profile)
 {
-	char *text = NULL;
-	size_t text_len = 0;
-	int rc = read_credentials_file(path, &text, &text_len);
-	if (rc)
-		return rc;
+	tp_buf file = TP_BUF_INIT(CREDENTIALS_FILE_MAX);
+	int rc = read_credentials_file(path, &file);
 	bool in_profile = false;
-	char *end = text + text_len;
+	char *text = file.ptr, *end = rc ? text : text + file.len;
 	for (char *line = text, *next; !rc && line < end; line = next) {
 		char *nl = memchr(line, '\n', (size_t)(end - line));
 		next = nl ? nl + 1 : end;
@@ -262,8 +220,9 @@ static int credentials_from_file(s3_store *s, const char *path, const char *prof
 			rc = strdup_to(dst, vs, (size_t)(ve - vs));
 		}
 	}
-	tp_secure_zero(text, text_len + 1);
-	free(text);
+	if (file.ptr)
+		tp_secure_zero(file.ptr, file.alloc);
+	tp_buf_free(&file);
 	if (!rc && (!s->access_key || !s->secret_key))
 		rc = TP_ENOTFOUND;
 	return rc;
@@ -390,14 +349,14 @@ static int apply_settings(s3_store *s, s3_settings *st)
 	v = NULL;
 	long parallel = DEFAULT_PARALLEL, retries = DEFAULT_RETRIES;
 	s->timeout_s = DEFAULT_TIMEOUT_S;
-	struct { const char *name; long lo, hi; long *dst; } ints[] = {
+	struct { const char *name; uint64_t lo, hi; long *dst; } ints[] = {
 		{ "parallel", 1, 64, &parallel },
 		{ "retries", 0, 100, &retries },
 		{ "timeout", 1, 86400, &s->timeout_s },
 	};
 	for (size_t i = 0; i < sizeof(ints) / sizeof(ints[0]); i++) {
 		if ((rc = setting(st, ints[i].name, &v)) ||
-		    (v && (rc = parse_int(ints[i].name, v, ints[i].lo, ints[i].hi, ints[i].dst))))
+		    (v && (rc = parse_count(ints[i].name, v, ints[i].lo, ints[i].hi, ints[i].dst))))
 			goto done;
 		free(v);
 		v = NULL;

@@ -39,6 +39,53 @@ test_expect_success 'eval: --help exits 0, usage errors exit 2 with one line' '
 	done
 '
 
+test_expect_success 'delta: --help exits 0, usage errors exit 2 with one line' '
+	"$TENPAK" delta --help >out &&
+	grep -q "^usage: tenpak delta <compress|apply|estimate|inspect>" out &&
+	for sub in compress apply estimate inspect; do
+		"$TENPAK" delta $sub --help >out &&
+		grep -q "^usage: tenpak delta $sub" out &&
+		"$TENPAK" delta $sub -h >out &&
+		grep -q "^usage: tenpak delta $sub" out || exit 1
+	done &&
+	for args in "" "bogus" "--bogus"; do
+		test_expect_code 2 "$TENPAK" delta $args >out 2>err &&
+		test "$(wc -l <err)" = 1 &&
+		grep -q "^tenpak: delta: .*(see '\''tenpak delta --help'\'')$" err &&
+		test ! -s out || { echo "delta $args:"; cat err; exit 1; }
+	done &&
+	for args in "compress" "compress t" "compress t -o" "compress t u -o o" \
+		    "compress --bogus t -o o" "compress --threads x t -o o" \
+		    "compress --threads -1 t -o o" "compress --threads 1025 t -o o" \
+		    "compress --level 0 t -o o" "compress --level 23 t -o o" \
+		    "compress --chunk-size 17M t -o o" "compress --transform bogus t -o o" \
+		    "compress --json=1 t -o o" "compress --base" "apply d" "apply --output" \
+		    "estimate" "estimate t -o o" "inspect" "inspect d e" "inspect --base b d"; do
+		sub=${args%% *} &&
+		test_expect_code 2 "$TENPAK" delta $args >out 2>err &&
+		test "$(wc -l <err)" = 1 &&
+		grep -q "^tenpak: delta $sub: .*(see '\''tenpak delta $sub --help'\'')$" err &&
+		test ! -s out || { echo "delta $args:"; cat err; exit 1; }
+	done &&
+	seq 4097 | sed "s/.*/--base=b/" >many &&
+	test_expect_code 2 "$TENPAK" delta compress $(cat many) t -o o 2>err &&
+	test "$(wc -l <err)" = 1 &&
+	grep -q "too many --base options" err
+'
+
+test_expect_success 'delta: --base repeats, sizes take K and M' '
+	"$TENPAK" delta compress --chunk-size 64K --base "$DATA/fixtures/base-bf16.safetensors" \
+		--base="$DATA/eval/config.json" "$DATA/fixtures/full_ft-bf16.safetensors" \
+		-o ft.tpd >out &&
+	"$TENPAK" delta inspect ft.tpd >out &&
+	grep -q "chunk size 65536," out &&
+	grep -q "^base 0: base-bf16.safetensors " out &&
+	grep -q "^base 1: config.json " out &&
+	"$TENPAK" delta apply --base "$DATA/eval/config.json" \
+		--base "$DATA/fixtures/base-bf16.safetensors" ft.tpd -o ft &&
+	cmp ft "$DATA/fixtures/full_ft-bf16.safetensors"
+'
+
 # The in-repo fixture: config and tokenizer from tests/data/eval, BF16
 # weights; PyTorch gives perplexity 10.108377 (runtime/README.md).
 test_expect_success 'eval scores the fixture model' '

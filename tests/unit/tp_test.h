@@ -6,7 +6,9 @@
 #ifndef TP_TEST_H
 #define TP_TEST_H
 
+#include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static int tp_test_passed, tp_test_failed;
@@ -52,6 +54,25 @@ static int tp_test_passed, tp_test_failed;
 		fprintf(stderr, "-- %s\n", #fn); \
 		fn();                           \
 	} while (0)
+
+/* Make a fresh directory from a mkdtemp template ("/tmp/name-XXXXXX");
+ * false, saying why, when it cannot be made. */
+static inline bool tp_test_mkdtemp(char *tmpl)
+{
+	if (mkdtemp(tmpl))
+		return true;
+	perror("mkdtemp");
+	return false;
+}
+
+/* Remove a tree made by tp_test_mkdtemp (its name holds no quote). */
+static inline void tp_test_rmtree(const char *dir)
+{
+	char cmd[600];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	if (system(cmd) != 0)
+		fprintf(stderr, "could not remove %s\n", dir);
+}
 
 #define TP_TEST_RESULT()                                                        \
 	(printf("%d passed, %d failed\n", tp_test_passed, tp_test_failed), \

@@ -238,19 +238,14 @@ static void test_estimate(void)
 
 int main(void)
 {
-	if (!mkdtemp(dir)) {
-		perror("mkdtemp");
+	if (!tp_test_mkdtemp(dir))
 		return 1;
-	}
 	TP_TEST_RUN(test_dtypes);
 	TP_TEST_RUN(test_layouts);
 	TP_TEST_RUN(test_sharded);
 	TP_TEST_RUN(test_opaque);
 	TP_TEST_RUN(test_corruption);
 	TP_TEST_RUN(test_estimate);
-	char cmd[600];
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-	if (system(cmd) != 0)
-		fprintf(stderr, "could not remove %s\n", dir);
+	tp_test_rmtree(dir);
 	return TP_TEST_RESULT();
 }

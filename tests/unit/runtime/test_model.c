@@ -3,6 +3,7 @@
 #include "evaltest.h"
 
 #include <math.h>
+#include <sys/stat.h>
 
 static const char *data_dir, *shared_dir;
 
@@ -254,6 +255,37 @@ static void test_config_errors(void)
 	CHECK_EQ_INT(tp_model_load(&m, "/nonexistent", NULL), TP_ENOTFOUND);
 }
 
+/* config.json and tokenizer.json are read as regular files only: a FIFO
+ * in their place (or a device) is refused, never waited on; and their
+ * size caps hold. */
+static void test_config_files(void)
+{
+	char dir[] = "/tmp/tp-runtime-test-XXXXXX";
+	tp_model *m = NULL;
+	tp_tokenizer *t = NULL;
+	CHECK(mkdtemp(dir) != NULL);
+	CHECK_EQ_INT(mkfifo(tpt_path("%s/config.json", dir), 0600), 0);
+	CHECK_EQ_INT(mkfifo(tpt_path("%s/tokenizer.json", dir), 0600), 0);
+	alarm(20); /* the old reader blocked here for a writer */
+	CHECK_EQ_INT(tp_model_load(&m, dir, NULL), TP_EINVAL);
+	CHECK(strstr(tp_error_last(), "config.json is not a regular file") != NULL);
+	CHECK_EQ_INT(tp_tokenizer_load(&t, tpt_path("%s/tokenizer.json", dir)), TP_EINVAL);
+	alarm(0);
+	CHECK(m == NULL && t == NULL);
+	unlink(tpt_path("%s/config.json", dir));
+	FILE *f = fopen(tpt_path("%s/config.json", dir), "wb");
+	CHECK(f != NULL);
+	for (size_t i = 0; f && i <= (4u << 20); i++)
+		fputc(' ', f);
+	if (f)
+		fclose(f);
+	CHECK_EQ_INT(tp_model_load(&m, dir, NULL), TP_ETOOBIG);
+	CHECK(strstr(tp_error_last(), "config.json is larger than 4194304 bytes") != NULL);
+	unlink(tpt_path("%s/config.json", dir));
+	unlink(tpt_path("%s/tokenizer.json", dir));
+	rmdir(dir);
+}
+
 int main(int argc, char **argv)
 {
 	data_dir = argc > 1 ? argv[1] : "tests/data";
@@ -271,5 +303,6 @@ int main(int argc, char **argv)
 	TP_TEST_RUN(test_kv_cache_and_kernels);
 	TP_TEST_RUN(test_linear_interface);
 	TP_TEST_RUN(test_config_errors);
+	TP_TEST_RUN(test_config_files);
 	return TP_TEST_RESULT();
 }
