@@ -10,8 +10,8 @@
 
 double tp_delta_now(void);
 
-/* Tell the caller how far the work is (o->on_progress, and the deprecated
- * o->progress). Non-zero: the caller's code, the work must stop. */
+/* Tell the caller how far the work is (o->progress). Non-zero: the
+ * caller's code, the work must stop. */
 int tp_delta_report(const tp_delta_opts *o, uint64_t done, uint64_t total);
 
 /*

@@ -30,14 +30,12 @@ double tp_delta_now(void)
 
 int tp_delta_report(const tp_delta_opts *o, uint64_t done, uint64_t total)
 {
-	if (o->progress)
-		o->progress(o->progress_ctx, done, total);
-	if (!o->on_progress)
+	if (!o->progress)
 		return 0;
 	/* A callback that stops the work need not say why; the message then
 	 * must not be some older one. */
 	tp_error_clear();
-	int rc = o->on_progress(o->progress_ctx, done, total);
+	int rc = o->progress(o->progress_ctx, done, total);
 	if (rc) {
 		tp_error_state st;
 		tp_error_state_capture(&st);

@@ -129,9 +129,6 @@ typedef enum tp_delta_xform {
 
 const char *tp_delta_xform_name(tp_delta_xform x);
 
-/* The old progress callback, which cannot stop the work: kept only until
- * lfs-agent/transfer.c passes an on_progress (then both go). */
-typedef void (*tp_delta_progress_fn)(void *ctx, uint64_t done, uint64_t total);
 /* Write all n bytes or fail. */
 typedef int (*tp_delta_write_fn)(void *ctx, const void *buf, size_t n);
 /* Read up to n bytes; *got < n only at end of stream. */
@@ -153,9 +150,8 @@ typedef struct tp_delta_opts {
 	 * work promptly: worker threads are joined, a temporary output is
 	 * removed, and the call returns that code (with the callback's
 	 * message, or "stopped by the caller" when it set none). */
-	tp_progress_fn on_progress;
-	tp_delta_progress_fn progress; /* deprecated: see tp_delta_progress_fn */
-	void *progress_ctx;            /* for both */
+	tp_progress_fn progress;
+	void *progress_ctx;
 	/* apply: when nonzero, the size the rebuilt file must have. Checked
 	 * against the plan before anything is written: segments may reuse one
 	 * base range, so a small hostile delta can claim terabytes. */

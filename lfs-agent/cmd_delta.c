@@ -147,7 +147,7 @@ static void want_progress(args *a, progress *p, const char *what, const char *pa
 	if (!isatty(STDERR_FILENO) || size < (off_t)PROGRESS_MIN)
 		return;
 	p->what = what;
-	a->opts.on_progress = show_progress;
+	a->opts.progress = show_progress;
 	a->opts.progress_ctx = p;
 }
 

@@ -188,11 +188,12 @@ const char *tp_transfer_tmp_dir(const tp_transfer *t)
 	return t->tmp_dir;
 }
 
-static void codec_progress(void *ctx, uint64_t done, uint64_t total)
+/* The caller's verdict passes through: an agent whose git-lfs went away
+ * stops the codec mid-object instead of finishing work nobody reads. */
+static int codec_progress(void *ctx, uint64_t done, uint64_t total)
 {
 	tp_transfer *t = ctx;
-	if (t->progress)
-		t->progress(t->progress_ctx, done, total);
+	return t->progress ? t->progress(t->progress_ctx, done, total) : 0;
 }
 
 tp_delta_opts tp_transfer_codec_opts(tp_transfer *t, bool report)

@@ -851,6 +851,53 @@ static void test_provenance(void)
 	model_free(plain);
 }
 
+/* A progress callback that says stop (git-lfs went away) ends an upload
+ * and a download with its code, mid-codec, and stores nothing. */
+static int calls;
+static int stop_now(void *ctx, uint64_t done, uint64_t total)
+{
+	(void)ctx;
+	(void)done;
+	(void)total;
+	calls++;
+	return tp_error_set(TP_EIO, "writing to git-lfs: broken pipe");
+}
+
+static void test_progress_stops(void)
+{
+	model *base = model_new("p-base", 11, 0), *ft = model_new("p-ft", 11, 30);
+	char tmp[512], out[512];
+	snprintf(tmp, sizeof(tmp), "%s/tmp", root);
+	snprintf(out, sizeof(out), "%s/out-stopped", root);
+	store_open();
+	tp_transfer *t = transfer_new();
+	CHECK_EQ_INT(plan_and_store(t, base, NULL, NULL), -1);
+	tp_transfer_free(t);
+	t = NULL;
+	tp_transfer_opts opts = { .tmp_dir = tmp, .threads = 1, .progress = stop_now };
+	CHECK_EQ_INT(tp_transfer_new(&t, &store, NULL, &opts), 0);
+	lineage_fixture x = { 0 };
+	candidate_add(&x, TP_LINEAGE_SOURCE_HISTORY, base, true);
+	tp_transfer_plan *p = NULL;
+	tp_transfer_result r = { 0 };
+	CHECK_EQ_INT(tp_transfer_plan_upload(t, ft->path, &x.l, &p), 0);
+	calls = 0;
+	if (p)
+		CHECK_EQ_INT(tp_transfer_plan_execute(t, p, ft->oid, ft->size, ft->path, &r), TP_EIO);
+	CHECK_EQ_INT(calls, 1);
+	CHECK(strstr(tp_error_last(), "broken pipe") != NULL);
+	tp_transfer_plan_free(p);
+	tp_store_object_info info;
+	CHECK_EQ_INT(tp_store_object_stat(&store, ft->oid, &info), TP_ENOTFOUND);
+	/* The base is stored: its download stops at the first report too. */
+	calls = 0;
+	CHECK_EQ_INT(tp_transfer_download(t, base->oid, base->size, out), TP_EIO);
+	CHECK_EQ_INT(calls, 1);
+	tp_transfer_free(t);
+	model_free(base);
+	model_free(ft);
+}
+
 int main(void)
 {
 	snprintf(root, sizeof(root), "%s/tp-test-transfer-XXXXXX",
@@ -881,6 +928,7 @@ int main(void)
 	TP_TEST_RUN(test_plan_store_base);
 	TP_TEST_RUN(test_wrong_base);
 	TP_TEST_RUN(test_provenance);
+	TP_TEST_RUN(test_progress_stops);
 	tp_store_free(inner);
 	int rc = TP_TEST_RESULT();
 	if (rc == 0) {

@@ -1,5 +1,5 @@
 /*
- * An on_progress callback that returns non-zero stops compress and apply
+ * A progress callback that returns non-zero stops compress and apply
  * with its code: no call after that one, no output file and no temporary
  * left behind, worker threads joined and nothing leaked (the sanitizer
  * build checks the last two).
@@ -61,7 +61,7 @@ static int count_bytes(void *ctx, const void *buf, size_t n)
 
 static tp_delta_opts opts_for(unsigned threads, stopper *s)
 {
-	return (tp_delta_opts){ .threads = threads, .chunk_size = CHUNK, .on_progress = stop_after,
+	return (tp_delta_opts){ .threads = threads, .chunk_size = CHUNK, .progress = stop_after,
 				.progress_ctx = s };
 }
 
