@@ -18,9 +18,9 @@ typedef struct dslot {
 } dslot;
 
 typedef struct decoder {
-	const tp_delta_manifest *m;
+	const tp_delta_layout *m;
 	unsigned char digest[TP_SHA256_LEN]; /* the target's, once checked */
-	const tp_map **base_of; /* manifest base -> mapped file */
+	const tp_map **base_of; /* layout base -> mapped file */
 	tp_chunk_coder *coders;
 	unsigned threads;
 	dslot *slots;
@@ -44,7 +44,7 @@ static int decode_job(void *ctx, size_t i, unsigned worker)
  * fingerprint, so order and file names do not matter. */
 static int match_bases(decoder *dc, const tp_base_set *b)
 {
-	const tp_delta_manifest *m = dc->m;
+	const tp_delta_layout *m = dc->m;
 	char (*fps)[65] = calloc(b->len ? b->len : 1, sizeof(*fps));
 	dc->base_of = calloc(m->nbases ? m->nbases : 1, sizeof(*dc->base_of));
 	int rc = 0;
@@ -87,7 +87,7 @@ static void decoder_fini(decoder *dc)
 	free(dc->base_of);
 }
 
-static int decoder_init(decoder *dc, const tp_delta_manifest *m, const tp_base_set *b,
+static int decoder_init(decoder *dc, const tp_delta_layout *m, const tp_base_set *b,
 			const tp_delta_opts *o)
 {
 	dc->m = m;
@@ -219,7 +219,7 @@ int tp_delta_apply_to(tp_delta_read_fn read, void *read_ctx,
 	if (!o.threads)
 		o.threads = tp_delta_default_threads();
 	tp_reader r = { read, read_ctx, 0 };
-	tp_delta_manifest *m = NULL;
+	tp_delta_layout *m = NULL;
 	tp_base_set b = { 0 };
 	decoder dc = { .write = write, .write_ctx = write_ctx };
 	int rc;
@@ -244,7 +244,7 @@ int tp_delta_apply_to(tp_delta_read_fn read, void *read_ctx,
 done:
 	decoder_fini(&dc);
 	tp_base_set_close(&b);
-	tp_delta_manifest_free(m);
+	tp_delta_layout_free(m);
 	return rc ? tp_error_wrap(rc, "delta apply") : 0;
 }
 
@@ -275,7 +275,7 @@ int tp_delta_apply_file(const char *delta_path, const char *const *bases, size_t
 
 /* ---- inspect ------------------------------------------------------------------ */
 
-static int scan_frames(tp_delta_manifest *m, tp_reader *r)
+static int scan_frames(tp_delta_layout *m, tp_reader *r)
 {
 	size_t cap = tp_chunk_frame_bound(m->chunk_size);
 	uint8_t *buf = malloc(cap);
@@ -303,15 +303,15 @@ static int scan_frames(tp_delta_manifest *m, tp_reader *r)
 	return rc;
 }
 
-int tp_delta_inspect(tp_delta_manifest **out, tp_delta_read_fn read, void *read_ctx)
+int tp_delta_inspect(tp_delta_layout **out, tp_delta_read_fn read, void *read_ctx)
 {
 	tp_reader r = { read, read_ctx, 0 };
-	tp_delta_manifest *m = NULL;
+	tp_delta_layout *m = NULL;
 	int rc = tp_reader_plan(&r, &m);
 	if (rc == 0)
 		rc = scan_frames(m, &r);
 	if (rc < 0) {
-		tp_delta_manifest_free(m);
+		tp_delta_layout_free(m);
 		return tp_error_wrap(rc, "delta inspect");
 	}
 	m->delta_size = r.pos;

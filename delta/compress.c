@@ -24,7 +24,7 @@ typedef struct slot {
 } slot;
 
 typedef struct coder {
-	const tp_delta_manifest *m;
+	const tp_delta_layout *m;
 	const tp_map *target;
 	const tp_base_set *bases;
 	int level;
@@ -105,7 +105,7 @@ static const tp_st_tensor *find_base(const tp_base_set *b, const tp_st_tensor *t
 	return NULL;
 }
 
-static tp_delta_seg_info *new_seg(tp_delta_manifest *m, uint64_t offset, uint64_t size)
+static tp_delta_seg_info *new_seg(tp_delta_layout *m, uint64_t offset, uint64_t size)
 {
 	tp_delta_seg_info *s = &m->segs[m->nsegs++];
 	memset(s, 0, sizeof(*s));
@@ -117,7 +117,7 @@ static tp_delta_seg_info *new_seg(tp_delta_manifest *m, uint64_t offset, uint64_
 	return s;
 }
 
-static int plan_tensor(tp_delta_manifest *m, const tp_st_tensor *t, const tp_map *target,
+static int plan_tensor(tp_delta_layout *m, const tp_st_tensor *t, const tp_map *target,
 		       const tp_base_set *b, const tp_delta_opts *o, tp_chunk_coder *c)
 {
 	tp_delta_seg_info *s = new_seg(m, t->offset, t->size);
@@ -146,7 +146,7 @@ static int plan_tensor(tp_delta_manifest *m, const tp_st_tensor *t, const tp_map
 	return 0;
 }
 
-static int plan_bases(tp_delta_manifest *m, const tp_base_set *b)
+static int plan_bases(tp_delta_layout *m, const tp_base_set *b)
 {
 	m->bases = calloc(b->len ? b->len : 1, sizeof(*m->bases));
 	if (!m->bases)
@@ -163,7 +163,7 @@ static int plan_bases(tp_delta_manifest *m, const tp_base_set *b)
 }
 
 /* Segments tile the target: header, each tensor, and any bytes between. */
-static int plan_segments(tp_delta_manifest *m, const tp_safetensors *st, const tp_map *target,
+static int plan_segments(tp_delta_layout *m, const tp_safetensors *st, const tp_map *target,
 			 const tp_base_set *b, const tp_delta_opts *o)
 {
 	size_t cap = st ? 2 * st->ntensors + 2 : 1;
@@ -192,10 +192,10 @@ static int plan_segments(tp_delta_manifest *m, const tp_safetensors *st, const t
 	return rc;
 }
 
-static int plan_new(tp_delta_manifest **out, const tp_map *target, const tp_base_set *b,
+static int plan_new(tp_delta_layout **out, const tp_map *target, const tp_base_set *b,
 		    const tp_delta_opts *o)
 {
-	tp_delta_manifest *m = calloc(1, sizeof(*m));
+	tp_delta_layout *m = calloc(1, sizeof(*m));
 	tp_safetensors *st = NULL;
 	int rc;
 	if (!m)
@@ -211,7 +211,7 @@ static int plan_new(tp_delta_manifest **out, const tp_map *target, const tp_base
 		rc = plan_segments(m, st, target, b, o);
 	tp_safetensors_free(st);
 	if (rc < 0)
-		tp_delta_manifest_free(m);
+		tp_delta_layout_free(m);
 	else
 		*out = m;
 	return rc;
@@ -238,7 +238,7 @@ static void coder_fini(coder *c)
 	free(c->coders);
 }
 
-static int coder_init(coder *c, const tp_delta_manifest *m, const tp_map *target,
+static int coder_init(coder *c, const tp_delta_layout *m, const tp_map *target,
 		      const tp_base_set *b, const tp_delta_opts *o)
 {
 	memset(c, 0, sizeof(*c));
@@ -316,7 +316,7 @@ static uint64_t chunks_wanted(uint64_t nc, bool sample)
 }
 
 /* The chunks to code, in file order, evenly spaced when sampling. */
-static int list_jobs(const tp_delta_manifest *m, bool sample, job **out, size_t *n)
+static int list_jobs(const tp_delta_layout *m, bool sample, job **out, size_t *n)
 {
 	size_t total = 0;
 	for (size_t i = 0; i < m->nsegs; i++)
@@ -342,7 +342,7 @@ typedef struct emit {
 	void *ctx;
 	const coder *c;
 	const tp_delta_opts *o;
-	tp_delta_manifest *m;
+	tp_delta_layout *m;
 	tp_sha256 sha;
 	uint64_t written, done;
 } emit;
@@ -400,7 +400,7 @@ typedef struct session {
 	tp_delta_opts o;
 	tp_map target;
 	tp_base_set bases;
-	tp_delta_manifest *m;
+	tp_delta_layout *m;
 	coder c;
 	job *jobs;
 	size_t njobs;
@@ -432,7 +432,7 @@ static void session_close(session *s)
 {
 	coder_fini(&s->c);
 	free(s->jobs);
-	tp_delta_manifest_free(s->m);
+	tp_delta_layout_free(s->m);
 	tp_base_set_close(&s->bases);
 	tp_map_close(&s->target);
 }
@@ -481,7 +481,7 @@ int tp_delta_compress_file(const char *target, const char *const *bases, size_t 
 
 typedef struct tally {
 	const coder *c;
-	tp_delta_manifest *m;
+	tp_delta_layout *m;
 	uint64_t *sampled; /* target bytes coded per segment */
 } tally;
 
@@ -495,7 +495,7 @@ static int tally_chunk(void *ctx, const slot *s)
 	return 0;
 }
 
-static void extrapolate(tp_delta_manifest *m, const uint64_t *sampled, size_t plan_len)
+static void extrapolate(tp_delta_layout *m, const uint64_t *sampled, size_t plan_len)
 {
 	m->delta_size = TP_DELTA_PREAMBLE + plan_len + TP_DELTA_END_LEN;
 	for (size_t i = 0; i < m->nsegs; i++) {
@@ -509,7 +509,7 @@ static void extrapolate(tp_delta_manifest *m, const uint64_t *sampled, size_t pl
 	}
 }
 
-int tp_delta_estimate(tp_delta_manifest **out, const char *target,
+int tp_delta_estimate(tp_delta_layout **out, const char *target,
 		      const char *const *bases, size_t nbases, const tp_delta_opts *opts)
 {
 	session s;

@@ -89,11 +89,11 @@ int tp_chunk_head_parse(tp_chunk_head *h, const uint8_t *buf, size_t len);
 int tp_chunk_decode(tp_chunk_coder *c, const tp_chunk_desc *d, const uint8_t *frame,
 		    size_t frame_len, uint8_t *out);
 
-/* ---- plan: the JSON manifest at the start of a delta ------------------- */
+/* ---- plan: the JSON layout at the start of a delta --------------------- */
 
 /* Serialize m (without sizes) as the plan; *out malloc'd. */
-int tp_delta_plan_write(const tp_delta_manifest *m, char **out, size_t *len);
-int tp_delta_plan_parse(tp_delta_manifest **out, const char *json, size_t len);
+int tp_delta_plan_write(const tp_delta_layout *m, char **out, size_t *len);
+int tp_delta_plan_parse(tp_delta_layout **out, const char *json, size_t len);
 unsigned tp_delta_seg_width(const tp_delta_seg_info *s);
 uint64_t tp_delta_seg_chunks(const tp_delta_seg_info *s, uint64_t chunk_size);
 

@@ -45,7 +45,7 @@ typedef struct tp_reader {
 /* Read exactly n bytes; a short read is a truncated delta. */
 int tp_reader_exact(tp_reader *r, void *buf, size_t n);
 /* Read the preamble and the plan. */
-int tp_reader_plan(tp_reader *r, tp_delta_manifest **out);
+int tp_reader_plan(tp_reader *r, tp_delta_layout **out);
 /* Read the next frame into buf[cap]; *end is set for the end frame, whose
  * TP_DELTA_END_LEN bytes are then in buf. */
 int tp_reader_frame(tp_reader *r, uint8_t *buf, size_t cap, tp_chunk_head *h, bool *end);

@@ -146,7 +146,7 @@ int tp_reader_exact(tp_reader *r, void *buf, size_t n)
 	return 0;
 }
 
-int tp_reader_plan(tp_reader *r, tp_delta_manifest **out)
+int tp_reader_plan(tp_reader *r, tp_delta_layout **out)
 {
 	uint8_t pre[TP_DELTA_PREAMBLE];
 	int rc = tp_reader_exact(r, pre, sizeof(pre));

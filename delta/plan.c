@@ -1,4 +1,4 @@
-/* The plan: the JSON manifest at the start of a delta, and the inputs it
+/* The plan: the JSON layout at the start of a delta, and the inputs it
  * refers to. Everything parsed here comes from an untrusted delta. */
 #include "delta_internal.h"
 
@@ -42,7 +42,7 @@ uint64_t tp_delta_seg_chunks(const tp_delta_seg_info *s, uint64_t chunk_size)
 	return (s->size + chunk_size - 1) / chunk_size;
 }
 
-void tp_delta_manifest_free(tp_delta_manifest *m)
+void tp_delta_layout_free(tp_delta_layout *m)
 {
 	if (!m)
 		return;
@@ -91,7 +91,7 @@ static bool add_base(cJSON *arr, const tp_delta_base_info *b)
 }
 
 /* The plan, or with report also the sizes and hash (pretty-printed). */
-static int manifest_json(const tp_delta_manifest *m, bool report, char **out)
+static int layout_json(const tp_delta_layout *m, bool report, char **out)
 {
 	char sha[65];
 	tp_sha256_hex(m->sha256, sha);
@@ -120,17 +120,17 @@ static int manifest_json(const tp_delta_manifest *m, bool report, char **out)
 	return 0;
 }
 
-int tp_delta_plan_write(const tp_delta_manifest *m, char **out, size_t *len)
+int tp_delta_plan_write(const tp_delta_layout *m, char **out, size_t *len)
 {
-	int rc = manifest_json(m, false, out);
+	int rc = layout_json(m, false, out);
 	if (rc == 0)
 		*len = strlen(*out);
 	return rc;
 }
 
-int tp_delta_manifest_to_json(const tp_delta_manifest *m, char **out)
+int tp_delta_layout_to_json(const tp_delta_layout *m, char **out)
 {
-	return manifest_json(m, true, out);
+	return layout_json(m, true, out);
 }
 
 /* ---- parsing -------------------------------------------------------------- */
@@ -164,7 +164,7 @@ static int parse_base(tp_delta_base_info *b, const cJSON *o)
 
 /* Checks what the segment's chunks will rely on: a dtype that fits the
  * transform and a base range that exists. */
-static int check_segment(const tp_delta_seg_info *s, const tp_delta_manifest *m)
+static int check_segment(const tp_delta_seg_info *s, const tp_delta_layout *m)
 {
 	bool is_float = s->name && tp_dtype_is_float(s->dtype);
 	if (s->xform != TP_DELTA_XFORM_PLAIN && !is_float)
@@ -185,7 +185,7 @@ static int check_segment(const tp_delta_seg_info *s, const tp_delta_manifest *m)
 	return 0;
 }
 
-static int parse_segment(tp_delta_seg_info *s, const cJSON *o, const tp_delta_manifest *m)
+static int parse_segment(tp_delta_seg_info *s, const cJSON *o, const tp_delta_layout *m)
 {
 	const char *x = get_str(o, "xform"), *name = get_str(o, "name"), *dt = get_str(o, "dtype");
 	uint64_t base;
@@ -209,7 +209,7 @@ static int parse_segment(tp_delta_seg_info *s, const cJSON *o, const tp_delta_ma
 	return check_segment(s, m);
 }
 
-static int parse_arrays(tp_delta_manifest *m, const cJSON *bases, const cJSON *segs)
+static int parse_arrays(tp_delta_layout *m, const cJSON *bases, const cJSON *segs)
 {
 	size_t nb = (size_t)cJSON_GetArraySize(bases), ns = (size_t)cJSON_GetArraySize(segs);
 	if (nb > MAX_BASES || ns > MAX_SEGMENTS)
@@ -240,9 +240,9 @@ static int parse_arrays(tp_delta_manifest *m, const cJSON *bases, const cJSON *s
 	return 0;
 }
 
-int tp_delta_plan_parse(tp_delta_manifest **out, const char *json, size_t len)
+int tp_delta_plan_parse(tp_delta_layout **out, const char *json, size_t len)
 {
-	tp_delta_manifest *m = calloc(1, sizeof(*m));
+	tp_delta_layout *m = calloc(1, sizeof(*m));
 	cJSON *root = cJSON_ParseWithLength(json, len);
 	int rc = 0;
 	uint64_t version;
@@ -275,7 +275,7 @@ int tp_delta_plan_parse(tp_delta_manifest **out, const char *json, size_t len)
 done:
 	cJSON_Delete(root);
 	if (rc < 0)
-		tp_delta_manifest_free(m);
+		tp_delta_layout_free(m);
 	else
 		*out = m;
 	return rc;

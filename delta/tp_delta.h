@@ -185,7 +185,10 @@ typedef struct tp_delta_seg_info {
 	uint64_t stored_bytes;  /* frames' bytes (an estimate from estimate) */
 } tp_delta_seg_info;
 
-typedef struct tp_delta_manifest {
+/* A delta's layout: its bases and the target's segments, each with the
+ * bytes its frames take. Not the store's manifest (tp_store_manifest), which
+ * names an object's bases by oid. */
+typedef struct tp_delta_layout {
 	uint32_t version;
 	uint64_t target_size;
 	uint64_t chunk_size;
@@ -195,7 +198,7 @@ typedef struct tp_delta_manifest {
 	tp_delta_base_info *bases;
 	size_t nsegs;
 	tp_delta_seg_info *segs;
-} tp_delta_manifest;
+} tp_delta_layout;
 
 /*
  * Write a delta that rebuilds target from bases (none: no-base mode).
@@ -231,14 +234,14 @@ int tp_delta_apply_file(const char *delta_path, const char *const *bases, size_t
 			tp_delta_stats *stats);
 /*
  * Predict the delta's size by coding a sample of each tensor's chunks.
- * The manifest's stored_bytes and delta_size are estimates.
+ * The layout's stored_bytes and delta_size are estimates.
  */
-int tp_delta_estimate(tp_delta_manifest **out, const char *target,
+int tp_delta_estimate(tp_delta_layout **out, const char *target,
 		      const char *const *bases, size_t nbases, const tp_delta_opts *opts);
 /* Read a delta's plan and scan its frames for per-segment sizes. */
-int tp_delta_inspect(tp_delta_manifest **out, tp_delta_read_fn read, void *read_ctx);
-void tp_delta_manifest_free(tp_delta_manifest *m);
-/* The manifest with sizes as pretty JSON (for inspect/estimate --json). */
-int tp_delta_manifest_to_json(const tp_delta_manifest *m, char **out);
+int tp_delta_inspect(tp_delta_layout **out, tp_delta_read_fn read, void *read_ctx);
+void tp_delta_layout_free(tp_delta_layout *m);
+/* The layout with sizes as pretty JSON (for inspect/estimate --json). */
+int tp_delta_layout_to_json(const tp_delta_layout *m, char **out);
 
 #endif

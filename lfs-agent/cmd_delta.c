@@ -259,7 +259,7 @@ static int cmd_apply(int argc, char **argv)
 	return run_transfer(&t, argc, argv);
 }
 
-static void print_segments(const tp_delta_manifest *m)
+static void print_segments(const tp_delta_layout *m)
 {
 	printf("%-48s %-8s %-6s %12s %12s %7s\n", "tensor", "dtype", "xform", "bytes", "delta",
 	       "ratio");
@@ -273,7 +273,7 @@ static void print_segments(const tp_delta_manifest *m)
 	}
 }
 
-static void print_total(const tp_delta_manifest *m, const char *label)
+static void print_total(const tp_delta_layout *m, const char *label)
 {
 	char t[32], d[32];
 	tp_fmt_bytes(m->target_size, t, sizeof(t));
@@ -283,11 +283,11 @@ static void print_total(const tp_delta_manifest *m, const char *label)
 	       100.0 * (1.0 - ratio));
 }
 
-static int print_manifest(const tp_delta_manifest *m, bool json, bool estimated)
+static int print_manifest(const tp_delta_layout *m, bool json, bool estimated)
 {
 	if (json) {
 		char *s;
-		if (tp_delta_manifest_to_json(m, &s) < 0)
+		if (tp_delta_layout_to_json(m, &s) < 0)
 			return -1;
 		puts(s);
 		free(s);
@@ -310,7 +310,7 @@ static int print_manifest(const tp_delta_manifest *m, bool json, bool estimated)
 static int cmd_estimate(int argc, char **argv)
 {
 	args a;
-	tp_delta_manifest *m = NULL;
+	tp_delta_layout *m = NULL;
 	int rc;
 	if (parse_or_finish("delta estimate", usage_estimate, argc, argv, &a, &rc))
 		return rc;
@@ -319,14 +319,14 @@ static int cmd_estimate(int argc, char **argv)
 	if (tp_delta_estimate(&m, a.input, a.bases, a.nbases, &a.opts) < 0)
 		return fail();
 	rc = print_manifest(m, a.json, true) < 0 ? fail() : TP_EXIT_OK;
-	tp_delta_manifest_free(m);
+	tp_delta_layout_free(m);
 	return rc;
 }
 
 static int cmd_inspect(int argc, char **argv)
 {
 	args a;
-	tp_delta_manifest *m = NULL;
+	tp_delta_layout *m = NULL;
 	int rc;
 	if (parse_or_finish("delta inspect", usage_inspect, argc, argv, &a, &rc))
 		return rc;
@@ -340,7 +340,7 @@ static int cmd_inspect(int argc, char **argv)
 	if (rc < 0)
 		return fail();
 	rc = print_manifest(m, a.json, false) < 0 ? fail() : TP_EXIT_OK;
-	tp_delta_manifest_free(m);
+	tp_delta_layout_free(m);
 	return rc;
 }
 

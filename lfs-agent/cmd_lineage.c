@@ -200,12 +200,12 @@ static cJSON *report_json(const tp_lineage *l, const tp_transfer_plan *plan, uin
 static uint64_t whole_size(const tp_transfer_plan *plan, const char *target)
 {
 	uint64_t whole = 0;
-	tp_delta_manifest *m = NULL;
+	tp_delta_layout *m = NULL;
 	if (plan->whole != TP_TRANSFER_UNESTIMATED)
 		return plan->whole;
 	if (tp_delta_estimate(&m, target, NULL, 0, NULL) == 0)
 		whole = m->delta_size;
-	tp_delta_manifest_free(m);
+	tp_delta_layout_free(m);
 	return whole;
 }
 

@@ -68,12 +68,12 @@ static int base_bytes(tp_transfer *t, const char *oid, uint64_t size, const char
 static int estimate(tp_transfer *t, const char *target, char **bases, size_t nbases,
 		    uint64_t *size)
 {
-	tp_delta_manifest *m = NULL;
+	tp_delta_layout *m = NULL;
 	tp_delta_opts o = tp_transfer_codec_opts(t, false);
 	int rc = tp_delta_estimate(&m, target, (const char *const *)bases, nbases, &o);
 	if (!rc)
 		*size = m->delta_size;
-	tp_delta_manifest_free(m);
+	tp_delta_layout_free(m);
 	return rc;
 }
 

@@ -72,9 +72,9 @@ static void fuzz_object(const uint8_t *data, size_t size, int out_fd)
 	free(manifest);
 	tp_store_object_get_payload(s, oid, &info, out_fd);
 	fz_mem r = { data + info.payload_offset, size - info.payload_offset, 0 };
-	tp_delta_manifest *dm = NULL;
+	tp_delta_layout *dm = NULL;
 	if (tp_delta_inspect(&dm, fz_mem_read, &r) == 0)
-		tp_delta_manifest_free(dm);
+		tp_delta_layout_free(dm);
 	tp_store_stats st;
 	tp_store_stats_collect(s, &st);
 done:
@@ -108,12 +108,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	tp_delta_opts o = { .threads = 1 };
 
 	fz_mem m = { data, size, 0 };
-	tp_delta_manifest *man = NULL;
+	tp_delta_layout *man = NULL;
 	if (tp_delta_inspect(&man, fz_mem_read, &m) == 0) {
 		char *json = NULL;
-		if (tp_delta_manifest_to_json(man, &json) == 0)
+		if (tp_delta_layout_to_json(man, &json) == 0)
 			free(json);
-		tp_delta_manifest_free(man);
+		tp_delta_layout_free(man);
 	}
 
 	m.pos = 0;

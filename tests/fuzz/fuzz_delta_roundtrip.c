@@ -228,12 +228,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	free(back);
 
 	/* The estimate must cope with everything compress does. */
-	tp_delta_manifest *est = NULL;
+	tp_delta_layout *est = NULL;
 	if (tp_delta_estimate(&est, target_path, cbases, nbases, &o) != 0) {
 		fprintf(stderr, "estimate failed: %s\n", tp_error_last());
 		abort();
 	}
-	tp_delta_manifest_free(est);
+	tp_delta_layout_free(est);
 	tp_buf_free(&base2);
 	tp_buf_free(&d1);
 	tp_buf_free(&d2);

@@ -8,7 +8,7 @@ static char base[512], ft[512], delta[512], out[512];
 
 static void check_estimate(const char *target, const char *const *b, size_t nb, uint64_t actual)
 {
-	tp_delta_manifest *m = NULL;
+	tp_delta_layout *m = NULL;
 	CHECK(tp_delta_estimate(&m, target, b, nb, NULL) == 0);
 	if (!m)
 		return;
@@ -16,7 +16,7 @@ static void check_estimate(const char *target, const char *const *b, size_t nb, 
 	printf("estimate %llu vs actual %llu (%+.2f%%)\n", (unsigned long long)m->delta_size,
 	       (unsigned long long)actual, 100 * err);
 	CHECK(err < 0.05 && err > -0.05);
-	tp_delta_manifest_free(m);
+	tp_delta_layout_free(m);
 }
 
 static void check_pair(const char *target, const char *const *b, size_t nb, double max_ratio)

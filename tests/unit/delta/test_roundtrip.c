@@ -110,14 +110,14 @@ static void test_dtypes(void)
 	CHECK(tp_delta_compress_file(bt, &bb, 1, d2, &two, NULL) == 0);
 	CHECK(t_same_files(d1, d2));
 	int fd = open(d1, O_RDONLY);
-	tp_delta_manifest *m = NULL;
+	tp_delta_layout *m = NULL;
 	CHECK(tp_delta_inspect(&m, tp_delta_fd_read, &fd) == 0);
 	close(fd);
 	if (m) { /* header, one tensor of 4 chunks, one identical chunk */
 		CHECK(m->nsegs == 2 && m->segs[1].chunks == 4 && m->segs[1].same_chunks == 1);
 		CHECK(m->segs[1].xform == TP_DELTA_XFORM_ULP || m->segs[1].xform == TP_DELTA_XFORM_XOR);
 	}
-	tp_delta_manifest_free(m);
+	tp_delta_layout_free(m);
 }
 
 /* Target reorders, renames, drops and adds tensors, with a longer header. */
@@ -225,7 +225,7 @@ static void test_corruption(void)
 static void test_estimate(void)
 {
 	const char *b = path(0, "base.st"), *t = path(1, "tgt.st"), *d = path(4, "e.delta");
-	tp_delta_manifest *m = NULL;
+	tp_delta_layout *m = NULL;
 	tp_delta_stats st = { 0 };
 	CHECK(tp_delta_compress_file(t, &b, 1, d, NULL, &st) == 0);
 	CHECK(tp_delta_estimate(&m, t, &b, 1, NULL) == 0);
@@ -233,7 +233,7 @@ static void test_estimate(void)
 		double err = ((double)m->delta_size - (double)st.delta_bytes) / (double)st.delta_bytes;
 		CHECK(err < 0.05 && err > -0.05);
 	}
-	tp_delta_manifest_free(m);
+	tp_delta_layout_free(m);
 }
 
 int main(void)
