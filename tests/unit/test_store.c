@@ -819,10 +819,8 @@ int main(void)
 {
 	snprintf(root, sizeof(root), "%s/tp-test-store-XXXXXX",
 		 getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
-	if (!mkdtemp(root)) {
-		perror("mkdtemp");
+	if (!tp_test_mkdtemp(root))
 		return 1;
-	}
 	TP_TEST_RUN(test_keys);
 	TP_TEST_RUN(test_urls);
 	TP_TEST_RUN(test_backend_version);
@@ -845,11 +843,7 @@ int main(void)
 	TP_TEST_RUN(test_mem_reentrant);
 	TP_TEST_RUN(test_mem_threads);
 	int rc = TP_TEST_RESULT();
-	if (rc == 0) {
-		char cmd[400];
-		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", root);
-		if (system(cmd) != 0)
-			fprintf(stderr, "could not remove %s\n", root);
-	}
+	if (rc == 0)
+		tp_test_rmtree(root);
 	return rc;
 }

@@ -902,10 +902,8 @@ int main(void)
 {
 	snprintf(root, sizeof(root), "%s/tp-test-transfer-XXXXXX",
 		 getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
-	if (!mkdtemp(root)) {
-		perror("mkdtemp");
+	if (!tp_test_mkdtemp(root))
 		return 1;
-	}
 	char dir[512];
 	/* No git config and no Hugging Face cache but ours. */
 	snprintf(dir, sizeof(dir), "%s/home", root);
@@ -931,11 +929,7 @@ int main(void)
 	TP_TEST_RUN(test_progress_stops);
 	tp_store_free(inner);
 	int rc = TP_TEST_RESULT();
-	if (rc == 0) {
-		char cmd[400];
-		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", root);
-		if (system(cmd) != 0)
-			fprintf(stderr, "could not remove %s\n", root);
-	}
+	if (rc == 0)
+		tp_test_rmtree(root);
 	return rc;
 }
