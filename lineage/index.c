@@ -417,20 +417,6 @@ static int cache_path(git_repository *repo, bool dir_only, char **out)
 	return rc;
 }
 
-static bool parse_u64(const char *s, const char **end, uint64_t *out)
-{
-	char *e;
-	if (*s < '0' || *s > '9')
-		return false;
-	errno = 0;
-	unsigned long long v = strtoull(s, &e, 10);
-	if (errno)
-		return false;
-	*out = v;
-	*end = e;
-	return true;
-}
-
 /* One "c" or "p" record; false when malformed. */
 static bool cache_line(tp_lineage_index *ix, char *line, int *rc)
 {
@@ -442,7 +428,7 @@ static bool cache_line(tp_lineage_index *ix, char *line, int *rc)
 		    oidset_has(&ix->seen, &id))
 			return false;
 		bool neg = line[43] == '-';
-		if (!parse_u64(line + 43 + neg, &end, &v) || *end || v > INT64_MAX)
+		if (tp_parse_u64(line + 43 + neg, 0, INT64_MAX, &v) != 0)
 			return false;
 		*rc = commit_add(ix, &id, neg ? -(int64_t)v : (int64_t)v);
 		return true;
@@ -453,7 +439,8 @@ static bool cache_line(tp_lineage_index *ix, char *line, int *rc)
 	char oid[TP_OID_HEXLEN + 1];
 	memcpy(oid, line + 2, TP_OID_HEXLEN);
 	oid[TP_OID_HEXLEN] = '\0';
-	if (!tp_oid_valid(oid) || !parse_u64(line + 3 + TP_OID_HEXLEN, &end, &v) || *end != ' ')
+	if (!tp_oid_valid(oid) ||
+	    tp_parse_u64_prefix(line + 3 + TP_OID_HEXLEN, &end, 0, UINT64_MAX, &v) != 0 || *end != ' ')
 		return false;
 	/* Unescape the path in place. */
 	char *path = (char *)end + 1, *w = path;
@@ -515,11 +502,11 @@ static int cache_load(git_repository *repo, tp_lineage_index *ix, const char *ke
 	bool end = false;
 	while (ok && !rc && (line = strtok_r(NULL, "\n", &save)) != NULL) {
 		uint64_t count;
-		const char *after;
 		if (end)
 			ok = false;
 		else if (strncmp(line, "end ", 4) == 0)
-			ok = end = parse_u64(line + 4, &after, &count) && !*after && count == ix->ncommits;
+			ok = end = tp_parse_u64(line + 4, 0, UINT64_MAX, &count) == 0 &&
+				   count == ix->ncommits;
 		else
 			ok = cache_line(ix, line, &rc);
 	}
