@@ -19,25 +19,44 @@ static const char *scan_digits(const char *s, uint64_t *v, bool *overflow)
 	return s;
 }
 
-static int out_of_range(const char *s, uint64_t min, uint64_t max, const char *unit)
+/* The first len bytes of s (quoted at most QUOTE_MAX) are out of range. */
+static int out_of_range(const char *s, size_t len, uint64_t min, uint64_t max, const char *unit)
 {
-	return tp_error_set(TP_EINVAL, "\"%.*s\" is not a number from %llu to %llu%s", QUOTE_MAX,
-			    s, (unsigned long long)min, (unsigned long long)max, unit);
+	return tp_error_set(TP_EINVAL, "\"%.*s\" is not a number from %llu to %llu%s",
+			    (int)(len < QUOTE_MAX ? len : QUOTE_MAX), s, (unsigned long long)min,
+			    (unsigned long long)max, unit);
 }
 
-int tp_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
+/* The digits at the start of s in [min, max]; whole: nothing may follow. */
+static int parse_digits(const char *s, bool whole, uint64_t min, uint64_t max, const char **end,
+			uint64_t *out)
 {
 	uint64_t v;
 	bool overflow;
 	if (!s)
 		s = "";
-	const char *end = scan_digits(s, &v, &overflow);
-	if (end == s || *end)
-		return tp_error_set(TP_EINVAL, "\"%.*s\" is not a whole number", QUOTE_MAX, s);
+	const char *e = scan_digits(s, &v, &overflow);
+	if (e == s || (whole && *e))
+		return tp_error_set(TP_EINVAL, whole ? "\"%.*s\" is not a whole number"
+					      : "\"%.*s\" does not start with a whole number",
+				    QUOTE_MAX, s);
 	if (overflow || v < min || v > max)
-		return out_of_range(s, min, max, "");
+		return out_of_range(s, (size_t)(e - s), min, max, "");
+	*end = e;
 	*out = v;
 	return 0;
+}
+
+int tp_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
+{
+	const char *end;
+	return parse_digits(s, true, min, max, &end, out);
+}
+
+int tp_parse_u64_prefix(const char *s, const char **end, uint64_t min, uint64_t max,
+			uint64_t *out)
+{
+	return parse_digits(s, false, min, max, end, out);
 }
 
 int tp_parse_size(const char *s, uint64_t min, uint64_t max, uint64_t *out)
@@ -62,7 +81,7 @@ int tp_parse_size(const char *s, uint64_t min, uint64_t max, uint64_t *out)
 		return tp_error_set(TP_EINVAL, "\"%.*s\" is not a size (a whole number of bytes, "
 				    "or with K, M or G)", QUOTE_MAX, s);
 	if (overflow || __builtin_mul_overflow(v, mult, &v) || v < min || v > max)
-		return out_of_range(s, min, max, " bytes");
+		return out_of_range(s, strlen(s), min, max, " bytes");
 	*out = v;
 	return 0;
 }

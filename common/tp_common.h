@@ -112,6 +112,11 @@ static inline bool tp_mul_ok(size_t a, size_t b, size_t *out)
  * "0x" or trailing text; leading zeros are fine. TP_EINVAL, with a message
  * quoting s, for anything else (NULL included) or a value out of range. */
 int tp_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out);
+/* The same for a number that text follows ("123 path"): the digits at the
+ * start of s, which must be at least one; *end is set (only on success) to
+ * what follows them, for the caller to check. */
+int tp_parse_u64_prefix(const char *s, const char **end, uint64_t min, uint64_t max,
+			uint64_t *out);
 /* The same for a byte count: digits, then optionally K, M or G (binary
  * multiples, either case) followed by nothing, "B" or "iB": "64M", "64MiB",
  * "8g". The range applies to the bytes. */

@@ -10,6 +10,7 @@
 #include <cjson/cJSON.h>
 
 #include "cli.h"
+#include "tp_array.h"
 #include "tp_store.h"
 #include "tp_transfer.h"
 
@@ -133,21 +134,20 @@ typedef struct fsck_object {
 	char oid[TP_OID_HEXLEN + 1];
 } fsck_object;
 
-typedef struct fsck_list {
-	fsck_object *v;
-	size_t n;
-} fsck_list;
+/* The store's listing sets the length: 64M oids (4 GiB of them) is far
+ * past any real store and still a limit on a listing that never ends. */
+#define FSCK_OBJECTS_MAX ((size_t)1 << 26)
+
+typedef tp_array(fsck_object) fsck_list;
 
 static int collect(void *ctx, const char *oid, uint64_t stored)
 {
 	fsck_list *l = ctx;
+	fsck_object o;
 	(void)stored;
-	fsck_object *v = realloc(l->v, (l->n + 1) * sizeof(*v));
-	if (!v)
-		return tp_error_set(TP_ENOMEM, "out of memory");
-	l->v = v;
-	memcpy(v[l->n++].oid, oid, TP_OID_HEXLEN + 1);
-	return 0;
+	memcpy(o.oid, oid, TP_OID_HEXLEN + 1);
+	int rc = tp_array_push(l, o);
+	return rc ? tp_error_wrap(rc, "listing the objects to check") : 0;
 }
 
 /* Rebuild one object from the store alone into scratch and verify it. */
@@ -159,10 +159,10 @@ static int fsck_one(tp_transfer *t, const char *oid, const char *scratch, tp_tra
 	return rc;
 }
 
-static int fsck(const char *store_flag, long sample, bool json)
+static int fsck(const char *store_flag, uint64_t sample, bool json)
 {
 	session ss;
-	fsck_list l = { 0 };
+	fsck_list l = TP_ARRAY_INIT(FSCK_OBJECTS_MAX);
 	cJSON *doc = NULL, *objects = NULL;
 	char dir[256], *scratch = NULL;
 	const char *tmp = getenv("TMPDIR");
@@ -183,31 +183,31 @@ static int fsck(const char *store_flag, long sample, bool json)
 		rc = tp_store_object_list(ss.store, collect, &l);
 	if (rc)
 		goto done;
-	if (sample > 0 && (size_t)sample < l.n) {
+	if (sample > 0 && sample < l.len) {
 		/* A partial Fisher-Yates shuffle picks the sample. */
 		srand((unsigned)time(NULL) ^ (unsigned)getpid());
 		for (size_t i = 0; i < (size_t)sample; i++) {
-			size_t j = i + (size_t)rand() % (l.n - i);
-			fsck_object tmpo = l.v[i];
-			l.v[i] = l.v[j];
-			l.v[j] = tmpo;
+			size_t j = i + (size_t)rand() % (l.len - i);
+			fsck_object tmpo = l.ptr[i];
+			l.ptr[i] = l.ptr[j];
+			l.ptr[j] = tmpo;
 		}
-		l.n = (size_t)sample;
+		l.len = (size_t)sample;
 	}
 	if (json) {
 		doc = cJSON_CreateObject();
 		cJSON_AddStringToObject(doc, "store", ss.url);
 		objects = cJSON_AddArrayToObject(doc, "objects");
 	}
-	for (size_t i = 0; i < l.n; i++) {
+	for (size_t i = 0; i < l.len; i++) {
 		tp_transfer_object o = { 0 };
-		int orc = fsck_one(ss.t, l.v[i].oid, scratch, &o);
+		int orc = fsck_one(ss.t, l.ptr[i].oid, scratch, &o);
 		checked++;
 		bad += orc != 0;
 		unlink(scratch);
 		if (json) {
 			cJSON *e = cJSON_CreateObject();
-			cJSON_AddStringToObject(e, "oid", l.v[i].oid);
+			cJSON_AddStringToObject(e, "oid", l.ptr[i].oid);
 			cJSON_AddStringToObject(e, "kind", tp_store_kind_name(o.kind));
 			cJSON_AddNumberToObject(e, "depth", o.depth);
 			cJSON_AddStringToObject(e, "signature", tp_provenance_sig_name(o.signature));
@@ -218,9 +218,9 @@ static int fsck(const char *store_flag, long sample, bool json)
 				cJSON_AddStringToObject(e, "error", tp_error_last());
 			cJSON_AddItemToArray(objects, e);
 		} else if (orc) {
-			printf("%s: %s\n", l.v[i].oid, tp_error_last());
+			printf("%s: %s\n", l.ptr[i].oid, tp_error_last());
 		} else {
-			printf("%s: ok, %s, depth %d, %s%s%s\n", l.v[i].oid, tp_store_kind_name(o.kind),
+			printf("%s: ok, %s, depth %d, %s%s%s\n", l.ptr[i].oid, tp_store_kind_name(o.kind),
 			       o.depth, tp_provenance_sig_name(o.signature), o.signer[0] ? " by " : "",
 			       o.signer);
 		}
@@ -235,7 +235,7 @@ static int fsck(const char *store_flag, long sample, bool json)
 	}
 done:
 	cJSON_Delete(doc);
-	free(l.v);
+	tp_array_clear(&l);
 	free(scratch);
 	rmdir(dir);
 	return session_close(&ss, rc, "store fsck", bad ? TP_EXIT_FAIL : TP_EXIT_OK);
@@ -463,12 +463,8 @@ int tp_cmd_store(int argc, char **argv)
 		return tp_cli_usage_error("store", "unexpected argument '%s'", argv[2]);
 	if (strcmp(sub, "stats") == 0)
 		return stats(store_flag, json);
-	long sample = 0;
-	if (sample_arg) {
-		char *end;
-		sample = strtol(sample_arg, &end, 10);
-		if (*end || sample <= 0)
-			return tp_cli_usage_error("store", "--sample needs a positive count");
-	}
+	uint64_t sample = 0; /* all */
+	if (sample_arg && tp_parse_u64(sample_arg, 1, UINT64_MAX, &sample) < 0)
+		return tp_cli_usage_error("store", "--sample needs a positive count");
 	return fsck(store_flag, sample, json);
 }

@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "lineage_internal.h"
+#include "tp_array.h"
 
 /* Lineage of the pointer e; TP_ENOTFOUND when its commit is gone. */
 static int find_entry(tp_lineage **out, tp_git_repo *r, const tp_lineage_entry *e)
@@ -94,8 +95,8 @@ int tp_lineage_list_models(tp_git_repo *r, char ***paths, size_t *n)
 	const tp_lineage_entry *head;
 	size_t nhead = 0;
 	int rc = tp_lineage_index_build(r);
-	char **out = NULL;
-	size_t count = 0;
+	/* At most one per entry at HEAD, which the index already bounds. */
+	tp_array(char *) out = TP_ARRAY_INIT(SIZE_MAX);
 	static const char ext[] = ".safetensors";
 	if (!rc)
 		tp_lineage_index_head(r, &head, &nhead);
@@ -104,21 +105,18 @@ int tp_lineage_list_models(tp_git_repo *r, char ***paths, size_t *n)
 		size_t len = strlen(p);
 		if (len < sizeof(ext) - 1 || strcmp(p + len - (sizeof(ext) - 1), ext) != 0)
 			continue;
-		char **grown = realloc(out, (count + 1) * sizeof(*out));
-		if (!grown || !(grown[count] = strdup(p))) {
-			out = grown ? grown : out;
+		char *copy = strdup(p);
+		if (!copy)
 			rc = tp_error_set(TP_ENOMEM, "out of memory");
-			break;
-		}
-		out = grown;
-		count++;
+		else if ((rc = tp_array_push(&out, copy)) != 0)
+			free(copy);
 	}
 	if (rc) {
-		tp_lineage_paths_free(out, count);
+		tp_lineage_paths_free(out.ptr, out.len);
 		return rc;
 	}
-	*paths = out;
-	*n = count;
+	*paths = out.ptr;
+	*n = out.len;
 	return 0;
 }
 

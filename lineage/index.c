@@ -37,6 +37,7 @@
 #include <unistd.h>
 
 #include "lineage_internal.h"
+#include "tp_array.h"
 
 #define CACHE_DIR "tenpak"
 #define CACHE_FILE "pointer-index"
@@ -47,20 +48,15 @@
 
 /* ---- growable arrays and a set of commit ids ----------------------------------- */
 
-/* Room for one more element in *p (holding n of *alloc). */
-static int array_grow(void **p, size_t *alloc, size_t n, size_t elem)
+/* Commits, pointers, refs or walk steps in one array: 64M is some 50 times
+ * the Linux kernel's history, and still a bound on a repository that
+ * never ends. */
+#define ITEMS_MAX ((size_t)1 << 26)
+
+/* Room for one more element in the array at p (holding n of *alloc). */
+static int array_grow(void *p, size_t *alloc, size_t n, size_t elem)
 {
-	if (n < *alloc)
-		return 0;
-	size_t want = *alloc ? *alloc * 2 : 16, bytes;
-	if (!tp_mul_ok(want, elem, &bytes))
-		return tp_error_set(TP_ENOMEM, "out of memory");
-	void *q = realloc(*p, bytes);
-	if (!q)
-		return tp_error_set(TP_ENOMEM, "out of memory");
-	*p = q;
-	*alloc = want;
-	return 0;
+	return tp_array_grow_(p, alloc, n, ITEMS_MAX, elem, 1);
 }
 
 /* Open addressing; the zero id marks an empty slot (no object has it). */
@@ -170,7 +166,7 @@ void tp_lineage_index_clear(tp_git_repo *r)
 static int entry_add(tp_lineage_index *ix, entries *e, const char *path, size_t plen,
 		     const char *oid, uint64_t size, const git_oid *commit, int64_t time, int tip)
 {
-	int rc = array_grow((void **)&e->v, &e->alloc, e->n, sizeof(*e->v));
+	int rc = array_grow(&e->v, &e->alloc, e->n, sizeof(*e->v));
 	if (rc)
 		return rc;
 	tp_lineage_entry *n = &e->v[e->n];
@@ -189,7 +185,7 @@ static int entry_add(tp_lineage_index *ix, entries *e, const char *path, size_t 
 
 static int commit_add(tp_lineage_index *ix, const git_oid *id, int64_t time)
 {
-	int rc = array_grow((void **)&ix->commits, &ix->acommits, ix->ncommits, sizeof(*ix->commits));
+	int rc = array_grow(&ix->commits, &ix->acommits, ix->ncommits, sizeof(*ix->commits));
 	if (!rc)
 		rc = oidset_add(&ix->seen, id);
 	if (rc)
@@ -307,7 +303,7 @@ static int ref_tips(git_repository *repo, const char *const *prefixes, git_oid *
 	git_object *obj = NULL;
 	*head = false;
 	if (git_revparse_single(&obj, repo, "HEAD^{commit}") == 0) {
-		rc = array_grow((void **)&ids, &alloc, count, sizeof(*ids));
+		rc = array_grow(&ids, &alloc, count, sizeof(*ids));
 		if (!rc)
 			git_oid_cpy(&ids[count++], git_object_id(obj));
 		*head = !rc;
@@ -320,7 +316,7 @@ static int ref_tips(git_repository *repo, const char *const *prefixes, git_oid *
 				want = has_prefix(git_reference_name(ref), prefixes[i]);
 			obj = NULL;
 			if (want && git_reference_peel(&obj, ref, GIT_OBJECT_COMMIT) == 0 &&
-			    (rc = array_grow((void **)&ids, &alloc, count, sizeof(*ids))) == 0)
+			    (rc = array_grow(&ids, &alloc, count, sizeof(*ids))) == 0)
 				git_oid_cpy(&ids[count++], git_object_id(obj));
 			git_object_free(obj);
 			git_reference_free(ref);
@@ -374,7 +370,7 @@ static int scan_history(scan_ctx *s)
 		for (unsigned i = 0; !rc && i < git_commit_parentcount(commit); i++) {
 			const git_oid *p = git_commit_parent_id(commit, i);
 			if (p && !oidset_has(&s->ix->seen, p) &&
-			    (rc = array_grow((void **)&stack, &alloc, n, sizeof(*stack))) == 0)
+			    (rc = array_grow(&stack, &alloc, n, sizeof(*stack))) == 0)
 				git_oid_cpy(&stack[n++], p);
 		}
 		git_tree_free(ptree);
@@ -421,20 +417,6 @@ static int cache_path(git_repository *repo, bool dir_only, char **out)
 	return rc;
 }
 
-static bool parse_u64(const char *s, const char **end, uint64_t *out)
-{
-	char *e;
-	if (*s < '0' || *s > '9')
-		return false;
-	errno = 0;
-	unsigned long long v = strtoull(s, &e, 10);
-	if (errno)
-		return false;
-	*out = v;
-	*end = e;
-	return true;
-}
-
 /* One "c" or "p" record; false when malformed. */
 static bool cache_line(tp_lineage_index *ix, char *line, int *rc)
 {
@@ -446,7 +428,7 @@ static bool cache_line(tp_lineage_index *ix, char *line, int *rc)
 		    oidset_has(&ix->seen, &id))
 			return false;
 		bool neg = line[43] == '-';
-		if (!parse_u64(line + 43 + neg, &end, &v) || *end || v > INT64_MAX)
+		if (tp_parse_u64(line + 43 + neg, 0, INT64_MAX, &v) != 0)
 			return false;
 		*rc = commit_add(ix, &id, neg ? -(int64_t)v : (int64_t)v);
 		return true;
@@ -457,7 +439,8 @@ static bool cache_line(tp_lineage_index *ix, char *line, int *rc)
 	char oid[TP_OID_HEXLEN + 1];
 	memcpy(oid, line + 2, TP_OID_HEXLEN);
 	oid[TP_OID_HEXLEN] = '\0';
-	if (!tp_oid_valid(oid) || !parse_u64(line + 3 + TP_OID_HEXLEN, &end, &v) || *end != ' ')
+	if (!tp_oid_valid(oid) ||
+	    tp_parse_u64_prefix(line + 3 + TP_OID_HEXLEN, &end, 0, UINT64_MAX, &v) != 0 || *end != ' ')
 		return false;
 	/* Unescape the path in place. */
 	char *path = (char *)end + 1, *w = path;
@@ -519,11 +502,11 @@ static int cache_load(git_repository *repo, tp_lineage_index *ix, const char *ke
 	bool end = false;
 	while (ok && !rc && (line = strtok_r(NULL, "\n", &save)) != NULL) {
 		uint64_t count;
-		const char *after;
 		if (end)
 			ok = false;
 		else if (strncmp(line, "end ", 4) == 0)
-			ok = end = parse_u64(line + 4, &after, &count) && !*after && count == ix->ncommits;
+			ok = end = tp_parse_u64(line + 4, 0, UINT64_MAX, &count) == 0 &&
+				   count == ix->ncommits;
 		else
 			ok = cache_line(ix, line, &rc);
 	}
@@ -753,7 +736,7 @@ static bool newer(git_commit *a, git_commit *b)
 
 static int heap_push(tp_lineage_walk *w, git_commit *c)
 {
-	int rc = array_grow((void **)&w->heap, &w->alloc, w->n, sizeof(*w->heap));
+	int rc = array_grow(&w->heap, &w->alloc, w->n, sizeof(*w->heap));
 	if (rc) {
 		git_commit_free(c);
 		return rc;

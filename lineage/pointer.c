@@ -27,9 +27,10 @@ bool tp_lineage_pointer_parse(const char *p, size_t n, char oid[TP_OID_HEXLEN + 
 		return false;
 	memcpy(oid, o, TP_OID_HEXLEN);
 	oid[TP_OID_HEXLEN] = '\0';
-	char *end;
-	unsigned long long v = strtoull(s + 6, &end, 10);
-	if (!tp_oid_valid(oid) || end == s + 6 || *end != '\n')
+	const char *end;
+	uint64_t v;
+	if (!tp_oid_valid(oid) || tp_parse_u64_prefix(s + 6, &end, 0, UINT64_MAX, &v) != 0 ||
+	    *end != '\n')
 		return false;
 	*size = v;
 	return true;

@@ -74,8 +74,10 @@ static size_t on_header(char *data, size_t size, size_t n, void *vcall)
 	size_t len = size * n;
 	if (strncmp(data, "HTTP/", 5) == 0) {
 		/* A new status line (after a redirect or 100-continue). */
-		const char *sp = memchr(data, ' ', len);
-		c->status = sp ? strtol(sp + 1, NULL, 10) : 0;
+		const char *sp = memchr(data, ' ', len), *end;
+		uint64_t code;
+		/* Three digits; curl's lines end in CRLF, which stops the parse. */
+		c->status = sp && tp_parse_u64_prefix(sp + 1, &end, 0, 999, &code) == 0 ? (long)code : 0;
 	} else if (len > 5 && strncasecmp(data, "etag:", 5) == 0) {
 		size_t i = 5, j = len;
 		while (i < j && (data[i] == ' ' || data[i] == '\t'))

@@ -20,23 +20,30 @@ typedef struct local_hash {
 	char sha256[TP_OID_HEXLEN + 1];
 } local_hash;
 
+/* Files remembered: one per local copy a session hashes, so a few per
+ * object; past this many, files are hashed each time they are used. */
+#define LOCAL_HASHES_MAX ((size_t)1 << 20)
+
 struct tp_transfer_hashes {
-	local_hash *v;
-	size_t n;
+	tp_array(local_hash) v;
 };
 
 int tp_transfer_hashes_new(tp_transfer_hashes **out)
 {
-	*out = calloc(1, sizeof(**out));
-	return *out ? 0 : tp_error_set(TP_ENOMEM, "out of memory");
+	tp_transfer_hashes *h = calloc(1, sizeof(*h));
+	if (!h)
+		return tp_error_set(TP_ENOMEM, "out of memory");
+	h->v.cap = LOCAL_HASHES_MAX;
+	*out = h;
+	return 0;
 }
 
 void tp_transfer_hashes_free(tp_transfer_hashes *h)
 {
-	for (size_t i = 0; h && i < h->n; i++)
-		free(h->v[i].path);
+	for (size_t i = 0; h && i < h->v.len; i++)
+		free(h->v.ptr[i].path);
 	if (h)
-		free(h->v);
+		tp_array_clear(&h->v);
 	free(h);
 }
 
@@ -57,9 +64,9 @@ static int local_sha256(tp_transfer *t, const char *path, char hex[TP_OID_HEXLEN
 	*fresh = false;
 	if (stat(path, &st) != 0 || !S_ISREG(st.st_mode))
 		return tp_error_set(TP_EINVAL, "%s is not a regular file", path);
-	for (size_t i = 0; h && i < h->n; i++) {
-		if (strcmp(h->v[i].path, path) == 0 && same_state(&h->v[i], &st)) {
-			memcpy(hex, h->v[i].sha256, TP_OID_HEXLEN + 1);
+	for (size_t i = 0; h && i < h->v.len; i++) {
+		if (strcmp(h->v.ptr[i].path, path) == 0 && same_state(&h->v.ptr[i], &st)) {
+			memcpy(hex, h->v.ptr[i].sha256, TP_OID_HEXLEN + 1);
 			return 0;
 		}
 	}
@@ -74,12 +81,11 @@ static int local_sha256(tp_transfer *t, const char *path, char hex[TP_OID_HEXLEN
 	/* A file that changed while it was hashed gives no verdict. */
 	if (stat(path, &after) != 0 || !same_state(&e, &after) || len != e.size)
 		return tp_error_set(TP_EIO, "%s changed while it was hashed", path);
-	local_hash *v = h ? realloc(h->v, (h->n + 1) * sizeof(*v)) : NULL;
-	if (v) {
-		h->v = v;
+	/* Remembering is best effort: without room the verdict still holds. */
+	if (h && tp_array_reserve(&h->v, 1) == 0) {
 		memcpy(e.sha256, hex, sizeof(e.sha256));
 		if ((e.path = strdup(path)) != NULL)
-			v[h->n++] = e;
+			h->v.ptr[h->v.len++] = e;
 	}
 	return 0;
 }

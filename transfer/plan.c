@@ -215,6 +215,7 @@ int tp_transfer_plan_upload(tp_transfer *t, const char *path, const tp_lineage *
 	size_t n = lineage ? lineage->ncandidates : 0;
 	if (!pl)
 		return tp_error_set(TP_ENOMEM, "out of memory");
+	pl->scratch = (tp_transfer_scratch)TP_TRANSFER_SCRATCH_INIT;
 	pl->plan.whole = TP_TRANSFER_UNESTIMATED;
 	pl->plan.choice = -1;
 	pl->plan.ncandidates = n;

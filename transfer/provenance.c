@@ -7,6 +7,8 @@
  */
 #include "tp_transfer.h"
 
+#include "tp_array.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,9 +16,12 @@
 struct tp_provenance {
 	tp_sign_key *signer;          /* tenpak.signingkey: signs every manifest */
 	tp_provenance_verify verify;  /* tenpak.verify */
-	char **trusted;               /* tenpak.trustedkeys: "ed25519:..." texts */
-	size_t ntrusted;
+	tp_array(char *) trusted;     /* tenpak.trustedkeys: "ed25519:..." texts */
 };
+
+/* Keys in tenpak.trustedkeys: config is outside input, and no team has
+ * this many signers. */
+#define TRUSTED_MAX 1024
 
 const char *tp_provenance_sig_name(tp_provenance_sig s)
 {
@@ -43,13 +48,13 @@ static int expand_home(const char *path, char **out)
 
 static int trusted_add(tp_provenance *p, const char *key, size_t len)
 {
-	char **v = realloc(p->trusted, (p->ntrusted + 1) * sizeof(*v));
-	if (!v)
+	int rc = tp_array_reserve(&p->trusted, 1);
+	if (rc)
+		return tp_error_wrap(rc, "tenpak.trustedkeys");
+	char *k = strndup(key, len);
+	if (!k)
 		return tp_error_set(TP_ENOMEM, "out of memory");
-	p->trusted = v;
-	if (!(v[p->ntrusted] = strndup(key, len)))
-		return tp_error_set(TP_ENOMEM, "out of memory");
-	p->ntrusted++;
+	p->trusted.ptr[p->trusted.len++] = k;
 	return 0;
 }
 
@@ -81,7 +86,7 @@ static int config_read(tp_provenance *p, tp_git_repo *repo)
 		free(v);
 		v = NULL;
 	}
-	if (!rc && p->verify == TP_PROVENANCE_VERIFY_REQUIRED && p->ntrusted == 0)
+	if (!rc && p->verify == TP_PROVENANCE_VERIFY_REQUIRED && p->trusted.len == 0)
 		rc = tp_error_set(TP_ECONFIG, "tenpak.verify is required but tenpak.trustedkeys "
 				  "lists no key");
 	if (!rc && tp_git_config_get(repo, "tenpak.signingkey", &v) == 0) {
@@ -101,6 +106,7 @@ int tp_provenance_new(tp_provenance **out, tp_git_repo *repo)
 	tp_provenance *p = calloc(1, sizeof(*p));
 	if (!p)
 		return tp_error_set(TP_ENOMEM, "out of memory");
+	p->trusted.cap = TRUSTED_MAX;
 	int rc = config_read(p, repo);
 	if (rc) {
 		tp_provenance_free(p);
@@ -115,9 +121,9 @@ void tp_provenance_free(tp_provenance *p)
 	if (!p)
 		return;
 	tp_sign_key_free(p->signer);
-	for (size_t i = 0; i < p->ntrusted; i++)
-		free(p->trusted[i]);
-	free(p->trusted);
+	for (size_t i = 0; i < p->trusted.len; i++)
+		free(p->trusted.ptr[i]);
+	tp_array_clear(&p->trusted);
 	free(p);
 }
 
@@ -146,8 +152,8 @@ int tp_provenance_manifest_sign(const tp_provenance *p, tp_store_manifest *m,
 
 static bool trusted(const tp_provenance *p, const char *key)
 {
-	for (size_t i = 0; i < p->ntrusted; i++)
-		if (strcmp(p->trusted[i], key) == 0)
+	for (size_t i = 0; i < p->trusted.len; i++)
+		if (strcmp(p->trusted.ptr[i], key) == 0)
 			return true;
 	return false;
 }
@@ -164,7 +170,7 @@ tp_provenance_sig tp_provenance_manifest_status(const tp_provenance *p,
 	tp_buf_free(&canon);
 	if (rc)
 		return TP_PROVENANCE_SIG_BAD;
-	if (!p->ntrusted)
+	if (!p->trusted.len)
 		return TP_PROVENANCE_SIG_VALID;
 	return trusted(p, m->signer) ? TP_PROVENANCE_SIG_TRUSTED : TP_PROVENANCE_SIG_UNTRUSTED;
 }

@@ -89,8 +89,7 @@ typedef struct rebuild_node {
 #define GRAPH_SLOTS 8192
 
 typedef struct rebuild_graph {
-	rebuild_node *v;
-	size_t n;
+	tp_array(rebuild_node) nodes; /* capped at GRAPH_NODES_MAX */
 	size_t slot[GRAPH_SLOTS]; /* node index + 1; 0 is empty */
 	size_t *order;            /* nodes from the store, each after its bases */
 	size_t norder;
@@ -104,20 +103,20 @@ static size_t graph_slot(const rebuild_graph *g, const char *oid)
 	for (const char *p = oid; *p; p++)
 		h = (h ^ (unsigned char)*p) * 1099511628211ull;
 	size_t i = (size_t)h & (GRAPH_SLOTS - 1);
-	while (g->slot[i] && strcmp(g->v[g->slot[i] - 1].oid, oid) != 0)
+	while (g->slot[i] && strcmp(g->nodes.ptr[g->slot[i] - 1].oid, oid) != 0)
 		i = (i + 1) & (GRAPH_SLOTS - 1);
 	return i;
 }
 
 static void graph_free(rebuild_graph *g)
 {
-	for (size_t i = 0; i < g->n; i++) {
-		if (g->v[i].scratch)
-			unlink(g->v[i].path);
-		free(g->v[i].path);
-		free(g->v[i].bases);
+	for (size_t i = 0; i < g->nodes.len; i++) {
+		if (g->nodes.ptr[i].scratch)
+			unlink(g->nodes.ptr[i].path);
+		free(g->nodes.ptr[i].path);
+		free(g->nodes.ptr[i].bases);
 	}
-	free(g->v);
+	tp_array_clear(&g->nodes);
 	free(g->order);
 	free(g);
 }
@@ -129,9 +128,9 @@ static int graph_add(tp_transfer *t, rebuild_graph *g, const char *oid, uint64_t
 
 static int graph_plan_store(tp_transfer *t, rebuild_graph *g, size_t i, int depth)
 {
-	char oid[TP_OID_HEXLEN + 1]; /* g->v moves as nodes are added */
-	uint64_t size = g->v[i].size;
-	memcpy(oid, g->v[i].oid, sizeof(oid));
+	char oid[TP_OID_HEXLEN + 1]; /* nodes.ptr moves as nodes are added */
+	uint64_t size = g->nodes.ptr[i].size;
+	memcpy(oid, g->nodes.ptr[i].oid, sizeof(oid));
 	tp_store_manifest *m = NULL;
 	char *text = NULL;
 	if (depth > TP_TRANSFER_CHAIN_LIMIT)
@@ -139,28 +138,28 @@ static int graph_plan_store(tp_transfer *t, rebuild_graph *g, size_t i, int dept
 				    TP_TRANSFER_CHAIN_LIMIT);
 	if (g->nstore++ == TP_TRANSFER_REBUILDS_MAX)
 		return tp_error_set(TP_ETOOBIG, "rebuilding %s needs more than %d objects from the "
-				    "store", g->v[0].oid, TP_TRANSFER_REBUILDS_MAX);
-	int rc = tp_store_object_manifest(t->store, oid, &g->v[i].info, &text);
+				    "store", g->nodes.ptr[0].oid, TP_TRANSFER_REBUILDS_MAX);
+	int rc = tp_store_object_manifest(t->store, oid, &g->nodes.ptr[i].info, &text);
 	if (rc)
 		return rc;
-	tp_store_object_info info = g->v[i].info;
+	tp_store_object_info info = g->nodes.ptr[i].info;
 	if (info.size != size) {
 		rc = tp_error_set(TP_ECORRUPT, "object %s in the store is %llu bytes, expected %llu",
 				  oid, (unsigned long long)info.size, (unsigned long long)size);
 	} else if (info.kind == TP_STORE_KIND_WHOLE_ZSTD) {
 		rc = tp_provenance_whole_check(t->provenance, oid);
 	} else if ((rc = manifest_load(t, &m, text, oid, size)) == 0) {
-		g->v[i].visiting = true;
-		if (m->nbases && !(g->v[i].bases = calloc(m->nbases, sizeof(size_t))))
+		g->nodes.ptr[i].visiting = true;
+		if (m->nbases && !(g->nodes.ptr[i].bases = calloc(m->nbases, sizeof(size_t))))
 			rc = tp_error_set(TP_ENOMEM, "out of memory");
 		for (size_t k = 0; !rc && k < m->nbases; k++) {
 			size_t b;
 			if ((rc = graph_add(t, g, m->bases[k].oid, m->bases[k].size, depth + 1, &b)) != 0)
 				break;
-			g->v[i].bases[g->v[i].nbases++] = b;
-			g->v[b].users++;
+			g->nodes.ptr[i].bases[g->nodes.ptr[i].nbases++] = b;
+			g->nodes.ptr[b].users++;
 		}
-		g->v[i].visiting = false;
+		g->nodes.ptr[i].visiting = false;
 	}
 	tp_store_manifest_free(m);
 	free(text);
@@ -174,7 +173,7 @@ static int graph_add(tp_transfer *t, rebuild_graph *g, const char *oid, uint64_t
 {
 	size_t s = graph_slot(g, oid);
 	if (g->slot[s]) {
-		const rebuild_node *n = &g->v[g->slot[s] - 1];
+		const rebuild_node *n = &g->nodes.ptr[g->slot[s] - 1];
 		if (n->size != size)
 			return tp_error_set(TP_ECORRUPT, "object %s is named with two sizes, %llu and "
 					    "%llu", oid, (unsigned long long)n->size,
@@ -185,20 +184,16 @@ static int graph_add(tp_transfer *t, rebuild_graph *g, const char *oid, uint64_t
 		*out = g->slot[s] - 1;
 		return 0;
 	}
-	if (g->n == GRAPH_NODES_MAX)
+	if (g->nodes.len == GRAPH_NODES_MAX)
 		return tp_error_set(TP_ETOOBIG, "rebuilding %s names more than %d objects",
-				    g->v[0].oid, GRAPH_NODES_MAX);
-	if (!(g->n % 64)) {
-		rebuild_node *v = realloc(g->v, (g->n + 64) * sizeof(*v));
-		if (!v)
-			return tp_error_set(TP_ENOMEM, "out of memory");
-		g->v = v;
-	}
-	size_t i = g->n++;
-	rebuild_node *n = &g->v[i];
-	memset(n, 0, sizeof(*n));
-	memcpy(n->oid, oid, sizeof(n->oid));
-	n->size = size;
+				    g->nodes.ptr[0].oid, GRAPH_NODES_MAX);
+	rebuild_node fresh = { .size = size };
+	memcpy(fresh.oid, oid, sizeof(fresh.oid));
+	int rc = tp_array_push(&g->nodes, fresh);
+	if (rc)
+		return rc;
+	size_t i = g->nodes.len - 1;
+	rebuild_node *n = &g->nodes.ptr[i];
 	g->slot[s] = i + 1;
 	*out = i;
 	/* A base this operation holds, or a good local copy, needs nothing
@@ -211,7 +206,7 @@ static int graph_add(tp_transfer *t, rebuild_graph *g, const char *oid, uint64_t
 		return 0;
 	}
 	n->from_store = true;
-	int rc = graph_plan_store(t, g, i, depth);
+	rc = graph_plan_store(t, g, i, depth);
 	return rc && depth ? tp_error_wrap(rc, "base %s", oid) : rc;
 }
 
@@ -222,15 +217,15 @@ static int graph_add(tp_transfer *t, rebuild_graph *g, const char *oid, uint64_t
 static int graph_check(const tp_transfer *t, const rebuild_graph *g, size_t root)
 {
 	uint64_t claimed = 0, limit, live = 0, peak = 0;
-	unsigned *users = calloc(g->n ? g->n : 1, sizeof(*users));
+	unsigned *users = calloc(g->nodes.len ? g->nodes.len : 1, sizeof(*users));
 	char a[32], b[32];
 	if (!users)
 		return tp_error_set(TP_ENOMEM, "out of memory");
-	for (size_t i = 0; i < g->n; i++)
-		users[i] = g->v[i].users;
+	for (size_t i = 0; i < g->nodes.len; i++)
+		users[i] = g->nodes.ptr[i].users;
 	/* Replay the rebuild: a file lives from its rebuild to its last reader. */
 	for (size_t k = 0; k < g->norder; k++) {
-		const rebuild_node *n = &g->v[g->order[k]];
+		const rebuild_node *n = &g->nodes.ptr[g->order[k]];
 		uint64_t payload = TP_STORE_KIND_HAS_MANIFEST(n->info.kind)
 					   ? n->info.stored_size - n->info.payload_offset : 0;
 		if (g->order[k] != root)
@@ -239,29 +234,29 @@ static int graph_check(const tp_transfer *t, const rebuild_graph *g, size_t root
 			peak = live + n->size + payload;
 		live += n->size;
 		for (size_t j = 0; j < n->nbases; j++)
-			if (--users[n->bases[j]] == 0 && g->v[n->bases[j]].from_store)
-				live -= g->v[n->bases[j]].size;
+			if (--users[n->bases[j]] == 0 && g->nodes.ptr[n->bases[j]].from_store)
+				live -= g->nodes.ptr[n->bases[j]].size;
 	}
 	free(users);
-	if (__builtin_mul_overflow((uint64_t)t->rebuild_factor, g->v[root].size, &limit) ||
+	if (__builtin_mul_overflow((uint64_t)t->rebuild_factor, g->nodes.ptr[root].size, &limit) ||
 	    __builtin_add_overflow(limit, TP_TRANSFER_REBUILD_SLACK, &limit))
 		limit = UINT64_MAX;
 	tp_trace("object %s: rebuilding %zu objects from the store, bases claim %llu bytes, "
-		 "scratch peak %llu bytes", g->v[root].oid, g->norder, (unsigned long long)claimed,
+		 "scratch peak %llu bytes", g->nodes.ptr[root].oid, g->norder, (unsigned long long)claimed,
 		 (unsigned long long)peak);
 	if (claimed > limit) {
 		tp_fmt_bytes(claimed, a, sizeof(a));
-		tp_fmt_bytes(g->v[root].size, b, sizeof(b));
+		tp_fmt_bytes(g->nodes.ptr[root].size, b, sizeof(b));
 		return tp_error_set(TP_ETOOBIG, "object %s (%s): its bases in the store claim %s, more "
 				    "than tenpak.rebuildfactor (%u) times its size plus 64 MiB",
-				    g->v[root].oid, b, a, t->rebuild_factor);
+				    g->nodes.ptr[root].oid, b, a, t->rebuild_factor);
 	}
 	struct statvfs fs;
 	if (statvfs(t->tmp_dir, &fs) == 0 && (uint64_t)fs.f_bavail * fs.f_frsize < peak) {
 		tp_fmt_bytes(peak, a, sizeof(a));
 		tp_fmt_bytes((uint64_t)fs.f_bavail * fs.f_frsize, b, sizeof(b));
 		return tp_error_set(TP_ENOSPACE, "object %s: rebuilding it needs %s of scratch space "
-				    "in %s, and only %s is free", g->v[root].oid, a, t->tmp_dir, b);
+				    "in %s, and only %s is free", g->nodes.ptr[root].oid, a, t->tmp_dir, b);
 	}
 	return 0;
 }
@@ -285,7 +280,7 @@ static int node_rebuild(tp_transfer *t, const rebuild_graph *g, const rebuild_no
 	if (!(bases = calloc(n->nbases + 1, sizeof(*bases))))
 		return tp_error_set(TP_ENOMEM, "out of memory");
 	for (size_t j = 0; j < n->nbases; j++)
-		bases[j] = g->v[n->bases[j]].path;
+		bases[j] = g->nodes.ptr[n->bases[j]].path;
 	if ((rc = tp_transfer_scratch_new(t, "payload", &payload)) != 0)
 		goto done;
 	fd = open(payload, O_WRONLY | O_CLOEXEC);
@@ -305,7 +300,7 @@ static int graph_run(tp_transfer *t, rebuild_graph *g, size_t root, const char *
 {
 	for (size_t k = 0; k < g->norder; k++) {
 		size_t i = g->order[k];
-		rebuild_node *n = &g->v[i];
+		rebuild_node *n = &g->nodes.ptr[i];
 		int rc = 0;
 		if (i != root) {
 			rc = tp_transfer_scratch_new(t, "base", &n->path);
@@ -315,10 +310,10 @@ static int graph_run(tp_transfer *t, rebuild_graph *g, size_t root, const char *
 			rc = node_rebuild(t, g, n, i == root ? out : n->path, report && i == root);
 		if (rc)
 			return i == root ? tp_error_wrap(rc, "rebuilding %s", n->oid)
-					 : tp_error_wrap(rc, "rebuilding %s: base %s", g->v[root].oid,
+					 : tp_error_wrap(rc, "rebuilding %s: base %s", g->nodes.ptr[root].oid,
 							 n->oid);
 		for (size_t j = 0; j < n->nbases; j++) {
-			rebuild_node *b = &g->v[n->bases[j]];
+			rebuild_node *b = &g->nodes.ptr[n->bases[j]];
 			if (--b->users == 0 && b->scratch) {
 				tp_transfer_scratch_drop(b->path);
 				b->path = NULL;
@@ -338,6 +333,7 @@ int tp_transfer_rebuild(tp_transfer *t, const tp_transfer_scratch *kept, const c
 	if (!rc && !(g->order = calloc(TP_TRANSFER_REBUILDS_MAX, sizeof(*g->order))))
 		rc = tp_error_set(TP_ENOMEM, "out of memory");
 	if (!rc) {
+		g->nodes.cap = GRAPH_NODES_MAX;
 		g->kept = kept;
 		rc = graph_add(t, g, oid, size, 0, &root);
 	}

@@ -51,49 +51,44 @@ void tp_transfer_scratch_drop(char *path)
 
 int tp_transfer_scratch_keep(tp_transfer_scratch *l, const char *oid, char *path)
 {
-	tp_transfer_kept *v = realloc(l->v, (l->n + 1) * sizeof(*v));
-	if (!v) {
+	tp_transfer_kept k = { .path = path };
+	memcpy(k.oid, oid, sizeof(k.oid));
+	int rc = tp_array_push(l, k);
+	if (rc)
 		tp_transfer_scratch_drop(path);
-		return tp_error_set(TP_ENOMEM, "out of memory");
-	}
-	l->v = v;
-	memcpy(v[l->n].oid, oid, sizeof(v[l->n].oid));
-	v[l->n++].path = path;
-	return 0;
+	return rc;
 }
 
 const char *tp_transfer_scratch_find(const tp_transfer_scratch *l, const char *oid)
 {
-	for (size_t i = 0; l && i < l->n; i++)
-		if (strcmp(l->v[i].oid, oid) == 0)
-			return l->v[i].path;
+	for (size_t i = 0; l && i < l->len; i++)
+		if (strcmp(l->ptr[i].oid, oid) == 0)
+			return l->ptr[i].path;
 	return NULL;
 }
 
 void tp_transfer_scratch_clear(tp_transfer_scratch *l)
 {
-	for (size_t i = 0; i < l->n; i++)
-		tp_transfer_scratch_drop(l->v[i].path);
-	free(l->v);
-	l->v = NULL;
-	l->n = 0;
+	for (size_t i = 0; i < l->len; i++)
+		tp_transfer_scratch_drop(l->ptr[i].path);
+	tp_array_clear(l);
 }
 
 /* ---- setup --------------------------------------------------------------- */
 
 /* A whole number from git config key, 0 to max; TP_ENOTFOUND when unset. */
-static int config_number(tp_git_repo *repo, const char *key, long max, long *out)
+static int config_number(tp_git_repo *repo, const char *key, uint64_t max, uint64_t *out)
 {
-	char *v = NULL, *end;
+	char *v = NULL;
 	int rc = tp_git_config_get(repo, key, &v);
 	if (rc)
 		return rc;
-	errno = 0;
-	long n = strtol(v, &end, 10);
-	bool bad = errno || end == v || *end || n < 0 || n > max;
+	uint64_t n;
+	bool bad = tp_parse_u64(v, 0, max, &n) < 0;
 	free(v);
 	if (bad)
-		return tp_error_set(TP_ECONFIG, "%s must be a number from 0 to %ld", key, max);
+		return tp_error_set(TP_ECONFIG, "%s must be a number from 0 to %llu", key,
+				    (unsigned long long)max);
 	*out = n;
 	return 0;
 }
@@ -132,7 +127,7 @@ static int setup(tp_transfer *t, tp_store *store, tp_git_repo *repo,
 	t->threads = opts->threads ? opts->threads : tp_cpu_count();
 	t->progress = opts->progress;
 	t->progress_ctx = opts->progress_ctx;
-	long n;
+	uint64_t n = 0;
 	int rc = config_number(repo, "tenpak.maxchain", TP_TRANSFER_CHAIN_LIMIT, &n);
 	if (rc == 0)
 		t->maxchain = (int)n;

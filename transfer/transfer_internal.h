@@ -4,6 +4,7 @@
 
 #include "tp_transfer.h"
 
+#include "tp_array.h"
 #include "tp_delta.h"
 
 /* sha256 verdicts on local copies (local.c), shared by the copies of a
@@ -47,10 +48,11 @@ typedef struct tp_transfer_kept {
 	char *path;
 } tp_transfer_kept;
 
-typedef struct tp_transfer_scratch {
-	tp_transfer_kept *v;
-	size_t n;
-} tp_transfer_scratch;
+typedef tp_array(tp_transfer_kept) tp_transfer_scratch;
+
+/* Bases one operation rebuilds: a few per candidate, and lineage finds a
+ * handful of candidates; the cap only bounds a runaway. */
+#define TP_TRANSFER_SCRATCH_INIT TP_ARRAY_INIT(4096)
 
 /* Takes path, even on failure. */
 int tp_transfer_scratch_keep(tp_transfer_scratch *l, const char *oid, char *path);

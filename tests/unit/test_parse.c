@@ -1,6 +1,7 @@
 /*
  * tp_parse_u64 and tp_parse_size: whole strings only, ranges checked,
- * overflow caught, *out written only on success.
+ * overflow caught, *out written only on success. tp_parse_u64_prefix: the
+ * same rules for the digits that start a string, and where they end.
  */
 #include "tp_common.h"
 #include "tp_test.h"
@@ -89,6 +90,53 @@ static void long_input_is_quoted_short(void)
 	CHECK(strlen(tp_error_last()) < 120);
 }
 
+/* rc of tp_parse_u64_prefix(s, min, max); *v and *end keep sentinels on
+ * failure. */
+static int prefix(const char *s, uint64_t min, uint64_t max, uint64_t *v, const char **end)
+{
+	*v = SENTINEL;
+	*end = NULL;
+	return tp_parse_u64_prefix(s, end, min, max, v);
+}
+
+static void prefixes(void)
+{
+	uint64_t v;
+	const char *end;
+	const char *line = "123 path/to/model.safetensors";
+	CHECK_EQ_INT(prefix(line, 0, UINT64_MAX, &v, &end), 0);
+	CHECK(v == 123);
+	CHECK(end == line + 3);
+	CHECK_EQ_INT(prefix("42", 0, 100, &v, &end), 0);
+	CHECK(v == 42 && *end == '\0');
+	CHECK_EQ_INT(prefix("007\n", 0, 10, &v, &end), 0);
+	CHECK(v == 7 && *end == '\n');
+	CHECK_EQ_INT(prefix("18446744073709551615x", 0, UINT64_MAX, &v, &end), 0);
+	CHECK(v == UINT64_MAX && *end == 'x');
+}
+
+static void prefix_failures(void)
+{
+	static const char *const bad[] = { "", " 1", "-1", "+1", "x1", "\n1" };
+	uint64_t v;
+	const char *end;
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		CHECK_EQ_INT(prefix(bad[i], 0, UINT64_MAX, &v, &end), TP_EINVAL);
+		CHECK(v == SENTINEL && end == NULL);
+	}
+	CHECK_EQ_INT(prefix(NULL, 0, 10, &v, &end), TP_EINVAL);
+	CHECK_EQ_INT(prefix("x 5", 0, 10, &v, &end), TP_EINVAL);
+	CHECK(strstr(tp_error_last(), "\"x 5\" does not start with a whole number") != NULL);
+	/* The range and overflow apply as in tp_parse_u64; only the digits are
+	 * quoted. */
+	CHECK_EQ_INT(prefix("11 rest", 0, 10, &v, &end), TP_EINVAL);
+	CHECK(strstr(tp_error_last(), "\"11\" is not a number from 0 to 10") != NULL);
+	CHECK_EQ_INT(prefix("18446744073709551616 x", 0, UINT64_MAX, &v, &end), TP_EINVAL);
+	CHECK(v == SENTINEL && end == NULL);
+	CHECK_EQ_INT(prefix("9223372036854775808", 0, INT64_MAX, &v, &end), TP_EINVAL);
+	CHECK(v == SENTINEL && end == NULL);
+}
+
 static void sizes(void)
 {
 	uint64_t v;
@@ -153,6 +201,8 @@ int main(void)
 	TP_TEST_RUN(overflow);
 	TP_TEST_RUN(junk);
 	TP_TEST_RUN(long_input_is_quoted_short);
+	TP_TEST_RUN(prefixes);
+	TP_TEST_RUN(prefix_failures);
 	TP_TEST_RUN(sizes);
 	TP_TEST_RUN(size_suffix_edges);
 	TP_TEST_RUN(size_overflow);
