@@ -54,7 +54,52 @@ typedef struct tp_quant_format {
 const tp_quant_format *tp_quant_format_find(const char *name);
 /* All formats, NULL-terminated. */
 const tp_quant_format *const *tp_quant_formats(void);
-/* Exact bits per weight of f for a rows x cols matrix. */
+/* Exact bits per weight of f for a rows x cols matrix: 8 * packed_size /
+ * (rows * cols), scales, zeros, masks and padding included. */
 double tp_quant_bpw(const tp_quant_format *f, size_t rows, size_t cols);
+
+/* The format a cols-wide row is actually stored in when format's block size
+ * does not divide cols (llama.cpp's fallback rules, see README.md): "q5_0"
+ * or "fp16"; NULL when format stores such rows itself (or is unknown). */
+const char *tp_quant_fallback(const char *format, size_t cols);
+
+/* ---- asymmetric round-to-nearest groups (rtnB_gG; used by GPTQ and AWQ) ---
+ * Groups of `group` weights along a row (the input dimension); the last group
+ * of a row may be shorter. Layout and rounding: optimize/README.md. bits is
+ * 2..8. */
+
+/* Scale and zero of one group of n weights: scale = max(max-min, 1e-5) /
+ * (2^bits-1), rounded to fp16 as it is stored (then kept in [2^-24, 65504]),
+ * zero = clamp(round(-min/scale), 0, 2^bits-1) with that rounded scale.
+ * NaNs are ignored; n = 0 or all NaN acts as min = max = 0. */
+void tp_quant_group_params(const float *w, size_t n, int bits, float *scale, int *zero);
+/* q = clamp(round(w/scale) + zero, 0, 2^bits-1), round half to even
+ * (torch.round); NaN gives q = zero. */
+int tp_quant_group_code(float w, float scale, int zero, int bits);
+/* Bytes of a rows x cols matrix in the bits/group layout. */
+size_t tp_quant_group_packed_size(int bits, size_t group, size_t rows, size_t cols);
+/* Pack codes q[rows*cols] (each < 2^bits) with scale[rows*ngroups] and
+ * zero[rows*ngroups] (ngroups = ceil(cols/group)); scales are stored as
+ * fp16. For methods (GPTQ, AWQ) that choose the codes themselves. */
+void tp_quant_group_pack(int bits, size_t group, size_t rows, size_t cols, const uint8_t *q,
+			 const float *scale, const int *zero, void *packed);
+/* RTN of w into the bits/group layout. */
+void tp_quant_group_quantize(int bits, size_t group, const float *w, size_t rows, size_t cols,
+			     void *packed);
+/* w = (q - zero) * scale of every weight. */
+void tp_quant_group_dequantize(int bits, size_t group, const void *packed, size_t rows,
+			       size_t cols, float *w);
+/* The registered format "rtn<bits>_g<group>" (rtn4_g128, rtn4_g64,
+ * rtn4_g256, rtn3_g128; also rtn2_g128, which is not listed by
+ * tp_quant_formats), or NULL. */
+const tp_quant_format *tp_quant_group_format(int bits, size_t group);
+
+/* ---- half-precision storage ----------------------------------------------- */
+
+/* IEEE binary16 and bfloat16, round to nearest even; NaN stays NaN. */
+uint16_t tp_quant_fp16_from_f32(float f);
+float tp_quant_fp16_to_f32(uint16_t h);
+uint16_t tp_quant_bf16_from_f32(float f);
+float tp_quant_bf16_to_f32(uint16_t h);
 
 #endif

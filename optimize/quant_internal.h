@@ -1,0 +1,78 @@
+/* Helpers shared by the format implementations (not part of the API). */
+#ifndef TP_QUANT_INTERNAL_H
+#define TP_QUANT_INTERNAL_H
+
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tp_optimize.h"
+
+extern const tp_quant_format tp_quant_fmt_fp16, tp_quant_fmt_bf16, tp_quant_fmt_int8,
+	tp_quant_fmt_nf4, tp_quant_fmt_nf4_dq, tp_quant_fmt_rtn4_g128, tp_quant_fmt_rtn4_g64,
+	tp_quant_fmt_rtn4_g256, tp_quant_fmt_rtn3_g128, tp_quant_fmt_rtn2_g128,
+	tp_quant_fmt_q8_0, tp_quant_fmt_q4_0, tp_quant_fmt_q5_0, tp_quant_fmt_q4_k,
+	tp_quant_fmt_int4_int2_residual, tp_quant_fmt_int4_sparse25;
+
+/* x rounded half to even and clamped to [lo, hi]; NaN gives lo. Never
+ * converts an out-of-range float to int (that is undefined behaviour). */
+static inline int tp_quant_rint_clamp(float x, int lo, int hi)
+{
+	if (!(x > (float)lo))
+		return lo;
+	if (x >= (float)hi)
+		return hi;
+	return (int)nearbyintf(x);
+}
+
+/* Little-endian stores and loads. */
+static inline void tp_quant_put_u16(uint8_t *p, uint16_t v)
+{
+	p[0] = (uint8_t)v;
+	p[1] = (uint8_t)(v >> 8);
+}
+static inline uint16_t tp_quant_get_u16(const uint8_t *p)
+{
+	return (uint16_t)(p[0] | (p[1] << 8));
+}
+static inline void tp_quant_put_f32(uint8_t *p, float f)
+{
+	uint32_t v;
+	memcpy(&v, &f, 4);
+	for (int i = 0; i < 4; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+static inline float tp_quant_get_f32(const uint8_t *p)
+{
+	uint32_t v = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+		     (uint32_t)p[3] << 24;
+	float f;
+	memcpy(&f, &v, 4);
+	return f;
+}
+
+/* A stream of bits-wide codes, code i at bit i*bits, least significant bit
+ * first; the buffer must start zeroed for puts. */
+static inline void tp_quant_bits_put(uint8_t *p, size_t i, int bits, unsigned v)
+{
+	size_t bit = i * (size_t)bits;
+	for (int b = 0; b < bits; b++, bit++)
+		p[bit / 8] |= (uint8_t)(((v >> b) & 1u) << (bit % 8));
+}
+static inline unsigned tp_quant_bits_get(const uint8_t *p, size_t i, int bits)
+{
+	size_t bit = i * (size_t)bits;
+	unsigned v = 0;
+	for (int b = 0; b < bits; b++, bit++)
+		v |= (unsigned)((p[bit / 8] >> (bit % 8)) & 1u) << b;
+	return v;
+}
+static inline size_t tp_quant_bits_bytes(size_t n, int bits)
+{
+	return (n * (size_t)bits + 7) / 8;
+}
+
+#endif
