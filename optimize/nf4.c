@@ -50,22 +50,16 @@ static unsigned nearest_code(const float *code, unsigned n, float x)
  * linspace(0.1, 1, 2^i + 1) times +-10^(i-6), then 0 and 1. Computed in
  * double and rounded once to float (torch computes linspace in float32: a
  * value may differ in its last bit). */
-static float dyn_code[256];
-static int dyn_ready;
-
 static int cmp_float(const void *a, const void *b)
 {
 	float x = *(const float *)a, y = *(const float *)b;
 	return (x > y) - (x < y);
 }
 
-static const float *dynamic_map(void)
+static void dynamic_map(float code[256])
 {
-	/* Computed once; the table is the same in every thread, so a race
-	 * writes the same values. */
-	if (dyn_ready)
-		return dyn_code;
-	float tmp[256];
+	/* Built per call (cheap next to a matrix) so that threads share no
+	 * state. */
 	unsigned k = 0;
 	for (int i = 0; i < 7; i++) {
 		unsigned items = (1u << i) + 1;
@@ -73,16 +67,13 @@ static const float *dynamic_map(void)
 		for (unsigned j = 0; j + 1 < items; j++) {
 			double b0 = 0.1 + 0.9 * j / (items - 1), b1 = 0.1 + 0.9 * (j + 1) / (items - 1);
 			double m = (b0 + b1) / 2.0;
-			tmp[k++] = (float)(p10 * m);
-			tmp[k++] = (float)(-p10 * m);
+			code[k++] = (float)(p10 * m);
+			code[k++] = (float)(-p10 * m);
 		}
 	}
-	tmp[k++] = 0.0f;
-	tmp[k++] = 1.0f;
-	qsort(tmp, k, sizeof(float), cmp_float);
-	memcpy(dyn_code, tmp, sizeof(tmp));
-	dyn_ready = 1;
-	return dyn_code;
+	code[k++] = 0.0f;
+	code[k++] = 1.0f;
+	qsort(code, k, sizeof(float), cmp_float);
 }
 
 static size_t nblocks(size_t n, size_t block)
@@ -164,7 +155,8 @@ static int nf4_dq_quantize(const float *w, size_t rows, size_t cols, const tp_qu
 	if (!absmax)
 		return tp_error_set(TP_ENOMEM, "nf4_dq: out of memory for %zu block scales", nb);
 	uint8_t *p = packed, *q8 = p + 4 + 4 * nb2;
-	const float *code = dynamic_map();
+	float code[256];
+	dynamic_map(code);
 	nf4_encode(w, n, absmax, q8 + nb);
 	double sum = 0.0;
 	for (size_t b = 0; b < nb; b++)
@@ -190,7 +182,8 @@ static void nf4_dq_dequantize(const void *packed, size_t rows, size_t cols, floa
 {
 	size_t n = rows * cols, nb = nblocks(n, NF4_BLOCK), nb2 = nblocks(nb, DQ_BLOCK);
 	const uint8_t *p = packed, *q8 = p + 4 + 4 * nb2;
-	const float *code = dynamic_map();
+	float code[256];
+	dynamic_map(code);
 	float offset = tp_quant_get_f32(p);
 	for (size_t b = 0; b < nb; b++) {
 		float amax = code[q8[b]] * tp_quant_get_f32(p + 4 + 4 * (b / DQ_BLOCK)) + offset;
