@@ -201,12 +201,8 @@ static void residual_dequantize(const void *packed, size_t rows, size_t cols, fl
 	group_decode(2, 128, (const uint8_t *)packed + first, rows, cols, w, true);
 }
 
-const tp_quant_format tp_quant_fmt_int4_int2_residual = {
-	.name = "int4_int2_residual",
-	.packed_size = residual_size,
-	.quantize = residual_quantize,
-	.dequantize = residual_dequantize,
-};
+TP_QUANT_FORMAT_DEF(tp_quant_fmt_int4_int2_residual, "int4_int2_residual", residual_size,
+		    residual_quantize, residual_dequantize);
 
 /* ---- int4_sparse25: per row, the cols/4 weights of least |w_ij|*||x_j|| are
  * zero; the rest rtn4 g128 with each group's parameters over its kept
@@ -315,9 +311,5 @@ static void sparse_dequantize(const void *packed, size_t rows, size_t cols, floa
 	}
 }
 
-const tp_quant_format tp_quant_fmt_int4_sparse25 = {
-	.name = "int4_sparse25",
-	.packed_size = sparse_size,
-	.quantize = sparse_quantize,
-	.dequantize = sparse_dequantize,
-};
+TP_QUANT_FORMAT_DEF(tp_quant_fmt_int4_sparse25, "int4_sparse25", sparse_size,
+		    sparse_quantize, sparse_dequantize);

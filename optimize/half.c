@@ -61,46 +61,33 @@ static size_t half_packed_size(size_t rows, size_t cols)
 	return 2 * rows * cols;
 }
 
-static int fp16_quantize(const float *w, size_t rows, size_t cols, const tp_quant_calib *calib,
-			 void *packed)
+/* 2 little-endian bytes per weight, converted by to / from. */
+static void half_encode(const float *w, size_t n, uint16_t (*to)(float), uint8_t *p)
 {
-	(void)calib;
-	for (size_t i = 0; i < rows * cols; i++)
-		tp_quant_put_u16((uint8_t *)packed + 2 * i, tp_quant_fp16_from_f32(w[i]));
-	return 0;
+	for (size_t i = 0; i < n; i++)
+		tp_quant_put_u16(p + 2 * i, to(w[i]));
 }
 
-static void fp16_dequantize(const void *packed, size_t rows, size_t cols, float *w)
+static void half_decode(const uint8_t *p, size_t n, float (*from)(uint16_t), float *w)
 {
-	for (size_t i = 0; i < rows * cols; i++)
-		w[i] = tp_quant_fp16_to_f32(tp_quant_get_u16((const uint8_t *)packed + 2 * i));
+	for (size_t i = 0; i < n; i++)
+		w[i] = from(tp_quant_get_u16(p + 2 * i));
 }
 
-static int bf16_quantize(const float *w, size_t rows, size_t cols, const tp_quant_calib *calib,
-			 void *packed)
-{
-	(void)calib;
-	for (size_t i = 0; i < rows * cols; i++)
-		tp_quant_put_u16((uint8_t *)packed + 2 * i, tp_quant_bf16_from_f32(w[i]));
-	return 0;
-}
+/* One format per half type: the vtable has no parameters. */
+#define HALF_FORMAT(N)                                                                         \
+	static int N##_quantize(const float *w, size_t rows, size_t cols,                      \
+				const tp_quant_calib *calib, void *packed)                     \
+	{                                                                                      \
+		(void)calib;                                                                   \
+		half_encode(w, rows * cols, tp_quant_##N##_from_f32, packed);                  \
+		return 0;                                                                      \
+	}                                                                                      \
+	static void N##_dequantize(const void *packed, size_t rows, size_t cols, float *w)     \
+	{                                                                                      \
+		half_decode(packed, rows * cols, tp_quant_##N##_to_f32, w);                    \
+	}                                                                                      \
+	TP_QUANT_FORMAT_DEF(tp_quant_fmt_##N, #N, half_packed_size, N##_quantize, N##_dequantize)
 
-static void bf16_dequantize(const void *packed, size_t rows, size_t cols, float *w)
-{
-	for (size_t i = 0; i < rows * cols; i++)
-		w[i] = tp_quant_bf16_to_f32(tp_quant_get_u16((const uint8_t *)packed + 2 * i));
-}
-
-const tp_quant_format tp_quant_fmt_fp16 = {
-	.name = "fp16",
-	.packed_size = half_packed_size,
-	.quantize = fp16_quantize,
-	.dequantize = fp16_dequantize,
-};
-
-const tp_quant_format tp_quant_fmt_bf16 = {
-	.name = "bf16",
-	.packed_size = half_packed_size,
-	.quantize = bf16_quantize,
-	.dequantize = bf16_dequantize,
-};
+HALF_FORMAT(fp16);
+HALF_FORMAT(bf16);

@@ -39,9 +39,4 @@ static void int8_dequantize(const void *packed, size_t rows, size_t cols, float 
 	}
 }
 
-const tp_quant_format tp_quant_fmt_int8 = {
-	.name = "int8",
-	.packed_size = int8_packed_size,
-	.quantize = int8_quantize,
-	.dequantize = int8_dequantize,
-};
+TP_QUANT_FORMAT_DEF(tp_quant_fmt_int8, "int8", int8_packed_size, int8_quantize, int8_dequantize);

@@ -193,16 +193,7 @@ static void nf4_dq_dequantize(const void *packed, size_t rows, size_t cols, floa
 	}
 }
 
-const tp_quant_format tp_quant_fmt_nf4 = {
-	.name = "nf4",
-	.packed_size = nf4_packed_size,
-	.quantize = nf4_quantize,
-	.dequantize = nf4_dequantize,
-};
+TP_QUANT_FORMAT_DEF(tp_quant_fmt_nf4, "nf4", nf4_packed_size, nf4_quantize, nf4_dequantize);
 
-const tp_quant_format tp_quant_fmt_nf4_dq = {
-	.name = "nf4_dq",
-	.packed_size = nf4_dq_packed_size,
-	.quantize = nf4_dq_quantize,
-	.dequantize = nf4_dq_dequantize,
-};
+TP_QUANT_FORMAT_DEF(tp_quant_fmt_nf4_dq, "nf4_dq", nf4_dq_packed_size,
+		    nf4_dq_quantize, nf4_dq_dequantize);

@@ -17,6 +17,12 @@ extern const tp_quant_format tp_quant_fmt_fp16, tp_quant_fmt_bf16, tp_quant_fmt_
 	tp_quant_fmt_q8_0, tp_quant_fmt_q4_0, tp_quant_fmt_q5_0, tp_quant_fmt_q4_k,
 	tp_quant_fmt_int4_int2_residual, tp_quant_fmt_int4_sparse25;
 
+/* Defines format variable var called name. */
+#define TP_QUANT_FORMAT_DEF(var, name_, size, quant, dequant)                          \
+	const tp_quant_format var = {                                                   \
+		.name = name_, .packed_size = size, .quantize = quant, .dequantize = dequant \
+	}
+
 /* x rounded half to even and clamped to [lo, hi]; NaN gives lo. Never
  * converts an out-of-range float to int (that is undefined behaviour). */
 static inline int tp_quant_rint_clamp(float x, int lo, int hi)
