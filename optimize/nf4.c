@@ -123,7 +123,7 @@ static int nf4_quantize(const float *w, size_t rows, size_t cols, const tp_quant
 {
 	(void)calib;
 	size_t n = rows * cols, nb = nblocks(n, NF4_BLOCK);
-	float *absmax = malloc(nb * sizeof(float));
+	float *absmax = malloc((nb ? nb : 1) * sizeof(float));
 	if (!absmax)
 		return tp_error_set(TP_ENOMEM, "nf4: out of memory for %zu block scales", nb);
 	uint8_t *p = packed;
@@ -151,7 +151,7 @@ static int nf4_dq_quantize(const float *w, size_t rows, size_t cols, const tp_qu
 {
 	(void)calib;
 	size_t n = rows * cols, nb = nblocks(n, NF4_BLOCK), nb2 = nblocks(nb, DQ_BLOCK);
-	float *absmax = malloc(nb * sizeof(float));
+	float *absmax = malloc((nb ? nb : 1) * sizeof(float));
 	if (!absmax)
 		return tp_error_set(TP_ENOMEM, "nf4_dq: out of memory for %zu block scales", nb);
 	uint8_t *p = packed, *q8 = p + 4 + 4 * nb2;
