@@ -18,6 +18,7 @@ int tp_cmd_store(int argc, char **argv);
 int tp_cmd_delta(int argc, char **argv);
 int tp_cmd_lineage(int argc, char **argv);
 int tp_cmd_eval(int argc, char **argv);
+int tp_cmd_optimize(int argc, char **argv);
 int tp_cmd_key(int argc, char **argv);
 
 /* "tenpak: <cmd>: <message>" on stderr; returns TP_EXIT_USAGE. */
