@@ -141,7 +141,7 @@ static int calib_alloc(tp_quant_calib *c, size_t cols, bool hessian)
 	return 0;
 }
 
-static void calib_finish(tp_quant_calib *c)
+void tp_quant_calib_finish(tp_quant_calib *c)
 {
 	for (size_t j = 0; j < c->cols; j++)
 		c->abs_mean[j] = c->nsamples ? c->abs_mean[j] / (double)c->nsamples : 0;
@@ -225,7 +225,7 @@ done:
 		return rc;
 	}
 	for (size_t i = 0; i < count; i++)
-		calib_finish(&s.layers[i]);
+		tp_quant_calib_finish(&s.layers[i]);
 	*out = s;
 	return 0;
 }

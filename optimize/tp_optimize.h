@@ -68,10 +68,13 @@ bool tp_optimize_is_quantized(const char *linear_name);
 
 /* A tp_linear that adds the statistics of its inputs x to *stats (cols = in,
  * arrays allocated by the caller; hessian may be NULL) and then runs inner,
- * which it owns until tp_quant_capture_release. */
+ * which it owns until tp_quant_capture_release. While capturing, abs_mean
+ * holds sums and hessian its upper triangle: tp_quant_calib_finish makes
+ * them means and a full symmetric matrix. */
 int tp_quant_capture_new(tp_linear **out, tp_linear *inner, tp_quant_calib *stats);
 /* Free the wrapper only and hand back its inner layer. */
 tp_linear *tp_quant_capture_release(tp_linear *capture);
+void tp_quant_calib_finish(tp_quant_calib *c);
 
 /* Statistics for every linear layer of a model, in tp_model_linear order;
  * layers that are not quantized (lm_head) have cols == 0 and NULL arrays. */
