@@ -62,6 +62,12 @@ int tp_cli_parse(const char *cmd, int argc, char **argv, const tp_cli_opt *opts,
 int tp_cli_parse_lists(const char *cmd, int argc, char **argv, const tp_cli_opt *opts,
 		       tp_cli_list *lists, int *npos);
 
+/* An optional option's number (s may be NULL: *out untouched) into *out;
+ * false when it is not a number in [min, max]. */
+bool tp_cli_parse_size(const char *s, uint64_t min, uint64_t max, size_t *out);
+/* Read the file (or pipe) at path into text (its cap applies). */
+int tp_cli_read_text(const char *path, tp_buf *text);
+
 /* Where objects go: --store flag, else TENPAK_STORE, else tenpak.store from
  * git config (repo may be NULL), else the per-user default. *source says
  * which, for messages. */

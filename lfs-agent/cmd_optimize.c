@@ -6,7 +6,6 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,16 +54,6 @@ typedef struct text {
 	size_t n;
 } text;
 
-static bool parse_number(const char *s, uint64_t min, uint64_t max, size_t *out)
-{
-	uint64_t v;
-	if (s && tp_parse_u64(s, min, max, &v) < 0)
-		return false;
-	if (s)
-		*out = (size_t)v;
-	return true;
-}
-
 static int parse_args(int argc, char **argv, args *a, size_t *ctx, size_t *max_tokens,
 		      size_t *threads)
 {
@@ -86,9 +75,9 @@ static int parse_args(int argc, char **argv, args *a, size_t *ctx, size_t *max_t
 	*ctx = 0;
 	*max_tokens = 0;
 	*threads = 0;
-	if (!parse_number(a->ctx, 4, 1u << 20, ctx) ||
-	    !parse_number(a->max_tokens, 0, SIZE_MAX, max_tokens) ||
-	    !parse_number(a->threads, 1, 256, threads))
+	if (!tp_cli_parse_size(a->ctx, 4, 1u << 20, ctx) ||
+	    !tp_cli_parse_size(a->max_tokens, 0, SIZE_MAX, max_tokens) ||
+	    !tp_cli_parse_size(a->threads, 1, 256, threads))
 		return tp_cli_usage_error("optimize", "bad number in --ctx, --max-tokens or --threads");
 	if (a->candidates && !*a->candidates)
 		return tp_cli_usage_error("optimize", "--candidates is empty");
@@ -101,18 +90,12 @@ static int parse_args(int argc, char **argv, args *a, size_t *ctx, size_t *max_t
 static int load_text(const tp_tokenizer *tok, const char *path, const unsigned char *dflt,
 		     size_t dflt_len, const char *dflt_label, text *t, tp_buf *keep)
 {
-	int rc = 0, fd = -1;
+	int rc;
 	const char *s = (const char *)dflt;
 	size_t len = dflt_len;
 	t->label = dflt_label;
 	if (path) {
-		/* Not tp_fs_read_regular: the text may be a pipe (/dev/stdin). */
-		if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
-			return tp_error_set_errno(tp_error_from_errno(errno), errno, "opening %s",
-						  path);
-		rc = tp_fs_read_fd(fd, path, keep);
-		close(fd);
-		if (rc < 0)
+		if ((rc = tp_cli_read_text(path, keep)) < 0)
 			return rc;
 		s = keep->ptr ? keep->ptr : "";
 		len = keep->len;
