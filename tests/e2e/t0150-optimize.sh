@@ -65,9 +65,21 @@ test_expect_success 'a bad candidate is reported and the others still run' '
 	test_expect_code 1 "$TENPAK" optimize model --candidates bogus,rtn4_g128 \
 		--max-tokens 512 --ctx 128 --threads 2 --json out.json >table 2>err &&
 	grep -q "^tenpak: optimize: \[1/2\] bogus failed: unknown candidate .bogus.$" err &&
+	test "$(wc -l <err)" = 1 &&
 	python3 check.py out.json default:eval.txt default:calib.txt &&
 	python3 -c "import json,sys; r=json.load(open(\"out.json\")); \
 		sys.exit(r[\"failed\"] != [{\"codec\": \"bogus\", \"error\": \"unknown candidate '\''bogus'\''\"}])"
+'
+
+# script(1) (util-linux, essential in Debian) gives tenpak a terminal.
+test_expect_success 'one progress line per candidate on a terminal' '
+	test_expect_code 1 script -qec "\"$TENPAK\" optimize model --candidates rtn4_g128,nope --max-tokens 300 \
+		--ctx 128 --threads 2 >/dev/null" typescript >/dev/null &&
+	tr -d "\r" <typescript >tty &&
+	grep -q "^tenpak optimize: bf16 ppl [0-9.]* (300 tokens, ctx 128)$" tty &&
+	grep -q "^tenpak optimize: \[1/2\] rtn4_g128: 4\.[0-9]* bpw, ppl [0-9.]* ([-+][0-9.]*%), KL [0-9.]*, same top [0-9.]*%, quantized in [0-9.]* s$" tty &&
+	grep -q "^tenpak: optimize: \[2/2\] nope failed: unknown candidate .nope.$" tty &&
+	test "$(grep -c "^tenpak" tty)" = 3
 '
 
 test_expect_success 'the calibration text must differ from the evaluation text' '
