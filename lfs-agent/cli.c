@@ -1,9 +1,12 @@
 #include "cli.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cjson/cJSON.h>
 
@@ -43,6 +46,27 @@ int tp_cli_json_print(cJSON *doc)
 bool tp_cli_is_help(const char *arg)
 {
 	return strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0;
+}
+
+bool tp_cli_parse_size(const char *s, uint64_t min, uint64_t max, size_t *out)
+{
+	uint64_t v;
+	if (s && tp_parse_u64(s, min, max, &v) < 0)
+		return false;
+	if (s)
+		*out = (size_t)v;
+	return true;
+}
+
+int tp_cli_read_text(const char *path, tp_buf *text)
+{
+	/* Not tp_fs_read_regular: a text may name a pipe (/dev/stdin). */
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return tp_error_set_errno(tp_error_from_errno(errno), errno, "opening %s", path);
+	int rc = tp_fs_read_fd(fd, path, text);
+	close(fd);
+	return rc;
 }
 
 int tp_cli_store_url(tp_git_repo *repo, const char *flag, char **url,

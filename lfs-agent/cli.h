@@ -18,6 +18,7 @@ int tp_cmd_store(int argc, char **argv);
 int tp_cmd_delta(int argc, char **argv);
 int tp_cmd_lineage(int argc, char **argv);
 int tp_cmd_eval(int argc, char **argv);
+int tp_cmd_optimize(int argc, char **argv);
 int tp_cmd_key(int argc, char **argv);
 
 /* "tenpak: <cmd>: <message>" on stderr; returns TP_EXIT_USAGE. */
@@ -60,6 +61,12 @@ int tp_cli_parse(const char *cmd, int argc, char **argv, const tp_cli_opt *opts,
  * (NULL: none); each count starts at 0. */
 int tp_cli_parse_lists(const char *cmd, int argc, char **argv, const tp_cli_opt *opts,
 		       tp_cli_list *lists, int *npos);
+
+/* An optional option's number (s may be NULL: *out untouched) into *out;
+ * false when it is not a number in [min, max]. */
+bool tp_cli_parse_size(const char *s, uint64_t min, uint64_t max, size_t *out);
+/* Read the file (or pipe) at path into text (its cap applies). */
+int tp_cli_read_text(const char *path, tp_buf *text);
 
 /* Where objects go: --store flag, else TENPAK_STORE, else tenpak.store from
  * git config (repo may be NULL), else the per-user default. *source says

@@ -4,8 +4,6 @@
 #include "tp_runtime.h"
 
 #include <cjson/cJSON.h>
-#include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,17 +44,6 @@ typedef struct args {
 	bool json, no_bos;
 } args;
 
-/* An optional flag's number into *out; false when it is bad. */
-static bool parse_number(const char *s, uint64_t min, uint64_t max, size_t *out)
-{
-	uint64_t v;
-	if (s && tp_parse_u64(s, min, max, &v) < 0)
-		return false;
-	if (s)
-		*out = (size_t)v;
-	return true;
-}
-
 /* Fill opts from the flags. Returns TP_CLI_PARSED, TP_CLI_HELP after
  * printing the help, or TP_EXIT_USAGE after printing why. */
 static int parse_args(int argc, char **argv, args *a, tp_eval_opts *o, size_t *threads,
@@ -85,11 +72,11 @@ static int parse_args(int argc, char **argv, args *a, tp_eval_opts *o, size_t *t
 	*decode = DECODE_DEFAULT;
 	if (a->mode && tp_ppl_mode_from_name(a->mode, &o->mode) < 0)
 		return tp_cli_usage_error("eval", "--mode must be llamacpp or strided");
-	if (!parse_number(a->ctx, 4, 1u << 20, &o->ctx) ||
-	    !parse_number(a->stride, 1, o->ctx, &o->stride) ||
-	    !parse_number(a->max_tokens, 0, SIZE_MAX, &o->max_tokens) ||
-	    !parse_number(a->threads, 1, 256, threads) ||
-	    !parse_number(a->decode, 0, 1u << 16, decode))
+	if (!tp_cli_parse_size(a->ctx, 4, 1u << 20, &o->ctx) ||
+	    !tp_cli_parse_size(a->stride, 1, o->ctx, &o->stride) ||
+	    !tp_cli_parse_size(a->max_tokens, 0, SIZE_MAX, &o->max_tokens) ||
+	    !tp_cli_parse_size(a->threads, 1, 256, threads) ||
+	    !tp_cli_parse_size(a->decode, 0, 1u << 16, decode))
 		return tp_cli_usage_error("eval", "bad number in --ctx, --stride, --max-tokens, "
 					  "--threads or --decode");
 	return TP_CLI_PARSED;
@@ -111,23 +98,16 @@ static int load_text_ids(const char *model_dir, const char *text_path, const tp_
 	tp_tokenizer *tok = NULL;
 	char *path = NULL;
 	tp_buf text = TP_BUF_INIT(TEXT_MAX);
-	int rc, fd = -1;
+	int rc;
 	if ((rc = tp_path_join(&path, model_dir, "tokenizer.json")) < 0 ||
 	    (rc = tp_tokenizer_load(&tok, path)) < 0)
 		goto done;
-	/* Not tp_fs_read_regular: --text may name a pipe (/dev/stdin). */
-	if ((fd = open(text_path, O_RDONLY | O_CLOEXEC)) < 0) {
-		rc = tp_error_set_errno(tp_error_from_errno(errno), errno, "opening %s", text_path);
-		goto done;
-	}
-	if ((rc = tp_fs_read_fd(fd, text_path, &text)) < 0)
+	if ((rc = tp_cli_read_text(text_path, &text)) < 0)
 		goto done;
 	/* Special-token text in the file is text, as in llama.cpp's perplexity. */
 	rc = tp_tokenizer_encode(tok, text.ptr ? text.ptr : "", text.len, false, ids, n);
 	*bos = no_bos ? -1 : tp_runtime_choose_bos(tp_model_get_config(m), tok);
 done:
-	if (fd >= 0)
-		close(fd);
 	tp_buf_free(&text);
 	tp_tokenizer_free(tok);
 	free(path);

@@ -22,6 +22,7 @@ static const struct command {
 	{ "store", tp_cmd_store, "inspect and check a store: stats, fsck, show" },
 	{ "delta", tp_cmd_delta, "lossless tensor-wise deltas of safetensors files" },
 	{ "eval", tp_cmd_eval, "perplexity, KL divergence and speed of a causal LM" },
+	{ "optimize", tp_cmd_optimize, "measure what each quantization candidate costs in quality" },
 };
 
 static void usage(FILE *f)

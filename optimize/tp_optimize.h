@@ -102,4 +102,75 @@ float tp_quant_fp16_to_f32(uint16_t h);
 uint16_t tp_quant_bf16_from_f32(float f);
 float tp_quant_bf16_to_f32(uint16_t h);
 
+/* ---- calibration: statistics of every quantized layer's inputs ------------
+ * (optimize/calib.c) */
+
+#include "tp_runtime.h"
+
+/* True for the 7 linear layers of a decoder block that candidates quantize
+ * ("model.layers.N.self_attn.{q,k,v,o}_proj", "model.layers.N.mlp.{gate,up,down}_proj"). */
+bool tp_optimize_is_quantized(const char *linear_name);
+
+/* A tp_linear that adds the statistics of its inputs x to *stats (cols = in,
+ * arrays allocated by the caller; hessian may be NULL) and then runs inner,
+ * which it owns until tp_quant_capture_release. While capturing, abs_mean
+ * holds sums and hessian its upper triangle: tp_quant_calib_finish makes
+ * them means and a full symmetric matrix. */
+int tp_quant_capture_new(tp_linear **out, tp_linear *inner, tp_quant_calib *stats);
+/* Free the wrapper only and hand back its inner layer. */
+tp_linear *tp_quant_capture_release(tp_linear *capture);
+void tp_quant_calib_finish(tp_quant_calib *c);
+
+/* Statistics for every linear layer of a model, in tp_model_linear order;
+ * layers that are not quantized (lm_head) have cols == 0 and NULL arrays. */
+typedef struct tp_quant_calib_set {
+	size_t count;
+	char **names;
+	tp_quant_calib *layers;
+	size_t tokens; /* calibration tokens fed */
+} tp_quant_calib_set;
+
+typedef struct tp_calib_opts {
+	size_t ctx;        /* window length in tokens (0: 512) */
+	size_t max_tokens; /* 0: all of ids */
+	int32_t bos;       /* put first in every window; -1: none */
+	bool hessian;      /* also sum x x^T (cols^2 doubles per layer) */
+} tp_calib_opts;
+
+/* Run m over ids in windows of ctx tokens with a capture layer around every
+ * quantized layer and collect their input statistics; m is left as it was. */
+int tp_optimize_calibrate(tp_model *m, const int32_t *ids, size_t n, const tp_calib_opts *o,
+			  tp_quant_calib_set *out);
+void tp_quant_calib_set_free(tp_quant_calib_set *s);
+/* The statistics of the layer called name, or NULL. */
+const tp_quant_calib *tp_quant_calib_find(const tp_quant_calib_set *s, const char *name);
+
+/* ---- candidates (optimize/candidates.c) ----------------------------------- */
+
+typedef struct tp_candidate_stats {
+	uint64_t weights;      /* weights in the quantized layers */
+	uint64_t packed_bytes; /* their packed size, scales and zeros included */
+	uint64_t source_bytes; /* their size in the source dtype */
+	size_t layers;         /* layers quantized */
+	double bpw;            /* 8 * packed_bytes / weights */
+	double compression;    /* source_bytes / packed_bytes (quantized layers only) */
+	double quant_seconds;  /* time in the quantizer */
+} tp_candidate_stats;
+
+/* The stored dtype of dir's linear layers as a codec name ("bf16", "fp16",
+ * "fp32") and its bits per weight; weights as in tp_model_opts. */
+int tp_optimize_source_dtype(const char *dir, const char *weights, const char **codec,
+			     unsigned *bits);
+
+/*
+ * Load dir with the quantized layers of candidate name replaced by their
+ * fake-quantized form: quantize with the candidate's format, dequantize
+ * into fp32 and hand that to tp_linear_dense_new. source_bits is the source
+ * dtype's bits per weight; calib may be NULL. TP_ENOTFOUND for an unknown
+ * candidate name. Only RTN candidates (a format's own quantize) so far.
+ */
+int tp_optimize_candidate_load(tp_model **out, const char *dir, const tp_model_opts *opts,
+			       const char *name, const tp_quant_calib_set *calib,
+			       unsigned source_bits, tp_candidate_stats *stats);
+
 #endif

@@ -415,7 +415,7 @@ tp_linear *tp_model_linear(const tp_model *m, size_t i)
 	return i < m->nlinear ? m->linear[i] : NULL;
 }
 
-int tp_model_set_linear(tp_model *m, size_t i, tp_linear *l)
+int tp_model_swap_linear(tp_model *m, size_t i, tp_linear *l, tp_linear **old)
 {
 	if (i >= m->nlinear || !l)
 		return tp_error_set(TP_EINVAL, "no linear layer %zu", i);
@@ -423,9 +423,18 @@ int tp_model_set_linear(tp_model *m, size_t i, tp_linear *l)
 		return tp_error_set(TP_EINVAL, "%s: replacement is %zux%zu, not %zux%zu",
 				    m->names[i], l->out, l->in, m->linear[i]->out,
 				    m->linear[i]->in);
-	tp_linear_free(m->linear[i]);
+	*old = m->linear[i];
 	m->linear[i] = l;
 	return 0;
+}
+
+int tp_model_set_linear(tp_model *m, size_t i, tp_linear *l)
+{
+	tp_linear *old = NULL;
+	int rc = tp_model_swap_linear(m, i, l, &old);
+	if (rc == 0)
+		tp_linear_free(old);
+	return rc;
 }
 
 uint64_t tp_model_params(const tp_model *m)

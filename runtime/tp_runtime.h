@@ -144,6 +144,9 @@ tp_linear *tp_model_linear(const tp_model *m, size_t i);
 /* Replace layer i (same in/out dims) and free the old one; takes
  * ownership of l on success only. */
 int tp_model_set_linear(tp_model *m, size_t i, tp_linear *l);
+/* The same, but the old layer is handed back in *old instead of freed (a
+ * wrapper that observes a layer's inputs can be put in and taken out). */
+int tp_model_swap_linear(tp_model *m, size_t i, tp_linear *l, tp_linear **old);
 /* Total parameters (embedding + linear + norms). */
 uint64_t tp_model_params(const tp_model *m);
 

@@ -1,0 +1,137 @@
+/* Candidates: a model loaded with its quantized layers fake-quantized
+ * (quantize, dequantize to fp32) to measure what a format costs in quality. */
+#include "tp_optimize.h"
+#include "tp_delta.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static double now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+int tp_optimize_source_dtype(const char *dir, const char *weights, const char **codec,
+			     unsigned *bits)
+{
+	char *path = NULL, **shards = NULL;
+	size_t nshards = 0;
+	tp_safetensors *st = NULL;
+	int rc = 0;
+	if (weights)
+		path = strdup(weights);
+	else if ((rc = tp_path_join(&path, dir, "model.safetensors")) == 0 &&
+		 access(path, R_OK) != 0) {
+		free(path);
+		path = NULL;
+		rc = tp_path_join(&path, dir, "model.safetensors.index.json");
+	}
+	if (rc < 0 || !path) {
+		rc = rc < 0 ? rc : tp_error_set(TP_ENOMEM, "out of memory");
+		goto done;
+	}
+	if (tp_safetensors_is_index(path)) {
+		if ((rc = tp_safetensors_index_shards(&shards, &nshards, path)) < 0)
+			goto done;
+	}
+	/* The first quantized layer's dtype stands for all of them. */
+	for (size_t i = 0; i < (shards ? nshards : 1) && rc == 0; i++) {
+		if ((rc = tp_safetensors_open(&st, shards ? shards[i] : path)) < 0)
+			break;
+		const tp_st_tensor *t = tp_safetensors_find(st, "model.layers.0.self_attn.q_proj.weight");
+		if (t) {
+			switch (t->dtype) {
+			case TP_DTYPE_BF16: *codec = "bf16"; *bits = 16; break;
+			case TP_DTYPE_F16: *codec = "fp16"; *bits = 16; break;
+			case TP_DTYPE_F32: *codec = "fp32"; *bits = 32; break;
+			default:
+				rc = tp_error_set(TP_EUNSUPPORTED, "%s: dtype %s", path,
+						  tp_dtype_name(t->dtype));
+			}
+			goto done;
+		}
+		tp_safetensors_free(st);
+		st = NULL;
+	}
+	if (rc == 0)
+		rc = tp_error_set(TP_ENOTFOUND, "%s has no model.layers.0.self_attn.q_proj.weight",
+				  path);
+done:
+	tp_safetensors_free(st);
+	if (shards)
+		tp_safetensors_shards_free(shards, nshards);
+	free(path);
+	return rc;
+}
+
+typedef struct factory {
+	const tp_quant_format *f;
+	const tp_quant_calib_set *calib;
+	unsigned source_bits;
+	tp_candidate_stats st;
+} factory;
+
+static int make_linear(void *ctx, const char *name, const float *w, const float *bias,
+		       size_t out_dim, size_t in_dim, tp_linear **made)
+{
+	factory *fa = ctx;
+	if (!tp_optimize_is_quantized(name))
+		return TP_ENOTFOUND;
+	size_t n, psize = fa->f->packed_size(out_dim, in_dim);
+	if (!tp_mul_ok(out_dim, in_dim, &n) || n > SIZE_MAX / sizeof(float))
+		return tp_error_set(TP_ETOOBIG, "%s: %zux%zu is too large", name, out_dim, in_dim);
+	void *packed = malloc(psize ? psize : 1);
+	float *scratch = malloc(n * sizeof(float));
+	int rc;
+	if (!packed || !scratch) {
+		rc = tp_error_set(TP_ENOMEM, "%s: out of memory", name);
+		goto done;
+	}
+	double t0 = now_s();
+	rc = fa->f->quantize(w, out_dim, in_dim, tp_quant_calib_find(fa->calib, name), packed);
+	fa->st.quant_seconds += now_s() - t0;
+	if (rc < 0) {
+		tp_error_wrap(rc, "%s: %s", name, fa->f->name);
+		goto done;
+	}
+	fa->f->dequantize(packed, out_dim, in_dim, scratch);
+	if ((rc = tp_linear_dense_new(made, scratch, bias, out_dim, in_dim)) < 0)
+		goto done;
+	fa->st.weights += n;
+	fa->st.packed_bytes += psize;
+	fa->st.source_bytes += (uint64_t)n * fa->source_bits / 8;
+	fa->st.layers++;
+done:
+	free(packed);
+	free(scratch);
+	return rc;
+}
+
+int tp_optimize_candidate_load(tp_model **out, const char *dir, const tp_model_opts *opts,
+			       const char *name, const tp_quant_calib_set *calib,
+			       unsigned source_bits, tp_candidate_stats *stats)
+{
+	factory fa = { tp_quant_format_find(name), calib, source_bits, { 0 } };
+	if (!fa.f)
+		return tp_error_set(TP_ENOTFOUND, "unknown candidate '%s'", name);
+	tp_model_opts o = *opts;
+	o.make_linear = make_linear;
+	o.make_linear_ctx = &fa;
+	tp_model *m = NULL;
+	int rc = tp_model_load(&m, dir, &o);
+	if (rc < 0)
+		return rc;
+	if (fa.st.layers == 0 || fa.st.packed_bytes == 0) {
+		tp_model_free(m);
+		return tp_error_set(TP_EINVAL, "%s: no layer was quantized", dir);
+	}
+	fa.st.bpw = 8.0 * (double)fa.st.packed_bytes / (double)fa.st.weights;
+	fa.st.compression = (double)fa.st.source_bytes / (double)fa.st.packed_bytes;
+	*stats = fa.st;
+	*out = m;
+	return 0;
+}
