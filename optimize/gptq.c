@@ -89,15 +89,18 @@ static bool chol_lower(double *a, size_t n)
 }
 
 /*
- * a holds L (lower, from chol_lower); on return its upper triangle,
- * diagonal included, holds U with U^T U = (L L^T)^-1, the factor GPTQ's
- * updates use. t and d are scratch vectors of n. false when the inverse is
- * numerically not positive definite.
+ * The factor GPTQ's updates use: U upper with U^T U = H^-1. With J the
+ * order-reversing permutation, factor J H J = L L^T; then
+ * H^-1 = J L^-T L^-1 J = U^T U for U = J L^-1 J, an upper triangle. So a
+ * holds J H J, and on success it holds U (in its upper triangle): one
+ * Cholesky and one triangular inverse instead of factoring H^-1 again.
+ * t is a scratch vector of n.
  */
-static bool chol_inverse_upper(double *a, size_t n, double *t, double *d)
+static bool chol_inverse_upper(double *a, size_t n, double *t)
 {
-	/* X = L^-1 in the lower triangle, row by row: row i of X is
-	 * (e_i - sum_{k<i} L_ik X_k) / L_ii. */
+	if (!chol_lower(a, n))
+		return false;
+	/* L^-1 in place, row by row: row i is (e_i - sum_{k<i} L_ik X_k) / L_ii */
 	for (size_t i = 0; i < n; i++) {
 		double *ai = a + i * n;
 		memset(t, 0, (i + 1) * sizeof(double));
@@ -112,69 +115,41 @@ static bool chol_inverse_upper(double *a, size_t n, double *t, double *d)
 		for (size_t j = 0; j <= i; j++)
 			ai[j] = t[j] / l;
 	}
-	/* H^-1 = X^T X: diagonal into d, the rest into the (free) strict upper
-	 * triangle. */
-	for (size_t i = 0; i < n; i++) {
-		d[i] = 0.0;
-		memset(a + i * n + i + 1, 0, (n - i - 1) * sizeof(double));
-	}
-	for (size_t k = 0; k < n; k++) {
-		const double *xk = a + k * n;
-		for (size_t i = 0; i <= k; i++) {
-			double xi = xk[i];
-			if (xi == 0.0)
-				continue;
-			d[i] += xi * xi;
-			double *ri = a + i * n;
-			for (size_t j = i + 1; j <= k; j++)
-				ri[j] += xi * xk[j];
-		}
-	}
-	/* Upper Cholesky, right-looking, in place on the upper triangle. */
-	for (size_t i = 0; i < n; i++) {
-		double *ri = a + i * n;
-		if (!(d[i] > 0.0) || !isfinite(d[i]))
-			return false;
-		double u = sqrt(d[i]);
-		ri[i] = u;
-		for (size_t j = i + 1; j < n; j++)
-			ri[j] /= u;
-		for (size_t k = i + 1; k < n; k++) {
-			double c = ri[k];
-			if (c == 0.0)
-				continue;
-			d[k] -= c * c;
-			double *rk = a + k * n;
-			for (size_t j = k + 1; j < n; j++)
-				rk[j] -= c * ri[j];
-		}
+	/* J X J: element (i, j) moves to (n-1-i, n-1-j), the whole array
+	 * reversed. */
+	for (size_t i = 0, j = n * n - 1; i < j; i++, j--) {
+		double v = a[i];
+		a[i] = a[j];
+		a[j] = v;
 	}
 	return true;
 }
 
-static const double *sort_diag_;
+typedef struct diag_key {
+	double h;     /* H_jj */
+	uint32_t col; /* j */
+} diag_key;
 
 /* Descending H_jj, ties by column index so the order is deterministic. */
 static int cmp_diag_desc(const void *pa, const void *pb)
 {
-	uint32_t a = *(const uint32_t *)pa, b = *(const uint32_t *)pb;
-	double da = sort_diag_[a], db = sort_diag_[b];
-	if (da != db)
-		return da > db ? -1 : 1;
-	return a < b ? -1 : (a > b);
+	const diag_key *a = pa, *b = pb;
+	if (a->h != b->h)
+		return a->h > b->h ? -1 : 1;
+	return a->col < b->col ? -1 : (a->col > b->col);
 }
 
-/* h = the damped, permuted Hessian 2 S / n (S = calib->hessian), with dead
- * inputs' diagonal set to 1. */
+/* h = J P H P^T J: the damped Hessian H = 2 S / n (S = calib->hessian, dead
+ * inputs' diagonal set to 1) in the order perm, reversed (J). */
 static void build_hessian(double *h, const tp_quant_calib *calib, const uint32_t *perm,
 			  size_t n, double damp_frac, double mean_diag)
 {
 	double f = 2.0 / (double)calib->nsamples;
 	for (size_t i = 0; i < n; i++) {
-		const double *src = calib->hessian + (size_t)perm[i] * n;
+		const double *src = calib->hessian + (size_t)perm[n - 1 - i] * n;
 		double *dst = h + i * n;
 		for (size_t j = 0; j < n; j++)
-			dst[j] = f * src[perm[j]];
+			dst[j] = f * src[perm[n - 1 - j]];
 		if (dst[i] == 0.0)
 			dst[i] = 1.0;
 		dst[i] += damp_frac * mean_diag;
@@ -186,7 +161,8 @@ int tp_quant_gptq(const float *w, size_t rows, size_t cols, const tp_quant_calib
 {
 	static const double damps[] = {0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0};
 	tp_quant_result r;
-	double *h = NULL, *diag = NULL, *t = NULL;
+	double *h = NULL, *t = NULL;
+	diag_key *diag = NULL;
 	float *wt = NULL, *err = NULL, *gbuf = NULL;
 	int rc;
 
@@ -202,7 +178,7 @@ int tp_quant_gptq(const float *w, size_t rows, size_t cols, const tp_quant_calib
 	group = r.group;
 	size_t ng = r.ngroups, n = cols;
 	h = malloc(n * n * sizeof(double));
-	diag = malloc(n * sizeof(double));
+	diag = malloc(n * sizeof(*diag));
 	t = malloc(n * sizeof(double));
 	wt = malloc(n * rows * sizeof(float));
 	err = malloc((size_t)GPTQ_BLOCK * rows * sizeof(float));
@@ -215,10 +191,9 @@ int tp_quant_gptq(const float *w, size_t rows, size_t cols, const tp_quant_calib
 	/* Diagonal of 2S/n; dead inputs count as 1 (their weights become 0). */
 	double mean_diag = 0.0, f = 2.0 / (double)calib->nsamples;
 	for (size_t j = 0; j < n; j++) {
-		diag[j] = f * calib->hessian[j * n + j];
-		if (diag[j] == 0.0)
-			diag[j] = 1.0;
-		mean_diag += diag[j];
+		double hjj = f * calib->hessian[j * n + j];
+		diag[j] = (diag_key){hjj == 0.0 ? 1.0 : hjj, (uint32_t)j};
+		mean_diag += diag[j].h;
 	}
 	mean_diag /= (double)n;
 	if (!isfinite(mean_diag)) {
@@ -226,8 +201,9 @@ int tp_quant_gptq(const float *w, size_t rows, size_t cols, const tp_quant_calib
 		goto done;
 	}
 	if (act_order) {
-		sort_diag_ = diag;
-		qsort(r.perm, n, sizeof(uint32_t), cmp_diag_desc);
+		qsort(diag, n, sizeof(*diag), cmp_diag_desc);
+		for (size_t j = 0; j < n; j++)
+			r.perm[j] = diag[j].col;
 	}
 
 	/* Static groups: parameters from the weights as given (dead inputs 0). */
@@ -257,7 +233,7 @@ int tp_quant_gptq(const float *w, size_t rows, size_t cols, const tp_quant_calib
 			goto done;
 		}
 		build_hessian(h, calib, r.perm, n, damps[di], mean_diag);
-		if (chol_lower(h, n) && chol_inverse_upper(h, n, t, diag))
+		if (chol_inverse_upper(h, n, t))
 			break;
 	}
 	r.damp = damps[di];
