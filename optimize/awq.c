@@ -37,25 +37,12 @@ static void rtn_row(const float *w, size_t cols, int bits, size_t group, float *
 	}
 }
 
-static int check_shape(const char *who, size_t rows, size_t cols, int bits, size_t *group)
-{
-	if (rows == 0 || cols == 0)
-		return tp_error_set(TP_EINVAL, "%s: empty %zux%zu matrix", who, rows, cols);
-	if (bits < 2 || bits > 8)
-		return tp_error_set(TP_EINVAL, "%s: %d bits (2..8 supported)", who, bits);
-	if (rows > SIZE_MAX / sizeof(float) / cols)
-		return tp_error_set(TP_ETOOBIG, "%s: %zux%zu matrix is too large", who, rows, cols);
-	if (*group == 0 || *group > cols)
-		*group = cols;
-	return 0;
-}
-
 int tp_quant_awq_search(const float *const *w, const size_t *rows, size_t nw, size_t cols,
 			const float *x, size_t nx, const double *abs_mean, int bits, size_t group,
 			float *scales_out, double *alpha_out)
 {
 	double *xmean = NULL;
-	float *s = NULL, *best = NULL, *row = NULL;
+	float *s = NULL, *best = NULL, *row = NULL, *xt = NULL, *y = NULL;
 	double best_loss = INFINITY, best_alpha = -1.0;
 	int rc;
 
@@ -65,7 +52,7 @@ int tp_quant_awq_search(const float *const *w, const size_t *rows, size_t nw, si
 		if (!w[m])
 			return tp_error_set(TP_EINVAL, "awq: weight matrix %zu is missing", m);
 		size_t gm = group;
-		rc = check_shape("awq", rows[m], cols, bits, &gm);
+		rc = tp_quant_check_args("awq", w[m], rows[m], cols, bits, &gm);
 		if (rc)
 			return rc;
 	}
@@ -77,10 +64,17 @@ int tp_quant_awq_search(const float *const *w, const size_t *rows, size_t nw, si
 	s = malloc(cols * sizeof(float));
 	best = malloc(cols * sizeof(float));
 	row = malloc(cols * 2 * sizeof(float));
-	if (!xmean || !s || !best || !row) {
+	xt = malloc(nx * cols * sizeof(float));
+	y = malloc(nx * sizeof(float));
+	if (!xmean || !s || !best || !row || !xt || !y) {
 		rc = tp_error_set(TP_ENOMEM, "awq: out of memory for %zu inputs", cols);
 		goto done;
 	}
+	/* x transposed: the outputs of a row for all inputs are then sums of
+	 * contiguous vectors (vectorised; a dot per input would not be). */
+	for (size_t t = 0; t < nx; t++)
+		for (size_t c = 0; c < cols; c++)
+			xt[c * nx + t] = x[t * cols + c];
 	for (size_t c = 0; c < cols; c++) {
 		if (abs_mean) {
 			xmean[c] = abs_mean[c];
@@ -116,13 +110,16 @@ int tp_quant_awq_search(const float *const *w, const size_t *rows, size_t nw, si
 				rtn_row(ws, cols, bits, group, dw, NULL, 0);
 				for (size_t c = 0; c < cols; c++)
 					dw[c] = dw[c] / s[c] - wr[c];
-				for (size_t t = 0; t < nx; t++) {
-					const float *xt = x + t * cols;
-					float dot = 0.0f;
-					for (size_t c = 0; c < cols; c++)
-						dot += xt[c] * dw[c];
-					loss += (double)dot * dot;
+				memset(y, 0, nx * sizeof(float));
+				for (size_t c = 0; c < cols; c++) {
+					float d = dw[c];
+					const float *xc = xt + c * nx;
+					if (d != 0.0f)
+						for (size_t t = 0; t < nx; t++)
+							y[t] += d * xc[t];
 				}
+				for (size_t t = 0; t < nx; t++)
+					loss += (double)y[t] * y[t];
 			}
 		}
 		if (loss < best_loss) {
@@ -144,6 +141,8 @@ done:
 	free(s);
 	free(best);
 	free(row);
+	free(xt);
+	free(y);
 	return rc;
 }
 
@@ -156,7 +155,7 @@ int tp_quant_awq_clip(const float *ws, size_t rows, size_t cols, const float *xs
 
 	if (!ws || !xs || nx == 0 || !max_out)
 		return tp_error_set(TP_EINVAL, "awq clip: needs weights, sample inputs and an output");
-	rc = check_shape("awq clip", rows, cols, bits, &group);
+	rc = tp_quant_check_args("awq clip", NULL, rows, cols, bits, &group);
 	if (rc)
 		return rc;
 	if (group > SIZE_MAX / sizeof(double) / cols || nx > SIZE_MAX / sizeof(float) / cols)
@@ -235,7 +234,7 @@ int tp_quant_awq(const float *w, size_t rows, size_t cols, const float *scales, 
 
 	if (!w || !scales || !w_out || (clip && (!x || nx == 0)))
 		return tp_error_set(TP_EINVAL, "awq: needs weights, scales, an output (and inputs to clip)");
-	rc = tp_quant_result_init(&r, rows, cols, bits, group, false);
+	rc = tp_quant_result_init(&r, "awq", w, rows, cols, bits, group, false);
 	if (rc)
 		return rc;
 	group = r.group;

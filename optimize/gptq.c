@@ -30,18 +30,32 @@ void tp_quant_result_free(tp_quant_result *r)
 	memset(r, 0, sizeof(*r));
 }
 
-int tp_quant_result_init(tp_quant_result *r, size_t rows, size_t cols, int bits, size_t group,
-			 bool with_perm)
+int tp_quant_check_args(const char *who, const float *w, size_t rows, size_t cols, int bits,
+			size_t *group)
+{
+	if (rows == 0 || cols == 0)
+		return tp_error_set(TP_EINVAL, "%s: empty %zux%zu matrix", who, rows, cols);
+	if (bits < 2 || bits > 8)
+		return tp_error_set(TP_EINVAL, "%s: %d bits (2..8 supported)", who, bits);
+	if (cols > UINT32_MAX || rows > SIZE_MAX / sizeof(float) / cols ||
+	    cols > SIZE_MAX / sizeof(double) / cols)
+		return tp_error_set(TP_ETOOBIG, "%s: %zux%zu matrix is too large", who, rows, cols);
+	for (size_t i = 0; w && i < rows * cols; i++)
+		if (!isfinite(w[i]))
+			return tp_error_set(TP_EINVAL, "%s: weight [%zu][%zu] is not finite", who,
+					    i / cols, i % cols);
+	if (*group == 0 || *group > cols)
+		*group = cols;
+	return 0;
+}
+
+int tp_quant_result_init(tp_quant_result *r, const char *who, const float *w, size_t rows,
+			 size_t cols, int bits, size_t group, bool with_perm)
 {
 	memset(r, 0, sizeof(*r));
-	if (rows == 0 || cols == 0)
-		return tp_error_set(TP_EINVAL, "quantize: empty %zux%zu matrix", rows, cols);
-	if (bits < 2 || bits > 8)
-		return tp_error_set(TP_EINVAL, "quantize: %d bits (2..8 supported)", bits);
-	if (cols > UINT32_MAX || rows > SIZE_MAX / cols || cols > SIZE_MAX / sizeof(double) / cols)
-		return tp_error_set(TP_ETOOBIG, "quantize: %zux%zu matrix is too large", rows, cols);
-	if (group == 0 || group > cols)
-		group = cols;
+	int rc = tp_quant_check_args(who, w, rows, cols, bits, &group);
+	if (rc)
+		return rc;
 	r->rows = rows;
 	r->cols = cols;
 	r->bits = bits;
@@ -54,8 +68,8 @@ int tp_quant_result_init(tp_quant_result *r, size_t rows, size_t cols, int bits,
 	r->perm = with_perm ? malloc(cols * sizeof(uint32_t)) : NULL;
 	if (!r->q || !r->scales || !r->zeros || !r->g_idx || (with_perm && !r->perm)) {
 		tp_quant_result_free(r);
-		return tp_error_set(TP_ENOMEM, "quantize: out of memory for a %zux%zu matrix", rows,
-				    cols);
+		return tp_error_set(TP_ENOMEM, "%s: out of memory for a %zux%zu matrix", who,
+				    rows, cols);
 	}
 	for (size_t c = 0; c < cols; c++) {
 		r->g_idx[c] = (uint32_t)(c / group);
@@ -172,7 +186,7 @@ int tp_quant_gptq(const float *w, size_t rows, size_t cols, const tp_quant_calib
 		return tp_error_set(TP_EINVAL,
 				    "gptq: calibration has %zu inputs and %llu samples, layer has %zu inputs",
 				    calib->cols, (unsigned long long)calib->nsamples, cols);
-	rc = tp_quant_result_init(&r, rows, cols, bits, group, true);
+	rc = tp_quant_result_init(&r, "gptq", w, rows, cols, bits, group, true);
 	if (rc)
 		return rc;
 	group = r.group;

@@ -11,11 +11,17 @@
 
 #include "tp_optimize.h"
 
-/* Checks the arguments common to both methods and fills r's shape with its
- * arrays allocated (perm too when with_perm); TP_EINVAL / TP_ETOOBIG /
- * TP_ENOMEM with r left empty. group 0 or > cols becomes cols. */
-int tp_quant_result_init(tp_quant_result *r, size_t rows, size_t cols, int bits, size_t group,
-			 bool with_perm);
+/* Checks a who's arguments: a non-empty rows x cols matrix whose floats
+ * fit in memory, bits in 2..8, and (when w is not NULL) every weight finite:
+ * a NaN would spread through GPTQ's updates or every AWQ error. TP_EINVAL or
+ * TP_ETOOBIG naming who; *group 0 or > cols becomes cols. */
+int tp_quant_check_args(const char *who, const float *w, size_t rows, size_t cols, int bits,
+			size_t *group);
+
+/* tp_quant_check_args, then r's shape with its arrays allocated (perm too
+ * when with_perm); on failure r is left empty. */
+int tp_quant_result_init(tp_quant_result *r, const char *who, const float *w, size_t rows,
+			 size_t cols, int bits, size_t group, bool with_perm);
 
 /* ---- RTN block: replaced by the formats' group quantizer at merge ---------
  * Asymmetric round-to-nearest over one group of weights.

@@ -358,6 +358,12 @@ static void test_degenerate(void)
 	CHECK_EQ_INT(tp_quant_awq(w, rows, cols, s, x, nx, 3, 0, true, out, NULL), 0);
 	CHECK(all_finite(out, rows * cols));
 	CHECK_EQ_INT(tp_quant_awq(w, rows, cols, s, x, nx, 9, 0, true, out, NULL), TP_EINVAL);
+	/* a NaN weight is refused, not spread over the layer */
+	w[3 * cols + 5] = NAN;
+	CHECK_EQ_INT(tp_quant_gptq(w, rows, cols, &k, 4, 0, false, out, NULL), TP_EINVAL);
+	CHECK(strstr(tp_error_last(), "weight [3][5] is not finite") != NULL);
+	CHECK_EQ_INT(tp_quant_awq_search(wl, &rows, 1, cols, x, nx, NULL, 4, 0, s, &alpha),
+		     TP_EINVAL);
 	free_calib(&k);
 	free(x);
 	free(w);
@@ -400,6 +406,26 @@ static int bench(void)
 		free(w);
 		free(out);
 	}
+	/* AWQ for q/k/v of a 576-wide model with 512 sample rows */
+	size_t cols = 576, nx = 512, rows[3] = {576, 192, 192};
+	rng_state = 99;
+	float *x = make_inputs(nx, cols, NULL, 0, 1), *s = malloc(cols * 4);
+	float *w[3] = {make_weights(rows[0], cols), make_weights(rows[1], cols),
+		       make_weights(rows[2], cols)};
+	float *out = malloc(rows[0] * cols * 4);
+	double alpha, t0 = now();
+	int rc = tp_quant_awq_search((const float *const *)w, rows, 3, cols, x, nx, NULL, 4, 128, s,
+				     &alpha);
+	double t1 = now();
+	for (int m = 0; m < 3 && rc == 0; m++)
+		rc = tp_quant_awq(w[m], rows[m], cols, s, x, nx, 4, 128, true, out, NULL);
+	printf("awq4_g128 q/k/v 576+192+192 x 576, %zu samples: search %.3f s, clip+rtn %.3f s (rc %d)\n",
+	       nx, t1 - t0, now() - t1, rc);
+	for (int m = 0; m < 3; m++)
+		free(w[m]);
+	free(x);
+	free(s);
+	free(out);
 	return 0;
 }
 
