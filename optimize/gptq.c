@@ -79,24 +79,37 @@ int tp_quant_result_init(tp_quant_result *r, const char *who, const float *w, si
 	return 0;
 }
 
+/* a . b in four partial sums, which the compiler can keep in vector
+ * registers (one running sum is a serial chain it must not reorder). */
+static double dot4(const double *a, const double *b, size_t n)
+{
+	double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
+	size_t k = 0;
+	for (; k + 4 <= n; k += 4) {
+		s0 += a[k] * b[k];
+		s1 += a[k + 1] * b[k + 1];
+		s2 += a[k + 2] * b[k + 2];
+		s3 += a[k + 3] * b[k + 3];
+	}
+	for (; k < n; k++)
+		s0 += a[k] * b[k];
+	return (s0 + s2) + (s1 + s3);
+}
+
 /* In place: the lower triangle of a (n x n, row-major) becomes L with
  * a = L L^T; false when a is not positive definite (or holds NaN). */
 static bool chol_lower(double *a, size_t n)
 {
 	for (size_t j = 0; j < n; j++) {
 		double *aj = a + j * n;
-		double d = aj[j];
-		for (size_t k = 0; k < j; k++)
-			d -= aj[k] * aj[k];
+		double d = aj[j] - dot4(aj, aj, j);
 		if (!(d > 0.0) || !isfinite(d))
 			return false;
 		double l = sqrt(d);
 		aj[j] = l;
 		for (size_t i = j + 1; i < n; i++) {
-			double *ai = a + i * n, s = ai[j];
-			for (size_t k = 0; k < j; k++)
-				s -= ai[k] * aj[k];
-			ai[j] = s / l;
+			double *ai = a + i * n;
+			ai[j] = (ai[j] - dot4(ai, aj, j)) / l;
 		}
 	}
 	return true;
