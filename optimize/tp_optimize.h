@@ -173,4 +173,74 @@ int tp_optimize_candidate_load(tp_model **out, const char *dir, const tp_model_o
 			       const char *name, const tp_quant_calib_set *calib,
 			       unsigned source_bits, tp_candidate_stats *stats);
 
+/* ---- methods: GPTQ and AWQ ------------------------------------------------ */
+/*
+ * Both quantize a weight matrix w[rows][cols] with the asymmetric group rule
+ * of the rtnB_gG formats (groups of `group` input columns along each row, the
+ * last one may be shorter; group 0 = the whole row), bits in 2..8. They are
+ * pure functions: no I/O, one thread, outputs written only on success.
+ */
+
+/* What a group-quantized matrix is made of, for a packed export. */
+typedef struct tp_quant_result {
+	size_t rows, cols, group, ngroups; /* ngroups = ceil(cols / group) */
+	int bits;
+	uint8_t *q;       /* [rows*cols] codes in 0..2^bits-1, original column order */
+	float *scales;    /* [rows*ngroups] */
+	uint8_t *zeros;   /* [rows*ngroups] integer zero points */
+	uint32_t *g_idx;  /* [cols] group of each input column (= c / group) */
+	uint32_t *perm;   /* [cols] GPTQ's processing order (act-order); NULL for AWQ */
+	double damp;      /* GPTQ: damping used, as a fraction of the mean diagonal */
+	double loss;      /* GPTQ: sum of (w-q)^2 / (2 [H^-1]_cc), its own error measure */
+} tp_quant_result;
+
+/* Free what a method put in r (r itself is the caller's). */
+void tp_quant_result_free(tp_quant_result *r);
+
+/*
+ * GPTQ (Frantar et al. 2022) of w with the Hessian H = 2 calib->hessian /
+ * calib->nsamples. Dead inputs (H_jj = 0) get weight 0; H is damped by 1% of
+ * its mean diagonal, and if it is still not positive definite the damping is
+ * raised (2%, 5%, 10%, 20%, 50%, 100%) before giving up with TP_EINVAL.
+ * act_order processes columns by descending H_jj with static groups (group
+ * parameters from the unmodified weights, AutoGPTQ's static_groups=True);
+ * without it the parameters of a group are set when GPTQ reaches it.
+ * w_out[rows*cols] gets the dequantized weights; res, when not NULL, the
+ * codes (free with tp_quant_result_free).
+ */
+int tp_quant_gptq(const float *w, size_t rows, size_t cols, const tp_quant_calib *calib, int bits,
+		  size_t group, bool act_order, float *w_out, tp_quant_result *res);
+
+/*
+ * AWQ (Lin et al. 2023), step 1: per-input-channel scales shared by the nw
+ * matrices w[m][rows[m]][cols] that read the same input (q/k/v, gate/up).
+ * s = max(abs_mean^alpha, 1e-4) normalised by sqrt(max(s) min(s)), alpha on
+ * the grid 0, 0.05, ..., 0.95, the one minimising
+ * sum_m ||x (Q(W_m diag(s)) diag(1/s) - W_m)^T||^2 over the sample inputs
+ * x[nx][cols]. abs_mean may be NULL (then taken from x). The error measured
+ * is the linear layers' outputs, not the whole block's as in AutoAWQ.
+ */
+int tp_quant_awq_search(const float *const *w, const size_t *rows, size_t nw, size_t cols,
+			const float *x, size_t nx, const double *abs_mean, int bits, size_t group,
+			float *scales_out, double *alpha_out);
+
+/*
+ * AWQ step 2: the clipping search on ws = W diag(s) (already scaled) for the
+ * inputs it sees, xs = x diag(1/s): per row and group, the max |value| among
+ * max|w| (1 - i/20), i = 0..9, minimising the group's output error (AutoAWQ's
+ * _search_best_clip). max_out[rows*ngroups].
+ */
+int tp_quant_awq_clip(const float *ws, size_t rows, size_t cols, const float *xs, size_t nx,
+		      int bits, size_t group, float *max_out);
+
+/*
+ * AWQ for one matrix with the scales of tp_quant_awq_search: scales the
+ * columns (ws = W diag(s)), runs the clipping search when clip is set,
+ * clamps, and quantizes ws by RTN. w_out[rows*cols] gets the dequantized ws:
+ * the caller folds 1/s into the operation before (optimize/README.md).
+ * x may be NULL when clip is false.
+ */
+int tp_quant_awq(const float *w, size_t rows, size_t cols, const float *scales, const float *x,
+		 size_t nx, int bits, size_t group, bool clip, float *w_out, tp_quant_result *res);
+
 #endif
