@@ -13,8 +13,13 @@ void tp_quant_group_params(const float *w, size_t n, int bits, float *scale, int
 		if (w[i] > hi)
 			hi = w[i];
 	}
-	if (lo > hi) /* n = 0 or all NaN */
-		lo = hi = 0.0f;
+	/* The range always includes 0, as AutoGPTQ's quantizer does: otherwise
+	 * an all-positive group gets zero = 0 and its largest weights clip to
+	 * (2^b-1)*scale = max-min. n = 0 or all NaN acts as min = max = 0. */
+	if (lo > 0.0f)
+		lo = 0.0f;
+	if (hi < 0.0f)
+		hi = 0.0f;
 	float range = hi - lo;
 	if (!(range >= 1e-5f)) /* also an Inf - Inf NaN */
 		range = isnan(range) ? 65504.0f : 1e-5f;

@@ -23,38 +23,23 @@ int tp_quant_check_args(const char *who, const float *w, size_t rows, size_t col
 int tp_quant_result_init(tp_quant_result *r, const char *who, const float *w, size_t rows,
 			 size_t cols, int bits, size_t group, bool with_perm);
 
-/* ---- RTN block: replaced by the formats' group quantizer at merge ---------
- * Asymmetric round-to-nearest over one group of weights.
- *
- * The range always includes 0 (min <= 0 <= max), as AutoGPTQ's quantizer
- * does: otherwise a group of all-positive weights would get zero = 0 and its
- * largest values would be clipped to (2^b-1)*scale = max-min.
- */
-/* scale and zero point of w[0..n) for bits-bit codes; NaNs are ignored. */
+/* ---- the formats' RTN group quantizer (group.c), as methods use it ------
+ * scale and zero point of w[0..n) for bits-bit codes (scale rounded to fp16
+ * as stored; the range includes 0; NaNs are ignored). */
 static inline void group_params(const float *w, size_t n, int bits, float *scale, float *zero)
 {
-	float mn = 0.0f, mx = 0.0f, maxq = (float)((1u << bits) - 1u);
-	for (size_t i = 0; i < n; i++) {
-		if (w[i] < mn)
-			mn = w[i];
-		if (w[i] > mx)
-			mx = w[i];
-	}
-	float s = fmaxf(mx - mn, 1e-5f) / maxq;
-	*scale = s;
-	*zero = fminf(fmaxf(rintf(-mn / s), 0.0f), maxq);
+	int z;
+	tp_quant_group_params(w, n, bits, scale, &z);
+	*zero = (float)z;
 }
 
 /* The code of w (into *q when q is not NULL) and the value it stands for. */
 static inline float group_quant(float w, float scale, float zero, int bits, uint8_t *q)
 {
-	float maxq = (float)((1u << bits) - 1u);
-	/* fmaxf returns the non-NaN argument: a NaN weight becomes code 0. */
-	float c = fminf(fmaxf(rintf(w / scale) + zero, 0.0f), maxq);
+	int c = tp_quant_group_code(w, scale, (int)zero, bits);
 	if (q)
 		*q = (uint8_t)c;
-	return (c - zero) * scale;
+	return (float)(c - (int)zero) * scale;
 }
-/* ---- end of RTN block ---- */
 
 #endif

@@ -48,15 +48,17 @@ static void test_group_of_4_4bit(void)
 	const float s = 0.0999755859375f;
 	CHECK(y[0] == 1 * s && y[1] == 4 * s && y[2] == -2 * s && y[3] == 13 * s);
 
-	/* All positive: zero clamps to 0; constant: the 1e-5 floor. */
+	/* The range includes 0: all positive gives zero 0 and scale max/15, so
+	 * the largest weight is not clipped; a constant group likewise. */
 	const float pos[3] = {1.0f, 2.0f, 4.0f}, flat[2] = {0.5f, 0.5f};
 	float sc;
 	int z;
 	tp_quant_group_params(pos, 3, 4, &sc, &z);
-	CHECK(sc == 0.199951171875f); /* fp16(3/15): 2^-3 * (1 + 614/1024) */
+	CHECK(sc == 0.2666015625f); /* fp16(4/15): 2^-2 * (1 + 68/1024) */
 	CHECK_EQ_INT(z, 0);
+	CHECK_EQ_INT(tp_quant_group_code(4.0f, sc, z, 4), 15);
 	tp_quant_group_params(flat, 2, 4, &sc, &z);
-	CHECK(sc == tp_quant_fp16_to_f32(tp_quant_fp16_from_f32(1e-5f / 15)));
+	CHECK(sc == tp_quant_fp16_to_f32(tp_quant_fp16_from_f32(0.5f / 15)));
 	CHECK_EQ_INT(z, 0);
 	tp_quant_group_params(NULL, 0, 3, &sc, &z);
 	CHECK(sc > 0 && z == 0);

@@ -28,8 +28,14 @@ static float rnd_normal(void)
 	return (float)(sqrt(-2.0 * log(rnd_unit())) * cos(6.283185307179586 * rnd_unit()));
 }
 
-/* The test's own RTN, written from the rule in the issue (range including 0),
- * independent of optimize/ but in the same float arithmetic. */
+static float fp16(float f)
+{
+	return tp_quant_fp16_to_f32(tp_quant_fp16_from_f32(f));
+}
+
+/* The test's own RTN, written from the rule in the issue (range including 0,
+ * scale rounded to fp16 as stored), independent of optimize/ but in the same
+ * float arithmetic. */
 static void rtn(const float *w, size_t rows, size_t cols, int bits, size_t group, float *out)
 {
 	float maxq = (float)((1 << bits) - 1);
@@ -41,7 +47,7 @@ static void rtn(const float *w, size_t rows, size_t cols, int bits, size_t group
 				mn = fminf(mn, w[r * cols + c]);
 				mx = fmaxf(mx, w[r * cols + c]);
 			}
-			float s = fmaxf(mx - mn, 1e-5f) / maxq;
+			float s = fp16(fmaxf(mx - mn, 1e-5f) / maxq);
 			float z = fminf(fmaxf(nearbyintf(-mn / s), 0), maxq);
 			for (size_t c = c0; c < c1; c++) {
 				float q = fminf(fmaxf(nearbyintf(w[r * cols + c] / s) + z, 0), maxq);
@@ -133,7 +139,8 @@ static bool all_finite(const float *v, size_t n)
 }
 
 /* 1 x 4, H = identity: no error to spread, so GPTQ is RTN; values by hand:
- * 2 bits, min -1, max 1: scale 2/3, zero round(1.5) = 2; codes 0,2,2,3. */
+ * 2 bits, min -1, max 1: scale s = fp16(2/3), zero round(1/s) = 2; codes
+ * 0,2,2,3. */
 static void test_gptq_identity_is_rtn(void)
 {
 	const float w[4] = {-1.0f, -0.2f, 0.3f, 1.0f};
@@ -145,20 +152,20 @@ static void test_gptq_identity_is_rtn(void)
 		float out[4];
 		tp_quant_result r;
 		CHECK_EQ_INT(tp_quant_gptq(w, 1, 4, &k, 2, 4, act, out, &r), 0);
-		CHECK(fabsf(out[0] + 4.0f / 3) < 1e-6f && out[1] == 0.0f && out[2] == 0.0f &&
-		      fabsf(out[3] - 2.0f / 3) < 1e-6f);
+		const float sc = fp16(2.0f / 3);
+		CHECK(out[0] == -2 * sc && out[1] == 0.0f && out[2] == 0.0f && out[3] == sc);
 		CHECK(r.q[0] == 0 && r.q[1] == 2 && r.q[2] == 2 && r.q[3] == 3);
-		CHECK(r.zeros[0] == 2 && fabsf(r.scales[0] - 2.0f / 3) < 1e-7f);
+		CHECK(r.zeros[0] == 2 && r.scales[0] == sc);
 		CHECK(r.ngroups == 1 && r.g_idx[3] == 0 && r.damp == 0.01);
 		tp_quant_result_free(&r);
 	}
 }
 
 /* Two correlated inputs by hand: S = H = [[1, .5], [.5, 1]] (n = 2), damped
- * to 1.01 on the diagonal; w = (0.045, 0.1), 3 bits, one group: scale 1/70,
- * zero 0. Column 0: 3.15 -> 3, e0 = 0.045 - 3/70. GPTQ moves column 1 by
- * -e0 [H^-1]01/[H^-1]00 = +e0 .5/1.01 to 0.1010608 (rounds to 7 -> 0.1, left
- * with e1). Its loss e^2/(2 [U]ii^2) has U00^2 = 1.01/det, U11^2 = 1/1.01. */
+ * to 1.01 on the diagonal; w = (0.045, 0.1), 3 bits, one group: scale
+ * s = fp16(1/70), zero 0. Column 0: 3.15 -> 3, e0 = 0.045 - 3s. GPTQ moves
+ * column 1 by -e0 [H^-1]01/[H^-1]00 = +e0 .5/1.01 to ~0.10106 (rounds to 7 ->
+ * 7s, left with e1). Its loss e^2/(2 [U]ii^2) has U00^2 = 1.01/det, U11^2 = 1/1.01. */
 static void test_gptq_error_propagates(void)
 {
 	const float w[2] = {0.045f, 0.1f};
@@ -167,10 +174,11 @@ static void test_gptq_error_propagates(void)
 	float out[2];
 	tp_quant_result r;
 	CHECK_EQ_INT(tp_quant_gptq(w, 1, 2, &k, 3, 2, false, out, &r), 0);
-	CHECK(fabsf(out[0] - 3.0f / 70) < 1e-6f && fabsf(out[1] - 0.1f) < 1e-6f);
+	const double sc = fp16(1.0f / 70);
+	CHECK(fabs(out[0] - 3 * sc) < 1e-7 && fabs(out[1] - 7 * sc) < 1e-7);
 	CHECK(r.q[0] == 3 && r.q[1] == 7 && r.zeros[0] == 0);
-	double det = 1.01 * 1.01 - 0.25, e0 = 0.045 - 3.0 / 70, w1 = 0.1 + e0 * 0.5 / 1.01;
-	double e1 = w1 - 0.1, loss = e0 * e0 * det / 1.01 / 2 + e1 * e1 * 1.01 / 2;
+	double det = 1.01 * 1.01 - 0.25, e0 = 0.045 - 3 * sc, w1 = 0.1 + e0 * 0.5 / 1.01;
+	double e1 = w1 - 7 * sc, loss = e0 * e0 * det / 1.01 / 2 + e1 * e1 * 1.01 / 2;
 	fprintf(stderr, "   loss %.9g expected %.9g\n", r.loss, loss);
 	CHECK(fabs(r.loss - loss) < 1e-4 * loss);
 	tp_quant_result_free(&r);
