@@ -195,10 +195,81 @@ static void test_factory(void)
 	free(w);
 }
 
-int main(void)
+/* The fixture model loaded through the factory: 28 packed decoder layers,
+ * a dense lm_head, and with bf16 (the file's own precision: exact) the same
+ * logits as the default fp32 model up to summation order. */
+static tp_model *load_fixture(const char *data, tp_optimize_packed_ctx *ctx)
+{
+	char dir[4096], weights[4096];
+	snprintf(dir, sizeof(dir), "%s/eval", data);
+	snprintf(weights, sizeof(weights), "%s/fixtures/base-bf16.safetensors", data);
+	tp_model_opts o = {.weights = weights, .threads = 2};
+	if (ctx) {
+		o.make_linear = tp_optimize_make_linear_packed;
+		o.make_linear_ctx = ctx;
+	}
+	tp_model *m = NULL;
+	if (tp_model_load(&m, dir, &o) < 0)
+		fprintf(stderr, "loading %s: %s\n", dir, tp_error_last());
+	return m;
+}
+
+static void test_model(const char *data)
+{
+	enum { N = 32 };
+	tp_optimize_packed_ctx bf = {.format = tp_quant_format_find("bf16")};
+	tp_optimize_packed_ctx q4 = {.format = tp_quant_format_find("rtn4_g128")};
+	tp_model *dense = load_fixture(data, NULL), *half = load_fixture(data, &bf),
+		 *quant = load_fixture(data, &q4);
+	CHECK(dense && half && quant);
+	if (!dense || !half || !quant)
+		goto done;
+	size_t nl = tp_model_linear_count(half), V = tp_model_get_config(half)->vocab;
+	CHECK_EQ_INT(bf.made, nl - 1);
+	CHECK_EQ_INT(q4.made, nl - 1);
+	for (size_t i = 0; i < nl; i++) {
+		const tp_linear *l = tp_model_linear(quant, i);
+		size_t want = i + 1 < nl ? q4.format->packed_size(l->out, l->in)
+					 : l->out * l->in * sizeof(float);
+		CHECK_EQ_INT(l->ops->weight_bytes(l), want);
+	}
+	CHECK_STR(tp_model_linear_name(quant, nl - 1), "lm_head");
+	int32_t ids[N];
+	for (int i = 0; i < N; i++)
+		ids[i] = (int32_t)((i * 37 + 11) % (int)V);
+	float *lg[3] = {malloc(N * V * sizeof(float)), malloc(N * V * sizeof(float)),
+			malloc(N * V * sizeof(float))};
+	tp_model *ms[3] = {dense, half, quant};
+	for (int k = 0; k < 3; k++) {
+		tp_kv *kv = NULL;
+		CHECK_EQ_INT(tp_kv_new(&kv, ms[k], N, N), 0);
+		CHECK_EQ_INT(tp_model_forward(ms[k], kv, ids, N, 0, lg[k]), 0);
+		tp_kv_free(kv);
+	}
+	double d_half = 0, d_quant = 0;
+	for (size_t i = 0; i < N * V; i++) {
+		d_half = fmax(d_half, fabs((double)lg[0][i] - lg[1][i]));
+		d_quant = fmax(d_quant, fabs((double)lg[0][i] - lg[2][i]));
+	}
+	fprintf(stderr, "max |logit diff| vs dense fp32: bf16 %g, rtn4_g128 %g\n", d_half,
+		d_quant);
+	CHECK(d_half < 1e-3);
+	/* 4-bit weights change the logits, but not wildly. */
+	CHECK(d_quant > d_half && d_quant < 2.0);
+	for (int k = 0; k < 3; k++)
+		free(lg[k]);
+done:
+	tp_model_free(dense);
+	tp_model_free(half);
+	tp_model_free(quant);
+}
+
+int main(int argc, char **argv)
 {
 	TP_TEST_RUN(test_dequantize_rows);
 	TP_TEST_RUN(test_forward);
 	TP_TEST_RUN(test_factory);
+	if (argc > 1)
+		test_model(argv[1]);
 	return TP_TEST_RESULT();
 }
