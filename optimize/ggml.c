@@ -338,17 +338,18 @@ static int ggml_quantize(const char *name, const ggml_type *t, const float *w, s
 	return 0;
 }
 
+/* Rows are independent: rows r0..r1 into w[(r1 - r0) * cols]. */
 static void ggml_dequantize(const char *name, const ggml_type *t, const void *packed, size_t rows,
-			    size_t cols, float *w)
+			    size_t cols, size_t r0, size_t r1, float *w)
 {
 	t = stored_type(name, t, cols);
 	if (!t) {
-		tp_quant_fmt_fp16.dequantize(packed, rows, cols, w);
+		tp_quant_fmt_fp16.dequantize_rows(packed, rows, cols, r0, r1, w);
 		return;
 	}
 	size_t row_bytes = (cols / t->block) * t->bytes;
-	for (size_t r = 0; r < rows; r++)
-		t->row_deq((const uint8_t *)packed + r * row_bytes, cols, w + r * cols);
+	for (size_t r = r0; r < r1; r++)
+		t->row_deq((const uint8_t *)packed + r * row_bytes, cols, w + (r - r0) * cols);
 }
 
 #define GGML_FORMAT(N)                                                                         \
@@ -364,13 +365,19 @@ static void ggml_dequantize(const char *name, const ggml_type *t, const void *pa
 	}                                                                                      \
 	static void N##_dequantize(const void *packed, size_t rows, size_t cols, float *w)     \
 	{                                                                                      \
-		ggml_dequantize(#N, &t_##N, packed, rows, cols, w);                            \
+		ggml_dequantize(#N, &t_##N, packed, rows, cols, 0, rows, w);                   \
+	}                                                                                      \
+	static void N##_dequantize_rows(const void *packed, size_t rows, size_t cols,          \
+					size_t r0, size_t r1, float *w)                        \
+	{                                                                                      \
+		ggml_dequantize(#N, &t_##N, packed, rows, cols, r0, r1, w);                    \
 	}                                                                                      \
 	const tp_quant_format tp_quant_fmt_##N = {                                             \
 		.name = #N,                                                                    \
 		.packed_size = N##_size,                                                       \
 		.quantize = N##_quantize,                                                      \
 		.dequantize = N##_dequantize,                                                  \
+		.dequantize_rows = N##_dequantize_rows,                                        \
 	};
 
 GGML_FORMAT(q8_0)

@@ -105,27 +105,28 @@ void tp_quant_group_quantize(int bits, size_t group, const float *w, size_t rows
 		}
 }
 
-/* w = (q - zero) * scale, or w += that when add (the residual's second pass). */
+/* Rows r0..r1 of w = (q - zero) * scale into w[(r1 - r0) * cols], or w +=
+ * that when add (the residual's second pass). */
 static void group_decode(int bits, size_t group, const void *packed, size_t rows, size_t cols,
-			 float *w, bool add)
+			 size_t r0, size_t r1, float *w, bool add)
 {
 	size_t ngr = ngroups(cols, group), ng = rows * ngr;
 	const uint8_t *p = packed, *zp = p + 2 * ng, *qp = zp + tp_quant_bits_bytes(ng, bits);
-	for (size_t r = 0; r < rows; r++)
+	for (size_t r = r0; r < r1; r++)
 		for (size_t c = 0; c < cols; c++) {
 			size_t g = r * ngr + c / group;
 			float s = tp_quant_fp16_to_f32(tp_quant_get_u16(p + 2 * g));
 			int z = (int)tp_quant_bits_get(zp, g, bits);
 			int q = (int)tp_quant_bits_get(qp, r * cols + c, bits);
-			float v = (float)(q - z) * s;
-			w[r * cols + c] = add ? w[r * cols + c] + v : v;
+			float v = (float)(q - z) * s, *o = &w[(r - r0) * cols + c];
+			*o = add ? *o + v : v;
 		}
 }
 
 void tp_quant_group_dequantize(int bits, size_t group, const void *packed, size_t rows,
 			       size_t cols, float *w)
 {
-	group_decode(bits, group, packed, rows, cols, w, false);
+	group_decode(bits, group, packed, rows, cols, 0, rows, w, false);
 }
 
 /* One registered format per (bits, group): the vtable has no parameters. */
@@ -146,11 +147,17 @@ void tp_quant_group_dequantize(int bits, size_t group, const void *packed, size_
 	{                                                                                       \
 		tp_quant_group_dequantize(B, G, packed, rows, cols, w);                         \
 	}                                                                                       \
+	static void rtn##B##_g##G##_dequantize_rows(const void *packed, size_t rows,            \
+						    size_t cols, size_t r0, size_t r1, float *w) \
+	{                                                                                       \
+		group_decode(B, G, packed, rows, cols, r0, r1, w, false);                       \
+	}                                                                                       \
 	const tp_quant_format tp_quant_fmt_rtn##B##_g##G = {                                    \
 		.name = "rtn" #B "_g" #G,                                                       \
 		.packed_size = rtn##B##_g##G##_size,                                            \
 		.quantize = rtn##B##_g##G##_quantize,                                           \
 		.dequantize = rtn##B##_g##G##_dequantize,                                       \
+		.dequantize_rows = rtn##B##_g##G##_dequantize_rows,                             \
 	};
 
 RTN_FORMAT(4, 128)
@@ -199,15 +206,16 @@ static int residual_quantize(const float *w, size_t rows, size_t cols,
 	return 0;
 }
 
-static void residual_dequantize(const void *packed, size_t rows, size_t cols, float *w)
+static void residual_dequantize_rows(const void *packed, size_t rows, size_t cols, size_t r0,
+				     size_t r1, float *w)
 {
 	size_t first = tp_quant_group_packed_size(4, 128, rows, cols);
-	group_decode(4, 128, packed, rows, cols, w, false);
-	group_decode(2, 128, (const uint8_t *)packed + first, rows, cols, w, true);
+	group_decode(4, 128, packed, rows, cols, r0, r1, w, false);
+	group_decode(2, 128, (const uint8_t *)packed + first, rows, cols, r0, r1, w, true);
 }
 
 TP_QUANT_FORMAT_DEF(tp_quant_fmt_int4_int2_residual, "int4_int2_residual", residual_size,
-		    residual_quantize, residual_dequantize);
+		    residual_quantize, residual_dequantize_rows);
 
 /* ---- int4_sparse25: per row, the cols/4 weights of least |w_ij|*||x_j|| are
  * zero; the rest rtn4 g128 with each group's parameters over its kept
@@ -299,22 +307,27 @@ done:
 	return rc;
 }
 
-static void sparse_dequantize(const void *packed, size_t rows, size_t cols, float *w)
+/* Every row keeps exactly sparse_kept(cols) codes, so row r's first code is
+ * code r * sparse_kept(cols). */
+static void sparse_dequantize_rows(const void *packed, size_t rows, size_t cols, size_t r0,
+				   size_t r1, float *w)
 {
-	size_t n = rows * cols, ngr = ngroups(cols, 128), ng = rows * ngr, k = 0;
+	size_t n = rows * cols, ngr = ngroups(cols, 128), ng = rows * ngr,
+	       k = r0 * sparse_kept(cols);
 	const uint8_t *p = packed, *zp = p + 2 * ng, *mp = zp + tp_quant_bits_bytes(ng, 4),
 		      *qp = mp + tp_quant_bits_bytes(n, 1);
-	for (size_t i = 0; i < n; i++) {
+	for (size_t i = r0 * cols; i < r1 * cols; i++) {
+		float *o = &w[i - r0 * cols];
 		if (!tp_quant_bits_get(mp, i, 1)) {
-			w[i] = 0.0f;
+			*o = 0.0f;
 			continue;
 		}
 		size_t g = (i / cols) * ngr + (i % cols) / 128;
 		float s = tp_quant_fp16_to_f32(tp_quant_get_u16(p + 2 * g));
 		int z = (int)tp_quant_bits_get(zp, g, 4), q = (int)tp_quant_bits_get(qp, k++, 4);
-		w[i] = (float)(q - z) * s;
+		*o = (float)(q - z) * s;
 	}
 }
 
 TP_QUANT_FORMAT_DEF(tp_quant_fmt_int4_sparse25, "int4_sparse25", sparse_size,
-		    sparse_quantize, sparse_dequantize);
+		    sparse_quantize, sparse_dequantize_rows);

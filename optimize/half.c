@@ -83,11 +83,15 @@ static void half_decode(const uint8_t *p, size_t n, float (*from)(uint16_t), flo
 		half_encode(w, rows * cols, tp_quant_##N##_from_f32, packed);                  \
 		return 0;                                                                      \
 	}                                                                                      \
-	static void N##_dequantize(const void *packed, size_t rows, size_t cols, float *w)     \
+	static void N##_dequantize_rows(const void *packed, size_t rows, size_t cols,          \
+					size_t r0, size_t r1, float *w)                        \
 	{                                                                                      \
-		half_decode(packed, rows * cols, tp_quant_##N##_to_f32, w);                    \
+		(void)rows;                                                                    \
+		half_decode((const uint8_t *)packed + 2 * r0 * cols, (r1 - r0) * cols,         \
+			    tp_quant_##N##_to_f32, w);                                         \
 	}                                                                                      \
-	TP_QUANT_FORMAT_DEF(tp_quant_fmt_##N, #N, half_packed_size, N##_quantize, N##_dequantize)
+	TP_QUANT_FORMAT_DEF(tp_quant_fmt_##N, #N, half_packed_size, N##_quantize,              \
+			    N##_dequantize_rows)
 
 HALF_FORMAT(fp16);
 HALF_FORMAT(bf16);

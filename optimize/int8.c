@@ -28,15 +28,17 @@ static int int8_quantize(const float *w, size_t rows, size_t cols, const tp_quan
 	return 0;
 }
 
-static void int8_dequantize(const void *packed, size_t rows, size_t cols, float *w)
+static void int8_dequantize_rows(const void *packed, size_t rows, size_t cols, size_t r0,
+				 size_t r1, float *w)
 {
 	const uint8_t *p = packed;
 	const int8_t *q = (const int8_t *)(p + 4 * rows);
-	for (size_t r = 0; r < rows; r++) {
+	for (size_t r = r0; r < r1; r++) {
 		float scale = tp_quant_get_f32(p + 4 * r);
 		for (size_t c = 0; c < cols; c++)
-			w[r * cols + c] = (float)q[r * cols + c] * scale;
+			w[(r - r0) * cols + c] = (float)q[r * cols + c] * scale;
 	}
 }
 
-TP_QUANT_FORMAT_DEF(tp_quant_fmt_int8, "int8", int8_packed_size, int8_quantize, int8_dequantize);
+TP_QUANT_FORMAT_DEF(tp_quant_fmt_int8, "int8", int8_packed_size, int8_quantize,
+		    int8_dequantize_rows);

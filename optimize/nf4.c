@@ -134,12 +134,16 @@ static int nf4_quantize(const float *w, size_t rows, size_t cols, const tp_quant
 	return 0;
 }
 
-static void nf4_dequantize(const void *packed, size_t rows, size_t cols, float *w)
+/* Blocks run over the flattened matrix and may straddle rows: each element
+ * looks up its own block, so any row range decodes on its own. */
+static void nf4_dequantize_rows(const void *packed, size_t rows, size_t cols, size_t r0,
+				size_t r1, float *w)
 {
 	size_t n = rows * cols, nb = nblocks(n, NF4_BLOCK);
 	const uint8_t *p = packed;
-	for (size_t i = 0; i < n; i++)
-		w[i] = nf4_code[nib_get(p + 4 * nb, i)] * tp_quant_get_f32(p + 4 * (i / NF4_BLOCK));
+	for (size_t i = r0 * cols; i < r1 * cols; i++)
+		w[i - r0 * cols] = nf4_code[nib_get(p + 4 * nb, i)] *
+				   tp_quant_get_f32(p + 4 * (i / NF4_BLOCK));
 }
 
 /* Double quantization as bitsandbytes' quantize_4bit(compress_statistics=
@@ -178,22 +182,26 @@ static int nf4_dq_quantize(const float *w, size_t rows, size_t cols, const tp_qu
 	return 0;
 }
 
-static void nf4_dq_dequantize(const void *packed, size_t rows, size_t cols, float *w)
+/* The blocks overlapping rows r0..r1, each clipped to that range. */
+static void nf4_dq_dequantize_rows(const void *packed, size_t rows, size_t cols, size_t r0,
+				   size_t r1, float *w)
 {
 	size_t n = rows * cols, nb = nblocks(n, NF4_BLOCK), nb2 = nblocks(nb, DQ_BLOCK);
+	size_t lo = r0 * cols, hi = r1 * cols;
 	const uint8_t *p = packed, *q8 = p + 4 + 4 * nb2;
 	float code[256];
 	dynamic_map(code);
 	float offset = tp_quant_get_f32(p);
-	for (size_t b = 0; b < nb; b++) {
+	for (size_t b = lo / NF4_BLOCK; b * NF4_BLOCK < hi; b++) {
 		float amax = code[q8[b]] * tp_quant_get_f32(p + 4 + 4 * (b / DQ_BLOCK)) + offset;
-		size_t start = b * NF4_BLOCK, end = start + NF4_BLOCK < n ? start + NF4_BLOCK : n;
-		for (size_t i = start; i < end; i++)
-			w[i] = nf4_code[nib_get(q8 + nb, i)] * amax;
+		size_t start = b * NF4_BLOCK, end = start + NF4_BLOCK < hi ? start + NF4_BLOCK : hi;
+		for (size_t i = start > lo ? start : lo; i < end; i++)
+			w[i - lo] = nf4_code[nib_get(q8 + nb, i)] * amax;
 	}
 }
 
-TP_QUANT_FORMAT_DEF(tp_quant_fmt_nf4, "nf4", nf4_packed_size, nf4_quantize, nf4_dequantize);
+TP_QUANT_FORMAT_DEF(tp_quant_fmt_nf4, "nf4", nf4_packed_size, nf4_quantize,
+		    nf4_dequantize_rows);
 
 TP_QUANT_FORMAT_DEF(tp_quant_fmt_nf4_dq, "nf4_dq", nf4_dq_packed_size,
-		    nf4_dq_quantize, nf4_dq_dequantize);
+		    nf4_dq_quantize, nf4_dq_dequantize_rows);

@@ -17,10 +17,19 @@ extern const tp_quant_format tp_quant_fmt_fp16, tp_quant_fmt_bf16, tp_quant_fmt_
 	tp_quant_fmt_q8_0, tp_quant_fmt_q4_0, tp_quant_fmt_q5_0, tp_quant_fmt_q4_k,
 	tp_quant_fmt_int4_int2_residual, tp_quant_fmt_int4_sparse25;
 
-/* Defines format variable var called name. */
-#define TP_QUANT_FORMAT_DEF(var, name_, size, quant, dequant)                          \
-	const tp_quant_format var = {                                                   \
-		.name = name_, .packed_size = size, .quantize = quant, .dequantize = dequant \
+/* Defines format variable var called name; dequant_rows is its
+ * dequantize_rows, and dequantize is that over all rows. */
+#define TP_QUANT_FORMAT_DEF(var, name_, size, quant, dequant_rows)                             \
+	static void var##_dequantize_all(const void *packed, size_t rows, size_t cols, float *w) \
+	{                                                                                        \
+		dequant_rows(packed, rows, cols, 0, rows, w);                                    \
+	}                                                                                        \
+	const tp_quant_format var = {                                                            \
+		.name = name_,                                                                   \
+		.packed_size = size,                                                             \
+		.quantize = quant,                                                               \
+		.dequantize = var##_dequantize_all,                                              \
+		.dequantize_rows = dequant_rows,                                                 \
 	}
 
 /* x rounded half to even and clamped to [lo, hi]; NaN gives lo. Never

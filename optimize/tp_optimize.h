@@ -24,6 +24,7 @@
 #include <stdint.h>
 
 #include "tp_common.h"
+#include "tp_runtime.h"
 
 /* ---- calibration statistics of one linear layer's inputs ----------------- */
 
@@ -48,6 +49,11 @@ typedef struct tp_quant_format {
 			void *packed);
 	/* w = the values packed stands for. */
 	void (*dequantize)(const void *packed, size_t rows, size_t cols, float *w);
+	/* Rows r0 <= r < r1 of the same values into out[(r1 - r0) * cols]
+	 * (equal to those rows of dequantize's output, bit for bit), so that a
+	 * packed matrix can be widened a block of rows at a time. */
+	void (*dequantize_rows)(const void *packed, size_t rows, size_t cols, size_t r0, size_t r1,
+				float *out);
 } tp_quant_format;
 
 /* The format called name, or NULL. */
@@ -104,8 +110,6 @@ float tp_quant_bf16_to_f32(uint16_t h);
 
 /* ---- calibration: statistics of every quantized layer's inputs ------------
  * (optimize/calib.c) */
-
-#include "tp_runtime.h"
 
 /* True for the 7 linear layers of a decoder block that candidates quantize
  * ("model.layers.N.self_attn.{q,k,v,o}_proj", "model.layers.N.mlp.{gate,up,down}_proj"). */
@@ -242,5 +246,44 @@ int tp_quant_awq_clip(const float *ws, size_t rows, size_t cols, const float *xs
  */
 int tp_quant_awq(const float *w, size_t rows, size_t cols, const float *scales, const float *x,
 		 size_t nx, int bits, size_t group, bool clip, float *w_out, tp_quant_result *res);
+
+/* ---- linear layers ------------------------------------------------------
+ * A tp_linear that keeps its weights packed in a format and widens them a
+ * block of rows at a time during forward (plain-C reference path): memory
+ * is packed_size per layer instead of 4 bytes per weight. With fp16/bf16 it
+ * is the unquantized baseline at 2 bytes per weight. */
+
+/* Rows widened per block in forward. */
+#define TP_QUANT_LINEAR_ROWS 64
+
+/* A layer of rows (out) x cols (in) over packed (f's layout, f->packed_size
+ * bytes, malloc'd; owned by the layer on success only); bias[rows] (copied)
+ * may be NULL. weight_bytes reports the packed size. */
+int tp_quant_linear_new(tp_linear **out, const tp_quant_format *f, void *packed, size_t rows,
+			size_t cols, const float *bias);
+
+/* Context of tp_optimize_make_linear_packed. */
+typedef struct tp_optimize_packed_ctx {
+	const tp_quant_format *format;
+	/* Calibration statistics of a layer by name, or NULL; calib_fn may be
+	 * NULL (formats that need statistics then fail with TP_EINVAL). */
+	const tp_quant_calib *(*calib_fn)(void *calib_ctx, const char *name);
+	void *calib_ctx;
+	size_t made;          /* layers packed so far */
+	uint64_t packed_bytes; /* their packed bytes */
+} tp_optimize_packed_ctx;
+
+/* True for the 7 decoder linear layers
+ * "model.layers.N.self_attn.{q,k,v,o}_proj" and "model.layers.N.mlp.
+ * {gate,up,down}_proj". */
+bool tp_optimize_is_decoder_linear(const char *name);
+
+/* A tp_linear_factory_fn (tp_model_opts.make_linear) with ctx a
+ * tp_optimize_packed_ctx: quantizes the decoder linear layers with
+ * ctx->format into packed layers; TP_ENOTFOUND for the others (lm_head
+ * stays dense). */
+int tp_optimize_make_linear_packed(void *ctx, const char *name, const float *w,
+				   const float *bias, size_t out_dim, size_t in_dim,
+				   tp_linear **made);
 
 #endif

@@ -1,0 +1,187 @@
+/*
+ * Packed linear layers: weights stay in a quant format (or fp16/bf16) and
+ * forward widens TP_QUANT_LINEAR_ROWS rows at a time into scratch, then
+ * takes plain-C dot products. The reference path: memory is the packed size,
+ * speed is not the point (SIMD kernels come separately).
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "tp_optimize.h"
+
+typedef struct qlinear {
+	tp_linear base;
+	const tp_quant_format *f;
+	void *packed;
+	size_t packed_bytes;
+	float *bias;
+	/* One row of scratch: forward falls back to it, serially, when the
+	 * per-call scratch cannot be allocated (forward must not fail). */
+	float *row;
+} qlinear;
+
+typedef struct qjob {
+	const qlinear *q;
+	const float *x;
+	size_t n;
+	float *y;
+	float *scratch; /* [tasks][block * in] */
+	size_t block, blocks, tasks;
+} qjob;
+
+/* y[t][r0..r1) from rows r0..r1 widened into w. */
+static void qrows(const qlinear *q, const float *x, size_t n, float *y, size_t r0, size_t r1,
+		  float *w)
+{
+	size_t in = q->base.in, out = q->base.out;
+	q->f->dequantize_rows(q->packed, out, in, r0, r1, w);
+	for (size_t t = 0; t < n; t++) {
+		const float *xt = x + t * in;
+		for (size_t r = r0; r < r1; r++) {
+			const float *wr = w + (r - r0) * in;
+			float acc = 0.0f;
+			for (size_t c = 0; c < in; c++)
+				acc += xt[c] * wr[c];
+			y[t * out + r] = acc + (q->bias ? q->bias[r] : 0.0f);
+		}
+	}
+}
+
+/* Task i of tasks: every tasks-th block of rows starting at block i, in its
+ * own slice of scratch. */
+static void qtask(void *ctx, size_t i, size_t tasks)
+{
+	const qjob *j = ctx;
+	float *w = j->scratch + i * j->block * j->q->base.in;
+	for (size_t b = i; b < j->blocks; b += tasks) {
+		size_t r0 = b * j->block, r1 = r0 + j->block;
+		if (r1 > j->q->base.out)
+			r1 = j->q->base.out;
+		qrows(j->q, j->x, j->n, j->y, r0, r1, w);
+	}
+}
+
+static void qlinear_forward(const tp_linear *l, const float *x, size_t n, float *y,
+			    tp_pool *pool)
+{
+	const qlinear *q = (const qlinear *)l;
+	size_t out = l->out, in = l->in;
+	if (out == 0 || n == 0)
+		return;
+	qjob j = {q, x, n, y, NULL, TP_QUANT_LINEAR_ROWS, 0, 0};
+	j.blocks = (out + j.block - 1) / j.block;
+	j.tasks = pool ? tp_pool_threads(pool) : 1;
+	if (j.tasks > j.blocks)
+		j.tasks = j.blocks;
+	if (j.tasks == 0)
+		j.tasks = 1;
+	j.scratch = malloc(j.tasks * j.block * (in ? in : 1) * sizeof(float));
+	if (!j.scratch) {
+		for (size_t r = 0; r < out; r++)
+			qrows(q, x, n, y, r, r + 1, q->row);
+		return;
+	}
+	tp_pool_run(j.tasks > 1 ? pool : NULL, j.tasks, qtask, &j);
+	free(j.scratch);
+}
+
+static void qlinear_free(tp_linear *l)
+{
+	qlinear *q = (qlinear *)l;
+	if (!q)
+		return;
+	free(q->packed);
+	free(q->bias);
+	free(q->row);
+	free(q);
+}
+
+static size_t qlinear_bytes(const tp_linear *l)
+{
+	return ((const qlinear *)l)->packed_bytes;
+}
+
+static const tp_linear_ops qlinear_ops = {qlinear_forward, qlinear_free, qlinear_bytes};
+
+int tp_quant_linear_new(tp_linear **out, const tp_quant_format *f, void *packed, size_t rows,
+			size_t cols, const float *bias)
+{
+	if (!f || !f->dequantize_rows || !packed)
+		return tp_error_set(TP_EINVAL, "packed linear layer: no format or weights");
+	if (cols && rows > SIZE_MAX / cols / sizeof(float) / TP_QUANT_LINEAR_ROWS)
+		return tp_error_set(TP_ETOOBIG, "packed linear layer %zux%zu too large", rows, cols);
+	qlinear *q = calloc(1, sizeof(*q));
+	if (!q || !(q->row = malloc((cols ? cols : 1) * sizeof(float))) ||
+	    (bias && !(q->bias = malloc((rows ? rows : 1) * sizeof(float))))) {
+		if (q) {
+			free(q->row);
+			free(q);
+		}
+		return tp_error_set(TP_ENOMEM, "packed linear layer %zux%zu: out of memory", rows,
+				    cols);
+	}
+	if (bias)
+		memcpy(q->bias, bias, rows * sizeof(float));
+	q->base.ops = &qlinear_ops;
+	q->base.in = cols;
+	q->base.out = rows;
+	q->f = f;
+	q->packed = packed;
+	q->packed_bytes = f->packed_size(rows, cols);
+	*out = &q->base;
+	return 0;
+}
+
+bool tp_optimize_is_decoder_linear(const char *name)
+{
+	static const char *const suffix[] = {"self_attn.q_proj", "self_attn.k_proj",
+					     "self_attn.v_proj", "self_attn.o_proj",
+					     "mlp.gate_proj",    "mlp.up_proj",
+					     "mlp.down_proj"};
+	static const char prefix[] = "model.layers.";
+	if (!name || strncmp(name, prefix, sizeof(prefix) - 1) != 0)
+		return false;
+	const char *p = name + sizeof(prefix) - 1;
+	if (*p < '0' || *p > '9')
+		return false;
+	while (*p >= '0' && *p <= '9')
+		p++;
+	if (*p++ != '.')
+		return false;
+	for (size_t i = 0; i < sizeof(suffix) / sizeof(suffix[0]); i++)
+		if (strcmp(p, suffix[i]) == 0)
+			return true;
+	return false;
+}
+
+int tp_optimize_make_linear_packed(void *ctx, const char *name, const float *w,
+				   const float *bias, size_t out_dim, size_t in_dim,
+				   tp_linear **made)
+{
+	tp_optimize_packed_ctx *c = ctx;
+	if (!c || !c->format)
+		return tp_error_set(TP_EINVAL, "packed linear layers: no format given");
+	if (!tp_optimize_is_decoder_linear(name))
+		return TP_ENOTFOUND;
+	const tp_quant_format *f = c->format;
+	const tp_quant_calib *calib = c->calib_fn ? c->calib_fn(c->calib_ctx, name) : NULL;
+	size_t bytes = f->packed_size(out_dim, in_dim);
+	void *packed = malloc(bytes ? bytes : 1);
+	if (!packed)
+		return tp_error_set(TP_ENOMEM, "%s: out of memory for %zu packed bytes (%s)", name,
+				    bytes, f->name);
+	int rc = f->quantize(w, out_dim, in_dim, calib, packed);
+	if (rc < 0) {
+		free(packed);
+		return tp_error_wrap(rc, "%s: quantizing to %s", name, f->name);
+	}
+	tp_linear *l = NULL;
+	if ((rc = tp_quant_linear_new(&l, f, packed, out_dim, in_dim, bias)) < 0) {
+		free(packed);
+		return rc;
+	}
+	c->made++;
+	c->packed_bytes += bytes;
+	*made = l;
+	return 0;
+}
