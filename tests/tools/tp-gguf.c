@@ -1,13 +1,17 @@
 /*
  * tp-gguf: write a Llama model directory (config.json + model.safetensors,
- * F32 or BF16 weights) as a GGUF file in F32, for the llama.cpp cross-check
+ * F32 or BF16 weights) as a GGUF file, for the llama.cpp cross-check
  * (tests/e2e/t0160-gguf-llamacpp.sh).
  *
- *   tp-gguf MODEL_DIR OUT.gguf
+ *   tp-gguf MODEL_DIR OUT.gguf [f32|q8_0]
+ *
+ * q8_0 packs the 7 linear layers of every block with a small Q8_0 packer of
+ * its own (ggml's quantize_row_q8_0_ref); everything else stays F32.
  *
  * The tokenizer written is the byte-level one (token id = byte value), so it
  * only suits byte-level models such as the fixtures.
  */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,7 +62,60 @@ done:
 	return rc;
 }
 
-static int run(const char *dir, const char *out_path)
+/* fp32 to IEEE fp16, round to nearest even (as GGML_FP32_TO_FP16). */
+static uint16_t to_f16(float f)
+{
+	uint32_t x;
+	memcpy(&x, &f, sizeof(x));
+	uint32_t sign = (x >> 16) & 0x8000, e = (x >> 23) & 0xff, m = x & 0x7fffff;
+	if (e == 0xff)
+		return (uint16_t)(sign | 0x7c00 | (m ? 0x200 : 0));
+	int exp = (int)e - 127 + 15;
+	if (exp >= 31)
+		return (uint16_t)(sign | 0x7c00);
+	if (exp <= 0) { /* subnormal or zero */
+		if (exp < -10)
+			return (uint16_t)sign;
+		m |= 0x800000;
+		unsigned shift = (unsigned)(14 - exp);
+		uint32_t h = m >> shift, rem = m & ((1u << shift) - 1), half = 1u << (shift - 1);
+		if (rem > half || (rem == half && (h & 1)))
+			h++;
+		return (uint16_t)(sign | h);
+	}
+	uint32_t h = (uint32_t)exp << 10 | m >> 13, rem = m & 0x1fff;
+	if (rem > 0x1000 || (rem == 0x1000 && (h & 1)))
+		h++; /* may carry into the exponent, which is still right */
+	return (uint16_t)(sign | h);
+}
+
+/* ggml quantize_row_q8_0_ref over n values (n % 32 == 0) into 34-byte blocks. */
+static void pack_q8_0(const float *x, size_t n, unsigned char *out)
+{
+	for (size_t b = 0; b < n / 32; b++, x += 32, out += 34) {
+		float amax = 0;
+		for (int j = 0; j < 32; j++)
+			amax = fabsf(x[j]) > amax ? fabsf(x[j]) : amax;
+		float d = amax / 127, id = d ? 1.0f / d : 0.0f;
+		uint16_t h = to_f16(d);
+		unsigned char blk[34] = { (unsigned char)h, (unsigned char)(h >> 8) };
+		for (int j = 0; j < 32; j++)
+			blk[2 + j] = (unsigned char)(int8_t)roundf(x[j] * id);
+		memcpy(out, blk, sizeof(blk)); /* out may overlap x (packing in place) */
+	}
+}
+
+static bool is_block_linear(const char *gguf_name)
+{
+	static const char *const names[] = { ".attn_q.", ".attn_k.", ".attn_v.", ".attn_output.",
+					     ".ffn_gate.", ".ffn_up.", ".ffn_down." };
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		if (strstr(gguf_name, names[i]))
+			return true;
+	return false;
+}
+
+static int run(const char *dir, const char *out_path, bool q8)
 {
 	tp_buf cfg = TP_BUF_INIT(CONFIG_MAX);
 	tp_model_config c;
@@ -92,7 +149,7 @@ static int run(const char *dir, const char *out_path)
 		.vocab = (uint32_t)c.vocab, .rms_eps = (float)c.rms_eps,
 		.rope_theta = (float)c.rope_theta,
 	};
-	if ((rc = tp_gguf_llama_meta(g, &h)) < 0 || (rc = tp_gguf_kv_u32(g, "general.file_type", 0)) < 0 ||
+	if ((rc = tp_gguf_llama_meta(g, &h)) < 0 || (rc = tp_gguf_kv_u32(g, "general.file_type", q8 ? 7 : 0)) < 0 ||
 	    (rc = tp_gguf_byte_vocab(g)) < 0)
 		goto done;
 	if (!(bufs = calloc(st->ntensors + 1, sizeof(*bufs)))) {
@@ -127,8 +184,20 @@ static int run(const char *dir, const char *out_path)
 			free(bufs[i]);
 			bufs[i] = p;
 		}
-		if ((rc = tp_gguf_add_tensor(g, name, TP_GGML_F32, ne, t->ndim, bufs[i],
-					     rows * cols * sizeof(float))) < 0)
+		tp_ggml_type type = TP_GGML_F32;
+		size_t size = rows * cols * sizeof(float);
+		if (q8 && is_block_linear(name)) {
+			type = TP_GGML_Q8_0;
+			size = tp_ggml_row_size(type, cols) * rows;
+			if (cols % 32) {
+				rc = tp_error_set(TP_EUNSUPPORTED, "tensor %s: %zu columns are not "
+						  "whole Q8_0 blocks", t->name, cols);
+				goto done;
+			}
+			/* Packed in place: 34 bytes per 32 floats fit in their 128. */
+			pack_q8_0(bufs[i], rows * cols, (unsigned char *)bufs[i]);
+		}
+		if ((rc = tp_gguf_add_tensor(g, name, type, ne, t->ndim, bufs[i], size)) < 0)
 			goto done;
 	}
 	rc = tp_gguf_write(g, out_path);
@@ -148,11 +217,12 @@ done:
 
 int main(int argc, char **argv)
 {
-	if (argc != 3) {
-		fprintf(stderr, "usage: tp-gguf MODEL_DIR OUT.gguf\n");
+	bool q8 = argc == 4 && !strcmp(argv[3], "q8_0");
+	if (argc < 3 || argc > 4 || (argc == 4 && !q8 && strcmp(argv[3], "f32"))) {
+		fprintf(stderr, "usage: tp-gguf MODEL_DIR OUT.gguf [f32|q8_0]\n");
 		return 2;
 	}
-	if (run(argv[1], argv[2]) < 0) {
+	if (run(argv[1], argv[2], q8) < 0) {
 		fprintf(stderr, "tp-gguf: %s\n", tp_error_last());
 		return 1;
 	}
