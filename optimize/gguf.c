@@ -141,13 +141,22 @@ int tp_gguf_kv_bool(tp_gguf *g, const char *key, bool val)
 	return rc < 0 ? rc : kv_done(tp_buf_add(&g->kv, &b, 1), key);
 }
 
-int tp_gguf_kv_str_array(tp_gguf *g, const char *key, const char *const *val, size_t n)
+/* An array's key, element type and length; the caller adds the elements. */
+static int kv_array_head(tp_gguf *g, const char *key, uint32_t type, size_t n)
 {
 	int rc = kv_head(g, key, GGUF_ARRAY);
 	if (rc < 0)
 		return rc;
-	if ((rc = put_u32(&g->kv, GGUF_STRING)) < 0 || (rc = put_u64(&g->kv, n)) < 0)
+	if ((rc = put_u32(&g->kv, type)) < 0 || (rc = put_u64(&g->kv, n)) < 0)
 		return kv_done(rc, key);
+	return 0;
+}
+
+int tp_gguf_kv_str_array(tp_gguf *g, const char *key, const char *const *val, size_t n)
+{
+	int rc = kv_array_head(g, key, GGUF_STRING, n);
+	if (rc < 0)
+		return rc;
 	for (size_t i = 0; i < n && rc >= 0; i++)
 		rc = put_str(&g->kv, val[i]);
 	return kv_done(rc, key);
@@ -155,11 +164,9 @@ int tp_gguf_kv_str_array(tp_gguf *g, const char *key, const char *const *val, si
 
 int tp_gguf_kv_i32_array(tp_gguf *g, const char *key, const int32_t *val, size_t n)
 {
-	int rc = kv_head(g, key, GGUF_ARRAY);
+	int rc = kv_array_head(g, key, GGUF_INT32, n);
 	if (rc < 0)
 		return rc;
-	if ((rc = put_u32(&g->kv, GGUF_INT32)) < 0 || (rc = put_u64(&g->kv, n)) < 0)
-		return kv_done(rc, key);
 	for (size_t i = 0; i < n && rc >= 0; i++)
 		rc = put_u32(&g->kv, (uint32_t)val[i]);
 	return kv_done(rc, key);
