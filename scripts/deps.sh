@@ -2,6 +2,8 @@
 # Install the Debian packages tenpak needs to build and test, if missing.
 # As root it runs apt-get (update once, then install); otherwise it prints
 # the command to run. Usage: scripts/deps.sh [EXTRA-PACKAGE...]
+# Optional, for the reference scripts only (scripts/ref-quant.py; no test
+# needs it): scripts/deps.sh python3-torch
 set -eu
 
 PACKAGES="gcc make cmake pkg-config git git-lfs ca-certificates
