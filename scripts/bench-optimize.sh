@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Benchmark `tenpak optimize`: every candidate's bits per weight, quality
+# loss and quantization time, on the fixture model and on a generated
+# ~100M-parameter model.
+#
+#   scripts/bench-optimize.sh [CANDIDATES]
+#
+# CANDIDATES is a comma-separated list (default: tenpak optimize's default,
+# every candidate it knows). The fixture (3.5M parameters, trained) is scored
+# on tests/data/eval/heldout.txt at ctx 128 with the default calibration
+# text; the generated model (scripts/gen-model.py: random N(0, 0.02) BF16
+# weights, so only its times and the candidates' relative KL mean anything)
+# on the first TOKENS tokens (default 2048) of the held-out text and of the
+# default calibration text, at ctx 512. Prints a table; it is a measurement, not a test.
+#
+# The binary is $BUILD/tenpak (BUILD defaults to build); override with
+# TENPAK. THREADS defaults to all cores.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+BUILD=${BUILD:-build}
+TENPAK=${TENPAK:-$BUILD/tenpak}
+THREADS=${THREADS:-$(nproc)}
+TOKENS=${TOKENS:-2048}
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/tp-bench-optimize.XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
+
+if [ ! -x "$TENPAK" ]; then
+	echo "bench-optimize: $TENPAK not found (build first or set TENPAK)" >&2
+	exit 1
+fi
+candidates=()
+[ $# -gt 0 ] && candidates=(--candidates "$1")
+
+mkdir -p "$WORK/fixture"
+cp tests/data/eval/config.json tests/data/eval/tokenizer.json "$WORK/fixture/"
+ln -s "$PWD/tests/data/fixtures/base-bf16.safetensors" "$WORK/fixture/model.safetensors"
+python3 scripts/gen-model.py "$WORK/m100"
+
+# run MODEL JSON ARGS...: one optimize run, its wall time on stderr.
+run() {
+	local model=$1 json=$2
+	shift 2
+	local start end
+	start=$(date +%s.%N)
+	"$TENPAK" optimize "$WORK/$model" ${candidates[@]+"${candidates[@]}"} \
+		--threads "$THREADS" --json "$json" "$@" >/dev/null
+	end=$(date +%s.%N)
+	echo "$model: $(python3 -c "print('%.1f' % ($end - $start))") s wall for all candidates" >&2
+}
+
+run fixture "$WORK/fixture.json" --eval tests/data/eval/heldout.txt --ctx 128
+run m100 "$WORK/m100.json" --eval tests/data/eval/heldout.txt --ctx 512 \
+	--max-tokens "$TOKENS"
+
+python3 - "$WORK/fixture.json" "$WORK/m100.json" <<'PY'
+import json, sys
+print("%-8s %-20s %7s %9s %10s %8s %8s" % ("model", "candidate", "bpw", "dPPL %",
+      "KL mean", "top %", "quant s"))
+for path, name in zip(sys.argv[1:], ("fixture", "m100")):
+    r = json.load(open(path))
+    print("%-8s %-20s %7s %9s %10s %8s %8s   (ppl %.4f, %d eval tokens)" % (
+          name, r["baseline"]["codec"], "16", "", "", "", "", r["baseline"]["ppl"],
+          r["eval"]["tokens"]))
+    for c in r["all_candidates"]:
+        print("%-8s %-20s %7.3f %+9.3f %10.6f %8.2f %8.2f" % (name, c["codec"], c["bpw"],
+              c["ppl_delta_pct"], c["kl_mean"], c["same_top_pct"], c["quant_seconds"]))
+    for f in r.get("failed", []):
+        print("%-8s %-20s failed: %s" % (name, f["codec"], f["error"]))
+PY
+echo "cores: $(nproc), threads: $THREADS, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
