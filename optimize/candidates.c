@@ -112,10 +112,13 @@ done:
 }
 
 int tp_optimize_candidate_load(tp_model **out, const char *dir, const tp_model_opts *opts,
-			       const char *name, const tp_quant_calib_set *calib,
+			       const char *name, const tp_candidate_calib *calib,
 			       unsigned source_bits, tp_candidate_stats *stats)
 {
-	factory fa = { tp_quant_format_find(name), calib, source_bits, { 0 } };
+	if (tp_optimize_is_method(name))
+		return tp_optimize_method_load(out, dir, opts, name, calib, source_bits, stats);
+	factory fa = { tp_quant_format_find(name), calib ? calib->stats : NULL, source_bits,
+		       { 0 } };
 	if (!fa.f)
 		return tp_error_set(TP_ENOTFOUND, "unknown candidate '%s'", name);
 	tp_model_opts o = *opts;
