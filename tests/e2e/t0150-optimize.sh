@@ -71,6 +71,34 @@ test_expect_success 'a bad candidate is reported and the others still run' '
 		sys.exit(r[\"failed\"] != [{\"codec\": \"bogus\", \"error\": \"unknown candidate '\''bogus'\''\"}])"
 '
 
+# GPTQ and AWQ quantize block by block from recaptured inputs; on the fixture
+# both must lose less than RTN into the same format (the issue's ordering).
+# A short calibration text keeps it fast: 1500 tokens (byte-level vocab).
+cat >check_methods.py <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+c = {x["codec"]: x for x in r["all_candidates"]}
+assert set(c) == {"rtn4_g128", "gptq4_g128", "awq4_g128"}, c.keys()
+rtn = c["rtn4_g128"]
+for m in ("gptq4_g128", "awq4_g128"):
+    for k in ("weights", "packed_bytes", "layers", "bpw"):
+        assert c[m][k] == rtn[k], (m, k, c[m][k], rtn[k])
+    assert c[m]["quant_seconds"] > 0, c[m]
+    print(m, c[m]["kl_mean"], "rtn4_g128", rtn["kl_mean"])
+    assert 0 < c[m]["kl_mean"] < rtn["kl_mean"], (m, c[m]["kl_mean"], rtn["kl_mean"])
+assert r["failed"] == [{"codec": "gptq4_g100", "error": "unknown candidate 'gptq4_g100'"}], r["failed"]
+PY
+
+test_expect_success 'gptq4_g128 and awq4_g128 have a lower KL than rtn4_g128' '
+	head -c 1500 "$SRC/optimize/data/calib.txt" >calib1500.txt &&
+	test_expect_code 1 "$TENPAK" optimize model --eval "$DATA/eval/heldout.txt" \
+		--calib calib1500.txt --candidates rtn4_g128,gptq4_g128,awq4_g128,gptq4_g100 \
+		--ctx 128 --threads 2 --json methods.json >table 2>err &&
+	python3 check_methods.py methods.json &&
+	grep -q "^gptq4_g128 " table &&
+	grep -q "^awq4_g128 " table
+'
+
 # script(1) (util-linux, essential in Debian) gives tenpak a terminal.
 test_expect_success 'one progress line per candidate on a terminal' '
 	test_expect_code 1 script -qec "\"$TENPAK\" optimize model --candidates rtn4_g128,nope --max-tokens 300 \
