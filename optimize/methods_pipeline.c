@@ -1,7 +1,7 @@
 /* Method candidates (GPTQ, AWQ): the model is loaded unquantized and its
  * decoder blocks are quantized in order, each from inputs captured through
  * the blocks already quantized (optimize/README.md, "Pipeline"). */
-#include "tp_optimize.h"
+#include "quant_internal.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,13 +48,6 @@ bool tp_optimize_is_method(const char *name)
 	int bits;
 	size_t group;
 	return parse_method(name, &gptq, &bits, &group);
-}
-
-static double now_s(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
 /* fp32 copies of the quantized layers' weights, by tp_model_linear index:
@@ -156,10 +149,7 @@ static int replace(job *j, size_t i, const float *w_out)
 		tp_linear_free(l);
 	if (rc < 0)
 		return rc;
-	j->st.weights += (uint64_t)rows * cols;
-	j->st.packed_bytes += j->f->packed_size(rows, cols);
-	j->st.source_bytes += (uint64_t)rows * cols * j->source_bits / 8;
-	j->st.layers++;
+	tp_candidate_stats_count(&j->st, rows, cols, j->f->packed_size(rows, cols), j->source_bits);
 	free(j->k.w[i]);
 	j->k.w[i] = NULL;
 	return 0;
@@ -242,14 +232,18 @@ static int awq_block(job *j, size_t b, float *w_out)
 	size_t base = b * PER_BLOCK, hidden = cfg->hidden;
 	size_t ocols = j->k.cols[base + O], dcols = j->k.cols[base + DOWN];
 	tp_quant_calib_set set = { 0 };
-	float *s_qkv = malloc(hidden * sizeof(float)), *s_gu = malloc(hidden * sizeof(float));
-	float *s_o = malloc(ocols * sizeof(float)), *s_d = malloc(dcols * sizeof(float));
+	/* The four scale vectors in one block: qkv, gate/up, o, down. */
+	float *s_qkv = malloc((2 * hidden + ocols + dcols) * sizeof(float));
+	float *s_gu, *s_o, *s_d;
 	float *g_in = tp_model_norm_weights(j->m, b, 0), *g_post = tp_model_norm_weights(j->m, b, 1);
 	int rc = 0;
-	if (!s_qkv || !s_gu || !s_o || !s_d) {
+	if (!s_qkv) {
 		rc = tp_error_set(TP_ENOMEM, "out of memory");
 		goto done;
 	}
+	s_gu = s_qkv + hidden;
+	s_o = s_gu + hidden;
+	s_d = s_o + ocols;
 	if (!g_in || !g_post || j->k.cols[base + Q] != hidden || j->k.cols[base + GATE] != hidden ||
 	    j->k.rows[base + UP] != dcols) {
 		rc = tp_error_set(TP_EINVAL, "layer %zu: shapes do not fit AWQ's folding", b);
@@ -304,9 +298,6 @@ static int awq_block(job *j, size_t b, float *w_out)
 done:
 	tp_quant_calib_set_free(&set);
 	free(s_qkv);
-	free(s_gu);
-	free(s_o);
-	free(s_d);
 	return rc;
 }
 
@@ -328,7 +319,7 @@ int tp_optimize_method_load(tp_model **out, const char *dir, const tp_model_opts
 	o.make_linear_ctx = &j.k;
 	if ((rc = tp_model_load(&j.m, dir, &o)) < 0)
 		goto done;
-	double t0 = now_s();
+	double t0 = tp_quant_now_s();
 	size_t layers = tp_model_get_config(j.m)->layers, most = 0;
 	for (size_t i = 0; i < layers * PER_BLOCK; i++) {
 		if (i >= j.k.count || !j.k.w[i]) {
@@ -347,9 +338,9 @@ int tp_optimize_method_load(tp_model **out, const char *dir, const tp_model_opts
 		rc = gptq ? gptq_block(&j, b, w_out) : awq_block(&j, b, w_out);
 	if (rc < 0)
 		goto done;
-	j.st.quant_seconds = now_s() - t0;
-	j.st.bpw = 8.0 * (double)j.st.packed_bytes / (double)j.st.weights;
-	j.st.compression = (double)j.st.source_bytes / (double)j.st.packed_bytes;
+	j.st.quant_seconds = tp_quant_now_s() - t0;
+	if ((rc = tp_candidate_stats_finish(&j.st, dir)) < 0)
+		goto done;
 	*stats = j.st;
 	*out = j.m;
 	j.m = NULL;
