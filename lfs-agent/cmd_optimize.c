@@ -36,9 +36,14 @@ static const char usage[] =
 	"  --eval FILE        evaluation text (default: the built-in eval text)\n"
 	"  --calib FILE       calibration text for GPTQ/AWQ-style candidates; must\n"
 	"                     differ from the evaluation text (default: built-in)\n"
-	"  --candidates LIST  comma-separated names (default: every format built in)\n"
+	"  --candidates LIST  comma-separated names (default: every format built in,\n"
+	"                     RTN). Methods, not in the default list because each\n"
+	"                     runs the calibration text through the model 4 times\n"
+	"                     per block (GPTQ) or once (AWQ): gptq4_g128,\n"
+	"                     gptq3_g128, awq4_g128, awq4_g256, awq3_g128\n"
 	"  --ctx N            window size (default 512, or the model's maximum)\n"
-	"  --max-tokens N     use only the first N tokens of each text\n"
+	"  --max-tokens N     use only the first N tokens of each text (also bounds\n"
+	"                     the methods' calibration cost)\n"
 	"  --threads N        worker threads (default: all cores)\n"
 	"  --json OUT         also write the results as JSON to OUT\n"
 	"A candidate that fails is reported with its reason and the others still run;\n"
@@ -121,7 +126,7 @@ typedef struct outcome {
 
 static int run_candidate(const args *a, const tp_model_opts *mo, const tp_model *base,
 			 const text *ev, const tp_eval_opts *eo,
-			 const tp_quant_calib_set *calib, unsigned bits, outcome *oc)
+			 const tp_candidate_calib *calib, unsigned bits, outcome *oc)
 {
 	tp_model *m = NULL;
 	int rc = tp_optimize_candidate_load(&m, a->model, mo, oc->name, calib, bits, &oc->st);
@@ -303,12 +308,13 @@ int tp_cmd_optimize(int argc, char **argv)
 	if ((rc = tp_runtime_eval_perplexity(m, NULL, ev.ids, ev.n, &eo, &base)) < 0 ||
 	    (rc = tp_optimize_calibrate(m, cal.ids, cal.n, &co, &calib)) < 0)
 		goto done;
+	tp_candidate_calib cc = { &calib, cal.ids, cal.n, co };
 	bool tty = isatty(STDERR_FILENO);
 	if (tty)
 		fprintf(stderr, "tenpak optimize: %s ppl %.4f (%zu tokens, ctx %zu)\n", codec,
 			base.ppl, base.tokens, base.ctx);
 	for (size_t i = 0; i < noc; i++) {
-		if (run_candidate(&a, &mo, m, &ev, &eo, &calib, bits, &oc[i]) < 0) {
+		if (run_candidate(&a, &mo, m, &ev, &eo, &cc, bits, &oc[i]) < 0) {
 			failed++;
 			fprintf(stderr, "tenpak: optimize: [%zu/%zu] %s failed: %s\n", i + 1, noc,
 				oc[i].name, oc[i].error);

@@ -2,6 +2,7 @@
  * by running the unquantized model over a text. */
 #include "tp_optimize.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,28 +10,43 @@
 #define CTX_DEFAULT 512
 /* cols^2 doubles per layer: 16384 columns is already 2 GiB. */
 #define HESSIAN_COLS_MAX 16384u
+/* Sample rows kept per layer (AWQ's search is linear in them). */
+#define SAMPLE_ROWS_MAX 65536u
 
 static const char *const block_linears[] = {
 	"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
 	"mlp.gate_proj",    "mlp.up_proj",      "mlp.down_proj",    NULL,
 };
 
-bool tp_optimize_is_quantized(const char *name)
+bool tp_optimize_linear_slot(const char *name, size_t *layer, size_t *which)
 {
 	const char *p = "model.layers.";
+	size_t l = 0;
 	if (strncmp(name, p, strlen(p)) != 0)
 		return false;
 	name += strlen(p);
 	if (*name < '0' || *name > '9')
 		return false;
-	while (*name >= '0' && *name <= '9')
-		name++;
+	for (; *name >= '0' && *name <= '9'; name++) {
+		if (l > (SIZE_MAX - 9) / 10)
+			return false;
+		l = l * 10 + (size_t)(*name - '0');
+	}
 	if (*name++ != '.')
 		return false;
 	for (size_t i = 0; block_linears[i]; i++)
-		if (strcmp(name, block_linears[i]) == 0)
+		if (strcmp(name, block_linears[i]) == 0) {
+			*layer = l;
+			*which = i;
 			return true;
+		}
 	return false;
+}
+
+bool tp_optimize_is_quantized(const char *name)
+{
+	size_t l, w;
+	return tp_optimize_linear_slot(name, &l, &w);
 }
 
 typedef struct capture {
@@ -47,6 +63,8 @@ static void capture_forward(const tp_linear *l, const float *x, size_t n, float 
 	size_t cols = s->cols;
 	for (size_t t = 0; t < n; t++) {
 		const float *row = x + t * cols;
+		if (s->x && s->nx < s->x_max && (s->nsamples + t) % s->x_stride == 0)
+			memcpy(s->x + s->nx++ * cols, row, cols * sizeof(float));
 		for (size_t j = 0; j < cols; j++) {
 			double v = row[j];
 			s->abs_mean[j] += v < 0 ? -v : v; /* a sum until finished */
@@ -104,6 +122,7 @@ static void calib_clear(tp_quant_calib *c)
 	free(c->abs_mean);
 	free(c->sq_sum);
 	free(c->hessian);
+	free(c->x);
 	*c = (tp_quant_calib){ 0 };
 }
 
@@ -128,15 +147,22 @@ const tp_quant_calib *tp_quant_calib_find(const tp_quant_calib_set *s, const cha
 	return NULL;
 }
 
-static int calib_alloc(tp_quant_calib *c, size_t cols, bool hessian)
+static int calib_alloc(tp_quant_calib *c, size_t cols, bool hessian, size_t rows,
+		       size_t stride)
 {
 	if (hessian && cols > HESSIAN_COLS_MAX)
 		return tp_error_set(TP_ETOOBIG, "a Hessian of %zu columns is too large", cols);
+	if (rows && (rows > SAMPLE_ROWS_MAX || cols > SIZE_MAX / sizeof(float) / rows))
+		return tp_error_set(TP_ETOOBIG, "%zu sample rows of %zu columns are too many", rows,
+				    cols);
 	c->cols = cols;
 	c->abs_mean = calloc(cols, sizeof(double));
 	c->sq_sum = calloc(cols, sizeof(double));
 	c->hessian = hessian ? calloc(cols * cols, sizeof(double)) : NULL;
-	if (!c->abs_mean || !c->sq_sum || (hessian && !c->hessian))
+	c->x = rows ? malloc(rows * cols * sizeof(float)) : NULL;
+	c->x_max = rows;
+	c->x_stride = stride;
+	if (!c->abs_mean || !c->sq_sum || (hessian && !c->hessian) || (rows && !c->x))
 		return tp_error_set(TP_ENOMEM, "out of memory for calibration statistics");
 	return 0;
 }
@@ -184,6 +210,11 @@ int tp_optimize_calibrate(tp_model *m, const int32_t *ids, size_t n, const tp_ca
 		n = o->max_tokens;
 	if (n == 0 || (o->ctx && o->ctx < 2))
 		return tp_error_set(TP_EINVAL, "calibration needs tokens and a context of 2 or more");
+	/* Rows the capture will see, so the kept ones spread over all of them. */
+	size_t ctx = o->ctx ? o->ctx : CTX_DEFAULT, pre = o->bos >= 0, step = ctx - pre;
+	size_t total = n + pre * ((n + step - 1) / step);
+	size_t stride = o->sample_rows ? (total + o->sample_rows - 1) / o->sample_rows : 1;
+	size_t last = o->last ? o->last : count;
 	s.count = count;
 	s.names = calloc(count, sizeof(*s.names));
 	s.layers = calloc(count, sizeof(*s.layers));
@@ -195,10 +226,11 @@ int tp_optimize_calibrate(tp_model *m, const int32_t *ids, size_t n, const tp_ca
 		const char *name = tp_model_linear_name(m, i);
 		if (!(s.names[i] = strdup(name)))
 			rc = tp_error_set(TP_ENOMEM, "out of memory");
-		if (rc < 0 || !tp_optimize_is_quantized(name))
+		if (rc < 0 || !tp_optimize_is_quantized(name) || i < o->first || i >= last)
 			continue;
 		tp_linear *inner = tp_model_linear(m, i), *cap = NULL, *old = NULL;
-		if ((rc = calib_alloc(&s.layers[i], inner->in, o->hessian)) < 0 ||
+		if ((rc = calib_alloc(&s.layers[i], inner->in, o->hessian, o->sample_rows,
+				      stride ? stride : 1)) < 0 ||
 		    (rc = tp_quant_capture_new(&cap, inner, &s.layers[i])) < 0)
 			break;
 		if ((rc = tp_model_swap_linear(m, i, cap, &old)) < 0) {

@@ -1,6 +1,6 @@
 /* Candidates: a model loaded with its quantized layers fake-quantized
  * (quantize, dequantize to fp32) to measure what a format costs in quality. */
-#include "tp_optimize.h"
+#include "quant_internal.h"
 #include "tp_delta.h"
 
 #include <stdlib.h>
@@ -8,11 +8,29 @@
 #include <time.h>
 #include <unistd.h>
 
-static double now_s(void)
+double tp_quant_now_s(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+void tp_candidate_stats_count(tp_candidate_stats *st, size_t rows, size_t cols, size_t packed,
+			      unsigned source_bits)
+{
+	st->weights += (uint64_t)rows * cols;
+	st->packed_bytes += packed;
+	st->source_bytes += (uint64_t)rows * cols * source_bits / 8;
+	st->layers++;
+}
+
+int tp_candidate_stats_finish(tp_candidate_stats *st, const char *dir)
+{
+	if (st->layers == 0 || st->packed_bytes == 0)
+		return tp_error_set(TP_EINVAL, "%s: no layer was quantized", dir);
+	st->bpw = 8.0 * (double)st->packed_bytes / (double)st->weights;
+	st->compression = (double)st->source_bytes / (double)st->packed_bytes;
+	return 0;
 }
 
 int tp_optimize_source_dtype(const char *dir, const char *weights, const char **codec,
@@ -91,9 +109,9 @@ static int make_linear(void *ctx, const char *name, const float *w, const float 
 		rc = tp_error_set(TP_ENOMEM, "%s: out of memory", name);
 		goto done;
 	}
-	double t0 = now_s();
+	double t0 = tp_quant_now_s();
 	rc = fa->f->quantize(w, out_dim, in_dim, tp_quant_calib_find(fa->calib, name), packed);
-	fa->st.quant_seconds += now_s() - t0;
+	fa->st.quant_seconds += tp_quant_now_s() - t0;
 	if (rc < 0) {
 		tp_error_wrap(rc, "%s: %s", name, fa->f->name);
 		goto done;
@@ -101,10 +119,7 @@ static int make_linear(void *ctx, const char *name, const float *w, const float 
 	fa->f->dequantize(packed, out_dim, in_dim, scratch);
 	if ((rc = tp_linear_dense_new(made, scratch, bias, out_dim, in_dim)) < 0)
 		goto done;
-	fa->st.weights += n;
-	fa->st.packed_bytes += psize;
-	fa->st.source_bytes += (uint64_t)n * fa->source_bits / 8;
-	fa->st.layers++;
+	tp_candidate_stats_count(&fa->st, out_dim, in_dim, psize, fa->source_bits);
 done:
 	free(packed);
 	free(scratch);
@@ -112,10 +127,13 @@ done:
 }
 
 int tp_optimize_candidate_load(tp_model **out, const char *dir, const tp_model_opts *opts,
-			       const char *name, const tp_quant_calib_set *calib,
+			       const char *name, const tp_candidate_calib *calib,
 			       unsigned source_bits, tp_candidate_stats *stats)
 {
-	factory fa = { tp_quant_format_find(name), calib, source_bits, { 0 } };
+	if (tp_optimize_is_method(name))
+		return tp_optimize_method_load(out, dir, opts, name, calib, source_bits, stats);
+	factory fa = { tp_quant_format_find(name), calib ? calib->stats : NULL, source_bits,
+		       { 0 } };
 	if (!fa.f)
 		return tp_error_set(TP_ENOTFOUND, "unknown candidate '%s'", name);
 	tp_model_opts o = *opts;
@@ -125,12 +143,10 @@ int tp_optimize_candidate_load(tp_model **out, const char *dir, const tp_model_o
 	int rc = tp_model_load(&m, dir, &o);
 	if (rc < 0)
 		return rc;
-	if (fa.st.layers == 0 || fa.st.packed_bytes == 0) {
+	if ((rc = tp_candidate_stats_finish(&fa.st, dir)) < 0) {
 		tp_model_free(m);
-		return tp_error_set(TP_EINVAL, "%s: no layer was quantized", dir);
+		return rc;
 	}
-	fa.st.bpw = 8.0 * (double)fa.st.packed_bytes / (double)fa.st.weights;
-	fa.st.compression = (double)fa.st.source_bytes / (double)fa.st.packed_bytes;
 	*stats = fa.st;
 	*out = m;
 	return 0;

@@ -17,6 +17,13 @@ extern const tp_quant_format tp_quant_fmt_fp16, tp_quant_fmt_bf16, tp_quant_fmt_
 	tp_quant_fmt_q8_0, tp_quant_fmt_q4_0, tp_quant_fmt_q5_0, tp_quant_fmt_q4_k,
 	tp_quant_fmt_int4_int2_residual, tp_quant_fmt_int4_sparse25;
 
+/* Candidates (candidates.c): a monotonic clock in seconds; count one
+ * quantized rows x cols layer of packed bytes in st; set st's ratios. */
+double tp_quant_now_s(void);
+void tp_candidate_stats_count(tp_candidate_stats *st, size_t rows, size_t cols, size_t packed,
+			      unsigned source_bits);
+int tp_candidate_stats_finish(tp_candidate_stats *st, const char *dir);
+
 /* Defines format variable var called name; dequant_rows is its
  * dequantize_rows, and dequantize is that over all rows. */
 #define TP_QUANT_FORMAT_DEF(var, name_, size, quant, dequant_rows)                             \

@@ -34,6 +34,10 @@ typedef struct tp_quant_calib {
 	double *abs_mean;    /* [cols] mean |x_j| (AWQ scales) */
 	double *sq_sum;      /* [cols] sum x_j^2 (importance |w|*||x||) */
 	double *hessian;     /* [cols*cols] sum x x^T, or NULL when not kept (GPTQ) */
+	/* Sample input rows x[nx][cols] (AWQ), every x_stride-th row seen, at
+	 * most x_max of them; NULL when not kept. */
+	float *x;
+	size_t nx, x_max, x_stride;
 } tp_quant_calib;
 
 /* ---- storage formats ------------------------------------------------------ */
@@ -114,6 +118,9 @@ float tp_quant_bf16_to_f32(uint16_t h);
 /* True for the 7 linear layers of a decoder block that candidates quantize
  * ("model.layers.N.self_attn.{q,k,v,o}_proj", "model.layers.N.mlp.{gate,up,down}_proj"). */
 bool tp_optimize_is_quantized(const char *linear_name);
+/* For such a layer, its block and its place in it (0..6: q, k, v, o, gate,
+ * up, down; tp_model_linear index = 7 * layer + which); false otherwise. */
+bool tp_optimize_linear_slot(const char *linear_name, size_t *layer, size_t *which);
 
 /* A tp_linear that adds the statistics of its inputs x to *stats (cols = in,
  * arrays allocated by the caller; hessian may be NULL) and then runs inner,
@@ -139,6 +146,12 @@ typedef struct tp_calib_opts {
 	size_t max_tokens; /* 0: all of ids */
 	int32_t bos;       /* put first in every window; -1: none */
 	bool hessian;      /* also sum x x^T (cols^2 doubles per layer) */
+	/* Keep up to this many input rows per layer, evenly spaced over the
+	 * tokens fed (0: none). */
+	size_t sample_rows;
+	/* Capture only linear layers first..last-1 (tp_model_linear order);
+	 * last 0: every quantized layer. The others get cols == 0. */
+	size_t first, last;
 } tp_calib_opts;
 
 /* Run m over ids in windows of ctx tokens with a capture layer around every
@@ -166,16 +179,45 @@ typedef struct tp_candidate_stats {
 int tp_optimize_source_dtype(const char *dir, const char *weights, const char **codec,
 			     unsigned *bits);
 
+/* What candidates may calibrate with: the statistics of the unquantized
+ * model (for formats that want them) and the calibration tokens and options
+ * for methods (GPTQ, AWQ) that capture again as they quantize. */
+typedef struct tp_candidate_calib {
+	const tp_quant_calib_set *stats; /* may be NULL */
+	const int32_t *ids;              /* NULL: methods fail with TP_EINVAL */
+	size_t n;
+	tp_calib_opts opts; /* ctx, max_tokens and bos; the rest is the method's */
+} tp_candidate_calib;
+
 /*
  * Load dir with the quantized layers of candidate name replaced by their
- * fake-quantized form: quantize with the candidate's format, dequantize
- * into fp32 and hand that to tp_linear_dense_new. source_bits is the source
- * dtype's bits per weight; calib may be NULL. TP_ENOTFOUND for an unknown
- * candidate name. Only RTN candidates (a format's own quantize) so far.
+ * fake-quantized form (quantized, dequantized into fp32 and handed to
+ * tp_linear_dense_new). name is a format ("rtn4_g128", "nf4": that format's
+ * own quantize at load time) or a method with a group format
+ * ("gptq4_g128", "awq3_g128": optimize/methods_pipeline.c). source_bits is
+ * the source dtype's bits per weight. TP_ENOTFOUND for an unknown name.
  */
 int tp_optimize_candidate_load(tp_model **out, const char *dir, const tp_model_opts *opts,
-			       const char *name, const tp_quant_calib_set *calib,
+			       const char *name, const tp_candidate_calib *calib,
 			       unsigned source_bits, tp_candidate_stats *stats);
+
+/* The method candidates (optimize/methods_pipeline.c), NULL-terminated:
+ * gptq4_g128, gptq3_g128, awq4_g128, awq4_g256, awq3_g128. */
+const char *const *tp_optimize_method_candidates(void);
+/* True when name is "gptq<B>_g<G>" or "awq<B>_g<G>" (whether or not that
+ * format exists). */
+bool tp_optimize_is_method(const char *name);
+/*
+ * A method candidate, quantized layer by layer in decoder-block order: the
+ * model is loaded unquantized, then for each block the inputs of its layers
+ * are captured from calib's tokens run through the model whose earlier
+ * blocks are already quantized, and the block's layers are replaced
+ * (optimize/README.md, "Pipeline"). stats->quant_seconds includes those
+ * calibration passes.
+ */
+int tp_optimize_method_load(tp_model **out, const char *dir, const tp_model_opts *opts,
+			    const char *name, const tp_candidate_calib *calib,
+			    unsigned source_bits, tp_candidate_stats *stats);
 
 /* ---- methods: GPTQ and AWQ ------------------------------------------------ */
 /*

@@ -437,6 +437,13 @@ int tp_model_set_linear(tp_model *m, size_t i, tp_linear *l)
 	return rc;
 }
 
+float *tp_model_norm_weights(tp_model *m, size_t layer, int which)
+{
+	if (layer >= m->cfg.layers || (which != 0 && which != 1))
+		return NULL;
+	return m->norms + (2 * layer + (size_t)which) * m->cfg.hidden;
+}
+
 uint64_t tp_model_params(const tp_model *m)
 {
 	return m->params;

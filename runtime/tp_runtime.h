@@ -147,6 +147,11 @@ int tp_model_set_linear(tp_model *m, size_t i, tp_linear *l);
 /* The same, but the old layer is handed back in *old instead of freed (a
  * wrapper that observes a layer's inputs can be put in and taken out). */
 int tp_model_swap_linear(tp_model *m, size_t i, tp_linear *l, tp_linear **old);
+/* The RMSNorm weights ([hidden] floats) in front of layer's attention
+ * (which 0, input_layernorm) or MLP (which 1, post_attention_layernorm),
+ * writable so a quantizer can fold per-channel scales into them (AWQ);
+ * NULL when layer or which is out of range. */
+float *tp_model_norm_weights(tp_model *m, size_t layer, int which);
 /* Total parameters (embedding + linear + norms). */
 uint64_t tp_model_params(const tp_model *m);
 

@@ -71,6 +71,46 @@ test_expect_success 'a bad candidate is reported and the others still run' '
 		sys.exit(r[\"failed\"] != [{\"codec\": \"bogus\", \"error\": \"unknown candidate '\''bogus'\''\"}])"
 '
 
+# GPTQ and AWQ quantize block by block from recaptured inputs; on the fixture
+# both must lose less than RTN into the same format (the issue's ordering).
+# check_methods.py OUT.JSON METHOD [FAILED_NAME]
+cat >check_methods.py <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+m = sys.argv[2]
+c = {x["codec"]: x for x in r["all_candidates"]}
+assert set(c) == {"rtn4_g128", m}, c.keys()
+rtn = c["rtn4_g128"]
+for k in ("weights", "packed_bytes", "layers", "bpw"):
+    assert c[m][k] == rtn[k], (m, k, c[m][k], rtn[k])
+assert c[m]["quant_seconds"] > 0, c[m]
+print(m, c[m]["kl_mean"], "rtn4_g128", rtn["kl_mean"])
+assert 0 < c[m]["kl_mean"] < rtn["kl_mean"], (m, c[m]["kl_mean"], rtn["kl_mean"])
+failed = [{"codec": f, "error": "unknown candidate '%s'" % f} for f in sys.argv[3:]]
+assert r.get("failed", []) == failed, r.get("failed")
+PY
+
+# GPTQ's margin is wide (KL 18x lower): 1500 calibration tokens suffice.
+test_expect_success 'gptq4_g128 has a lower KL than rtn4_g128' '
+	head -c 1500 "$SRC/optimize/data/calib.txt" >calib1500.txt &&
+	test_expect_code 1 "$TENPAK" optimize model --eval "$DATA/eval/heldout.txt" \
+		--calib calib1500.txt --candidates rtn4_g128,gptq4_g128,gptq4_g100 \
+		--ctx 128 --threads 2 --json gptq.json >table 2>err &&
+	python3 check_methods.py gptq.json gptq4_g128 gptq4_g100 &&
+	grep -q "^gptq4_g128 " table
+'
+
+# AWQ's margin is thin on this model (its activations have few outlier
+# channels) and depends on the calibration: it holds with the default text
+# (30515 tokens, the issue's setting) but not with its first 3000 or 6000
+# bytes (optimize/README.md, "Pipeline"), so this uses the default text.
+test_expect_success 'awq4_g128 has a lower KL than rtn4_g128 (default calibration)' '
+	"$TENPAK" optimize model --eval "$DATA/eval/heldout.txt" \
+		--candidates rtn4_g128,awq4_g128 --ctx 128 --threads 2 --json awq.json >table 2>err &&
+	python3 check_methods.py awq.json awq4_g128 &&
+	grep -q "^awq4_g128 " table
+'
+
 # script(1) (util-linux, essential in Debian) gives tenpak a terminal.
 test_expect_success 'one progress line per candidate on a terminal' '
 	test_expect_code 1 script -qec "\"$TENPAK\" optimize model --candidates rtn4_g128,nope --max-tokens 300 \

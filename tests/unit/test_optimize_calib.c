@@ -108,11 +108,53 @@ done:
 	tp_model_free(m);
 }
 
+/* Only one block captured, with evenly spaced sample rows (AWQ's inputs). */
+static void test_calibrate_range_and_samples(void)
+{
+	tp_model *m = tpt_repo_model(data_dir, "base", 1);
+	size_t n = 0, layer = 0, which = 0;
+	int32_t *ids = tpt_heldout_ids(data_dir, &n);
+	CHECK(m && ids && n > 300);
+	CHECK(tp_optimize_linear_slot("model.layers.12.mlp.up_proj", &layer, &which));
+	CHECK(layer == 12 && which == 5);
+	CHECK(!tp_optimize_linear_slot("lm_head", &layer, &which));
+	if (!m || !ids)
+		goto done;
+	tp_quant_calib_set s = { 0 }, all = { 0 };
+	/* 300 tokens in windows of 64 with no BOS: 300 rows, every 6th kept. */
+	tp_calib_opts o = { .ctx = 64, .max_tokens = 300, .bos = -1, .sample_rows = 50,
+			    .first = 14, .last = 21 };
+	CHECK_EQ_INT(tp_optimize_calibrate(m, ids, n, &o, &s), 0);
+	tp_calib_opts oa = { .ctx = 64, .max_tokens = 300, .bos = -1, .sample_rows = 300 };
+	CHECK_EQ_INT(tp_optimize_calibrate(m, ids, n, &oa, &all), 0);
+	for (size_t i = 0; i < s.count; i++) {
+		const tp_quant_calib *c = &s.layers[i];
+		if (i < 14 || i >= 21) {
+			CHECK(c->cols == 0 && !c->x);
+			continue;
+		}
+		const tp_quant_calib *a = &all.layers[i];
+		CHECK(c->nsamples == 300 && c->nx == 50 && c->x_stride == 6 && c->x);
+		CHECK(a->nx == 300 && a->x_stride == 1);
+		/* Sample row k is input row 6k, as the full capture saw it. */
+		for (size_t k = 0; k < c->nx && c->x && a->x; k++)
+			CHECK(memcmp(c->x + k * c->cols, a->x + 6 * k * a->cols,
+				     c->cols * sizeof(float)) == 0);
+	}
+	CHECK(memcmp(s.layers[14].x, s.layers[16].x, 50 * s.layers[14].cols * sizeof(float)) == 0);
+	tp_quant_calib_set_free(&s);
+	tp_quant_calib_set_free(&all);
+done:
+	free(ids);
+	tp_model_free(m);
+}
+
 int main(int argc, char **argv)
 {
 	data_dir = argc > 1 ? argv[1] : "tests/data";
 	TP_TEST_RUN(test_quantized_names);
 	TP_TEST_RUN(test_capture_by_hand);
 	TP_TEST_RUN(test_calibrate_model);
+	TP_TEST_RUN(test_calibrate_range_and_samples);
 	return TP_TEST_RESULT();
 }

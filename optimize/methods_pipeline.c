@@ -1,0 +1,354 @@
+/* Method candidates (GPTQ, AWQ): the model is loaded unquantized and its
+ * decoder blocks are quantized in order, each from inputs captured through
+ * the blocks already quantized (optimize/README.md, "Pipeline"). */
+#include "quant_internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* Input rows AWQ's scale and clipping searches see per layer. */
+#define AWQ_SAMPLE_ROWS 512u
+#define PER_BLOCK 7
+enum { Q, K, V, O, GATE, UP, DOWN };
+
+static const char *const method_candidates[] = {
+	"gptq4_g128", "gptq3_g128", "awq4_g128", "awq4_g256", "awq3_g128", NULL,
+};
+
+const char *const *tp_optimize_method_candidates(void)
+{
+	return method_candidates;
+}
+
+/* "gptq4_g128" -> gptq, 4, 128. */
+static bool parse_method(const char *name, bool *gptq, int *bits, size_t *group)
+{
+	const char *rest;
+	if (strncmp(name, "gptq", 4) == 0)
+		rest = name + 4, *gptq = true;
+	else if (strncmp(name, "awq", 3) == 0)
+		rest = name + 3, *gptq = false;
+	else
+		return false;
+	int b = 0, used = 0;
+	unsigned long g = 0;
+	if (sscanf(rest, "%d_g%lu%n", &b, &g, &used) != 2 || rest[used] || b < 2 || b > 8 ||
+	    rest[0] < '0' || rest[0] > '9')
+		return false;
+	*bits = b;
+	*group = g;
+	return true;
+}
+
+bool tp_optimize_is_method(const char *name)
+{
+	bool gptq;
+	int bits;
+	size_t group;
+	return parse_method(name, &gptq, &bits, &group);
+}
+
+/* fp32 copies of the quantized layers' weights, by tp_model_linear index:
+ * dense layers are repacked and cannot be read back. */
+typedef struct kept {
+	size_t count;
+	float **w, **bias;
+	size_t *rows, *cols;
+} kept;
+
+/* Room for count layers, the new ones empty. */
+static int kept_grow(kept *k, size_t count)
+{
+	float **w = realloc(k->w, count * sizeof(*w));
+	if (w)
+		k->w = w;
+	float **bias = w ? realloc(k->bias, count * sizeof(*bias)) : NULL;
+	if (bias)
+		k->bias = bias;
+	size_t *rows = bias ? realloc(k->rows, count * sizeof(*rows)) : NULL;
+	if (rows)
+		k->rows = rows;
+	size_t *cols = rows ? realloc(k->cols, count * sizeof(*cols)) : NULL;
+	if (!cols)
+		return tp_error_set(TP_ENOMEM, "out of memory");
+	k->cols = cols;
+	for (size_t i = k->count; i < count; i++) {
+		k->w[i] = k->bias[i] = NULL;
+		k->rows[i] = k->cols[i] = 0;
+	}
+	k->count = count;
+	return 0;
+}
+
+static int keep_linear(void *ctx, const char *name, const float *w, const float *bias,
+		       size_t out_dim, size_t in_dim, tp_linear **made)
+{
+	kept *k = ctx;
+	size_t layer, which, n;
+	(void)made;
+	if (!tp_optimize_linear_slot(name, &layer, &which))
+		return TP_ENOTFOUND;
+	if (layer >= SIZE_MAX / PER_BLOCK - 1)
+		return tp_error_set(TP_ETOOBIG, "%s: too many layers", name);
+	size_t i = layer * PER_BLOCK + which;
+	if (i >= k->count) {
+		int rc = kept_grow(k, i + 1 > 2 * k->count ? i + 1 : 2 * k->count);
+		if (rc < 0)
+			return rc;
+	}
+	if (k->w[i])
+		return tp_error_set(TP_EINVAL, "%s: loaded twice", name);
+	if (!tp_mul_ok(out_dim, in_dim, &n) || n > SIZE_MAX / sizeof(float))
+		return tp_error_set(TP_ETOOBIG, "%s: %zux%zu is too large", name, out_dim, in_dim);
+	k->w[i] = malloc(n * sizeof(float));
+	k->bias[i] = bias ? malloc(out_dim * sizeof(float)) : NULL;
+	if (!k->w[i] || (bias && !k->bias[i]))
+		return tp_error_set(TP_ENOMEM, "%s: out of memory", name);
+	memcpy(k->w[i], w, n * sizeof(float));
+	if (bias)
+		memcpy(k->bias[i], bias, out_dim * sizeof(float));
+	k->rows[i] = out_dim;
+	k->cols[i] = in_dim;
+	return TP_ENOTFOUND; /* the default dense layer until it is quantized */
+}
+
+static void kept_free(kept *k)
+{
+	for (size_t i = 0; i < k->count; i++) {
+		if (k->w)
+			free(k->w[i]);
+		if (k->bias)
+			free(k->bias[i]);
+	}
+	free(k->w);
+	free(k->bias);
+	free(k->rows);
+	free(k->cols);
+}
+
+typedef struct job {
+	tp_model *m;
+	kept k;
+	const tp_quant_format *f;
+	const tp_candidate_calib *calib;
+	int bits;
+	size_t group;
+	unsigned source_bits;
+	tp_candidate_stats st;
+} job;
+
+/* Put the dequantized w_out in place of layer i and count it. */
+static int replace(job *j, size_t i, const float *w_out)
+{
+	size_t rows = j->k.rows[i], cols = j->k.cols[i];
+	tp_linear *l = NULL;
+	int rc = tp_linear_dense_new(&l, w_out, j->k.bias[i], rows, cols);
+	if (rc == 0 && (rc = tp_model_set_linear(j->m, i, l)) < 0)
+		tp_linear_free(l);
+	if (rc < 0)
+		return rc;
+	tp_candidate_stats_count(&j->st, rows, cols, j->f->packed_size(rows, cols), j->source_bits);
+	free(j->k.w[i]);
+	j->k.w[i] = NULL;
+	return 0;
+}
+
+/* Capture the inputs of linear layers first..last-1 as the model is now. */
+static int capture(job *j, size_t first, size_t last, bool hessian, size_t rows,
+		   tp_quant_calib_set *set)
+{
+	tp_calib_opts o = j->calib->opts;
+	o.hessian = hessian;
+	o.sample_rows = rows;
+	o.first = first;
+	o.last = last;
+	return tp_optimize_calibrate(j->m, j->calib->ids, j->calib->n, &o, set);
+}
+
+/* AutoGPTQ's true-sequential groups within a block: each group's inputs are
+ * captured after the groups before it are quantized. */
+static int gptq_block(job *j, size_t b, float *w_out)
+{
+	static const size_t groups[][2] = { { Q, V + 1 }, { O, O + 1 }, { GATE, UP + 1 },
+					    { DOWN, DOWN + 1 } };
+	int rc = 0;
+	for (size_t g = 0; g < 4 && rc == 0; g++) {
+		size_t first = b * PER_BLOCK + groups[g][0], last = b * PER_BLOCK + groups[g][1];
+		tp_quant_calib_set set = { 0 };
+		if ((rc = capture(j, first, last, true, 0, &set)) < 0)
+			break;
+		for (size_t i = first; i < last && rc == 0; i++) {
+			rc = tp_quant_gptq(j->k.w[i], j->k.rows[i], j->k.cols[i], &set.layers[i],
+					   j->bits, j->group, true, w_out, NULL);
+			if (rc < 0)
+				tp_error_wrap(rc, "%s", tp_model_linear_name(j->m, i));
+			else
+				rc = replace(j, i, w_out);
+		}
+		tp_quant_calib_set_free(&set);
+	}
+	return rc;
+}
+
+/* Scales for the matrices idx[0..nw) that read layer idx[0]'s input. */
+static int awq_scales(job *j, const tp_quant_calib_set *set, const size_t *idx, size_t nw,
+		      float *s)
+{
+	const float *w[3];
+	size_t rows[3];
+	const tp_quant_calib *c = &set->layers[idx[0]];
+	for (size_t i = 0; i < nw; i++) {
+		w[i] = j->k.w[idx[i]];
+		rows[i] = j->k.rows[idx[i]];
+	}
+	double alpha;
+	int rc = tp_quant_awq_search(w, rows, nw, c->cols, c->x, c->nx, c->abs_mean, j->bits,
+				     j->group, s, &alpha);
+	if (rc < 0)
+		tp_error_wrap(rc, "%s", tp_model_linear_name(j->m, idx[0]));
+	return rc;
+}
+
+/* Divide row r (and its bias) of layer i by s[r]. */
+static void scale_rows(job *j, size_t i, const float *s)
+{
+	for (size_t r = 0; r < j->k.rows[i]; r++) {
+		float *row = j->k.w[i] + r * j->k.cols[i];
+		for (size_t c = 0; c < j->k.cols[i]; c++)
+			row[c] /= s[r];
+		if (j->k.bias[i])
+			j->k.bias[i][r] /= s[r];
+	}
+}
+
+/* One block: scales searched on inputs of the unscaled block, 1/s folded
+ * into the norms and v/up rows (optimize/README.md, AWQ), then clipping and
+ * RTN of W diag(s). */
+static int awq_block(job *j, size_t b, float *w_out)
+{
+	const tp_model_config *cfg = tp_model_get_config(j->m);
+	size_t base = b * PER_BLOCK, hidden = cfg->hidden;
+	size_t ocols = j->k.cols[base + O], dcols = j->k.cols[base + DOWN];
+	tp_quant_calib_set set = { 0 };
+	/* The four scale vectors in one block: qkv, gate/up, o, down. */
+	float *s_qkv = malloc((2 * hidden + ocols + dcols) * sizeof(float));
+	float *s_gu, *s_o, *s_d;
+	float *g_in = tp_model_norm_weights(j->m, b, 0), *g_post = tp_model_norm_weights(j->m, b, 1);
+	int rc = 0;
+	if (!s_qkv) {
+		rc = tp_error_set(TP_ENOMEM, "out of memory");
+		goto done;
+	}
+	s_gu = s_qkv + hidden;
+	s_o = s_gu + hidden;
+	s_d = s_o + ocols;
+	if (!g_in || !g_post || j->k.cols[base + Q] != hidden || j->k.cols[base + GATE] != hidden ||
+	    j->k.rows[base + UP] != dcols) {
+		rc = tp_error_set(TP_EINVAL, "layer %zu: shapes do not fit AWQ's folding", b);
+		goto done;
+	}
+	if ((rc = capture(j, base, base + PER_BLOCK, false, AWQ_SAMPLE_ROWS, &set)) < 0)
+		goto done;
+	static const size_t qkv[] = { Q, K, V }, gu[] = { GATE, UP };
+	size_t idx[3];
+	for (size_t i = 0; i < 3; i++)
+		idx[i] = base + qkv[i];
+	if ((rc = awq_scales(j, &set, idx, 3, s_qkv)) < 0)
+		goto done;
+	for (size_t i = 0; i < 2; i++)
+		idx[i] = base + gu[i];
+	if ((rc = awq_scales(j, &set, idx, 2, s_gu)) < 0)
+		goto done;
+	/* v -> o needs o's input channels to be v's rows one to one: not under
+	 * grouped-query attention (AutoAWQ skips it when the shapes differ). */
+	idx[0] = base + O;
+	if (cfg->kv_heads == cfg->heads && j->k.rows[base + V] == ocols) {
+		if ((rc = awq_scales(j, &set, idx, 1, s_o)) < 0)
+			goto done;
+	} else {
+		for (size_t c = 0; c < ocols; c++)
+			s_o[c] = 1;
+	}
+	idx[0] = base + DOWN;
+	if ((rc = awq_scales(j, &set, idx, 1, s_d)) < 0)
+		goto done;
+	for (size_t c = 0; c < hidden; c++) {
+		g_in[c] /= s_qkv[c];
+		g_post[c] /= s_gu[c];
+	}
+	scale_rows(j, base + V, s_o);
+	scale_rows(j, base + UP, s_d);
+	/* Which scales each layer's columns take and which inputs it sees. */
+	const float *col_s[PER_BLOCK] = { s_qkv, s_qkv, s_qkv, s_o, s_gu, s_gu, s_d };
+	const size_t xsrc[PER_BLOCK] = { Q, Q, Q, O, GATE, GATE, DOWN };
+	for (size_t l = 0; l < PER_BLOCK && rc == 0; l++) {
+		size_t i = base + l;
+		const tp_quant_calib *c = &set.layers[base + xsrc[l]];
+		/* AutoAWQ does not clip q and k: the q.k product magnifies it. */
+		bool clip = l != Q && l != K;
+		rc = tp_quant_awq(j->k.w[i], j->k.rows[i], j->k.cols[i], col_s[l], c->x, c->nx,
+				  j->bits, j->group, clip, w_out, NULL);
+		if (rc < 0)
+			tp_error_wrap(rc, "%s", tp_model_linear_name(j->m, i));
+		else
+			rc = replace(j, i, w_out);
+	}
+done:
+	tp_quant_calib_set_free(&set);
+	free(s_qkv);
+	return rc;
+}
+
+int tp_optimize_method_load(tp_model **out, const char *dir, const tp_model_opts *opts,
+			    const char *name, const tp_candidate_calib *calib,
+			    unsigned source_bits, tp_candidate_stats *stats)
+{
+	job j = { .calib = calib, .source_bits = source_bits };
+	bool gptq;
+	float *w_out = NULL;
+	int rc = 0;
+	if (!parse_method(name, &gptq, &j.bits, &j.group) ||
+	    !(j.f = tp_quant_group_format(j.bits, j.group)))
+		return tp_error_set(TP_ENOTFOUND, "unknown candidate '%s'", name);
+	if (!calib || !calib->ids || !calib->n)
+		return tp_error_set(TP_EINVAL, "%s needs calibration tokens", name);
+	tp_model_opts o = *opts;
+	o.make_linear = keep_linear;
+	o.make_linear_ctx = &j.k;
+	if ((rc = tp_model_load(&j.m, dir, &o)) < 0)
+		goto done;
+	double t0 = tp_quant_now_s();
+	size_t layers = tp_model_get_config(j.m)->layers, most = 0;
+	for (size_t i = 0; i < layers * PER_BLOCK; i++) {
+		if (i >= j.k.count || !j.k.w[i]) {
+			rc = tp_error_set(TP_EINVAL, "%s: %s was not loaded", dir,
+					  tp_model_linear_name(j.m, i));
+			goto done;
+		}
+		size_t n = j.k.rows[i] * j.k.cols[i];
+		most = n > most ? n : most;
+	}
+	if (!(w_out = malloc(most * sizeof(float)))) {
+		rc = tp_error_set(TP_ENOMEM, "out of memory");
+		goto done;
+	}
+	for (size_t b = 0; b < layers && rc == 0; b++)
+		rc = gptq ? gptq_block(&j, b, w_out) : awq_block(&j, b, w_out);
+	if (rc < 0)
+		goto done;
+	j.st.quant_seconds = tp_quant_now_s() - t0;
+	if ((rc = tp_candidate_stats_finish(&j.st, dir)) < 0)
+		goto done;
+	*stats = j.st;
+	*out = j.m;
+	j.m = NULL;
+done:
+	if (rc < 0)
+		tp_error_wrap(rc, "%s", name);
+	free(w_out);
+	kept_free(&j.k);
+	tp_model_free(j.m);
+	return rc;
+}
