@@ -46,6 +46,7 @@ size_t tp_ggml_row_size(tp_ggml_type t, uint64_t ne0)
 	case TP_GGML_F16:
 	case TP_GGML_BF16: block = 1; bytes = 2; break;
 	case TP_GGML_Q4_0: block = 32; bytes = 18; break;  /* fp16 d + 16 nibble bytes */
+	case TP_GGML_Q5_0: block = 32; bytes = 22; break;  /* fp16 d, 4 qh, 16 nibble bytes */
 	case TP_GGML_Q8_0: block = 32; bytes = 34; break;  /* fp16 d + 32 int8 */
 	case TP_GGML_Q4_K: block = 256; bytes = 144; break; /* d, dmin, 12 scale bytes, 128 */
 	default: return 0;

@@ -340,6 +340,7 @@ typedef enum tp_ggml_type {
 	TP_GGML_F32 = 0,
 	TP_GGML_F16 = 1,
 	TP_GGML_Q4_0 = 2,
+	TP_GGML_Q5_0 = 6,
 	TP_GGML_Q8_0 = 8,
 	TP_GGML_Q4_K = 12,
 	TP_GGML_BF16 = 30,

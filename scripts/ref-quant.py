@@ -14,10 +14,13 @@ shared with the C code it checks.
 Definitions (x is one row of w[out][in], fp32; fp16() rounds to the nearest
 fp16, ties to even, as GGML_FP32_TO_FP16 and torch's .half() do; roundf()
 rounds halves away from zero, as C's roundf):
-- rtn4_g128: groups of 128 along the input dimension (the last group of a
-  row may be shorter). s = fp16(max(max - min, 1e-5) / 15), computed in fp32
-  and rounded to fp16 BEFORE it is used: zero = clamp(roundf(-min / s), 0, 15),
-  q = clamp(roundf(x / s) + zero, 0, 15), x' = (q - zero) * s.
+- rtn4_g128 (optimize/README.md, rtnB_gG): groups of 128 along the input
+  dimension (the last group of a row may be shorter). The range includes 0:
+  min = min(0, smallest), max = max(0, largest).
+  s = fp16(max(max - min, 1e-5) / 15), computed in fp32 and rounded to fp16
+  BEFORE it is used: zero = clamp(rint(-min / s), 0, 15),
+  q = clamp(rint(x / s) + zero, 0, 15), x' = (q - zero) * s, where rint
+  rounds halves to even (C rintf, torch.round).
 - q8_0 (ggml quantize_row_q8_0_ref): blocks of 32; d = amax / 127 (fp32),
   id = d ? 1 / d : 0, q = roundf(x * id); x' = q * fp16(d).
 - q4_0 (ggml quantize_row_q4_0_ref): blocks of 32; m = the first value of
@@ -80,11 +83,13 @@ def rtn_groups(w, bits, group):
     out = torch.empty_like(w)
     for c in range(0, w.shape[1], group):
         x = w[:, c:c + group]
-        mn = x.min(dim=1, keepdim=True).values
-        mx = x.max(dim=1, keepdim=True).values
+        # The range always includes 0 (AutoGPTQ's rule, tp_quant_group_params).
+        mn = torch.clamp(x.min(dim=1, keepdim=True).values, max=0.0)
+        mx = torch.clamp(x.max(dim=1, keepdim=True).values, min=0.0)
         s = fp16(torch.clamp(mx - mn, min=1e-5) / qmax)
-        zero = torch.clamp(roundf(-mn / s), 0, qmax)
-        q = torch.clamp(roundf(x / s) + zero, 0, qmax)
+        # torch.round: halves to even, as the C side's rintf.
+        zero = torch.clamp(torch.round(-mn / s), 0, qmax)
+        q = torch.clamp(torch.round(x / s) + zero, 0, qmax)
         out[:, c:c + group] = (q - zero) * s
     return out
 
@@ -206,9 +211,11 @@ def main():
         "scored": scored,
         "quantized": "the 7 linear layers of every decoder block (q, k, v, o, gate, up, "
                      "down); embeddings, norms and lm_head unchanged",
-        "rounding": "scale (rtn) or d (q8_0, q4_0) rounded to fp16 ties-to-even; rtn uses "
-                    "the fp16 scale for zero and q; q8_0/q4_0 compute q with 1/d of the fp32 "
-                    "d and dequantize with fp16(d); roundf = halves away from zero",
+        "rounding": "scale (rtn) or d (q8_0, q4_0) rounded to fp16 ties-to-even; rtn's "
+                    "range includes 0 and it rounds zero and q half to even with the fp16 "
+                    "scale; q8_0 rounds half away from zero (roundf), q4_0 truncates "
+                    "x/d + 8.5; both compute q with 1/d of the fp32 d and dequantize with "
+                    "fp16(d)",
         "baseline": {"codec": "source", "ppl": ppl},
         "kl": "KL(P_baseline || P_candidate) per scored position, nats, mean",
         "weight_rel_err": "sqrt(sum (w' - w)^2 / sum w^2) over all quantized layers",

@@ -3,15 +3,17 @@
  * F32 or BF16 weights) as a GGUF file, for the llama.cpp cross-check
  * (tests/e2e/t0160-gguf-llamacpp.sh).
  *
- *   tp-gguf MODEL_DIR OUT.gguf [f32|q8_0]
+ *   tp-gguf MODEL_DIR OUT.gguf [f32|q8_0|q4_0|q4_k]
  *
- * q8_0 packs the 7 linear layers of every block with a small Q8_0 packer of
- * its own (ggml's quantize_row_q8_0_ref); everything else stays F32.
+ * q8_0, q4_0 and q4_k pack the 7 linear layers of every block with tenpak's
+ * own format of that name (tp_quant_format_find, bit-exact ggml blocks); a
+ * row the block does not divide is stored in the format's fallback (Q5_0 or
+ * F16, tp_quant_fallback), as the format itself stores it. Everything else
+ * stays F32.
  *
  * The tokenizer written is the byte-level one (token id = byte value), so it
  * only suits byte-level models such as the fixtures.
  */
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,47 +64,56 @@ done:
 	return rc;
 }
 
-/* fp32 to IEEE fp16, round to nearest even (as GGML_FP32_TO_FP16). */
-static uint16_t to_f16(float f)
+/* A quantization mode: the format's name, its ggml type and the GGUF
+ * general.file_type (llama.cpp's LLAMA_FTYPE_MOSTLY_*). */
+typedef struct {
+	const char *name;
+	tp_ggml_type type;
+	uint32_t file_type;
+} mode;
+
+static const mode modes[] = {
+	{ "f32", TP_GGML_F32, 0 },
+	{ "q8_0", TP_GGML_Q8_0, 7 },
+	{ "q4_0", TP_GGML_Q4_0, 2 },
+	{ "q4_k", TP_GGML_Q4_K, 14 }, /* Q4_K_S: every block layer in Q4_K */
+};
+
+/* The ggml type the format of m stores a cols-wide row in. */
+static tp_ggml_type stored_type(const mode *m, size_t cols)
 {
-	uint32_t x;
-	memcpy(&x, &f, sizeof(x));
-	uint32_t sign = (x >> 16) & 0x8000, e = (x >> 23) & 0xff, m = x & 0x7fffff;
-	if (e == 0xff)
-		return (uint16_t)(sign | 0x7c00 | (m ? 0x200 : 0));
-	int exp = (int)e - 127 + 15;
-	if (exp >= 31)
-		return (uint16_t)(sign | 0x7c00);
-	if (exp <= 0) { /* subnormal or zero */
-		if (exp < -10)
-			return (uint16_t)sign;
-		m |= 0x800000;
-		unsigned shift = (unsigned)(14 - exp);
-		uint32_t h = m >> shift, rem = m & ((1u << shift) - 1), half = 1u << (shift - 1);
-		if (rem > half || (rem == half && (h & 1)))
-			h++;
-		return (uint16_t)(sign | h);
-	}
-	uint32_t h = (uint32_t)exp << 10 | m >> 13, rem = m & 0x1fff;
-	if (rem > 0x1000 || (rem == 0x1000 && (h & 1)))
-		h++; /* may carry into the exponent, which is still right */
-	return (uint16_t)(sign | h);
+	const char *fb = tp_quant_fallback(m->name, cols);
+	if (!fb)
+		return m->type;
+	return strcmp(fb, "q5_0") == 0 ? TP_GGML_Q5_0 : TP_GGML_F16;
 }
 
-/* ggml quantize_row_q8_0_ref over n values (n % 32 == 0) into 34-byte blocks. */
-static void pack_q8_0(const float *x, size_t n, unsigned char *out)
+/* w (rows x cols fp32) packed by m's format into a new buffer *out of *size
+ * bytes, laid out as a GGUF tensor of type *type. */
+static int pack(const mode *m, const char *tensor, const float *w, size_t rows, size_t cols,
+		void **out, size_t *size, tp_ggml_type *type)
 {
-	for (size_t b = 0; b < n / 32; b++, x += 32, out += 34) {
-		float amax = 0;
-		for (int j = 0; j < 32; j++)
-			amax = fabsf(x[j]) > amax ? fabsf(x[j]) : amax;
-		float d = amax / 127, id = d ? 1.0f / d : 0.0f;
-		uint16_t h = to_f16(d);
-		unsigned char blk[34] = { (unsigned char)h, (unsigned char)(h >> 8) };
-		for (int j = 0; j < 32; j++)
-			blk[2 + j] = (unsigned char)(int8_t)roundf(x[j] * id);
-		memcpy(out, blk, sizeof(blk)); /* out may overlap x (packing in place) */
+	const tp_quant_format *f = tp_quant_format_find(m->name);
+	tp_ggml_type t = stored_type(m, cols);
+	if (!f)
+		return tp_error_set(TP_EUNSUPPORTED, "no format %s", m->name);
+	size_t n = f->packed_size(rows, cols);
+	/* The format's layout must be the GGUF tensor's, byte for byte. */
+	if (n != tp_ggml_row_size(t, cols) * rows)
+		return tp_error_set(TP_EUNSUPPORTED, "tensor %s: %s packs %zu x %zu into %zu bytes, "
+				    "not whole ggml type %d rows", tensor, m->name, rows, cols, n, (int)t);
+	void *p = malloc(n + 1);
+	if (!p)
+		return tp_error_set(TP_ENOMEM, "out of memory for %s", tensor);
+	int rc = f->quantize(w, rows, cols, NULL, p);
+	if (rc < 0) {
+		free(p);
+		return tp_error_wrap(rc, "tensor %s: %s", tensor, m->name);
 	}
+	*out = p;
+	*size = n;
+	*type = t;
+	return 0;
 }
 
 static bool is_block_linear(const char *gguf_name)
@@ -115,13 +126,13 @@ static bool is_block_linear(const char *gguf_name)
 	return false;
 }
 
-static int run(const char *dir, const char *out_path, bool q8)
+static int run(const char *dir, const char *out_path, const mode *m)
 {
 	tp_buf cfg = TP_BUF_INIT(CONFIG_MAX);
 	tp_model_config c;
 	tp_safetensors *st = NULL;
 	tp_gguf *g = NULL;
-	float **bufs = NULL;
+	void **bufs = NULL; /* each tensor's data, F32 or packed */
 	char *path = NULL;
 	int fd = -1, rc;
 	if ((rc = tp_path_join(&path, dir, "config.json")) < 0 ||
@@ -149,7 +160,7 @@ static int run(const char *dir, const char *out_path, bool q8)
 		.vocab = (uint32_t)c.vocab, .rms_eps = (float)c.rms_eps,
 		.rope_theta = (float)c.rope_theta,
 	};
-	if ((rc = tp_gguf_llama_meta(g, &h)) < 0 || (rc = tp_gguf_kv_u32(g, "general.file_type", q8 ? 7 : 0)) < 0 ||
+	if ((rc = tp_gguf_llama_meta(g, &h)) < 0 || (rc = tp_gguf_kv_u32(g, "general.file_type", m->file_type)) < 0 ||
 	    (rc = tp_gguf_byte_vocab(g)) < 0)
 		goto done;
 	if (!(bufs = calloc(st->ntensors + 1, sizeof(*bufs)))) {
@@ -164,9 +175,11 @@ static int run(const char *dir, const char *out_path, bool q8)
 			rc = tp_error_set(TP_EUNSUPPORTED, "tensor %s: %u dimensions", t->name, t->ndim);
 			goto done;
 		}
+		float *f = NULL;
 		if ((rc = tp_gguf_llama_tensor_name(t->name, name, sizeof(name))) < 0 ||
-		    (rc = read_f32(fd, t, &bufs[i])) < 0)
+		    (rc = read_f32(fd, t, &f)) < 0)
 			goto done;
+		bufs[i] = f;
 		for (unsigned d = 0; d < t->ndim; d++)
 			ne[d] = t->shape[t->ndim - 1 - d];
 		size_t rows = t->ndim == 2 ? (size_t)t->shape[0] : 1, cols = (size_t)ne[0];
@@ -186,18 +199,14 @@ static int run(const char *dir, const char *out_path, bool q8)
 		}
 		tp_ggml_type type = TP_GGML_F32;
 		size_t size = rows * cols * sizeof(float);
-		if (q8 && is_block_linear(name)) {
-			type = TP_GGML_Q8_0;
-			size = tp_ggml_row_size(type, cols) * rows;
-			if (cols % 32) {
-				rc = tp_error_set(TP_EUNSUPPORTED, "tensor %s: %zu columns are not "
-						  "whole Q8_0 blocks", t->name, cols);
+		void *data = bufs[i];
+		if (m->type != TP_GGML_F32 && is_block_linear(name)) {
+			if ((rc = pack(m, t->name, bufs[i], rows, cols, &data, &size, &type)) < 0)
 				goto done;
-			}
-			/* Packed in place: 34 bytes per 32 floats fit in their 128. */
-			pack_q8_0(bufs[i], rows * cols, (unsigned char *)bufs[i]);
+			free(bufs[i]);
+			bufs[i] = data;
 		}
-		if ((rc = tp_gguf_add_tensor(g, name, type, ne, t->ndim, bufs[i], size)) < 0)
+		if ((rc = tp_gguf_add_tensor(g, name, type, ne, t->ndim, data, size)) < 0)
 			goto done;
 	}
 	rc = tp_gguf_write(g, out_path);
@@ -217,12 +226,15 @@ done:
 
 int main(int argc, char **argv)
 {
-	bool q8 = argc == 4 && !strcmp(argv[3], "q8_0");
-	if (argc < 3 || argc > 4 || (argc == 4 && !q8 && strcmp(argv[3], "f32"))) {
-		fprintf(stderr, "usage: tp-gguf MODEL_DIR OUT.gguf [f32|q8_0]\n");
+	const mode *m = argc == 3 ? &modes[0] : NULL;
+	for (size_t i = 0; argc == 4 && i < sizeof(modes) / sizeof(modes[0]); i++)
+		if (!strcmp(argv[3], modes[i].name))
+			m = &modes[i];
+	if (!m) {
+		fprintf(stderr, "usage: tp-gguf MODEL_DIR OUT.gguf [f32|q8_0|q4_0|q4_k]\n");
 		return 2;
 	}
-	if (run(argv[1], argv[2], q8) < 0) {
+	if (run(argv[1], argv[2], m) < 0) {
 		fprintf(stderr, "tp-gguf: %s\n", tp_error_last());
 		return 1;
 	}
