@@ -2,9 +2,11 @@
 # tenpak optimize against the independent PyTorch reference
 # (scripts/ref-quant.py, output committed as tests/data/optimize/ref-quant.json):
 # the same fixture, text, ctx and quantizers must give the same perplexity
-# within 0.05% (issue 12's bound), the same mean KL within 5% and the same
+# within 0.05% (issue 12's bound), the same mean KL within 0.1% and the same
 # top-token agreement within 0.5 points. PPL alone cannot tell a broken
-# quantizer on this fixture (q4_0 moves it by 0.03%); KL can.
+# quantizer on this fixture (q4_0 moves it by 0.03%); KL can: 0.1% is 5x the
+# worst agreement measured (q8_0, 2e-4) and catches a rounding rule that
+# differs only at ties (0.18%).
 DATA=$(cd "$(dirname "$0")/../data" && pwd)
 command -v python3 >/dev/null || {
 	echo "1..0 # SKIP python3 missing (the comparison reads JSON)"
@@ -35,7 +37,7 @@ check("baseline", "ppl", out["baseline"]["ppl"], ref["baseline"]["ppl"], rel=5e-
 for name in sys.argv[3].split(","):
     t, r = oc[name], rc[name]
     check(name, "ppl", t["ppl"], r["ppl"], rel=5e-4)
-    check(name, "kl_mean", t["kl_mean"], r["kl_mean"], rel=0.05)
+    check(name, "kl_mean", t["kl_mean"], r["kl_mean"], rel=1e-3)
     check(name, "same_top_pct", t["same_top_pct"], r["same_top_pct"], absd=0.5)
 sys.exit(0 if ok else 1)
 PY
