@@ -366,6 +366,34 @@ test_expect_code() {
 	fi
 }
 
+# test_usage_errors WHO CMD ARGS...: for each ARGS (one string, split on
+# blanks), `tenpak CMD ARGS` exits 2, prints nothing on stdout and one line
+# on stderr: "tenpak: WHO: ... (see 'tenpak WHO --help')".
+test_usage_errors() {
+	test_usage_who=$1 &&
+	test_usage_cmd=$2 &&
+	shift 2 &&
+	for test_usage_args in "$@"; do
+		# shellcheck disable=SC2086
+		test_expect_code 2 "$TENPAK" $test_usage_cmd $test_usage_args >out 2>err &&
+		test "$(wc -l <err)" = 1 &&
+		grep -q "^tenpak: $test_usage_who: .*(see 'tenpak $test_usage_who --help')\$" err &&
+		test ! -s out || { echo "$test_usage_cmd $test_usage_args:"; cat err; return 1; }
+	done
+}
+
+# clone_check REPO FILE...: a fresh clone of $TRASH/REPO.git (into
+# $TRASH/check) has every FILE as $TRASH/REPO has it, byte for byte.
+clone_check() {
+	clone_check_repo=$1 &&
+	shift &&
+	rm -rf "$TRASH/check" &&
+	git clone -q "$TRASH/$clone_check_repo.git" "$TRASH/check" &&
+	for clone_check_f in "$@"; do
+		cmp "$TRASH/$clone_check_repo/$clone_check_f" "$TRASH/check/$clone_check_f" || return 1
+	done
+}
+
 # gen_bytes FILE SIZE SEED: deterministic content.
 gen_bytes() {
 	"$TP_GEN" bytes "$2" "$3" >"$1"

@@ -29,14 +29,9 @@ test_expect_success 'eval: --help exits 0, usage errors exit 2 with one line' '
 	grep -q "^usage: tenpak eval MODEL_DIR --text FILE" out &&
 	"$TENPAK" eval -h >out &&
 	grep -q "^usage: tenpak eval" out &&
-	for args in "" "m" "m n --text t" "m --text" "--bogus" "m --text t --json=1" \
-		    "m --text t --mode bogus" "m --text t --ctx 2" "m --text t --ctx x" \
-		    "m --text t --threads 0" "m --text t --stride 0"; do
-		test_expect_code 2 "$TENPAK" eval $args >out 2>err &&
-		test "$(wc -l <err)" = 1 &&
-		grep -q "^tenpak: eval: .*(see '\''tenpak eval --help'\'')$" err &&
-		test ! -s out || { echo "eval $args:"; cat err; exit 1; }
-	done
+	test_usage_errors eval eval "" "m" "m n --text t" "m --text" "--bogus" \
+		"m --text t --json=1" "m --text t --mode bogus" "m --text t --ctx 2" \
+		"m --text t --ctx x" "m --text t --threads 0" "m --text t --stride 0"
 '
 
 test_expect_success 'delta: --help exits 0, usage errors exit 2 with one line' '
@@ -48,25 +43,16 @@ test_expect_success 'delta: --help exits 0, usage errors exit 2 with one line' '
 		"$TENPAK" delta $sub -h >out &&
 		grep -q "^usage: tenpak delta $sub" out || exit 1
 	done &&
-	for args in "" "bogus" "--bogus"; do
-		test_expect_code 2 "$TENPAK" delta $args >out 2>err &&
-		test "$(wc -l <err)" = 1 &&
-		grep -q "^tenpak: delta: .*(see '\''tenpak delta --help'\'')$" err &&
-		test ! -s out || { echo "delta $args:"; cat err; exit 1; }
-	done &&
-	for args in "compress" "compress t" "compress t -o" "compress t u -o o" \
-		    "compress --bogus t -o o" "compress --threads x t -o o" \
-		    "compress --threads -1 t -o o" "compress --threads 1025 t -o o" \
-		    "compress --level 0 t -o o" "compress --level 23 t -o o" \
-		    "compress --chunk-size 17M t -o o" "compress --transform bogus t -o o" \
-		    "compress --json=1 t -o o" "compress --base" "apply d" "apply --output" \
-		    "estimate" "estimate t -o o" "inspect" "inspect d e" "inspect --base b d"; do
-		sub=${args%% *} &&
-		test_expect_code 2 "$TENPAK" delta $args >out 2>err &&
-		test "$(wc -l <err)" = 1 &&
-		grep -q "^tenpak: delta $sub: .*(see '\''tenpak delta $sub --help'\'')$" err &&
-		test ! -s out || { echo "delta $args:"; cat err; exit 1; }
-	done &&
+	test_usage_errors delta delta "" "bogus" "--bogus" &&
+	test_usage_errors "delta compress" delta "compress" "compress t" "compress t -o" \
+		"compress t u -o o" "compress --bogus t -o o" "compress --threads x t -o o" \
+		"compress --threads -1 t -o o" "compress --threads 1025 t -o o" \
+		"compress --level 0 t -o o" "compress --level 23 t -o o" \
+		"compress --chunk-size 17M t -o o" "compress --transform bogus t -o o" \
+		"compress --json=1 t -o o" "compress --base" &&
+	test_usage_errors "delta apply" delta "apply d" "apply --output" &&
+	test_usage_errors "delta estimate" delta "estimate" "estimate t -o o" &&
+	test_usage_errors "delta inspect" delta "inspect" "inspect d e" "inspect --base b d" &&
 	seq 4097 | sed "s/.*/--base=b/" >many &&
 	test_expect_code 2 "$TENPAK" delta compress $(cat many) t -o o 2>err &&
 	test "$(wc -l <err)" = 1 &&

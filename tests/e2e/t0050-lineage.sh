@@ -23,17 +23,6 @@ stat_of() {
 	fi
 }
 
-# clone_check REPO FILE...: a fresh clone has every FILE byte for byte.
-clone_check() {
-	clone_check_repo=$1 &&
-	shift &&
-	rm -rf "$TRASH/check" &&
-	git clone -q "$TRASH/$clone_check_repo.git" "$TRASH/check" &&
-	for clone_check_f in "$@"; do
-		cmp "$TRASH/$clone_check_repo/$clone_check_f" "$TRASH/check/$clone_check_f" || return 1
-	done
-}
-
 test_expect_success 'setup' '
 	"$TENPAK" install --remote "$TRASH" >/dev/null
 '

@@ -44,17 +44,6 @@ oid_at() {
 	git -C "$TRASH/$1" cat-file -p "$2:model.safetensors" | sed -n "s/^oid sha256://p"
 }
 
-# clone_check REPO FILE...: a fresh clone has every FILE byte for byte.
-clone_check() {
-	rm -rf "$TRASH/check" &&
-	git clone -q "$TRASH/$1.git" "$TRASH/check" &&
-	repo=$1 &&
-	shift &&
-	for f in "$@"; do
-		cmp "$TRASH/$repo/$f" "$TRASH/check/$f" || return 1
-	done
-}
-
 test_expect_success 'setup' '
 	"$TENPAK" install --remote "$TRASH" >/dev/null
 '

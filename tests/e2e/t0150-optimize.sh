@@ -39,13 +39,8 @@ test_expect_success 'optimize: --help exits 0, usage errors exit 2 with one line
 	grep -q "^usage: tenpak optimize MODEL_DIR" out &&
 	"$TENPAK" --help >out &&
 	grep -q "^  optimize " out &&
-	for args in "" "m n" "--bogus" "m --ctx 2" "m --ctx x" "m --threads 0" \
-		    "m --candidates=" "m --eval a --calib a" "m --json"; do
-		test_expect_code 2 "$TENPAK" optimize $args >out 2>err &&
-		test "$(wc -l <err)" = 1 &&
-		grep -q "^tenpak: optimize: .*(see '\''tenpak optimize --help'\'')$" err &&
-		test ! -s out || { echo "optimize $args:"; cat err; exit 1; }
-	done
+	test_usage_errors optimize optimize "" "m n" "--bogus" "m --ctx 2" "m --ctx x" \
+		"m --threads 0" "m --candidates=" "m --eval a --calib a" "m --json"
 '
 
 test_expect_success 'optimize measures rtn4_g128 on the fixture model' '
