@@ -201,6 +201,15 @@ int tp_sign_verify(const char *public_text, const void *msg, size_t len, const c
  * (sodium_memzero): for keys, tokens and anything derived from them. */
 void tp_secure_zero(void *p, size_t n);
 
+/* ---- half precision ---------------------------------------------------- */
+
+/* IEEE binary16 and bfloat16 from and to fp32: round to nearest even, NaN
+ * stays NaN; widening is exact. */
+uint16_t tp_fp16_from_f32(float f);
+float tp_fp16_to_f32(uint16_t h);
+uint16_t tp_bf16_from_f32(float f);
+float tp_bf16_to_f32(uint16_t h);
+
 /* ---- progress --------------------------------------------------------- */
 
 /* Called as long work advances; `done` counts logical bytes of `total`.

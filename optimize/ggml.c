@@ -41,7 +41,7 @@ static void q8_0_row(const float *x, size_t k, uint8_t *y)
 			if (fabsf(x[j]) > amax)
 				amax = fabsf(x[j]);
 		float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
-		tp_quant_put_u16(y, tp_quant_fp16_from_f32(d));
+		tp_quant_put_u16(y, tp_fp16_from_f32(d));
 		for (int j = 0; j < QK; j++) {
 			float v = x[j] * id;
 			/* roundf: half away from zero, as ggml */
@@ -54,7 +54,7 @@ static void q8_0_row(const float *x, size_t k, uint8_t *y)
 static void q8_0_row_deq(const uint8_t *y, size_t k, float *x)
 {
 	for (size_t b = 0; b < k / QK; b++, x += QK, y += Q8_0_BYTES) {
-		float d = tp_quant_fp16_to_f32(tp_quant_get_u16(y));
+		float d = tp_fp16_to_f32(tp_quant_get_u16(y));
 		for (int j = 0; j < QK; j++)
 			x[j] = (float)(int8_t)y[2 + j] * d;
 	}
@@ -78,7 +78,7 @@ static void q4_0_row(const float *x, size_t k, uint8_t *y)
 {
 	for (size_t b = 0; b < k / QK; b++, x += QK, y += Q4_0_BYTES) {
 		float d = signed_absmax(x) / -8.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
-		tp_quant_put_u16(y, tp_quant_fp16_from_f32(d));
+		tp_quant_put_u16(y, tp_fp16_from_f32(d));
 		for (int j = 0; j < QK / 2; j++) {
 			int q0 = trunc_clamp(x[j] * id + 8.5f, 0, 15);
 			int q1 = trunc_clamp(x[j + QK / 2] * id + 8.5f, 0, 15);
@@ -90,7 +90,7 @@ static void q4_0_row(const float *x, size_t k, uint8_t *y)
 static void q4_0_row_deq(const uint8_t *y, size_t k, float *x)
 {
 	for (size_t b = 0; b < k / QK; b++, x += QK, y += Q4_0_BYTES) {
-		float d = tp_quant_fp16_to_f32(tp_quant_get_u16(y));
+		float d = tp_fp16_to_f32(tp_quant_get_u16(y));
 		for (int j = 0; j < QK / 2; j++) {
 			x[j] = (float)((y[2 + j] & 0xf) - 8) * d;
 			x[j + QK / 2] = (float)((y[2 + j] >> 4) - 8) * d;
@@ -102,7 +102,7 @@ static void q5_0_row(const float *x, size_t k, uint8_t *y)
 {
 	for (size_t b = 0; b < k / QK; b++, x += QK, y += Q5_0_BYTES) {
 		float d = signed_absmax(x) / -16.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
-		tp_quant_put_u16(y, tp_quant_fp16_from_f32(d));
+		tp_quant_put_u16(y, tp_fp16_from_f32(d));
 		uint32_t qh = 0;
 		for (int j = 0; j < QK / 2; j++) {
 			int q0 = trunc_clamp(x[j] * id + 16.5f, 0, 31);
@@ -119,7 +119,7 @@ static void q5_0_row(const float *x, size_t k, uint8_t *y)
 static void q5_0_row_deq(const uint8_t *y, size_t k, float *x)
 {
 	for (size_t b = 0; b < k / QK; b++, x += QK, y += Q5_0_BYTES) {
-		float d = tp_quant_fp16_to_f32(tp_quant_get_u16(y));
+		float d = tp_fp16_to_f32(tp_quant_get_u16(y));
 		uint32_t qh = (uint32_t)y[2] | (uint32_t)y[3] << 8 | (uint32_t)y[4] << 16 |
 			      (uint32_t)y[5] << 24;
 		for (int j = 0; j < QK / 2; j++) {
@@ -251,8 +251,8 @@ static void q4_k_row(const float *x, size_t k, uint8_t *y)
 				sc12[j] |= (uint8_t)((lm >> 4) << 6);
 			}
 		}
-		uint16_t hd = tp_quant_fp16_from_f32(max_scale / 63.0f);
-		uint16_t hm = tp_quant_fp16_from_f32(max_min / 63.0f);
+		uint16_t hd = tp_fp16_from_f32(max_scale / 63.0f);
+		uint16_t hm = tp_fp16_from_f32(max_min / 63.0f);
 		tp_quant_put_u16(y, hd);
 		tp_quant_put_u16(y + 2, hm);
 		/* Codes again with the scales as stored; a sub-block whose stored
@@ -260,10 +260,10 @@ static void q4_k_row(const float *x, size_t k, uint8_t *y)
 		for (int j = 0; j < 8; j++) {
 			int sc, m;
 			scale_min_k4(j, sc12, &sc, &m);
-			float d = tp_quant_fp16_to_f32(hd) * (float)sc;
+			float d = tp_fp16_to_f32(hd) * (float)sc;
 			if (d == 0.0f)
 				continue;
-			float dm = tp_quant_fp16_to_f32(hm) * (float)m;
+			float dm = tp_fp16_to_f32(hm) * (float)m;
 			for (int i = 0; i < 32; i++) {
 				int l = nearest_int((x[32 * j + i] + dm) / d);
 				L[32 * j + i] = (uint8_t)(l < 0 ? 0 : l > 15 ? 15 : l);
@@ -280,8 +280,8 @@ static void q4_k_row(const float *x, size_t k, uint8_t *y)
 static void q4_k_row_deq(const uint8_t *y, size_t k, float *x)
 {
 	for (size_t b = 0; b < k / QK_K; b++, x += QK_K, y += Q4_K_BYTES) {
-		float d = tp_quant_fp16_to_f32(tp_quant_get_u16(y));
-		float dmin = tp_quant_fp16_to_f32(tp_quant_get_u16(y + 2));
+		float d = tp_fp16_to_f32(tp_quant_get_u16(y));
+		float dmin = tp_fp16_to_f32(tp_quant_get_u16(y + 2));
 		const uint8_t *sc12 = y + 4, *qs = y + 16;
 		for (int j = 0; j < 8; j++) {
 			int sc, m;

@@ -24,7 +24,7 @@ void tp_quant_group_params(const float *w, size_t n, int bits, float *scale, int
 	if (!(range >= 1e-5f)) /* also an Inf - Inf NaN */
 		range = isnan(range) ? 65504.0f : 1e-5f;
 	/* The scale is stored as fp16: quantize with the value stored. */
-	float s = tp_quant_fp16_to_f32(tp_quant_fp16_from_f32(range / (float)maxq));
+	float s = tp_fp16_to_f32(tp_fp16_from_f32(range / (float)maxq));
 	if (!(s <= 65504.0f))
 		s = 65504.0f;
 	if (s < 0x1p-24f)
@@ -61,7 +61,7 @@ void tp_quant_group_pack(int bits, size_t group, size_t rows, size_t cols, const
 	uint8_t *p = packed, *zp = p + 2 * ng, *qp = zp + tp_quant_bits_bytes(ng, bits);
 	memset(zp, 0, tp_quant_bits_bytes(ng, bits) + tp_quant_bits_bytes(rows * cols, bits));
 	for (size_t g = 0; g < ng; g++) {
-		tp_quant_put_u16(p + 2 * g, tp_quant_fp16_from_f32(scale[g]));
+		tp_quant_put_u16(p + 2 * g, tp_fp16_from_f32(scale[g]));
 		tp_quant_bits_put(zp, g, bits, (unsigned)zero[g]);
 	}
 	for (size_t i = 0; i < rows * cols; i++)
@@ -96,7 +96,7 @@ void tp_quant_group_quantize(int bits, size_t group, const float *w, size_t rows
 			float s;
 			int z;
 			tp_quant_group_params(w + r * cols + c0, c1 - c0, bits, &s, &z);
-			tp_quant_put_u16(p + 2 * (r * ngr + g), tp_quant_fp16_from_f32(s));
+			tp_quant_put_u16(p + 2 * (r * ngr + g), tp_fp16_from_f32(s));
 			tp_quant_bits_put(zp, r * ngr + g, bits, (unsigned)z);
 			for (size_t c = c0; c < c1; c++)
 				tp_quant_bits_put(qp, r * cols + c, bits,
@@ -115,7 +115,7 @@ static void group_decode(int bits, size_t group, const void *packed, size_t rows
 	for (size_t r = r0; r < r1; r++)
 		for (size_t c = 0; c < cols; c++) {
 			size_t g = r * ngr + c / group;
-			float s = tp_quant_fp16_to_f32(tp_quant_get_u16(p + 2 * g));
+			float s = tp_fp16_to_f32(tp_quant_get_u16(p + 2 * g));
 			int z = (int)tp_quant_bits_get(zp, g, bits);
 			int q = (int)tp_quant_bits_get(qp, r * cols + c, bits);
 			float v = (float)(q - z) * s, *o = &w[(r - r0) * cols + c];
@@ -286,7 +286,7 @@ static int sparse_quantize(const float *w, size_t rows, size_t cols, const tp_qu
 		*qp = mp + tp_quant_bits_bytes(n, 1);
 	memset(zp, 0, sparse_size(rows, cols) - 2 * ng);
 	for (size_t g = 0; g < ng; g++) {
-		tp_quant_put_u16(p + 2 * g, tp_quant_fp16_from_f32(scale[g]));
+		tp_quant_put_u16(p + 2 * g, tp_fp16_from_f32(scale[g]));
 		tp_quant_bits_put(zp, g, 4, (unsigned)zero[g]);
 	}
 	size_t k = 0;
@@ -323,7 +323,7 @@ static void sparse_dequantize_rows(const void *packed, size_t rows, size_t cols,
 			continue;
 		}
 		size_t g = (i / cols) * ngr + (i % cols) / 128;
-		float s = tp_quant_fp16_to_f32(tp_quant_get_u16(p + 2 * g));
+		float s = tp_fp16_to_f32(tp_quant_get_u16(p + 2 * g));
 		int z = (int)tp_quant_bits_get(zp, g, 4), q = (int)tp_quant_bits_get(qp, k++, 4);
 		*o = (float)(q - z) * s;
 	}

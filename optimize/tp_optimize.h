@@ -104,14 +104,6 @@ void tp_quant_group_dequantize(int bits, size_t group, const void *packed, size_
  * tp_quant_formats), or NULL. */
 const tp_quant_format *tp_quant_group_format(int bits, size_t group);
 
-/* ---- half-precision storage ----------------------------------------------- */
-
-/* IEEE binary16 and bfloat16, round to nearest even; NaN stays NaN. */
-uint16_t tp_quant_fp16_from_f32(float f);
-float tp_quant_fp16_to_f32(uint16_t h);
-uint16_t tp_quant_bf16_from_f32(float f);
-float tp_quant_bf16_to_f32(uint16_t h);
-
 /* ---- calibration: statistics of every quantized layer's inputs ------------
  * (optimize/calib.c) */
 

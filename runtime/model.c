@@ -94,29 +94,6 @@ static const tp_st_tensor *wsource_find(const wsource *s, const char *name, cons
 	return NULL;
 }
 
-static float f16_to_f32(uint16_t h)
-{
-	uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, man = h & 0x3ff;
-	uint32_t bits;
-	if (exp == 0x1f) {
-		bits = sign | 0x7f800000u | (man << 13);
-	} else if (exp != 0) {
-		bits = sign | ((exp + 112) << 23) | (man << 13);
-	} else if (man == 0) {
-		bits = sign;
-	} else { /* subnormal: normalize the mantissa */
-		exp = 113;
-		while (!(man & 0x400)) {
-			man <<= 1;
-			exp--;
-		}
-		bits = sign | (exp << 23) | ((man & 0x3ff) << 13);
-	}
-	float f;
-	memcpy(&f, &bits, sizeof(f));
-	return f;
-}
-
 /* Convert n little-endian elements of dtype at raw into dst. */
 static void to_f32(tp_dtype dt, const unsigned char *raw, size_t n, float *dst)
 {
@@ -128,7 +105,7 @@ static void to_f32(tp_dtype dt, const unsigned char *raw, size_t n, float *dst)
 			memcpy(&dst[i], &bits, sizeof(bits));
 			break;
 		case TP_DTYPE_F16:
-			dst[i] = f16_to_f32((uint16_t)(raw[2 * i] | raw[2 * i + 1] << 8));
+			dst[i] = tp_fp16_to_f32((uint16_t)(raw[2 * i] | raw[2 * i + 1] << 8));
 			break;
 		default:
 			bits = (uint32_t)raw[4 * i] | (uint32_t)raw[4 * i + 1] << 8 |

@@ -68,36 +68,36 @@ static void test_bpw(void)
 
 static void test_half(void)
 {
-	CHECK_EQ_INT(tp_quant_fp16_from_f32(1.0f), 0x3c00);
-	CHECK_EQ_INT(tp_quant_fp16_from_f32(-2.0f), 0xc000);
-	CHECK_EQ_INT(tp_quant_fp16_from_f32(65504.0f), 0x7bff);
-	CHECK_EQ_INT(tp_quant_fp16_from_f32(65519.0f), 0x7bff);
-	CHECK_EQ_INT(tp_quant_fp16_from_f32(65520.0f), 0x7c00); /* tie to even: inf */
-	CHECK_EQ_INT(tp_quant_fp16_from_f32(1.0f + 0x1p-11f), 0x3c00); /* tie, even */
-	CHECK_EQ_INT(tp_quant_fp16_from_f32(1.0f + 3 * 0x1p-11f), 0x3c02);
-	CHECK_EQ_INT(tp_quant_fp16_from_f32(0x1p-24f), 0x0001);
-	CHECK_EQ_INT(tp_quant_fp16_from_f32(0x1p-25f), 0x0000); /* tie, even */
-	CHECK_EQ_INT(tp_quant_fp16_from_f32(3 * 0x1p-25f), 0x0002);
-	CHECK_EQ_INT(tp_quant_fp16_from_f32(0x1p-14f - 0x1p-26f), 0x0400); /* rounds up to normal */
-	CHECK_EQ_INT(tp_quant_fp16_from_f32(0.1f), 0x2e66);
-	CHECK_EQ_INT(tp_quant_fp16_from_f32(INFINITY), 0x7c00);
-	CHECK((tp_quant_fp16_from_f32(NAN) & 0x7c00) == 0x7c00 &&
-	      (tp_quant_fp16_from_f32(NAN) & 0x3ff) != 0);
-	CHECK(tp_quant_fp16_to_f32(0x3c00) == 1.0f);
-	CHECK(tp_quant_fp16_to_f32(0x0001) == 0x1p-24f);
-	CHECK(tp_quant_fp16_to_f32(0xfbff) == -65504.0f);
-	CHECK(isinf(tp_quant_fp16_to_f32(0x7c00)) && isnan(tp_quant_fp16_to_f32(0x7e00)));
-	CHECK_EQ_INT(tp_quant_bf16_from_f32(1.0f), 0x3f80);
-	CHECK_EQ_INT(tp_quant_bf16_from_f32(1.0f + 0x1p-8f), 0x3f80); /* tie, even */
-	CHECK_EQ_INT(tp_quant_bf16_from_f32(1.0f + 3 * 0x1p-8f), 0x3f82);
-	CHECK_EQ_INT(tp_quant_bf16_from_f32(-0.0f), 0x8000);
-	CHECK(isnan(tp_quant_bf16_to_f32(tp_quant_bf16_from_f32(NAN))));
-	CHECK(tp_quant_bf16_to_f32(0x3f80) == 1.0f);
+	CHECK_EQ_INT(tp_fp16_from_f32(1.0f), 0x3c00);
+	CHECK_EQ_INT(tp_fp16_from_f32(-2.0f), 0xc000);
+	CHECK_EQ_INT(tp_fp16_from_f32(65504.0f), 0x7bff);
+	CHECK_EQ_INT(tp_fp16_from_f32(65519.0f), 0x7bff);
+	CHECK_EQ_INT(tp_fp16_from_f32(65520.0f), 0x7c00); /* tie to even: inf */
+	CHECK_EQ_INT(tp_fp16_from_f32(1.0f + 0x1p-11f), 0x3c00); /* tie, even */
+	CHECK_EQ_INT(tp_fp16_from_f32(1.0f + 3 * 0x1p-11f), 0x3c02);
+	CHECK_EQ_INT(tp_fp16_from_f32(0x1p-24f), 0x0001);
+	CHECK_EQ_INT(tp_fp16_from_f32(0x1p-25f), 0x0000); /* tie, even */
+	CHECK_EQ_INT(tp_fp16_from_f32(3 * 0x1p-25f), 0x0002);
+	CHECK_EQ_INT(tp_fp16_from_f32(0x1p-14f - 0x1p-26f), 0x0400); /* rounds up to normal */
+	CHECK_EQ_INT(tp_fp16_from_f32(0.1f), 0x2e66);
+	CHECK_EQ_INT(tp_fp16_from_f32(INFINITY), 0x7c00);
+	CHECK((tp_fp16_from_f32(NAN) & 0x7c00) == 0x7c00 &&
+	      (tp_fp16_from_f32(NAN) & 0x3ff) != 0);
+	CHECK(tp_fp16_to_f32(0x3c00) == 1.0f);
+	CHECK(tp_fp16_to_f32(0x0001) == 0x1p-24f);
+	CHECK(tp_fp16_to_f32(0xfbff) == -65504.0f);
+	CHECK(isinf(tp_fp16_to_f32(0x7c00)) && isnan(tp_fp16_to_f32(0x7e00)));
+	CHECK_EQ_INT(tp_bf16_from_f32(1.0f), 0x3f80);
+	CHECK_EQ_INT(tp_bf16_from_f32(1.0f + 0x1p-8f), 0x3f80); /* tie, even */
+	CHECK_EQ_INT(tp_bf16_from_f32(1.0f + 3 * 0x1p-8f), 0x3f82);
+	CHECK_EQ_INT(tp_bf16_from_f32(-0.0f), 0x8000);
+	CHECK(isnan(tp_bf16_to_f32(tp_bf16_from_f32(NAN))));
+	CHECK(tp_bf16_to_f32(0x3f80) == 1.0f);
 	/* every fp16 survives f32 and back */
 	int bad = 0;
 	for (uint32_t h = 0; h < 0x10000; h++)
 		if ((h & 0x7c00) != 0x7c00 || (h & 0x3ff) == 0)
-			bad += tp_quant_fp16_from_f32(tp_quant_fp16_to_f32((uint16_t)h)) != h;
+			bad += tp_fp16_from_f32(tp_fp16_to_f32((uint16_t)h)) != h;
 	CHECK_EQ_INT(bad, 0);
 
 	/* the formats: 2 bytes a weight, little-endian */

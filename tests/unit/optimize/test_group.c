@@ -58,7 +58,7 @@ static void test_group_of_4_4bit(void)
 	CHECK_EQ_INT(z, 0);
 	CHECK_EQ_INT(tp_quant_group_code(4.0f, sc, z, 4), 15);
 	tp_quant_group_params(flat, 2, 4, &sc, &z);
-	CHECK(sc == tp_quant_fp16_to_f32(tp_quant_fp16_from_f32(0.5f / 15)));
+	CHECK(sc == tp_fp16_to_f32(tp_fp16_from_f32(0.5f / 15)));
 	CHECK_EQ_INT(z, 0);
 	tp_quant_group_params(NULL, 0, 3, &sc, &z);
 	CHECK(sc > 0 && z == 0);

@@ -30,7 +30,7 @@ static float rnd_normal(void)
 
 static float fp16(float f)
 {
-	return tp_quant_fp16_to_f32(tp_quant_fp16_from_f32(f));
+	return tp_fp16_to_f32(tp_fp16_from_f32(f));
 }
 
 /* The test's own RTN, written from the rule in the issue (range including 0,
