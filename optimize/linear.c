@@ -1,8 +1,9 @@
 /*
- * Packed linear layers: weights stay in a quant format (or fp16/bf16) and
- * forward widens TP_QUANT_LINEAR_ROWS rows at a time into scratch, then
- * takes plain-C dot products. The reference path: memory is the packed size,
- * speed is not the point (SIMD kernels come separately).
+ * Packed linear layers: weights stay in a quant format (or fp16/bf16). With
+ * the format's kernel (tp_quant_kernel_find) forward computes from the packed
+ * bytes, rows split across the pool; without one it widens
+ * TP_QUANT_LINEAR_ROWS rows at a time into scratch and takes plain-C dot
+ * products (the reference path).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -61,12 +62,82 @@ static void qtask(void *ctx, size_t i, size_t tasks)
 	}
 }
 
+typedef struct kjob {
+	const qlinear *q;
+	const tp_quant_kernel *k;
+	const void *x; /* prepared rows, or the fp32 input */
+	size_t n, chunk;
+	float *y;
+} kjob;
+
+/* Rows [i*chunk, (i+1)*chunk) of every output row, bias added. */
+static void ktask(void *ctx, size_t i, size_t tasks)
+{
+	(void)tasks;
+	const kjob *j = ctx;
+	const qlinear *q = j->q;
+	size_t out = q->base.out, r0 = i * j->chunk, r1 = r0 + j->chunk;
+	if (r1 > out)
+		r1 = out;
+	j->k->rows(q->packed, out, q->base.in, r0, r1, j->x, j->n, j->y + r0, out);
+	if (q->bias)
+		for (size_t t = 0; t < j->n; t++)
+			for (size_t r = r0; r < r1; r++)
+				j->y[t * out + r] += q->bias[r];
+}
+
+typedef struct pjob {
+	const tp_quant_kernel *k;
+	const float *x;
+	size_t in, xsize;
+	unsigned char *xp;
+} pjob;
+
+static void ptask(void *ctx, size_t t, size_t n)
+{
+	(void)n;
+	const pjob *p = ctx;
+	p->k->x_prepare(p->x + t * p->in, p->in, p->xp + t * p->xsize);
+}
+
+/* forward through kernel k; false when the prepared input cannot be
+ * allocated (the caller then takes the widening path, which needs none). */
+static bool kernel_forward(const qlinear *q, const tp_quant_kernel *k, const float *x,
+			   size_t n, float *y, tp_pool *pool)
+{
+	size_t out = q->base.out, in = q->base.in;
+	unsigned char *xp = NULL;
+	const void *xin = x;
+	if (k->x_prepare) {
+		size_t xsize = k->x_size(in);
+		if (xsize && n >= SIZE_MAX / xsize)
+			return false;
+		if (!(xp = malloc(n * xsize + 1)))
+			return false;
+		pjob p = {k, x, in, xsize, xp};
+		tp_pool_run(n > 1 ? pool : NULL, n, ptask, &p);
+		xin = xp;
+	}
+	/* Several chunks per thread so uneven ones even out; chunks of whole
+	 * 16-row tiles so SIMD kernels see aligned starts. */
+	size_t threads = pool ? tp_pool_threads(pool) : 1;
+	size_t chunk = (out + 4 * threads - 1) / (4 * threads);
+	chunk = (chunk + 15) / 16 * 16;
+	kjob j = {q, k, xin, n, chunk, y};
+	tp_pool_run(pool, (out + chunk - 1) / chunk, ktask, &j);
+	free(xp);
+	return true;
+}
+
 static void qlinear_forward(const tp_linear *l, const float *x, size_t n, float *y,
 			    tp_pool *pool)
 {
 	const qlinear *q = (const qlinear *)l;
 	size_t out = l->out, in = l->in;
 	if (out == 0 || n == 0)
+		return;
+	const tp_quant_kernel *k = tp_quant_kernel_find(q->f);
+	if (k && kernel_forward(q, k, x, n, y, pool))
 		return;
 	qjob j = {q, x, n, y, NULL, TP_QUANT_LINEAR_ROWS, 0, 0};
 	j.blocks = (out + j.block - 1) / j.block;

@@ -60,6 +60,35 @@ typedef struct tp_quant_format {
 				float *out);
 } tp_quant_format;
 
+/* ---- kernels: products straight from the packed layout --------------------
+ * A format's kernel computes y = x W^T from the packed bytes, dequantizing
+ * inside the dot product, without a widened copy of the matrix
+ * (optimize/kernels_*.c). Each has a plain-C version and, where the CPU has
+ * AVX2/FMA, a SIMD one chosen at run time; tests compare the two and both
+ * against the format's dequantize. Activations may be prepared once per
+ * forward call (llama.cpp quantizes them to 8 bits per block for its integer
+ * dot products); x_prepare NULL means the kernel reads fp32 rows. */
+typedef struct tp_quant_kernel {
+	const char *name; /* for reports: "q4_0 x q8_0 avx2" */
+	/* Bytes of one prepared input row of cols values; NULL with x_prepare. */
+	size_t (*x_size)(size_t cols);
+	void (*x_prepare)(const float *x, size_t cols, void *xp);
+	/* y[t * ldy + (r - r0)] = row r of W . input t for r0 <= r < r1 and
+	 * t < n, no bias; x holds n prepared rows x_size(cols) bytes apart, or
+	 * n fp32 rows cols floats apart. Never fails. */
+	void (*rows)(const void *packed, size_t rows, size_t cols, size_t r0, size_t r1,
+		     const void *x, size_t n, float *y, size_t ldy);
+} tp_quant_kernel;
+
+/* The kernel of format f on this CPU (SIMD unless forced off), or NULL when
+ * f has none (then packed layers widen rows and take fp32 dot products). */
+const tp_quant_kernel *tp_quant_kernel_find(const tp_quant_format *f);
+/* Use the plain-C kernels only (tests compare both); returns the old
+ * setting. */
+bool tp_quant_kernel_force_portable(bool on);
+/* True when SIMD kernels may run: the CPU has AVX2 and FMA, not forced off. */
+bool tp_quant_kernel_use_avx2(void);
+
 /* The format called name, or NULL. */
 const tp_quant_format *tp_quant_format_find(const char *name);
 /* All formats, NULL-terminated. */
@@ -282,12 +311,13 @@ int tp_quant_awq(const float *w, size_t rows, size_t cols, const float *scales, 
 		 size_t nx, int bits, size_t group, bool clip, float *w_out, tp_quant_result *res);
 
 /* ---- linear layers ------------------------------------------------------
- * A tp_linear that keeps its weights packed in a format and widens them a
- * block of rows at a time during forward (plain-C reference path): memory
- * is packed_size per layer instead of 4 bytes per weight. With fp16/bf16 it
- * is the unquantized baseline at 2 bytes per weight. */
+ * A tp_linear that keeps its weights packed in a format and computes from
+ * them with the format's kernel, or, for a format without one, widens them a
+ * block of rows at a time (plain-C reference path): memory is packed_size
+ * per layer instead of 4 bytes per weight. With fp16/bf16 it is the
+ * unquantized baseline at 2 bytes per weight. */
 
-/* Rows widened per block in forward. */
+/* Rows widened per block in forward without a kernel. */
 #define TP_QUANT_LINEAR_ROWS 64
 
 /* A layer of rows (out) x cols (in) over packed (f's layout, f->packed_size
