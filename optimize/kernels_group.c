@@ -1,9 +1,640 @@
-/* Kernels of the group family: none yet, packed layers widen rows. */
+/*
+ * Kernels of the group family: rtnB_gG (also what GPTQ and AWQ produce),
+ * nf4, nf4_dq, and the fp16 / bf16 baseline. Products come straight from the
+ * packed bytes; activations stay fp32, so a result equals the format's
+ * dequantize followed by fp32 dot products up to summation order.
+ *
+ * Each format has a segment decoder: row r, columns c0..c1 widened to fp32.
+ * The plain-C one is the reference (the same arithmetic as the format's
+ * dequantize_rows); the AVX2 one gives the same bits.
+ *  - Decode (n < GEMM_MIN inputs): rows are streamed and widened in
+ *    registers; the group formats and nf4 sum code * x per group or block
+ *    and apply the scale once per group.
+ *  - Prefill: 16 rows x KC columns are widened once into a k-major panel and
+ *    multiplied with 6 inputs at a time (a 6 x 16 register tile), as
+ *    runtime/matmul.c does for fp32 weights.
+ * The SIMD paths need cols % 8 == 0 (rows then start on whole 8-code
+ * chunks); other shapes take the plain-C kernel.
+ */
+#include <pthread.h>
+
 #include "kernels_internal.h"
+#include "quant_internal.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define TP_HAVE_X86 1
+#endif
+
+#define SEG 256     /* columns the plain-C kernel widens at a time */
+#define KC 256      /* k block of a prefill panel: 16 KiB of fp32 */
+#define PANEL 16    /* rows per panel */
+#define MR 6        /* inputs per register tile */
+#define GEMM_MIN 4  /* from this many inputs on, widen panels once */
+
+/* Row r, columns c0..c1 of the packed matrix widened into out[c1 - c0]. */
+typedef void (*seg_fn)(const void *packed, size_t rows, size_t cols, size_t r, size_t c0,
+		       size_t c1, float *out);
+
+/* ---- nf4_dq's 8-bit map, built once (it is sorted at build time) -------- */
+
+static float dq_map[256];
+static pthread_once_t dq_once = PTHREAD_ONCE_INIT;
+
+static void dq_map_init(void)
+{
+	tp_quant_nf4_dq_map(dq_map);
+}
+
+static const float *dq_code(void)
+{
+	pthread_once(&dq_once, dq_map_init);
+	return dq_map;
+}
+
+/* ---- plain-C segment decoders: the references ---------------------------- */
+
+static void grp_seg_c(int bits, size_t group, const void *packed, size_t rows, size_t cols,
+		      size_t r, size_t c0, size_t c1, float *out)
+{
+	size_t ngr = (cols + group - 1) / group, ng = rows * ngr;
+	const uint8_t *p = packed, *zp = p + 2 * ng, *qp = zp + tp_quant_bits_bytes(ng, bits);
+	for (size_t c = c0; c < c1; c++) {
+		size_t g = r * ngr + c / group;
+		float s = tp_fp16_to_f32(tp_quant_get_u16(p + 2 * g));
+		int z = (int)tp_quant_bits_get(zp, g, bits);
+		int q = (int)tp_quant_bits_get(qp, r * cols + c, bits);
+		out[c - c0] = (float)(q - z) * s;
+	}
+}
+
+static unsigned nib_get(const uint8_t *nib, size_t i)
+{
+	return i % 2 ? nib[i / 2] & 0xfu : (unsigned)nib[i / 2] >> 4;
+}
+
+static size_t nf4_blocks(size_t rows, size_t cols)
+{
+	return (rows * cols + 63) / 64;
+}
+
+static void nf4_seg_c(const void *packed, size_t rows, size_t cols, size_t r, size_t c0,
+		      size_t c1, float *out)
+{
+	const uint8_t *p = packed, *nib = p + 4 * nf4_blocks(rows, cols);
+	for (size_t i = r * cols + c0; i < r * cols + c1; i++)
+		out[i - r * cols - c0] =
+			tp_quant_nf4_code[nib_get(nib, i)] * tp_quant_get_f32(p + 4 * (i / 64));
+}
+
+/* nf4_dq: absmax of block b, as nf4.c computes it. */
+static float dq_absmax(const uint8_t *p, const uint8_t *q8, const float *code, size_t b)
+{
+	return code[q8[b]] * tp_quant_get_f32(p + 4 + 4 * (b / 256)) + tp_quant_get_f32(p);
+}
+
+static void nf4_dq_seg_c(const void *packed, size_t rows, size_t cols, size_t r, size_t c0,
+			size_t c1, float *out)
+{
+	size_t nb = nf4_blocks(rows, cols), nb2 = (nb + 255) / 256;
+	const uint8_t *p = packed, *q8 = p + 4 + 4 * nb2, *nib = q8 + nb;
+	const float *code = dq_code();
+	for (size_t i = r * cols + c0; i < r * cols + c1; i++)
+		out[i - r * cols - c0] =
+			tp_quant_nf4_code[nib_get(nib, i)] * dq_absmax(p, q8, code, i / 64);
+}
+
+static void fp16_seg_c(const void *packed, size_t rows, size_t cols, size_t r, size_t c0,
+		       size_t c1, float *out)
+{
+	(void)rows;
+	const uint8_t *p = (const uint8_t *)packed + 2 * (r * cols);
+	for (size_t c = c0; c < c1; c++)
+		out[c - c0] = tp_fp16_to_f32(tp_quant_get_u16(p + 2 * c));
+}
+
+static void bf16_seg_c(const void *packed, size_t rows, size_t cols, size_t r, size_t c0,
+		       size_t c1, float *out)
+{
+	(void)rows;
+	const uint8_t *p = (const uint8_t *)packed + 2 * (r * cols);
+	for (size_t c = c0; c < c1; c++)
+		out[c - c0] = tp_bf16_to_f32(tp_quant_get_u16(p + 2 * c));
+}
+
+/* The plain-C kernel of any format: SEG columns widened at a time, then one
+ * sequential fp32 sum per input and segment. */
+static void rows_c(seg_fn seg, const void *packed, size_t rows, size_t cols, size_t r0,
+		   size_t r1, const float *x, size_t n, float *y, size_t ldy)
+{
+	float w[SEG];
+	for (size_t r = r0; r < r1; r++) {
+		for (size_t t = 0; t < n; t++)
+			y[t * ldy + (r - r0)] = 0.0f;
+		for (size_t c0 = 0; c0 < cols; c0 += SEG) {
+			size_t c1 = c0 + SEG < cols ? c0 + SEG : cols;
+			seg(packed, rows, cols, r, c0, c1, w);
+			for (size_t t = 0; t < n; t++) {
+				const float *xt = x + t * cols;
+				float acc = 0.0f;
+				for (size_t c = c0; c < c1; c++)
+					acc += w[c - c0] * xt[c];
+				y[t * ldy + (r - r0)] += acc;
+			}
+		}
+	}
+}
+
+#ifdef TP_HAVE_X86
+#define AVX2 __attribute__((target("avx2,fma,f16c")))
+#define INLINE static inline __attribute__((always_inline))
+
+AVX2 INLINE float hsum(__m256 v)
+{
+	__m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+	s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+	s = _mm_add_ss(s, _mm_movehdup_ps(s));
+	return _mm_cvtss_f32(s);
+}
+
+/* ---- group codes: 8 codes of `bits` bits from p (a whole chunk starts on
+ * a byte: 8 codes are `bits` bytes). careful: p is within 4 bytes of the
+ * buffer's end, so 3-bit codes are read bytewise. */
+AVX2 INLINE __m256i grp_codes(const uint8_t *p, int bits, bool careful)
+{
+	uint32_t v;
+	if (bits == 2) {
+		uint16_t h;
+		memcpy(&h, p, 2);
+		v = h;
+	} else if (bits == 3 && careful) {
+		v = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16;
+	} else {
+		memcpy(&v, p, 4);
+	}
+	__m256i sh = bits == 2	 ? _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14)
+		     : bits == 3 ? _mm256_setr_epi32(0, 3, 6, 9, 12, 15, 18, 21)
+				 : _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
+	return _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32((int)v), sh),
+				_mm256_set1_epi32((1 << bits) - 1));
+}
+
+typedef struct grp_view {
+	const uint8_t *s, *z, *q, *qend;
+	size_t ngr;
+} grp_view;
+
+INLINE grp_view grp_open(int bits, size_t group, const void *packed, size_t rows, size_t cols)
+{
+	grp_view v;
+	v.ngr = (cols + group - 1) / group;
+	size_t ng = rows * v.ngr;
+	v.s = packed;
+	v.z = v.s + 2 * ng;
+	v.q = v.z + tp_quant_bits_bytes(ng, bits);
+	v.qend = v.q + tp_quant_bits_bytes(rows * cols, bits);
+	return v;
+}
+
+AVX2 INLINE void grp_seg_avx2(int bits, size_t group, const void *packed, size_t rows,
+			      size_t cols, size_t r, size_t c0, size_t c1, float *out)
+{
+	grp_view v = grp_open(bits, group, packed, rows, cols);
+	const uint8_t *qr = v.q + r * cols / 8 * (size_t)bits;
+	for (size_t c = c0; c < c1;) {
+		size_t g = c / group, ge = (g + 1) * group < c1 ? (g + 1) * group : c1;
+		size_t gi = r * v.ngr + g;
+		__m256 s = _mm256_set1_ps(_cvtsh_ss(tp_quant_get_u16(v.s + 2 * gi)));
+		__m256i z = _mm256_set1_epi32((int)tp_quant_bits_get(v.z, gi, bits));
+		for (; c < ge; c += 8) {
+			const uint8_t *p = qr + c / 8 * (size_t)bits;
+			__m256i q = grp_codes(p, bits, p + 4 > v.qend);
+			_mm256_storeu_ps(out + (c - c0),
+					 _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(q, z)), s));
+		}
+	}
+}
+
+/* Decode: y[r - r0] = row r . x, R rows at a time sharing the loads of x;
+ * per group, sum (q - z) * x, then one FMA with the scale. */
+#define GRP_GEMV(R)                                                                            \
+	AVX2 INLINE void grp_gemv##R(int bits, size_t group, grp_view v, size_t cols, size_t r, \
+				     const float *x, float *y)                                 \
+	{                                                                                      \
+		size_t rb = cols / 8 * (size_t)bits;                                           \
+		const uint8_t *qr = v.q + r * rb;                                              \
+		__m256 tot[R], acc[R];                                                         \
+		__m256i z[R];                                                                  \
+		float s[R];                                                                    \
+		_Pragma("GCC unroll 4") for (int j = 0; j < R; j++) tot[j] =                  \
+			_mm256_setzero_ps();                                                   \
+		for (size_t g = 0; g < v.ngr; g++) {                                           \
+			size_t c0 = g * group, c1 = c0 + group < cols ? c0 + group : cols;     \
+			_Pragma("GCC unroll 4") for (int j = 0; j < R; j++)                   \
+			{                                                                      \
+				size_t gi = (r + (size_t)j) * v.ngr + g;                       \
+				s[j] = _cvtsh_ss(tp_quant_get_u16(v.s + 2 * gi));              \
+				z[j] = _mm256_set1_epi32((int)tp_quant_bits_get(v.z, gi, bits)); \
+				acc[j] = _mm256_setzero_ps();                                  \
+			}                                                                      \
+			for (size_t c = c0; c < c1; c += 8) {                                  \
+				__m256 xv = _mm256_loadu_ps(x + c);                            \
+				_Pragma("GCC unroll 4") for (int j = 0; j < R; j++)           \
+				{                                                              \
+					const uint8_t *p = qr + (size_t)j * rb + c / 8 * (size_t)bits; \
+					__m256i q = grp_codes(p, bits, bits == 3 && p + 4 > v.qend); \
+					acc[j] = _mm256_fmadd_ps(                              \
+						_mm256_cvtepi32_ps(_mm256_sub_epi32(q, z[j])), xv, \
+						acc[j]);                                       \
+				}                                                              \
+			}                                                                      \
+			_Pragma("GCC unroll 4") for (int j = 0; j < R; j++) tot[j] =          \
+				_mm256_fmadd_ps(acc[j], _mm256_set1_ps(s[j]), tot[j]);         \
+		}                                                                              \
+		_Pragma("GCC unroll 4") for (int j = 0; j < R; j++) y[j] = hsum(tot[j]);      \
+	}
+GRP_GEMV(4)
+GRP_GEMV(1)
+
+AVX2 INLINE void grp_gemv(int bits, size_t group, const void *packed, size_t rows, size_t cols,
+			  size_t r0, size_t r1, const float *x, float *y)
+{
+	grp_view v = grp_open(bits, group, packed, rows, cols);
+	size_t r = r0;
+	for (; r + 4 <= r1; r += 4)
+		grp_gemv4(bits, group, v, cols, r, x, y + (r - r0));
+	for (; r < r1; r++)
+		grp_gemv1(bits, group, v, cols, r, x, y + (r - r0));
+}
+
+/* ---- nf4: two codes a byte, the even element in the high nibble -------- */
+
+/* code[q] of the 8 codes at nib (element pairs), by two 8-entry lookups. */
+AVX2 INLINE __m256 nf4_values(const uint8_t *nib, __m256 lo, __m256 hi)
+{
+	uint32_t v;
+	memcpy(&v, nib, 4);
+	__m256i q = _mm256_srlv_epi32(_mm256_set1_epi32((int)v),
+				      _mm256_setr_epi32(4, 0, 12, 8, 20, 16, 28, 24));
+	/* permutevar reads the low 3 bits; bit 3 moved to the sign picks. */
+	return _mm256_blendv_ps(_mm256_permutevar8x32_ps(lo, q), _mm256_permutevar8x32_ps(hi, q),
+				_mm256_castsi256_ps(_mm256_slli_epi32(q, 28)));
+}
+
+/* Block absmax of nf4 (dq = NULL) or nf4_dq. */
+typedef struct nf4_view {
+	const uint8_t *p, *q8, *nib;
+	const float *code; /* nf4_dq's map, or NULL */
+} nf4_view;
+
+INLINE nf4_view nf4_open(const void *packed, size_t rows, size_t cols, bool dq)
+{
+	nf4_view v;
+	size_t nb = nf4_blocks(rows, cols);
+	v.p = packed;
+	if (dq) {
+		v.q8 = v.p + 4 + 4 * ((nb + 255) / 256);
+		v.nib = v.q8 + nb;
+		v.code = dq_code();
+	} else {
+		v.q8 = NULL;
+		v.nib = v.p + 4 * nb;
+		v.code = NULL;
+	}
+	return v;
+}
+
+INLINE float nf4_absmax(const nf4_view *v, size_t b)
+{
+	return v->code ? dq_absmax(v->p, v->q8, v->code, b) : tp_quant_get_f32(v->p + 4 * b);
+}
+
+AVX2 INLINE void nf4f_seg_avx2(bool dq, const void *packed, size_t rows, size_t cols, size_t r,
+			      size_t c0, size_t c1, float *out)
+{
+	nf4_view v = nf4_open(packed, rows, cols, dq);
+	__m256 lo = _mm256_loadu_ps(tp_quant_nf4_code), hi = _mm256_loadu_ps(tp_quant_nf4_code + 8);
+	size_t i0 = r * cols;
+	for (size_t c = c0; c < c1;) {
+		size_t b = (i0 + c) / 64, e = (b + 1) * 64 - i0;
+		if (e > c1)
+			e = c1;
+		__m256 a = _mm256_set1_ps(nf4_absmax(&v, b));
+		for (; c < e; c += 8)
+			_mm256_storeu_ps(out + (c - c0),
+					 _mm256_mul_ps(nf4_values(v.nib + (i0 + c) / 2, lo, hi), a));
+	}
+}
+
+/* Decode: one row at a time, per block the sum of code * x, then one FMA
+ * with the absmax; whole blocks use four accumulators. */
+AVX2 INLINE void nf4f_gemv(bool dq, const void *packed, size_t rows, size_t cols, size_t r0,
+			  size_t r1, const float *x, float *y)
+{
+	nf4_view v = nf4_open(packed, rows, cols, dq);
+	__m256 lo = _mm256_loadu_ps(tp_quant_nf4_code), hi = _mm256_loadu_ps(tp_quant_nf4_code + 8);
+	for (size_t r = r0; r < r1; r++) {
+		size_t i0 = r * cols;
+		const uint8_t *nib = v.nib + i0 / 2;
+		__m256 tot = _mm256_setzero_ps();
+		for (size_t c = 0; c < cols;) {
+			size_t b = (i0 + c) / 64, e = (b + 1) * 64 - i0;
+			if (e > cols)
+				e = cols;
+			__m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+			if (e - c == 64) {
+				for (int k = 0; k < 2; k++, c += 32) {
+					a0 = _mm256_fmadd_ps(nf4_values(nib + c / 2, lo, hi),
+							     _mm256_loadu_ps(x + c), a0);
+					a1 = _mm256_fmadd_ps(nf4_values(nib + c / 2 + 4, lo, hi),
+							     _mm256_loadu_ps(x + c + 8), a1);
+					a2 = _mm256_fmadd_ps(nf4_values(nib + c / 2 + 8, lo, hi),
+							     _mm256_loadu_ps(x + c + 16), a2);
+					a3 = _mm256_fmadd_ps(nf4_values(nib + c / 2 + 12, lo, hi),
+							     _mm256_loadu_ps(x + c + 24), a3);
+				}
+			} else {
+				for (; c < e; c += 8)
+					a0 = _mm256_fmadd_ps(nf4_values(nib + c / 2, lo, hi),
+							     _mm256_loadu_ps(x + c), a0);
+			}
+			__m256 a = _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3));
+			tot = _mm256_fmadd_ps(a, _mm256_set1_ps(nf4_absmax(&v, b)), tot);
+		}
+		y[r - r0] = hsum(tot);
+	}
+}
+
+/* ---- fp16 / bf16: widened by F16C or a 16-bit shift -------------------- */
+
+AVX2 INLINE __m256 half8(const uint8_t *p, bool bf)
+{
+	__m128i h = _mm_loadu_si128((const __m128i *)(const void *)p);
+	if (bf)
+		return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+	return _mm256_cvtph_ps(h);
+}
+
+AVX2 INLINE void halff_seg_avx2(bool bf, const void *packed, size_t rows, size_t cols, size_t r,
+			       size_t c0, size_t c1, float *out)
+{
+	(void)rows;
+	const uint8_t *p = (const uint8_t *)packed + 2 * (r * cols);
+	for (size_t c = c0; c < c1; c += 8)
+		_mm256_storeu_ps(out + (c - c0), half8(p + 2 * c, bf));
+}
+
+AVX2 INLINE void halff_gemv(bool bf, const void *packed, size_t rows, size_t cols, size_t r0,
+			   size_t r1, const float *x, float *y)
+{
+	(void)rows;
+	const uint8_t *base = packed;
+	size_t r = r0;
+	for (; r + 4 <= r1; r += 4) {
+		const uint8_t *p = base + 2 * (r * cols);
+		__m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+		for (size_t c = 0; c < cols; c += 8) {
+			__m256 xv = _mm256_loadu_ps(x + c);
+			a0 = _mm256_fmadd_ps(half8(p + 2 * c, bf), xv, a0);
+			a1 = _mm256_fmadd_ps(half8(p + 2 * (cols + c), bf), xv, a1);
+			a2 = _mm256_fmadd_ps(half8(p + 2 * (2 * cols + c), bf), xv, a2);
+			a3 = _mm256_fmadd_ps(half8(p + 2 * (3 * cols + c), bf), xv, a3);
+		}
+		y[r - r0] = hsum(a0);
+		y[r - r0 + 1] = hsum(a1);
+		y[r - r0 + 2] = hsum(a2);
+		y[r - r0 + 3] = hsum(a3);
+	}
+	for (; r < r1; r++) {
+		const uint8_t *p = base + 2 * (r * cols);
+		__m256 a0 = _mm256_setzero_ps(), a1 = a0;
+		size_t c = 0;
+		for (; c + 16 <= cols; c += 16) {
+			a0 = _mm256_fmadd_ps(half8(p + 2 * c, bf), _mm256_loadu_ps(x + c), a0);
+			a1 = _mm256_fmadd_ps(half8(p + 2 * c + 16, bf), _mm256_loadu_ps(x + c + 8),
+					     a1);
+		}
+		if (c < cols)
+			a0 = _mm256_fmadd_ps(half8(p + 2 * c, bf), _mm256_loadu_ps(x + c), a0);
+		y[r - r0] = hsum(_mm256_add_ps(a0, a1));
+	}
+}
+
+/* ---- prefill: k-major panels and a 6 x 16 register tile ---------------- */
+
+/* panel[k * 16 + i] = w[i * KC + k] for k < kc (a multiple of 8). */
+AVX2 static void transpose_panel(const float *w, size_t kc, float *panel)
+{
+	for (size_t k = 0; k < kc; k += 8)
+		for (size_t h = 0; h < PANEL; h += 8) {
+			const float *s = w + h * KC + k;
+			__m256 r0 = _mm256_loadu_ps(s), r1 = _mm256_loadu_ps(s + KC),
+			       r2 = _mm256_loadu_ps(s + 2 * KC), r3 = _mm256_loadu_ps(s + 3 * KC),
+			       r4 = _mm256_loadu_ps(s + 4 * KC), r5 = _mm256_loadu_ps(s + 5 * KC),
+			       r6 = _mm256_loadu_ps(s + 6 * KC), r7 = _mm256_loadu_ps(s + 7 * KC);
+			__m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1),
+			       t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3),
+			       t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5),
+			       t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+			__m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xee),
+			       u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xee),
+			       u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xee),
+			       u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xee);
+			float *d = panel + k * PANEL + h;
+			_mm256_store_ps(d, _mm256_permute2f128_ps(u0, u4, 0x20));
+			_mm256_store_ps(d + PANEL, _mm256_permute2f128_ps(u1, u5, 0x20));
+			_mm256_store_ps(d + 2 * PANEL, _mm256_permute2f128_ps(u2, u6, 0x20));
+			_mm256_store_ps(d + 3 * PANEL, _mm256_permute2f128_ps(u3, u7, 0x20));
+			_mm256_store_ps(d + 4 * PANEL, _mm256_permute2f128_ps(u0, u4, 0x31));
+			_mm256_store_ps(d + 5 * PANEL, _mm256_permute2f128_ps(u1, u5, 0x31));
+			_mm256_store_ps(d + 6 * PANEL, _mm256_permute2f128_ps(u2, u6, 0x31));
+			_mm256_store_ps(d + 7 * PANEL, _mm256_permute2f128_ps(u3, u7, 0x31));
+		}
+}
+
+/* c[mr][16] (row stride ldc) = (first ? 0 : c) + x[mr][kc] (stride ldx) *
+ * panel. Named accumulators stay in the 16 ymm registers; rows past mr
+ * repeat row 0 and are not stored. */
+#define T_PTRS(i)                                                                      \
+	const float *x##i = x + (mr > i ? i : 0) * ldx;                                \
+	__m256 c##i##0 = _mm256_setzero_ps(), c##i##1 = c##i##0;                       \
+	if (!first && mr > i) {                                                        \
+		c##i##0 = _mm256_loadu_ps(c + i * ldc);                                \
+		c##i##1 = _mm256_loadu_ps(c + i * ldc + 8);                            \
+	}
+#define T_FMA(i)                                                                       \
+	do {                                                                           \
+		__m256 a = _mm256_broadcast_ss(x##i + k);                              \
+		c##i##0 = _mm256_fmadd_ps(a, b0, c##i##0);                             \
+		c##i##1 = _mm256_fmadd_ps(a, b1, c##i##1);                             \
+	} while (0)
+#define T_STORE(i)                                                                     \
+	if (mr > i) {                                                                  \
+		_mm256_storeu_ps(c + i * ldc, c##i##0);                                \
+		_mm256_storeu_ps(c + i * ldc + 8, c##i##1);                            \
+	}
+
+AVX2 static void tile6x16(size_t mr, const float *x, size_t ldx, const float *panel, size_t kc,
+			  float *c, size_t ldc, bool first)
+{
+	T_PTRS(0) T_PTRS(1) T_PTRS(2) T_PTRS(3) T_PTRS(4) T_PTRS(5)
+	for (size_t k = 0; k < kc; k++) {
+		__m256 b0 = _mm256_load_ps(panel + k * PANEL), b1 = _mm256_load_ps(panel + k * PANEL + 8);
+		T_FMA(0);
+		T_FMA(1);
+		T_FMA(2);
+		T_FMA(3);
+		T_FMA(4);
+		T_FMA(5);
+	}
+	T_STORE(0) T_STORE(1) T_STORE(2) T_STORE(3) T_STORE(4) T_STORE(5)
+}
+
+/* Prefill: per 16-row panel and KC block, widen once with seg, then every
+ * input 6 at a time. A short last panel goes through a scratch tile so
+ * nothing past row r1 of y is written. */
+AVX2 INLINE void gemm(seg_fn seg, const void *packed, size_t rows, size_t cols, size_t r0,
+		      size_t r1, const float *x, size_t n, float *y, size_t ldy)
+{
+	_Alignas(32) float w[PANEL * KC];
+	_Alignas(32) float panel[KC * PANEL];
+	float tmp[MR * PANEL];
+	for (size_t pr = r0; pr < r1; pr += PANEL) {
+		size_t nr = r1 - pr < PANEL ? r1 - pr : PANEL;
+		for (size_t k0 = 0; k0 < cols; k0 += KC) {
+			size_t kc = cols - k0 < KC ? cols - k0 : KC;
+			for (size_t i = 0; i < PANEL; i++) {
+				if (i < nr)
+					seg(packed, rows, cols, pr + i, k0, k0 + kc, w + i * KC);
+				else
+					memset(w + i * KC, 0, kc * sizeof(float));
+			}
+			transpose_panel(w, kc, panel);
+			for (size_t t = 0; t < n; t += MR) {
+				size_t mr = n - t < MR ? n - t : MR;
+				const float *xt = x + t * cols + k0;
+				float *c = y + t * ldy + (pr - r0);
+				if (nr == PANEL) {
+					tile6x16(mr, xt, cols, panel, kc, c, ldy, k0 == 0);
+					continue;
+				}
+				for (size_t i = 0; i < mr; i++)
+					memcpy(tmp + i * PANEL, c + i * ldy, nr * sizeof(float));
+				tile6x16(mr, xt, cols, panel, kc, tmp, PANEL, k0 == 0);
+				for (size_t i = 0; i < mr; i++)
+					memcpy(c + i * ldy, tmp + i * PANEL, nr * sizeof(float));
+			}
+		}
+	}
+}
+#endif /* TP_HAVE_X86 */
+
+/* ---- one kernel pair per format ------------------------------------------ */
+
+#define GRP_SEG_C(B, G)                                                                         \
+	static void rtn##B##_g##G##_seg_c(const void *packed, size_t rows, size_t cols, size_t r,  \
+					  size_t c0, size_t c1, float *out)                        \
+	{                                                                                       \
+		grp_seg_c(B, G, packed, rows, cols, r, c0, c1, out);                            \
+	}
+#define NAMED_C(N)                                                                              \
+	static void N##_rows_c(const void *packed, size_t rows, size_t cols, size_t r0, size_t r1, \
+			       const void *x, size_t n, float *y, size_t ldy)                   \
+	{                                                                                       \
+		rows_c(N##_seg_c, packed, rows, cols, r0, r1, x, n, y, ldy);                    \
+	}                                                                                       \
+	static const tp_quant_kernel N##_kc = {#N " x fp32 c", NULL, NULL, N##_rows_c};
+
+#ifdef TP_HAVE_X86
+/* SEG_SIMD(N): N##_seg_avx2 widening like N##_seg_c; GEMV(N): N##_gemv. */
+#define NAMED_AVX2(N)                                                                           \
+	AVX2 static void N##_rows_avx2(const void *packed, size_t rows, size_t cols, size_t r0,    \
+				       size_t r1, const void *xv, size_t n, float *y, size_t ldy) \
+	{                                                                                       \
+		const float *x = xv;                                                            \
+		if (cols % 8) {                                                                 \
+			rows_c(N##_seg_c, packed, rows, cols, r0, r1, x, n, y, ldy);            \
+			return;                                                                 \
+		}                                                                               \
+		if (n < GEMM_MIN) {                                                             \
+			for (size_t t = 0; t < n; t++)                                          \
+				N##_gemv(packed, rows, cols, r0, r1, x + t * cols, y + t * ldy); \
+			return;                                                                 \
+		}                                                                               \
+		gemm(N##_seg_avx2, packed, rows, cols, r0, r1, x, n, y, ldy);                   \
+	}                                                                                       \
+	static const tp_quant_kernel N##_kavx2 = {#N " x fp32 avx2", NULL, NULL, N##_rows_avx2};
+#define GRP_AVX2(B, G)                                                                          \
+	AVX2 static void rtn##B##_g##G##_seg_avx2(const void *packed, size_t rows, size_t cols,    \
+						  size_t r, size_t c0, size_t c1, float *out)      \
+	{                                                                                       \
+		grp_seg_avx2(B, G, packed, rows, cols, r, c0, c1, out);                         \
+	}                                                                                       \
+	AVX2 static void rtn##B##_g##G##_gemv(const void *packed, size_t rows, size_t cols,        \
+					      size_t r0, size_t r1, const float *x, float *y)      \
+	{                                                                                       \
+		grp_gemv(B, G, packed, rows, cols, r0, r1, x, y);                               \
+	}                                                                                       \
+	NAMED_AVX2(rtn##B##_g##G)
+#define FAM_AVX2(N, IMPL, ARG)                                                                  \
+	AVX2 static void N##_seg_avx2(const void *packed, size_t rows, size_t cols, size_t r,      \
+				      size_t c0, size_t c1, float *out)                         \
+	{                                                                                       \
+		IMPL##_seg_avx2(ARG, packed, rows, cols, r, c0, c1, out);                       \
+	}                                                                                       \
+	AVX2 static void N##_gemv(const void *packed, size_t rows, size_t cols, size_t r0,         \
+				  size_t r1, const float *x, float *y)                          \
+	{                                                                                       \
+		IMPL##_gemv(ARG, packed, rows, cols, r0, r1, x, y);                             \
+	}                                                                                       \
+	NAMED_AVX2(N)
+#else
+#define GRP_AVX2(B, G)
+#define FAM_AVX2(N, IMPL, ARG)
+#endif
+
+#define GRP_KERNELS(B, G)                                                                       \
+	GRP_SEG_C(B, G)                                                                         \
+	NAMED_C(rtn##B##_g##G)                                                                  \
+	GRP_AVX2(B, G)
+
+GRP_KERNELS(4, 128)
+GRP_KERNELS(4, 64)
+GRP_KERNELS(4, 256)
+GRP_KERNELS(3, 128)
+GRP_KERNELS(2, 128)
+
+NAMED_C(nf4)
+NAMED_C(nf4_dq)
+NAMED_C(fp16)
+NAMED_C(bf16)
+FAM_AVX2(nf4, nf4f, false)
+FAM_AVX2(nf4_dq, nf4f, true)
+FAM_AVX2(fp16, halff, false)
+FAM_AVX2(bf16, halff, true)
+
+typedef struct kpair {
+	const char *name;
+	const tp_quant_kernel *c, *simd;
+} kpair;
+
+#ifdef TP_HAVE_X86
+#define KPAIR(N) {#N, &N##_kc, &N##_kavx2}
+#else
+#define KPAIR(N) {#N, &N##_kc, NULL}
+#endif
 
 const tp_quant_kernel *tp_quant_kernel_group(const char *name, bool simd)
 {
-	(void)name;
-	(void)simd;
+	static const kpair all[] = {
+		KPAIR(rtn4_g128), KPAIR(rtn4_g64), KPAIR(rtn4_g256), KPAIR(rtn3_g128),
+		KPAIR(rtn2_g128), KPAIR(nf4),	   KPAIR(nf4_dq),    KPAIR(fp16),
+		KPAIR(bf16),
+	};
+	if (!name)
+		return NULL;
+	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
+		if (strcmp(all[i].name, name) == 0)
+			return simd && all[i].simd ? all[i].simd : all[i].c;
 	return NULL;
 }

@@ -7,7 +7,7 @@
 #define DQ_BLOCK 256
 
 /* bitsandbytes' NF4 code (functional.py get_4bit_type("nf4")). */
-static const float nf4_code[16] = {
+const float tp_quant_nf4_code[16] = {
 	-1.0f,
 	-0.6961928009986877f,
 	-0.5250730514526367f,
@@ -56,7 +56,7 @@ static int cmp_float(const void *a, const void *b)
 	return (x > y) - (x < y);
 }
 
-static void dynamic_map(float code[256])
+void tp_quant_nf4_dq_map(float code[256])
 {
 	/* Built per call (cheap next to a matrix) so that threads share no
 	 * state. */
@@ -107,7 +107,7 @@ static void nf4_encode(const float *w, size_t n, float *absmax, uint8_t *nib)
 		absmax[b] = amax;
 		float inv = amax > 0.0f ? 1.0f / amax : 0.0f;
 		for (size_t i = start; i < end; i++) {
-			unsigned q = nearest_code(nf4_code, 16, w[i] * inv);
+			unsigned q = nearest_code(tp_quant_nf4_code, 16, w[i] * inv);
 			nib[i / 2] |= (uint8_t)(i % 2 ? q : q << 4);
 		}
 	}
@@ -142,7 +142,7 @@ static void nf4_dequantize_rows(const void *packed, size_t rows, size_t cols, si
 	size_t n = rows * cols, nb = nblocks(n, NF4_BLOCK);
 	const uint8_t *p = packed;
 	for (size_t i = r0 * cols; i < r1 * cols; i++)
-		w[i - r0 * cols] = nf4_code[nib_get(p + 4 * nb, i)] *
+		w[i - r0 * cols] = tp_quant_nf4_code[nib_get(p + 4 * nb, i)] *
 				   tp_quant_get_f32(p + 4 * (i / NF4_BLOCK));
 }
 
@@ -160,7 +160,7 @@ static int nf4_dq_quantize(const float *w, size_t rows, size_t cols, const tp_qu
 		return tp_error_set(TP_ENOMEM, "nf4_dq: out of memory for %zu block scales", nb);
 	uint8_t *p = packed, *q8 = p + 4 + 4 * nb2;
 	float code[256];
-	dynamic_map(code);
+	tp_quant_nf4_dq_map(code);
 	nf4_encode(w, n, absmax, q8 + nb);
 	double sum = 0.0;
 	for (size_t b = 0; b < nb; b++)
@@ -190,13 +190,13 @@ static void nf4_dq_dequantize_rows(const void *packed, size_t rows, size_t cols,
 	size_t lo = r0 * cols, hi = r1 * cols;
 	const uint8_t *p = packed, *q8 = p + 4 + 4 * nb2;
 	float code[256];
-	dynamic_map(code);
+	tp_quant_nf4_dq_map(code);
 	float offset = tp_quant_get_f32(p);
 	for (size_t b = lo / NF4_BLOCK; b * NF4_BLOCK < hi; b++) {
 		float amax = code[q8[b]] * tp_quant_get_f32(p + 4 + 4 * (b / DQ_BLOCK)) + offset;
 		size_t start = b * NF4_BLOCK, end = start + NF4_BLOCK < hi ? start + NF4_BLOCK : hi;
 		for (size_t i = start > lo ? start : lo; i < end; i++)
-			w[i - lo] = nf4_code[nib_get(q8 + nb, i)] * amax;
+			w[i - lo] = tp_quant_nf4_code[nib_get(q8 + nb, i)] * amax;
 	}
 }
 

@@ -50,6 +50,12 @@ static inline int tp_quant_rint_clamp(float x, int lo, int hi)
 	return (int)nearbyintf(x);
 }
 
+/* nf4 (nf4.c): the 16 NormalFloat values, and the sorted 8-bit dynamic map
+ * nf4_dq stores block absmax values with (built per call: threads share no
+ * state). */
+extern const float tp_quant_nf4_code[16];
+void tp_quant_nf4_dq_map(float code[256]);
+
 /* Little-endian stores and loads. */
 static inline void tp_quant_put_u16(uint8_t *p, uint16_t v)
 {
