@@ -1,0 +1,240 @@
+/* Kernels of the group family (rtnB_gG, nf4, nf4_dq, fp16, bf16): the SIMD
+ * kernel against the plain-C one on the same inputs, both against the
+ * format's dequantize with exact sums, and one-hot inputs, which make every
+ * product exact, against the dequantized weights bit for bit. */
+#include <string.h>
+
+#include "opt_test.h"
+#include "tp_runtime.h"
+
+static const char *const names[] = {"rtn4_g128", "rtn4_g64", "rtn4_g256", "rtn3_g128",
+				    "rtn2_g128", "nf4",	     "nf4_dq",	  "fp16",
+				    "bf16"};
+
+/* The kernel of f, SIMD or plain C. */
+static const tp_quant_kernel *kernel(const tp_quant_format *f, bool simd)
+{
+	bool old = tp_quant_kernel_force_portable(!simd);
+	const tp_quant_kernel *k = tp_quant_kernel_find(f);
+	tp_quant_kernel_force_portable(old);
+	return k;
+}
+
+static void *make_packed(const tp_quant_format *f, size_t rows, size_t cols, float *deq)
+{
+	float *w = malloc(rows * cols * sizeof(float));
+	opt_fill_gauss(w, rows * cols, 0.05f);
+	/* Exactly packed_size bytes: a kernel must not read past the end. */
+	void *packed = malloc(f->packed_size(rows, cols));
+	CHECK_EQ_INT(f->quantize(w, rows, cols, NULL, packed), 0);
+	f->dequantize(packed, rows, cols, deq);
+	free(w);
+	return packed;
+}
+
+/* Every input in one run: y = W x_t for r0 <= r < r1 through k. */
+static void run(const tp_quant_kernel *k, const void *packed, size_t rows, size_t cols,
+		size_t r0, size_t r1, const float *x, size_t n, float *y, size_t ldy)
+{
+	k->rows(packed, rows, cols, r0, r1, x, n, y, ldy);
+}
+
+/* Random inputs: the SIMD and plain-C results each within the fp32
+ * summation bound of the exact product of the dequantized weights:
+ * |fl(sum) - sum| <= gamma_m * sum |w x| with m = cols + 8 roundings at most
+ * on any path (a product, cols additions, a scale, a split sum). */
+static void check_random(const tp_quant_format *f, size_t rows, size_t cols, size_t r0,
+			 size_t r1, size_t n)
+{
+	const tp_quant_kernel *ks = kernel(f, true), *kc = kernel(f, false);
+	CHECK(ks && kc);
+	if (!ks || !kc)
+		return;
+	float *deq = malloc(rows * cols * sizeof(float)), *x = malloc(n * cols * sizeof(float));
+	size_t m = r1 - r0, ldy = m + 3;
+	float *ys = malloc(n * ldy * sizeof(float)), *yc = malloc(n * ldy * sizeof(float));
+	void *packed = make_packed(f, rows, cols, deq);
+	opt_fill_gauss(x, n * cols, 1.0f);
+	memset(ys, 0x7f, n * ldy * sizeof(float));
+	memset(yc, 0x7f, n * ldy * sizeof(float));
+	run(ks, packed, rows, cols, r0, r1, x, n, ys, ldy);
+	run(kc, packed, rows, cols, r0, r1, x, n, yc, ldy);
+	double u = 0x1p-24, gamma = (double)(cols + 8) * u / (1 - (double)(cols + 8) * u);
+	int bad = 0;
+	for (size_t t = 0; t < n; t++) {
+		for (size_t r = r0; r < r1; r++) {
+			double exact = 0, mag = 0;
+			for (size_t c = 0; c < cols; c++) {
+				exact += (double)deq[r * cols + c] * x[t * cols + c];
+				mag += fabs((double)deq[r * cols + c] * x[t * cols + c]);
+			}
+			double bound = gamma * mag, s = ys[t * ldy + r - r0], c = yc[t * ldy + r - r0];
+			if (!(fabs(s - exact) <= bound && fabs(c - exact) <= bound) && bad++ < 3)
+				fprintf(stderr,
+					"%s %zux%zu rows %zu..%zu n=%zu t=%zu r=%zu: simd %.9g c %.9g "
+					"exact %.9g bound %.3g\n",
+					f->name, rows, cols, r0, r1, n, t, r, s, c, exact, bound);
+		}
+		/* Nothing written past the m outputs of an input. */
+		uint32_t pad;
+		memcpy(&pad, ys + t * ldy + m, 4);
+		if (pad != 0x7f7f7f7fu && bad++ < 3)
+			fprintf(stderr, "%s: simd kernel wrote past row %zu\n", f->name, r1);
+	}
+	CHECK(bad == 0);
+	free(packed);
+	free(deq);
+	free(x);
+	free(ys);
+	free(yc);
+}
+
+static void test_random(void)
+{
+	static const size_t shape[][2] = {{37, 576}, {50, 64}, {20, 4096}, {33, 100}};
+	static const size_t ns[] = {1, 2, 3, 7, 33};
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		const tp_quant_format *f = tp_quant_format_find(names[i]);
+		CHECK(f != NULL);
+		for (size_t s = 0; f && s < sizeof(shape) / sizeof(shape[0]); s++)
+			for (size_t k = 0; k < sizeof(ns) / sizeof(ns[0]); k++) {
+				size_t rows = shape[s][0], cols = shape[s][1];
+				check_random(f, rows, cols, 0, rows, ns[k]);
+				/* sub-ranges: an odd start, and the last rows */
+				check_random(f, rows, cols, 3, rows - 5, ns[k]);
+				check_random(f, rows, cols, rows - 2, rows, ns[k]);
+			}
+	}
+}
+
+/* One-hot inputs: y[t][r] = w[r][c_t] exactly. cols inputs (the identity)
+ * take the prefill path; one at a time the decode path. */
+static void check_onehot(const tp_quant_format *f, size_t rows, size_t cols)
+{
+	float *deq = malloc(rows * cols * sizeof(float)), *x = calloc(cols * cols, sizeof(float));
+	float *y = malloc(cols * rows * sizeof(float));
+	void *packed = make_packed(f, rows, cols, deq);
+	for (size_t c = 0; c < cols; c++)
+		x[c * cols + c] = 1.0f;
+	for (int simd = 0; simd < 2; simd++) {
+		const tp_quant_kernel *k = kernel(f, simd);
+		CHECK(k != NULL);
+		if (!k)
+			continue;
+		int bad = 0;
+		run(k, packed, rows, cols, 0, rows, x, cols, y, rows);
+		for (size_t c = 0; c < cols; c++)
+			for (size_t r = 0; r < rows; r++)
+				if (y[c * rows + r] != deq[r * cols + c] && bad++ < 3)
+					fprintf(stderr, "%s %s %zux%zu identity: w[%zu][%zu] %.9g != %.9g\n",
+						f->name, k->name, rows, cols, r, c, y[c * rows + r],
+						deq[r * cols + c]);
+		for (size_t c = 0; c < cols; c++) {
+			run(k, packed, rows, cols, 0, rows, x + c * cols, 1, y, rows);
+			for (size_t r = 0; r < rows; r++)
+				if (y[r] != deq[r * cols + c] && bad++ < 3)
+					fprintf(stderr, "%s %s %zux%zu one-hot: w[%zu][%zu] %.9g != %.9g\n",
+						f->name, k->name, rows, cols, r, c, y[r],
+						deq[r * cols + c]);
+		}
+		CHECK(bad == 0);
+	}
+	free(packed);
+	free(deq);
+	free(x);
+	free(y);
+}
+
+static void test_onehot(void)
+{
+	static const size_t shape[][2] = {{37, 576}, {21, 64}, {9, 100}, {5, 264}};
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		const tp_quant_format *f = tp_quant_format_find(names[i]);
+		for (size_t s = 0; f && s < sizeof(shape) / sizeof(shape[0]); s++)
+			check_onehot(f, shape[s][0], shape[s][1]);
+	}
+}
+
+/* The SIMD kernel is the one a CPU with AVX2/FMA gets, and every format of
+ * the family has a plain-C one. */
+static void test_find(void)
+{
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		const tp_quant_format *f = tp_quant_format_find(names[i]);
+		const tp_quant_kernel *kc = kernel(f, false), *ks = kernel(f, true);
+		CHECK(kc && strstr(kc->name, names[i]) == kc->name);
+		CHECK(ks && (tp_quant_kernel_use_avx2() ? ks != kc : ks == kc));
+	}
+}
+
+/* Forward through tp_quant_linear_new (bias, n = 1 and 33, inline and on a
+ * 2-thread pool) against tp_linear_dense_new over the dequantized weights. */
+static void check_forward(const tp_quant_format *f, size_t rows, size_t cols, tp_pool *pool)
+{
+	size_t nmax = 33;
+	float *deq = malloc(rows * cols * sizeof(float)), *bias = malloc(rows * sizeof(float));
+	float *x = malloc(nmax * cols * sizeof(float)), *y0 = malloc(nmax * rows * sizeof(float)),
+	      *y1 = malloc(nmax * rows * sizeof(float));
+	void *packed = make_packed(f, rows, cols, deq);
+	opt_fill_gauss(bias, rows, 0.1f);
+	opt_fill_gauss(x, nmax * cols, 1.0f);
+	tp_linear *dense = NULL, *q = NULL;
+	CHECK_EQ_INT(tp_linear_dense_new(&dense, deq, bias, rows, cols), 0);
+	CHECK_EQ_INT(tp_quant_linear_new(&q, f, packed, rows, cols, bias), 0);
+	if (!q)
+		free(packed);
+	static const size_t ns[] = {1, 33};
+	double gamma = (double)(2 * cols + 16) * 0x1p-24;
+	for (size_t k = 0; k < 2 && dense && q; k++) {
+		size_t n = ns[k];
+		tp_linear_forward(dense, x, n, y0, pool);
+		memset(y1, 0xff, n * rows * sizeof(float));
+		tp_linear_forward(q, x, n, y1, pool);
+		int bad = 0;
+		for (size_t t = 0; t < n; t++)
+			for (size_t r = 0; r < rows; r++) {
+				double mag = fabs(bias[r]);
+				for (size_t c = 0; c < cols; c++)
+					mag += fabs((double)deq[r * cols + c] * x[t * cols + c]);
+				double d = fabs((double)y0[t * rows + r] - y1[t * rows + r]);
+				if (!(d <= gamma * mag) && bad++ < 3)
+					fprintf(stderr, "%s forward %zux%zu n=%zu: y[%zu][%zu] %.9g vs dense %.9g\n",
+						f->name, rows, cols, n, t, r, y1[t * rows + r],
+						y0[t * rows + r]);
+			}
+		CHECK(bad == 0);
+	}
+	tp_linear_free(dense);
+	tp_linear_free(q);
+	free(deq);
+	free(bias);
+	free(x);
+	free(y0);
+	free(y1);
+}
+
+static void test_forward(void)
+{
+	tp_pool *pool = NULL;
+	CHECK_EQ_INT(tp_pool_new(&pool, 2), 0);
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		const tp_quant_format *f = tp_quant_format_find(names[i]);
+		for (int simd = 0; simd < 2; simd++) {
+			bool old = tp_quant_kernel_force_portable(!simd);
+			check_forward(f, 200, 576, NULL);
+			check_forward(f, 200, 576, pool);
+			check_forward(f, 45, 100, pool);
+			tp_quant_kernel_force_portable(old);
+		}
+	}
+	tp_pool_free(pool);
+}
+
+int main(void)
+{
+	TP_TEST_RUN(test_find);
+	TP_TEST_RUN(test_onehot);
+	TP_TEST_RUN(test_random);
+	TP_TEST_RUN(test_forward);
+	return TP_TEST_RESULT();
+}
