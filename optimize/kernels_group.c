@@ -196,6 +196,23 @@ INLINE grp_view grp_open(int bits, size_t group, const void *packed, size_t rows
 	return v;
 }
 
+/* Zero of group gi: a byte or two, not a loop over bits (it is fetched per
+ * group and row, next to only group / 8 vector steps). */
+INLINE int grp_zero(const grp_view *v, size_t gi, int bits)
+{
+	size_t bit = gi * (size_t)bits;
+	unsigned b = v->z[bit / 8];
+	if (bit % 8 + (size_t)bits > 8)
+		b |= (unsigned)v->z[bit / 8 + 1] << 8;
+	return (int)((b >> (bit % 8)) & ((1u << bits) - 1));
+}
+
+/* Scale of group gi, broadcast. */
+AVX2 INLINE __m256 grp_scale(const grp_view *v, size_t gi)
+{
+	return _mm256_cvtph_ps(_mm_set1_epi16((short)tp_quant_get_u16(v->s + 2 * gi)));
+}
+
 AVX2 INLINE void grp_seg_avx2(int bits, size_t group, const void *packed, size_t rows,
 			      size_t cols, size_t r, size_t c0, size_t c1, float *out)
 {
@@ -204,8 +221,8 @@ AVX2 INLINE void grp_seg_avx2(int bits, size_t group, const void *packed, size_t
 	for (size_t c = c0; c < c1;) {
 		size_t g = c / group, ge = (g + 1) * group < c1 ? (g + 1) * group : c1;
 		size_t gi = r * v.ngr + g;
-		__m256 s = _mm256_set1_ps(_cvtsh_ss(tp_quant_get_u16(v.s + 2 * gi)));
-		__m256i z = _mm256_set1_epi32((int)tp_quant_bits_get(v.z, gi, bits));
+		__m256 s = grp_scale(&v, gi);
+		__m256i z = _mm256_set1_epi32(grp_zero(&v, gi, bits));
 		for (; c < ge; c += 8) {
 			const uint8_t *p = qr + c / 8 * (size_t)bits;
 			__m256i q = grp_codes(p, bits, p + 4 > v.qend);
@@ -225,7 +242,7 @@ AVX2 INLINE void grp_seg_avx2(int bits, size_t group, const void *packed, size_t
 		const uint8_t *qr = v.q + r * rb;                                              \
 		__m256 tot[R], acc[R];                                                         \
 		__m256i z[R];                                                                  \
-		float s[R];                                                                    \
+		__m256 s[R];                                                                   \
 		_Pragma("GCC unroll 4") for (int j = 0; j < R; j++) tot[j] =                  \
 			_mm256_setzero_ps();                                                   \
 		for (size_t g = 0; g < v.ngr; g++) {                                           \
@@ -233,8 +250,8 @@ AVX2 INLINE void grp_seg_avx2(int bits, size_t group, const void *packed, size_t
 			_Pragma("GCC unroll 4") for (int j = 0; j < R; j++)                   \
 			{                                                                      \
 				size_t gi = (r + (size_t)j) * v.ngr + g;                       \
-				s[j] = _cvtsh_ss(tp_quant_get_u16(v.s + 2 * gi));              \
-				z[j] = _mm256_set1_epi32((int)tp_quant_bits_get(v.z, gi, bits)); \
+				s[j] = grp_scale(&v, gi);                                      \
+				z[j] = _mm256_set1_epi32(grp_zero(&v, gi, bits));              \
 				acc[j] = _mm256_setzero_ps();                                  \
 			}                                                                      \
 			for (size_t c = c0; c < c1; c += 8) {                                  \
@@ -249,7 +266,7 @@ AVX2 INLINE void grp_seg_avx2(int bits, size_t group, const void *packed, size_t
 				}                                                              \
 			}                                                                      \
 			_Pragma("GCC unroll 4") for (int j = 0; j < R; j++) tot[j] =          \
-				_mm256_fmadd_ps(acc[j], _mm256_set1_ps(s[j]), tot[j]);         \
+				_mm256_fmadd_ps(acc[j], s[j], tot[j]);         \
 		}                                                                              \
 		_Pragma("GCC unroll 4") for (int j = 0; j < R; j++) y[j] = hsum(tot[j]);      \
 	}
@@ -265,6 +282,114 @@ AVX2 INLINE void grp_gemv(int bits, size_t group, const void *packed, size_t row
 		grp_gemv4(bits, group, v, cols, r, x, y + (r - r0));
 	for (; r < r1; r++)
 		grp_gemv1(bits, group, v, cols, r, x, y + (r - r0));
+}
+
+/* ---- 4-bit groups: two codes a byte, the even column in the low nibble.
+ * The input is prepared per 16 columns as x0 x2 .. x14, then x1/16 x3/16 ..
+ * x15/16, so one zero-extending load of 8 bytes feeds both halves: the low
+ * nibbles (q) with the even inputs and the high ones masked in place (16 q)
+ * with the odd inputs, no shifts. Scaling by 16 and by 1/16 is exact, so
+ * every product is the one of the dequantized weight (an input below 2^-122
+ * in magnitude would lose bits). */
+static size_t g4_x_size(size_t cols)
+{
+	return cols * sizeof(float);
+}
+
+static void g4_x_prepare(const float *x, size_t cols, void *xp)
+{
+	float *o = xp;
+	if (cols % 16) { /* the kernel takes the plain-C path, in column order */
+		memcpy(o, x, cols * sizeof(float));
+		return;
+	}
+	for (size_t c = 0; c < cols; c += 16)
+		for (size_t j = 0; j < 8; j++) {
+			o[c + j] = x[c + 2 * j];
+			o[c + 8 + j] = x[c + 2 * j + 1] * 0.0625f;
+		}
+}
+
+/* Columns c0..c1 (multiples of 16) of row r in the prepared order: the even
+ * columns' weights, then 16 times the odd ones'. */
+AVX2 INLINE void g4_seg_avx2(size_t group, const void *packed, size_t rows, size_t cols,
+			     size_t r, size_t c0, size_t c1, float *out)
+{
+	grp_view v = grp_open(4, group, packed, rows, cols);
+	const uint8_t *qr = v.q + r * (cols / 2);
+	const __m256i lo = _mm256_set1_epi32(0x0f), hi = _mm256_set1_epi32(0xf0);
+	for (size_t c = c0; c < c1;) {
+		size_t g = c / group, ge = (g + 1) * group < c1 ? (g + 1) * group : c1;
+		size_t gi = r * v.ngr + g;
+		__m256 s = grp_scale(&v, gi);
+		int z = grp_zero(&v, gi, 4);
+		__m256i zl = _mm256_set1_epi32(z), zh = _mm256_set1_epi32(z << 4);
+		for (; c < ge; c += 16) {
+			__m256i b = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(qr + c / 2)));
+			__m256 wl = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_and_si256(b, lo), zl));
+			__m256 wh = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_and_si256(b, hi), zh));
+			_mm256_storeu_ps(out + (c - c0), _mm256_mul_ps(wl, s));
+			_mm256_storeu_ps(out + (c - c0) + 8, _mm256_mul_ps(wh, s));
+		}
+	}
+}
+
+/* Decode, R rows at a time; x is prepared. */
+#define G4_GEMV(R)                                                                             \
+	AVX2 INLINE void g4_gemv##R(size_t group, grp_view v, size_t cols, size_t r,            \
+				    const float *x, float *y)                                  \
+	{                                                                                      \
+		size_t rb = cols / 2;                                                          \
+		const uint8_t *qr = v.q + r * rb;                                              \
+		const __m256i lo = _mm256_set1_epi32(0x0f), hi = _mm256_set1_epi32(0xf0);      \
+		__m256 tot[R], al[R], ah[R];                                                   \
+		__m256i zl[R], zh[R];                                                          \
+		__m256 s[R];                                                                   \
+		_Pragma("GCC unroll 4") for (int j = 0; j < R; j++) tot[j] =                  \
+			_mm256_setzero_ps();                                                   \
+		for (size_t g = 0; g < v.ngr; g++) {                                           \
+			size_t c0 = g * group, c1 = c0 + group < cols ? c0 + group : cols;     \
+			_Pragma("GCC unroll 4") for (int j = 0; j < R; j++)                   \
+			{                                                                      \
+				size_t gi = (r + (size_t)j) * v.ngr + g;                       \
+				s[j] = grp_scale(&v, gi);                                      \
+				zl[j] = _mm256_set1_epi32(grp_zero(&v, gi, 4));                \
+				zh[j] = _mm256_slli_epi32(zl[j], 4);                           \
+				al[j] = ah[j] = _mm256_setzero_ps();                           \
+			}                                                                      \
+			for (size_t c = c0; c < c1; c += 16) {                                 \
+				__m256 xl = _mm256_loadu_ps(x + c), xh = _mm256_loadu_ps(x + c + 8); \
+				_Pragma("GCC unroll 4") for (int j = 0; j < R; j++)           \
+				{                                                              \
+					__m256i b = _mm256_cvtepu8_epi32(_mm_loadl_epi64(      \
+						(const __m128i *)(const void *)(qr + (size_t)j * rb + c / 2))); \
+					al[j] = _mm256_fmadd_ps(                               \
+						_mm256_cvtepi32_ps(_mm256_sub_epi32(           \
+							_mm256_and_si256(b, lo), zl[j])),      \
+						xl, al[j]);                                    \
+					ah[j] = _mm256_fmadd_ps(                               \
+						_mm256_cvtepi32_ps(_mm256_sub_epi32(           \
+							_mm256_and_si256(b, hi), zh[j])),      \
+						xh, ah[j]);                                    \
+				}                                                              \
+			}                                                                      \
+			_Pragma("GCC unroll 4") for (int j = 0; j < R; j++) tot[j] =          \
+				_mm256_fmadd_ps(_mm256_add_ps(al[j], ah[j]), s[j], tot[j]);                                       \
+		}                                                                              \
+		_Pragma("GCC unroll 4") for (int j = 0; j < R; j++) y[j] = hsum(tot[j]);      \
+	}
+G4_GEMV(4)
+G4_GEMV(1)
+
+AVX2 INLINE void g4_gemv(size_t group, const void *packed, size_t rows, size_t cols, size_t r0,
+			 size_t r1, const float *x, float *y)
+{
+	grp_view v = grp_open(4, group, packed, rows, cols);
+	size_t r = r0;
+	for (; r + 4 <= r1; r += 4)
+		g4_gemv4(group, v, cols, r, x, y + (r - r0));
+	for (; r < r1; r++)
+		g4_gemv1(group, v, cols, r, x, y + (r - r0));
 }
 
 /* ---- nf4: two codes a byte, the even element in the high nibble -------- */
@@ -552,12 +677,12 @@ AVX2 INLINE void gemm(seg_fn seg, const void *packed, size_t rows, size_t cols, 
 
 #ifdef TP_HAVE_X86
 /* SEG_SIMD(N): N##_seg_avx2 widening like N##_seg_c; GEMV(N): N##_gemv. */
-#define NAMED_AVX2(N)                                                                           \
+#define NAMED_AVX2(N, MOD, XSIZE, XPREP)                                                        \
 	AVX2 static void N##_rows_avx2(const void *packed, size_t rows, size_t cols, size_t r0,    \
 				       size_t r1, const void *xv, size_t n, float *y, size_t ldy) \
 	{                                                                                       \
 		const float *x = xv;                                                            \
-		if (cols % 8) {                                                                 \
+		if (cols % MOD) {                                                               \
 			rows_c(N##_seg_c, packed, rows, cols, r0, r1, x, n, y, ldy);            \
 			return;                                                                 \
 		}                                                                               \
@@ -568,7 +693,7 @@ AVX2 INLINE void gemm(seg_fn seg, const void *packed, size_t rows, size_t cols, 
 		}                                                                               \
 		gemm(N##_seg_avx2, packed, rows, cols, r0, r1, x, n, y, ldy);                   \
 	}                                                                                       \
-	static const tp_quant_kernel N##_kavx2 = {#N " x fp32 avx2", NULL, NULL, N##_rows_avx2};
+	static const tp_quant_kernel N##_kavx2 = {#N " x fp32 avx2", XSIZE, XPREP, N##_rows_avx2};
 #define GRP_AVX2(B, G)                                                                          \
 	AVX2 static void rtn##B##_g##G##_seg_avx2(const void *packed, size_t rows, size_t cols,    \
 						  size_t r, size_t c0, size_t c1, float *out)      \
@@ -580,7 +705,7 @@ AVX2 INLINE void gemm(seg_fn seg, const void *packed, size_t rows, size_t cols, 
 	{                                                                                       \
 		grp_gemv(B, G, packed, rows, cols, r0, r1, x, y);                               \
 	}                                                                                       \
-	NAMED_AVX2(rtn##B##_g##G)
+	NAMED_AVX2(rtn##B##_g##G, 8, NULL, NULL)
 #define FAM_AVX2(N, IMPL, ARG)                                                                  \
 	AVX2 static void N##_seg_avx2(const void *packed, size_t rows, size_t cols, size_t r,      \
 				      size_t c0, size_t c1, float *out)                         \
@@ -592,9 +717,22 @@ AVX2 INLINE void gemm(seg_fn seg, const void *packed, size_t rows, size_t cols, 
 	{                                                                                       \
 		IMPL##_gemv(ARG, packed, rows, cols, r0, r1, x, y);                             \
 	}                                                                                       \
-	NAMED_AVX2(N)
+	NAMED_AVX2(N, 8, NULL, NULL)
+#define G4_AVX2(G)                                                                              \
+	AVX2 static void rtn4_g##G##_seg_avx2(const void *packed, size_t rows, size_t cols,        \
+					      size_t r, size_t c0, size_t c1, float *out)          \
+	{                                                                                       \
+		g4_seg_avx2(G, packed, rows, cols, r, c0, c1, out);                             \
+	}                                                                                       \
+	AVX2 static void rtn4_g##G##_gemv(const void *packed, size_t rows, size_t cols,            \
+					  size_t r0, size_t r1, const float *x, float *y)          \
+	{                                                                                       \
+		g4_gemv(G, packed, rows, cols, r0, r1, x, y);                                   \
+	}                                                                                       \
+	NAMED_AVX2(rtn4_g##G, 16, g4_x_size, g4_x_prepare)
 #else
 #define GRP_AVX2(B, G)
+#define G4_AVX2(G)
 #define FAM_AVX2(N, IMPL, ARG)
 #endif
 
@@ -602,10 +740,14 @@ AVX2 INLINE void gemm(seg_fn seg, const void *packed, size_t rows, size_t cols, 
 	GRP_SEG_C(B, G)                                                                         \
 	NAMED_C(rtn##B##_g##G)                                                                  \
 	GRP_AVX2(B, G)
+#define G4_KERNELS(G)                                                                           \
+	GRP_SEG_C(4, G)                                                                         \
+	NAMED_C(rtn4_g##G)                                                                      \
+	G4_AVX2(G)
 
-GRP_KERNELS(4, 128)
-GRP_KERNELS(4, 64)
-GRP_KERNELS(4, 256)
+G4_KERNELS(128)
+G4_KERNELS(64)
+G4_KERNELS(256)
 GRP_KERNELS(3, 128)
 GRP_KERNELS(2, 128)
 
