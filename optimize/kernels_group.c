@@ -620,39 +620,46 @@ AVX2 static void tile6x16(size_t mr, const float *x, size_t ldx, const float *pa
 	T_STORE(0) T_STORE(1) T_STORE(2) T_STORE(3) T_STORE(4) T_STORE(5)
 }
 
-/* Prefill: per 16-row panel and KC block, widen once with seg, then every
- * input 6 at a time. A short last panel goes through a scratch tile so
- * nothing past row r1 of y is written. */
+/* Prefill: per NB inputs, 16-row panel and KC block, widen once with seg,
+ * then the NB inputs 6 at a time. NB bounds the slice of inputs a panel
+ * meets to what stays in L2 (rows of x a power of two apart share cache
+ * sets); widening again per NB inputs costs little next to NB products. A
+ * short last panel goes through a scratch tile so nothing past row r1 of y
+ * is written. */
+#define NB 64
 AVX2 INLINE void gemm(seg_fn seg, const void *packed, size_t rows, size_t cols, size_t r0,
 		      size_t r1, const float *x, size_t n, float *y, size_t ldy)
 {
 	_Alignas(32) float w[PANEL * KC];
 	_Alignas(32) float panel[KC * PANEL];
 	float tmp[MR * PANEL];
-	for (size_t pr = r0; pr < r1; pr += PANEL) {
-		size_t nr = r1 - pr < PANEL ? r1 - pr : PANEL;
-		for (size_t k0 = 0; k0 < cols; k0 += KC) {
-			size_t kc = cols - k0 < KC ? cols - k0 : KC;
-			for (size_t i = 0; i < PANEL; i++) {
-				if (i < nr)
-					seg(packed, rows, cols, pr + i, k0, k0 + kc, w + i * KC);
-				else
-					memset(w + i * KC, 0, kc * sizeof(float));
-			}
-			transpose_panel(w, kc, panel);
-			for (size_t t = 0; t < n; t += MR) {
-				size_t mr = n - t < MR ? n - t : MR;
-				const float *xt = x + t * cols + k0;
-				float *c = y + t * ldy + (pr - r0);
-				if (nr == PANEL) {
-					tile6x16(mr, xt, cols, panel, kc, c, ldy, k0 == 0);
-					continue;
+	for (size_t t0 = 0; t0 < n; t0 += NB) {
+		size_t t1 = n - t0 < NB ? n : t0 + NB;
+		for (size_t pr = r0; pr < r1; pr += PANEL) {
+			size_t nr = r1 - pr < PANEL ? r1 - pr : PANEL;
+			for (size_t k0 = 0; k0 < cols; k0 += KC) {
+				size_t kc = cols - k0 < KC ? cols - k0 : KC;
+				for (size_t i = 0; i < PANEL; i++) {
+					if (i < nr)
+						seg(packed, rows, cols, pr + i, k0, k0 + kc, w + i * KC);
+					else
+						memset(w + i * KC, 0, kc * sizeof(float));
 				}
-				for (size_t i = 0; i < mr; i++)
-					memcpy(tmp + i * PANEL, c + i * ldy, nr * sizeof(float));
-				tile6x16(mr, xt, cols, panel, kc, tmp, PANEL, k0 == 0);
-				for (size_t i = 0; i < mr; i++)
-					memcpy(c + i * ldy, tmp + i * PANEL, nr * sizeof(float));
+				transpose_panel(w, kc, panel);
+				for (size_t t = t0; t < t1; t += MR) {
+					size_t mr = t1 - t < MR ? t1 - t : MR;
+					const float *xt = x + t * cols + k0;
+					float *c = y + t * ldy + (pr - r0);
+					if (nr == PANEL) {
+						tile6x16(mr, xt, cols, panel, kc, c, ldy, k0 == 0);
+						continue;
+					}
+					for (size_t i = 0; i < mr; i++)
+						memcpy(tmp + i * PANEL, c + i * ldy, nr * sizeof(float));
+					tile6x16(mr, xt, cols, panel, kc, tmp, PANEL, k0 == 0);
+					for (size_t i = 0; i < mr; i++)
+						memcpy(c + i * ldy, tmp + i * PANEL, nr * sizeof(float));
+				}
 			}
 		}
 	}
