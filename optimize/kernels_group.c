@@ -456,14 +456,42 @@ AVX2 INLINE void nf4f_seg_avx2(bool dq, const void *packed, size_t rows, size_t 
 	}
 }
 
-/* Decode: one row at a time, per block the sum of code * x, then one FMA
- * with the absmax; whole blocks use four accumulators. */
+/* Decode: per block the sum of code * x, then one FMA with the absmax. */
 AVX2 INLINE void nf4f_gemv(bool dq, const void *packed, size_t rows, size_t cols, size_t r0,
 			  size_t r1, const float *x, float *y)
 {
 	nf4_view v = nf4_open(packed, rows, cols, dq);
 	__m256 lo = _mm256_loadu_ps(tp_quant_nf4_code), hi = _mm256_loadu_ps(tp_quant_nf4_code + 8);
-	for (size_t r = r0; r < r1; r++) {
+	size_t r = r0;
+	/* Rows of whole blocks: four at a time, sharing the loads of x, four
+	 * streams of codes in flight. */
+	if (cols % 64 == 0)
+		for (; r + 4 <= r1; r += 4) {
+			const uint8_t *n0 = v.nib + r * cols / 2, *n1 = n0 + cols / 2,
+				      *n2 = n1 + cols / 2, *n3 = n2 + cols / 2;
+			size_t b0 = r * cols / 64, bs = cols / 64;
+			__m256 t0 = _mm256_setzero_ps(), t1 = t0, t2 = t0, t3 = t0;
+			for (size_t c = 0; c < cols; c += 64) {
+				__m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+				for (size_t k = c; k < c + 64; k += 8) {
+					__m256 xv = _mm256_loadu_ps(x + k);
+					a0 = _mm256_fmadd_ps(nf4_values(n0 + k / 2, lo, hi), xv, a0);
+					a1 = _mm256_fmadd_ps(nf4_values(n1 + k / 2, lo, hi), xv, a1);
+					a2 = _mm256_fmadd_ps(nf4_values(n2 + k / 2, lo, hi), xv, a2);
+					a3 = _mm256_fmadd_ps(nf4_values(n3 + k / 2, lo, hi), xv, a3);
+				}
+				size_t b = b0 + c / 64;
+				t0 = _mm256_fmadd_ps(a0, _mm256_set1_ps(nf4_absmax(&v, b)), t0);
+				t1 = _mm256_fmadd_ps(a1, _mm256_set1_ps(nf4_absmax(&v, b + bs)), t1);
+				t2 = _mm256_fmadd_ps(a2, _mm256_set1_ps(nf4_absmax(&v, b + 2 * bs)), t2);
+				t3 = _mm256_fmadd_ps(a3, _mm256_set1_ps(nf4_absmax(&v, b + 3 * bs)), t3);
+			}
+			y[r - r0] = hsum(t0);
+			y[r - r0 + 1] = hsum(t1);
+			y[r - r0 + 2] = hsum(t2);
+			y[r - r0 + 3] = hsum(t3);
+		}
+	for (; r < r1; r++) {
 		size_t i0 = r * cols;
 		const uint8_t *nib = v.nib + i0 / 2;
 		__m256 tot = _mm256_setzero_ps();
