@@ -1,6 +1,6 @@
 /*
  * Kernels of the group family: rtnB_gG (also what GPTQ and AWQ produce),
- * nf4, nf4_dq, and the fp16 / bf16 baseline. Products come straight from the
+ * int4_int2_residual, nf4, nf4_dq, and the fp16 / bf16 baseline. Products come straight from the
  * packed bytes; activations stay fp32, so a result equals the format's
  * dequantize followed by fp32 dot products up to summation order.
  *
@@ -27,10 +27,11 @@
 #endif
 
 #define SEG 256     /* columns the plain-C kernel widens at a time */
-#define KC 256      /* k block of a prefill panel: 16 KiB of fp32 */
+#define KC 256      /* k block of a prefill panel: 16 KiB of fp32; <= SEG */
 #define PANEL 16    /* rows per panel */
 #define MR 6        /* inputs per register tile */
 #define GEMM_MIN 4  /* from this many inputs on, widen panels once */
+_Static_assert(KC <= SEG, "segment decoders widen at most SEG columns");
 
 /* Row r, columns c0..c1 of the packed matrix widened into out[c1 - c0]. */
 typedef void (*seg_fn)(const void *packed, size_t rows, size_t cols, size_t r, size_t c0,
@@ -66,6 +67,19 @@ static void grp_seg_c(int bits, size_t group, const void *packed, size_t rows, s
 		int q = (int)tp_quant_bits_get(qp, r * cols + c, bits);
 		out[c - c0] = (float)(q - z) * s;
 	}
+}
+
+/* int4_int2_residual: the 4-bit part, then the 2-bit part added (c1 - c0
+ * <= SEG: callers widen at most SEG or KC columns at a time). */
+static void int4_int2_residual_seg_c(const void *packed, size_t rows, size_t cols, size_t r,
+				     size_t c0, size_t c1, float *out)
+{
+	float rest[SEG];
+	grp_seg_c(4, 128, packed, rows, cols, r, c0, c1, out);
+	grp_seg_c(2, 128, (const uint8_t *)packed + tp_quant_group_packed_size(4, 128, rows, cols),
+		  rows, cols, r, c0, c1, rest);
+	for (size_t c = c0; c < c1; c++)
+		out[c - c0] += rest[c - c0];
 }
 
 static unsigned nib_get(const uint8_t *nib, size_t i)
@@ -213,8 +227,10 @@ AVX2 INLINE __m256 grp_scale(const grp_view *v, size_t gi)
 	return _mm256_cvtph_ps(_mm_set1_epi16((short)tp_quant_get_u16(v->s + 2 * gi)));
 }
 
+/* out = the widened weights, or out += them when add (int4_int2_residual's
+ * second part, added as its dequantize adds it). */
 AVX2 INLINE void grp_seg_avx2(int bits, size_t group, const void *packed, size_t rows,
-			      size_t cols, size_t r, size_t c0, size_t c1, float *out)
+			      size_t cols, size_t r, size_t c0, size_t c1, float *out, bool add)
 {
 	grp_view v = grp_open(bits, group, packed, rows, cols);
 	const uint8_t *qr = v.q + r * cols / 8 * (size_t)bits;
@@ -226,8 +242,10 @@ AVX2 INLINE void grp_seg_avx2(int bits, size_t group, const void *packed, size_t
 		for (; c < ge; c += 8) {
 			const uint8_t *p = qr + c / 8 * (size_t)bits;
 			__m256i q = grp_codes(p, bits, p + 4 > v.qend);
-			_mm256_storeu_ps(out + (c - c0),
-					 _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(q, z)), s));
+			__m256 w = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(q, z)), s);
+			if (add)
+				w = _mm256_add_ps(_mm256_loadu_ps(out + (c - c0)), w);
+			_mm256_storeu_ps(out + (c - c0), w);
 		}
 	}
 }
@@ -236,7 +254,7 @@ AVX2 INLINE void grp_seg_avx2(int bits, size_t group, const void *packed, size_t
  * per group, sum (q - z) * x, then one FMA with the scale. */
 #define GRP_GEMV(R)                                                                            \
 	AVX2 INLINE void grp_gemv##R(int bits, size_t group, grp_view v, size_t cols, size_t r, \
-				     const float *x, float *y)                                 \
+				     const float *x, float *y, bool add)                       \
 	{                                                                                      \
 		size_t rb = cols / 8 * (size_t)bits;                                           \
 		const uint8_t *qr = v.q + r * rb;                                              \
@@ -268,20 +286,47 @@ AVX2 INLINE void grp_seg_avx2(int bits, size_t group, const void *packed, size_t
 			_Pragma("GCC unroll 4") for (int j = 0; j < R; j++) tot[j] =          \
 				_mm256_fmadd_ps(acc[j], s[j], tot[j]);         \
 		}                                                                              \
-		_Pragma("GCC unroll 4") for (int j = 0; j < R; j++) y[j] = hsum(tot[j]);      \
+		_Pragma("GCC unroll 4") for (int j = 0; j < R; j++) y[j] =                    \
+			add ? y[j] + hsum(tot[j]) : hsum(tot[j]);                              \
 	}
 GRP_GEMV(4)
 GRP_GEMV(1)
 
+/* y = W x, or y += W x when add. */
 AVX2 INLINE void grp_gemv(int bits, size_t group, const void *packed, size_t rows, size_t cols,
-			  size_t r0, size_t r1, const float *x, float *y)
+			  size_t r0, size_t r1, const float *x, float *y, bool add)
 {
 	grp_view v = grp_open(bits, group, packed, rows, cols);
 	size_t r = r0;
 	for (; r + 4 <= r1; r += 4)
-		grp_gemv4(bits, group, v, cols, r, x, y + (r - r0));
+		grp_gemv4(bits, group, v, cols, r, x, y + (r - r0), add);
 	for (; r < r1; r++)
-		grp_gemv1(bits, group, v, cols, r, x, y + (r - r0));
+		grp_gemv1(bits, group, v, cols, r, x, y + (r - r0), add);
+}
+
+/* ---- int4_int2_residual: rtn4_g128 then rtn2_g128 of the rest, one after
+ * the other; the bit-stream paths (inputs in column order) for both. */
+static size_t resid_first(size_t rows, size_t cols)
+{
+	return tp_quant_group_packed_size(4, 128, rows, cols);
+}
+
+AVX2 INLINE void resid_seg_avx2(int unused, const void *packed, size_t rows, size_t cols,
+				size_t r, size_t c0, size_t c1, float *out)
+{
+	(void)unused;
+	grp_seg_avx2(4, 128, packed, rows, cols, r, c0, c1, out, false);
+	grp_seg_avx2(2, 128, (const uint8_t *)packed + resid_first(rows, cols), rows, cols, r, c0,
+		     c1, out, true);
+}
+
+AVX2 INLINE void resid_gemv(int unused, const void *packed, size_t rows, size_t cols, size_t r0,
+			    size_t r1, const float *x, float *y)
+{
+	(void)unused;
+	grp_gemv(4, 128, packed, rows, cols, r0, r1, x, y, false);
+	grp_gemv(2, 128, (const uint8_t *)packed + resid_first(rows, cols), rows, cols, r0, r1, x,
+		 y, true);
 }
 
 /* ---- 4-bit groups: two codes a byte, the even column in the low nibble.
@@ -733,12 +778,12 @@ AVX2 INLINE void gemm(seg_fn seg, const void *packed, size_t rows, size_t cols, 
 	AVX2 static void rtn##B##_g##G##_seg_avx2(const void *packed, size_t rows, size_t cols,    \
 						  size_t r, size_t c0, size_t c1, float *out)      \
 	{                                                                                       \
-		grp_seg_avx2(B, G, packed, rows, cols, r, c0, c1, out);                         \
+		grp_seg_avx2(B, G, packed, rows, cols, r, c0, c1, out, false);                         \
 	}                                                                                       \
 	AVX2 static void rtn##B##_g##G##_gemv(const void *packed, size_t rows, size_t cols,        \
 					      size_t r0, size_t r1, const float *x, float *y)      \
 	{                                                                                       \
-		grp_gemv(B, G, packed, rows, cols, r0, r1, x, y);                               \
+		grp_gemv(B, G, packed, rows, cols, r0, r1, x, y, false);                               \
 	}                                                                                       \
 	NAMED_AVX2(rtn##B##_g##G, 8, NULL, NULL)
 #define FAM_AVX2(N, IMPL, ARG)                                                                  \
@@ -790,10 +835,12 @@ NAMED_C(nf4)
 NAMED_C(nf4_dq)
 NAMED_C(fp16)
 NAMED_C(bf16)
+NAMED_C(int4_int2_residual)
 FAM_AVX2(nf4, nf4f, false)
 FAM_AVX2(nf4_dq, nf4f, true)
 FAM_AVX2(fp16, halff, false)
 FAM_AVX2(bf16, halff, true)
+FAM_AVX2(int4_int2_residual, resid, 0)
 
 typedef struct kpair {
 	const char *name;
@@ -811,7 +858,7 @@ const tp_quant_kernel *tp_quant_kernel_group(const char *name, bool simd)
 	static const kpair all[] = {
 		KPAIR(rtn4_g128), KPAIR(rtn4_g64), KPAIR(rtn4_g256), KPAIR(rtn3_g128),
 		KPAIR(rtn2_g128), KPAIR(nf4),	   KPAIR(nf4_dq),    KPAIR(fp16),
-		KPAIR(bf16),
+		KPAIR(bf16),	  KPAIR(int4_int2_residual),
 	};
 	if (!name)
 		return NULL;

@@ -9,7 +9,7 @@
 /* The kernel for the format called name in this family (SIMD when simd is
  * set and the family has one), or NULL.
  * kernels_ggml.c: int8, q8_0, q4_0, q5_0, q4_k.
- * kernels_group.c: rtnB_gG, nf4, nf4_dq, fp16, bf16. */
+ * kernels_group.c: rtnB_gG, nf4, nf4_dq, fp16, bf16, int4_int2_residual. */
 const tp_quant_kernel *tp_quant_kernel_ggml(const char *name, bool simd);
 const tp_quant_kernel *tp_quant_kernel_group(const char *name, bool simd);
 

@@ -1,7 +1,8 @@
-/* Kernels of the group family (rtnB_gG, nf4, nf4_dq, fp16, bf16): the SIMD
- * kernel against the plain-C one on the same inputs, both against the
- * format's dequantize with exact sums, and one-hot inputs, which make every
- * product exact, against the dequantized weights bit for bit. */
+/* Kernels of the group family (rtnB_gG, nf4, nf4_dq, fp16, bf16,
+ * int4_int2_residual): the SIMD kernel against the plain-C one on the same
+ * inputs, both against the format's dequantize with exact sums, and one-hot
+ * inputs, which make every product exact, against the dequantized weights
+ * bit for bit. */
 #include <string.h>
 
 #include "opt_test.h"
@@ -9,7 +10,7 @@
 
 static const char *const names[] = {"rtn4_g128", "rtn4_g64", "rtn4_g256", "rtn3_g128",
 				    "rtn2_g128", "nf4",	     "nf4_dq",	  "fp16",
-				    "bf16"};
+				    "bf16",	 "int4_int2_residual"};
 
 /* The kernel of f, SIMD or plain C. */
 static const tp_quant_kernel *kernel(const tp_quant_format *f, bool simd)
