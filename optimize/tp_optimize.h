@@ -122,6 +122,12 @@ size_t tp_quant_group_packed_size(int bits, size_t group, size_t rows, size_t co
  * fp16. For methods (GPTQ, AWQ) that choose the codes themselves. */
 void tp_quant_group_pack(int bits, size_t group, size_t rows, size_t cols, const uint8_t *q,
 			 const float *scale, const int *zero, void *packed);
+/* The inverse of tp_quant_group_pack: codes q[rows*cols], scale and zero
+ * [rows*ngroups] (each may be NULL when not wanted) of a packed matrix. */
+void tp_quant_group_unpack(int bits, size_t group, const void *packed, size_t rows, size_t cols,
+			   uint8_t *q, float *scale, int *zero);
+/* True when f is a registered rtnB_gG format, with its bits and group. */
+bool tp_quant_group_format_info(const tp_quant_format *f, int *bits, size_t *group);
 /* RTN of w into the bits/group layout. */
 void tp_quant_group_quantize(int bits, size_t group, const float *w, size_t rows, size_t cols,
 			     void *packed);
@@ -325,6 +331,10 @@ int tp_quant_awq(const float *w, size_t rows, size_t cols, const float *scales, 
  * may be NULL. weight_bytes reports the packed size. */
 int tp_quant_linear_new(tp_linear **out, const tp_quant_format *f, void *packed, size_t rows,
 			size_t cols, const float *bias);
+
+/* True when l is a packed layer (tp_quant_linear_new), with its format and
+ * packed bytes (owned by the layer) in *f and *packed (either may be NULL). */
+bool tp_quant_linear_get(const tp_linear *l, const tp_quant_format **f, const void **packed);
 
 /* Context of tp_optimize_make_linear_packed. */
 typedef struct tp_optimize_packed_ctx {
