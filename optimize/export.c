@@ -45,6 +45,7 @@ int tp_optimize_export_plan(const char *candidate, tp_export_plan *out)
 	for (size_t i = 0; i < sizeof(ggml) / sizeof(ggml[0]); i++)
 		if (!strcmp(candidate, ggml[i].name)) {
 			p.layout = TP_EXPORT_GGUF;
+			p.candidate = candidate;
 			p.format = tp_quant_format_find(candidate);
 			p.ggml_type = ggml[i].type;
 			p.file_type = ggml[i].file_type;
@@ -64,6 +65,7 @@ int tp_optimize_export_plan(const char *candidate, tp_export_plan *out)
 	if (!f)
 		return tp_error_set(TP_EUNSUPPORTED, "candidate %s cannot be exported; exportable: %s",
 				    candidate, exportable);
+	p.candidate = candidate;
 	p.format = f;
 	p.bits = bits;
 	p.group = group;
@@ -925,7 +927,7 @@ static int write_config(const tp_buf *cfg, const tp_export_plan *p, bool v1, con
 		   !cJSON_AddStringToObject(q, "checkpoint_format", v1 ? "gptq" : "gptq_v2") ||
 		   !cJSON_AddStringToObject(q, "model_file_base_name", "model"))
 		goto oom;
-	if (!cJSON_AddStringToObject(q, "tenpak_candidate", p->method ? p->method : ""))
+	if (!cJSON_AddStringToObject(q, "tenpak_candidate", p->candidate))
 		goto oom;
 	if (!(s = cJSON_Print(j)))
 		goto oom;

@@ -450,6 +450,7 @@ typedef enum tp_export_layout {
 
 typedef struct tp_export_plan {
 	tp_export_layout layout;
+	const char *candidate;         /* the name given */
 	const tp_quant_format *format; /* the format every decoder layer is packed in */
 	int bits;                      /* group layouts */
 	size_t group;
