@@ -125,6 +125,36 @@ test_expect_success 'awq4 goes out in the AWQ GEMM layout, awq3 in the GPTQ one'
 	grep "28 layers read back equal" check.txt
 '
 
+# A group whose weights are all >= 0 gets zero point 0, which GPTQ v1's
+# "zero - 1" cannot hold: the export then says gptq_v2 and stores zeros as is.
+if command -v python3 >/dev/null; then
+	test_expect_success 'a zero point of 0 makes the GPTQ export v2, read back exactly' '
+		mkdir pos &&
+		cp model/config.json model/tokenizer.json pos/ &&
+		cp model/model.safetensors pos/ &&
+		python3 -c "
+import json, struct, sys
+f = open(\"pos/model.safetensors\", \"r+b\")
+n = struct.unpack(\"<Q\", f.read(8))[0]
+h = json.loads(f.read(n))
+t = h[\"model.layers.1.self_attn.v_proj.weight\"]
+assert t[\"dtype\"] == \"BF16\"
+at = 8 + n + t[\"data_offsets\"][0]
+f.seek(at)
+b = bytearray(f.read(256))
+for i in range(1, 256, 2):
+    b[i] &= 0x7f
+f.seek(at)
+f.write(b)
+" &&
+		"$CHECK" write pos rtn4_g128 rtn4_g128 out-pos &&
+		grep "\"checkpoint_format\":[[:space:]]*\"gptq_v2\"" out-pos/config.json &&
+		"$CHECK" check pos rtn4_g128 out-pos >check.txt &&
+		grep "checkpoint_format gptq_v2" check.txt &&
+		grep "28 layers read back equal" check.txt
+	'
+fi
+
 test_expect_success 'a changed byte in a safetensors export is noticed' '
 	size=$(wc -c <out-awq4/model.safetensors) &&
 	printf "\377\377\377\377" | dd of=out-awq4/model.safetensors bs=1 \
