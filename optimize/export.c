@@ -1092,6 +1092,26 @@ done:
 	return rc;
 }
 
+int tp_optimize_export_gguf(tp_model *m, const char *src_dir, const char *weights,
+			    const char *candidate, const char *path)
+{
+	tp_export_plan p;
+	tp_model_config c;
+	tp_buf cfg = TP_BUF_INIT(CONFIG_MAX);
+	sources src = { 0 };
+	int rc;
+	if ((rc = tp_optimize_export_plan(candidate, &p)) < 0)
+		return rc;
+	if (p.layout != TP_EXPORT_GGUF)
+		return tp_error_set(TP_EINVAL, "export: %s is not a GGUF candidate", candidate);
+	if ((rc = read_config(src_dir, &cfg, &c)) == 0 &&
+	    (rc = sources_open(&src, src_dir, weights)) == 0)
+		rc = export_gguf(m, &c, src_dir, &src, &p, path);
+	sources_free(&src);
+	tp_buf_free(&cfg);
+	return rc;
+}
+
 int tp_optimize_export(tp_model *m, const char *src_dir, const char *weights,
 		       const char *candidate, const char *out_dir, char **written)
 {

@@ -474,6 +474,10 @@ int tp_optimize_export_plan(const char *candidate, tp_export_plan *out);
 int tp_optimize_export(tp_model *m, const char *src_dir, const char *weights,
 		       const char *candidate, const char *out_dir, char **written);
 
+/* The GGUF export of a ggml candidate (q8_0, q4_0, q4_k) written to path. */
+int tp_optimize_export_gguf(tp_model *m, const char *src_dir, const char *weights,
+			    const char *candidate, const char *path);
+
 /* The loaders' reading of the exported layouts, for round-trip tests:
  * w[out][in] = (q - z) * scale. GPTQ: v1 adds 1 to the stored zero (AutoGPTQ);
  * g_idx gives each input's group. AWQ: 4 bits, group divides in. */
