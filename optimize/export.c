@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "tp_array.h"
 #include "tp_delta.h"
 #include "tp_optimize.h"
 
@@ -723,28 +724,21 @@ typedef struct out_tensor {
 	int which;
 } out_tensor;
 
-typedef struct st_plan {
-	out_tensor *t;
-	size_t n, cap;
-} st_plan;
+typedef tp_array(out_tensor) st_plan;
 
+/* Append o called name + suffix. */
 static int plan_add(st_plan *sp, const out_tensor *o, const char *name, const char *suffix)
 {
-	if (sp->n == sp->cap) {
-		size_t cap = sp->cap ? 2 * sp->cap : 64;
-		out_tensor *t = realloc(sp->t, cap * sizeof(*t));
-		if (!t)
-			return tp_error_set(TP_ENOMEM, "out of memory");
-		sp->t = t;
-		sp->cap = cap;
-	}
-	out_tensor *d = &sp->t[sp->n];
-	*d = *o;
+	out_tensor d = *o;
 	size_t len = strlen(name) + strlen(suffix) + 1;
-	if (!(d->name = malloc(len)))
+	if (!(d.name = malloc(len)))
 		return tp_error_set(TP_ENOMEM, "out of memory");
-	snprintf(d->name, len, "%s%s", name, suffix);
-	sp->n++;
+	snprintf(d.name, len, "%s%s", name, suffix);
+	int rc = tp_array_push(sp, d);
+	if (rc != 0) {
+		free(d.name);
+		return tp_error_set(rc, "%zu output tensors", sp->len);
+	}
 	return 0;
 }
 
@@ -865,8 +859,8 @@ static int st_header(const st_plan *sp, tp_buf *out)
 	uint64_t off = 0;
 	if (!meta || !cJSON_AddStringToObject(meta, "format", "pt"))
 		goto oom;
-	for (size_t i = 0; i < sp->n; i++) {
-		const out_tensor *o = &sp->t[i];
+	for (size_t i = 0; i < sp->len; i++) {
+		const out_tensor *o = &sp->ptr[i];
 		cJSON *t = cJSON_AddObjectToObject(h, o->name), *shape, *offs;
 		if (!t || !cJSON_AddStringToObject(t, "dtype", o->dtype) ||
 		    !(shape = cJSON_AddArrayToObject(t, "shape")) ||
@@ -943,7 +937,7 @@ oom:
 static int export_st(tp_model *m, const tp_model_config *c, const tp_buf *cfg, const sources *src,
 		     const tp_export_plan *p, const char *out_dir)
 {
-	st_plan sp = { 0 };
+	st_plan sp = TP_ARRAY_INIT(TP_ST_MAX_TENSORS);
 	layer_codes lc = { 0 };
 	tp_buf head = TP_BUF_INIT((size_t)TP_ST_HEADER_MAX);
 	char *path = NULL, *cpath = NULL;
@@ -1049,8 +1043,8 @@ static int export_st(tp_model *m, const tp_model_config *c, const tp_buf *cfg, c
 	}
 	if ((rc = tp_fs_write_all(fd, head.ptr, head.len)) < 0)
 		goto done;
-	for (size_t i = 0; i < sp.n; i++) {
-		const out_tensor *o = &sp.t[i];
+	for (size_t i = 0; i < sp.len; i++) {
+		const out_tensor *o = &sp.ptr[i];
 		if (o->size > TENSOR_MAX) {
 			rc = tp_error_set(TP_ETOOBIG, "tensor %s: %llu bytes", o->name,
 					  (unsigned long long)o->size);
@@ -1079,9 +1073,9 @@ done:
 		close(fd);
 	if (rc < 0 && path)
 		unlink(path);
-	for (size_t i = 0; i < sp.n; i++)
-		free(sp.t[i].name);
-	free(sp.t);
+	for (size_t i = 0; i < sp.len; i++)
+		free(sp.ptr[i].name);
+	tp_array_clear(&sp);
 	free(lc.q);
 	free(lc.scale);
 	free(lc.zero);
