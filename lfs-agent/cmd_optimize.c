@@ -21,6 +21,7 @@ extern const size_t tp_optimize_text_calib_len, tp_optimize_text_eval_len;
 static const char usage[] =
 	"usage: tenpak optimize MODEL_DIR [--eval FILE] [--calib FILE] [--candidates LIST]\n"
 	"                       [--ctx N] [--max-tokens N] [--threads N] [--json OUT]\n"
+	"                       [--export DIR [--export-candidate NAME]]\n"
 	"Measure what quantizing a Llama, Mistral or Qwen2 model (Hugging Face files in\n"
 	"MODEL_DIR) costs in quality. Each candidate quantizes the 7 linear layers of\n"
 	"every decoder block (q, k, v, o, gate, up, down); embeddings, norms and lm_head\n"
@@ -46,11 +47,20 @@ static const char usage[] =
 	"                     the methods' calibration cost)\n"
 	"  --threads N        worker threads (default: all cores)\n"
 	"  --json OUT         also write the results as JSON to OUT\n"
+	"  --export DIR       write the quantized model into DIR for serving stacks:\n"
+	"                     q8_0, q4_0, q4_k as DIR/model-NAME.gguf (llama.cpp);\n"
+	"                     rtnB_gG, gptqB_gG, awq3_gG as GPTQ safetensors\n"
+	"                     (AutoGPTQ / transformers), awq4_gG as AutoAWQ GEMM\n"
+	"                     safetensors, with config.json's quantization_config and\n"
+	"                     the tokenizer files\n"
+	"  --export-candidate NAME  the candidate --export writes (default: the only\n"
+	"                     one in --candidates)\n"
 	"A candidate that fails is reported with its reason and the others still run;\n"
 	"the exit status is then 1.\n";
 
 typedef struct args {
 	const char *model, *eval, *calib, *candidates, *ctx, *max_tokens, *threads, *json;
+	const char *export_dir, *export_candidate;
 } args;
 
 typedef struct text {
@@ -67,6 +77,8 @@ static int parse_args(int argc, char **argv, args *a, size_t *ctx, size_t *max_t
 		{ "--candidates", NULL, &a->candidates },
 		{ "--ctx", NULL, &a->ctx },	  { "--max-tokens", NULL, &a->max_tokens },
 		{ "--threads", NULL, &a->threads }, { "--json", NULL, &a->json },
+		{ "--export", NULL, &a->export_dir },
+		{ "--export-candidate", NULL, &a->export_candidate },
 		{ 0 },
 	};
 	int npos = 0, rc = tp_cli_parse("optimize", argc, argv, opts, &npos);
@@ -88,6 +100,8 @@ static int parse_args(int argc, char **argv, args *a, size_t *ctx, size_t *max_t
 		return tp_cli_usage_error("optimize", "--candidates is empty");
 	if (a->eval && a->calib && strcmp(a->eval, a->calib) == 0)
 		return tp_cli_usage_error("optimize", "--calib and --eval must be different texts");
+	if (a->export_candidate && !a->export_dir)
+		return tp_cli_usage_error("optimize", "--export-candidate needs --export DIR");
 	return TP_CLI_PARSED;
 }
 
@@ -239,6 +253,36 @@ static void print_table(const report *p)
 	}
 }
 
+/* --export: load candidate name with packed layers (a format: RTN into
+ * that format; a method: tp_optimize_candidate_load) and write it into
+ * a->export_dir (optimize/README.md, "Export"). */
+static int export_candidate(const args *a, const tp_model_opts *mo, const char *name,
+			    const tp_candidate_calib *calib, unsigned bits)
+{
+	tp_export_plan plan;
+	tp_model *m = NULL;
+	tp_candidate_stats st;
+	char *written = NULL;
+	int rc = tp_optimize_export_plan(name, &plan);
+	if (rc < 0)
+		return rc;
+	if (tp_optimize_is_method(name)) {
+		rc = tp_optimize_candidate_load(&m, a->model, mo, name, calib, bits, &st);
+	} else {
+		tp_optimize_packed_ctx pc = { .format = plan.format };
+		tp_model_opts po = *mo;
+		po.make_linear = tp_optimize_make_linear_packed;
+		po.make_linear_ctx = &pc;
+		rc = tp_model_load(&m, a->model, &po);
+	}
+	if (rc == 0 && (rc = tp_optimize_export(m, a->model, mo->weights, name, a->export_dir,
+					       &written)) == 0)
+		fprintf(stderr, "tenpak optimize: exported %s to %s\n", name, written);
+	free(written);
+	tp_model_free(m);
+	return rc;
+}
+
 /* Split the comma list (or every format's name) into oc. */
 static int list_candidates(const char *list, outcome *oc, size_t *n)
 {
@@ -261,6 +305,19 @@ static int list_candidates(const char *list, outcome *oc, size_t *n)
 	return *n ? 0 : tp_error_set(TP_EINVAL, "no candidate in '%s'", list);
 }
 
+/* The candidate --export writes, checked before the long run. */
+static int export_check(const args *a, const outcome *oc, size_t n, const char **name)
+{
+	tp_export_plan plan;
+	if (!a->export_dir)
+		return 0;
+	*name = a->export_candidate ? a->export_candidate : n == 1 ? oc[0].name : NULL;
+	if (!*name)
+		return tp_error_set(TP_EINVAL, "--export: say which of the %zu candidates with "
+				    "--export-candidate NAME", n);
+	return tp_optimize_export_plan(*name, &plan);
+}
+
 int tp_cmd_optimize(int argc, char **argv)
 {
 	args a = { 0 };
@@ -276,7 +333,7 @@ int tp_cmd_optimize(int argc, char **argv)
 	tp_quant_calib_set calib = { 0 };
 	tp_eval_result base;
 	outcome *oc = calloc(CANDIDATES_MAX, sizeof(*oc));
-	const char *codec = NULL;
+	const char *codec = NULL, *export_name = NULL;
 	unsigned bits = 0;
 	tp_model_opts mo = { .threads = (unsigned)threads };
 	if (!oc) {
@@ -284,6 +341,7 @@ int tp_cmd_optimize(int argc, char **argv)
 		goto done;
 	}
 	if ((rc = list_candidates(a.candidates, oc, &noc)) < 0 ||
+	    (rc = export_check(&a, oc, noc, &export_name)) < 0 ||
 	    (rc = tp_optimize_source_dtype(a.model, NULL, &codec, &bits)) < 0 ||
 	    (rc = tp_model_load(&m, a.model, &mo)) < 0 ||
 	    (rc = tp_path_join(&tok_path, a.model, "tokenizer.json")) < 0 ||
@@ -330,6 +388,8 @@ int tp_cmd_optimize(int argc, char **argv)
 	print_table(&p);
 	if (a.json)
 		rc = write_json(&p);
+	if (rc == 0 && a.export_dir)
+		rc = export_candidate(&a, &mo, export_name, &cc, bits);
 done:
 	for (size_t i = 0; oc && i < noc; i++)
 		free(oc[i].name);

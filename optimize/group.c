@@ -68,6 +68,36 @@ void tp_quant_group_pack(int bits, size_t group, size_t rows, size_t cols, const
 		tp_quant_bits_put(qp, i, bits, q[i]);
 }
 
+void tp_quant_group_unpack(int bits, size_t group, const void *packed, size_t rows, size_t cols,
+			   uint8_t *q, float *scale, int *zero)
+{
+	size_t ng = rows * ngroups(cols, group);
+	const uint8_t *p = packed, *zp = p + 2 * ng, *qp = zp + tp_quant_bits_bytes(ng, bits);
+	for (size_t g = 0; g < ng; g++) {
+		if (scale)
+			scale[g] = tp_fp16_to_f32(tp_quant_get_u16(p + 2 * g));
+		if (zero)
+			zero[g] = (int)tp_quant_bits_get(zp, g, bits);
+	}
+	if (q)
+		for (size_t i = 0; i < rows * cols; i++)
+			q[i] = (uint8_t)tp_quant_bits_get(qp, i, bits);
+}
+
+bool tp_quant_group_format_info(const tp_quant_format *f, int *bits, size_t *group)
+{
+	int b, n = 0;
+	size_t g;
+	if (!f || !f->name || sscanf(f->name, "rtn%d_g%zu%n", &b, &g, &n) != 2 ||
+	    f->name[n] != 0 || tp_quant_group_format(b, g) != f)
+		return false;
+	if (bits)
+		*bits = b;
+	if (group)
+		*group = g;
+	return true;
+}
+
 /* Parameters of every group of w (one row-major matrix) into scale/zero;
  * keep, when not NULL, restricts each group to the weights it marks. */
 static void group_params_all(int bits, size_t group, const float *w, const uint8_t *keep,

@@ -203,6 +203,18 @@ int tp_quant_linear_new(tp_linear **out, const tp_quant_format *f, void *packed,
 	return 0;
 }
 
+bool tp_quant_linear_get(const tp_linear *l, const tp_quant_format **f, const void **packed)
+{
+	if (!l || l->ops != &qlinear_ops)
+		return false;
+	const qlinear *q = (const qlinear *)l;
+	if (f)
+		*f = q->f;
+	if (packed)
+		*packed = q->packed;
+	return true;
+}
+
 bool tp_optimize_is_decoder_linear(const char *name)
 {
 	static const char *const suffix[] = {"self_attn.q_proj", "self_attn.k_proj",

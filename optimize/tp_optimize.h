@@ -122,6 +122,12 @@ size_t tp_quant_group_packed_size(int bits, size_t group, size_t rows, size_t co
  * fp16. For methods (GPTQ, AWQ) that choose the codes themselves. */
 void tp_quant_group_pack(int bits, size_t group, size_t rows, size_t cols, const uint8_t *q,
 			 const float *scale, const int *zero, void *packed);
+/* The inverse of tp_quant_group_pack: codes q[rows*cols], scale and zero
+ * [rows*ngroups] (each may be NULL when not wanted) of a packed matrix. */
+void tp_quant_group_unpack(int bits, size_t group, const void *packed, size_t rows, size_t cols,
+			   uint8_t *q, float *scale, int *zero);
+/* True when f is a registered rtnB_gG format, with its bits and group. */
+bool tp_quant_group_format_info(const tp_quant_format *f, int *bits, size_t *group);
 /* RTN of w into the bits/group layout. */
 void tp_quant_group_quantize(int bits, size_t group, const float *w, size_t rows, size_t cols,
 			     void *packed);
@@ -326,6 +332,10 @@ int tp_quant_awq(const float *w, size_t rows, size_t cols, const float *scales, 
 int tp_quant_linear_new(tp_linear **out, const tp_quant_format *f, void *packed, size_t rows,
 			size_t cols, const float *bias);
 
+/* True when l is a packed layer (tp_quant_linear_new), with its format and
+ * packed bytes (owned by the layer) in *f and *packed (either may be NULL). */
+bool tp_quant_linear_get(const tp_linear *l, const tp_quant_format **f, const void **packed);
+
 /* Context of tp_optimize_make_linear_packed. */
 typedef struct tp_optimize_packed_ctx {
 	const tp_quant_format *format;
@@ -415,5 +425,66 @@ int tp_gguf_llama_tensor_name(const char *hf, char *out, size_t cap);
  * convert_hf_to_gguf.py): dst row h*hd + 2i + j = src row h*hd + j*hd/2 + i. */
 void tp_gguf_rope_permute(const float *src, float *dst, size_t heads, size_t head_dim,
 			  size_t cols);
+
+/* ---- export (optimize/export.c; README.md "Export") -------------------------
+ * A quantized model written for serving stacks:
+ * - q8_0, q4_0, q4_k: one GGUF file, model-<candidate>.gguf, llama.cpp's
+ *   "llama" architecture (rows the block does not divide in the format's
+ *   fallback type, as the format stores them), byte-level BPE tokenizers only.
+ * - rtnB_gG, gptqB_gG (and awq3_gG): model.safetensors in AutoGPTQ's layout
+ *   (transformers' GPTQ loader): qweight int32 [in*B/32][out], qzeros int32
+ *   [ngroups][out*B/32] (zero - 1: checkpoint_format "gptq"; zeros as they
+ *   are, "gptq_v2", when some zero point is 0), scales fp16 [ngroups][out],
+ *   g_idx int32 [in].
+ * - awq4_gG: model.safetensors in AutoAWQ's GEMM layout: qweight int32
+ *   [in][out/8] and qzeros int32 [ngroups][out/8], 8 codes per int32 in the
+ *   order 0,2,4,6,1,3,5,7; scales fp16 [ngroups][out].
+ * The safetensors layouts come with config.json's quantization_config and
+ * the source directory's small files (tokenizer, ...). */
+
+typedef enum tp_export_layout {
+	TP_EXPORT_GGUF,
+	TP_EXPORT_GPTQ,
+	TP_EXPORT_AWQ,
+} tp_export_layout;
+
+typedef struct tp_export_plan {
+	tp_export_layout layout;
+	const char *candidate;         /* the name given */
+	const tp_quant_format *format; /* the format every decoder layer is packed in */
+	int bits;                      /* group layouts */
+	size_t group;
+	const char *method; /* "rtn", "gptq", "awq"; NULL for GGUF */
+	tp_ggml_type ggml_type; /* GGUF */
+	uint32_t file_type;     /* GGUF general.file_type */
+} tp_export_plan;
+
+/* How candidate is exported; TP_EUNSUPPORTED naming the exportable
+ * candidates when it cannot be. */
+int tp_optimize_export_plan(const char *candidate, tp_export_plan *out);
+
+/*
+ * Export m, candidate's model, into out_dir (created; not src_dir). Every
+ * decoder linear layer of m must be a packed layer (tp_quant_linear_get) in
+ * the candidate's format; norms come from m (an AWQ model's are scaled),
+ * every other tensor from src_dir's safetensors (weights as in
+ * tp_model_opts) in its stored dtype. m is not changed. *written (may be
+ * NULL) gets the path of the weights file written (malloc'd).
+ */
+int tp_optimize_export(tp_model *m, const char *src_dir, const char *weights,
+		       const char *candidate, const char *out_dir, char **written);
+
+/* The GGUF export of a ggml candidate (q8_0, q4_0, q4_k) written to path. */
+int tp_optimize_export_gguf(tp_model *m, const char *src_dir, const char *weights,
+			    const char *candidate, const char *path);
+
+/* The loaders' reading of the exported layouts, for round-trip tests:
+ * w[out][in] = (q - z) * scale. GPTQ: v1 adds 1 to the stored zero (AutoGPTQ);
+ * g_idx gives each input's group. AWQ: 4 bits, group divides in. */
+int tp_export_gptq_dequantize(int bits, size_t in, size_t out, size_t ngroups,
+			      const uint32_t *qweight, const uint32_t *qzeros,
+			      const uint16_t *scales, const int32_t *g_idx, bool v1, float *w);
+int tp_export_awq_dequantize(size_t group, size_t in, size_t out, const uint32_t *qweight,
+			     const uint32_t *qzeros, const uint16_t *scales, float *w);
 
 #endif

@@ -5,14 +5,12 @@
  *
  *   tp-gguf MODEL_DIR OUT.gguf [f32|q8_0|q4_0|q4_k]
  *
- * q8_0, q4_0 and q4_k pack the 7 linear layers of every block with tenpak's
- * own format of that name (tp_quant_format_find, bit-exact ggml blocks); a
- * row the block does not divide is stored in the format's fallback (Q5_0 or
- * F16, tp_quant_fallback), as the format itself stores it. Everything else
- * stays F32.
- *
- * The tokenizer written is the byte-level one (token id = byte value), so it
- * only suits byte-level models such as the fixtures.
+ * f32 writes every tensor in F32 with the byte-level vocabulary (token id =
+ * byte value), so it only suits byte-level models such as the fixtures.
+ * q8_0, q4_0 and q4_k load the model with the 7 linear layers of every block
+ * packed in tenpak's format of that name (bit-exact ggml blocks) and write it
+ * with the library's export (tp_optimize_export_gguf, optimize/export.c): the
+ * same file `tenpak optimize --export` writes.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -64,69 +62,7 @@ done:
 	return rc;
 }
 
-/* A quantization mode: the format's name, its ggml type and the GGUF
- * general.file_type (llama.cpp's LLAMA_FTYPE_MOSTLY_*). */
-typedef struct {
-	const char *name;
-	tp_ggml_type type;
-	uint32_t file_type;
-} mode;
-
-static const mode modes[] = {
-	{ "f32", TP_GGML_F32, 0 },
-	{ "q8_0", TP_GGML_Q8_0, 7 },
-	{ "q4_0", TP_GGML_Q4_0, 2 },
-	{ "q4_k", TP_GGML_Q4_K, 14 }, /* Q4_K_S: every block layer in Q4_K */
-};
-
-/* The ggml type the format of m stores a cols-wide row in. */
-static tp_ggml_type stored_type(const mode *m, size_t cols)
-{
-	const char *fb = tp_quant_fallback(m->name, cols);
-	if (!fb)
-		return m->type;
-	return strcmp(fb, "q5_0") == 0 ? TP_GGML_Q5_0 : TP_GGML_F16;
-}
-
-/* w (rows x cols fp32) packed by m's format into a new buffer *out of *size
- * bytes, laid out as a GGUF tensor of type *type. */
-static int pack(const mode *m, const char *tensor, const float *w, size_t rows, size_t cols,
-		void **out, size_t *size, tp_ggml_type *type)
-{
-	const tp_quant_format *f = tp_quant_format_find(m->name);
-	tp_ggml_type t = stored_type(m, cols);
-	if (!f)
-		return tp_error_set(TP_EUNSUPPORTED, "no format %s", m->name);
-	size_t n = f->packed_size(rows, cols);
-	/* The format's layout must be the GGUF tensor's, byte for byte. */
-	if (n != tp_ggml_row_size(t, cols) * rows)
-		return tp_error_set(TP_EUNSUPPORTED, "tensor %s: %s packs %zu x %zu into %zu bytes, "
-				    "not whole ggml type %d rows", tensor, m->name, rows, cols, n, (int)t);
-	void *p = malloc(n + 1);
-	if (!p)
-		return tp_error_set(TP_ENOMEM, "out of memory for %s", tensor);
-	int rc = f->quantize(w, rows, cols, NULL, p);
-	if (rc < 0) {
-		free(p);
-		return tp_error_wrap(rc, "tensor %s: %s", tensor, m->name);
-	}
-	*out = p;
-	*size = n;
-	*type = t;
-	return 0;
-}
-
-static bool is_block_linear(const char *gguf_name)
-{
-	static const char *const names[] = { ".attn_q.", ".attn_k.", ".attn_v.", ".attn_output.",
-					     ".ffn_gate.", ".ffn_up.", ".ffn_down." };
-	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-		if (strstr(gguf_name, names[i]))
-			return true;
-	return false;
-}
-
-static int run(const char *dir, const char *out_path, const mode *m)
+static int run_f32(const char *dir, const char *out_path)
 {
 	tp_buf cfg = TP_BUF_INIT(CONFIG_MAX);
 	tp_model_config c;
@@ -160,7 +96,7 @@ static int run(const char *dir, const char *out_path, const mode *m)
 		.vocab = (uint32_t)c.vocab, .rms_eps = (float)c.rms_eps,
 		.rope_theta = (float)c.rope_theta,
 	};
-	if ((rc = tp_gguf_llama_meta(g, &h)) < 0 || (rc = tp_gguf_kv_u32(g, "general.file_type", m->file_type)) < 0 ||
+	if ((rc = tp_gguf_llama_meta(g, &h)) < 0 || (rc = tp_gguf_kv_u32(g, "general.file_type", 0)) < 0 ||
 	    (rc = tp_gguf_byte_vocab(g)) < 0)
 		goto done;
 	if (!(bufs = calloc(st->ntensors + 1, sizeof(*bufs)))) {
@@ -197,16 +133,8 @@ static int run(const char *dir, const char *out_path, const mode *m)
 			free(bufs[i]);
 			bufs[i] = p;
 		}
-		tp_ggml_type type = TP_GGML_F32;
 		size_t size = rows * cols * sizeof(float);
-		void *data = bufs[i];
-		if (m->type != TP_GGML_F32 && is_block_linear(name)) {
-			if ((rc = pack(m, t->name, bufs[i], rows, cols, &data, &size, &type)) < 0)
-				goto done;
-			free(bufs[i]);
-			bufs[i] = data;
-		}
-		if ((rc = tp_gguf_add_tensor(g, name, type, ne, t->ndim, data, size)) < 0)
+		if ((rc = tp_gguf_add_tensor(g, name, TP_GGML_F32, ne, t->ndim, bufs[i], size)) < 0)
 			goto done;
 	}
 	rc = tp_gguf_write(g, out_path);
@@ -224,17 +152,33 @@ done:
 	return rc;
 }
 
+/* dir with its block layers packed in format, exported as GGUF. */
+static int run_quant(const char *dir, const char *out_path, const char *format)
+{
+	tp_optimize_packed_ctx ctx = { .format = tp_quant_format_find(format) };
+	tp_model_opts o = { .threads = 1, .make_linear = tp_optimize_make_linear_packed,
+			    .make_linear_ctx = &ctx };
+	tp_model *m = NULL;
+	int rc = tp_model_load(&m, dir, &o);
+	if (rc == 0)
+		rc = tp_optimize_export_gguf(m, dir, NULL, format, out_path);
+	tp_model_free(m);
+	return rc;
+}
+
 int main(int argc, char **argv)
 {
-	const mode *m = argc == 3 ? &modes[0] : NULL;
-	for (size_t i = 0; argc == 4 && i < sizeof(modes) / sizeof(modes[0]); i++)
-		if (!strcmp(argv[3], modes[i].name))
-			m = &modes[i];
-	if (!m) {
+	static const char *const quant[] = { "q8_0", "q4_0", "q4_k" };
+	const char *mode = argc == 3 ? "f32" : argc == 4 ? argv[3] : "";
+	bool ok = !strcmp(mode, "f32");
+	for (size_t i = 0; i < sizeof(quant) / sizeof(quant[0]); i++)
+		ok = ok || !strcmp(mode, quant[i]);
+	if (!ok) {
 		fprintf(stderr, "usage: tp-gguf MODEL_DIR OUT.gguf [f32|q8_0|q4_0|q4_k]\n");
 		return 2;
 	}
-	if (run(argv[1], argv[2], m) < 0) {
+	if ((!strcmp(mode, "f32") ? run_f32(argv[1], argv[2])
+				  : run_quant(argv[1], argv[2], mode)) < 0) {
 		fprintf(stderr, "tp-gguf: %s\n", tp_error_last());
 		return 1;
 	}

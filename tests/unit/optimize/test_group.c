@@ -144,6 +144,46 @@ static void test_rtn_formats(void)
 	free(zr);
 }
 
+/* tp_quant_group_unpack inverts tp_quant_group_pack for 2, 3, 4 and 8 bits
+ * (a short last group included), and tp_quant_group_format_info names the
+ * registered formats only. */
+static void test_unpack(void)
+{
+	enum { R = 5, C = 300 };
+	const size_t groups[] = {128, 64, 7};
+	const int bits[] = {2, 3, 4, 8};
+	for (size_t bi = 0; bi < 4; bi++)
+		for (size_t gi = 0; gi < 3; gi++) {
+			int b = bits[bi];
+			size_t G = groups[gi], ng = R * ((C + G - 1) / G);
+			uint8_t *q = malloc(R * C), *q2 = malloc(R * C);
+			float *sc = malloc(ng * sizeof(float)), *sc2 = malloc(ng * sizeof(float));
+			int *zr = malloc(ng * sizeof(int)), *zr2 = malloc(ng * sizeof(int));
+			void *p = malloc(tp_quant_group_packed_size(b, G, R, C));
+			for (size_t i = 0; i < R * C; i++)
+				q[i] = (uint8_t)(opt_uniform() * (1 << b));
+			for (size_t g = 0; g < ng; g++) {
+				/* fp16 values, so the stored scale is exact */
+				sc[g] = tp_fp16_to_f32(tp_fp16_from_f32((float)opt_uniform()));
+				zr[g] = (int)(opt_uniform() * (1 << b));
+			}
+			tp_quant_group_pack(b, G, R, C, q, sc, zr, p);
+			tp_quant_group_unpack(b, G, p, R, C, q2, sc2, zr2);
+			CHECK(memcmp(q, q2, R * C) == 0);
+			CHECK(memcmp(sc, sc2, ng * sizeof(float)) == 0);
+			CHECK(memcmp(zr, zr2, ng * sizeof(int)) == 0);
+			free(q), free(q2), free(sc), free(sc2), free(zr), free(zr2), free(p);
+		}
+	int b = 0;
+	size_t g = 0;
+	CHECK(tp_quant_group_format_info(tp_quant_format_find("rtn3_g128"), &b, &g));
+	CHECK_EQ_INT(b, 3);
+	CHECK_EQ_INT(g, 128);
+	CHECK(tp_quant_group_format_info(tp_quant_group_format(2, 128), &b, &g) && b == 2);
+	CHECK(!tp_quant_group_format_info(tp_quant_format_find("q4_0"), &b, &g));
+	CHECK(!tp_quant_group_format_info(tp_quant_format_find("int4_int2_residual"), &b, &g));
+}
+
 /* int4_int2_residual: rtn4_g128, then rtn2_g128 of the rest; its packed
  * form is the two layouts one after the other. */
 static void test_residual(void)
@@ -238,6 +278,7 @@ int main(void)
 	TP_TEST_RUN(test_group_of_4_2bit);
 	TP_TEST_RUN(test_group_of_4_4bit);
 	TP_TEST_RUN(test_rtn_formats);
+	TP_TEST_RUN(test_unpack);
 	TP_TEST_RUN(test_residual);
 	TP_TEST_RUN(test_sparse25);
 	return TP_TEST_RESULT();
