@@ -308,17 +308,25 @@ AVX2_INLINE float h2f(const uint8_t *p)
 	return _cvtsh_ss(h);
 }
 
-/* Block p of storage s as 32 signed bytes; *d its scale. */
-AVX2_INLINE __m256i unpack_avx2(int s, const uint8_t *p, float *d)
+/* The scale of a block (fp16 at p) in all 8 lanes. */
+AVX2_INLINE __m256 h2f8(const uint8_t *p)
 {
-	*d = h2f(p);
+	uint16_t h;
+	memcpy(&h, p, 2);
+	return _mm256_cvtph_ps(_mm_set1_epi16((short)h));
+}
+
+/* Block p of storage s as 32 bytes: signed values for q8_0, the unsigned
+ * codes (value + 8 or + 16) for q4_0 and q5_0, whose offset the dot product
+ * takes off (dot_block). */
+AVX2_INLINE __m256i unpack_avx2(int s, const uint8_t *p)
+{
 	if (s == S_Q8_0)
 		return _mm256_loadu_si256((const __m256i *)(p + 2));
 	const __m256i low = _mm256_set1_epi8(0x0f);
 	if (s == S_Q4_0) {
 		__m128i b = _mm_loadu_si128((const __m128i *)(p + 2));
-		__m256i v = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(b, 4), b), low);
-		return _mm256_sub_epi8(v, _mm256_set1_epi8(8));
+		return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(b, 4), b), low);
 	}
 	/* q5_0: bit j of qh is the fifth bit of element j: spread the 4 bytes of
 	 * qh over 8 lanes each, keep each lane's own bit. */
@@ -328,18 +336,23 @@ AVX2_INLINE __m256i unpack_avx2(int s, const uint8_t *p, float *d)
 	__m256i v = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(b, 4), b), low);
 	const __m256i spread = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202,
 						 0x0101010101010101, 0x0000000000000000);
-	const __m256i bit = _mm256_set1_epi64x(0x8040201008040201);
+	const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ull);
 	__m256i h = _mm256_shuffle_epi8(_mm256_set1_epi32((int)qh), spread);
 	h = _mm256_cmpeq_epi8(_mm256_and_si256(h, bit), bit);
-	v = _mm256_or_si256(v, _mm256_and_si256(h, _mm256_set1_epi8(0x10)));
-	return _mm256_sub_epi8(v, _mm256_set1_epi8(16));
+	return _mm256_or_si256(v, _mm256_and_si256(h, _mm256_set1_epi8(0x10)));
 }
 
-/* sum over pairs of w * x as 8 int32 lanes (|w|, |x| <= 127: maddubs's pair
- * sums stay below 2^15). */
-AVX2_INLINE __m256i dot_s8(__m256i aw, __m256i w, __m256i x)
+/* sum of w * x over a block as 8 int32 lanes. Signed storage (q8_0, int8;
+ * |w|, |x| <= 127): |w| times x with w's sign, maddubs's pair sums stay below
+ * 2^15. Unsigned codes u = w + off (q4_0, q5_0): u.x - off.x, with
+ * xo = maddubs(off, x) once per input block (pair sums below 2^13). */
+AVX2_INLINE __m256i dot_block(int s, __m256i w, __m256i aw, __m256i x, __m256i xo)
 {
-	__m256i p = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(x, w));
+	__m256i p;
+	if (s == S_Q4_0 || s == S_Q5_0)
+		p = _mm256_sub_epi16(_mm256_maddubs_epi16(w, x), xo);
+	else
+		p = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(x, w));
 	return _mm256_madd_epi16(p, _mm256_set1_epi16(1));
 }
 
@@ -351,36 +364,52 @@ AVX2_INLINE void tile_q8(int s, const uint8_t *packed, size_t rows, size_t cols,
 			 int RT, int NT)
 {
 	__m256 acc[4][2];
+	_Pragma("GCC unroll 4")
 	for (int i = 0; i < RT; i++)
+		_Pragma("GCC unroll 4")
 		for (int j = 0; j < NT; j++)
 			acc[i][j] = _mm256_setzero_ps();
 	size_t nb = cols / QK, bb = s == S_INT8 ? QK : block_bytes(s);
+	const __m256i off = _mm256_set1_epi8(s == S_Q4_0 ? 8 : 16);
 	const uint8_t *pr[4];
+	_Pragma("GCC unroll 4")
 	for (int i = 0; i < RT; i++)
 		pr[i] = s == S_INT8 ? packed + 4 * rows + (r + i) * cols : packed + (r + i) * nb * bb;
 	const uint8_t *xr[2];
+	_Pragma("GCC unroll 4")
 	for (int j = 0; j < NT; j++)
 		xr[j] = x + (t + j) * xs;
 	for (size_t b = 0; b < nb; b++) {
-		__m256i xv[2];
-		float dx[2];
+		__m256i xv[2], xo[2];
+		__m256 dx[2];
+		_Pragma("GCC unroll 4")
 		for (int j = 0; j < NT; j++) {
 			const uint8_t *xb = xr[j] + b * XQ8_BYTES;
-			dx[j] = xd(xb);
+			dx[j] = _mm256_broadcast_ss((const float *)xb);
 			xv[j] = _mm256_loadu_si256((const __m256i *)(xb + 4));
+			if (s == S_Q4_0 || s == S_Q5_0)
+				xo[j] = _mm256_maddubs_epi16(off, xv[j]);
+			else
+				xo[j] = xv[j];
 		}
+		_Pragma("GCC unroll 4")
 		for (int i = 0; i < RT; i++) {
-			float d = 1.0f;
-			__m256i w = s == S_INT8
-					    ? _mm256_loadu_si256((const __m256i *)(pr[i] + b * QK))
-					    : unpack_avx2(s, pr[i] + b * bb, &d);
-			__m256i aw = _mm256_sign_epi8(w, w);
-			for (int j = 0; j < NT; j++)
-				acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_s8(aw, w, xv[j])),
-							    _mm256_set1_ps(d * dx[j]), acc[i][j]);
+			const uint8_t *pb = pr[i] + b * bb;
+			__m256i w = s == S_INT8 ? _mm256_loadu_si256((const __m256i *)pb)
+						: unpack_avx2(s, pb);
+			__m256i aw = s == S_Q8_0 || s == S_INT8 ? _mm256_sign_epi8(w, w) : w;
+			__m256 dw = s == S_INT8 ? _mm256_set1_ps(1.0f) : h2f8(pb);
+			_Pragma("GCC unroll 4")
+			for (int j = 0; j < NT; j++) {
+				__m256 f = _mm256_cvtepi32_ps(dot_block(s, w, aw, xv[j], xo[j]));
+				__m256 sc = s == S_INT8 ? dx[j] : _mm256_mul_ps(dw, dx[j]);
+				acc[i][j] = _mm256_fmadd_ps(f, sc, acc[i][j]);
+			}
 		}
 	}
+	_Pragma("GCC unroll 4")
 	for (int i = 0; i < RT; i++)
+		_Pragma("GCC unroll 4")
 		for (int j = 0; j < NT; j++) {
 			float v = hsum8(acc[i][j]);
 			if (s == S_INT8) {
@@ -404,7 +433,9 @@ AVX2_INLINE void tile_q4k(const uint8_t *packed, size_t cols, size_t r, const ui
 			  size_t xs, size_t t, float *y, size_t ldy, size_t r0, int RT, int NT)
 {
 	__m256 acc[4][2];
+	_Pragma("GCC unroll 4")
 	for (int i = 0; i < RT; i++)
+		_Pragma("GCC unroll 4")
 		for (int j = 0; j < NT; j++)
 			acc[i][j] = _mm256_setzero_ps();
 	size_t nb = cols / QK_K;
@@ -413,11 +444,13 @@ AVX2_INLINE void tile_q4k(const uint8_t *packed, size_t cols, size_t r, const ui
 		const uint8_t *xb[2];
 		float dx[2];
 		__m128i xsum[2];
+		_Pragma("GCC unroll 4")
 		for (int j = 0; j < NT; j++) {
 			xb[j] = x + (t + j) * xs + b * XQK_BYTES;
 			dx[j] = xd(xb[j]);
 			xsum[j] = _mm_loadu_si128((const __m128i *)(xb[j] + 4));
 		}
+		_Pragma("GCC unroll 4")
 		for (int i = 0; i < RT; i++) {
 			const uint8_t *p = packed + ((r + i) * nb + b) * 144;
 			float d = h2f(p), dmin = h2f(p + 2);
@@ -433,14 +466,17 @@ AVX2_INLINE void tile_q4k(const uint8_t *packed, size_t cols, size_t r, const ui
 			int16_t sc[8];
 			_mm_storeu_si128((__m128i *)sc, _mm_cvtepu8_epi16(sc8));
 			__m256i isum[2];
+			_Pragma("GCC unroll 4")
 			for (int j = 0; j < NT; j++)
 				isum[j] = _mm256_setzero_si256();
+			_Pragma("GCC unroll 4")
 			for (int k = 0; k < 4; k++) {
 				__m256i q = _mm256_loadu_si256((const __m256i *)(p + 16 + 32 * k));
 				__m256i lo = _mm256_and_si256(q, low);
 				__m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), low);
 				__m256i s_lo = _mm256_set1_epi16(sc[2 * k]);
 				__m256i s_hi = _mm256_set1_epi16(sc[2 * k + 1]);
+				_Pragma("GCC unroll 4")
 				for (int j = 0; j < NT; j++) {
 					const uint8_t *xq = xb[j] + XQK_Q + 64 * k;
 					__m256i a = _mm256_maddubs_epi16(
@@ -452,6 +488,7 @@ AVX2_INLINE void tile_q4k(const uint8_t *packed, size_t cols, size_t r, const ui
 									  _mm256_madd_epi16(c, s_hi)));
 				}
 			}
+			_Pragma("GCC unroll 4")
 			for (int j = 0; j < NT; j++) {
 				__m128i mm = _mm_madd_epi16(m16, xsum[j]);
 				mm = _mm_add_epi32(mm, _mm_shuffle_epi32(mm, 0x4e));
@@ -466,7 +503,9 @@ AVX2_INLINE void tile_q4k(const uint8_t *packed, size_t cols, size_t r, const ui
 			}
 		}
 	}
+	_Pragma("GCC unroll 4")
 	for (int i = 0; i < RT; i++)
+		_Pragma("GCC unroll 4")
 		for (int j = 0; j < NT; j++)
 			y[(t + j) * ldy + (r + i - r0)] = hsum8(acc[i][j]);
 }
