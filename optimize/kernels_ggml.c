@@ -287,6 +287,76 @@ KIND_ROWS_C(q4_0, K_Q4_0)
 KIND_ROWS_C(q5_0, K_Q5_0)
 KIND_ROWS_C(q4_k, K_Q4_K)
 
+/* ---- exact mode: fp32 activations (plain C) ------------------------------
+ * The same weights against the fp32 input, as the widening path computes
+ * (weights d*q are exact in fp32; only the summation order differs): for
+ * measuring quality without the activations' 8-bit rounding. */
+
+static float dot_exact_c(int s, const uint8_t *pw, size_t rows, size_t r, size_t cols,
+			 const float *x)
+{
+	float acc = 0.0f;
+	if (s == S_FP16)
+		return dot_c(s, pw, rows, r, cols, (const uint8_t *)x);
+	if (s == S_INT8) {
+		const int8_t *w = (const int8_t *)(pw + 4 * rows + r * cols);
+		for (size_t c = 0; c < cols; c++)
+			acc += (float)w[c] * x[c];
+		return acc * tp_quant_get_f32(pw + 4 * r);
+	}
+	if (s == S_Q4_K) {
+		const uint8_t *p = pw + r * (cols / QK_K) * 144;
+		for (size_t b = 0; b < cols / QK_K; b++, p += 144, x += QK_K) {
+			float d = tp_fp16_to_f32(tp_quant_get_u16(p));
+			float dmin = tp_fp16_to_f32(tp_quant_get_u16(p + 2));
+			for (int j = 0; j < 8; j++) {
+				int sc, m;
+				k4_scale_min(j, p + 4, &sc, &m);
+				const uint8_t *q = p + 16 + (j / 2) * 32;
+				float sq = 0.0f, sx = 0.0f;
+				for (int l = 0; l < 32; l++) {
+					sq += (float)(j % 2 ? q[l] >> 4 : q[l] & 0xf) * x[32 * j + l];
+					sx += x[32 * j + l];
+				}
+				acc += d * (float)sc * sq - dmin * (float)m * sx;
+			}
+		}
+		return acc;
+	}
+	size_t bb = block_bytes(s), nb = cols / QK;
+	const uint8_t *p = pw + r * nb * bb;
+	for (size_t b = 0; b < nb; b++, p += bb, x += QK) {
+		int8_t w[QK];
+		float d = unpack_block(s, p, w), sq = 0.0f;
+		for (int j = 0; j < QK; j++)
+			sq += (float)w[j] * x[j];
+		acc += d * sq;
+	}
+	return acc;
+}
+
+static void rows_exact_c(int kind, const void *packed, size_t rows, size_t cols, size_t r0,
+			 size_t r1, const void *x, size_t n, float *y, size_t ldy)
+{
+	int s = stored_as(kind, cols);
+	for (size_t t = 0; t < n; t++)
+		for (size_t r = r0; r < r1; r++)
+			y[t * ldy + (r - r0)] =
+				dot_exact_c(s, packed, rows, r, cols, (const float *)x + t * cols);
+}
+
+#define KIND_EXACT_C(N, K)                                                                    \
+	static void N##_exact_c(const void *packed, size_t rows, size_t cols, size_t r0,       \
+				size_t r1, const void *x, size_t n, float *y, size_t ldy)      \
+	{                                                                                      \
+		rows_exact_c(K, packed, rows, cols, r0, r1, x, n, y, ldy);                     \
+	}
+KIND_EXACT_C(int8, K_INT8)
+KIND_EXACT_C(q8_0, K_Q8_0)
+KIND_EXACT_C(q4_0, K_Q4_0)
+KIND_EXACT_C(q5_0, K_Q5_0)
+KIND_EXACT_C(q4_k, K_Q4_K)
+
 /* ---- AVX2 ------------------------------------------------------------------ */
 
 #ifdef KG_X86
@@ -600,24 +670,141 @@ KIND_ROWS_SIMD(q8_0, K_Q8_0)
 KIND_ROWS_SIMD(q4_0, K_Q4_0)
 KIND_ROWS_SIMD(q5_0, K_Q5_0)
 KIND_ROWS_SIMD(q4_k, K_Q4_K)
+
+/* ---- exact mode, AVX2 ---------------------------------------------------------- */
+
+/* sum of the 32 signed bytes w times x[0..32) in fp32 lanes. */
+AVX2_INLINE __m256 dot32_f32(__m256i w, const float *x)
+{
+	__m128i lo = _mm256_castsi256_si128(w), hi = _mm256_extracti128_si256(w, 1);
+	__m256 a = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(lo)), _mm256_loadu_ps(x));
+	__m256 b = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(lo, 8))),
+				 _mm256_loadu_ps(x + 8));
+	a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi)), _mm256_loadu_ps(x + 16),
+			    a);
+	b = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(hi, 8))),
+			    _mm256_loadu_ps(x + 24), b);
+	return _mm256_add_ps(a, b);
+}
+
+AVX2_INLINE float dot_exact_avx2(int s, const uint8_t *pw, size_t rows, size_t r, size_t cols,
+				 const float *x)
+{
+	__m256 acc = _mm256_setzero_ps();
+	if (s == S_INT8) {
+		const uint8_t *w = pw + 4 * rows + r * cols;
+		size_t c = 0;
+		for (; c + QK <= cols; c += QK)
+			acc = _mm256_add_ps(acc, dot32_f32(_mm256_loadu_si256((const __m256i *)(w + c)),
+							   x + c));
+		float v = hsum8(acc);
+		for (; c < cols; c++)
+			v += (float)(int8_t)w[c] * x[c];
+		return v * tp_quant_get_f32(pw + 4 * r);
+	}
+	if (s == S_Q4_K) {
+		const uint8_t *p = pw + r * (cols / QK_K) * 144;
+		const __m256i low = _mm256_set1_epi8(0x0f);
+		for (size_t b = 0; b < cols / QK_K; b++, p += 144, x += QK_K) {
+			float d = h2f(p), dmin = h2f(p + 2);
+			for (int k = 0; k < 4; k++) {
+				int sc0, m0, sc1, m1;
+				k4_scale_min(2 * k, p + 4, &sc0, &m0);
+				k4_scale_min(2 * k + 1, p + 4, &sc1, &m1);
+				__m256i q = _mm256_loadu_si256((const __m256i *)(p + 16 + 32 * k));
+				const float *x0 = x + 64 * k, *x1 = x0 + 32;
+				__m256 sx = _mm256_add_ps(
+					_mm256_add_ps(_mm256_loadu_ps(x0), _mm256_loadu_ps(x0 + 8)),
+					_mm256_add_ps(_mm256_loadu_ps(x0 + 16), _mm256_loadu_ps(x0 + 24)));
+				__m256 sy = _mm256_add_ps(
+					_mm256_add_ps(_mm256_loadu_ps(x1), _mm256_loadu_ps(x1 + 8)),
+					_mm256_add_ps(_mm256_loadu_ps(x1 + 16), _mm256_loadu_ps(x1 + 24)));
+				acc = _mm256_fmadd_ps(dot32_f32(_mm256_and_si256(q, low), x0),
+						      _mm256_set1_ps(d * (float)sc0), acc);
+				acc = _mm256_fmadd_ps(
+					dot32_f32(_mm256_and_si256(_mm256_srli_epi16(q, 4), low), x1),
+					_mm256_set1_ps(d * (float)sc1), acc);
+				acc = _mm256_fnmadd_ps(sx, _mm256_set1_ps(dmin * (float)m0), acc);
+				acc = _mm256_fnmadd_ps(sy, _mm256_set1_ps(dmin * (float)m1), acc);
+			}
+		}
+		return hsum8(acc);
+	}
+	size_t bb = block_bytes(s), nb = cols / QK;
+	const uint8_t *p = pw + r * nb * bb;
+	const __m256i off = _mm256_set1_epi8(s == S_Q4_0 ? 8 : 16);
+	for (size_t b = 0; b < nb; b++, p += bb, x += QK) {
+		__m256i w = unpack_avx2(s, p);
+		if (s != S_Q8_0)
+			w = _mm256_sub_epi8(w, off);
+		acc = _mm256_fmadd_ps(dot32_f32(w, x), h2f8(p), acc);
+	}
+	return hsum8(acc);
+}
+
+#define STORE_EXACT(S)                                                                       \
+	AVX2 static void exact_avx2_##S(const uint8_t *packed, size_t rows, size_t cols,      \
+					size_t r0, size_t r1, const float *x, size_t n,       \
+					float *y, size_t ldy)                                 \
+	{                                                                                     \
+		for (size_t t = 0; t < n; t++)                                                \
+			for (size_t r = r0; r < r1; r++)                                      \
+				y[t * ldy + (r - r0)] =                                       \
+					S == S_FP16 ? dot_fp16(packed + r * cols * 2,         \
+							       x + t * cols, cols)            \
+						    : dot_exact_avx2(S, packed, rows, r, cols, \
+								     x + t * cols);           \
+	}
+STORE_EXACT(S_INT8)
+STORE_EXACT(S_Q8_0)
+STORE_EXACT(S_Q4_0)
+STORE_EXACT(S_Q5_0)
+STORE_EXACT(S_Q4_K)
+STORE_EXACT(S_FP16)
+
+static void rows_exact_simd(int kind, const void *packed, size_t rows, size_t cols, size_t r0,
+			    size_t r1, const void *x, size_t n, float *y, size_t ldy)
+{
+	static void (*const fn[])(const uint8_t *, size_t, size_t, size_t, size_t, const float *,
+				  size_t, float *, size_t) = {
+		[S_INT8] = exact_avx2_S_INT8, [S_Q8_0] = exact_avx2_S_Q8_0,
+		[S_Q4_0] = exact_avx2_S_Q4_0, [S_Q5_0] = exact_avx2_S_Q5_0,
+		[S_Q4_K] = exact_avx2_S_Q4_K, [S_FP16] = exact_avx2_S_FP16,
+	};
+	fn[stored_as(kind, cols)](packed, rows, cols, r0, r1, x, n, y, ldy);
+}
+
+#define KIND_EXACT_SIMD(N, K)                                                                 \
+	static void N##_exact_simd(const void *packed, size_t rows, size_t cols, size_t r0,    \
+				   size_t r1, const void *x, size_t n, float *y, size_t ldy)    \
+	{                                                                                      \
+		rows_exact_simd(K, packed, rows, cols, r0, r1, x, n, y, ldy);                  \
+	}
+KIND_EXACT_SIMD(int8, K_INT8)
+KIND_EXACT_SIMD(q8_0, K_Q8_0)
+KIND_EXACT_SIMD(q4_0, K_Q4_0)
+KIND_EXACT_SIMD(q5_0, K_Q5_0)
+KIND_EXACT_SIMD(q4_k, K_Q4_K)
 #endif /* KG_X86 */
 
 /* ---- tables ---------------------------------------------------------------- */
 
 #define KERNEL_C(N, XNAME) {#N " x " XNAME " c", N##_x_size, N##_x_prepare, N##_rows_c}
 #define KERNEL_SIMD(N, XNAME) {#N " x " XNAME " avx2", N##_x_size, N##_x_prepare, N##_rows_simd}
+#define EXACT_C(N) {#N " x f32 c", NULL, NULL, N##_exact_c}
+#define EXACT_SIMD(N) {#N " x f32 avx2", NULL, NULL, N##_exact_simd}
 
 static const struct {
 	const char *name;
-	tp_quant_kernel c;
+	tp_quant_kernel c, exact_c;
 #ifdef KG_X86
-	tp_quant_kernel simd;
+	tp_quant_kernel simd, exact_simd;
 #endif
 } kernels[] = {
 #ifdef KG_X86
-#define ENTRY(N, X) {#N, KERNEL_C(N, X), KERNEL_SIMD(N, X)}
+#define ENTRY(N, X) {#N, KERNEL_C(N, X), EXACT_C(N), KERNEL_SIMD(N, X), EXACT_SIMD(N)}
 #else
-#define ENTRY(N, X) {#N, KERNEL_C(N, X)}
+#define ENTRY(N, X) {#N, KERNEL_C(N, X), EXACT_C(N)}
 #endif
 	ENTRY(int8, "q8"),
 	ENTRY(q8_0, "q8"),
@@ -626,7 +813,7 @@ static const struct {
 	ENTRY(q4_k, "q8_K"),
 };
 
-const tp_quant_kernel *tp_quant_kernel_ggml(const char *name, bool simd)
+static const tp_quant_kernel *find(const char *name, bool simd, bool exact)
 {
 	if (!name)
 		return NULL;
@@ -634,11 +821,21 @@ const tp_quant_kernel *tp_quant_kernel_ggml(const char *name, bool simd)
 		if (strcmp(kernels[i].name, name) == 0) {
 #ifdef KG_X86
 			if (simd)
-				return &kernels[i].simd;
+				return exact ? &kernels[i].exact_simd : &kernels[i].simd;
 #else
 			(void)simd;
 #endif
-			return &kernels[i].c;
+			return exact ? &kernels[i].exact_c : &kernels[i].c;
 		}
 	return NULL;
+}
+
+const tp_quant_kernel *tp_quant_kernel_ggml(const char *name, bool simd)
+{
+	return find(name, simd, false);
+}
+
+const tp_quant_kernel *tp_quant_kernel_ggml_exact(const char *name, bool simd)
+{
+	return find(name, simd, true);
 }

@@ -18,7 +18,9 @@
  *       [--ctx N] [--threads N]
  *       perplexity and KL against the unquantized model of (a) F's
  *       dequantized weights in dense fp32 layers (what the widening path
- *       computes) and (b) the packed layers through F's kernel.
+ *       computes), (b) the packed layers through F's kernel and (c), for the
+ *       ggml family, the same through its exact-mode kernel (fp32
+ *       activations).
  * Exit 1 on errors, 2 on usage.
  */
 #include <math.h>
@@ -32,6 +34,7 @@
 #include <immintrin.h>
 #endif
 
+#include "kernels_internal.h"
 #include "tp_common.h"
 #include "tp_optimize.h"
 #include "tp_runtime.h"
@@ -337,7 +340,67 @@ static int make_fake(void *ctx, const char *name, const float *w, const float *b
 	return rc;
 }
 
-typedef enum { LOAD_SOURCE, LOAD_PACKED, LOAD_FAKE } load_kind;
+/* Packed layers through the exact-mode kernel (fp32 activations,
+ * tp_quant_kernel_ggml_exact), which tp_quant_kernel_find does not hand out:
+ * a layer of this tool's own. */
+typedef struct {
+	tp_linear base;
+	const tp_quant_kernel *k;
+	void *packed;
+	float *bias;
+} xlinear;
+
+static void xforward(const tp_linear *l, const float *x, size_t n, float *y, tp_pool *pool)
+{
+	(void)pool;
+	const xlinear *q = (const xlinear *)l;
+	q->k->rows(q->packed, l->out, l->in, 0, l->out, x, n, y, l->out);
+	for (size_t t = 0; q->bias && t < n; t++)
+		for (size_t r = 0; r < l->out; r++)
+			y[t * l->out + r] += q->bias[r];
+}
+
+static void xfree(tp_linear *l)
+{
+	xlinear *q = (xlinear *)l;
+	if (q) {
+		free(q->packed);
+		free(q->bias);
+		free(q);
+	}
+}
+
+static const tp_linear_ops xops = {xforward, xfree, NULL};
+
+static int make_exact(void *ctx, const char *name, const float *w, const float *bias,
+		      size_t out_dim, size_t in_dim, tp_linear **made)
+{
+	const tp_quant_format *f = ctx;
+	if (!tp_optimize_is_decoder_linear(name))
+		return TP_ENOTFOUND;
+	xlinear *q = calloc(1, sizeof(*q));
+	if (!q || !(q->packed = malloc(f->packed_size(out_dim, in_dim) + 1)) ||
+	    (bias && !(q->bias = malloc(out_dim * sizeof(float))))) {
+		xfree((tp_linear *)q);
+		return tp_error_set(TP_ENOMEM, "%s: out of memory", name);
+	}
+	q->base.ops = &xops;
+	q->base.in = in_dim;
+	q->base.out = out_dim;
+	q->k = tp_quant_kernel_ggml_exact(f->name, tp_quant_kernel_use_avx2());
+	if (bias)
+		memcpy(q->bias, bias, out_dim * sizeof(float));
+	int rc = q->k ? f->quantize(w, out_dim, in_dim, NULL, q->packed)
+		      : tp_error_set(TP_ENOTFOUND, "%s has no exact-mode kernel", f->name);
+	if (rc < 0) {
+		xfree((tp_linear *)q);
+		return rc;
+	}
+	*made = &q->base;
+	return 0;
+}
+
+typedef enum { LOAD_SOURCE, LOAD_PACKED, LOAD_FAKE, LOAD_EXACT } load_kind;
 
 static int load(tp_model **m, const char *dir, const char *weights, unsigned threads,
 		const tp_quant_format *f, load_kind kind)
@@ -347,8 +410,8 @@ static int load(tp_model **m, const char *dir, const char *weights, unsigned thr
 	if (kind == LOAD_PACKED && f) {
 		mo.make_linear = tp_optimize_make_linear_packed;
 		mo.make_linear_ctx = &pc;
-	} else if (kind == LOAD_FAKE && f) {
-		mo.make_linear = make_fake;
+	} else if ((kind == LOAD_FAKE || kind == LOAD_EXACT) && f) {
+		mo.make_linear = kind == LOAD_FAKE ? make_fake : make_exact;
 		mo.make_linear_ctx = (void *)f;
 	}
 	return tp_model_load(m, dir, &mo);
@@ -395,7 +458,7 @@ static int cmd_model(bool speed, int argc, char **argv)
 		fprintf(stderr, "tp-kernel-bench: unknown format %s\n", format);
 		return 2;
 	}
-	tp_model *m = NULL, *src = NULL, *fake = NULL;
+	tp_model *m = NULL, *src = NULL, *fake = NULL, *exact = NULL;
 	tp_tokenizer *tok = NULL;
 	int32_t *ids = NULL;
 	char *path = NULL;
@@ -443,16 +506,19 @@ static int cmd_model(bool speed, int argc, char **argv)
 	size_t n = 0;
 	if ((rc = load(&src, dir, weights, (unsigned)threads, NULL, LOAD_SOURCE)) < 0 ||
 	    (f && (rc = load(&fake, dir, weights, (unsigned)threads, f, LOAD_FAKE)) < 0) ||
+	    (f && tp_quant_kernel_ggml_exact(f->name, false) &&
+	     (rc = load(&exact, dir, weights, (unsigned)threads, f, LOAD_EXACT)) < 0) ||
 	    (rc = tp_path_join(&path, dir, "tokenizer.json")) < 0 ||
 	    (rc = tp_tokenizer_load(&tok, path)) < 0 || (rc = tp_fs_read_regular(text, &tb)) < 0 ||
 	    (rc = tp_tokenizer_encode(tok, tb.ptr ? tb.ptr : "", tb.len, false, &ids, &n)) < 0)
 		goto done;
 	tp_eval_opts o = {.mode = TP_PPL_MODE_LLAMACPP, .ctx = ctx};
 	o.bos = tp_runtime_choose_bos(tp_model_get_config(m), tok);
-	tp_eval_result rs, rf, rk;
+	tp_eval_result rs, rf, rk, rx;
 	if ((rc = tp_runtime_eval_perplexity(src, NULL, ids, n, &o, &rs)) < 0 ||
 	    (fake && (rc = tp_runtime_eval_perplexity(fake, src, ids, n, &o, &rf)) < 0) ||
-	    (rc = tp_runtime_eval_perplexity(m, src, ids, n, &o, &rk)) < 0)
+	    (rc = tp_runtime_eval_perplexity(m, src, ids, n, &o, &rk)) < 0 ||
+	    (exact && (rc = tp_runtime_eval_perplexity(exact, src, ids, n, &o, &rx)) < 0))
 		goto done;
 	const tp_quant_kernel *k = f ? tp_quant_kernel_find(f) : NULL;
 	printf("format=%s kernel=\"%s\" tokens=%zu scored=%zu baseline_ppl=%.10g\n", format,
@@ -465,12 +531,18 @@ static int cmd_model(bool speed, int argc, char **argv)
 	if (fake)
 		printf("  kernel vs dequantized: ppl %+.4f%% kl_mean %+.2f%%\n",
 		       100 * (rk.ppl / rf.ppl - 1), 100 * (rk.kl_mean / rf.kl_mean - 1));
+	if (exact)
+		printf("  exact-mode kernel (fp32 activations): ppl=%.10g kl_mean=%.6g "
+		       "same_top_pct=%.4f; vs dequantized: ppl %+.4f%% kl_mean %+.2f%%\n",
+		       rx.ppl, rx.kl_mean, rx.same_top_pct, 100 * (rx.ppl / rf.ppl - 1),
+		       100 * (rx.kl_mean / rf.kl_mean - 1));
 done:
 	if (rc < 0)
 		fprintf(stderr, "tp-kernel-bench: %s\n", tp_error_last());
 	tp_model_free(m);
 	tp_model_free(src);
 	tp_model_free(fake);
+	tp_model_free(exact);
 	tp_tokenizer_free(tok);
 	tp_buf_free(&tb);
 	free(ids);

@@ -1,7 +1,8 @@
 /* The ggml family's kernels (int8, q8_0, q4_0, q5_0, q4_k): the AVX2 kernel
  * against the plain-C one on the same prepared inputs, both against the
  * format's dequantize + fp32 dot within the error that quantizing the
- * activations allows, and the packed layer's forward (inline and on a pool)
+ * activations allows, the exact-mode kernels (fp32 inputs) against the same
+ * within fp32 rounding, and the packed layer's forward (inline and on a pool)
  * against the same. */
 #include <string.h>
 
@@ -112,9 +113,33 @@ static void check_kernel(const char *name, size_t rows, size_t cols, size_t n)
 			if (!(fabs(c - e) <= b) || !(fabs(s - e) <= b))
 				bad_exact++;
 		}
-	if (bad_simd || bad_exact)
-		fprintf(stderr, "%s %zux%zu n=%zu: %d simd/c mismatches, %d over bound\n", name,
-			rows, cols, n, bad_simd, bad_exact);
+	/* exact mode: fp32 inputs, C vs SIMD and both vs dequantize + dot,
+	 * fp32 summation error only */
+	const tp_quant_kernel *ec = tp_quant_kernel_ggml_exact(name, false);
+	const tp_quant_kernel *es = tp_quant_kernel_ggml_exact(name, tp_quant_kernel_use_avx2());
+	CHECK(ec && es && !ec->x_prepare && !es->x_prepare);
+	int bad_fp32 = 0;
+	if (ec && es) {
+		ec->rows(packed, rows, cols, 0, rows, x, n, yc, rows);
+		memset(ys, 0xff, n * rows * sizeof(float));
+		for (int k = 0; k < 3; k++)
+			if (cut[k + 1] > cut[k])
+				es->rows(packed, rows, cols, cut[k], cut[k + 1], x, n, ys + cut[k],
+					 rows);
+		for (size_t t = 0; t < n; t++)
+			for (size_t r = 0; r < rows; r++) {
+				const float *wr = deq + r * cols, *xt = x + t * cols;
+				double e = exact_dot(wr, xt, cols), b = bound(wr, xt, cols, 0);
+				if (!(fabs(yc[t * rows + r] - e) <= b) ||
+				    !(fabs(ys[t * rows + r] - e) <= b))
+					bad_fp32++;
+			}
+	}
+	CHECK_EQ_INT(bad_fp32, 0);
+	if (bad_simd || bad_exact || bad_fp32)
+		fprintf(stderr, "%s %zux%zu n=%zu: %d simd/c mismatches, %d over bound, %d over "
+				"bound on fp32 inputs\n", name, rows, cols, n, bad_simd, bad_exact,
+			bad_fp32);
 	CHECK_EQ_INT(bad_simd, 0);
 	CHECK_EQ_INT(bad_exact, 0);
 	free(w);
