@@ -512,18 +512,18 @@ AVX2_INLINE void tile_q4k(const uint8_t *packed, size_t cols, size_t r, const ui
 	const __m256i low = _mm256_set1_epi8(0x0f);
 	for (size_t b = 0; b < nb; b++) {
 		const uint8_t *xb[2];
-		float dx[2];
+		__m256 dx[2];
 		__m128i xsum[2];
 		_Pragma("GCC unroll 4")
 		for (int j = 0; j < NT; j++) {
 			xb[j] = x + (t + j) * xs + b * XQK_BYTES;
-			dx[j] = xd(xb[j]);
+			dx[j] = _mm256_broadcast_ss((const float *)xb[j]);
 			xsum[j] = _mm_loadu_si128((const __m128i *)(xb[j] + 4));
 		}
 		_Pragma("GCC unroll 4")
 		for (int i = 0; i < RT; i++) {
 			const uint8_t *p = packed + ((r + i) * nb + b) * 144;
-			float d = h2f(p), dmin = h2f(p + 2);
+			__m256 d = h2f8(p), dmin = h2f8(p + 2);
 			/* scales and mins as int16, sub-block order */
 			uint32_t u[3];
 			memcpy(u, p + 4, 12);
@@ -560,16 +560,12 @@ AVX2_INLINE void tile_q4k(const uint8_t *packed, size_t cols, size_t r, const ui
 			}
 			_Pragma("GCC unroll 4")
 			for (int j = 0; j < NT; j++) {
-				__m128i mm = _mm_madd_epi16(m16, xsum[j]);
-				mm = _mm_add_epi32(mm, _mm_shuffle_epi32(mm, 0x4e));
-				mm = _mm_add_epi32(mm, _mm_shuffle_epi32(mm, 0xb1));
-				float summ = (float)_mm_cvtsi128_si32(mm);
+				/* the min term's 4 partial sums in the low lanes */
+				__m128 mm = _mm_cvtepi32_ps(_mm_madd_epi16(m16, xsum[j]));
 				acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[j]),
-							    _mm256_set1_ps(d * dx[j]), acc[i][j]);
-				/* the min term in lane 0 */
-				acc[i][j] = _mm256_sub_ps(
-					acc[i][j],
-					_mm256_castps128_ps256(_mm_set_ss(dmin * dx[j] * summ)));
+							    _mm256_mul_ps(d, dx[j]), acc[i][j]);
+				acc[i][j] = _mm256_fnmadd_ps(_mm256_zextps128_ps256(mm),
+							     _mm256_mul_ps(dmin, dx[j]), acc[i][j]);
 			}
 		}
 	}
