@@ -20,7 +20,9 @@ const threads = Number(threadsArg), nPrefill = Number(prefillArg), nDecode = Num
 const reps = Number(repsArg || 3);
 const entry = join(prefix, "node_modules", "node-llama-cpp", "dist", "index.js");
 const { getLlama } = await import(pathToFileURL(entry).href);
-const llama = await getLlama({ gpu: false, build: "never", logLevel: process.env.LLAMA_LOG || "error", maxThreads: threads });
+const llama = await getLlama({
+	gpu: false, build: "never", logLevel: process.env.LLAMA_LOG || "error", maxThreads: threads,
+});
 const model = await llama.loadModel({ modelPath, gpuLayers: 0 });
 const context = await model.createContext({
 	contextSize: nPrefill + nDecode + 8,
