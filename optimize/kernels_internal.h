@@ -12,5 +12,9 @@
  * kernels_group.c: rtnB_gG, nf4, nf4_dq, fp16, bf16, int4_int2_residual. */
 const tp_quant_kernel *tp_quant_kernel_ggml(const char *name, bool simd);
 const tp_quant_kernel *tp_quant_kernel_group(const char *name, bool simd);
+/* The ggml family on fp32 activations (no 8-bit rounding of the input: the
+ * widening path's values, summed in another order), for quality
+ * measurements; not wired into tp_quant_kernel_find. */
+const tp_quant_kernel *tp_quant_kernel_ggml_exact(const char *name, bool simd);
 
 #endif

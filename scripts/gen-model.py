@@ -1,19 +1,21 @@
 #!/usr/bin/env python3
 """Write a ~100M-parameter Llama model directory for benchmarks.
 
-    scripts/gen-model.py OUTDIR
+    scripts/gen-model.py OUTDIR [VOCAB]
 
 hidden 768, 12 layers, MLP 2048, 12 heads, vocab 8192, BF16 weights drawn
 from N(0, 0.02) with a fixed seed (one 64 Ki-value block repeated, so pure
 Python makes it in seconds), norms 1; config.json and the byte-level
 tokenizer.json come from tests/data/eval. Speed does not depend on the
 values; quality figures on these random weights only compare candidates.
-Run from the repository root.
+VOCAB (default 8192) = 256 matches the byte-level tokenizer exactly, as
+llama.cpp requires of a GGUF export (scripts/bench-kernels.sh). Run from the
+repository root.
 """
 import json, os, random, struct, sys
 out = sys.argv[1]
 os.makedirs(out)
-H, I, L, NH, V = 768, 2048, 12, 12, 8192
+H, I, L, NH, V = 768, 2048, 12, 12, int(sys.argv[2]) if len(sys.argv) > 2 else 8192
 cfg = json.load(open("tests/data/eval/config.json"))
 cfg.update(hidden_size=H, intermediate_size=I, num_hidden_layers=L,
            num_attention_heads=NH, num_key_value_heads=NH, vocab_size=V,
