@@ -272,6 +272,54 @@ static int awq_loss_eval(void *ctx, const float *const *wq, double *loss)
 	return 0;
 }
 
+/* The same loss for gate/up, computed here from the sample inputs x of
+ * gate/up (no model pass): down(silu(gate x) * up x), as the runtime's MLP
+ * computes it, with down unquantized. */
+typedef struct awq_mlp {
+	job *j;
+	const size_t *idx; /* gate, up */
+	tp_linear *down;
+	const float *x;
+	size_t nx, inter;
+	float *g, *u, *ref, *y; /* [nx][inter] x2, [nx][out of down] x2 */
+} awq_mlp;
+
+/* y = down(silu(gate x) * up x) with gate and up weights wq[0], wq[1]. */
+static int awq_mlp_out(awq_mlp *a, const float *const *wq, float *y)
+{
+	job *j = a->j;
+	tp_pool *pool = tp_model_pool(j->m);
+	float *out[2] = { a->g, a->u };
+	for (size_t m = 0; m < 2; m++) {
+		size_t i = a->idx[m];
+		tp_linear *l = NULL;
+		int rc = tp_linear_dense_new(&l, wq[m], j->k.bias[i], j->k.rows[i], j->k.cols[i]);
+		if (rc < 0)
+			return rc;
+		tp_linear_forward(l, a->x, a->nx, out[m], pool);
+		tp_linear_free(l);
+	}
+	for (size_t i = 0; i < a->nx * a->inter; i++)
+		a->g[i] = a->g[i] / (1.0f + expf(-a->g[i])) * a->u[i];
+	tp_linear_forward(a->down, a->g, a->nx, y, pool);
+	return 0;
+}
+
+static int awq_mlp_eval(void *ctx, const float *const *wq, double *loss)
+{
+	awq_mlp *a = ctx;
+	int rc = awq_mlp_out(a, wq, a->y);
+	if (rc < 0)
+		return rc;
+	double e = 0.0;
+	for (size_t i = 0; i < a->nx * a->down->out; i++) {
+		double d = (double)a->y[i] - a->ref[i];
+		e += d * d;
+	}
+	*loss = e;
+	return 0;
+}
+
 /* Scales for the matrices idx[0..nw) that read layer idx[0]'s input: with
  * the loss at layer next's output (next > idx[0]) or, for next == idx[0],
  * the matrices' own outputs (o and down end their module themselves). */
@@ -290,6 +338,23 @@ static int awq_scales(job *j, const tp_quant_calib_set *set, const size_t *idx, 
 	if (next == idx[0]) {
 		rc = tp_quant_awq_search(w, rows, nw, c->cols, c->x, c->nx, c->abs_mean, j->bits,
 					 j->group, s, &alpha);
+	} else if (nw == 2 && j->k.rows[idx[0]] == j->k.cols[next]) { /* gate/up -> down */
+		size_t inter = j->k.rows[idx[0]], out = j->k.rows[next];
+		awq_mlp a = { .j = j, .idx = idx, .down = tp_model_linear(j->m, next), .x = c->x,
+			      .nx = c->nx, .inter = inter };
+		a.g = malloc(c->nx * inter * sizeof(float));
+		a.u = malloc(c->nx * inter * sizeof(float));
+		a.ref = malloc(c->nx * out * sizeof(float));
+		a.y = malloc(c->nx * out * sizeof(float));
+		if (!a.g || !a.u || !a.ref || !a.y)
+			rc = tp_error_set(TP_ENOMEM, "out of memory");
+		else if ((rc = awq_mlp_out(&a, w, a.ref)) == 0)
+			rc = tp_quant_awq_search_loss(w, rows, nw, c->cols, c->abs_mean, j->bits,
+						      j->group, awq_mlp_eval, &a, s, &alpha);
+		free(a.g);
+		free(a.u);
+		free(a.ref);
+		free(a.y);
 	} else {
 		awq_loss a = { .j = j, .idx = idx, .nw = nw, .next = next };
 		rc = awq_next_out(&a, &a.ref);
