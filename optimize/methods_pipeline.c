@@ -195,11 +195,13 @@ static int gptq_block(job *j, size_t b, float *w_out)
 /* Calibration tokens over which AutoAWQ's module loss is measured. */
 #define AWQ_LOSS_TOKENS 1024u
 
-/* AutoAWQ's loss for the scales of q/k/v (gate/up): the error of the
- * attention (MLP) output with those matrices fake-quantized and the rest of
- * the model as it is, taken as the output of o (down), the layer that ends
- * the module, over the first AWQ_LOSS_TOKENS calibration tokens. The model
- * computes it, so RoPE, softmax, GQA, biases and SiLU are its own. */
+/* AutoAWQ's loss for the scales of q/k/v: the error of the attention
+ * output with those matrices fake-quantized and the rest of the model as it
+ * is, taken as the output of o, the layer that ends the module, over the
+ * first AWQ_LOSS_TOKENS calibration tokens. It needs whole windows, so the
+ * model computes it: RoPE, softmax, GQA and biases are its own. The
+ * matrices' own output error picks scales that make KL worse than RTN on
+ * the fixture (optimize/README.md, Pipeline). */
 typedef struct awq_loss {
 	job *j;
 	const size_t *idx;
@@ -272,9 +274,9 @@ static int awq_loss_eval(void *ctx, const float *const *wq, double *loss)
 	return 0;
 }
 
-/* The same loss for gate/up, computed here from the sample inputs x of
- * gate/up (no model pass): down(silu(gate x) * up x), as the runtime's MLP
- * computes it, with down unquantized. */
+/* The same loss for gate/up, the MLP output, computed here from their
+ * sample inputs x (no model pass): down(silu(gate x) * up x), as the
+ * runtime's MLP computes it, with down unquantized. */
 typedef struct awq_mlp {
 	job *j;
 	const size_t *idx; /* gate, up */
@@ -320,9 +322,10 @@ static int awq_mlp_eval(void *ctx, const float *const *wq, double *loss)
 	return 0;
 }
 
-/* Scales for the matrices idx[0..nw) that read layer idx[0]'s input: with
- * the loss at layer next's output (next > idx[0]) or, for next == idx[0],
- * the matrices' own outputs (o and down end their module themselves). */
+/* Scales for the matrices idx[0..nw) that read layer idx[0]'s input, with
+ * the error of the module output at layer next: q/k/v (next o) and gate/up
+ * (next down) through the loss callbacks above; o and down (next ==
+ * idx[0]) end their module themselves, so their own output error. */
 static int awq_scales(job *j, const tp_quant_calib_set *set, const size_t *idx, size_t nw,
 		      size_t next, float *s)
 {
@@ -338,7 +341,7 @@ static int awq_scales(job *j, const tp_quant_calib_set *set, const size_t *idx, 
 	if (next == idx[0]) {
 		rc = tp_quant_awq_search(w, rows, nw, c->cols, c->x, c->nx, c->abs_mean, j->bits,
 					 j->group, s, &alpha);
-	} else if (nw == 2 && j->k.rows[idx[0]] == j->k.cols[next]) { /* gate/up -> down */
+	} else if (nw == 2) { /* gate, up -> down */
 		size_t inter = j->k.rows[idx[0]], out = j->k.rows[next];
 		awq_mlp a = { .j = j, .idx = idx, .down = tp_model_linear(j->m, next), .x = c->x,
 			      .nx = c->nx, .inter = inter };
