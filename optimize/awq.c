@@ -37,17 +37,67 @@ static void rtn_row(const float *w, size_t cols, int bits, size_t group, float *
 	}
 }
 
-int tp_quant_awq_search(const float *const *w, const size_t *rows, size_t nw, size_t cols,
-			const float *x, size_t nx, const double *abs_mean, int bits, size_t group,
-			float *scales_out, double *alpha_out)
+/* s for one alpha: max(mean^alpha, 1e-4) normalised by sqrt(max s min s). */
+static void grid_scales(const double *xmean, size_t cols, double alpha, float *s)
 {
-	double *xmean = NULL;
-	float *s = NULL, *best = NULL, *row = NULL, *xt = NULL, *y = NULL;
+	double smax = 0.0, smin = INFINITY;
+	for (size_t c = 0; c < cols; c++) {
+		double v = pow(xmean[c] > 0.0 ? xmean[c] : 0.0, alpha);
+		v = v > 1e-4 ? v : 1e-4; /* also catches NaN */
+		s[c] = (float)v;
+		smax = v > smax ? v : smax;
+		smin = v < smin ? v : smin;
+	}
+	float norm = (float)sqrt(smax * smin);
+	for (size_t c = 0; c < cols; c++)
+		s[c] /= norm;
+}
+
+/* The built-in loss: the matrices' own outputs on the sample inputs. */
+typedef struct own_loss {
+	const float *const *w;
+	const size_t *rows;
+	size_t nw, cols, nx;
+	const float *xt; /* x transposed [cols][nx] */
+	float *y;        /* [nx] */
+} own_loss;
+
+/* sum over rows and inputs of (x_t . (wq - w))^2 */
+static int own_loss_eval(void *ctx, const float *const *wq, double *loss_out)
+{
+	own_loss *o = ctx;
+	size_t cols = o->cols, nx = o->nx;
+	double loss = 0.0;
+	for (size_t m = 0; m < o->nw; m++) {
+		for (size_t rr = 0; rr < o->rows[m]; rr++) {
+			const float *wr = o->w[m] + rr * cols, *qr = wq[m] + rr * cols;
+			memset(o->y, 0, nx * sizeof(float));
+			for (size_t c = 0; c < cols; c++) {
+				float d = qr[c] - wr[c];
+				const float *xc = o->xt + c * nx;
+				if (d != 0.0f)
+					for (size_t t = 0; t < nx; t++)
+						o->y[t] += d * xc[t];
+			}
+			for (size_t t = 0; t < nx; t++)
+				loss += (double)o->y[t] * o->y[t];
+		}
+	}
+	*loss_out = loss;
+	return 0;
+}
+
+int tp_quant_awq_search_loss(const float *const *w, const size_t *rows, size_t nw, size_t cols,
+			     const double *abs_mean, int bits, size_t group,
+			     tp_quant_awq_loss_fn loss_fn, void *ctx, float *scales_out,
+			     double *alpha_out)
+{
+	float *s = NULL, *best = NULL, **wq = NULL;
 	double best_loss = INFINITY, best_alpha = -1.0;
 	int rc;
 
-	if (!w || !rows || nw == 0 || !x || nx == 0 || !scales_out)
-		return tp_error_set(TP_EINVAL, "awq: needs weights, sample inputs and an output");
+	if (!w || !rows || nw == 0 || !abs_mean || !loss_fn || !scales_out)
+		return tp_error_set(TP_EINVAL, "awq: needs weights, mean inputs, a loss and an output");
 	for (size_t m = 0; m < nw; m++) {
 		if (!w[m])
 			return tp_error_set(TP_EINVAL, "awq: weight matrix %zu is missing", m);
@@ -56,17 +106,75 @@ int tp_quant_awq_search(const float *const *w, const size_t *rows, size_t nw, si
 		if (rc)
 			return rc;
 	}
-	if (nx > SIZE_MAX / sizeof(float) / cols)
-		return tp_error_set(TP_ETOOBIG, "awq: %zu sample inputs are too many", nx);
 	if (group == 0 || group > cols)
 		group = cols;
-	xmean = malloc(cols * sizeof(double));
 	s = malloc(cols * sizeof(float));
 	best = malloc(cols * sizeof(float));
-	row = malloc(cols * 2 * sizeof(float));
+	wq = calloc(nw, sizeof(*wq));
+	rc = s && best && wq ? 0 : TP_ENOMEM;
+	for (size_t m = 0; m < nw && rc == 0; m++)
+		if (!(wq[m] = malloc(rows[m] * cols * sizeof(float))))
+			rc = TP_ENOMEM;
+	if (rc) {
+		rc = tp_error_set(TP_ENOMEM, "awq: out of memory for %zu inputs", cols);
+		goto done;
+	}
+	for (int a = 0; a < AWQ_GRID; a++) {
+		double alpha = (double)a / AWQ_GRID, loss;
+		grid_scales(abs_mean, cols, alpha, s);
+		/* wq = Q(W diag s) diag(1/s): what the folded model computes */
+		for (size_t m = 0; m < nw; m++) {
+			for (size_t rr = 0; rr < rows[m]; rr++) {
+				const float *wr = w[m] + rr * cols;
+				float *qr = wq[m] + rr * cols;
+				for (size_t c = 0; c < cols; c++)
+					qr[c] = wr[c] * s[c];
+				rtn_row(qr, cols, bits, group, qr, NULL, 0);
+				for (size_t c = 0; c < cols; c++)
+					qr[c] /= s[c];
+			}
+		}
+		if ((rc = loss_fn(ctx, (const float *const *)wq, &loss)) < 0)
+			goto done;
+		if (loss < best_loss) {
+			best_loss = loss;
+			best_alpha = alpha;
+			memcpy(best, s, cols * sizeof(float));
+		}
+	}
+	if (best_alpha < 0.0) {
+		rc = tp_error_set(TP_EINVAL, "awq: the output error is NaN for every scale (NaN or Inf in weights or inputs)");
+		goto done;
+	}
+	memcpy(scales_out, best, cols * sizeof(float));
+	if (alpha_out)
+		*alpha_out = best_alpha;
+	rc = 0;
+done:
+	for (size_t m = 0; wq && m < nw; m++)
+		free(wq[m]);
+	free(wq);
+	free(s);
+	free(best);
+	return rc;
+}
+
+int tp_quant_awq_search(const float *const *w, const size_t *rows, size_t nw, size_t cols,
+			const float *x, size_t nx, const double *abs_mean, int bits, size_t group,
+			float *scales_out, double *alpha_out)
+{
+	double *xmean = NULL;
+	float *xt = NULL, *y = NULL;
+	int rc;
+
+	if (!w || !rows || nw == 0 || !x || nx == 0 || !scales_out || cols == 0)
+		return tp_error_set(TP_EINVAL, "awq: needs weights, sample inputs and an output");
+	if (nx > SIZE_MAX / sizeof(float) / cols)
+		return tp_error_set(TP_ETOOBIG, "awq: %zu sample inputs are too many", nx);
+	xmean = malloc(cols * sizeof(double));
 	xt = malloc(nx * cols * sizeof(float));
 	y = malloc(nx * sizeof(float));
-	if (!xmean || !s || !best || !row || !xt || !y) {
+	if (!xmean || !xt || !y) {
 		rc = tp_error_set(TP_ENOMEM, "awq: out of memory for %zu inputs", cols);
 		goto done;
 	}
@@ -85,62 +193,11 @@ int tp_quant_awq_search(const float *const *w, const size_t *rows, size_t nw, si
 			sum += fabs((double)x[t * cols + c]);
 		xmean[c] = sum / (double)nx;
 	}
-
-	for (int a = 0; a < AWQ_GRID; a++) {
-		double alpha = (double)a / AWQ_GRID, smax = 0.0, smin = INFINITY;
-		for (size_t c = 0; c < cols; c++) {
-			double v = pow(xmean[c] > 0.0 ? xmean[c] : 0.0, alpha);
-			v = v > 1e-4 ? v : 1e-4; /* also catches NaN */
-			s[c] = (float)v;
-			smax = v > smax ? v : smax;
-			smin = v < smin ? v : smin;
-		}
-		float norm = (float)sqrt(smax * smin);
-		for (size_t c = 0; c < cols; c++)
-			s[c] /= norm;
-
-		/* sum over rows and inputs of (x_t . (Q(w s)/s - w))^2 */
-		double loss = 0.0;
-		float *ws = row, *dw = row + cols;
-		for (size_t m = 0; m < nw; m++) {
-			for (size_t rr = 0; rr < rows[m]; rr++) {
-				const float *wr = w[m] + rr * cols;
-				for (size_t c = 0; c < cols; c++)
-					ws[c] = wr[c] * s[c];
-				rtn_row(ws, cols, bits, group, dw, NULL, 0);
-				for (size_t c = 0; c < cols; c++)
-					dw[c] = dw[c] / s[c] - wr[c];
-				memset(y, 0, nx * sizeof(float));
-				for (size_t c = 0; c < cols; c++) {
-					float d = dw[c];
-					const float *xc = xt + c * nx;
-					if (d != 0.0f)
-						for (size_t t = 0; t < nx; t++)
-							y[t] += d * xc[t];
-				}
-				for (size_t t = 0; t < nx; t++)
-					loss += (double)y[t] * y[t];
-			}
-		}
-		if (loss < best_loss) {
-			best_loss = loss;
-			best_alpha = alpha;
-			memcpy(best, s, cols * sizeof(float));
-		}
-	}
-	if (best_alpha < 0.0) {
-		rc = tp_error_set(TP_EINVAL, "awq: the output error is NaN for every scale (NaN or Inf in weights or inputs)");
-		goto done;
-	}
-	memcpy(scales_out, best, cols * sizeof(float));
-	if (alpha_out)
-		*alpha_out = best_alpha;
-	rc = 0;
+	own_loss o = { .w = w, .rows = rows, .nw = nw, .cols = cols, .nx = nx, .xt = xt, .y = y };
+	rc = tp_quant_awq_search_loss(w, rows, nw, cols, xmean, bits, group, own_loss_eval, &o,
+				      scales_out, alpha_out);
 done:
 	free(xmean);
-	free(s);
-	free(best);
-	free(row);
 	free(xt);
 	free(y);
 	return rc;

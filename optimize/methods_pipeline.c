@@ -192,9 +192,142 @@ static int gptq_block(job *j, size_t b, float *w_out)
 	return rc;
 }
 
-/* Scales for the matrices idx[0..nw) that read layer idx[0]'s input. */
+/* Calibration tokens over which AutoAWQ's module loss is measured. */
+#define AWQ_LOSS_TOKENS 1024u
+
+/* AutoAWQ's loss for the scales of q/k/v: the error of the attention
+ * output with those matrices fake-quantized and the rest of the model as it
+ * is, taken as the output of o, the layer that ends the module, over the
+ * first AWQ_LOSS_TOKENS calibration tokens. It needs whole windows, so the
+ * model computes it: RoPE, softmax, GQA and biases are its own. The
+ * matrices' own output error picks scales that make KL worse than RTN on
+ * the fixture (optimize/README.md, Pipeline). */
+typedef struct awq_loss {
+	job *j;
+	const size_t *idx;
+	size_t nw, next, nx;
+	float *ref, *y; /* next's outputs [nx][out]: unquantized group, candidate */
+} awq_loss;
+
+/* Layer next's outputs *y over the loss tokens as the model is now. */
+static int awq_next_out(awq_loss *a, float **y)
+{
+	tp_calib_opts o = a->j->calib->opts;
+	size_t n = AWQ_LOSS_TOKENS;
+	tp_quant_calib_set set = { 0 };
+	tp_linear *l = tp_model_linear(a->j->m, a->next);
+	o.max_tokens = o.max_tokens && o.max_tokens < n ? o.max_tokens : n;
+	o.hessian = false;
+	/* every row: tokens plus at most one BOS per window (ctx >= 2) */
+	o.sample_rows = 2 * o.max_tokens + 1;
+	o.first = a->next;
+	o.last = a->next + 1;
+	int rc = tp_optimize_calibrate(a->j->m, a->j->calib->ids, a->j->calib->n, &o, &set);
+	if (rc < 0)
+		return rc;
+	const tp_quant_calib *c = &set.layers[a->next];
+	if (a->nx && c->nx != a->nx)
+		rc = tp_error_set(TP_EINVAL, "awq: %zu loss rows, then %zu", a->nx, c->nx);
+	else if (!*y && !(*y = malloc(c->nx * l->out * sizeof(float))))
+		rc = tp_error_set(TP_ENOMEM, "out of memory");
+	if (rc == 0) {
+		a->nx = c->nx;
+		tp_linear_forward(l, c->x, c->nx, *y, tp_model_pool(a->j->m));
+	}
+	tp_quant_calib_set_free(&set);
+	return rc;
+}
+
+static int awq_loss_eval(void *ctx, const float *const *wq, double *loss)
+{
+	awq_loss *a = ctx;
+	job *j = a->j;
+	tp_linear *old[3] = { 0 };
+	size_t swapped = 0;
+	int rc = 0;
+	for (; swapped < a->nw; swapped++) {
+		size_t i = a->idx[swapped];
+		tp_linear *l = NULL;
+		if ((rc = tp_linear_dense_new(&l, wq[swapped], j->k.bias[i], j->k.rows[i],
+					      j->k.cols[i])) < 0)
+			break;
+		if ((rc = tp_model_swap_linear(j->m, i, l, &old[swapped])) < 0) {
+			tp_linear_free(l);
+			break;
+		}
+	}
+	if (rc == 0)
+		rc = awq_next_out(a, &a->y);
+	while (swapped--) { /* the unquantized layers back, whatever happened */
+		tp_linear *l = NULL;
+		if (tp_model_swap_linear(j->m, a->idx[swapped], old[swapped], &l) == 0)
+			tp_linear_free(l);
+	}
+	if (rc < 0)
+		return rc;
+	double e = 0.0;
+	for (size_t i = 0; i < a->nx * tp_model_linear(j->m, a->next)->out; i++) {
+		double d = (double)a->y[i] - a->ref[i];
+		e += d * d;
+	}
+	*loss = e;
+	return 0;
+}
+
+/* The same loss for gate/up, the MLP output, computed here from their
+ * sample inputs x (no model pass): down(silu(gate x) * up x), as the
+ * runtime's MLP computes it, with down unquantized. */
+typedef struct awq_mlp {
+	job *j;
+	const size_t *idx; /* gate, up */
+	tp_linear *down;
+	const float *x;
+	size_t nx, inter;
+	float *g, *u, *ref, *y; /* [nx][inter] x2, [nx][out of down] x2 */
+} awq_mlp;
+
+/* y = down(silu(gate x) * up x) with gate and up weights wq[0], wq[1]. */
+static int awq_mlp_out(awq_mlp *a, const float *const *wq, float *y)
+{
+	job *j = a->j;
+	tp_pool *pool = tp_model_pool(j->m);
+	float *out[2] = { a->g, a->u };
+	for (size_t m = 0; m < 2; m++) {
+		size_t i = a->idx[m];
+		tp_linear *l = NULL;
+		int rc = tp_linear_dense_new(&l, wq[m], j->k.bias[i], j->k.rows[i], j->k.cols[i]);
+		if (rc < 0)
+			return rc;
+		tp_linear_forward(l, a->x, a->nx, out[m], pool);
+		tp_linear_free(l);
+	}
+	for (size_t i = 0; i < a->nx * a->inter; i++)
+		a->g[i] = a->g[i] / (1.0f + expf(-a->g[i])) * a->u[i];
+	tp_linear_forward(a->down, a->g, a->nx, y, pool);
+	return 0;
+}
+
+static int awq_mlp_eval(void *ctx, const float *const *wq, double *loss)
+{
+	awq_mlp *a = ctx;
+	int rc = awq_mlp_out(a, wq, a->y);
+	if (rc < 0)
+		return rc;
+	double e = 0.0;
+	for (size_t i = 0; i < a->nx * a->down->out; i++) {
+		double d = (double)a->y[i] - a->ref[i];
+		e += d * d;
+	}
+	*loss = e;
+	return 0;
+}
+
+/* Scales for the matrices idx[0..nw) that read layer idx[0]'s input, with
+ * the error of the module output at layer next: q/k/v (next o) and gate/up
+ * (next down) through the loss callbacks above; o and down (next ==
+ * idx[0]) end their module themselves, so their own output error. */
 static int awq_scales(job *j, const tp_quant_calib_set *set, const size_t *idx, size_t nw,
-		      float *s)
+		      size_t next, float *s)
 {
 	const float *w[3];
 	size_t rows[3];
@@ -204,8 +337,36 @@ static int awq_scales(job *j, const tp_quant_calib_set *set, const size_t *idx, 
 		rows[i] = j->k.rows[idx[i]];
 	}
 	double alpha;
-	int rc = tp_quant_awq_search(w, rows, nw, c->cols, c->x, c->nx, c->abs_mean, j->bits,
-				     j->group, s, &alpha);
+	int rc;
+	if (next == idx[0]) {
+		rc = tp_quant_awq_search(w, rows, nw, c->cols, c->x, c->nx, c->abs_mean, j->bits,
+					 j->group, s, &alpha);
+	} else if (nw == 2) { /* gate, up -> down */
+		size_t inter = j->k.rows[idx[0]], out = j->k.rows[next];
+		awq_mlp a = { .j = j, .idx = idx, .down = tp_model_linear(j->m, next), .x = c->x,
+			      .nx = c->nx, .inter = inter };
+		a.g = malloc(c->nx * inter * sizeof(float));
+		a.u = malloc(c->nx * inter * sizeof(float));
+		a.ref = malloc(c->nx * out * sizeof(float));
+		a.y = malloc(c->nx * out * sizeof(float));
+		if (!a.g || !a.u || !a.ref || !a.y)
+			rc = tp_error_set(TP_ENOMEM, "out of memory");
+		else if ((rc = awq_mlp_out(&a, w, a.ref)) == 0)
+			rc = tp_quant_awq_search_loss(w, rows, nw, c->cols, c->abs_mean, j->bits,
+						      j->group, awq_mlp_eval, &a, s, &alpha);
+		free(a.g);
+		free(a.u);
+		free(a.ref);
+		free(a.y);
+	} else {
+		awq_loss a = { .j = j, .idx = idx, .nw = nw, .next = next };
+		rc = awq_next_out(&a, &a.ref);
+		if (rc == 0)
+			rc = tp_quant_awq_search_loss(w, rows, nw, c->cols, c->abs_mean, j->bits,
+						      j->group, awq_loss_eval, &a, s, &alpha);
+		free(a.ref);
+		free(a.y);
+	}
 	if (rc < 0)
 		tp_error_wrap(rc, "%s", tp_model_linear_name(j->m, idx[0]));
 	return rc;
@@ -255,24 +416,24 @@ static int awq_block(job *j, size_t b, float *w_out)
 	size_t idx[3];
 	for (size_t i = 0; i < 3; i++)
 		idx[i] = base + qkv[i];
-	if ((rc = awq_scales(j, &set, idx, 3, s_qkv)) < 0)
+	if ((rc = awq_scales(j, &set, idx, 3, base + O, s_qkv)) < 0)
 		goto done;
 	for (size_t i = 0; i < 2; i++)
 		idx[i] = base + gu[i];
-	if ((rc = awq_scales(j, &set, idx, 2, s_gu)) < 0)
+	if ((rc = awq_scales(j, &set, idx, 2, base + DOWN, s_gu)) < 0)
 		goto done;
 	/* v -> o needs o's input channels to be v's rows one to one: not under
 	 * grouped-query attention (AutoAWQ skips it when the shapes differ). */
 	idx[0] = base + O;
 	if (cfg->kv_heads == cfg->heads && j->k.rows[base + V] == ocols) {
-		if ((rc = awq_scales(j, &set, idx, 1, s_o)) < 0)
+		if ((rc = awq_scales(j, &set, idx, 1, base + O, s_o)) < 0)
 			goto done;
 	} else {
 		for (size_t c = 0; c < ocols; c++)
 			s_o[c] = 1;
 	}
 	idx[0] = base + DOWN;
-	if ((rc = awq_scales(j, &set, idx, 1, s_d)) < 0)
+	if ((rc = awq_scales(j, &set, idx, 1, base + DOWN, s_d)) < 0)
 		goto done;
 	for (size_t c = 0; c < hidden; c++) {
 		g_in[c] /= s_qkv[c];

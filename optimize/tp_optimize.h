@@ -291,11 +291,26 @@ int tp_quant_gptq(const float *w, size_t rows, size_t cols, const tp_quant_calib
  * the grid 0, 0.05, ..., 0.95, the one minimising
  * sum_m ||x (Q(W_m diag(s)) diag(1/s) - W_m)^T||^2 over the sample inputs
  * x[nx][cols]. abs_mean may be NULL (then taken from x). The error measured
- * is the linear layers' outputs, not the whole block's as in AutoAWQ.
+ * is the linear layers' own outputs; tp_quant_awq_search_loss takes another.
  */
 int tp_quant_awq_search(const float *const *w, const size_t *rows, size_t nw, size_t cols,
 			const float *x, size_t nx, const double *abs_mean, int bits, size_t group,
 			float *scales_out, double *alpha_out);
+
+/* The error of one grid point: wq[m][rows[m]][cols] = Q(W_m diag(s))
+ * diag(1/s), the weights the folded model computes with. 0 or TP_E*. */
+typedef int (*tp_quant_awq_loss_fn)(void *ctx, const float *const *wq, double *loss);
+
+/*
+ * The same grid search with the error measured by loss_fn (for AutoAWQ's
+ * loss: the output of the block the matrices belong to, which needs the
+ * model; optimize/README.md, AWQ). abs_mean[cols] is required; a failing
+ * loss_fn ends the search with its code.
+ */
+int tp_quant_awq_search_loss(const float *const *w, const size_t *rows, size_t nw, size_t cols,
+			     const double *abs_mean, int bits, size_t group,
+			     tp_quant_awq_loss_fn loss_fn, void *ctx, float *scales_out,
+			     double *alpha_out);
 
 /*
  * AWQ step 2: the clipping search on ws = W diag(s) (already scaled) for the

@@ -324,6 +324,79 @@ static void test_awq_beats_rtn(void)
 	free(s);
 }
 
+/* A loss for tp_quant_awq_search_loss: the matrices' output error on x
+ * (what tp_quant_awq_search measures), or a code from call fail_at on. */
+typedef struct loss_ctx {
+	const float *const *w;
+	const size_t *rows;
+	size_t nw, cols, nx, calls, fail_at;
+	const float *x;
+	bool nan;
+} loss_ctx;
+
+static int test_loss(void *ctx, const float *const *wq, double *loss)
+{
+	loss_ctx *l = ctx;
+	if (++l->calls >= l->fail_at)
+		return tp_error_set(TP_EIO, "loss failed");
+	double e = 0;
+	for (size_t m = 0; m < l->nw; m++)
+		e += out_err(l->w[m], wq[m], l->rows[m], l->cols, l->x, l->nx);
+	*loss = l->nan ? NAN : e;
+	return 0;
+}
+
+/* The search with a loss callback: one call per grid point with the weights
+ * the folded model computes with; with the built-in loss it picks the same
+ * scales as tp_quant_awq_search; its failures end the search. */
+static void test_awq_search_loss(void)
+{
+	rng_state = 57;
+	size_t cols = 128, nx = 128, rows[2] = {48, 32};
+	const size_t loud[] = {3, 40, 41, 100};
+	float *x = make_inputs(nx, cols, loud, 4, 20);
+	float *w[2] = {make_weights(rows[0], cols), make_weights(rows[1], cols)};
+	float *s1 = malloc(cols * 4), *s2 = malloc(cols * 4);
+	tp_quant_calib k = make_calib(x, nx, cols);
+	const float *const *wc = (const float *const *)w;
+	double a1 = -1, a2 = -2;
+	loss_ctx l = {.w = wc, .rows = rows, .nw = 2, .cols = cols, .nx = nx, .x = x,
+		      .fail_at = SIZE_MAX};
+	CHECK_EQ_INT(tp_quant_awq_search(wc, rows, 2, cols, x, nx, k.abs_mean, 4, 64, s1, &a1), 0);
+	CHECK_EQ_INT(tp_quant_awq_search_loss(wc, rows, 2, cols, k.abs_mean, 4, 64, test_loss, &l,
+					      s2, &a2),
+		     0);
+	CHECK(l.calls == 20);
+	CHECK(a1 > 0 && a1 == a2);
+	CHECK(memcmp(s1, s2, cols * 4) == 0);
+	/* a failing loss: its code, scales untouched */
+	memset(s2, 0, cols * 4);
+	l.calls = 0;
+	l.fail_at = 3;
+	CHECK_EQ_INT(tp_quant_awq_search_loss(wc, rows, 2, cols, k.abs_mean, 4, 64, test_loss, &l,
+					      s2, &a2),
+		     TP_EIO);
+	CHECK(l.calls == 3 && s2[0] == 0 && a2 == a1);
+	l.fail_at = SIZE_MAX;
+	l.nan = true;
+	CHECK_EQ_INT(tp_quant_awq_search_loss(wc, rows, 2, cols, k.abs_mean, 4, 64, test_loss, &l,
+					      s2, &a2),
+		     TP_EINVAL);
+	CHECK(strstr(tp_error_last(), "NaN for every scale") != NULL);
+	CHECK_EQ_INT(tp_quant_awq_search_loss(wc, rows, 2, cols, NULL, 4, 64, test_loss, &l, s2,
+					      &a2),
+		     TP_EINVAL);
+	CHECK_EQ_INT(tp_quant_awq_search_loss(wc, rows, 2, cols, k.abs_mean, 4, 64, NULL, &l, s2,
+					      &a2),
+		     TP_EINVAL);
+	free_calib(&k);
+	free(x);
+	free(w[0]);
+	free(w[1]);
+	free(s1);
+	free(s2);
+}
+
 /* All-zero input columns (dead in H), all-zero weight columns, constant
  * rows, and an all-zero input: finite outputs, no error. */
 static void test_degenerate(void)
@@ -449,6 +522,7 @@ int main(int argc, char **argv)
 	TP_TEST_RUN(test_gptq_act_order_outliers);
 	TP_TEST_RUN(test_gptq_damping);
 	TP_TEST_RUN(test_awq_beats_rtn);
+	TP_TEST_RUN(test_awq_search_loss);
 	TP_TEST_RUN(test_degenerate);
 	return TP_TEST_RESULT();
 }
