@@ -14,7 +14,7 @@ const tp_quant_kernel *tp_quant_kernel_ggml(const char *name, bool simd);
 const tp_quant_kernel *tp_quant_kernel_group(const char *name, bool simd);
 /* The ggml family on fp32 activations (no 8-bit rounding of the input: the
  * widening path's values, summed in another order), for quality
- * measurements; not wired into tp_quant_kernel_find. */
+ * measurements: tp_quant_kernel_find's choice under tp_quant_kernel_exact. */
 const tp_quant_kernel *tp_quant_kernel_ggml_exact(const char *name, bool simd);
 
 #endif

@@ -86,6 +86,13 @@ const tp_quant_kernel *tp_quant_kernel_find(const tp_quant_format *f);
 /* Use the plain-C kernels only (tests compare both); returns the old
  * setting. */
 bool tp_quant_kernel_force_portable(bool on);
+/* Keep activations in fp32 in every kernel (results = the format's
+ * dequantize + fp32 dot products, summed in another order) instead of
+ * rounding them to 8 bits as llama.cpp does for its block formats (the
+ * default, which is what serving costs and runs at); returns the old
+ * setting. `tenpak optimize` measures quality exact and speed with the
+ * default, so a format's quality is the format's, not its kernel's. */
+bool tp_quant_kernel_exact(bool on);
 /* True when SIMD kernels may run: the CPU has AVX2 and FMA, not forced off. */
 bool tp_quant_kernel_use_avx2(void);
 

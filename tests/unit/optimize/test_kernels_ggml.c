@@ -271,11 +271,33 @@ static void test_forward(void)
 	tp_pool_free(pool);
 }
 
+/* tp_quant_kernel_exact switches the family to fp32 activations: the
+ * kernel then reads x as it is (no x_prepare) and the other families are
+ * unaffected. */
+static void test_exact_switch(void)
+{
+	const char *fam[] = {"int8", "q8_0", "q4_0", "q5_0", "q4_k"};
+	size_t nfam = sizeof(fam) / sizeof(fam[0]);
+	CHECK(!tp_quant_kernel_exact(true));
+	for (size_t i = 0; i < nfam; i++) {
+		const tp_quant_kernel *k = tp_quant_kernel_find(tp_quant_format_find(fam[i]));
+		CHECK(k && !k->x_prepare);
+	}
+	const tp_quant_kernel *g = tp_quant_kernel_find(tp_quant_format_find("rtn4_g128"));
+	CHECK(tp_quant_kernel_exact(false));
+	for (size_t i = 0; i < nfam; i++) {
+		const tp_quant_kernel *k = tp_quant_kernel_find(tp_quant_format_find(fam[i]));
+		CHECK(k && k->x_prepare);
+	}
+	CHECK(g && g == tp_quant_kernel_find(tp_quant_format_find("rtn4_g128")));
+}
+
 int main(void)
 {
 	TP_TEST_RUN(test_find);
 	TP_TEST_RUN(test_kernels);
 	TP_TEST_RUN(test_nan);
 	TP_TEST_RUN(test_forward);
+	TP_TEST_RUN(test_exact_switch);
 	return TP_TEST_RESULT();
 }
