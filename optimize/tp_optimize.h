@@ -313,7 +313,8 @@ int tp_quant_awq(const float *w, size_t rows, size_t cols, const float *scales, 
 /* ---- linear layers ------------------------------------------------------
  * A tp_linear that keeps its weights packed in a format and computes from
  * them with the format's kernel, or, for a format without one, widens them a
- * block of rows at a time (plain-C reference path): memory is packed_size
+ * block of rows at a time and multiplies them with the runtime's fp32 kernel
+ * (tp_matmul_rows, the same sums as a dense layer): memory is packed_size
  * per layer instead of 4 bytes per weight. With fp16/bf16 it is the
  * unquantized baseline at 2 bytes per weight. */
 

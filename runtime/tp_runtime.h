@@ -43,6 +43,15 @@ void tp_pool_run(tp_pool *p, size_t n, tp_pool_fn fn, void *ctx);
 const char *tp_matmul_kernel(void);
 /* Force the portable kernel (tests compare both); returns the old setting. */
 bool tp_matmul_force_portable(bool on);
+/* y[t * ldy + r] = bias[r] + sum_k x[t * in + k] * w[r * in + k] for t < n,
+ * r < rows: the dense layer's kernel on weights given row-major, such as a
+ * block of rows just widened from a packed format. Same summation order as
+ * a dense layer of those rows (when rows start at a multiple of 16). Runs on
+ * the calling thread; bias may be NULL; scratch holds
+ * tp_matmul_rows_scratch(rows, in) floats. */
+size_t tp_matmul_rows_scratch(size_t rows, size_t in);
+void tp_matmul_rows(const float *w, size_t rows, size_t in, const float *bias,
+		    const float *x, size_t n, float *y, size_t ldy, float *scratch);
 
 /* ---- linear layers ----------------------------------------------------- */
 
