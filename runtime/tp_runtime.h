@@ -8,7 +8,8 @@
  * - tp_tokenizer_*: tokenizer.json BPE, byte-level (GPT-2, Llama-3, Qwen2)
  *   or SentencePiece-style with metaspace and byte fallback (Llama-2, Mistral).
  * - tp_runtime_eval_*: perplexity (llama.cpp and Hugging Face strided conventions),
- *   KL divergence against a reference model, and tokens/s.
+ *   KL divergence against a reference model (or its log-probs computed once),
+ *   and tokens/s.
  *
  * All functions that can fail return 0 or a negative TP_E* code and set
  * tp_error_last().
@@ -254,6 +255,24 @@ typedef struct tp_eval_result {
  * statistics and must share the vocabulary. */
 int tp_runtime_eval_perplexity(const tp_model *m, const tp_model *ref, const int32_t *ids,
 			       size_t n, const tp_eval_opts *opts, tp_eval_result *out);
+
+/*
+ * A reference scored once: tp_runtime_eval_reference scores ids with m as
+ * tp_runtime_eval_perplexity does without a reference (same *out) and keeps
+ * m's log-probs of every scored position (in an unlinked file in $TMPDIR,
+ * read back a window at a time: positions x vocab x 4 bytes of disk, not of
+ * memory). tp_runtime_eval_perplexity_ref then gives the same result as
+ * tp_runtime_eval_perplexity(model, m, ...) with the same ids and opts (other
+ * ids or opts: TP_EINVAL) without running m again.
+ */
+typedef struct tp_eval_ref tp_eval_ref;
+
+int tp_runtime_eval_reference(tp_eval_ref **ref, const tp_model *m, const int32_t *ids,
+			      size_t n, const tp_eval_opts *opts, tp_eval_result *out);
+int tp_runtime_eval_perplexity_ref(const tp_model *m, const tp_eval_ref *ref,
+				   const int32_t *ids, size_t n, const tp_eval_opts *opts,
+				   tp_eval_result *out);
+void tp_runtime_eval_ref_free(tp_eval_ref *r);
 
 typedef struct tp_speed_result {
 	size_t prefill_tokens, decode_tokens;
