@@ -216,6 +216,18 @@ int tp_quant_linear_new(tp_linear **out, const tp_quant_format *f, void *packed,
 	return 0;
 }
 
+bool tp_quant_linear_parts(const tp_linear *l, const tp_quant_format **f, const void **packed,
+			   const float **bias)
+{
+	if (!l || l->ops != &qlinear_ops)
+		return false;
+	const qlinear *q = (const qlinear *)l;
+	*f = q->f;
+	*packed = q->packed;
+	*bias = q->bias;
+	return true;
+}
+
 bool tp_optimize_is_decoder_linear(const char *name)
 {
 	static const char *const suffix[] = {"self_attn.q_proj", "self_attn.k_proj",

@@ -211,16 +211,27 @@ typedef struct tp_candidate_calib {
 } tp_candidate_calib;
 
 /*
- * Load dir with the quantized layers of candidate name replaced by their
- * fake-quantized form (quantized, dequantized into fp32 and handed to
- * tp_linear_dense_new). name is a format ("rtn4_g128", "nf4": that format's
- * own quantize at load time) or a method with a group format
- * ("gptq4_g128", "awq3_g128": optimize/methods_pipeline.c). source_bits is
- * the source dtype's bits per weight. TP_ENOTFOUND for an unknown name.
+ * Load dir with the quantized layers of candidate name packed in its format
+ * (tp_quant_linear_new: the format's kernel, or rows widened a block at a
+ * time; no fp32 copy of the layers). name is a format ("rtn4_g128", "nf4":
+ * that format's own quantize at load time) or a method with a group format
+ * ("gptq4_g128", "awq3_g128": optimize/methods_pipeline.c). lm_head is
+ * packed in the source dtype when that is bf16 or fp16 (lossless), dense
+ * fp32 otherwise; embeddings and norms are fp32. source_bits is the source
+ * dtype's bits per weight. TP_ENOTFOUND for an unknown name.
  */
 int tp_optimize_candidate_load(tp_model **out, const char *dir, const tp_model_opts *opts,
 			       const char *name, const tp_candidate_calib *calib,
 			       unsigned source_bits, tp_candidate_stats *stats);
+
+/* The unquantized baseline held as stored: decoder linears and lm_head
+ * packed in bf16 or fp16 when the source is (exact, 2 bytes per weight),
+ * dense fp32 when it is fp32. The model tp_optimize_candidate_load and
+ * tp_optimize_calibrate compare with. */
+int tp_optimize_baseline_load(tp_model **out, const char *dir, const tp_model_opts *opts);
+/* The packed format holding dir's weights exactly (bf16, fp16), or NULL for
+ * fp32 sources or when the dtype cannot be read. */
+const tp_quant_format *tp_optimize_head_format(const char *dir, const char *weights);
 
 /* The method candidates (optimize/methods_pipeline.c), NULL-terminated:
  * gptq4_g128, gptq3_g128, awq4_g128, awq4_g256, awq3_g128. */
@@ -326,6 +337,12 @@ int tp_quant_awq(const float *w, size_t rows, size_t cols, const float *scales, 
  * may be NULL. weight_bytes reports the packed size. */
 int tp_quant_linear_new(tp_linear **out, const tp_quant_format *f, void *packed, size_t rows,
 			size_t cols, const float *bias);
+
+/* The format, packed weights and bias (NULL when none) of a layer made by
+ * tp_quant_linear_new, valid while it lives; false for other layers. Lets
+ * a method widen one layer of a packed source at a time. */
+bool tp_quant_linear_parts(const tp_linear *l, const tp_quant_format **f, const void **packed,
+			   const float **bias);
 
 /* Context of tp_optimize_make_linear_packed. */
 typedef struct tp_optimize_packed_ctx {
