@@ -311,8 +311,7 @@ static void forward_batch(const tp_model *m, tp_kv *kv, const int32_t *ids, size
 {
 	const tp_model_config *c = &m->cfg;
 	for (size_t t = 0; t < n; t++)
-		memcpy(kv->x + t * c->hidden, m->embed + (size_t)ids[t] * c->hidden,
-		       c->hidden * sizeof(float));
+		tp_model_embed_row(m, ids[t], kv->x + t * c->hidden);
 	for (size_t l = 0; l < c->layers; l++) {
 		attention_block(m, kv, l, n);
 		mlp_block(m, kv, l, n);
