@@ -143,8 +143,100 @@ static void kept_free(kept *k)
 	free(k->cols);
 }
 
+/* The hidden states entering the current block for every calibration
+ * window (the windows of tp_optimize_calibrate: ctx tokens, BOS first), so
+ * a capture runs that block only: one pass through the model in all. */
+typedef struct states {
+	size_t nwin, hidden, block;
+	size_t *len, *off; /* window w: len tokens at x + off * hidden */
+	float *x, *work;
+	tp_kv *kv;
+} states;
+
+static void states_free(states *st)
+{
+	free(st->len);
+	free(st->off);
+	free(st->x);
+	free(st->work);
+	tp_kv_free(st->kv);
+}
+
+static int states_init(states *st, const tp_model *m, const tp_candidate_calib *calib)
+{
+	const tp_calib_opts *o = &calib->opts;
+	size_t n = calib->n, ctx = o->ctx ? o->ctx : 512, pre = o->bos >= 0, total, cells;
+	if (o->max_tokens && n > o->max_tokens)
+		n = o->max_tokens;
+	if (ctx < 2 || n == 0)
+		return tp_error_set(TP_EINVAL, "calibration needs tokens and a context of 2 or more");
+	size_t step = ctx - pre;
+	st->hidden = tp_model_get_config(m)->hidden;
+	st->nwin = (n + step - 1) / step;
+	total = n + pre * st->nwin;
+	if (!tp_mul_ok(total, st->hidden, &cells) || cells > SIZE_MAX / sizeof(float))
+		return tp_error_set(TP_ETOOBIG, "calibration states too large");
+	st->len = calloc(st->nwin, sizeof(*st->len));
+	st->off = calloc(st->nwin, sizeof(*st->off));
+	st->x = malloc(cells * sizeof(float));
+	st->work = malloc(ctx * st->hidden * sizeof(float));
+	int32_t *win = malloc(ctx * sizeof(*win));
+	int rc = 0;
+	if (!st->len || !st->off || !st->x || !st->work || !win) {
+		rc = tp_error_set(TP_ENOMEM, "out of memory for the calibration states");
+		goto done;
+	}
+	if ((rc = tp_kv_new(&st->kv, m, ctx, ctx)) < 0)
+		goto done;
+	size_t at = 0;
+	for (size_t w = 0, b = 0; w < st->nwin && rc == 0; w++, b += step) {
+		size_t len = n - b < step ? n - b : step;
+		if (pre)
+			win[0] = o->bos;
+		memcpy(win + pre, calib->ids + b, len * sizeof(*win));
+		st->len[w] = len + pre;
+		st->off[w] = at;
+		rc = tp_model_embed(m, win, len + pre, st->x + at * st->hidden);
+		at += len + pre;
+	}
+done:
+	free(win);
+	return rc;
+}
+
+/* tp_calib_opts.feed: the current block over a copy of every window's states. */
+static int feed_block(void *ctx, tp_model *m, size_t *fed)
+{
+	states *st = ctx;
+	int rc = 0;
+	*fed = 0;
+	for (size_t w = 0; w < st->nwin && rc == 0; w++) {
+		memcpy(st->work, st->x + st->off[w] * st->hidden,
+		       st->len[w] * st->hidden * sizeof(float));
+		tp_kv_reset(st->kv);
+		rc = tp_model_forward_layers(m, st->kv, st->block, st->block + 1, st->work,
+					     st->len[w]);
+		*fed += st->len[w];
+	}
+	return rc;
+}
+
+/* The states through the (now quantized) current block: the next one's inputs. */
+static int states_advance(states *st, tp_model *m)
+{
+	int rc = 0;
+	for (size_t w = 0; w < st->nwin && rc == 0; w++) {
+		tp_kv_reset(st->kv);
+		rc = tp_model_forward_layers(m, st->kv, st->block, st->block + 1,
+					     st->x + st->off[w] * st->hidden, st->len[w]);
+	}
+	st->block++;
+	return rc;
+}
+
 typedef struct job {
 	tp_model *m;
+	states states;
 	kept k;
 	const tp_quant_format *f;
 	const tp_candidate_calib *calib;
@@ -228,6 +320,8 @@ static int capture(job *j, size_t first, size_t last, bool hessian, size_t rows,
 	o.sample_rows = rows;
 	o.first = first;
 	o.last = last;
+	o.feed = feed_block;
+	o.feed_ctx = &j->states;
 	return tp_optimize_calibrate(j->m, j->calib->ids, j->calib->n, &o, set);
 }
 
@@ -404,10 +498,14 @@ int tp_optimize_method_load(tp_model **out, const char *dir, const tp_model_opts
 		rc = tp_error_set(TP_ENOMEM, "out of memory");
 		goto done;
 	}
+	if ((rc = states_init(&j.states, j.m, calib)) < 0)
+		goto done;
 	for (size_t b = 0; b < layers && rc == 0; b++) {
 		if ((rc = widen_block(&j, b)) < 0)
 			break;
 		rc = gptq ? gptq_block(&j, b, w_out) : awq_block(&j, b, w_out);
+		if (rc == 0 && b + 1 < layers)
+			rc = states_advance(&j.states, j.m);
 	}
 	if (rc < 0)
 		goto done;
@@ -421,6 +519,7 @@ done:
 	if (rc < 0)
 		tp_error_wrap(rc, "%s", name);
 	free(w_out);
+	states_free(&j.states);
 	kept_free(&j.k);
 	tp_model_free(j.m);
 	return rc;

@@ -173,6 +173,12 @@ typedef struct tp_calib_opts {
 	/* Capture only linear layers first..last-1 (tp_model_linear order);
 	 * last 0: every quantized layer. The others get cols == 0. */
 	size_t first, last;
+	/* When set, runs m (its layers first..last-1 capturing) over the same
+	 * windows in place of running the whole model over ids, and sets *fed
+	 * to the tokens fed: methods keep the hidden states entering a block
+	 * and run only that block. NULL: the whole model. */
+	int (*feed)(void *feed_ctx, tp_model *m, size_t *fed);
+	void *feed_ctx;
 } tp_calib_opts;
 
 /* Run m over ids in windows of ctx tokens with a capture layer around every

@@ -183,6 +183,17 @@ size_t tp_kv_pos(const tp_kv *kv);
 int tp_model_forward(const tp_model *m, tp_kv *kv, const int32_t *ids, size_t n,
 		     size_t logits_from, float *logits);
 
+/* The hidden states entering layer 0: embedding rows of ids into
+ * x[n][hidden]. TP_EINVAL for an id outside the vocabulary. */
+int tp_model_embed(const tp_model *m, const int32_t *ids, size_t n, float *x);
+/* Run decoder layers first..last-1 on the hidden states x[n][hidden] (in
+ * place) at the next n positions of kv, n <= its batch: the same arithmetic
+ * as those layers inside tp_model_forward, so a quantizer can keep the
+ * states entering one block and run only that block (kv's entries for other
+ * layers are left as they were). */
+int tp_model_forward_layers(const tp_model *m, tp_kv *kv, size_t first, size_t last, float *x,
+			    size_t n);
+
 /* ---- tokenizer ---------------------------------------------------------- */
 
 typedef struct tp_tokenizer tp_tokenizer;
