@@ -9,10 +9,12 @@
 # the reference's log-probs for one window (0.25 MiB): 4 MiB allowed. GPTQ
 # adds its working set for the widest layer (down_proj, 768 inputs): the
 # captured Hessian and GPTQ's copy, 2 x 768^2 doubles (9 MiB), the block
-# widened to fp32 (3.3 MiB) and one layer's fp32 work buffers (1.5 MiB):
-# 14 MiB more. Holding the baseline next to a candidate (+6.8 MiB) or any
-# fp32 copy of the decoder layers (13.3 MiB) breaks the caps; before the
-# packed path the RTN run peaked at 46.7 MB and the GPTQ one at 66.5 MB.
+# widened to fp32 (3.3 MiB) and one layer's fp32 work buffers (1.5 MiB),
+# 14 MiB, plus the KV cache and activations of the block-by-block captures
+# (~3 MiB, held through the pipeline): 17 MiB more, 21 MiB in all.
+# Holding the baseline next to a candidate (+6.8 MiB) or any fp32 copy
+# of the decoder layers (13.3 MiB) breaks the caps; before the packed path
+# the RTN run peaked at 45.2 MiB and the GPTQ one at 65.0 MiB.
 DATA=$(cd "$(dirname "$0")/../data" && pwd)
 TP_PEAK_RSS=${TP_PEAK_RSS:-$(dirname "$TENPAK")/tp-peak-rss}
 WEIGHTS=$DATA/fixtures/base-bf16.safetensors
@@ -40,8 +42,8 @@ test_expect_success 'RTN candidates: peak <= P0 + 1.5 x file + 4 MiB' '
 	grep -q "^rtn4_g128 " out
 '
 
-test_expect_success 'GPTQ: peak <= P0 + 1.5 x file + 18 MiB' '
-	"$TP_PEAK_RSS" --file "$WEIGHTS" --max "1.5:$(($(cat p0) + 18432))" -- \
+test_expect_success 'GPTQ: peak <= P0 + 1.5 x file + 21 MiB' '
+	"$TP_PEAK_RSS" --file "$WEIGHTS" --max "1.5:$(($(cat p0) + 21504))" -- \
 		"$TENPAK" optimize model --eval "$DATA/eval/heldout.txt" --ctx 128 \
 		--max-tokens 256 --threads 2 --candidates gptq4_g128 >out &&
 	grep "^peak_kib=" out &&
