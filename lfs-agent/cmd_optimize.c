@@ -25,8 +25,9 @@ static const char usage[] =
 	"Measure what quantizing a Llama, Mistral or Qwen2 model (Hugging Face files in\n"
 	"MODEL_DIR) costs in quality. Each candidate quantizes the 7 linear layers of\n"
 	"every decoder block (q, k, v, o, gate, up, down); embeddings, norms and lm_head\n"
-	"keep the stored precision. Quantized weights are dequantized to fp32 for the\n"
-	"measurement, so the numbers are those of the format, not of a kernel.\n"
+	"keep the stored precision. Every model is measured with its layers packed\n"
+	"(the baseline in its stored bf16/fp16, candidates in their format), one\n"
+	"model in memory at a time; the baseline's log-probs are computed once.\n"
 	"\n"
 	"For each candidate: perplexity and its change against the unquantized model\n"
 	"(llama.cpp's convention), KL(P_orig || P_candidate) mean ± error and 99th\n"
@@ -39,8 +40,8 @@ static const char usage[] =
 	"                     differ from the evaluation text (default: built-in)\n"
 	"  --candidates LIST  comma-separated names (default: every format built in,\n"
 	"                     RTN). Methods, not in the default list because each\n"
-	"                     runs the calibration text through the model 4 times\n"
-	"                     per block (GPTQ) or once (AWQ): gptq4_g128,\n"
+	"                     runs the calibration text through every block 5\n"
+	"                     times (GPTQ) or twice (AWQ): gptq4_g128,\n"
 	"                     gptq3_g128, awq4_g128, awq4_g256, awq3_g128\n"
 	"  --ctx N            window size (default 512, or the model's maximum)\n"
 	"  --max-tokens N     use only the first N tokens of each text (also bounds\n"
@@ -138,14 +139,14 @@ typedef struct outcome {
 	double seconds;
 } outcome;
 
-static int run_candidate(const args *a, const tp_model_opts *mo, const tp_model *base,
+static int run_candidate(const args *a, const tp_model_opts *mo, const tp_eval_ref *base,
 			 const text *ev, const tp_eval_opts *eo,
 			 const tp_candidate_calib *calib, unsigned bits, outcome *oc)
 {
 	tp_model *m = NULL;
 	int rc = tp_optimize_candidate_load(&m, a->model, mo, oc->name, calib, bits, &oc->st);
 	if (rc == 0)
-		rc = tp_runtime_eval_perplexity(m, base, ev->ids, ev->n, eo, &oc->r);
+		rc = tp_runtime_eval_perplexity_ref(m, base, ev->ids, ev->n, eo, &oc->r);
 	tp_model_free(m);
 	if (rc < 0)
 		snprintf(oc->error, sizeof(oc->error), "%s", tp_error_last());
@@ -332,6 +333,7 @@ int tp_cmd_optimize(int argc, char **argv)
 	text ev = { 0 }, cal = { 0 };
 	tp_quant_calib_set calib = { 0 };
 	tp_eval_result base;
+	tp_eval_ref *ref = NULL;
 	outcome *oc = calloc(CANDIDATES_MAX, sizeof(*oc));
 	const char *codec = NULL, *export_name = NULL;
 	unsigned bits = 0;
@@ -343,7 +345,7 @@ int tp_cmd_optimize(int argc, char **argv)
 	if ((rc = list_candidates(a.candidates, oc, &noc)) < 0 ||
 	    (rc = export_check(&a, oc, noc, &export_name)) < 0 ||
 	    (rc = tp_optimize_source_dtype(a.model, NULL, &codec, &bits)) < 0 ||
-	    (rc = tp_model_load(&m, a.model, &mo)) < 0 ||
+	    (rc = tp_optimize_baseline_load(&m, a.model, &mo)) < 0 ||
 	    (rc = tp_path_join(&tok_path, a.model, "tokenizer.json")) < 0 ||
 	    (rc = tp_tokenizer_load(&tok, tok_path)) < 0 ||
 	    (rc = load_text(tok, a.eval, tp_optimize_text_eval, tp_optimize_text_eval_len,
@@ -363,16 +365,19 @@ int tp_cmd_optimize(int argc, char **argv)
 	tp_eval_opts eo = { .mode = TP_PPL_MODE_LLAMACPP, .ctx = ctx, .max_tokens = max_tokens,
 			    .bos = bos };
 	tp_calib_opts co = { .ctx = ctx, .max_tokens = max_tokens, .bos = bos };
-	if ((rc = tp_runtime_eval_perplexity(m, NULL, ev.ids, ev.n, &eo, &base)) < 0 ||
+	if ((rc = tp_runtime_eval_reference(&ref, m, ev.ids, ev.n, &eo, &base)) < 0 ||
 	    (rc = tp_optimize_calibrate(m, cal.ids, cal.n, &co, &calib)) < 0)
 		goto done;
+	/* Its log-probs and statistics are all candidates need of the baseline. */
+	tp_model_free(m);
+	m = NULL;
 	tp_candidate_calib cc = { &calib, cal.ids, cal.n, co };
 	bool tty = isatty(STDERR_FILENO);
 	if (tty)
 		fprintf(stderr, "tenpak optimize: %s ppl %.4f (%zu tokens, ctx %zu)\n", codec,
 			base.ppl, base.tokens, base.ctx);
 	for (size_t i = 0; i < noc; i++) {
-		if (run_candidate(&a, &mo, m, &ev, &eo, &cc, bits, &oc[i]) < 0) {
+		if (run_candidate(&a, &mo, ref, &ev, &eo, &cc, bits, &oc[i]) < 0) {
 			failed++;
 			fprintf(stderr, "tenpak: optimize: [%zu/%zu] %s failed: %s\n", i + 1, noc,
 				oc[i].name, oc[i].error);
@@ -395,6 +400,7 @@ done:
 		free(oc[i].name);
 	free(oc);
 	tp_quant_calib_set_free(&calib);
+	tp_runtime_eval_ref_free(ref);
 	free(ev.ids);
 	free(cal.ids);
 	tp_buf_free(&eb);

@@ -240,7 +240,7 @@ int tp_optimize_calibrate(tp_model *m, const int32_t *ids, size_t n, const tp_ca
 		wrapped++;
 	}
 	if (rc == 0)
-		rc = feed(m, ids, n, o, &s.tokens);
+		rc = o->feed ? o->feed(o->feed_ctx, m, &s.tokens) : feed(m, ids, n, o, &s.tokens);
 done:
 	/* Put every original layer back, whatever happened. */
 	for (size_t i = 0; i < count && wrapped; i++) {

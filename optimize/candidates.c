@@ -1,5 +1,7 @@
-/* Candidates: a model loaded with its quantized layers fake-quantized
- * (quantize, dequantize to fp32) to measure what a format costs in quality. */
+/* Candidates: a model loaded with its quantized layers packed in a format
+ * (tp_quant_linear_new), to measure what the format costs in quality; and
+ * the baseline, packed in its stored dtype. No layer is held as fp32 except
+ * where the source is fp32. */
 #include "quant_internal.h"
 #include "tp_delta.h"
 
@@ -86,44 +88,90 @@ done:
 	return rc;
 }
 
+/* The packed format of a stored dtype ("bf16", "fp16"), or NULL (fp32:
+ * the dense layer is already its exact form). */
+static const tp_quant_format *source_format(const char *codec)
+{
+	if (!codec || strcmp(codec, "fp32") == 0)
+		return NULL;
+	return tp_quant_format_find(codec);
+}
+
 typedef struct factory {
-	const tp_quant_format *f;
+	const tp_quant_format *f;    /* the candidate's format (NULL: baseline) */
+	const tp_quant_format *head; /* lm_head's: the source dtype, or NULL (dense) */
+	const tp_quant_format *src;  /* the baseline's decoder layers */
 	const tp_quant_calib_set *calib;
 	unsigned source_bits;
 	tp_candidate_stats st;
 } factory;
 
+/* Pack w in f into a new layer. */
+static int pack_layer(const tp_quant_format *f, const char *name, const float *w,
+		      const float *bias, size_t out_dim, size_t in_dim, const tp_quant_calib *calib,
+		      double *seconds, tp_linear **made)
+{
+	size_t psize = f->packed_size(out_dim, in_dim);
+	void *packed = malloc(psize ? psize : 1);
+	if (!packed)
+		return tp_error_set(TP_ENOMEM, "%s: out of memory for %zu packed bytes", name,
+				    psize);
+	double t0 = tp_quant_now_s();
+	int rc = f->quantize(w, out_dim, in_dim, calib, packed);
+	if (seconds)
+		*seconds += tp_quant_now_s() - t0;
+	if (rc < 0)
+		tp_error_wrap(rc, "%s: %s", name, f->name);
+	else
+		rc = tp_quant_linear_new(made, f, packed, out_dim, in_dim, bias);
+	if (rc < 0)
+		free(packed);
+	return rc;
+}
+
 static int make_linear(void *ctx, const char *name, const float *w, const float *bias,
 		       size_t out_dim, size_t in_dim, tp_linear **made)
 {
 	factory *fa = ctx;
-	if (!tp_optimize_is_quantized(name))
-		return TP_ENOTFOUND;
-	size_t n, psize = fa->f->packed_size(out_dim, in_dim);
-	if (!tp_mul_ok(out_dim, in_dim, &n) || n > SIZE_MAX / sizeof(float))
-		return tp_error_set(TP_ETOOBIG, "%s: %zux%zu is too large", name, out_dim, in_dim);
-	void *packed = malloc(psize ? psize : 1);
-	float *scratch = malloc(n * sizeof(float));
-	int rc;
-	if (!packed || !scratch) {
-		rc = tp_error_set(TP_ENOMEM, "%s: out of memory", name);
-		goto done;
+	if (!tp_optimize_is_quantized(name)) {
+		if (!fa->head || strcmp(name, "lm_head") != 0)
+			return TP_ENOTFOUND;
+		return pack_layer(fa->head, name, w, bias, out_dim, in_dim, NULL, NULL, made);
 	}
-	double t0 = tp_quant_now_s();
-	rc = fa->f->quantize(w, out_dim, in_dim, tp_quant_calib_find(fa->calib, name), packed);
-	fa->st.quant_seconds += tp_quant_now_s() - t0;
-	if (rc < 0) {
-		tp_error_wrap(rc, "%s: %s", name, fa->f->name);
-		goto done;
+	if (!fa->f) {
+		if (!fa->src)
+			return TP_ENOTFOUND;
+		return pack_layer(fa->src, name, w, bias, out_dim, in_dim, NULL, NULL, made);
 	}
-	fa->f->dequantize(packed, out_dim, in_dim, scratch);
-	if ((rc = tp_linear_dense_new(made, scratch, bias, out_dim, in_dim)) < 0)
-		goto done;
-	tp_candidate_stats_count(&fa->st, out_dim, in_dim, psize, fa->source_bits);
-done:
-	free(packed);
-	free(scratch);
+	int rc = pack_layer(fa->f, name, w, bias, out_dim, in_dim,
+			    tp_quant_calib_find(fa->calib, name), &fa->st.quant_seconds, made);
+	if (rc == 0)
+		tp_candidate_stats_count(&fa->st, out_dim, in_dim,
+					 fa->f->packed_size(out_dim, in_dim), fa->source_bits);
 	return rc;
+}
+
+int tp_optimize_baseline_load(tp_model **out, const char *dir, const tp_model_opts *opts)
+{
+	const char *codec = NULL;
+	unsigned bits = 0;
+	int rc = tp_optimize_source_dtype(dir, opts ? opts->weights : NULL, &codec, &bits);
+	if (rc < 0)
+		return rc;
+	factory fa = { .src = source_format(codec), .head = source_format(codec) };
+	tp_model_opts o = opts ? *opts : (tp_model_opts){ 0 };
+	o.make_linear = make_linear;
+	o.make_linear_ctx = &fa;
+	return tp_model_load(out, dir, &o);
+}
+
+const tp_quant_format *tp_optimize_head_format(const char *dir, const char *weights)
+{
+	const char *codec = NULL;
+	unsigned bits = 0;
+	if (tp_optimize_source_dtype(dir, weights, &codec, &bits) < 0)
+		return NULL;
+	return source_format(codec);
 }
 
 int tp_optimize_candidate_load(tp_model **out, const char *dir, const tp_model_opts *opts,
@@ -132,10 +180,11 @@ int tp_optimize_candidate_load(tp_model **out, const char *dir, const tp_model_o
 {
 	if (tp_optimize_is_method(name))
 		return tp_optimize_method_load(out, dir, opts, name, calib, source_bits, stats);
-	factory fa = { tp_quant_format_find(name), calib ? calib->stats : NULL, source_bits,
-		       { 0 } };
+	factory fa = { .f = tp_quant_format_find(name), .calib = calib ? calib->stats : NULL,
+		       .source_bits = source_bits };
 	if (!fa.f)
 		return tp_error_set(TP_ENOTFOUND, "unknown candidate '%s'", name);
+	fa.head = tp_optimize_head_format(dir, opts->weights);
 	tp_model_opts o = *opts;
 	o.make_linear = make_linear;
 	o.make_linear_ctx = &fa;

@@ -311,7 +311,7 @@ static int packed_layer(const tp_model *m, size_t i, const tp_export_plan *p, co
 {
 	const tp_quant_format *f = NULL;
 	const tp_linear *l = tp_model_linear(m, i);
-	if (!tp_quant_linear_get(l, &f, packed))
+	if (!tp_quant_linear_parts(l, &f, packed, NULL))
 		return tp_error_set(TP_EINVAL, "export: layer %s is not a packed layer "
 				    "(the candidate was loaded fake-quantized)",
 				    tp_model_linear_name(m, i));

@@ -2,8 +2,8 @@
  * Packed linear layers: weights stay in a quant format (or fp16/bf16). With
  * the format's kernel (tp_quant_kernel_find) forward computes from the packed
  * bytes, rows split across the pool; without one it widens
- * TP_QUANT_LINEAR_ROWS rows at a time into scratch and takes plain-C dot
- * products (the reference path).
+ * TP_QUANT_LINEAR_ROWS rows at a time into scratch and multiplies them with
+ * the runtime's blocked fp32 kernel (tp_matmul_rows).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -26,23 +26,33 @@ typedef struct qjob {
 	const float *x;
 	size_t n;
 	float *y;
-	float *scratch; /* [tasks][block * in] */
-	size_t block, blocks, tasks;
+	float *scratch; /* [tasks][per_task]: widened rows, then the matmul's panels */
+	size_t block, blocks, tasks, per_task;
 } qjob;
 
-/* y[t][r0..r1) from rows r0..r1 widened into w. */
+/* y[t][r0..r1) from rows r0..r1 widened into w, through the runtime's
+ * blocked fp32 kernel (mm scratch: tp_matmul_rows_scratch floats): the
+ * same sums, in the same order, as a dense layer of the widened weights. */
 static void qrows(const qlinear *q, const float *x, size_t n, float *y, size_t r0, size_t r1,
-		  float *w)
+		  float *w, float *mm)
 {
 	size_t in = q->base.in, out = q->base.out;
 	q->f->dequantize_rows(q->packed, out, in, r0, r1, w);
-	for (size_t t = 0; t < n; t++) {
-		const float *xt = x + t * in;
-		for (size_t r = r0; r < r1; r++) {
-			const float *wr = w + (r - r0) * in;
+	tp_matmul_rows(w, r1 - r0, in, q->bias ? q->bias + r0 : NULL, x, n, y + r0, out, mm);
+}
+
+/* The last resort when no scratch can be had: one row at a time, plain
+ * dot products into the layer's own row buffer. */
+static void qrows_serial(const qlinear *q, const float *x, size_t n, float *y)
+{
+	size_t in = q->base.in, out = q->base.out;
+	for (size_t r = 0; r < out; r++) {
+		q->f->dequantize_rows(q->packed, out, in, r, r + 1, q->row);
+		for (size_t t = 0; t < n; t++) {
+			const float *xt = x + t * in;
 			float acc = 0.0f;
 			for (size_t c = 0; c < in; c++)
-				acc += xt[c] * wr[c];
+				acc += xt[c] * q->row[c];
 			y[t * out + r] = acc + (q->bias ? q->bias[r] : 0.0f);
 		}
 	}
@@ -53,12 +63,13 @@ static void qrows(const qlinear *q, const float *x, size_t n, float *y, size_t r
 static void qtask(void *ctx, size_t i, size_t tasks)
 {
 	const qjob *j = ctx;
-	float *w = j->scratch + i * j->block * j->q->base.in;
+	float *w = j->scratch + i * j->per_task;
+	float *mm = w + j->block * j->q->base.in;
 	for (size_t b = i; b < j->blocks; b += tasks) {
 		size_t r0 = b * j->block, r1 = r0 + j->block;
 		if (r1 > j->q->base.out)
 			r1 = j->q->base.out;
-		qrows(j->q, j->x, j->n, j->y, r0, r1, w);
+		qrows(j->q, j->x, j->n, j->y, r0, r1, w, mm);
 	}
 }
 
@@ -139,17 +150,19 @@ static void qlinear_forward(const tp_linear *l, const float *x, size_t n, float 
 	const tp_quant_kernel *k = tp_quant_kernel_find(q->f);
 	if (k && kernel_forward(q, k, x, n, y, pool))
 		return;
-	qjob j = {q, x, n, y, NULL, TP_QUANT_LINEAR_ROWS, 0, 0};
+	qjob j = {q, x, n, y, NULL, TP_QUANT_LINEAR_ROWS, 0, 0, 0};
 	j.blocks = (out + j.block - 1) / j.block;
 	j.tasks = pool ? tp_pool_threads(pool) : 1;
 	if (j.tasks > j.blocks)
 		j.tasks = j.blocks;
 	if (j.tasks == 0)
 		j.tasks = 1;
-	j.scratch = malloc(j.tasks * j.block * (in ? in : 1) * sizeof(float));
+	size_t floats = 0;
+	j.per_task = j.block * in + tp_matmul_rows_scratch(j.block, in);
+	if (in && tp_mul_ok(j.tasks, j.per_task, &floats) && floats <= SIZE_MAX / sizeof(float))
+		j.scratch = malloc(floats * sizeof(float));
 	if (!j.scratch) {
-		for (size_t r = 0; r < out; r++)
-			qrows(q, x, n, y, r, r + 1, q->row);
+		qrows_serial(q, x, n, y);
 		return;
 	}
 	tp_pool_run(j.tasks > 1 ? pool : NULL, j.tasks, qtask, &j);
@@ -203,7 +216,8 @@ int tp_quant_linear_new(tp_linear **out, const tp_quant_format *f, void *packed,
 	return 0;
 }
 
-bool tp_quant_linear_get(const tp_linear *l, const tp_quant_format **f, const void **packed)
+bool tp_quant_linear_parts(const tp_linear *l, const tp_quant_format **f, const void **packed,
+			   const float **bias)
 {
 	if (!l || l->ops != &qlinear_ops)
 		return false;
@@ -212,6 +226,8 @@ bool tp_quant_linear_get(const tp_linear *l, const tp_quant_format **f, const vo
 		*f = q->f;
 	if (packed)
 		*packed = q->packed;
+	if (bias)
+		*bias = q->bias;
 	return true;
 }
 

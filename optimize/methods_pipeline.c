@@ -1,6 +1,9 @@
-/* Method candidates (GPTQ, AWQ): the model is loaded unquantized and its
- * decoder blocks are quantized in order, each from inputs captured through
- * the blocks already quantized (optimize/README.md, "Pipeline"). */
+/* Method candidates (GPTQ, AWQ): the model is loaded unquantized, its
+ * layers packed in the stored dtype, and its decoder blocks are quantized in
+ * order, each from inputs captured through the blocks already quantized
+ * (optimize/README.md, "Pipeline"). Only the current block's 7 layers are
+ * widened to fp32; each is replaced by a packed group layer of the method's
+ * codes. */
 #include "quant_internal.h"
 
 #include <stdio.h>
@@ -50,68 +53,80 @@ bool tp_optimize_is_method(const char *name)
 	return parse_method(name, &gptq, &bits, &group);
 }
 
-/* fp32 copies of the quantized layers' weights, by tp_model_linear index:
- * dense layers are repacked and cannot be read back. */
+/* An fp32 source is held in this exact format (4 bytes per weight, as a
+ * dense layer) so that every source layer can be widened the same way. */
+static size_t f32_size(size_t rows, size_t cols)
+{
+	return 4 * rows * cols;
+}
+
+static int f32_quantize(const float *w, size_t rows, size_t cols, const tp_quant_calib *calib,
+			void *packed)
+{
+	(void)calib;
+	memcpy(packed, w, rows * cols * sizeof(float));
+	return 0;
+}
+
+static void f32_rows(const void *packed, size_t rows, size_t cols, size_t r0, size_t r1,
+		     float *w)
+{
+	(void)rows;
+	memcpy(w, (const float *)packed + r0 * cols, (r1 - r0) * cols * sizeof(float));
+}
+
+static void f32_all(const void *packed, size_t rows, size_t cols, float *w)
+{
+	f32_rows(packed, rows, cols, 0, rows, w);
+}
+
+static const tp_quant_format fmt_f32 = { "fp32", f32_size, f32_quantize, f32_all, f32_rows };
+
+/* fp32 copies of the current block's layers, by tp_model_linear index (NULL
+ * outside it), and every layer's shape. */
 typedef struct kept {
 	size_t count;
 	float **w, **bias;
 	size_t *rows, *cols;
 } kept;
 
-/* Room for count layers, the new ones empty. */
-static int kept_grow(kept *k, size_t count)
+static int kept_alloc(kept *k, size_t count)
 {
-	float **w = realloc(k->w, count * sizeof(*w));
-	if (w)
-		k->w = w;
-	float **bias = w ? realloc(k->bias, count * sizeof(*bias)) : NULL;
-	if (bias)
-		k->bias = bias;
-	size_t *rows = bias ? realloc(k->rows, count * sizeof(*rows)) : NULL;
-	if (rows)
-		k->rows = rows;
-	size_t *cols = rows ? realloc(k->cols, count * sizeof(*cols)) : NULL;
-	if (!cols)
+	k->w = calloc(count, sizeof(*k->w));
+	k->bias = calloc(count, sizeof(*k->bias));
+	k->rows = calloc(count, sizeof(*k->rows));
+	k->cols = calloc(count, sizeof(*k->cols));
+	if (!k->w || !k->bias || !k->rows || !k->cols)
 		return tp_error_set(TP_ENOMEM, "out of memory");
-	k->cols = cols;
-	for (size_t i = k->count; i < count; i++) {
-		k->w[i] = k->bias[i] = NULL;
-		k->rows[i] = k->cols[i] = 0;
-	}
 	k->count = count;
 	return 0;
 }
 
-static int keep_linear(void *ctx, const char *name, const float *w, const float *bias,
+/* The loader's factory: decoder layers packed in the source dtype (src),
+ * lm_head too when it is a half type (head). */
+typedef struct source {
+	const tp_quant_format *src, *head;
+} source;
+
+static int pack_source(void *ctx, const char *name, const float *w, const float *bias,
 		       size_t out_dim, size_t in_dim, tp_linear **made)
 {
-	kept *k = ctx;
-	size_t layer, which, n;
-	(void)made;
-	if (!tp_optimize_linear_slot(name, &layer, &which))
+	const source *so = ctx;
+	const tp_quant_format *f = tp_optimize_is_quantized(name) ? so->src
+				   : strcmp(name, "lm_head") == 0 ? so->head
+								  : NULL;
+	if (!f)
 		return TP_ENOTFOUND;
-	if (layer >= SIZE_MAX / PER_BLOCK - 1)
-		return tp_error_set(TP_ETOOBIG, "%s: too many layers", name);
-	size_t i = layer * PER_BLOCK + which;
-	if (i >= k->count) {
-		int rc = kept_grow(k, i + 1 > 2 * k->count ? i + 1 : 2 * k->count);
-		if (rc < 0)
-			return rc;
-	}
-	if (k->w[i])
-		return tp_error_set(TP_EINVAL, "%s: loaded twice", name);
-	if (!tp_mul_ok(out_dim, in_dim, &n) || n > SIZE_MAX / sizeof(float))
-		return tp_error_set(TP_ETOOBIG, "%s: %zux%zu is too large", name, out_dim, in_dim);
-	k->w[i] = malloc(n * sizeof(float));
-	k->bias[i] = bias ? malloc(out_dim * sizeof(float)) : NULL;
-	if (!k->w[i] || (bias && !k->bias[i]))
+	size_t bytes = f->packed_size(out_dim, in_dim);
+	void *packed = malloc(bytes ? bytes : 1);
+	if (!packed)
 		return tp_error_set(TP_ENOMEM, "%s: out of memory", name);
-	memcpy(k->w[i], w, n * sizeof(float));
-	if (bias)
-		memcpy(k->bias[i], bias, out_dim * sizeof(float));
-	k->rows[i] = out_dim;
-	k->cols[i] = in_dim;
-	return TP_ENOTFOUND; /* the default dense layer until it is quantized */
+	int rc = f->quantize(w, out_dim, in_dim, NULL, packed);
+	if (rc == 0)
+		rc = tp_quant_linear_new(made, f, packed, out_dim, in_dim, bias);
+	if (rc < 0)
+		free(packed);
+	return rc;
 }
 
 static void kept_free(kept *k)
@@ -128,8 +143,100 @@ static void kept_free(kept *k)
 	free(k->cols);
 }
 
+/* The hidden states entering the current block for every calibration
+ * window (the windows of tp_optimize_calibrate: ctx tokens, BOS first), so
+ * a capture runs that block only: one pass through the model in all. */
+typedef struct states {
+	size_t nwin, hidden, block;
+	size_t *len, *off; /* window w: len tokens at x + off * hidden */
+	float *x, *work;
+	tp_kv *kv;
+} states;
+
+static void states_free(states *st)
+{
+	free(st->len);
+	free(st->off);
+	free(st->x);
+	free(st->work);
+	tp_kv_free(st->kv);
+}
+
+static int states_init(states *st, const tp_model *m, const tp_candidate_calib *calib)
+{
+	const tp_calib_opts *o = &calib->opts;
+	size_t n = calib->n, ctx = o->ctx ? o->ctx : 512, pre = o->bos >= 0, total, cells;
+	if (o->max_tokens && n > o->max_tokens)
+		n = o->max_tokens;
+	if (ctx < 2 || n == 0)
+		return tp_error_set(TP_EINVAL, "calibration needs tokens and a context of 2 or more");
+	size_t step = ctx - pre;
+	st->hidden = tp_model_get_config(m)->hidden;
+	st->nwin = (n + step - 1) / step;
+	total = n + pre * st->nwin;
+	if (!tp_mul_ok(total, st->hidden, &cells) || cells > SIZE_MAX / sizeof(float))
+		return tp_error_set(TP_ETOOBIG, "calibration states too large");
+	st->len = calloc(st->nwin, sizeof(*st->len));
+	st->off = calloc(st->nwin, sizeof(*st->off));
+	st->x = malloc(cells * sizeof(float));
+	st->work = malloc(ctx * st->hidden * sizeof(float));
+	int32_t *win = malloc(ctx * sizeof(*win));
+	int rc = 0;
+	if (!st->len || !st->off || !st->x || !st->work || !win) {
+		rc = tp_error_set(TP_ENOMEM, "out of memory for the calibration states");
+		goto done;
+	}
+	if ((rc = tp_kv_new(&st->kv, m, ctx, ctx)) < 0)
+		goto done;
+	size_t at = 0;
+	for (size_t w = 0, b = 0; w < st->nwin && rc == 0; w++, b += step) {
+		size_t len = n - b < step ? n - b : step;
+		if (pre)
+			win[0] = o->bos;
+		memcpy(win + pre, calib->ids + b, len * sizeof(*win));
+		st->len[w] = len + pre;
+		st->off[w] = at;
+		rc = tp_model_embed(m, win, len + pre, st->x + at * st->hidden);
+		at += len + pre;
+	}
+done:
+	free(win);
+	return rc;
+}
+
+/* tp_calib_opts.feed: the current block over a copy of every window's states. */
+static int feed_block(void *ctx, tp_model *m, size_t *fed)
+{
+	states *st = ctx;
+	int rc = 0;
+	*fed = 0;
+	for (size_t w = 0; w < st->nwin && rc == 0; w++) {
+		memcpy(st->work, st->x + st->off[w] * st->hidden,
+		       st->len[w] * st->hidden * sizeof(float));
+		tp_kv_reset(st->kv);
+		rc = tp_model_forward_layers(m, st->kv, st->block, st->block + 1, st->work,
+					     st->len[w]);
+		*fed += st->len[w];
+	}
+	return rc;
+}
+
+/* The states through the (now quantized) current block: the next one's inputs. */
+static int states_advance(states *st, tp_model *m)
+{
+	int rc = 0;
+	for (size_t w = 0; w < st->nwin && rc == 0; w++) {
+		tp_kv_reset(st->kv);
+		rc = tp_model_forward_layers(m, st->kv, st->block, st->block + 1,
+					     st->x + st->off[w] * st->hidden, st->len[w]);
+	}
+	st->block++;
+	return rc;
+}
+
 typedef struct job {
 	tp_model *m;
+	states states;
 	kept k;
 	const tp_quant_format *f;
 	const tp_candidate_calib *calib;
@@ -139,20 +246,69 @@ typedef struct job {
 	tp_candidate_stats st;
 } job;
 
-/* Put the dequantized w_out in place of layer i and count it. */
-static int replace(job *j, size_t i, const float *w_out)
+/* Widen block b's layers (and biases) from their packed source. */
+static int widen_block(job *j, size_t b)
+{
+	for (size_t i = b * PER_BLOCK; i < (b + 1) * PER_BLOCK; i++) {
+		const tp_quant_format *f;
+		const void *packed;
+		const float *bias;
+		size_t rows = j->k.rows[i], cols = j->k.cols[i];
+		if (!tp_quant_linear_parts(tp_model_linear(j->m, i), &f, &packed, &bias))
+			return tp_error_set(TP_EINVAL, "%s is not a packed source layer",
+					    tp_model_linear_name(j->m, i));
+		j->k.w[i] = malloc(rows * cols * sizeof(float));
+		j->k.bias[i] = bias ? malloc(rows * sizeof(float)) : NULL;
+		if (!j->k.w[i] || (bias && !j->k.bias[i]))
+			return tp_error_set(TP_ENOMEM, "%s: out of memory",
+					    tp_model_linear_name(j->m, i));
+		f->dequantize(packed, rows, cols, j->k.w[i]);
+		if (bias)
+			memcpy(j->k.bias[i], bias, rows * sizeof(float));
+	}
+	return 0;
+}
+
+/* Put the method's codes res, packed in the group format, in place of
+ * layer i, count it, and drop its widened copy. */
+static int replace(job *j, size_t i, tp_quant_result *res)
 {
 	size_t rows = j->k.rows[i], cols = j->k.cols[i];
+	size_t ng = rows * res->ngroups, bytes = j->f->packed_size(rows, cols);
+	size_t fgroups = j->group && j->group < cols ? (cols + j->group - 1) / j->group : 1;
 	tp_linear *l = NULL;
-	int rc = tp_linear_dense_new(&l, w_out, j->k.bias[i], rows, cols);
-	if (rc == 0 && (rc = tp_model_set_linear(j->m, i, l)) < 0)
+	void *packed = NULL;
+	int *zero = NULL, rc = 0;
+	if (res->rows != rows || res->cols != cols || res->ngroups != fgroups) {
+		rc = tp_error_set(TP_EINVAL, "%s: codes do not fit %s",
+				  tp_model_linear_name(j->m, i), j->f->name);
+		goto done;
+	}
+	packed = malloc(bytes ? bytes : 1);
+	zero = malloc((ng ? ng : 1) * sizeof(*zero));
+	if (!packed || !zero) {
+		rc = tp_error_set(TP_ENOMEM, "out of memory");
+		goto done;
+	}
+	for (size_t g = 0; g < ng; g++)
+		zero[g] = res->zeros[g];
+	tp_quant_group_pack(j->bits, j->group, rows, cols, res->q, res->scales, zero, packed);
+	if ((rc = tp_quant_linear_new(&l, j->f, packed, rows, cols, j->k.bias[i])) < 0)
+		goto done;
+	packed = NULL;
+	if ((rc = tp_model_set_linear(j->m, i, l)) < 0) {
 		tp_linear_free(l);
-	if (rc < 0)
-		return rc;
-	tp_candidate_stats_count(&j->st, rows, cols, j->f->packed_size(rows, cols), j->source_bits);
+		goto done;
+	}
+	tp_candidate_stats_count(&j->st, rows, cols, bytes, j->source_bits);
 	free(j->k.w[i]);
-	j->k.w[i] = NULL;
-	return 0;
+	free(j->k.bias[i]);
+	j->k.w[i] = j->k.bias[i] = NULL;
+done:
+	free(packed);
+	free(zero);
+	tp_quant_result_free(res);
+	return rc;
 }
 
 /* Capture the inputs of linear layers first..last-1 as the model is now. */
@@ -164,6 +320,8 @@ static int capture(job *j, size_t first, size_t last, bool hessian, size_t rows,
 	o.sample_rows = rows;
 	o.first = first;
 	o.last = last;
+	o.feed = feed_block;
+	o.feed_ctx = &j->states;
 	return tp_optimize_calibrate(j->m, j->calib->ids, j->calib->n, &o, set);
 }
 
@@ -180,12 +338,13 @@ static int gptq_block(job *j, size_t b, float *w_out)
 		if ((rc = capture(j, first, last, true, 0, &set)) < 0)
 			break;
 		for (size_t i = first; i < last && rc == 0; i++) {
+			tp_quant_result res = { 0 };
 			rc = tp_quant_gptq(j->k.w[i], j->k.rows[i], j->k.cols[i], &set.layers[i],
-					   j->bits, j->group, true, w_out, NULL);
+					   j->bits, j->group, true, w_out, &res);
 			if (rc < 0)
 				tp_error_wrap(rc, "%s", tp_model_linear_name(j->m, i));
 			else
-				rc = replace(j, i, w_out);
+				rc = replace(j, i, &res);
 		}
 		tp_quant_calib_set_free(&set);
 	}
@@ -449,12 +608,13 @@ static int awq_block(job *j, size_t b, float *w_out)
 		const tp_quant_calib *c = &set.layers[base + xsrc[l]];
 		/* AutoAWQ does not clip q and k: the q.k product magnifies it. */
 		bool clip = l != Q && l != K;
+		tp_quant_result res = { 0 };
 		rc = tp_quant_awq(j->k.w[i], j->k.rows[i], j->k.cols[i], col_s[l], c->x, c->nx,
-				  j->bits, j->group, clip, w_out, NULL);
+				  j->bits, j->group, clip, w_out, &res);
 		if (rc < 0)
 			tp_error_wrap(rc, "%s", tp_model_linear_name(j->m, i));
 		else
-			rc = replace(j, i, w_out);
+			rc = replace(j, i, &res);
 	}
 done:
 	tp_quant_calib_set_free(&set);
@@ -475,19 +635,23 @@ int tp_optimize_method_load(tp_model **out, const char *dir, const tp_model_opts
 		return tp_error_set(TP_ENOTFOUND, "unknown candidate '%s'", name);
 	if (!calib || !calib->ids || !calib->n)
 		return tp_error_set(TP_EINVAL, "%s needs calibration tokens", name);
+	source so = { tp_optimize_head_format(dir, opts->weights), NULL };
+	so.head = so.src;
+	if (!so.src)
+		so.src = &fmt_f32;
 	tp_model_opts o = *opts;
-	o.make_linear = keep_linear;
-	o.make_linear_ctx = &j.k;
+	o.make_linear = pack_source;
+	o.make_linear_ctx = &so;
 	if ((rc = tp_model_load(&j.m, dir, &o)) < 0)
 		goto done;
 	double t0 = tp_quant_now_s();
 	size_t layers = tp_model_get_config(j.m)->layers, most = 0;
+	if ((rc = kept_alloc(&j.k, layers * PER_BLOCK)) < 0)
+		goto done;
 	for (size_t i = 0; i < layers * PER_BLOCK; i++) {
-		if (i >= j.k.count || !j.k.w[i]) {
-			rc = tp_error_set(TP_EINVAL, "%s: %s was not loaded", dir,
-					  tp_model_linear_name(j.m, i));
-			goto done;
-		}
+		const tp_linear *l = tp_model_linear(j.m, i);
+		j.k.rows[i] = l->out;
+		j.k.cols[i] = l->in;
 		size_t n = j.k.rows[i] * j.k.cols[i];
 		most = n > most ? n : most;
 	}
@@ -495,8 +659,15 @@ int tp_optimize_method_load(tp_model **out, const char *dir, const tp_model_opts
 		rc = tp_error_set(TP_ENOMEM, "out of memory");
 		goto done;
 	}
-	for (size_t b = 0; b < layers && rc == 0; b++)
+	if ((rc = states_init(&j.states, j.m, calib)) < 0)
+		goto done;
+	for (size_t b = 0; b < layers && rc == 0; b++) {
+		if ((rc = widen_block(&j, b)) < 0)
+			break;
 		rc = gptq ? gptq_block(&j, b, w_out) : awq_block(&j, b, w_out);
+		if (rc == 0 && b + 1 < layers)
+			rc = states_advance(&j.states, j.m);
+	}
 	if (rc < 0)
 		goto done;
 	j.st.quant_seconds = tp_quant_now_s() - t0;
@@ -509,6 +680,7 @@ done:
 	if (rc < 0)
 		tp_error_wrap(rc, "%s", name);
 	free(w_out);
+	states_free(&j.states);
 	kept_free(&j.k);
 	tp_model_free(j.m);
 	return rc;

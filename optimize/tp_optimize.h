@@ -186,6 +186,12 @@ typedef struct tp_calib_opts {
 	/* Capture only linear layers first..last-1 (tp_model_linear order);
 	 * last 0: every quantized layer. The others get cols == 0. */
 	size_t first, last;
+	/* When set, runs m (its layers first..last-1 capturing) over the same
+	 * windows in place of running the whole model over ids, and sets *fed
+	 * to the tokens fed: methods keep the hidden states entering a block
+	 * and run only that block. NULL: the whole model. */
+	int (*feed)(void *feed_ctx, tp_model *m, size_t *fed);
+	void *feed_ctx;
 } tp_calib_opts;
 
 /* Run m over ids in windows of ctx tokens with a capture layer around every
@@ -224,16 +230,27 @@ typedef struct tp_candidate_calib {
 } tp_candidate_calib;
 
 /*
- * Load dir with the quantized layers of candidate name replaced by their
- * fake-quantized form (quantized, dequantized into fp32 and handed to
- * tp_linear_dense_new). name is a format ("rtn4_g128", "nf4": that format's
- * own quantize at load time) or a method with a group format
- * ("gptq4_g128", "awq3_g128": optimize/methods_pipeline.c). source_bits is
- * the source dtype's bits per weight. TP_ENOTFOUND for an unknown name.
+ * Load dir with the quantized layers of candidate name packed in its format
+ * (tp_quant_linear_new: the format's kernel, or rows widened a block at a
+ * time; no fp32 copy of the layers). name is a format ("rtn4_g128", "nf4":
+ * that format's own quantize at load time) or a method with a group format
+ * ("gptq4_g128", "awq3_g128": optimize/methods_pipeline.c). lm_head is
+ * packed in the source dtype when that is bf16 or fp16 (lossless), dense
+ * fp32 otherwise; embeddings and norms are fp32. source_bits is the source
+ * dtype's bits per weight. TP_ENOTFOUND for an unknown name.
  */
 int tp_optimize_candidate_load(tp_model **out, const char *dir, const tp_model_opts *opts,
 			       const char *name, const tp_candidate_calib *calib,
 			       unsigned source_bits, tp_candidate_stats *stats);
+
+/* The unquantized baseline held as stored: decoder linears and lm_head
+ * packed in bf16 or fp16 when the source is (exact, 2 bytes per weight),
+ * dense fp32 when it is fp32. The model tp_optimize_candidate_load and
+ * tp_optimize_calibrate compare with. */
+int tp_optimize_baseline_load(tp_model **out, const char *dir, const tp_model_opts *opts);
+/* The packed format holding dir's weights exactly (bf16, fp16), or NULL for
+ * fp32 sources or when the dtype cannot be read. */
+const tp_quant_format *tp_optimize_head_format(const char *dir, const char *weights);
 
 /* The method candidates (optimize/methods_pipeline.c), NULL-terminated:
  * gptq4_g128, gptq3_g128, awq4_g128, awq4_g256, awq3_g128. */
@@ -341,7 +358,8 @@ int tp_quant_awq(const float *w, size_t rows, size_t cols, const float *scales, 
 /* ---- linear layers ------------------------------------------------------
  * A tp_linear that keeps its weights packed in a format and computes from
  * them with the format's kernel, or, for a format without one, widens them a
- * block of rows at a time (plain-C reference path): memory is packed_size
+ * block of rows at a time and multiplies them with the runtime's fp32 kernel
+ * (tp_matmul_rows, the same sums as a dense layer): memory is packed_size
  * per layer instead of 4 bytes per weight. With fp16/bf16 it is the
  * unquantized baseline at 2 bytes per weight. */
 
@@ -354,9 +372,12 @@ int tp_quant_awq(const float *w, size_t rows, size_t cols, const float *scales, 
 int tp_quant_linear_new(tp_linear **out, const tp_quant_format *f, void *packed, size_t rows,
 			size_t cols, const float *bias);
 
-/* True when l is a packed layer (tp_quant_linear_new), with its format and
- * packed bytes (owned by the layer) in *f and *packed (either may be NULL). */
-bool tp_quant_linear_get(const tp_linear *l, const tp_quant_format **f, const void **packed);
+/* The format, packed weights and bias (NULL when none) of a layer made by
+ * tp_quant_linear_new, valid while it lives (any output may be NULL); false
+ * for other layers. Lets a method widen one layer of a packed source at a
+ * time, and an exporter read the packed bytes. */
+bool tp_quant_linear_parts(const tp_linear *l, const tp_quant_format **f, const void **packed,
+			   const float **bias);
 
 /* Context of tp_optimize_make_linear_packed. */
 typedef struct tp_optimize_packed_ctx {
@@ -487,7 +508,7 @@ int tp_optimize_export_plan(const char *candidate, tp_export_plan *out);
 
 /*
  * Export m, candidate's model, into out_dir (created; not src_dir). Every
- * decoder linear layer of m must be a packed layer (tp_quant_linear_get) in
+ * decoder linear layer of m must be a packed layer (tp_quant_linear_parts) in
  * the candidate's format; norms come from m (an AWQ model's are scaled),
  * every other tensor from src_dir's safetensors (weights as in
  * tp_model_opts) in its stored dtype. m is not changed. *written (may be

@@ -1,10 +1,14 @@
 /* Perplexity, KL divergence and speed over a token stream. */
 #include "runtime_internal.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #define CTX_DEFAULT 512
 
@@ -52,9 +56,27 @@ typedef struct acc {
 	float *kls; /* every KL value, for the percentile */
 } acc;
 
+/* A reference model's log-probs of every scored position, rows of vocab
+ * floats in scoring order, in an unlinked temporary file: positions x
+ * vocabulary can be far larger than the model's activations (a 32k
+ * vocabulary over 50k positions is 6 GiB), and a window's rows are read
+ * back with pread, so memory holds one window at a time. */
+struct tp_eval_ref {
+	int fd;
+	size_t vocab, rows;
+	/* what the scoring was: a candidate must be scored the same way */
+	tp_ppl_mode mode;
+	size_t ctx, stride, len;
+	int32_t bos;
+	uint64_t ids_hash;
+};
+
 typedef struct run {
 	const tp_model *m, *ref;
 	const tp_eval_opts *o;
+	tp_eval_ref *rec;        /* writing m's log-probs into it */
+	const tp_eval_ref *lps;  /* reading the reference's log-probs from it */
+	size_t row;              /* next row of rec / lps */
 	int32_t *stream;
 	size_t len, fed;
 	tp_kv *kv, *kv_ref;
@@ -87,6 +109,7 @@ static size_t count_windows(const run *r, window *w, size_t max)
 	}
 }
 
+/* lg_ref: the reference's logits, or its log-probs already when r->lps. */
 static void score_row(run *r, const float *lg, const float *lg_ref, int32_t target,
 		      float *lp, float *lp_ref)
 {
@@ -96,7 +119,8 @@ static void score_row(run *r, const float *lg, const float *lg_ref, int32_t targ
 	r->a.nll += nll;
 	r->a.nll2 += nll * nll;
 	if (lg_ref) {
-		tp_runtime_log_softmax(lg_ref, V, lp_ref);
+		if (!r->lps)
+			tp_runtime_log_softmax(lg_ref, V, lp_ref);
 		double kl = 0;
 		size_t top = 0, top_ref = 0;
 		for (size_t i = 0; i < V; i++) {
@@ -110,6 +134,30 @@ static void score_row(run *r, const float *lg, const float *lg_ref, int32_t targ
 		r->a.same_top += top == top_ref;
 	}
 	r->a.n++;
+}
+
+/* Write or read rows row0.. of ref's log-probs from/into buf. */
+static int ref_io(const tp_eval_ref *ref, float *buf, size_t nrows, size_t row0, bool write)
+{
+	size_t row_bytes = ref->vocab * sizeof(float), left = nrows * row_bytes;
+	if (row0 + nrows > ref->rows)
+		return tp_error_set(TP_EINVAL, "reference log-probs: row %zu past %zu",
+				    row0 + nrows, ref->rows);
+	unsigned char *p = (unsigned char *)buf;
+	off_t off = (off_t)row0 * (off_t)row_bytes;
+	while (left) {
+		ssize_t k = write ? pwrite(ref->fd, p, left, off) : pread(ref->fd, p, left, off);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0)
+			return k < 0 ? tp_error_set_errno(TP_EIO, errno, "%s reference log-probs",
+							  write ? "writing" : "reading")
+				     : tp_error_set(TP_EIO, "reference log-probs: short file");
+		p += k;
+		left -= (size_t)k;
+		off += k;
+	}
+	return 0;
 }
 
 static int eval_window(run *r, const window *w)
@@ -135,12 +183,18 @@ static int eval_window(run *r, const window *w)
 	}
 	r->seconds += now_s() - t0;
 	r->fed += w->len * (r->ref ? 2 : 1);
+	size_t nrows = w->last + 1 - w->first;
+	if (rc == 0 && r->lps)
+		rc = ref_io(r->lps, r->logits_ref, nrows, r->row, false);
 	/* The scratch rows are reused as log-prob buffers once scored. */
 	for (size_t i = w->first; rc == 0 && i <= w->last; i++) {
 		float *lg = r->logits + (i - w->first) * V;
-		float *lgr = r->ref ? r->logits_ref + (i - w->first) * V : NULL;
+		float *lgr = r->ref || r->lps ? r->logits_ref + (i - w->first) * V : NULL;
 		score_row(r, lg, lgr, r->stream[w->begin + i + 1], lg, lgr);
 	}
+	if (rc == 0 && r->rec)
+		rc = ref_io(r->rec, r->logits, nrows, r->row, true);
+	r->row += nrows;
 	free(fixed);
 	return rc;
 }
@@ -163,7 +217,7 @@ static void finish(const run *r, size_t nwin, tp_eval_result *out)
 	out->ppl_err = a->n > 1 && var > 0 ? out->ppl * sqrt(var / (n - 1)) : 0;
 	out->seconds = r->seconds;
 	out->tokens_per_s = r->seconds > 0 ? (double)r->fed / r->seconds : 0;
-	if (!r->ref)
+	if (!r->ref && !r->lps)
 		return;
 	double klm = a->kl / n, klv = a->kl2 / n - klm * klm, p = (double)a->same_top / n;
 	qsort(a->kls, a->n, sizeof(float), cmp_float);
@@ -218,29 +272,106 @@ static int run_setup(run *r, const int32_t *ids, size_t n)
 	if (rc < 0)
 		return rc;
 	r->logits = malloc(cells * sizeof(float));
-	r->logits_ref = r->ref ? malloc(cells * sizeof(float)) : NULL;
-	r->a.kls = r->ref ? malloc(r->len * sizeof(float)) : NULL;
-	if (!r->logits || (r->ref && (!r->logits_ref || !r->a.kls)))
+	bool kl = r->ref || r->lps;
+	r->logits_ref = kl ? malloc(cells * sizeof(float)) : NULL;
+	r->a.kls = kl ? malloc(r->len * sizeof(float)) : NULL;
+	if (!r->logits || (kl && (!r->logits_ref || !r->a.kls)))
 		return tp_error_set(TP_ENOMEM, "out of memory for logits");
 	return 0;
 }
 
-int tp_runtime_eval_perplexity(const tp_model *m, const tp_model *ref, const int32_t *ids,
-			       size_t n, const tp_eval_opts *opts, tp_eval_result *out)
+/* FNV-1a of the token ids: a reference is only valid for the same text. */
+static uint64_t hash_ids(const int32_t *ids, size_t n)
+{
+	uint64_t h = 1469598103934665603ull;
+	const unsigned char *p = (const unsigned char *)ids;
+	for (size_t i = 0; i < n * sizeof(*ids); i++)
+		h = (h ^ p[i]) * 1099511628211ull;
+	return h;
+}
+
+/* The scored rows of all windows. */
+static size_t count_rows(const window *w, size_t nwin)
+{
+	size_t rows = 0;
+	for (size_t i = 0; i < nwin; i++)
+		rows += w[i].last + 1 - w[i].first;
+	return rows;
+}
+
+/* An empty reference file of rows x vocab floats in $TMPDIR (or /tmp),
+ * unlinked at once so it goes away with the process. */
+static int ref_create(tp_eval_ref **out, size_t vocab, size_t rows)
+{
+	const char *dir = getenv("TMPDIR");
+	char path[4096];
+	if (!dir || !*dir)
+		dir = "/tmp";
+	if ((size_t)snprintf(path, sizeof(path), "%s/tenpak-ref.XXXXXX", dir) >= sizeof(path))
+		return tp_error_set(TP_EINVAL, "TMPDIR too long");
+	if (rows > (uint64_t)INT64_MAX / sizeof(float) / (vocab ? vocab : 1))
+		return tp_error_set(TP_ETOOBIG, "reference log-probs too large");
+	tp_eval_ref *r = calloc(1, sizeof(*r));
+	if (!r)
+		return tp_error_set(TP_ENOMEM, "out of memory");
+	r->fd = mkstemp(path);
+	if (r->fd < 0) {
+		int e = errno;
+		free(r);
+		return tp_error_set_errno(tp_error_from_errno(e), e, "creating %s", path);
+	}
+	unlink(path);
+	r->vocab = vocab;
+	r->rows = rows;
+	*out = r;
+	return 0;
+}
+
+void tp_runtime_eval_ref_free(tp_eval_ref *r)
+{
+	if (!r)
+		return;
+	close(r->fd);
+	free(r);
+}
+
+/* One scoring pass of m: with ref (a second model) or lps (its stored
+ * log-probs) for KL, and recording m's log-probs into *rec when rec. */
+static int eval_run(const tp_model *m, const tp_model *ref, const tp_eval_ref *lps,
+		    tp_eval_ref **rec, const int32_t *ids, size_t n, const tp_eval_opts *opts,
+		    tp_eval_result *out)
 {
 	tp_eval_opts o = *opts;
-	run r = { .m = m, .ref = ref, .o = &o };
+	run r = { .m = m, .ref = ref, .lps = lps, .o = &o };
 	window *w = NULL;
 	size_t nwin = 0;
 	int rc;
 	if ((rc = check_opts(m, ref, &o)) < 0 || (rc = run_setup(&r, ids, n)) < 0)
 		goto done;
 	nwin = count_windows(&r, NULL, 0);
-	if (!(w = calloc(nwin, sizeof(*w)))) {
+	if (!(w = calloc(nwin ? nwin : 1, sizeof(*w)))) {
 		rc = tp_error_set(TP_ENOMEM, "out of memory");
 		goto done;
 	}
 	count_windows(&r, w, nwin);
+	uint64_t h = hash_ids(r.stream, r.len);
+	if (lps && (lps->vocab != m->cfg.vocab || lps->mode != o.mode || lps->ctx != o.ctx ||
+		    lps->stride != o.stride || lps->len != r.len || lps->bos != o.bos ||
+		    lps->ids_hash != h || lps->rows != count_rows(w, nwin))) {
+		rc = tp_error_set(TP_EINVAL, "the reference log-probs were computed from other "
+				  "tokens, options or vocabulary");
+		goto done;
+	}
+	if (rec) {
+		if ((rc = ref_create(&r.rec, m->cfg.vocab, count_rows(w, nwin))) < 0)
+			goto done;
+		r.rec->mode = o.mode;
+		r.rec->ctx = o.ctx;
+		r.rec->stride = o.stride;
+		r.rec->len = r.len;
+		r.rec->bos = o.bos;
+		r.rec->ids_hash = h;
+	}
 	for (size_t i = 0; i < nwin && rc == 0; i++) {
 		rc = eval_window(&r, &w[i]);
 		if (rc == 0 && o.progress)
@@ -253,7 +384,12 @@ int tp_runtime_eval_perplexity(const tp_model *m, const tp_model *ref, const int
 	*out = (tp_eval_result){ .mode = o.mode, .ctx = o.ctx, .stride = o.stride,
 				 .tokens = r.len - (o.bos >= 0) };
 	finish(&r, nwin, out);
+	if (rec) {
+		*rec = r.rec;
+		r.rec = NULL;
+	}
 done:
+	tp_runtime_eval_ref_free(r.rec);
 	free(w);
 	free(r.stream);
 	free(r.logits);
@@ -262,6 +398,27 @@ done:
 	tp_kv_free(r.kv);
 	tp_kv_free(r.kv_ref);
 	return rc;
+}
+
+int tp_runtime_eval_perplexity(const tp_model *m, const tp_model *ref, const int32_t *ids,
+			       size_t n, const tp_eval_opts *opts, tp_eval_result *out)
+{
+	return eval_run(m, ref, NULL, NULL, ids, n, opts, out);
+}
+
+int tp_runtime_eval_reference(tp_eval_ref **ref, const tp_model *m, const int32_t *ids,
+			      size_t n, const tp_eval_opts *opts, tp_eval_result *out)
+{
+	return eval_run(m, NULL, NULL, ref, ids, n, opts, out);
+}
+
+int tp_runtime_eval_perplexity_ref(const tp_model *m, const tp_eval_ref *ref,
+				   const int32_t *ids, size_t n, const tp_eval_opts *opts,
+				   tp_eval_result *out)
+{
+	if (!ref)
+		return tp_error_set(TP_EINVAL, "no reference log-probs");
+	return eval_run(m, NULL, ref, NULL, ids, n, opts, out);
 }
 
 int tp_runtime_eval_speed(const tp_model *m, const int32_t *ids, size_t n_prefill,

@@ -311,8 +311,7 @@ static void forward_batch(const tp_model *m, tp_kv *kv, const int32_t *ids, size
 {
 	const tp_model_config *c = &m->cfg;
 	for (size_t t = 0; t < n; t++)
-		memcpy(kv->x + t * c->hidden, m->embed + (size_t)ids[t] * c->hidden,
-		       c->hidden * sizeof(float));
+		tp_model_embed_row(m, ids[t], kv->x + t * c->hidden);
 	for (size_t l = 0; l < c->layers; l++) {
 		attention_block(m, kv, l, n);
 		mlp_block(m, kv, l, n);
@@ -347,6 +346,37 @@ int tp_model_forward(const tp_model *m, tp_kv *kv, const int32_t *ids, size_t n,
 		forward_batch(m, kv, ids + done, b, from, out);
 		done += b;
 	}
+	return 0;
+}
+
+int tp_model_embed(const tp_model *m, const int32_t *ids, size_t n, float *x)
+{
+	for (size_t i = 0; i < n; i++)
+		if (ids[i] < 0 || (size_t)ids[i] >= m->cfg.vocab)
+			return tp_error_set(TP_EINVAL, "token id %d outside the vocabulary",
+					    (int)ids[i]);
+	for (size_t t = 0; t < n; t++)
+		tp_model_embed_row(m, ids[t], x + t * m->cfg.hidden);
+	return 0;
+}
+
+int tp_model_forward_layers(const tp_model *m, tp_kv *kv, size_t first, size_t last, float *x,
+			    size_t n)
+{
+	const tp_model_config *c = &m->cfg;
+	if (kv->m != m)
+		return tp_error_set(TP_EINVAL, "KV cache belongs to another model");
+	if (first > last || last > c->layers)
+		return tp_error_set(TP_EINVAL, "layers %zu..%zu of %zu", first, last, c->layers);
+	if (n > kv->max_batch || n > kv->max_ctx - kv->pos)
+		return tp_error_set(TP_ETOOBIG, "%zu tokens overflow the KV cache or its batch", n);
+	memcpy(kv->x, x, n * c->hidden * sizeof(float));
+	for (size_t l = first; l < last; l++) {
+		attention_block(m, kv, l, n);
+		mlp_block(m, kv, l, n);
+	}
+	kv->pos += n;
+	memcpy(x, kv->x, n * c->hidden * sizeof(float));
 	return 0;
 }
 

@@ -7,6 +7,7 @@
  */
 #include "tp_runtime.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -183,8 +184,11 @@ const char *tp_matmul_kernel(void)
 	return choose_tile() == tile_portable ? "portable" : "avx2+fma";
 }
 
+/* A product over panels: out valid columns (npanels * NR padded), y rows of
+ * stride ldy. A dense layer's own panels, or tp_matmul_rows' scratch. */
 typedef struct mm_job {
-	const dense *d;
+	const float *packed, *bias;
+	size_t in, out, npanels, ldy;
 	const float *x;
 	size_t n;
 	float *y;
@@ -197,34 +201,33 @@ typedef struct mm_job {
 static void run_tile(const mm_job *j, size_t r0, size_t mr, size_t panel, size_t k0,
 		     size_t kc)
 {
-	const dense *d = j->d;
-	size_t in = d->base.in, out = d->base.out, col0 = panel * NR;
+	size_t in = j->in, out = j->out, ldy = j->ldy, col0 = panel * NR;
 	size_t ncol = out - col0 < NR ? out - col0 : NR;
-	const float *p = d->packed + panel * in * NR + k0 * NR;
+	const float *p = j->packed + panel * in * NR + k0 * NR;
 	const float *x = j->x + r0 * in + k0;
-	const float *init = k0 == 0 ? d->bias + col0 : NULL;
-	float *c = j->y + r0 * out + col0;
+	const float *init = k0 == 0 ? j->bias + col0 : NULL;
+	float *c = j->y + r0 * ldy + col0;
 	if (ncol == NR) {
-		j->tile(mr, x, in, p, kc, c, out, init);
+		j->tile(mr, x, in, p, kc, c, ldy, init);
 		return;
 	}
 	float tmp[MR * NR] = { 0 };
 	if (!init)
 		for (size_t r = 0; r < mr; r++)
-			memcpy(tmp + r * NR, c + r * out, ncol * sizeof(float));
+			memcpy(tmp + r * NR, c + r * ldy, ncol * sizeof(float));
 	j->tile(mr, x, in, p, kc, tmp, NR, init);
 	for (size_t r = 0; r < mr; r++)
-		memcpy(c + r * out, tmp + r * NR, ncol * sizeof(float));
+		memcpy(c + r * ldy, tmp + r * NR, ncol * sizeof(float));
 }
 
 static void mm_task(void *ctx, size_t t, size_t ntasks)
 {
 	(void)ntasks;
 	const mm_job *j = ctx;
-	size_t in = j->d->base.in;
+	size_t in = j->in;
 	size_t p0 = t * j->panels_per_task, p1 = p0 + j->panels_per_task;
-	if (p1 > j->d->npanels)
-		p1 = j->d->npanels;
+	if (p1 > j->npanels)
+		p1 = j->npanels;
 	for (size_t k0 = 0; k0 < in; k0 += KC) {
 		size_t kc = in - k0 < KC ? in - k0 : KC;
 		for (size_t rb = 0; rb < j->n; rb += MC) {
@@ -250,8 +253,44 @@ static void dense_forward(const tp_linear *l, const float *x, size_t n, float *y
 	size_t ppt = (d->npanels + want - 1) / want;
 	if (ppt == 0)
 		ppt = 1;
-	mm_job j = { d, x, n, y, choose_tile(), ppt };
+	mm_job j = { d->packed, d->bias, l->in, l->out, d->npanels, l->out, x, n, y,
+		     choose_tile(), ppt };
 	tp_pool_run(pool, (d->npanels + ppt - 1) / ppt, mm_task, &j);
+}
+
+/* w[rows][in] into panels [panel][k][NR], zero-padded to whole panels. */
+static void pack_panels(const float *w, size_t rows, size_t in, float *packed)
+{
+	memset(packed, 0, (rows + NR - 1) / NR * NR * in * sizeof(float));
+	for (size_t o = 0; o < rows; o++) {
+		float *dst = packed + (o / NR) * in * NR + o % NR;
+		const float *src = w + o * in;
+		for (size_t k = 0; k < in; k++)
+			dst[k * NR] = src[k];
+	}
+}
+
+size_t tp_matmul_rows_scratch(size_t rows, size_t in)
+{
+	size_t cols = (rows + NR - 1) / NR * NR;
+	/* panels, padded bias, and room to align the panels to 64 bytes */
+	return cols * in + cols + 16;
+}
+
+void tp_matmul_rows(const float *w, size_t rows, size_t in, const float *bias,
+		    const float *x, size_t n, float *y, size_t ldy, float *scratch)
+{
+	if (rows == 0 || n == 0)
+		return;
+	size_t npanels = (rows + NR - 1) / NR, cols = npanels * NR;
+	float *packed = (float *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
+	float *pbias = packed + cols * in;
+	pack_panels(w, rows, in, packed);
+	memset(pbias, 0, cols * sizeof(float));
+	if (bias)
+		memcpy(pbias, bias, rows * sizeof(float));
+	mm_job j = { packed, pbias, in, rows, npanels, ldy, x, n, y, choose_tile(), npanels };
+	mm_task(&j, 0, 1);
 }
 
 static void dense_free(tp_linear *l)
@@ -290,13 +329,7 @@ int tp_linear_dense_new(tp_linear **out, const float *w, const float *bias,
 		dense_free(&d->base);
 		return tp_error_set(TP_ENOMEM, "out of memory for a %zux%zu layer", out_dim, in_dim);
 	}
-	memset(d->packed, 0, nbytes);
-	for (size_t o = 0; o < out_dim; o++) {
-		float *dst = d->packed + (o / NR) * in_dim * NR + o % NR;
-		const float *src = w + o * in_dim;
-		for (size_t k = 0; k < in_dim; k++)
-			dst[k * NR] = src[k];
-	}
+	pack_panels(w, out_dim, in_dim, d->packed);
 	if (bias)
 		memcpy(d->bias, bias, out_dim * sizeof(float));
 	*out = &d->base;

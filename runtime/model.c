@@ -170,6 +170,39 @@ done:
 	return rc;
 }
 
+/* The embedding as stored when it is bf16/fp16 (2 bytes per value instead
+ * of 4), else as fp32. */
+static int load_embed(tp_model *m, const wsource *s)
+{
+	const tp_model_config *c = &m->cfg;
+	const char *name = "model.embed_tokens.weight";
+	const wfile *f = NULL;
+	const tp_st_tensor *t = wsource_find(s, name, &f);
+	if (!t || (t->dtype != TP_DTYPE_BF16 && t->dtype != TP_DTYPE_F16)) {
+		float *e = NULL;
+		int rc = load_tensor(s, name, c->vocab, c->hidden, &e);
+		m->embed = e;
+		m->embed_dtype = TP_DTYPE_F32;
+		return rc;
+	}
+	size_t n = c->vocab * c->hidden;
+	if (t->ndim != 2 || t->shape[0] != c->vocab || t->shape[1] != c->hidden)
+		return tp_error_set(TP_ECORRUPT, "tensor %s: shape does not match config.json",
+				    name);
+	if (t->size != (uint64_t)n * 2 || t->size > SIZE_MAX)
+		return tp_error_set(TP_ECORRUPT, "tensor %s: size mismatch", name);
+	if (!(m->embed = malloc((size_t)t->size)))
+		return tp_error_set(TP_ENOMEM, "out of memory for %s", name);
+	m->embed_dtype = t->dtype;
+	return pread_all(f->fd, m->embed, (size_t)t->size, t->offset, f->path);
+}
+
+void tp_model_embed_row(const tp_model *m, int32_t id, float *out)
+{
+	size_t h = m->cfg.hidden, sz = m->embed_dtype == TP_DTYPE_F32 ? 4 : 2;
+	to_f32(m->embed_dtype, (const unsigned char *)m->embed + (size_t)id * h * sz, h, out);
+}
+
 static const char *const lin_suffix[LIN_PER_LAYER] = {
 	"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
 	"mlp.gate_proj", "mlp.up_proj", "mlp.down_proj",
@@ -256,7 +289,7 @@ static int load_weights(tp_model *m, const wsource *s, const tp_model_opts *opts
 	const tp_model_config *c = &m->cfg;
 	char name[512];
 	int rc;
-	if ((rc = load_tensor(s, "model.embed_tokens.weight", c->vocab, c->hidden, &m->embed)) < 0)
+	if ((rc = load_embed(m, s)) < 0)
 		return rc;
 	m->params += (uint64_t)c->vocab * c->hidden;
 	for (size_t l = 0; l < c->layers; l++) {

@@ -8,7 +8,8 @@
  * - tp_tokenizer_*: tokenizer.json BPE, byte-level (GPT-2, Llama-3, Qwen2)
  *   or SentencePiece-style with metaspace and byte fallback (Llama-2, Mistral).
  * - tp_runtime_eval_*: perplexity (llama.cpp and Hugging Face strided conventions),
- *   KL divergence against a reference model, and tokens/s.
+ *   KL divergence against a reference model (or its log-probs computed once),
+ *   and tokens/s.
  *
  * All functions that can fail return 0 or a negative TP_E* code and set
  * tp_error_last().
@@ -43,6 +44,15 @@ void tp_pool_run(tp_pool *p, size_t n, tp_pool_fn fn, void *ctx);
 const char *tp_matmul_kernel(void);
 /* Force the portable kernel (tests compare both); returns the old setting. */
 bool tp_matmul_force_portable(bool on);
+/* y[t * ldy + r] = bias[r] + sum_k x[t * in + k] * w[r * in + k] for t < n,
+ * r < rows: the dense layer's kernel on weights given row-major, such as a
+ * block of rows just widened from a packed format. Same summation order as
+ * a dense layer of those rows (when rows start at a multiple of 16). Runs on
+ * the calling thread; bias may be NULL; scratch holds
+ * tp_matmul_rows_scratch(rows, in) floats. */
+size_t tp_matmul_rows_scratch(size_t rows, size_t in);
+void tp_matmul_rows(const float *w, size_t rows, size_t in, const float *bias,
+		    const float *x, size_t n, float *y, size_t ldy, float *scratch);
 
 /* ---- linear layers ----------------------------------------------------- */
 
@@ -173,6 +183,17 @@ size_t tp_kv_pos(const tp_kv *kv);
 int tp_model_forward(const tp_model *m, tp_kv *kv, const int32_t *ids, size_t n,
 		     size_t logits_from, float *logits);
 
+/* The hidden states entering layer 0: embedding rows of ids into
+ * x[n][hidden]. TP_EINVAL for an id outside the vocabulary. */
+int tp_model_embed(const tp_model *m, const int32_t *ids, size_t n, float *x);
+/* Run decoder layers first..last-1 on the hidden states x[n][hidden] (in
+ * place) at the next n positions of kv, n <= its batch: the same arithmetic
+ * as those layers inside tp_model_forward, so a quantizer can keep the
+ * states entering one block and run only that block (kv's entries for other
+ * layers are left as they were). */
+int tp_model_forward_layers(const tp_model *m, tp_kv *kv, size_t first, size_t last, float *x,
+			    size_t n);
+
 /* ---- tokenizer ---------------------------------------------------------- */
 
 typedef struct tp_tokenizer tp_tokenizer;
@@ -245,6 +266,24 @@ typedef struct tp_eval_result {
  * statistics and must share the vocabulary. */
 int tp_runtime_eval_perplexity(const tp_model *m, const tp_model *ref, const int32_t *ids,
 			       size_t n, const tp_eval_opts *opts, tp_eval_result *out);
+
+/*
+ * A reference scored once: tp_runtime_eval_reference scores ids with m as
+ * tp_runtime_eval_perplexity does without a reference (same *out) and keeps
+ * m's log-probs of every scored position (in an unlinked file in $TMPDIR,
+ * read back a window at a time: positions x vocab x 4 bytes of disk, not of
+ * memory). tp_runtime_eval_perplexity_ref then gives the same result as
+ * tp_runtime_eval_perplexity(model, m, ...) with the same ids and opts (other
+ * ids or opts: TP_EINVAL) without running m again.
+ */
+typedef struct tp_eval_ref tp_eval_ref;
+
+int tp_runtime_eval_reference(tp_eval_ref **ref, const tp_model *m, const int32_t *ids,
+			      size_t n, const tp_eval_opts *opts, tp_eval_result *out);
+int tp_runtime_eval_perplexity_ref(const tp_model *m, const tp_eval_ref *ref,
+				   const int32_t *ids, size_t n, const tp_eval_opts *opts,
+				   tp_eval_result *out);
+void tp_runtime_eval_ref_free(tp_eval_ref *r);
 
 typedef struct tp_speed_result {
 	size_t prefill_tokens, decode_tokens;

@@ -13,22 +13,30 @@
 # on the first TOKENS tokens (default 2048) of the held-out text and of the
 # default calibration text, at ctx 512. Prints a table; it is a measurement, not a test.
 #
+# Each run's wall time and peak RSS (tp-peak-rss: the process's ru_maxrss)
+# with its ratio to the model file's size are printed too (issue 13: at
+# most 1.5 x the file for a BF16 model).
+#
 # The binary is $BUILD/tenpak (BUILD defaults to build); override with
-# TENPAK. THREADS defaults to all cores.
+# TENPAK; the RSS meter is $BUILD/tp-peak-rss (TP_PEAK_RSS). THREADS
+# defaults to all cores.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
 TENPAK=${TENPAK:-$BUILD/tenpak}
+TP_PEAK_RSS=${TP_PEAK_RSS:-$BUILD/tp-peak-rss}
 THREADS=${THREADS:-$(nproc)}
 TOKENS=${TOKENS:-2048}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/tp-bench-optimize.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 
-if [ ! -x "$TENPAK" ]; then
-	echo "bench-optimize: $TENPAK not found (build first or set TENPAK)" >&2
-	exit 1
-fi
+for bin in "$TENPAK" "$TP_PEAK_RSS"; do
+	if [ ! -x "$bin" ]; then
+		echo "bench-optimize: $bin not found (build first or set TENPAK / TP_PEAK_RSS)" >&2
+		exit 1
+	fi
+done
 candidates=()
 [ $# -gt 0 ] && candidates=(--candidates "$1")
 
@@ -37,16 +45,23 @@ cp tests/data/eval/config.json tests/data/eval/tokenizer.json "$WORK/fixture/"
 ln -s "$PWD/tests/data/fixtures/base-bf16.safetensors" "$WORK/fixture/model.safetensors"
 python3 scripts/gen-model.py "$WORK/m100"
 
-# run MODEL JSON ARGS...: one optimize run, its wall time on stderr.
+# run MODEL JSON ARGS...: one optimize run, its wall time and peak RSS on
+# stderr.
 run() {
 	local model=$1 json=$2
 	shift 2
-	local start end
+	local start end rss
 	start=$(date +%s.%N)
-	"$TENPAK" optimize "$WORK/$model" ${candidates[@]+"${candidates[@]}"} \
-		--threads "$THREADS" --json "$json" "$@" >/dev/null
+	rss=$("$TP_PEAK_RSS" --file "$WORK/$model/model.safetensors" -- \
+		"$TENPAK" optimize "$WORK/$model" ${candidates[@]+"${candidates[@]}"} \
+		--threads "$THREADS" --json "$json" "$@" | grep '^peak_kib=')
 	end=$(date +%s.%N)
-	echo "$model: $(python3 -c "print('%.1f' % ($end - $start))") s wall for all candidates" >&2
+	python3 -c "
+import sys
+kv = dict(f.split('=') for f in sys.argv[2].split())
+print('%s: %.1f s wall for all candidates, peak RSS %.1f MiB = %.2f x the %.1f MiB model file'
+      % (sys.argv[1], float(sys.argv[3]), int(kv['peak_kib']) / 1024, float(kv['ratio']),
+         int(kv['file_kib']) / 1024))" "$model" "$rss" "$(python3 -c "print($end - $start)")" >&2
 }
 
 run fixture "$WORK/fixture.json" --eval tests/data/eval/heldout.txt --ctx 128

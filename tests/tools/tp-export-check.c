@@ -130,7 +130,7 @@ static int check_st(tp_model *m, const char *dir, const char *out_dir)
 		const tp_quant_format *f = NULL;
 		const void *packed = NULL;
 		const tp_linear *l = li != SIZE_MAX ? tp_model_linear(m, li) : NULL;
-		if (!l || !tp_quant_linear_get(l, &f, &packed)) {
+		if (!l || !tp_quant_linear_parts(l, &f, &packed, NULL)) {
 			rc = tp_error_set(TP_EINVAL, "%s is not a packed layer", base);
 			goto done;
 		}
@@ -314,7 +314,7 @@ static int check_gguf(tp_model *m, const char *path)
 			continue;
 		const tp_linear *l = tp_model_linear(m, li);
 		snprintf(hfw, sizeof(hfw), "%s.weight", hf);
-		if (!tp_quant_linear_get(l, &f, &packed) ||
+		if (!tp_quant_linear_parts(l, &f, &packed, NULL) ||
 		    (rc = tp_gguf_llama_tensor_name(hfw, gname, sizeof(gname))) < 0)
 			break;
 		tinfo *t = NULL;

@@ -104,6 +104,41 @@ static void test_kl(void)
 	CHECK(other.same_top_pct > 30 && other.same_top_pct < 100);
 }
 
+/* KL against log-probs computed once equals KL against the model run again,
+ * in both modes; other options are refused. */
+static void test_kl_reference(void)
+{
+	for (int mode = 0; mode < 2; mode++) {
+		tp_eval_opts o = { .mode = mode ? TP_PPL_MODE_STRIDED : TP_PPL_MODE_LLAMACPP,
+				   .ctx = 128, .stride = 48, .max_tokens = 1024, .bos = 1 };
+		tp_eval_result two, one, plain, self;
+		tp_eval_ref *ref = NULL;
+		CHECK_EQ_INT(tp_runtime_eval_perplexity(ft, base, ids, nids, &o, &two), 0);
+		CHECK_EQ_INT(tp_runtime_eval_perplexity(base, NULL, ids, nids, &o, &plain), 0);
+		CHECK_EQ_INT(tp_runtime_eval_reference(&ref, base, ids, nids, &o, &self), 0);
+		if (!ref)
+			continue;
+		CHECK(!self.has_kl && self.ppl == plain.ppl && self.scored == plain.scored);
+		CHECK_EQ_INT(tp_runtime_eval_perplexity_ref(ft, ref, ids, nids, &o, &one), 0);
+		CHECK(one.has_kl && one.scored == two.scored && one.ppl == two.ppl);
+		CHECK(one.kl_mean == two.kl_mean && one.kl_p99 == two.kl_p99 &&
+		      one.kl_max == two.kl_max && one.same_top_pct == two.same_top_pct);
+		CHECK_EQ_INT(tp_runtime_eval_perplexity_ref(base, ref, ids, nids, &o, &one), 0);
+		CHECK(one.kl_mean == 0 && one.same_top_pct == 100.0);
+		tp_eval_opts other = o;
+		other.max_tokens = 512;
+		CHECK_EQ_INT(tp_runtime_eval_perplexity_ref(ft, ref, ids, nids, &other, &one),
+			     TP_EINVAL);
+		other = o;
+		other.bos = -1;
+		CHECK_EQ_INT(tp_runtime_eval_perplexity_ref(ft, ref, ids, nids, &other, &one),
+			     TP_EINVAL);
+		CHECK_EQ_INT(tp_runtime_eval_perplexity_ref(ft, ref, ids + 1, nids - 1, &o, &one),
+			     TP_EINVAL);
+		tp_runtime_eval_ref_free(ref);
+	}
+}
+
 /* BOS goes first in every llama.cpp window and once in strided mode. */
 static void test_bos_and_errors(void)
 {
@@ -157,6 +192,7 @@ int main(int argc, char **argv)
 		if (base && ft) {
 			TP_TEST_RUN(test_repo_ppl);
 			TP_TEST_RUN(test_kl);
+			TP_TEST_RUN(test_kl_reference);
 			TP_TEST_RUN(test_bos_and_errors);
 		}
 	}
