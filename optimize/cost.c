@@ -89,3 +89,67 @@ bool tp_cost_parse_ratio(const char *s, double *in_parts, double *out_parts)
 	*out_parts = b;
 	return true;
 }
+
+tp_roofline_in tp_figures_roofline(const tp_figures_in *in)
+{
+	const tp_model_config *c = in->cfg;
+	double params = (double)in->params, rest = params - (double)in->st->weights;
+	double embed = (double)c->vocab * (double)c->hidden;
+	return (tp_roofline_in){
+		.weight_bytes = (double)in->st->packed_bytes + (rest > 0 ? rest : 0) *
+								 in->source_bits / 8.0,
+		.matmul_params = c->tie_embeddings || params <= embed ? params : params - embed,
+		.kv_bytes_per_pos = tp_roofline_kv_bytes_per_pos(c),
+		.attn_dim = (double)c->layers * (double)c->heads * (double)c->head_dim,
+		.ctx = in->ctx,
+		.prompt = in->sp->prefill_tokens,
+		.batch = in->batch ? in->batch : 1,
+	};
+}
+
+void tp_figures_compute(const tp_figures_in *in, tp_candidate_figures *out)
+{
+	const tp_speed_result *sp = in->sp;
+	tp_roofline_in ri = tp_figures_roofline(in);
+	size_t batch = ri.batch;
+	*out = (tp_candidate_figures){
+		.codec = in->codec,
+		.bpw = in->st->bpw,
+		.compression = in->st->compression,
+		.ppl = in->r->ppl,
+		.ppl_delta_pct = 100.0 * (in->r->ppl - in->base_ppl) / in->base_ppl,
+		.kl_mean = in->r->kl_mean,
+		.memory_gb = (ri.weight_bytes + (double)batch * ri.kv_bytes_per_pos * (double)in->ctx) /
+			     1e9,
+	};
+	/* The local kernels' fraction of their own roofline, at batch 1. */
+	ri.batch = 1;
+	out->eff_decode = tp_roofline_efficiency(sp->decode_tps,
+						 tp_roofline_decode_tps(&ri, in->local));
+	out->eff_prefill = tp_roofline_efficiency(sp->prefill_tps,
+						  tp_roofline_prefill_tps(&ri, in->local));
+	ri.batch = batch;
+	if (in->target->measured && batch == 1) {
+		out->prefill_tps = sp->prefill_tps;
+		out->throughput_tps = sp->decode_tps;
+		out->latency_p50_ms = sp->latency_p50_ms;
+		out->latency_p95_ms = sp->latency_p95_ms;
+		out->latency_p99_ms = sp->latency_p99_ms;
+	} else {
+		out->projected = true;
+		out->throughput_tps = tp_roofline_decode_tps(&ri, in->target) * out->eff_decode;
+		out->prefill_tps = tp_roofline_prefill_tps(&ri, in->target) * out->eff_prefill;
+		/* A step yields batch tokens; its time scales the measured spread. */
+		double step_ms = out->throughput_tps > 0 ? 1e3 * (double)batch / out->throughput_tps
+							 : 0;
+		double k = sp->latency_mean_ms > 0 ? step_ms / sp->latency_mean_ms : 0;
+		out->latency_p50_ms = sp->latency_p50_ms * k;
+		out->latency_p95_ms = sp->latency_p95_ms * k;
+		out->latency_p99_ms = sp->latency_p99_ms * k;
+	}
+	double usd = in->target->usd_per_hour;
+	out->cost_prefill = tp_cost_per_1m(usd, out->prefill_tps);
+	out->cost_decode = tp_cost_per_1m(usd, out->throughput_tps);
+	out->cost_per_1m = tp_cost_blended(out->cost_prefill, out->cost_decode, in->io_in,
+					   in->io_out);
+}

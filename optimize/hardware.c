@@ -248,8 +248,22 @@ int tp_hw_measure_local(tp_hw_profile *p, tp_pool *pool)
 	if ((rc = measure_bandwidth(pool, &p->bandwidth_gbs)) < 0 ||
 	    (rc = measure_gemm(pool, &p->peak_tflops)) < 0)
 		return rc;
+	unsigned threads = pool ? tp_pool_threads(pool) : 1;
 	if (p->usd_per_hour <= 0)
-		p->usd_per_hour = p->usd_per_hour_per_thread * (pool ? tp_pool_threads(pool) : 1);
+		p->usd_per_hour = p->usd_per_hour_per_thread * threads;
+	/* The device name measured figures are labelled with. */
+	char model[96] = "CPU", line[256];
+	FILE *f = fopen("/proc/cpuinfo", "r");
+	while (f && fgets(line, sizeof(line), f))
+		if (strncmp(line, "model name", 10) == 0 && strchr(line, ':')) {
+			snprintf(model, sizeof(model), "%s", strchr(line, ':') + 2);
+			model[strcspn(model, "\n")] = 0;
+			break;
+		}
+	if (f)
+		fclose(f);
+	snprintf(p->description, sizeof(p->description), "this machine: %s, %u thread%s", model,
+		 threads, threads == 1 ? "" : "s");
 	p->measured = true;
 	return 0;
 }

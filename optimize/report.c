@@ -120,13 +120,15 @@ int tp_report_markdown_write(const char *path, const tp_report_info *r,
 	if (r->nskipped) {
 		fprintf(f, "## Skipped (budget %.0f s)\n\n", r->budget_s);
 		for (size_t i = 0; i < r->nskipped; i++)
-			fprintf(f, "- %s\n", r->skipped[i]);
+			if (r->skipped[i])
+				fprintf(f, "- %s\n", r->skipped[i]);
 		fprintf(f, "\n");
 	}
 	if (r->nfailed) {
 		fprintf(f, "## Failed\n\n");
 		for (size_t i = 0; i < r->nfailed; i++)
-			fprintf(f, "- %s\n", r->failed[i]);
+			if (r->failed[i])
+				fprintf(f, "- %s\n", r->failed[i]);
 		fprintf(f, "\n");
 	}
 	fprintf(f, "## Hardware\n\n");

@@ -498,6 +498,30 @@ typedef struct tp_candidate_figures {
 	char reason[512]; /* "awq4_g256: ΔPPL 2.4% > 2.0%; ..." when rejected */
 } tp_candidate_figures;
 
+/* What a candidate's figures are computed from. */
+typedef struct tp_figures_in {
+	const char *codec;
+	const tp_candidate_stats *st;
+	const tp_eval_result *r;
+	double base_ppl;
+	const tp_speed_result *sp;   /* measured on local, batch 1 */
+	const tp_model_config *cfg;
+	uint64_t params;             /* tp_model_params */
+	unsigned source_bits;        /* bits per weight of the unquantized weights */
+	size_t ctx, batch;
+	double io_in, io_out;
+	const tp_hw_profile *target, *local;
+} tp_figures_in;
+
+/* The roofline inputs of a candidate: its weights at their bits per weight
+ * (packed layers plus the rest in the source dtype), the matmul weights (all
+ * but an untied embedding table), the KV cache per position. */
+tp_roofline_in tp_figures_roofline(const tp_figures_in *in);
+/* Quality, speed (measured when the target is the measured local profile
+ * and batch is 1, else projected: target roofline x the efficiency reached
+ * locally), memory and price of one candidate. */
+void tp_figures_compute(const tp_figures_in *in, tp_candidate_figures *out);
+
 /* Constraints; NAN = not set. */
 typedef struct tp_select_constraints {
 	double max_ppl_delta_pct, max_kl, min_compression, max_latency_p99_ms,
