@@ -113,6 +113,10 @@ static void find_binding(const tp_candidate_figures *f, size_t n, const tp_selec
 	int best = -1, most = -1;
 	size_t most_n = 0, best_i = 0;
 	double best_rel = INFINITY, best_need = 0;
+	if (n == 0) {
+		snprintf(out->binding, sizeof(out->binding), "no candidate was measured");
+		return;
+	}
 	for (int k = 0; k < C_COUNT; k++) {
 		double lim = limit_of(c, k);
 		if (isnan(lim))
@@ -157,10 +161,8 @@ static void find_binding(const tp_candidate_figures *f, size_t n, const tp_selec
 				 spec[best].is_max ? "more" : "less");
 		return;
 	}
-	if (most < 0) {
-		snprintf(out->binding, sizeof(out->binding), "no candidate was measured");
+	if (most < 0) /* n > 0 and nothing rejects: not reached from tp_select_run */
 		return;
-	}
 	snprintf(out->binding_flag, sizeof(out->binding_flag), "%s", spec[most].flag);
 	snprintf(out->binding, sizeof(out->binding),
 		 "%s%s%.4g binds: it rejects %zu of %zu candidates; relaxing it alone admits none, "

@@ -10,7 +10,7 @@
 #define W 800
 #define H 500
 #define X0 90.0  /* plot area */
-#define X1 770.0
+#define X1 620.0 /* the legend goes right of it */
 #define Y0 60.0
 #define Y1 420.0
 #define FONT "font-family=\"DejaVu Sans, Arial, sans-serif\""
@@ -135,7 +135,7 @@ static void axes_draw(FILE *f, const axes *a, const tp_report_info *r, bool proj
 		fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"13\" text-anchor=\"end\" %s>",
 			X0 - 6, p + 4, FONT);
 		if (zero)
-			fputs("0 (unquantized)", f);
+			fputs("0", f);
 		else
 			fprintf(f, "1e%d", l);
 		fputs("</text>\n", f);
@@ -194,17 +194,19 @@ int tp_svg_plot_write(const char *path, const tp_report_info *r, const tp_candid
 			fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"11\" fill=\"none\" "
 				   "stroke=\"#d7301f\" stroke-width=\"3\"/>\n", x, y);
 		/* Labels alternate above and below so that neighbours overlap less. */
-		fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"%s\" %s%s>", x + 8,
-			y + (i % 2 ? 15 : -8), win ? "13" : "11", FONT,
+		bool left = x > X1 - 110; /* near the right edge: label on the left */
+		fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"%s\"%s %s%s>",
+			left ? x - 8 : x + 8, y + (i % 2 ? 15 : -8), win ? "13" : "11",
+			left ? " text-anchor=\"end\"" : "", FONT,
 			win ? " font-weight=\"bold\" fill=\"#d7301f\"" : " fill=\"#333\"");
 		put_text(f, c[i].codec);
 		if (win)
 			fputs(" (winner)", f);
 		fputs("</text>\n", f);
 	}
-	/* Legend, top right inside the plot. */
-	double lx = X1 - 200, ly = Y0 + 10;
-	fprintf(f, "<rect x=\"%.1f\" y=\"%.1f\" width=\"192\" height=\"78\" fill=\"white\" "
+	/* Legend, right of the plot. */
+	double lx = X1 + 12, ly = Y0;
+	fprintf(f, "<rect x=\"%.1f\" y=\"%.1f\" width=\"160\" height=\"96\" fill=\"white\" "
 		   "stroke=\"#bbb\"/>\n", lx, ly);
 	fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"5\" fill=\"#2c7fb8\"/>"
 		   "<text x=\"%.1f\" y=\"%.1f\" font-size=\"12\" %s>meets the constraints</text>\n",
@@ -219,6 +221,8 @@ int tp_svg_plot_write(const char *path, const tp_report_info *r, const tp_candid
 	fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"7\" fill=\"none\" stroke=\"#d7301f\" "
 		   "stroke-width=\"3\"/><text x=\"%.1f\" y=\"%.1f\" font-size=\"12\" %s>winner"
 		   "</text>\n", lx + 14, ly + 68, lx + 26, ly + 72, FONT);
+	fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"11\" fill=\"#555\" %s>KL 0: on the bottom "
+		   "line</text>\n", lx + 8, ly + 88, FONT);
 	fputs("</svg>\n", f);
 	if (ferror(f))
 		rc = tp_error_set_errno(TP_EIO, errno, "writing %s", path);
