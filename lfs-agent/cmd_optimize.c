@@ -18,6 +18,7 @@
 #define QUICK_TOKENS 1024 /* --quick: eval and calibration tokens */
 #define QUICK_BUDGET 120  /* --quick: default --budget, seconds */
 #define EXIT_NONE_PASSES 3
+#define COMPARE_MAX 8
 
 /* optimize/data, compiled in by optimize/embed_texts.cmake. */
 extern const unsigned char tp_optimize_text_calib[], tp_optimize_text_eval[];
@@ -31,6 +32,7 @@ static const char usage[] =
 	"                       [--min-throughput TPS] [--max-memory-gb GB] [--batch N]\n"
 	"                       [--io-ratio IN:OUT] [--usd-per-hour X] [--quick]\n"
 	"                       [--budget SECONDS] [--report OUT.md] [--plot OUT.svg]\n"
+	"                       [--compare HW,HW...]\n"
 	"Measure what quantizing a Llama, Mistral or Qwen2 model (Hugging Face files in\n"
 	"MODEL_DIR) costs in quality. Each candidate quantizes the 7 linear layers of\n"
 	"every decoder block (q, k, v, o, gate, up, down); embeddings, norms and lm_head\n"
@@ -74,13 +76,15 @@ static const char usage[] =
 	"                     16 timed decode steps instead of 64, --budget 120\n"
 	"  --budget SECONDS   skip candidates that would not finish in time (listed)\n"
 	"  --report OUT.md    a Markdown report; --plot OUT.svg: KL against $/1M\n"
+	"  --compare LIST     also project every candidate on these hardware profiles\n"
+	"                     (JSON \"compare\"; the selection uses --hardware only)\n"
 	"A candidate that fails is reported with its reason and the others still run;\n"
 	"the exit status is then 1. When no candidate meets the constraints the exit\n"
 	"status is 3 and the report names the constraint that binds.\n";
 
 typedef struct args {
 	const char *model, *eval, *calib, *candidates, *ctx, *max_tokens, *threads, *json;
-	const char *hardware, *batch, *io_ratio, *usd_per_hour, *budget, *report, *plot;
+	const char *hardware, *batch, *io_ratio, *usd_per_hour, *budget, *report, *plot, *compare;
 	const char *limit[6]; /* the constraint flags, in limit_flags order */
 	bool quick;
 	tp_select_constraints cons;
@@ -110,6 +114,7 @@ static int parse_args(int argc, char **argv, args *a, size_t *ctx, size_t *max_t
 		{ "--io-ratio", NULL, &a->io_ratio }, { "--usd-per-hour", NULL, &a->usd_per_hour },
 		{ "--budget", NULL, &a->budget },   { "--report", NULL, &a->report },
 		{ "--plot", NULL, &a->plot },	    { "--quick", &a->quick, NULL },
+		{ "--compare", NULL, &a->compare },
 		{ limit_flags[0], NULL, &a->limit[0] }, { limit_flags[1], NULL, &a->limit[1] },
 		{ limit_flags[2], NULL, &a->limit[2] }, { limit_flags[3], NULL, &a->limit[3] },
 		{ limit_flags[4], NULL, &a->limit[4] }, { limit_flags[5], NULL, &a->limit[5] },
@@ -275,6 +280,7 @@ static void add_candidate_json(cJSON *arr, const outcome *oc, double base_ppl,
 	cJSON_AddItemToArray(arr, c);
 }
 
+
 typedef struct report {
 	const args *a;
 	const char *codec;
@@ -287,7 +293,29 @@ typedef struct report {
 	const tp_select_result *sel;
 	const tp_report_info *info;
 	const char *device; /* where measured figures come from */
+	const tp_hw_profile *cmp; /* --compare's profiles */
+	size_t ncmp;
+	tp_figures_in fin; /* the run's settings; per candidate fields set when used */
 } report;
+
+/* The candidate's figures on each --compare profile. */
+static void add_compare_json(cJSON *c, const report *p, const outcome *oc)
+{
+	if (!p->ncmp)
+		return;
+	cJSON *cmp = cJSON_AddObjectToObject(c, "compare");
+	for (size_t k = 0; k < p->ncmp; k++) {
+		tp_figures_in fi = p->fin;
+		fi.codec = oc->name;
+		fi.st = &oc->st;
+		fi.r = &oc->r;
+		fi.sp = &oc->sp;
+		fi.target = &p->cmp[k];
+		tp_candidate_figures f;
+		tp_figures_compute(&fi, &f);
+		add_speed_json(cJSON_AddObjectToObject(cmp, p->cmp[k].name), &f, p->device);
+	}
+}
 
 static void add_hardware_json(cJSON *o, const char *key, const tp_hw_profile *h)
 {
@@ -385,6 +413,8 @@ static int write_json(const report *p)
 		if (p->oc[i].ok) {
 			add_candidate_json(all, &p->oc[i], p->base->ppl, &p->fig[p->oc[i].fig],
 					   p->device);
+			add_compare_json(cJSON_GetArrayItem(all, cJSON_GetArraySize(all) - 1), p,
+					 &p->oc[i]);
 			continue;
 		}
 		cJSON *f = cJSON_CreateObject();
@@ -536,7 +566,8 @@ int tp_cmd_optimize(int argc, char **argv)
 	const char *codec = NULL;
 	unsigned bits = 0;
 	tp_model_opts mo = { .threads = (unsigned)threads };
-	tp_hw_profile hw, local;
+	tp_hw_profile hw, local, cmp[COMPARE_MAX];
+	size_t ncmp = 0;
 	tp_select_result sel = { .winner = -1 };
 	bool none_passes = false;
 	if (!oc || !fig || !notes) {
@@ -560,11 +591,26 @@ int tp_cmd_optimize(int argc, char **argv)
 				  cal.label, ev.label);
 		goto done;
 	}
+	for (const char *s = a.compare; s && *s;) {
+		size_t len = strcspn(s, ",");
+		char name[256];
+		snprintf(name, sizeof(name), "%.*s", (int)(len < 255 ? len : 255), s);
+		if (ncmp == COMPARE_MAX) {
+			rc = tp_error_set(TP_EINVAL, "--compare: more than %d profiles", COMPARE_MAX);
+			goto done;
+		}
+		if (len && (rc = tp_hw_profile_load(name, &cmp[ncmp++])) < 0)
+			goto done;
+		s += len + (s[len] == ',');
+	}
 	if (a.usd > 0)
 		hw.usd_per_hour = a.usd;
 	/* The local profile calibrates every projection; measure it once. */
 	if ((rc = tp_hw_measure_local(&local, tp_model_pool(m))) < 0)
 		goto done;
+	for (size_t k = 0; k < ncmp; k++)
+		if (cmp[k].measured)
+			cmp[k] = local;
 	if (hw.measured) {
 		double usd = hw.usd_per_hour;
 		hw = local;
@@ -647,7 +693,9 @@ int tp_cmd_optimize(int argc, char **argv)
 				.nfailed = nfail };
 	char device[200];
 	snprintf(device, sizeof(device), "%s (%s)", local.name, local.description);
-	report p = { &a, codec, &base, &ev, &cal, &calib, oc, noc, fig, &sel, &info, device };
+	report p = { &a, codec, &base, &ev, &cal, &calib, oc, noc, fig, &sel, &info, device, cmp,
+		     ncmp, { NULL, NULL, NULL, base.ppl, NULL, cfg, tp_model_params(m), bits, ctx,
+			     a.batch_n, a.io_in, a.io_out, &hw, &local } };
 	print_table(&p);
 	if ((a.json && (rc = write_json(&p)) < 0) ||
 	    (a.report && (rc = tp_report_markdown_write(a.report, &info, fig, nfig)) < 0) ||

@@ -98,13 +98,15 @@ test_expect_success 'a constraint set with a winner, projected on an A10G' '
 
 test_expect_success 'measured on cpu-local by default, with the device named' '
 	"$TENPAK" optimize model --candidates q8_0 --max-tokens 512 --ctx 128 \
-		--threads 2 --json m.json >out 2>err &&
+		--threads 2 --compare cpu-local,h100 --json m.json >out 2>err &&
 	python3 check.py m.json >verdict &&
 	python3 -c "import json,sys; r=json.load(open(\"m.json\")); c=r[\"all_candidates\"][0]; \
 		sys.exit(not (c[\"speed_source\"] == \"measured\" and \
 		c[\"speed_device\"].startswith(\"cpu-local (this machine: \") and \
 		c[\"throughput_tps\"] == c[\"measured_local\"][\"decode_tps\"] and \
-		r[\"hardware\"][\"bandwidth_gbs\"] > 0 and r[\"hardware\"][\"peak_tflops\"] > 0))"
+		r[\"hardware\"][\"bandwidth_gbs\"] > 0 and r[\"hardware\"][\"peak_tflops\"] > 0 and \
+		c[\"compare\"][\"cpu-local\"][\"cost_per_1m_tokens\"] == c[\"cost_per_1m_tokens\"] and \
+		c[\"compare\"][\"h100\"][\"speed_source\"] == \"projected\"))"
 '
 
 test_expect_success 'no candidate passing exits 3 and names the binding constraint' '
