@@ -1,4 +1,5 @@
-/* `tenpak optimize`: what each quantization candidate costs in quality. */
+/* `tenpak optimize`: what each quantization candidate costs in quality, speed
+ * and price, and which one to serve. */
 #include "cli.h"
 #include "tp_common.h"
 #include "tp_optimize.h"
