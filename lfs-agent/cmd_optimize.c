@@ -606,8 +606,10 @@ int tp_cmd_optimize(int argc, char **argv)
 	}
 	if (a.usd > 0)
 		hw.usd_per_hour = a.usd;
-	/* The local profile calibrates every projection; measure it once. */
-	if ((rc = tp_hw_measure_local(&local, tp_model_pool(m))) < 0)
+	/* The local profile calibrates every projection: its bandwidth and
+	 * GEMM are measured (a 1 GiB read) only when something is projected. */
+	bool project = !hw.measured || a.batch_n != 1 || ncmp > 0;
+	if ((rc = tp_hw_measure_local(&local, tp_model_pool(m), project)) < 0)
 		goto done;
 	for (size_t k = 0; k < ncmp; k++)
 		if (cmp[k].measured)

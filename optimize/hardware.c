@@ -239,14 +239,14 @@ done:
 	return rc;
 }
 
-int tp_hw_measure_local(tp_hw_profile *p, tp_pool *pool)
+int tp_hw_measure_local(tp_hw_profile *p, tp_pool *pool, bool rooflines)
 {
 	int rc;
 	long pages = sysconf(_SC_PHYS_PAGES), psize = sysconf(_SC_PAGESIZE);
 	if (pages > 0 && psize > 0)
 		p->memory_gb = (double)pages * (double)psize / 1e9;
-	if ((rc = measure_bandwidth(pool, &p->bandwidth_gbs)) < 0 ||
-	    (rc = measure_gemm(pool, &p->peak_tflops)) < 0)
+	if (rooflines && ((rc = measure_bandwidth(pool, &p->bandwidth_gbs)) < 0 ||
+			  (rc = measure_gemm(pool, &p->peak_tflops)) < 0))
 		return rc;
 	unsigned threads = pool ? tp_pool_threads(pool) : 1;
 	if (p->usd_per_hour <= 0)

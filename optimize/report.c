@@ -12,10 +12,15 @@ static void hw_section(FILE *f, const char *title, const tp_hw_profile *h)
 	fprintf(f, "%s.\n\n", h->description[0] ? h->description : h->name);
 	fprintf(f, "| figure | value |\n|---|---|\n");
 	fprintf(f, "| memory | %.4g GB |\n", h->memory_gb);
-	fprintf(f, "| memory bandwidth | %.4g GB/s |\n", h->bandwidth_gbs);
+	if (h->bandwidth_gbs > 0)
+		fprintf(f, "| memory bandwidth | %.4g GB/s |\n", h->bandwidth_gbs);
+	else
+		fprintf(f, "| memory bandwidth | not measured (nothing was projected) |\n");
 	if (h->peak_tflops > 0)
 		fprintf(f, "| peak %s | %.4g TFLOP/s |\n", h->measured ? "fp32 GEMM" : "dense fp16/bf16",
 			h->peak_tflops);
+	else if (h->measured)
+		fprintf(f, "| peak fp32 GEMM | not measured (nothing was projected) |\n");
 	else
 		fprintf(f, "| peak dense fp16/bf16 | not known (see the source note) |\n");
 	if (h->int8_tops > 0)

@@ -445,10 +445,12 @@ int tp_hw_profile_parse(const char *json, size_t len, tp_hw_profile *out);
 /* A built-in profile by name (case-insensitive), or the JSON file at
  * name_or_path when it names an existing file; TP_ENOTFOUND otherwise. */
 int tp_hw_profile_load(const char *name_or_path, tp_hw_profile *out);
-/* Fill a measured profile (cpu-local) on this machine: physical memory, a
- * STREAM-style read bandwidth with pool's threads, and the fp32 GEMM's
- * FLOP/s; price = usd_per_hour_per_thread x threads unless already set. */
-int tp_hw_measure_local(tp_hw_profile *p, tp_pool *pool);
+/* Fill a measured profile (cpu-local) on this machine: physical memory,
+ * the CPU's name and price = usd_per_hour_per_thread x threads unless
+ * already set; with rooflines also a STREAM-style read bandwidth with pool's
+ * threads (1 GiB buffer) and the fp32 GEMM's FLOP/s, else those stay 0
+ * (unknown): only projections need them. */
+int tp_hw_measure_local(tp_hw_profile *p, tp_pool *pool, bool rooflines);
 
 /* What one token costs a model in bytes and FLOPs (the roofline's inputs). */
 typedef struct tp_roofline_in {
