@@ -267,7 +267,6 @@ static void add_candidate_json(cJSON *arr, const outcome *oc, double base_ppl,
 	cJSON_AddNumberToObject(c, "layers", (double)oc->st.layers);
 	cJSON_AddNumberToObject(c, "weights", (double)oc->st.weights);
 	cJSON_AddNumberToObject(c, "packed_bytes", (double)oc->st.packed_bytes);
-	cJSON_AddArrayToObject(c, "fallbacks");
 	cJSON *m = cJSON_AddObjectToObject(c, "measured_local");
 	cJSON_AddNumberToObject(m, "prefill_tokens", (double)oc->sp.prefill_tokens);
 	cJSON_AddNumberToObject(m, "decode_tokens", (double)oc->sp.decode_tokens);
@@ -278,6 +277,8 @@ static void add_candidate_json(cJSON *arr, const outcome *oc, double base_ppl,
 	cJSON_AddNumberToObject(m, "latency_p99_ms", oc->sp.latency_p99_ms);
 	add_speed_json(c, f, device);
 	cJSON_AddBoolToObject(c, "passed", f->passed);
+	/* Last, as in part 1 (t0160 reads the layout line by line). */
+	cJSON_AddArrayToObject(c, "fallbacks");
 	cJSON_AddItemToArray(arr, c);
 }
 
@@ -414,8 +415,11 @@ static int write_json(const report *p)
 		if (p->oc[i].ok) {
 			add_candidate_json(all, &p->oc[i], p->base->ppl, &p->fig[p->oc[i].fig],
 					   p->device);
-			add_compare_json(cJSON_GetArrayItem(all, cJSON_GetArraySize(all) - 1), p,
-					 &p->oc[i]);
+			cJSON *last = cJSON_GetArrayItem(all, cJSON_GetArraySize(all) - 1);
+			/* "compare" goes before "fallbacks", which stays last. */
+			cJSON *fb = cJSON_DetachItemFromObjectCaseSensitive(last, "fallbacks");
+			add_compare_json(last, p, &p->oc[i]);
+			cJSON_AddItemToObject(last, "fallbacks", fb);
 			continue;
 		}
 		cJSON *f = cJSON_CreateObject();
