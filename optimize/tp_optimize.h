@@ -530,4 +530,170 @@ int tp_export_gptq_dequantize(int bits, size_t in, size_t out, size_t ngroups,
 int tp_export_awq_dequantize(size_t group, size_t in, size_t out, const uint32_t *qweight,
 			     const uint32_t *qzeros, const uint16_t *scales, float *w);
 
+/* ---- hardware, roofline, price, selection, reports -------------------------
+ * What a candidate costs to serve and which one to pick (optimize/hardware.c,
+ * cost.c, select.c, report.c, svg.c). Figures are plain numbers so that the
+ * arithmetic can be tested by hand; none of this runs a model. */
+
+/* A target machine: built in (optimize/hardware/NAME.json, compiled in) or
+ * a user's file of the same shape. Unknown figures are 0. */
+typedef struct tp_hw_profile {
+	char name[64];
+	char description[128];
+	double memory_gb;     /* decimal GB (1e9 bytes) */
+	double bandwidth_gbs; /* memory bandwidth, GB/s */
+	double peak_tflops;   /* dense fp16/bf16 (cpu-local: measured fp32 GEMM) */
+	double int8_tops;
+	double usd_per_hour;
+	double usd_per_hour_per_thread; /* cpu-local: price = this x threads */
+	bool measured;                  /* cpu-local: figures are measured here */
+	char price_source[256], price_read[64], price_note[512];
+	char spec_source[256], spec_read[64], spec_note[512];
+} tp_hw_profile;
+
+/* Built-in profile names, NULL-terminated. */
+const char *const *tp_hw_profile_names(void);
+/* Parse a profile from JSON text (fields as the files in optimize/hardware);
+ * TP_EINVAL with the reason for a bad one. */
+int tp_hw_profile_parse(const char *json, size_t len, tp_hw_profile *out);
+/* A built-in profile by name (case-insensitive), or the JSON file at
+ * name_or_path when it names an existing file; TP_ENOTFOUND otherwise. */
+int tp_hw_profile_load(const char *name_or_path, tp_hw_profile *out);
+/* Fill a measured profile (cpu-local) on this machine: physical memory,
+ * the CPU's name and price = usd_per_hour_per_thread x threads unless
+ * already set; with rooflines also a STREAM-style read bandwidth with pool's
+ * threads (1 GiB buffer) and the fp32 GEMM's FLOP/s, else those stay 0
+ * (unknown): only projections need them. */
+int tp_hw_measure_local(tp_hw_profile *p, tp_pool *pool, bool rooflines);
+
+/* What one token costs a model in bytes and FLOPs (the roofline's inputs). */
+typedef struct tp_roofline_in {
+	double weight_bytes;  /* every weight as the candidate stores it */
+	double matmul_params; /* weights multiplied per token (all but the embedding table) */
+	double kv_bytes_per_pos; /* KV cache bytes per context position, all layers */
+	double attn_dim;      /* layers x heads x head_dim: attention FLOPs scale */
+	size_t ctx;           /* decode reads a KV cache of ctx positions */
+	size_t prompt;        /* prefill length */
+	size_t batch;         /* sequences decoded together (>= 1) */
+} tp_roofline_in;
+
+/* KV cache bytes per position of cfg's model in the runtime (fp32 K and V). */
+double tp_roofline_kv_bytes_per_pos(const tp_model_config *cfg);
+/* Roofline throughput (tokens/s, all sequences of the batch) on hw:
+ * decode steps move weight_bytes + batch x KV(ctx) and compute batch x
+ * (2 matmul_params + 4 attn_dim ctx) FLOPs, the slower bound wins; prefill
+ * tokens cost 2 matmul_params + 2 attn_dim prompt FLOPs and the weights are
+ * read once per prompt x batch tokens. 0 when hw lacks the figure needed
+ * (bandwidth for decode, peak for prefill). */
+double tp_roofline_decode_tps(const tp_roofline_in *in, const tp_hw_profile *hw);
+double tp_roofline_prefill_tps(const tp_roofline_in *in, const tp_hw_profile *hw);
+/* measured / roofline, kept in (0, 1]; 1 when either is 0. */
+double tp_roofline_efficiency(double measured_tps, double roofline_tps);
+/* $/1M tokens at usd_per_hour and tps tokens/s: usd / (tps x 3600) x 1e6;
+ * 0 when tps <= 0. */
+double tp_cost_per_1m(double usd_per_hour, double tps);
+/* Blended $/1M for in_parts input (prefill) tokens per out_parts output
+ * (decode) tokens; prefill_cost 0 (unknown) gives decode_cost. */
+double tp_cost_blended(double prefill_cost, double decode_cost, double in_parts,
+		       double out_parts);
+/* Parse "3:1" (or "3") into parts; false when malformed or not positive. */
+bool tp_cost_parse_ratio(const char *s, double *in_parts, double *out_parts);
+
+/* One candidate as selection and the reports see it. */
+typedef struct tp_candidate_figures {
+	const char *codec;
+	double bpw, compression, ppl, ppl_delta_pct, kl_mean;
+	double prefill_tps, throughput_tps; /* decode tokens/s on the target */
+	double latency_p50_ms, latency_p95_ms, latency_p99_ms;
+	double memory_gb;                   /* weights + KV cache at ctx x batch */
+	double cost_prefill, cost_decode, cost_per_1m; /* USD per 1M tokens */
+	bool projected;                     /* speed_source: projected or measured */
+	double eff_decode, eff_prefill;     /* calibration used when projected */
+	/* Set by tp_select_run. */
+	bool passed;
+	char reason[512]; /* "awq4_g256: ΔPPL 2.4% > 2.0%; ..." when rejected */
+} tp_candidate_figures;
+
+/* What a candidate's figures are computed from. */
+typedef struct tp_figures_in {
+	const char *codec;
+	const tp_candidate_stats *st;
+	const tp_eval_result *r;
+	double base_ppl;
+	const tp_speed_result *sp;   /* measured on local, batch 1 */
+	const tp_model_config *cfg;
+	uint64_t params;             /* tp_model_params */
+	unsigned source_bits;        /* bits per weight of the unquantized weights */
+	size_t ctx, batch;
+	double io_in, io_out;
+	const tp_hw_profile *target, *local;
+} tp_figures_in;
+
+/* The roofline inputs of a candidate: its weights at their bits per weight
+ * (packed layers plus the rest in the source dtype), the matmul weights (all
+ * but an untied embedding table), the KV cache per position. */
+tp_roofline_in tp_figures_roofline(const tp_figures_in *in);
+/* Quality, speed (measured when the target is the measured local profile
+ * and batch is 1, else projected: target roofline x the efficiency reached
+ * locally), memory and price of one candidate. */
+void tp_figures_compute(const tp_figures_in *in, tp_candidate_figures *out);
+
+/* Constraints; NAN = not set. */
+typedef struct tp_select_constraints {
+	double max_ppl_delta_pct, max_kl, min_compression, max_latency_p99_ms,
+		min_throughput_tps, max_memory_gb;
+	double hw_memory_gb; /* the target's memory; 0: unknown, not checked */
+} tp_select_constraints;
+
+/* All unset. */
+tp_select_constraints tp_select_constraints_none(void);
+/* Set the constraint of a command-line flag ("--max-kl", ...) from its
+ * value; TP_EINVAL for an unknown flag or a value that is not a finite
+ * number >= 0. */
+int tp_select_constraint_set(tp_select_constraints *c, const char *flag, const char *value);
+
+typedef struct tp_select_result {
+	long winner;          /* index into the figures, -1 when none passes */
+	size_t passed;
+	/* When none passes: the constraint that binds (the flag, "" when only
+	 * the hardware's memory rejects) and what it says. */
+	char binding_flag[32];
+	char binding[512];
+} tp_select_result;
+
+/* Check every candidate against c (passed/reason), then pick the cheapest
+ * passing one by cost_per_1m; costs within 1e-9 relative are a tie, broken
+ * by lower KL, then lower ΔPPL, then the earlier candidate. */
+void tp_select_run(tp_candidate_figures *f, size_t n, const tp_select_constraints *c,
+		   tp_select_result *out);
+
+/* What the reports show besides the candidates. */
+typedef struct tp_report_info {
+	const char *model, *baseline_codec;
+	double baseline_ppl;
+	const char *eval_text;
+	size_t eval_tokens, ctx, prompt, decode_steps, batch;
+	double io_in, io_out;
+	bool quick;
+	double budget_s, elapsed_s;
+	const tp_hw_profile *hw, *local;
+	const tp_select_constraints *constraints;
+	const tp_select_result *sel;
+	const char *const *skipped; /* "name: why", count nskipped */
+	size_t nskipped;
+	const char *const *failed; /* "name: error" */
+	size_t nfailed;
+} tp_report_info;
+
+/* The Markdown report: every candidate, the winner, the rejections, the
+ * hardware and how each figure was obtained. */
+int tp_report_markdown_write(const char *path, const tp_report_info *info,
+			     const tp_candidate_figures *f, size_t n);
+
+/* The scatter plot (SVG, 800x500): KL against blended $/1M on the target,
+ * log KL axis, the Pareto front (no other point is both cheaper and lower
+ * in KL) joined by a line, the winner circled, rejected points hollow. */
+int tp_svg_plot_write(const char *path, const tp_report_info *info,
+		      const tp_candidate_figures *f, size_t n);
+
 #endif

@@ -421,14 +421,31 @@ int tp_runtime_eval_perplexity_ref(const tp_model *m, const tp_eval_ref *ref,
 	return eval_run(m, NULL, ref, NULL, ids, n, opts, out);
 }
 
+/* The q-quantile of sorted v[n] (n > 0), linear interpolation. */
+static double quantile(const double *v, size_t n, double q)
+{
+	double at = q * (double)(n - 1);
+	size_t lo = (size_t)at, hi = lo + 1 < n ? lo + 1 : lo;
+	return v[lo] + (at - (double)lo) * (v[hi] - v[lo]);
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return (x > y) - (x < y);
+}
+
 int tp_runtime_eval_speed(const tp_model *m, const int32_t *ids, size_t n_prefill,
 			  size_t n_decode, tp_speed_result *out)
 {
 	tp_kv *kv = NULL;
 	float *logits = malloc(m->cfg.vocab * sizeof(float));
+	double *step = malloc((n_decode ? n_decode : 1) * sizeof(double));
 	int rc;
-	if (!logits)
-		return tp_error_set(TP_ENOMEM, "out of memory");
+	if (!logits || !step) {
+		rc = tp_error_set(TP_ENOMEM, "out of memory");
+		goto done;
+	}
 	if (n_prefill == 0) {
 		rc = tp_error_set(TP_EINVAL, "nothing to prefill");
 		goto done;
@@ -438,16 +455,28 @@ int tp_runtime_eval_speed(const tp_model *m, const int32_t *ids, size_t n_prefil
 	double t0 = now_s();
 	if ((rc = tp_model_forward(m, kv, ids, n_prefill, n_prefill - 1, logits)) < 0)
 		goto done;
-	double t1 = now_s();
-	for (size_t i = 0; i < n_decode && rc == 0; i++)
+	double t1 = now_s(), t = t1;
+	for (size_t i = 0; i < n_decode && rc == 0; i++) {
 		rc = tp_model_forward(m, kv, ids + n_prefill + i, 1, 0, logits);
-	double t2 = now_s();
+		double t_end = now_s();
+		step[i] = t_end - t;
+		t = t_end;
+	}
+	double t2 = t;
 	if (rc < 0)
 		goto done;
 	*out = (tp_speed_result){ n_prefill, n_decode, (double)n_prefill / (t1 - t0),
-				  n_decode ? (double)n_decode / (t2 - t1) : 0 };
+				  n_decode ? (double)n_decode / (t2 - t1) : 0, 0, 0, 0, 0 };
+	if (n_decode) {
+		qsort(step, n_decode, sizeof(*step), cmp_double);
+		out->latency_p50_ms = 1e3 * quantile(step, n_decode, 0.50);
+		out->latency_p95_ms = 1e3 * quantile(step, n_decode, 0.95);
+		out->latency_p99_ms = 1e3 * quantile(step, n_decode, 0.99);
+		out->latency_mean_ms = 1e3 * (t2 - t1) / (double)n_decode;
+	}
 done:
 	tp_kv_free(kv);
 	free(logits);
+	free(step);
 	return rc;
 }

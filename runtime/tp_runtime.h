@@ -288,10 +288,13 @@ void tp_runtime_eval_ref_free(tp_eval_ref *r);
 typedef struct tp_speed_result {
 	size_t prefill_tokens, decode_tokens;
 	double prefill_tps, decode_tps;
+	/* Per-token decode latency percentiles (linear interpolation between
+	 * the sorted step times) and mean, in milliseconds; 0 without decode. */
+	double latency_p50_ms, latency_p95_ms, latency_p99_ms, latency_mean_ms;
 } tp_speed_result;
 
 /* Time a prefill of n_prefill tokens (a fresh cache, one batch) and then
- * n_decode single-token steps with the KV cache. */
+ * n_decode single-token steps with the KV cache, each timed on its own. */
 int tp_runtime_eval_speed(const tp_model *m, const int32_t *ids, size_t n_prefill,
 			  size_t n_decode, tp_speed_result *out);
 

@@ -7,7 +7,8 @@
 set -eu
 
 PACKAGES="gcc make cmake pkg-config git git-lfs ca-certificates
-libgit2-dev libcurl4-openssl-dev libcjson-dev libzstd-dev libsodium-dev $*"
+libgit2-dev libcurl4-openssl-dev libcjson-dev libzstd-dev libsodium-dev
+librsvg2-bin $*"
 
 missing=""
 for pkg in $PACKAGES; do

@@ -172,6 +172,13 @@ static void test_bos_and_errors(void)
 	tp_speed_result s;
 	CHECK_EQ_INT(tp_runtime_eval_speed(m, ids, 64, 16, &s), 0);
 	CHECK(s.prefill_tps > 0 && s.decode_tps > 0 && s.decode_tokens == 16);
+	/* Percentiles of the step times: ordered, and the mean of the same
+	 * steps lies between the fastest and the slowest. */
+	CHECK(s.latency_p50_ms > 0 && s.latency_p50_ms <= s.latency_p95_ms &&
+	      s.latency_p95_ms <= s.latency_p99_ms);
+	CHECK(fabs(s.latency_mean_ms - 1e3 / s.decode_tps) < 1e-6 * s.latency_mean_ms);
+	CHECK_EQ_INT(tp_runtime_eval_speed(m, ids, 8, 0, &s), 0);
+	CHECK(s.latency_p99_ms == 0 && s.decode_tps == 0);
 }
 
 int main(int argc, char **argv)

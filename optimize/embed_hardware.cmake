@@ -1,0 +1,17 @@
+# Write OUT: every DIR/*.json as a C string (tp_hw_builtin), in name order.
+file(GLOB files ${DIR}/*.json)
+list(SORT files)
+set(body "/* Generated from optimize/hardware by embed_hardware.cmake. */\n#include <stddef.h>\n")
+set(table "")
+set(i 0)
+foreach(f ${files})
+  get_filename_component(name ${f} NAME_WE)
+  file(READ ${f} hex HEX)
+  string(REGEX REPLACE "([0-9a-f][0-9a-f])" "0x\\1," arr "${hex}")
+  string(APPEND body "static const char hw_${i}[] = {${arr} 0};\n")
+  string(APPEND table "\t{ \"${name}\", hw_${i}, sizeof(hw_${i}) - 1 },\n")
+  math(EXPR i "${i} + 1")
+endforeach()
+string(APPEND body "struct tp_hw_builtin { const char *name, *json; size_t len; };\n"
+  "const struct tp_hw_builtin tp_hw_builtins[] = {\n${table}\t{ NULL, NULL, 0 },\n};\n")
+file(WRITE ${OUT} "${body}")

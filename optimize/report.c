@@ -1,0 +1,178 @@
+/* The Markdown report: what was measured, what was projected, what won. */
+#include "tp_optimize.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+static void hw_section(FILE *f, const char *title, const tp_hw_profile *h)
+{
+	fprintf(f, "### %s: %s\n\n", title, h->name);
+	fprintf(f, "%s.\n\n", h->description[0] ? h->description : h->name);
+	fprintf(f, "| figure | value |\n|---|---|\n");
+	fprintf(f, "| memory | %.4g GB |\n", h->memory_gb);
+	if (h->bandwidth_gbs > 0)
+		fprintf(f, "| memory bandwidth | %.4g GB/s |\n", h->bandwidth_gbs);
+	else
+		fprintf(f, "| memory bandwidth | not measured (nothing was projected) |\n");
+	if (h->peak_tflops > 0)
+		fprintf(f, "| peak %s | %.4g TFLOP/s |\n", h->measured ? "fp32 GEMM" : "dense fp16/bf16",
+			h->peak_tflops);
+	else if (h->measured)
+		fprintf(f, "| peak fp32 GEMM | not measured (nothing was projected) |\n");
+	else
+		fprintf(f, "| peak dense fp16/bf16 | not known (see the source note) |\n");
+	if (h->int8_tops > 0)
+		fprintf(f, "| peak int8 | %.4g TOP/s |\n", h->int8_tops);
+	fprintf(f, "| price | $%.4g per hour |\n\n", h->usd_per_hour);
+	fprintf(f, "- Price: %s (read %s). %s\n", h->price_source, h->price_read, h->price_note);
+	fprintf(f, "- Figures: %s (read %s). %s\n\n", h->spec_source, h->spec_read, h->spec_note);
+}
+
+static void constraints_section(FILE *f, const tp_select_constraints *c)
+{
+	const struct {
+		const char *flag;
+		double v;
+	} k[] = { { "--max-ppl-delta (%)", c->max_ppl_delta_pct },
+		  { "--max-kl", c->max_kl },
+		  { "--min-compression", c->min_compression },
+		  { "--max-latency-p99-ms", c->max_latency_p99_ms },
+		  { "--min-throughput (tok/s)", c->min_throughput_tps },
+		  { "--max-memory-gb", c->max_memory_gb } };
+	fprintf(f, "## Constraints\n\n");
+	bool any = false;
+	for (size_t i = 0; i < sizeof(k) / sizeof(k[0]); i++)
+		if (!isnan(k[i].v)) {
+			fprintf(f, "- `%s` %.6g\n", k[i].flag, k[i].v);
+			any = true;
+		}
+	if (c->hw_memory_gb > 0)
+		fprintf(f, "- the model must fit in the hardware's %.4g GB\n", c->hw_memory_gb);
+	else if (!any)
+		fprintf(f, "- none\n");
+	fprintf(f, "\n");
+}
+
+static void table(FILE *f, const tp_candidate_figures *c, size_t n, long winner)
+{
+	fprintf(f, "| candidate | bpw | compr. | ΔPPL %% | KL mean | prefill tok/s | "
+		   "decode tok/s | p50 / p95 / p99 ms | memory GB | $/1M in | $/1M out | "
+		   "$/1M blended | speed | verdict |\n");
+	fprintf(f, "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|---|\n");
+	for (size_t i = 0; i < n; i++) {
+		const tp_candidate_figures *x = &c[i];
+		fprintf(f, "| %s%s%s | %.3f | %.2f | %+.3f | %.6f | ", (long)i == winner ? "**" : "",
+			x->codec, (long)i == winner ? "**" : "", x->bpw, x->compression,
+			x->ppl_delta_pct, x->kl_mean);
+		if (x->prefill_tps > 0)
+			fprintf(f, "%.1f | ", x->prefill_tps);
+		else
+			fprintf(f, "n/a | ");
+		fprintf(f, "%.1f | %.3f / %.3f / %.3f | %.4f | ", x->throughput_tps,
+			x->latency_p50_ms, x->latency_p95_ms, x->latency_p99_ms, x->memory_gb);
+		if (x->cost_prefill > 0)
+			fprintf(f, "%.4g | ", x->cost_prefill);
+		else
+			fprintf(f, "n/a | ");
+		fprintf(f, "%.4g | %.4g | %s | %s |\n", x->cost_decode, x->cost_per_1m,
+			x->projected ? "projected" : "measured",
+			(long)i == winner ? "**winner**" : x->passed ? "passes" : "rejected");
+	}
+	fprintf(f, "\n");
+}
+
+int tp_report_markdown_write(const char *path, const tp_report_info *r,
+			     const tp_candidate_figures *c, size_t n)
+{
+	FILE *f = fopen(path, "w");
+	if (!f)
+		return tp_error_set_errno(TP_EIO, errno, "writing %s", path);
+	const tp_select_result *s = r->sel;
+	const tp_hw_profile *hw = r->hw;
+	fprintf(f, "# tenpak optimize: %s on %s\n\n", r->model, hw->name);
+	fprintf(f, "Baseline %s, perplexity %.4f on %s (%zu tokens, context %zu)%s.\n\n",
+		r->baseline_codec, r->baseline_ppl, r->eval_text, r->eval_tokens, r->ctx,
+		r->quick ? "; --quick run" : "");
+	fprintf(f, "## Recommendation\n\n");
+	if (s->winner >= 0) {
+		const tp_candidate_figures *w = &c[s->winner];
+		fprintf(f, "Serve **%s** on **%s**: $%.4g per 1M tokens (blended %g:%g input:output), "
+			   "%.2fx smaller quantized layers, ΔPPL %+.3f%%, KL %.6f, decode %.1f "
+			   "tokens/s, p99 %.3f ms per token, %.4f GB (%s speed). %zu of %zu "
+			   "candidates meet the constraints; this is the cheapest of them.\n\n",
+			w->codec, hw->name, w->cost_per_1m, r->io_in, r->io_out, w->compression,
+			w->ppl_delta_pct, w->kl_mean, w->throughput_tps, w->latency_p99_ms,
+			w->memory_gb, w->projected ? "projected" : "measured", s->passed, n);
+	} else {
+		fprintf(f, "**No candidate meets the constraints** (exit code 3). %s.\n\n",
+			s->binding);
+	}
+	constraints_section(f, r->constraints);
+	fprintf(f, "## Candidates\n\n");
+	table(f, c, n, s->winner);
+	bool any = false;
+	for (size_t i = 0; i < n; i++)
+		if (!c[i].passed) {
+			if (!any)
+				fprintf(f, "## Rejected\n\n");
+			any = true;
+			fprintf(f, "- %s\n", c[i].reason);
+		}
+	if (any)
+		fprintf(f, "\n");
+	if (r->nskipped) {
+		fprintf(f, "## Skipped (budget %.0f s)\n\n", r->budget_s);
+		for (size_t i = 0; i < r->nskipped; i++)
+			if (r->skipped[i])
+				fprintf(f, "- %s\n", r->skipped[i]);
+		fprintf(f, "\n");
+	}
+	if (r->nfailed) {
+		fprintf(f, "## Failed\n\n");
+		for (size_t i = 0; i < r->nfailed; i++)
+			if (r->failed[i])
+				fprintf(f, "- %s\n", r->failed[i]);
+		fprintf(f, "\n");
+	}
+	fprintf(f, "## Hardware\n\n");
+	hw_section(f, "Target", hw);
+	if (r->local && r->local != hw && strcmp(r->local->name, hw->name) != 0)
+		hw_section(f, "Measured on", r->local);
+	fprintf(f, "## How each figure was obtained\n\n");
+	fprintf(f, "- Quality (ΔPPL, KL): measured on this machine against the unquantized model, "
+		   "%zu evaluation tokens, context %zu%s.\n", r->eval_tokens, r->ctx,
+		r->quick ? " (--quick)" : "");
+	fprintf(f, "- Speed on %s: prefill of %zu tokens, then %zu decode steps each timed on its "
+		   "own (p50/p95/p99 interpolate between the sorted step times), batch 1, with "
+		   "the candidate's layers as the runtime holds them.\n",
+		r->local ? r->local->name : "cpu-local", r->prompt, r->decode_steps);
+	fprintf(f, "- `measured` figures are those timings (target %s, batch 1). `projected` "
+		   "figures are the target's roofline for the candidate times the efficiency "
+		   "the candidate reached on this machine against its own roofline (capped "
+		   "at 1): decode moves the weights at the candidate's bits per weight plus the "
+		   "KV cache at context %zu per step over the memory bandwidth; prefill costs "
+		   "2 FLOPs per weight plus attention per token over the peak. Projected "
+		   "latencies scale the measured percentiles by the same factor.\n", hw->name,
+		r->ctx);
+	fprintf(f, "- Memory: the weights at the candidate's bits per weight (the other "
+		   "weights in the stored dtype) plus the runtime's fp32 KV cache at context %zu "
+		   "for %zu sequence%s, in GB of 10^9 bytes.\n", r->ctx, r->batch,
+		r->batch == 1 ? "" : "s");
+	fprintf(f, "- Price: $/1M = $/hour / (tokens/s x 3600) x 10^6, for prefill (input) "
+		   "and decode (output), blended %g:%g.\n", r->io_in, r->io_out);
+	fprintf(f, "- Batch %zu: a decode step reads the weights once for all sequences of the "
+		   "batch and each sequence's own KV cache, so until the step becomes compute "
+		   "bound, throughput grows nearly %zu-fold while the latency of a token "
+		   "stays that of one step; the KV cache (and memory) grows with the batch.\n",
+		r->batch, r->batch);
+	if (r->budget_s > 0)
+		fprintf(f, "- Run time: %.1f s of a %.0f s budget.\n", r->elapsed_s, r->budget_s);
+	int rc = 0;
+	if (ferror(f))
+		rc = tp_error_set_errno(TP_EIO, errno, "writing %s", path);
+	if (fclose(f) != 0 && rc == 0)
+		rc = tp_error_set_errno(TP_EIO, errno, "writing %s", path);
+	return rc;
+}
