@@ -538,6 +538,22 @@ static int export_candidate(const args *a, const tp_model_opts *mo, const char *
 	return rc;
 }
 
+/* --export, checked before the long run: the named candidate can be
+ * exported, or (the winner's export) at least one of the candidates. */
+static int export_check(const args *a, const outcome *oc, size_t n)
+{
+	tp_export_plan plan;
+	if (!a->export_dir)
+		return 0;
+	if (a->export_candidate)
+		return tp_optimize_export_plan(a->export_candidate, &plan);
+	int rc = 0;
+	for (size_t i = 0; i < n; i++)
+		if ((rc = tp_optimize_export_plan(oc[i].name, &plan)) == 0)
+			return 0;
+	return n == 1 ? rc : tp_error_wrap(rc, "--export: none of the candidates");
+}
+
 /* Split the comma list (or every format's name) into oc. */
 static int list_candidates(const char *list, outcome *oc, size_t *n)
 {
@@ -627,7 +643,6 @@ int tp_cmd_optimize(int argc, char **argv)
 	unsigned bits = 0;
 	tp_model_opts mo = { .threads = (unsigned)threads };
 	tp_eval_ref *ref = NULL;
-	tp_export_plan plan;
 	tp_hw_profile hw, local, cmp[COMPARE_MAX];
 	size_t ncmp = 0;
 	tp_select_result sel = { .winner = -1 };
@@ -637,8 +652,7 @@ int tp_cmd_optimize(int argc, char **argv)
 		goto done;
 	}
 	if ((rc = list_candidates(a.candidates, oc, &noc)) < 0 ||
-	    /* a named export is checked before the long run */
-	    (a.export_candidate && (rc = tp_optimize_export_plan(a.export_candidate, &plan)) < 0) ||
+	    (rc = export_check(&a, oc, noc)) < 0 ||
 	    (rc = tp_hw_profile_load(a.hardware ? a.hardware : "cpu-local", &hw)) < 0 ||
 	    (rc = tp_hw_profile_load("cpu-local", &local)) < 0 ||
 	    (rc = tp_optimize_source_dtype(a.model, NULL, &codec, &bits)) < 0 ||

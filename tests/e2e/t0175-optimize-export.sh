@@ -173,11 +173,21 @@ test_expect_success 'candidates with no exported layout are refused before the r
 		--export out-nf4 2>err &&
 	grep "candidate nf4 cannot be exported; exportable: q8_0, q4_0, q4_k" err &&
 	test ! -e out-nf4 &&
-	test_must_fail "$TENPAK" optimize model --eval text --candidates q4_0,q8_0 \
-		--export out-two 2>err &&
-	grep "export-candidate NAME" err &&
+	test_must_fail "$TENPAK" optimize model --eval text --candidates nf4,int8 \
+		--export out-none 2>err &&
+	grep "none of the candidates: candidate int8 cannot be exported" err &&
+	test ! -e out-none &&
 	test_must_fail "$TENPAK" optimize model --candidates q4_0 --export-candidate q4_0 2>err &&
 	grep "needs --export DIR" err
+'
+
+test_expect_success '--export without a name writes the winner' '
+	"$TENPAK" optimize model --eval text --max-tokens 256 --candidates q4_0,q8_0 \
+		--export out-two --json two.json 2>err &&
+	winner=$(json_get "d[\"winner\"][\"codec\"]" <two.json) &&
+	case "$winner" in q4_0|q8_0) ;; *) false ;; esac &&
+	test -s "out-two/model-$winner.gguf" &&
+	grep "exported $winner to out-two/model-$winner.gguf" err
 '
 
 test_done
