@@ -256,6 +256,18 @@ static void unmaterialize(const char *dir)
 	rmdir(dir);
 }
 
+/* The scratch area itself, once no run uses it (others may: then it stays). */
+static void rmdir_parent(const char *work)
+{
+	const char *slash = strrchr(work, '/');
+	if (!slash)
+		return;
+	char *parent = strndup(work, (size_t)(slash - work));
+	if (parent)
+		rmdir(parent);
+	free(parent);
+}
+
 /* The optimizer's command line: tenpak optimize DIR --quick --budget N
  * --json --report --plot, and a --flag VALUE for each tenpak.optimize.flag
  * that is set. */
@@ -373,6 +385,9 @@ static int annotate(const job *j, const tp_hooks_push *p, char **text)
 		rc = tp_error_set(TP_ECORRUPT, "%s is not a JSON object", j->json);
 		goto done;
 	}
+	/* The optimizer saw the scratch directory; readers want the model. */
+	cJSON_DeleteItemFromObjectCaseSensitive(doc, "model");
+	cJSON_AddStringToObject(doc, "model", *j->m->dir ? j->m->dir : ".");
 	cJSON *pushed = cJSON_CreateObject(), *files = cJSON_CreateArray();
 	cJSON_AddItemToObject(doc, "pushed", pushed);
 	cJSON_AddStringToObject(pushed, "commit", j->m->commit);
@@ -448,6 +463,7 @@ static run_result run_job(tp_git_repo *r, const tp_hooks_push *p, tp_store **sto
 	if (!rc)
 		rc = run_logged(&a, j->log, &status);
 	unmaterialize(j->work);
+	rmdir_parent(j->work);
 	if (rc) {
 		fprintf(f, "tenpak: warning: %s: %s\n", shown, tp_error_last());
 		goto done;
