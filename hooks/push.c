@@ -14,6 +14,7 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "hooks_internal.h"
@@ -531,10 +532,14 @@ static void run_jobs(tp_git_repo *r, const tp_hooks_push *p, tp_hooks_mode mode,
 static int run_background(tp_git_repo *r, const tp_hooks_push *p, job *jobs, size_t n,
 			  size_t nrun)
 {
-	char *log = NULL;
+	char *log = NULL, *reports = NULL;
 	int rc = tp_hooks_state_path(r, "reports/background.log", &log);
-	if (rc)
+	if (!rc)
+		rc = tp_hooks_state_path(r, "reports", &reports);
+	if (rc) {
+		free(log);
 		return rc;
+	}
 	int fd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
 	if (fd < 0) {
 		rc = tp_error_set_errno(TP_EIO, errno, "cannot open %s", log);
@@ -542,9 +547,10 @@ static int run_background(tp_git_repo *r, const tp_hooks_push *p, job *jobs, siz
 		return rc;
 	}
 	fprintf(p->msg, "tenpak: optimizing %zu model%s in the background; the reports will "
-			"appear in %s/tenpak/reports/<commit>/ (progress: %s)\n",
-		nrun, nrun == 1 ? "" : "s", tp_git_repo_common_dir(r), log);
+			"appear in %s/<commit>/ (progress: %s)\n",
+		nrun, nrun == 1 ? "" : "s", reports, log);
 	fflush(p->msg);
+	free(reports);
 	pid_t pid = fork();
 	if (pid < 0) {
 		rc = tp_error_set_errno(TP_EIO, errno, "cannot start the background run");
@@ -565,8 +571,27 @@ static int run_background(tp_git_repo *r, const tp_hooks_push *p, job *jobs, siz
 		dup2(nul, 0);
 	dup2(fd, 1);
 	dup2(fd, 2);
+	/* git's own pipes (to the remote's receive-pack, its trace) leak into
+	 * hooks: a detached run holds none of them, only its locks. */
+	long maxfd = sysconf(_SC_OPEN_MAX);
+	if (maxfd < 0 || maxfd > 65536)
+		maxfd = 65536;
+	for (int k = 3; k < (int)maxfd; k++) {
+		bool keep = false;
+		for (size_t i = 0; i < n && !keep; i++)
+			keep = jobs[i].lock_fd == k;
+		if (!keep)
+			close(k);
+	}
 	tp_hooks_push bp = *p;
 	bp.msg = stderr;
+	char when[32] = "";
+	time_t now = time(NULL);
+	struct tm tm;
+	if (gmtime_r(&now, &tm))
+		strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	fprintf(stderr, "tenpak: background run %ld started %s (push to %s)\n", (long)getpid(),
+		when, p->remote ? p->remote : "?");
 	bool refuse = false;
 	run_jobs(r, &bp, TP_HOOKS_BACKGROUND, jobs, n, &refuse);
 	fflush(stderr);

@@ -5,6 +5,7 @@
 # and lets it go under loose ones, background returns at once and the
 # report appears later, and a model being optimized is not started twice.
 DATA=$(cd "$(dirname "$0")/../data" && pwd)
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 . "$(dirname "$0")/lib.sh"
 
 # The hook runs 'tenpak optimize --quick --budget --report --plot' and the
@@ -129,6 +130,35 @@ test_expect_success 'background: a model still being optimized is not started tw
 	test_must_fail grep -q "in the background" err &&
 	test ! -e "$(report_dir)" &&
 	test "$(git -C ../work.git rev-parse main)" = "$(git rev-parse HEAD)"
+'
+
+BUCKET=tenpak-test
+stop_server() {
+	[ -f "$TRASH/s3.pid" ] || return 0
+	stop_server_pid=$(cat "$TRASH/s3.pid") &&
+	{ kill "$stop_server_pid" 2>/dev/null || true; } &&
+	while kill -0 "$stop_server_pid" 2>/dev/null; do sleep 0.1; done
+}
+trap stop_server EXIT
+
+test_expect_success 'report: with an S3 store the report goes to the bucket' '
+	s3=$(sh "$ROOT/scripts/s3rver.sh" start "$TRASH/s3data" "$BUCKET") &&
+	set -- $s3 &&
+	echo "$1" >"$TRASH/s3.pid" &&
+	export AWS_ACCESS_KEY_ID=S3RVER AWS_SECRET_ACCESS_KEY=S3RVER &&
+	cd work &&
+	git config tenpak.store "s3://$BUCKET/team" &&
+	git config tenpak.s3.endpoint "http://127.0.0.1:$2" &&
+	git config tenpak.optimize.onpush report &&
+	cp "$DATA/fixtures/base-bf16.safetensors" model/model.safetensors &&
+	git commit -qam "base, to S3" &&
+	git push -q origin main 2>err &&
+	grep -q "^  stored:  reports/.* in s3://$BUCKET/team$" err &&
+	oid=$(oid_of model/model.safetensors) &&
+	find "$TRASH/s3data/$BUCKET" -path "*team/reports/$oid.json*" >found &&
+	test -s found &&
+	"$TENPAK" report model --json >json &&
+	json_true "d[\"pushed\"][\"commit\"] == \"$(git rev-parse HEAD)\"" <json
 '
 
 test_done
