@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "hooks_internal.h"
+#include "tp_array.h"
 #include "tp_lineage.h"
 
 #define SUFFIX ".safetensors"
@@ -99,13 +100,13 @@ found:;
 	return err < 0 ? tp_hooks_git_fail(TP_EIO, "reading a commit's tree") : 0;
 }
 
-static int add_file(tp_hooks_model *m, const char *dir, const git_tree_entry *e,
+typedef tp_array(tp_hooks_file) file_array;
+
+static int add_file(file_array *files, const char *dir, const git_tree_entry *e,
 		    git_repository *repo)
 {
 	git_blob *blob = NULL;
 	int rc = 0;
-	if (m->nfiles >= FILES_MAX)
-		return tp_error_set(TP_ETOOBIG, "more than %d weight files in %s", FILES_MAX, dir);
 	if (git_blob_lookup(&blob, repo, git_tree_entry_id(e)) < 0)
 		return tp_hooks_git_fail(TP_EIO, "reading a weight file's blob");
 	tp_hooks_file f = { 0 };
@@ -124,14 +125,9 @@ static int add_file(tp_hooks_model *m, const char *dir, const git_tree_entry *e,
 		return rc;
 	}
 	f.path = tp_buf_detach(&path);
-	tp_hooks_file *nf = realloc(m->files, (m->nfiles + 1) * sizeof(*nf));
-	if (!nf) {
+	if ((rc = tp_array_push(files, f)) != 0)
 		free(f.path);
-		return tp_error_set(TP_ENOMEM, "out of memory");
-	}
-	m->files = nf;
-	m->files[m->nfiles++] = f;
-	return 0;
+	return rc;
 }
 
 static int cmp_files(const void *a, const void *b)
@@ -163,12 +159,16 @@ static int load_model(git_repository *repo, git_commit *commit, const char *dir,
 		}
 		tree = sub;
 	}
+	file_array files = TP_ARRAY_INIT(FILES_MAX);
 	for (size_t i = 0; i < git_tree_entrycount(tree) && !rc; i++) {
 		const git_tree_entry *e = git_tree_entry_byindex(tree, i);
 		if (git_tree_entry_type(e) == GIT_OBJECT_BLOB &&
 		    git_tree_entry_filemode(e) != GIT_FILEMODE_LINK && is_weights(git_tree_entry_name(e)))
-			rc = add_file(m, dir, e, repo);
+			rc = add_file(&files, dir, e, repo);
 	}
+	/* the model owns what was read, on failure too (model_clear frees it) */
+	m->files = files.ptr;
+	m->nfiles = files.len;
 	if (!rc && m->nfiles > 1)
 		qsort(m->files, m->nfiles, sizeof(*m->files), cmp_files);
 done:
@@ -205,10 +205,7 @@ static bool same_model(const tp_hooks_model *a, const tp_hooks_model *b)
 	return true;
 }
 
-typedef struct found {
-	tp_hooks_model *m;
-	size_t n;
-} found;
+typedef tp_array(tp_hooks_model) found;
 
 /* Add the model in dir of commit, unless an equal one is there already. */
 static int add_model(found *f, git_repository *repo, git_commit *commit, const char *dir)
@@ -219,21 +216,14 @@ static int add_model(found *f, git_repository *repo, git_commit *commit, const c
 		model_clear(&m);
 		return rc;
 	}
-	for (size_t i = 0; i < f->n; i++)
-		if (same_model(&f->m[i], &m)) {
+	for (size_t i = 0; i < f->len; i++)
+		if (same_model(&f->ptr[i], &m)) {
 			model_clear(&m);
 			return 0;
 		}
-	tp_hooks_model *nm = f->n < MODELS_MAX ? realloc(f->m, (f->n + 1) * sizeof(*nm)) : NULL;
-	if (!nm) {
+	if ((rc = tp_array_push(f, m)) != 0)
 		model_clear(&m);
-		return f->n < MODELS_MAX ? tp_error_set(TP_ENOMEM, "out of memory")
-					 : tp_error_set(TP_ETOOBIG, "more than %d models in one push",
-							MODELS_MAX);
-	}
-	f->m = nm;
-	f->m[f->n++] = m;
-	return 0;
+	return rc;
 }
 
 /* The directories of the weight files one ref's push adds or changes. */
@@ -242,8 +232,7 @@ static int changed_dirs(git_repository *repo, git_tree *base, git_tree *tip, cha
 {
 	git_diff *diff = NULL;
 	git_diff_options opts;
-	char **d = NULL;
-	size_t n = 0;
+	tp_array(char *) d = TP_ARRAY_INIT(MODELS_MAX);
 	int rc = 0;
 	git_diff_options_init(&opts, GIT_DIFF_OPTIONS_VERSION);
 	if (git_diff_tree_to_tree(&diff, repo, base, tip, &opts) < 0)
@@ -256,31 +245,25 @@ static int changed_dirs(git_repository *repo, git_tree *base, git_tree *tip, cha
 		const char *path = dd->new_file.path, *slash = strrchr(path, '/');
 		size_t len = slash ? (size_t)(slash - path) : 0;
 		bool seen = false;
-		for (size_t j = 0; j < n && !seen; j++)
-			seen = strlen(d[j]) == len && memcmp(d[j], path, len) == 0;
+		for (size_t j = 0; j < d.len && !seen; j++)
+			seen = strlen(d.ptr[j]) == len && memcmp(d.ptr[j], path, len) == 0;
 		if (seen)
 			continue;
-		char **nd = n < MODELS_MAX ? realloc(d, (n + 1) * sizeof(*nd)) : NULL;
-		char *copy = nd ? strndup(path, len) : NULL;
-		if (nd)
-			d = nd;
-		if (!copy) {
-			rc = n < MODELS_MAX ? tp_error_set(TP_ENOMEM, "out of memory")
-					    : tp_error_set(TP_ETOOBIG, "more than %d changed models",
-							   MODELS_MAX);
-			break;
-		}
-		d[n++] = copy;
+		char *copy = strndup(path, len);
+		if (!copy)
+			rc = tp_error_set(TP_ENOMEM, "out of memory");
+		else if ((rc = tp_array_push(&d, copy)) != 0)
+			free(copy);
 	}
 	git_diff_free(diff);
 	if (rc) {
-		for (size_t j = 0; j < n; j++)
-			free(d[j]);
-		free(d);
+		for (size_t j = 0; j < d.len; j++)
+			free(d.ptr[j]);
+		tp_array_clear(&d);
 		return rc;
 	}
-	*dirs = d;
-	*ndirs = n;
+	*dirs = d.ptr;
+	*ndirs = d.len;
 	return 0;
 }
 
@@ -288,7 +271,7 @@ int tp_hooks_models_find(tp_git_repo *r, const char *remote, const tp_hooks_ref 
 			 size_t nrefs, tp_hooks_model **out, size_t *n)
 {
 	git_repository *repo = NULL;
-	found f = { 0 };
+	found f = TP_ARRAY_INIT(MODELS_MAX);
 	int rc = tp_hooks_git_open(r, &repo);
 	for (size_t i = 0; i < nrefs && !rc; i++) {
 		git_commit *local = NULL;
@@ -317,10 +300,10 @@ int tp_hooks_models_find(tp_git_repo *r, const char *remote, const tp_hooks_ref 
 	}
 	tp_hooks_git_close(repo);
 	if (rc) {
-		tp_hooks_models_free(f.m, f.n);
+		tp_hooks_models_free(f.ptr, f.len);
 		return rc;
 	}
-	*out = f.m;
-	*n = f.n;
+	*out = f.ptr;
+	*n = f.len;
 	return 0;
 }

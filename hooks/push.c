@@ -132,8 +132,8 @@ static int job_paths(tp_git_repo *r, const tp_hooks_model *m, int seq, job *j)
 }
 
 /* A model's lock: one run per model (by its first weight file's oid) at a
- * time, across pushes. TP_EINVAL (no message) when another run holds it. */
-static int job_lock(tp_git_repo *r, job *j)
+ * time, across pushes. *busy when another run holds it. */
+static int job_lock(tp_git_repo *r, job *j, bool *busy)
 {
 	char *dir = NULL, *path = NULL;
 	tp_buf name = TP_BUF_INIT(256);
@@ -149,8 +149,12 @@ static int job_lock(tp_git_repo *r, job *j)
 		if (fd < 0) {
 			rc = tp_error_set_errno(TP_EIO, errno, "cannot open %s", path);
 		} else if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+			int e = errno;
 			close(fd);
-			rc = TP_EINVAL;
+			if (e == EWOULDBLOCK)
+				*busy = true;
+			else
+				rc = tp_error_set_errno(TP_EIO, e, "cannot lock %s", path);
 		} else {
 			j->lock_fd = fd;
 		}
@@ -626,15 +630,16 @@ int tp_hooks_pre_push(tp_git_repo *r, const tp_hooks_push *p, const char *text, 
 			break;
 		if (models[i].nfiles == 0)
 			continue; /* every weight file of the directory renamed away */
-		int lrc = job_lock(r, &jobs[i]);
-		if (lrc == TP_EINVAL) {
+		bool busy = false;
+		if ((rc = job_lock(r, &jobs[i], &busy)) != 0)
+			break;
+		if (busy) {
 			fprintf(p->msg, "tenpak: %s is being optimized by an earlier push already; "
 					"its report will appear in %s/\n",
 				*models[i].dir ? models[i].dir : ".", jobs[i].out_dir);
 			continue;
 		}
-		rc = lrc;
-		nrun += !rc;
+		nrun++;
 	}
 	if (rc || nrun == 0)
 		goto done;

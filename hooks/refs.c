@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "hooks_internal.h"
+#include "tp_array.h"
 
 #define REFS_MAX 100000
 
@@ -32,8 +33,8 @@ static bool field(const char **p, const char *end, char *out, size_t cap)
 
 int tp_hooks_refs_parse(const char *text, size_t len, tp_hooks_ref **out, size_t *n)
 {
-	tp_hooks_ref *refs = NULL;
-	size_t count = 0, alloc = 0, line = 0;
+	tp_array(tp_hooks_ref) refs = TP_ARRAY_INIT(REFS_MAX);
+	size_t line = 0;
 	const char *p = text, *end = text + len;
 	int rc = 0;
 	while (p < end) {
@@ -44,37 +45,26 @@ int tp_hooks_refs_parse(const char *text, size_t len, tp_hooks_ref **out, size_t
 			p = le + 1;
 			continue;
 		}
-		if (count == alloc) {
-			size_t na = alloc ? alloc * 2 : 4;
-			tp_hooks_ref *nr = count < REFS_MAX ? realloc(refs, na * sizeof(*refs)) : NULL;
-			if (!nr) {
-				rc = count < REFS_MAX ? tp_error_set(TP_ENOMEM, "out of memory")
-						      : tp_error_set(TP_ETOOBIG, "more than %d ref lines",
-								     REFS_MAX);
-				goto done;
-			}
-			refs = nr;
-			alloc = na;
-		}
-		tp_hooks_ref *r = &refs[count];
+		tp_hooks_ref r;
 		const char *q = p;
-		if (!field(&q, le, r->local_ref, sizeof(r->local_ref)) ||
-		    !field(&q, le, r->local_oid, sizeof(r->local_oid)) ||
-		    !field(&q, le, r->remote_ref, sizeof(r->remote_ref)) ||
-		    !field(&q, le, r->remote_oid, sizeof(r->remote_oid)) || q != le ||
-		    !hex_oid(r->local_oid, strlen(r->local_oid)) ||
-		    !hex_oid(r->remote_oid, strlen(r->remote_oid))) {
+		if (!field(&q, le, r.local_ref, sizeof(r.local_ref)) ||
+		    !field(&q, le, r.local_oid, sizeof(r.local_oid)) ||
+		    !field(&q, le, r.remote_ref, sizeof(r.remote_ref)) ||
+		    !field(&q, le, r.remote_oid, sizeof(r.remote_oid)) || q != le ||
+		    !hex_oid(r.local_oid, strlen(r.local_oid)) ||
+		    !hex_oid(r.remote_oid, strlen(r.remote_oid))) {
 			rc = tp_error_set(TP_EINVAL, "pre-push input line %zu is not "
 					  "'<local ref> <oid> <remote ref> <oid>'", line);
 			goto done;
 		}
-		count++;
+		if ((rc = tp_array_push(&refs, r)) != 0)
+			goto done;
 		p = le + 1;
 	}
-	*out = refs;
-	*n = count;
-	refs = NULL;
+	*out = refs.ptr;
+	*n = refs.len;
+	refs.ptr = NULL;
 done:
-	free(refs);
+	tp_array_clear(&refs);
 	return rc;
 }

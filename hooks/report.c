@@ -130,6 +130,14 @@ int tp_hooks_report_load(tp_store *s, const char *oid, char **json)
 	return 0;
 }
 
+/* Text from a report (it comes from a store) on a terminal: control
+ * characters, escape sequences included, are shown as '?'. */
+static void put_text(FILE *f, const char *s)
+{
+	for (; *s; s++)
+		fputc((unsigned char)*s < 0x20 || *s == 0x7f ? '?' : *s, f);
+}
+
 static double num(const cJSON *o, const char *key, bool *ok)
 {
 	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
@@ -157,22 +165,28 @@ static void winner_field(FILE *f, const cJSON *w, const char *key, const char *f
 static void print_rejection(FILE *f, const cJSON *x)
 {
 	if (cJSON_IsString(x)) {
-		fprintf(f, "    %s\n", x->valuestring);
+		fputs("    ", f);
+		put_text(f, x->valuestring);
+		fputc('\n', f);
 		return;
 	}
 	const char *name = str(x, "codec") ? str(x, "codec") : str(x, "name");
 	const cJSON *why = cJSON_GetObjectItemCaseSensitive(x, "reason");
 	if (!why)
 		why = cJSON_GetObjectItemCaseSensitive(x, "reasons");
-	fprintf(f, "    %s:", name ? name : "?");
+	fputs("    ", f);
+	put_text(f, name ? name : "?");
+	fputc(':', f);
 	if (cJSON_IsString(why)) {
-		fprintf(f, " %s", why->valuestring);
+		fputc(' ', f);
+		put_text(f, why->valuestring);
 	} else if (cJSON_IsArray(why)) {
 		const cJSON *it;
 		const char *sep = " ";
 		cJSON_ArrayForEach(it, why) if (cJSON_IsString(it))
 		{
-			fprintf(f, "%s%s", sep, it->valuestring);
+			fputs(sep, f);
+			put_text(f, it->valuestring);
 			sep = "; ";
 		}
 	}
@@ -188,14 +202,20 @@ int tp_hooks_report_print(FILE *f, const char *json, size_t len)
 		return tp_error_set(TP_ECORRUPT, "not a tenpak optimize report");
 	}
 	const cJSON *pushed = cJSON_GetObjectItemCaseSensitive(doc, "pushed");
-	if (cJSON_IsObject(pushed) && str(pushed, "commit"))
-		fprintf(f, "  model %s at commit %.12s\n",
-			str(pushed, "model_dir") && *str(pushed, "model_dir") ? str(pushed, "model_dir")
-									       : ".",
-			str(pushed, "commit"));
+	if (cJSON_IsObject(pushed) && str(pushed, "commit")) {
+		const char *dir = str(pushed, "model_dir");
+		fputs("  model ", f);
+		put_text(f, dir && *dir ? dir : ".");
+		char commit[13];
+		snprintf(commit, sizeof(commit), "%s", str(pushed, "commit"));
+		fputs(" at commit ", f);
+		put_text(f, commit);
+		fputc('\n', f);
+	}
 	const cJSON *w = cJSON_GetObjectItemCaseSensitive(doc, "winner");
 	if (cJSON_IsObject(w)) {
-		fprintf(f, "  winner: %s", str(w, "codec") ? str(w, "codec") : "?");
+		fputs("  winner: ", f);
+		put_text(f, str(w, "codec") ? str(w, "codec") : "?");
 		winner_field(f, w, "compression", "  %.2fx smaller");
 		winner_field(f, w, "ppl_delta", "  dPPL %+.2f%%");
 		winner_field(f, w, "latency_p99_ms", "  p99 %.1f ms");
@@ -206,14 +226,14 @@ int tp_hooks_report_print(FILE *f, const char *json, size_t len)
 		fprintf(f, "  no candidate meets the constraints\n");
 	}
 	const cJSON *binding = cJSON_GetObjectItemCaseSensitive(doc, "binding");
-	if (cJSON_IsString(binding)) {
-		fprintf(f, "  binding constraint: %s\n", binding->valuestring);
-	} else if (cJSON_IsObject(binding)) {
-		char *t = cJSON_PrintUnformatted(binding);
-		if (t)
-			fprintf(f, "  binding constraint: %s\n", t);
-		free(t);
+	char *bt = cJSON_IsString(binding) ? NULL
+		   : cJSON_IsObject(binding) ? cJSON_PrintUnformatted(binding) : NULL;
+	if (cJSON_IsString(binding) || bt) {
+		fputs("  binding constraint: ", f);
+		put_text(f, bt ? bt : binding->valuestring);
+		fputc('\n', f);
 	}
+	free(bt);
 	fprintf(f, "  %-14s %6s %9s %9s %8s\n", "candidate", "bpw", "dPPL %", "KL mean", "x smaller");
 	const cJSON *c;
 	cJSON_ArrayForEach(c, all)
@@ -221,7 +241,11 @@ int tp_hooks_report_print(FILE *f, const char *json, size_t len)
 		bool ok1, ok2, ok3, ok4;
 		double bpw = num(c, "bpw", &ok1), dppl = num(c, "ppl_delta_pct", &ok2),
 		       kl = num(c, "kl_mean", &ok3), comp = num(c, "compression", &ok4);
-		fprintf(f, "  %-14s", str(c, "codec") ? str(c, "codec") : "?");
+		const char *codec = str(c, "codec") ? str(c, "codec") : "?";
+		fputs("  ", f);
+		put_text(f, codec);
+		for (size_t k = strlen(codec); k < 14; k++)
+			fputc(' ', f);
 		if (ok1)
 			fprintf(f, " %6.2f", bpw);
 		else

@@ -110,6 +110,17 @@ static void report_print(void)
 	CHECK(strstr(out, "no candidate meets the constraints") != NULL);
 	free(out);
 
+	/* a store's strings reach a terminal: no escape sequences */
+	const char *esc = "{\"all_candidates\":[{\"codec\":\"x\\u001b[2Jy\"}],"
+			  "\"rejected\":[\"a\\nb\"]}";
+	f = open_memstream(&out, &len);
+	CHECK_EQ_INT(tp_hooks_report_print(f, esc, strlen(esc)), 0);
+	fclose(f);
+	CHECK(strchr(out, 0x1b) == NULL);
+	CHECK(strstr(out, "  x?[2Jy") != NULL);
+	CHECK(strstr(out, "    a?b\n") != NULL);
+	free(out);
+
 	/* not a report */
 	f = open_memstream(&out, &len);
 	CHECK_EQ_INT(tp_hooks_report_print(f, "[1]", 3), TP_ECORRUPT);
