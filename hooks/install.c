@@ -225,6 +225,10 @@ int tp_hooks_install(tp_git_repo *r, const char *exe, tp_hooks_install_result *o
 	rc = 0;
 	if (had && is_ours(&old)) {
 		res.updated = true;
+	} else if (had && is_git_lfs_hook(&old) && access(saved, F_OK) == 0) {
+		/* 'git lfs update --force' wrote its hook over tenpak's: tenpak's
+		 * runs the same command, and the saved hook stays saved. */
+		res.updated = true;
 	} else if (had) {
 		/* Never overwrite: the earlier hook moves aside, to be chained
 		 * and put back by uninstall. One saved already (a hook written

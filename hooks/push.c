@@ -132,8 +132,9 @@ static int job_paths(tp_git_repo *r, const tp_hooks_model *m, int seq, job *j)
 }
 
 /* A model's lock: one run per model (by its first weight file's oid) at a
- * time, across pushes. *busy when another run holds it. */
-static int job_lock(tp_git_repo *r, job *j, bool *busy)
+ * time, across pushes. *busy when another run holds it, unless wait (then
+ * this waits for it, saying so on msg). */
+static int job_lock(tp_git_repo *r, job *j, bool wait, FILE *msg, bool *busy)
 {
 	char *dir = NULL, *path = NULL;
 	tp_buf name = TP_BUF_INIT(256);
@@ -146,17 +147,24 @@ static int job_lock(tp_git_repo *r, job *j, bool *busy)
 		rc = tp_path_join(&path, dir, name.ptr);
 	if (!rc) {
 		int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-		if (fd < 0) {
-			rc = tp_error_set_errno(TP_EIO, errno, "cannot open %s", path);
-		} else if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+		int got = fd < 0 ? -1 : flock(fd, LOCK_EX | LOCK_NB);
+		if (got != 0 && fd >= 0 && errno == EWOULDBLOCK && wait) {
+			fprintf(msg, "tenpak: waiting for an earlier push's optimization of %s\n",
+				*j->m->dir ? j->m->dir : ".");
+			fflush(msg);
+			while ((got = flock(fd, LOCK_EX)) != 0 && errno == EINTR)
+				;
+		}
+		if (got == 0) {
+			j->lock_fd = fd;
+		} else {
 			int e = errno;
-			close(fd);
-			if (e == EWOULDBLOCK)
+			if (fd >= 0)
+				close(fd);
+			if (fd >= 0 && e == EWOULDBLOCK)
 				*busy = true;
 			else
 				rc = tp_error_set_errno(TP_EIO, e, "cannot lock %s", path);
-		} else {
-			j->lock_fd = fd;
 		}
 	}
 	tp_buf_free(&name);
@@ -631,7 +639,8 @@ int tp_hooks_pre_push(tp_git_repo *r, const tp_hooks_push *p, const char *text, 
 		if (models[i].nfiles == 0)
 			continue; /* every weight file of the directory renamed away */
 		bool busy = false;
-		if ((rc = job_lock(r, &jobs[i], &busy)) != 0)
+		/* enforce cannot let a model through unchecked: it waits */
+		if ((rc = job_lock(r, &jobs[i], mode == TP_HOOKS_ENFORCE, p->msg, &busy)) != 0)
 			break;
 		if (busy) {
 			fprintf(p->msg, "tenpak: %s is being optimized by an earlier push already; "

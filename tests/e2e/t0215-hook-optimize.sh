@@ -158,7 +158,8 @@ test_expect_success 'report: with an S3 store the report goes to the bucket' '
 	find "$TRASH/s3data/$BUCKET" -path "*team/reports/$oid.json*" >found &&
 	test -s found &&
 	"$TENPAK" report model --json >json &&
-	json_true "d[\"pushed\"][\"commit\"] == \"$(git rev-parse HEAD)\"" <json
+	json_true "d[\"pushed\"][\"commit\"] == \"$(git rev-parse HEAD)\"" <json &&
+	stop_server
 '
 
 test_done

@@ -3,7 +3,7 @@
 # a foreign hook chained and put back, core.hooksPath, which models a push
 # changes, and that report mode never blocks a push on its own failure.
 # The weight files here have no config.json, so the optimizer fails on them
-# at once (t0175 runs it for real).
+# at once (t0215 runs it for real).
 . "$(dirname "$0")/lib.sh"
 
 STORE="$TRASH/store"
@@ -18,6 +18,26 @@ weights() {
 # one a line, in order.
 optimized() {
 	sed -n "s/^tenpak: optimizing \([^ ]*\) (.*/\1/p" "$1"
+}
+
+# push_while_locked LOCK: git push while another process holds LOCK, which
+# it lets go once the hook says it waits for it (or after a minute); the
+# push's exit status in push.rc, its stderr in err. (The lock is not taken
+# by this shell: the push and its hook would inherit it.)
+push_while_locked() {
+	rm -f held err &&
+	flock "$1" sh -c 'touch held; i=0
+		until grep -q "waiting for an earlier push" err 2>/dev/null || [ $i -ge 600 ]; do
+			i=$((i + 1)); sleep 0.1
+		done' &
+	push_while_locked_i=0 &&
+	until test -e held; do
+		push_while_locked_i=$((push_while_locked_i + 1)) &&
+		test "$push_while_locked_i" -lt 600 &&
+		sleep 0.1 || return 1
+	done &&
+	{ git push -q origin main 2>err && echo 0 >push.rc || echo $? >push.rc; } &&
+	wait
 }
 
 test_expect_success 'hooks, hook, report: --help exits 0, usage errors exit 2' '
@@ -150,6 +170,18 @@ test_expect_success 'enforce: a model that cannot be checked refuses the push; -
 	test "$(git -C ../work.git rev-parse main)" = "$(git rev-parse HEAD)"
 '
 
+test_expect_success 'enforce waits for a run of an earlier push on the same model' '
+	cd work &&
+	weights models/a/model.safetensors 12 &&
+	git commit -qam "a, while locked" &&
+	mkdir -p .git/tenpak/locks &&
+	push_while_locked .git/tenpak/locks/$(oid_of models/a/model.safetensors).lock &&
+	test "$(cat push.rc)" = 1 &&
+	grep -q "^tenpak: waiting for an earlier push.s optimization of models/a$" err &&
+	grep -q "^tenpak: push refused: models/a could not be checked" err &&
+	git push -q --no-verify origin main
+'
+
 test_expect_success 'an unknown onpush value refuses the push, naming the key' '
 	cd work &&
 	git config tenpak.optimize.onpush sometimes &&
@@ -206,6 +238,15 @@ test_expect_success 'a foreign hook is chained, can refuse the push, and comes b
 	"$TENPAK" hooks uninstall >out &&
 	grep -q "is not tenpak.s hook: left as it is" out &&
 	cmp .git/hooks/pre-push ../foreign-hook
+'
+
+test_expect_success 'git-lfs hook written over tenpak.s is replaced on install' '
+	cd work &&
+	cp ../lfs-hook .git/hooks/pre-push &&
+	"$TENPAK" hooks install >out &&
+	grep -q "^tenpak: pre-push hook updated" out &&
+	grep -q "^chain=0$" .git/hooks/pre-push &&
+	cmp .git/hooks/pre-push.tenpak-saved ../lfs-hook
 '
 
 test_expect_success 'a foreign hook written over tenpak.s is never lost' '
