@@ -6,16 +6,16 @@
 # report appears later, and a model being optimized is not started twice.
 DATA=$(cd "$(dirname "$0")/../data" && pwd)
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-. "$(dirname "$0")/lib.sh"
-
 # The hook runs 'tenpak optimize --quick --budget --report --plot' and the
-# constraint flags, which came with the optimizer's selection work.
-if ! "$TENPAK" optimize --help | grep -q -e "--quick"; then
+# constraint flags, which came with the optimizer's selection work. (Checked
+# before lib.sh, which makes the trash directory.)
+if ! "${TENPAK:?}" optimize --help | grep -q -e "--quick"; then
 	echo "1..0 # SKIP tenpak optimize has no --quick yet"
 	exit 77
 fi
 command -v python3 >/dev/null || { echo "1..0 # SKIP no python3"; exit 77; }
 command -v flock >/dev/null || { echo "1..0 # SKIP no flock"; exit 77; }
+. "$(dirname "$0")/lib.sh"
 
 STORE="$TRASH/store"
 
