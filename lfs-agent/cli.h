@@ -20,6 +20,13 @@ int tp_cmd_lineage(int argc, char **argv);
 int tp_cmd_eval(int argc, char **argv);
 int tp_cmd_optimize(int argc, char **argv);
 int tp_cmd_key(int argc, char **argv);
+int tp_cmd_hooks(int argc, char **argv);
+int tp_cmd_hook(int argc, char **argv);
+int tp_cmd_report(int argc, char **argv);
+/* The pre-push hook of the repository at the current directory, installed
+ * or removed with a message on stdout (cmd_hooks.c; install --hooks). */
+int tp_cli_hooks_install(void);
+int tp_cli_hooks_uninstall(void);
 
 /* "tenpak: <cmd>: <message>" on stderr; returns TP_EXIT_USAGE. */
 int tp_cli_usage_error(const char *cmd, const char *fmt, ...)

@@ -31,7 +31,7 @@
 #define MAX_REMOTES 32
 
 static const char install_help[] =
-	"usage: tenpak install [--global | --local] [--store URL] [--remote URL...]\n"
+	"usage: tenpak install [--global | --local] [--store URL] [--hooks] [--remote URL...]\n"
 	"\n"
 	"Register tenpak as a git-lfs transfer agent and route remotes to it. Only\n"
 	"routed remotes send LFS objects to tenpak's store; every other LFS\n"
@@ -53,6 +53,8 @@ static const char install_help[] =
 	"  --store URL   where objects are kept: /abs/path or file:///abs/path.\n"
 	"                Without it an existing tenpak.store is kept, else the\n"
 	"                default $XDG_DATA_HOME/tenpak/store (~/.local/share/...).\n"
+	"  --hooks       also install the pre-push hook in the repository in the\n"
+	"                current directory, for advice on push ('tenpak hooks --help')\n"
 	"\n"
 	"Writes to git config:\n"
 	"  lfs.customtransfer.tenpak.path       = <absolute path of this tenpak>\n"
@@ -70,7 +72,7 @@ static const char install_help[] =
 	"up ('git lfs install'); install warns when it is not.\n";
 
 static const char uninstall_help[] =
-	"usage: tenpak uninstall [--global | --local] [--remote URL...]\n"
+	"usage: tenpak uninstall [--global | --local] [--hooks] [--remote URL...]\n"
 	"\n"
 	"Remove what 'tenpak install' wrote: the lfs.customtransfer.tenpak.* keys,\n"
 	"tenpak.store, and every lfs.standalonetransferagent and\n"
@@ -81,6 +83,8 @@ static const char uninstall_help[] =
 	"  (no option)  ~/.gitconfig and, inside a repository, its .git/config\n"
 	"  --global     ~/.gitconfig only\n"
 	"  --local      the .git/config of the repository in the current directory\n"
+	"  --hooks      also remove the pre-push hook of the repository in the current\n"
+	"               directory ('tenpak hooks uninstall')\n"
 	"\n"
 	"Says 'nothing to remove' (exit 0) when none of it was there.\n";
 
@@ -88,6 +92,7 @@ typedef enum { SCOPE_DEFAULT, SCOPE_GLOBAL, SCOPE_LOCAL } scope;
 
 typedef struct opts {
 	scope where;
+	bool hooks;
 	const char *store;
 	const char *remotes[MAX_REMOTES];
 	int nremotes;
@@ -105,6 +110,7 @@ static int parse_opts(const char *cmd, int argc, char **argv, bool with_store, o
 		{ "--local", &local, NULL },
 		{ "--global", &global, NULL },
 		{ "--remote", &remote, NULL },
+		{ "--hooks", &o->hooks, NULL },
 		{ with_store ? "--store" : NULL, NULL, &o->store },
 		{ NULL, NULL, NULL },
 	};
@@ -447,6 +453,8 @@ int tp_cmd_install(int argc, char **argv)
 		migrate_old_install(global, false);
 	tp_git_config_free(global);
 	warn_without_git_lfs();
+	if (o.hooks && tp_cli_hooks_install())
+		goto done;
 	exit_code = TP_EXIT_OK;
 done:
 	if (exit_code != TP_EXIT_OK)
@@ -539,6 +547,8 @@ int tp_cmd_uninstall(int argc, char **argv)
 	if (removed == 0)
 		printf("tenpak: nothing to remove in %s%s%s\n", tp_git_config_path(cfg),
 		       repo_cfg ? " or " : "", repo_cfg ? tp_git_config_path(repo_cfg) : "");
+	if (o.hooks && tp_cli_hooks_uninstall())
+		goto done;
 	exit_code = TP_EXIT_OK;
 done:
 	if (exit_code != TP_EXIT_OK)

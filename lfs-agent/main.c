@@ -23,6 +23,9 @@ static const struct command {
 	{ "delta", tp_cmd_delta, "lossless tensor-wise deltas of safetensors files" },
 	{ "eval", tp_cmd_eval, "perplexity, KL divergence and speed of a causal LM" },
 	{ "optimize", tp_cmd_optimize, "measure what each quantization candidate costs in quality" },
+	{ "hooks", tp_cmd_hooks, "install or remove the pre-push hook (advice on push)" },
+	{ "hook", tp_cmd_hook, "the pre-push hook's work (run by the hook)" },
+	{ "report", tp_cmd_report, "print the optimizer report a push stored for a model" },
 };
 
 static void usage(FILE *f)

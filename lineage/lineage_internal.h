@@ -68,9 +68,6 @@ void tp_lineage_walk_free(tp_lineage_walk *w);
 
 /* ---- LFS pointers and blobs in git trees (pointer.c) ------------------- */
 
-/* Parse a git-lfs pointer file (spec v1). */
-bool tp_lineage_pointer_parse(const char *p, size_t n, char oid[TP_OID_HEXLEN + 1],
-			      uint64_t *size);
 /* Contents of the blob at path in tree into out (initialised here, capped
  * at cap). TP_ENOTFOUND when there is no blob there, TP_ETOOBIG (no
  * message) when it is larger than cap. */

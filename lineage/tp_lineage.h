@@ -85,5 +85,8 @@ void tp_lineage_paths_free(char **paths, size_t n);
  * repository's LFS storage (r may be NULL), else a blob of the local Hugging
  * Face cache. TP_ENOTFOUND if neither has it. */
 int tp_lineage_find_local(tp_git_repo *r, const char *oid, uint64_t size, char **path);
+/* Parse a git-lfs pointer file (spec v1): false when p is not one. */
+bool tp_lineage_pointer_parse(const char *p, size_t n, char oid[TP_OID_HEXLEN + 1],
+			      uint64_t *size);
 
 #endif
