@@ -485,3 +485,23 @@ json_get() {
 json_true() {
 	python3 -c "import json, sys; d = json.load(sys.stdin); sys.exit(0 if ($1) else 1)"
 }
+
+# For the llama.cpp cross-checks (t0160, t0175).
+# tenpak_ppl CODEC <OPTIMIZE.json: the ppl of candidate CODEC in tenpak
+# optimize's JSON (cJSON's layout: one "key": value per line).
+tenpak_ppl() {
+	awk -v want="$1" '
+		/"codec":/ { c = $0; sub(/.*"codec":[[:space:]]*"/, "", c); sub(/".*/, "", c) }
+		/"ppl":/ && c == want { v = $0; sub(/.*"ppl":[[:space:]]*/, "", v); sub(/,.*/, "", v);
+			print v; found = 1; exit }
+		END { exit !found }'
+}
+
+# close_to A B TOL: |A - B| / B < TOL (B a perplexity, so > 1).
+close_to() {
+	echo "llama.cpp $1 tenpak $2" &&
+	awk -v a="$1" -v b="$2" -v tol="$3" "BEGIN {
+		d = (a - b) / b; if (d < 0) d = -d;
+		printf \"relative difference %.3g\n\", d;
+		exit !(b > 1 && d < tol) }"
+}

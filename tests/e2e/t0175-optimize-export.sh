@@ -14,24 +14,6 @@ DATA=$(cd "$(dirname "$0")/../data" && pwd)
 CHECK=${TP_EXPORT_CHECK:-$(dirname "$TENPAK")/tp-export-check}
 TP_GGUF=${TP_GGUF:-$(dirname "$TENPAK")/tp-gguf}
 
-# tenpak_ppl CODEC <OPTIMIZE.json: candidate CODEC's ppl (as in t0160).
-tenpak_ppl() {
-	awk -v want="$1" '
-		/"codec":/ { c = $0; sub(/.*"codec":[[:space:]]*"/, "", c); sub(/".*/, "", c) }
-		/"ppl":/ && c == want { v = $0; sub(/.*"ppl":[[:space:]]*/, "", v); sub(/,.*/, "", v);
-			print v; found = 1; exit }
-		END { exit !found }'
-}
-
-# close_to A B TOL: |A - B| / B < TOL (B a perplexity, so > 1).
-close_to() {
-	echo "llama.cpp $1 tenpak $2" &&
-	awk -v a="$1" -v b="$2" -v tol="$3" "BEGIN {
-		d = (a - b) / b; if (d < 0) d = -d;
-		printf \"relative difference %.3g\n\", d;
-		exit !(b > 1 && d < tol) }"
-}
-
 test_expect_success 'setup: the fixture model and 1024 tokens of text' '
 	mkdir model &&
 	cp "$DATA/eval/config.json" "$DATA/eval/tokenizer.json" model/ &&
