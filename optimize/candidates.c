@@ -35,6 +35,26 @@ int tp_candidate_stats_finish(tp_candidate_stats *st, const char *dir)
 	return 0;
 }
 
+int tp_optimize_weights_path(const char *dir, const char *weights, char **out)
+{
+	char *path = NULL;
+	int rc = 0;
+	if (weights)
+		path = strdup(weights);
+	else if ((rc = tp_path_join(&path, dir, "model.safetensors")) == 0 &&
+		 !tp_fs_is_regular(path)) {
+		free(path);
+		path = NULL;
+		rc = tp_path_join(&path, dir, "model.safetensors.index.json");
+	}
+	if (rc < 0)
+		return rc;
+	if (!path)
+		return tp_error_set(TP_ENOMEM, "out of memory");
+	*out = path;
+	return 0;
+}
+
 int tp_optimize_source_dtype(const char *dir, const char *weights, const char **codec,
 			     unsigned *bits)
 {
@@ -42,18 +62,8 @@ int tp_optimize_source_dtype(const char *dir, const char *weights, const char **
 	size_t nshards = 0;
 	tp_safetensors *st = NULL;
 	int rc = 0;
-	if (weights)
-		path = strdup(weights);
-	else if ((rc = tp_path_join(&path, dir, "model.safetensors")) == 0 &&
-		 access(path, R_OK) != 0) {
-		free(path);
-		path = NULL;
-		rc = tp_path_join(&path, dir, "model.safetensors.index.json");
-	}
-	if (rc < 0 || !path) {
-		rc = rc < 0 ? rc : tp_error_set(TP_ENOMEM, "out of memory");
+	if ((rc = tp_optimize_weights_path(dir, weights, &path)) < 0)
 		goto done;
-	}
 	if (tp_safetensors_is_index(path)) {
 		if ((rc = tp_safetensors_index_shards(&shards, &nshards, path)) < 0)
 			goto done;

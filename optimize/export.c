@@ -18,7 +18,7 @@
 
 #include "tp_array.h"
 #include "tp_delta.h"
-#include "tp_optimize.h"
+#include "quant_internal.h"
 
 #define CONFIG_MAX (4u << 20)
 #define SMALL_FILE_MAX (64u << 20)
@@ -184,18 +184,8 @@ static int sources_open(sources *s, const char *dir, const char *weights)
 	char *path = NULL, **shards = NULL;
 	size_t n = 1;
 	int rc = 0;
-	if (weights)
-		path = strdup(weights);
-	else if ((rc = tp_path_join(&path, dir, "model.safetensors")) == 0 &&
-		 !tp_fs_is_regular(path)) {
-		free(path);
-		path = NULL;
-		rc = tp_path_join(&path, dir, "model.safetensors.index.json");
-	}
-	if (rc < 0 || !path) {
-		rc = rc < 0 ? rc : tp_error_set(TP_ENOMEM, "out of memory");
+	if ((rc = tp_optimize_weights_path(dir, weights, &path)) < 0)
 		goto done;
-	}
 	if (tp_safetensors_is_index(path)) {
 		if ((rc = tp_safetensors_index_shards(&shards, &n, path)) < 0)
 			goto done;

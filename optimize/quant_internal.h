@@ -23,6 +23,10 @@ double tp_quant_now_s(void);
 void tp_candidate_stats_count(tp_candidate_stats *st, size_t rows, size_t cols, size_t packed,
 			      unsigned source_bits);
 int tp_candidate_stats_finish(tp_candidate_stats *st, const char *dir);
+/* The weights file of dir: weights when given, else dir/model.safetensors
+ * if it is a regular file, else dir/model.safetensors.index.json (*out
+ * malloc'd). */
+int tp_optimize_weights_path(const char *dir, const char *weights, char **out);
 
 /* Defines format variable var called name; dequant_rows is its
  * dequantize_rows, and dequantize is that over all rows. */
