@@ -1,0 +1,21 @@
+/* Shared between the host sources of optimize/cuda (C only; not installed). */
+#ifndef TP_CUDA_HOST_H
+#define TP_CUDA_HOST_H
+
+#include "cuda_internal.h"
+#include "tp_cuda.h"
+
+/* Check that a device is usable and load the kernels' constant tables,
+ * once per process. TP_EUNSUPPORTED without a GPU. */
+int tp_cuda_init(void);
+/* tp_error_set for a failed CUDA call e (a cudaError_t) doing what;
+ * returns TP_EIO (TP_ENOMEM for an allocation failure). */
+int tp_cuda_fail(int e, const char *what);
+/* The kernels' view of a layer made by tp_cuda_linear_new and its device
+ * bias (NULL when none); NULL for other layers. */
+const tp_cuda_wfmt *tp_cuda_linear_wfmt(const tp_linear *l, const float **bias);
+/* tp_cuda_linear_new reading a non-packed src through forward on pool. */
+int tp_cuda_linear_new_pool(tp_linear **out, const tp_linear *src, tp_pool *pool);
+double tp_cuda_now_s(void);
+
+#endif

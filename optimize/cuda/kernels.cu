@@ -1,0 +1,537 @@
+/*
+ * The CUDA kernels: one decoder per packed format (wget: the value of
+ * w[r][c], bit for bit what the format's plain-C dequantize gives), a
+ * warp-per-row GEMV for single tokens, a shared-memory tiled GEMM for
+ * batches, and the transformer's elementwise and attention kernels
+ * mirroring runtime/forward.c. Products that must equal the CPU's bits
+ * (dequantization) use __fmul_rn / __fadd_rn so nvcc cannot fuse them.
+ */
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "cuda_internal.h"
+
+__constant__ float c_nf4[16];
+__constant__ float c_dq[256];
+
+typedef unsigned long long u64;
+
+static int launched(void)
+{
+	return (int)cudaGetLastError();
+}
+
+static unsigned blocks_for(u64 count, unsigned threads)
+{
+	u64 b = (count + threads - 1) / threads;
+	return (unsigned)(b > 65535u * 8u ? 65535u * 8u : (b ? b : 1));
+}
+
+/* ---- decoding one weight ------------------------------------------------
+ * Host and device code: the host build of wget runs in the tests on
+ * machines without a GPU (tp_cuda_k_dequantize_host), so the layouts are
+ * checked everywhere; kernels.cu is compiled with -ffp-contract=off for the
+ * host so that its products round as the CPU formats' do. */
+
+#define HD __host__ __device__ __forceinline__
+
+static float h_nf4[16], h_dq[256];
+
+#ifdef __CUDA_ARCH__
+#define FMUL(a, b) __fmul_rn(a, b)
+#define FADD(a, b) __fadd_rn(a, b)
+#define FSUB(a, b) __fsub_rn(a, b)
+#define NF4_CODE(i) c_nf4[i]
+#define DQ_CODE(i) c_dq[i]
+#else
+#define FMUL(a, b) ((a) * (b))
+#define FADD(a, b) ((a) + (b))
+#define FSUB(a, b) ((a) - (b))
+#define NF4_CODE(i) h_nf4[i]
+#define DQ_CODE(i) h_dq[i]
+#endif
+
+HD float bits_float(uint32_t v)
+{
+#ifdef __CUDA_ARCH__
+	return __uint_as_float(v);
+#else
+	float f;
+	memcpy(&f, &v, 4);
+	return f;
+#endif
+}
+
+HD float ld_f32(const uint8_t *p)
+{
+	return bits_float((uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+			  (uint32_t)p[3] << 24);
+}
+
+HD uint16_t ld_u16(const uint8_t *p)
+{
+	return (uint16_t)(p[0] | p[1] << 8);
+}
+
+HD float fp16f(uint16_t h)
+{
+	return __half2float(__ushort_as_half(h));
+}
+
+/* Code i of a bits-wide LSB-first stream (bits <= 8: at most 2 bytes;
+ * the second is read only when the code reaches into it). */
+HD unsigned bits_get(const uint8_t *p, u64 i, int bits)
+{
+	u64 bit = i * (u64)bits;
+	unsigned sh = (unsigned)(bit & 7), v = p[bit >> 3];
+	if (sh + (unsigned)bits > 8)
+		v |= (unsigned)p[(bit >> 3) + 1] << 8;
+	return (v >> sh) & ((1u << bits) - 1u);
+}
+
+HD u64 bits_bytes(u64 n, int bits)
+{
+	return (n * (u64)bits + 7) / 8;
+}
+
+/* rtnB_gG: (q - zero) * scale (group.c group_decode). */
+HD float group_get(const uint8_t *p, int bits, u64 group, u64 rows, u64 cols, u64 r, u64 c)
+{
+	u64 ngr = (cols + group - 1) / group, ng = rows * ngr, g = r * ngr + c / group;
+	const uint8_t *zp = p + 2 * ng, *qp = zp + bits_bytes(ng, bits);
+	float s = fp16f(ld_u16(p + 2 * g));
+	int z = (int)bits_get(zp, g, bits), q = (int)bits_get(qp, r * cols + c, bits);
+	return FMUL((float)(q - z), s);
+}
+
+HD float wget(const tp_cuda_wfmt &f, u64 r, u64 c)
+{
+	const uint8_t *p = f.p;
+	u64 rows = f.rows, cols = f.cols;
+	switch (f.kind) {
+	case TP_CUDA_F32:
+		return ((const float *)p)[r * cols + c];
+	case TP_CUDA_FP16:
+		return fp16f(((const uint16_t *)p)[r * cols + c]);
+	case TP_CUDA_BF16:
+		return bits_float((uint32_t)((const uint16_t *)p)[r * cols + c] << 16);
+	case TP_CUDA_INT8: {
+		int8_t q = (int8_t)p[4 * rows + r * cols + c];
+		return FMUL((float)q, ld_f32(p + 4 * r));
+	}
+	case TP_CUDA_NF4: {
+		u64 i = r * cols + c, nb = (rows * cols + 63) / 64;
+		uint8_t b = p[4 * nb + i / 2];
+		unsigned q = i % 2 ? b & 0xfu : (unsigned)b >> 4;
+		return FMUL(NF4_CODE(q), ld_f32(p + 4 * (i / 64)));
+	}
+	case TP_CUDA_NF4_DQ: {
+		u64 i = r * cols + c, nb = (rows * cols + 63) / 64, nb2 = (nb + 255) / 256;
+		const uint8_t *q8 = p + 4 + 4 * nb2;
+		u64 b = i / 64;
+		float amax = FADD(FMUL(DQ_CODE(q8[b]), ld_f32(p + 4 + 4 * (b / 256))), ld_f32(p));
+		uint8_t by = q8[nb + i / 2];
+		unsigned q = i % 2 ? by & 0xfu : (unsigned)by >> 4;
+		return FMUL(NF4_CODE(q), amax);
+	}
+	case TP_CUDA_GROUP:
+		return group_get(p, f.bits, f.group, rows, cols, r, c);
+	case TP_CUDA_RESIDUAL:
+		return FADD(group_get(p, 4, 128, rows, cols, r, c),
+			    group_get(p + f.off2, 2, 128, rows, cols, r, c));
+	case TP_CUDA_Q8_0: {
+		const uint8_t *y = p + r * (cols / 32) * 34 + (c / 32) * 34;
+		return FMUL((float)(int8_t)y[2 + c % 32], fp16f(ld_u16(y)));
+	}
+	case TP_CUDA_Q4_0: {
+		const uint8_t *y = p + r * (cols / 32) * 18 + (c / 32) * 18;
+		unsigned j = (unsigned)(c % 32), b = y[2 + j % 16];
+		int q = (int)(j < 16 ? b & 0xfu : b >> 4);
+		return FMUL((float)(q - 8), fp16f(ld_u16(y)));
+	}
+	case TP_CUDA_Q5_0: {
+		const uint8_t *y = p + r * (cols / 32) * 22 + (c / 32) * 22;
+		unsigned j = (unsigned)(c % 32), b = y[6 + j % 16];
+		uint32_t qh = (uint32_t)y[2] | (uint32_t)y[3] << 8 | (uint32_t)y[4] << 16 |
+			      (uint32_t)y[5] << 24;
+		int q = (int)((j < 16 ? b & 0xfu : b >> 4) | ((qh >> j) & 1u) << 4);
+		return FMUL((float)(q - 16), fp16f(ld_u16(y)));
+	}
+	case TP_CUDA_Q4_K: {
+		const uint8_t *y = p + r * (cols / 256) * 144 + (c / 256) * 144;
+		unsigned k = (unsigned)(c % 256), j = k / 32, l = k % 32;
+		const uint8_t *sc12 = y + 4;
+		int sc, m;
+		if (j < 4) {
+			sc = sc12[j] & 63;
+			m = sc12[j + 4] & 63;
+		} else {
+			sc = (sc12[j + 4] & 0xf) | ((sc12[j - 4] >> 6) << 4);
+			m = (sc12[j + 4] >> 4) | ((sc12[j] >> 6) << 4);
+		}
+		float d1 = FMUL(fp16f(ld_u16(y)), (float)sc);
+		float m1 = FMUL(fp16f(ld_u16(y + 2)), (float)m);
+		uint8_t qb = y[16 + (j / 2) * 32 + l];
+		unsigned v = j % 2 ? (unsigned)qb >> 4 : qb & 0xfu;
+		return FSUB(FMUL(d1, (float)v), m1);
+	}
+	}
+	return bits_float(0x7fc00000u); /* unknown kind: NaN, loudly */
+}
+
+__global__ void k_dequantize(tp_cuda_wfmt f, u64 r0, u64 r1, float *out)
+{
+	u64 total = (r1 - r0) * f.cols;
+	for (u64 i = blockIdx.x * (u64)blockDim.x + threadIdx.x; i < total;
+	     i += (u64)gridDim.x * blockDim.x)
+		out[i] = wget(f, r0 + i / f.cols, i % f.cols);
+}
+
+/* ---- products ----------------------------------------------------------- */
+
+#define GEMV_WARPS 8
+
+/* One warp per output row; each lane sums every 32nd column, then the
+ * lanes' sums are added pairwise. */
+__global__ void k_gemv(tp_cuda_wfmt f, const float *bias, const float *x, float *y)
+{
+	u64 r = (u64)blockIdx.x * GEMV_WARPS + threadIdx.x / 32;
+	unsigned lane = threadIdx.x % 32;
+	if (r >= f.rows)
+		return;
+	float acc = 0.0f;
+	for (u64 c = lane; c < f.cols; c += 32)
+		acc += x[c] * wget(f, r, c);
+	for (int o = 16; o > 0; o /= 2)
+		acc += __shfl_xor_sync(0xffffffffu, acc, o);
+	if (lane == 0)
+		y[r] = acc + (bias ? bias[r] : 0.0f);
+}
+
+#define TM 64 /* tokens per tile */
+#define TN 64 /* output rows per tile */
+#define TK 16
+
+/* 256 threads, each 4 tokens x 4 rows of a 64 x 64 tile; x and w tiles of
+ * TK columns through shared memory, w decoded as it is loaded. */
+__global__ void __launch_bounds__(256) k_gemm(tp_cuda_wfmt f, const float *bias,
+					       const float *x, u64 n, float *y, u64 ldy)
+{
+	__shared__ float xs[TK][TM + 4];
+	__shared__ float ws[TK][TN + 4];
+	u64 t0 = (u64)blockIdx.y * TM, r0 = (u64)blockIdx.x * TN;
+	unsigned tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
+	float acc[4][4] = {};
+	for (u64 k0 = 0; k0 < f.cols; k0 += TK) {
+		for (unsigned i = tid; i < TM * TK; i += 256) {
+			unsigned row = i / TK, kk = i % TK;
+			u64 t = t0 + row, c = k0 + kk;
+			xs[kk][row] = t < n && c < f.cols ? x[t * f.cols + c] : 0.0f;
+			u64 r = r0 + row;
+			ws[kk][row] = r < f.rows && c < f.cols ? wget(f, r, c) : 0.0f;
+		}
+		__syncthreads();
+#pragma unroll
+		for (unsigned kk = 0; kk < TK; kk++) {
+			float a[4], b[4];
+#pragma unroll
+			for (int i = 0; i < 4; i++) {
+				a[i] = xs[kk][ty * 4 + i];
+				b[i] = ws[kk][tx * 4 + i];
+			}
+#pragma unroll
+			for (int i = 0; i < 4; i++)
+#pragma unroll
+				for (int j = 0; j < 4; j++)
+					acc[i][j] += a[i] * b[j];
+		}
+		__syncthreads();
+	}
+	for (int i = 0; i < 4; i++) {
+		u64 t = t0 + ty * 4 + i;
+		if (t >= n)
+			continue;
+		for (int j = 0; j < 4; j++) {
+			u64 r = r0 + tx * 4 + j;
+			if (r < f.rows)
+				y[t * ldy + r] = acc[i][j] + (bias ? bias[r] : 0.0f);
+		}
+	}
+}
+
+/* ---- transformer pieces -------------------------------------------------- */
+
+__global__ void k_embed(const float *embed, const int32_t *ids, u64 n, u64 dim, float *x)
+{
+	for (u64 i = blockIdx.x * (u64)blockDim.x + threadIdx.x; i < n * dim;
+	     i += (u64)gridDim.x * blockDim.x)
+		x[i] = embed[(u64)ids[i / dim] * dim + i % dim];
+}
+
+/* One block of 256 per row; the sum of squares in double as forward.c. */
+__global__ void k_rms_norm(const float *x, const float *w, u64 dim, double eps, float *out)
+{
+	__shared__ double part[256];
+	const float *xr = x + blockIdx.x * dim;
+	float *o = out + blockIdx.x * dim;
+	double ss = 0;
+	for (u64 i = threadIdx.x; i < dim; i += blockDim.x)
+		ss += (double)xr[i] * xr[i];
+	part[threadIdx.x] = ss;
+	__syncthreads();
+	for (unsigned s = blockDim.x / 2; s > 0; s /= 2) {
+		if (threadIdx.x < s)
+			part[threadIdx.x] += part[threadIdx.x + s];
+		__syncthreads();
+	}
+	float r = (float)(1.0 / sqrt((double)(float)(part[0] / (double)dim) + eps));
+	for (u64 i = threadIdx.x; i < dim; i += blockDim.x)
+		o[i] = __fmul_rn(w[i], __fmul_rn(xr[i], r));
+}
+
+__global__ void k_rope(float *v, u64 n, u64 nheads, u64 hd, u64 pos0, double pos_div,
+		       const float *inv_freq)
+{
+	u64 half = hd / 2, total = n * nheads * half;
+	for (u64 i = blockIdx.x * (u64)blockDim.x + threadIdx.x; i < total;
+	     i += (u64)gridDim.x * blockDim.x) {
+		u64 d = i % half, th = i / half, t = th / nheads;
+		float pos = (float)((double)(pos0 + t) / pos_div);
+		float ang = __fmul_rn(pos, inv_freq[d]), cs = cosf(ang), sn = sinf(ang);
+		float *p = v + th * hd;
+		float a = p[d], b = p[d + half];
+		p[d] = __fsub_rn(__fmul_rn(a, cs), __fmul_rn(b, sn));
+		p[d + half] = __fadd_rn(__fmul_rn(b, cs), __fmul_rn(a, sn));
+	}
+}
+
+__global__ void k_cache_store(float *k, float *v, const float *kb, const float *vb, u64 n,
+			      u64 kv_heads, u64 hd, u64 max_ctx, u64 pos)
+{
+	u64 total = n * kv_heads * hd;
+	for (u64 i = blockIdx.x * (u64)blockDim.x + threadIdx.x; i < total;
+	     i += (u64)gridDim.x * blockDim.x) {
+		u64 d = i % hd, g = (i / hd) % kv_heads, t = i / hd / kv_heads;
+		u64 at = (g * max_ctx + pos + t) * hd + d;
+		k[at] = kb[i];
+		v[at] = vb[i];
+	}
+}
+
+#define ATT_THREADS 128
+#define ATT_MAX_HD 256
+
+/* Block (head h, query t): scores over positions < pos0 + t + 1 in dynamic
+ * shared memory (a warp per key), max, exp and the sum in double, then the
+ * weighted values (a thread per dimension). */
+__global__ void __launch_bounds__(ATT_THREADS) k_attention(const float *q, const float *k,
+							   const float *v, float *att, u64 heads,
+							   u64 kv_heads, u64 hd, u64 max_ctx,
+							   u64 pos0)
+{
+	extern __shared__ float s[];
+	__shared__ float qs[ATT_MAX_HD];
+	__shared__ float fred[ATT_THREADS / 32];
+	__shared__ double dred[ATT_THREADS / 32];
+	u64 h = blockIdx.x, t = blockIdx.y, g = h / (heads / kv_heads);
+	u64 len = pos0 + t + 1;
+	const float *K = k + g * max_ctx * hd, *V = v + g * max_ctx * hd;
+	unsigned tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+	float scale = 1.0f / sqrtf((float)hd);
+	for (u64 d = tid; d < hd; d += ATT_THREADS)
+		qs[d] = q[(t * heads + h) * hd + d];
+	__syncthreads();
+	for (u64 p = warp; p < len; p += ATT_THREADS / 32) {
+		float dot = 0.0f;
+		for (u64 d = lane; d < hd; d += 32)
+			dot += qs[d] * K[p * hd + d];
+		for (int o = 16; o > 0; o /= 2)
+			dot += __shfl_xor_sync(0xffffffffu, dot, o);
+		if (lane == 0)
+			s[p] = __fmul_rn(dot, scale);
+	}
+	__syncthreads();
+	float mx = -INFINITY;
+	for (u64 p = tid; p < len; p += ATT_THREADS)
+		mx = fmaxf(mx, s[p]);
+	for (int o = 16; o > 0; o /= 2)
+		mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+	if (lane == 0)
+		fred[warp] = mx;
+	__syncthreads();
+	mx = fred[0];
+	for (int w = 1; w < ATT_THREADS / 32; w++)
+		mx = fmaxf(mx, fred[w]);
+	double sum = 0;
+	for (u64 p = tid; p < len; p += ATT_THREADS) {
+		float e = expf(__fsub_rn(s[p], mx));
+		s[p] = e;
+		sum += e;
+	}
+	for (int o = 16; o > 0; o /= 2)
+		sum += __shfl_xor_sync(0xffffffffu, sum, o);
+	if (lane == 0)
+		dred[warp] = sum;
+	__syncthreads();
+	sum = 0;
+	for (int w = 0; w < ATT_THREADS / 32; w++)
+		sum += dred[w];
+	float inv = (float)(1.0 / sum);
+	for (u64 d = tid; d < hd; d += ATT_THREADS) {
+		float o = 0.0f;
+		for (u64 p = 0; p < len; p++)
+			o += __fmul_rn(s[p], inv) * V[p * hd + d];
+		att[(t * heads + h) * hd + d] = o;
+	}
+}
+
+__global__ void k_swiglu(float *g, const float *u, u64 count)
+{
+	for (u64 i = blockIdx.x * (u64)blockDim.x + threadIdx.x; i < count;
+	     i += (u64)gridDim.x * blockDim.x)
+		g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
+__global__ void k_add(float *x, const float *d, u64 count)
+{
+	for (u64 i = blockIdx.x * (u64)blockDim.x + threadIdx.x; i < count;
+	     i += (u64)gridDim.x * blockDim.x)
+		x[i] += d[i];
+}
+
+/* ---- launchers ---------------------------------------------------------- */
+
+/* Scores of up to this many positions fit next to the static buffers in
+ * the 48 KiB of shared memory every architecture gives without opt-in. */
+#define ATT_MAX_CTX 10240
+
+extern "C" {
+
+int tp_cuda_k_set_codes(const float nf4[16], const float dq[256])
+{
+	cudaError_t e = cudaMemcpyToSymbol(c_nf4, nf4, 16 * sizeof(float));
+	if (e == cudaSuccess)
+		e = cudaMemcpyToSymbol(c_dq, dq, 256 * sizeof(float));
+	return (int)e;
+}
+
+void tp_cuda_k_set_codes_host(const float nf4[16], const float dq[256])
+{
+	memcpy(h_nf4, nf4, sizeof(h_nf4));
+	memcpy(h_dq, dq, sizeof(h_dq));
+}
+
+void tp_cuda_k_dequantize_host(const tp_cuda_wfmt *f, uint64_t r0, uint64_t r1, float *out)
+{
+	for (u64 r = r0; r < r1; r++)
+		for (u64 c = 0; c < f->cols; c++)
+			out[(r - r0) * f->cols + c] = wget(*f, r, c);
+}
+
+int tp_cuda_k_dequantize(const tp_cuda_wfmt *f, uint64_t r0, uint64_t r1, float *out)
+{
+	u64 total = (r1 - r0) * f->cols;
+	if (total == 0)
+		return 0;
+	k_dequantize<<<blocks_for(total, 256), 256>>>(*f, r0, r1, out);
+	return launched();
+}
+
+int tp_cuda_k_linear(const tp_cuda_wfmt *f, const float *bias, const float *x, uint64_t n,
+		     float *y, uint64_t ldy)
+{
+	if (n == 0 || f->rows == 0)
+		return 0;
+	if (n == 1) {
+		unsigned blocks = (unsigned)((f->rows + GEMV_WARPS - 1) / GEMV_WARPS);
+		k_gemv<<<blocks, 32 * GEMV_WARPS>>>(*f, bias, x, y);
+		return launched();
+	}
+	if ((n + TM - 1) / TM > 65535)
+		return (int)cudaErrorInvalidValue;
+	dim3 grid((unsigned)((f->rows + TN - 1) / TN), (unsigned)((n + TM - 1) / TM));
+	k_gemm<<<grid, 256>>>(*f, bias, x, n, y, ldy);
+	return launched();
+}
+
+int tp_cuda_k_embed(const float *embed, const int32_t *ids, uint64_t n, uint64_t dim, float *x)
+{
+	if (n * dim == 0)
+		return 0;
+	k_embed<<<blocks_for(n * dim, 256), 256>>>(embed, ids, n, dim, x);
+	return launched();
+}
+
+int tp_cuda_k_rms_norm(const float *x, const float *w, uint64_t n, uint64_t dim, double eps,
+		       float *out)
+{
+	if (n == 0)
+		return 0;
+	if (n > 0x7fffffffu)
+		return (int)cudaErrorInvalidValue;
+	k_rms_norm<<<(unsigned)n, 256>>>(x, w, dim, eps, out);
+	return launched();
+}
+
+int tp_cuda_k_rope(float *v, uint64_t n, uint64_t nheads, uint64_t hd, uint64_t pos0,
+		   double pos_div, const float *inv_freq)
+{
+	u64 total = n * nheads * (hd / 2);
+	if (total == 0)
+		return 0;
+	k_rope<<<blocks_for(total, 256), 256>>>(v, n, nheads, hd, pos0, pos_div, inv_freq);
+	return launched();
+}
+
+int tp_cuda_k_cache_store(float *k, float *v, const float *kb, const float *vb, uint64_t n,
+			  uint64_t kv_heads, uint64_t hd, uint64_t max_ctx, uint64_t pos)
+{
+	u64 total = n * kv_heads * hd;
+	if (total == 0)
+		return 0;
+	k_cache_store<<<blocks_for(total, 256), 256>>>(k, v, kb, vb, n, kv_heads, hd, max_ctx,
+						       pos);
+	return launched();
+}
+
+uint64_t tp_cuda_k_attention_max_ctx(void)
+{
+	return ATT_MAX_CTX;
+}
+
+int tp_cuda_k_attention(const float *q, const float *k, const float *v, float *att, uint64_t n,
+			uint64_t heads, uint64_t kv_heads, uint64_t hd, uint64_t max_ctx,
+			uint64_t pos0)
+{
+	if (n == 0)
+		return 0;
+	if (hd > ATT_MAX_HD || pos0 + n > ATT_MAX_CTX || n > 65535 || heads > 0x7fffffffu ||
+	    kv_heads == 0 || heads % kv_heads)
+		return (int)cudaErrorInvalidValue;
+	dim3 grid((unsigned)heads, (unsigned)n);
+	size_t shared = (size_t)(pos0 + n) * sizeof(float);
+	k_attention<<<grid, ATT_THREADS, shared>>>(q, k, v, att, heads, kv_heads, hd, max_ctx,
+						   pos0);
+	return launched();
+}
+
+int tp_cuda_k_swiglu(float *g, const float *u, uint64_t count)
+{
+	if (count == 0)
+		return 0;
+	k_swiglu<<<blocks_for(count, 256), 256>>>(g, u, count);
+	return launched();
+}
+
+int tp_cuda_k_add(float *x, const float *d, uint64_t count)
+{
+	if (count == 0)
+		return 0;
+	k_add<<<blocks_for(count, 256), 256>>>(x, d, count);
+	return launched();
+}
+
+} /* extern "C" */
