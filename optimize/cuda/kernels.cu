@@ -1,5 +1,5 @@
 /*
- * The CUDA kernels: one decoder per packed format (wget: the value of
+ * The CUDA kernels: one decoder per packed format (wgetk: the value of
  * w[r][c], bit for bit what the format's plain-C dequantize gives), a
  * warp-per-row GEMV for single tokens, a shared-memory tiled GEMM for
  * batches, and the transformer's elementwise and attention kernels
@@ -31,12 +31,18 @@ static unsigned blocks_for(u64 count, unsigned threads)
 }
 
 /* ---- decoding one weight ------------------------------------------------
- * Host and device code: the host build of wget runs in the tests on
+ * Host and device code: the host build of the decoders runs in the tests on
  * machines without a GPU (tp_cuda_k_dequantize_host), so the layouts are
  * checked everywhere; kernels.cu is compiled with -ffp-contract=off for the
  * host so that its products round as the CPU formats' do. */
 
 #define HD __host__ __device__ __forceinline__
+/* #pragma unroll for nvcc's device pass only: the host compiler warns. */
+#ifdef __CUDA_ARCH__
+#define UNROLL _Pragma("unroll")
+#else
+#define UNROLL
+#endif
 
 static float h_nf4[16], h_dq[256];
 
@@ -107,28 +113,27 @@ HD float group_get(const uint8_t *p, int bits, u64 group, u64 rows, u64 cols, u6
 	return FMUL((float)(q - z), s);
 }
 
-HD float wget(const tp_cuda_wfmt &f, u64 r, u64 c)
+/* w[r][c] of a matrix of kind K (a template parameter: each kernel is
+ * compiled per format, without a switch in its loop). */
+template <int K> HD float wgetk(const tp_cuda_wfmt &f, u64 r, u64 c)
 {
 	const uint8_t *p = f.p;
 	u64 rows = f.rows, cols = f.cols;
-	switch (f.kind) {
-	case TP_CUDA_F32:
+	if constexpr (K == TP_CUDA_F32) {
 		return ((const float *)p)[r * cols + c];
-	case TP_CUDA_FP16:
+	} else if constexpr (K == TP_CUDA_FP16) {
 		return fp16f(((const uint16_t *)p)[r * cols + c]);
-	case TP_CUDA_BF16:
+	} else if constexpr (K == TP_CUDA_BF16) {
 		return bits_float((uint32_t)((const uint16_t *)p)[r * cols + c] << 16);
-	case TP_CUDA_INT8: {
+	} else if constexpr (K == TP_CUDA_INT8) {
 		int8_t q = (int8_t)p[4 * rows + r * cols + c];
 		return FMUL((float)q, ld_f32(p + 4 * r));
-	}
-	case TP_CUDA_NF4: {
+	} else if constexpr (K == TP_CUDA_NF4) {
 		u64 i = r * cols + c, nb = (rows * cols + 63) / 64;
 		uint8_t b = p[4 * nb + i / 2];
 		unsigned q = i % 2 ? b & 0xfu : (unsigned)b >> 4;
 		return FMUL(NF4_CODE(q), ld_f32(p + 4 * (i / 64)));
-	}
-	case TP_CUDA_NF4_DQ: {
+	} else if constexpr (K == TP_CUDA_NF4_DQ) {
 		u64 i = r * cols + c, nb = (rows * cols + 63) / 64, nb2 = (nb + 255) / 256;
 		const uint8_t *q8 = p + 4 + 4 * nb2;
 		u64 b = i / 64;
@@ -136,31 +141,28 @@ HD float wget(const tp_cuda_wfmt &f, u64 r, u64 c)
 		uint8_t by = q8[nb + i / 2];
 		unsigned q = i % 2 ? by & 0xfu : (unsigned)by >> 4;
 		return FMUL(NF4_CODE(q), amax);
-	}
-	case TP_CUDA_GROUP:
+	} else if constexpr (K == TP_CUDA_GROUP) {
 		return group_get(p, f.bits, f.group, rows, cols, r, c);
-	case TP_CUDA_RESIDUAL:
+	} else if constexpr (K == TP_CUDA_RESIDUAL) {
 		return FADD(group_get(p, 4, 128, rows, cols, r, c),
 			    group_get(p + f.off2, 2, 128, rows, cols, r, c));
-	case TP_CUDA_Q8_0: {
+	} else if constexpr (K == TP_CUDA_Q8_0) {
 		const uint8_t *y = p + r * (cols / 32) * 34 + (c / 32) * 34;
 		return FMUL((float)(int8_t)y[2 + c % 32], fp16f(ld_u16(y)));
-	}
-	case TP_CUDA_Q4_0: {
+	} else if constexpr (K == TP_CUDA_Q4_0) {
 		const uint8_t *y = p + r * (cols / 32) * 18 + (c / 32) * 18;
 		unsigned j = (unsigned)(c % 32), b = y[2 + j % 16];
 		int q = (int)(j < 16 ? b & 0xfu : b >> 4);
 		return FMUL((float)(q - 8), fp16f(ld_u16(y)));
-	}
-	case TP_CUDA_Q5_0: {
+	} else if constexpr (K == TP_CUDA_Q5_0) {
 		const uint8_t *y = p + r * (cols / 32) * 22 + (c / 32) * 22;
 		unsigned j = (unsigned)(c % 32), b = y[6 + j % 16];
 		uint32_t qh = (uint32_t)y[2] | (uint32_t)y[3] << 8 | (uint32_t)y[4] << 16 |
 			      (uint32_t)y[5] << 24;
 		int q = (int)((j < 16 ? b & 0xfu : b >> 4) | ((qh >> j) & 1u) << 4);
 		return FMUL((float)(q - 16), fp16f(ld_u16(y)));
-	}
-	case TP_CUDA_Q4_K: {
+	} else {
+		static_assert(K == TP_CUDA_Q4_K, "a kind without a decoder");
 		const uint8_t *y = p + r * (cols / 256) * 144 + (c / 256) * 144;
 		unsigned k = (unsigned)(c % 256), j = k / 32, l = k % 32;
 		const uint8_t *sc12 = y + 4;
@@ -178,33 +180,170 @@ HD float wget(const tp_cuda_wfmt &f, u64 r, u64 c)
 		unsigned v = j % 2 ? (unsigned)qb >> 4 : qb & 0xfu;
 		return FSUB(FMUL(d1, (float)v), m1);
 	}
-	}
-	return bits_float(0x7fc00000u); /* unknown kind: NaN, loudly */
 }
 
-__global__ void k_dequantize(tp_cuda_wfmt f, u64 r0, u64 r1, float *out)
+/* 8 weights of one group: its scale and zero read once (w += when add). */
+HD void group8(const uint8_t *p, int bits, u64 group, u64 rows, u64 cols, u64 r, u64 c0,
+	       float *w, bool add)
+{
+	u64 ngr = (cols + group - 1) / group, ng = rows * ngr, g = r * ngr + c0 / group;
+	const uint8_t *zp = p + 2 * ng, *qp = zp + bits_bytes(ng, bits);
+	float s = fp16f(ld_u16(p + 2 * g));
+	int z = (int)bits_get(zp, g, bits);
+	u64 i0 = r * cols + c0;
+UNROLL
+	for (int j = 0; j < 8; j++) {
+		float v = FMUL((float)((int)bits_get(qp, i0 + j, bits) - z), s);
+		w[j] = add ? FADD(w[j], v) : v;
+	}
+}
+
+/*
+ * w[0..7] = w[r][c0..c0+7] for c0 % 8 == 0 and c0 + 8 <= cols: the block
+ * parameters the 8 share (every format's blocks are multiples of 8 along a
+ * row) read once. The same values as wgetk, bit for bit.
+ */
+template <int K> HD void get8(const tp_cuda_wfmt &f, u64 r, u64 c0, float *w)
+{
+	const uint8_t *p = f.p;
+	u64 rows = f.rows, cols = f.cols;
+	if constexpr (K == TP_CUDA_INT8) {
+		float s = ld_f32(p + 4 * r);
+		const uint8_t *q = p + 4 * rows + r * cols + c0;
+UNROLL
+		for (int j = 0; j < 8; j++)
+			w[j] = FMUL((float)(int8_t)q[j], s);
+	} else if constexpr (K == TP_CUDA_NF4 || K == TP_CUDA_NF4_DQ) {
+		u64 i0 = r * cols + c0, nb = (rows * cols + 63) / 64, b = i0 / 64;
+		if (i0 % 8) { /* cols % 8 != 0: blocks fall across the 8 */
+UNROLL
+			for (int j = 0; j < 8; j++)
+				w[j] = wgetk<K>(f, r, c0 + j);
+			return;
+		}
+		const uint8_t *nib;
+		float amax;
+		if constexpr (K == TP_CUDA_NF4) {
+			amax = ld_f32(p + 4 * b);
+			nib = p + 4 * nb;
+		} else {
+			u64 nb2 = (nb + 255) / 256;
+			const uint8_t *q8 = p + 4 + 4 * nb2;
+			amax = FADD(FMUL(DQ_CODE(q8[b]), ld_f32(p + 4 + 4 * (b / 256))), ld_f32(p));
+			nib = q8 + nb;
+		}
+UNROLL
+		for (int j = 0; j < 8; j += 2) {
+			uint8_t by = nib[(i0 + j) / 2];
+			w[j] = FMUL(NF4_CODE(by >> 4), amax);
+			w[j + 1] = FMUL(NF4_CODE(by & 0xfu), amax);
+		}
+	} else if constexpr (K == TP_CUDA_GROUP) {
+		if (f.group % 8) {
+UNROLL
+			for (int j = 0; j < 8; j++)
+				w[j] = wgetk<K>(f, r, c0 + j);
+			return;
+		}
+		group8(p, f.bits, f.group, rows, cols, r, c0, w, false);
+	} else if constexpr (K == TP_CUDA_RESIDUAL) {
+		group8(p, 4, 128, rows, cols, r, c0, w, false);
+		group8(p + f.off2, 2, 128, rows, cols, r, c0, w, true);
+	} else if constexpr (K == TP_CUDA_Q8_0) {
+		const uint8_t *y = p + r * (cols / 32) * 34 + (c0 / 32) * 34;
+		float d = fp16f(ld_u16(y));
+UNROLL
+		for (int j = 0; j < 8; j++)
+			w[j] = FMUL((float)(int8_t)y[2 + c0 % 32 + j], d);
+	} else if constexpr (K == TP_CUDA_Q4_0 || K == TP_CUDA_Q5_0) {
+		const uint8_t *y = p + r * (cols / 32) * (K == TP_CUDA_Q4_0 ? 18 : 22) +
+				   (c0 / 32) * (K == TP_CUDA_Q4_0 ? 18 : 22);
+		float d = fp16f(ld_u16(y));
+		unsigned j0 = (unsigned)(c0 % 32), sh = j0 < 16 ? 0 : 4;
+		uint32_t qh = 0;
+		const uint8_t *qs = y + 2;
+		if constexpr (K == TP_CUDA_Q5_0) {
+			qh = (uint32_t)y[2] | (uint32_t)y[3] << 8 | (uint32_t)y[4] << 16 |
+			     (uint32_t)y[5] << 24;
+			qs = y + 6;
+		}
+UNROLL
+		for (int j = 0; j < 8; j++) {
+			unsigned jj = j0 + (unsigned)j;
+			int q = (int)((qs[jj % 16] >> sh) & 0xfu);
+			if constexpr (K == TP_CUDA_Q5_0)
+				q |= (int)((qh >> jj) & 1u) << 4;
+			w[j] = FMUL((float)(q - (K == TP_CUDA_Q4_0 ? 8 : 16)), d);
+		}
+	} else if constexpr (K == TP_CUDA_Q4_K) {
+		const uint8_t *y = p + r * (cols / 256) * 144 + (c0 / 256) * 144;
+		unsigned k = (unsigned)(c0 % 256), jb = k / 32, l0 = k % 32;
+		const uint8_t *sc12 = y + 4;
+		int sc, m;
+		if (jb < 4) {
+			sc = sc12[jb] & 63;
+			m = sc12[jb + 4] & 63;
+		} else {
+			sc = (sc12[jb + 4] & 0xf) | ((sc12[jb - 4] >> 6) << 4);
+			m = (sc12[jb + 4] >> 4) | ((sc12[jb] >> 6) << 4);
+		}
+		float d1 = FMUL(fp16f(ld_u16(y)), (float)sc);
+		float m1 = FMUL(fp16f(ld_u16(y + 2)), (float)m);
+		const uint8_t *q = y + 16 + (jb / 2) * 32 + l0;
+		unsigned sh = jb % 2 ? 4 : 0;
+UNROLL
+		for (int j = 0; j < 8; j++)
+			w[j] = FSUB(FMUL(d1, (float)((q[j] >> sh) & 0xfu)), m1);
+	} else {
+UNROLL
+		for (int j = 0; j < 8; j++)
+			w[j] = wgetk<K>(f, r, c0 + j);
+	}
+}
+
+/* Rows r0..r1 as wgetk / get8 give them: the host runs it for the tests. */
+template <int K> HD void dequant_row(const tp_cuda_wfmt &f, u64 r, float *out)
+{
+	u64 c = 0;
+	for (; c + 8 <= f.cols; c += 8)
+		get8<K>(f, r, c, out + c);
+	for (; c < f.cols; c++)
+		out[c] = wgetk<K>(f, r, c);
+}
+
+template <int K> __global__ void k_dequantize(tp_cuda_wfmt f, u64 r0, u64 r1, float *out)
 {
 	u64 total = (r1 - r0) * f.cols;
 	for (u64 i = blockIdx.x * (u64)blockDim.x + threadIdx.x; i < total;
 	     i += (u64)gridDim.x * blockDim.x)
-		out[i] = wget(f, r0 + i / f.cols, i % f.cols);
+		out[i] = wgetk<K>(f, r0 + i / f.cols, i % f.cols);
 }
 
 /* ---- products ----------------------------------------------------------- */
 
 #define GEMV_WARPS 8
 
-/* One warp per output row; each lane sums every 32nd column, then the
+/* One warp per output row; lane l takes 8 consecutive columns of every
+ * 256 (a warp reads one contiguous stretch of the row per step), then the
  * lanes' sums are added pairwise. */
-__global__ void k_gemv(tp_cuda_wfmt f, const float *bias, const float *x, float *y)
+template <int K> __global__ void k_gemv(tp_cuda_wfmt f, const float *bias, const float *x,
+					float *y)
 {
 	u64 r = (u64)blockIdx.x * GEMV_WARPS + threadIdx.x / 32;
 	unsigned lane = threadIdx.x % 32;
 	if (r >= f.rows)
 		return;
 	float acc = 0.0f;
-	for (u64 c = lane; c < f.cols; c += 32)
-		acc += x[c] * wget(f, r, c);
+	u64 full = f.cols / 8 * 8;
+	for (u64 c0 = (u64)lane * 8; c0 < full; c0 += 256) {
+		float w[8];
+		get8<K>(f, r, c0, w);
+UNROLL
+		for (int j = 0; j < 8; j++)
+			acc += x[c0 + j] * w[j];
+	}
+	for (u64 c = full + lane; c < f.cols; c += 32)
+		acc += x[c] * wgetk<K>(f, r, c);
 	for (int o = 16; o > 0; o /= 2)
 		acc += __shfl_xor_sync(0xffffffffu, acc, o);
 	if (lane == 0)
@@ -216,9 +355,11 @@ __global__ void k_gemv(tp_cuda_wfmt f, const float *bias, const float *x, float 
 #define TK 16
 
 /* 256 threads, each 4 tokens x 4 rows of a 64 x 64 tile; x and w tiles of
- * TK columns through shared memory, w decoded as it is loaded. */
-__global__ void __launch_bounds__(256) k_gemm(tp_cuda_wfmt f, const float *bias,
-					       const float *x, u64 n, float *y, u64 ldy)
+ * TK columns through shared memory, w decoded 8 columns at a time as it is
+ * loaded. */
+template <int K>
+__global__ void __launch_bounds__(256) k_gemm(tp_cuda_wfmt f, const float *bias, const float *x,
+					       u64 n, float *y, u64 ldy)
 {
 	__shared__ float xs[TK][TM + 4];
 	__shared__ float ws[TK][TN + 4];
@@ -230,21 +371,35 @@ __global__ void __launch_bounds__(256) k_gemm(tp_cuda_wfmt f, const float *bias,
 			unsigned row = i / TK, kk = i % TK;
 			u64 t = t0 + row, c = k0 + kk;
 			xs[kk][row] = t < n && c < f.cols ? x[t * f.cols + c] : 0.0f;
-			u64 r = r0 + row;
-			ws[kk][row] = r < f.rows && c < f.cols ? wget(f, r, c) : 0.0f;
+		}
+		if (tid < TN * TK / 8) {
+			unsigned row = tid / (TK / 8), part = tid % (TK / 8);
+			u64 r = r0 + row, c0 = k0 + part * 8;
+			float w[8];
+			if (r < f.rows && c0 + 8 <= f.cols) {
+				get8<K>(f, r, c0, w);
+			} else {
+UNROLL
+				for (int j = 0; j < 8; j++)
+					w[j] = r < f.rows && c0 + j < f.cols ? wgetk<K>(f, r, c0 + j)
+									     : 0.0f;
+			}
+UNROLL
+			for (int j = 0; j < 8; j++)
+				ws[part * 8 + j][row] = w[j];
 		}
 		__syncthreads();
-#pragma unroll
+UNROLL
 		for (unsigned kk = 0; kk < TK; kk++) {
 			float a[4], b[4];
-#pragma unroll
+UNROLL
 			for (int i = 0; i < 4; i++) {
 				a[i] = xs[kk][ty * 4 + i];
 				b[i] = ws[kk][tx * 4 + i];
 			}
-#pragma unroll
+UNROLL
 			for (int i = 0; i < 4; i++)
-#pragma unroll
+UNROLL
 				for (int j = 0; j < 4; j++)
 					acc[i][j] += a[i] * b[j];
 		}
@@ -261,6 +416,23 @@ __global__ void __launch_bounds__(256) k_gemm(tp_cuda_wfmt f, const float *bias,
 		}
 	}
 }
+
+/* Calls FN<kind> for the runtime kind, as `return FN<K> ARGS;`. */
+#define DISPATCH(kind, CALL)                                                   \
+	switch (kind) {                                                        \
+	case TP_CUDA_F32: CALL(TP_CUDA_F32);                                   \
+	case TP_CUDA_FP16: CALL(TP_CUDA_FP16);                                 \
+	case TP_CUDA_BF16: CALL(TP_CUDA_BF16);                                 \
+	case TP_CUDA_INT8: CALL(TP_CUDA_INT8);                                 \
+	case TP_CUDA_NF4: CALL(TP_CUDA_NF4);                                   \
+	case TP_CUDA_NF4_DQ: CALL(TP_CUDA_NF4_DQ);                             \
+	case TP_CUDA_GROUP: CALL(TP_CUDA_GROUP);                               \
+	case TP_CUDA_RESIDUAL: CALL(TP_CUDA_RESIDUAL);                         \
+	case TP_CUDA_Q8_0: CALL(TP_CUDA_Q8_0);                                 \
+	case TP_CUDA_Q4_0: CALL(TP_CUDA_Q4_0);                                 \
+	case TP_CUDA_Q5_0: CALL(TP_CUDA_Q5_0);                                 \
+	case TP_CUDA_Q4_K: CALL(TP_CUDA_Q4_K);                                 \
+	}
 
 /* ---- transformer pieces -------------------------------------------------- */
 
@@ -426,9 +598,14 @@ void tp_cuda_k_set_codes_host(const float nf4[16], const float dq[256])
 
 void tp_cuda_k_dequantize_host(const tp_cuda_wfmt *f, uint64_t r0, uint64_t r1, float *out)
 {
-	for (u64 r = r0; r < r1; r++)
-		for (u64 c = 0; c < f->cols; c++)
-			out[(r - r0) * f->cols + c] = wget(*f, r, c);
+	for (u64 r = r0; r < r1; r++) {
+		float *o = out + (r - r0) * f->cols;
+#define HOST_ROW(K)                        \
+	dequant_row<K>(*f, r, o); \
+	break;
+		DISPATCH(f->kind, HOST_ROW)
+#undef HOST_ROW
+	}
 }
 
 int tp_cuda_k_dequantize(const tp_cuda_wfmt *f, uint64_t r0, uint64_t r1, float *out)
@@ -436,8 +613,12 @@ int tp_cuda_k_dequantize(const tp_cuda_wfmt *f, uint64_t r0, uint64_t r1, float 
 	u64 total = (r1 - r0) * f->cols;
 	if (total == 0)
 		return 0;
-	k_dequantize<<<blocks_for(total, 256), 256>>>(*f, r0, r1, out);
+#define LAUNCH(K)                                                                   \
+	k_dequantize<K><<<blocks_for(total, 256), 256>>>(*f, r0, r1, out); \
 	return launched();
+	DISPATCH(f->kind, LAUNCH)
+#undef LAUNCH
+	return (int)cudaErrorInvalidValue;
 }
 
 int tp_cuda_k_linear(const tp_cuda_wfmt *f, const float *bias, const float *x, uint64_t n,
@@ -447,14 +628,22 @@ int tp_cuda_k_linear(const tp_cuda_wfmt *f, const float *bias, const float *x, u
 		return 0;
 	if (n == 1) {
 		unsigned blocks = (unsigned)((f->rows + GEMV_WARPS - 1) / GEMV_WARPS);
-		k_gemv<<<blocks, 32 * GEMV_WARPS>>>(*f, bias, x, y);
-		return launched();
+#define LAUNCH(K)                                                  \
+	k_gemv<K><<<blocks, 32 * GEMV_WARPS>>>(*f, bias, x, y); \
+	return launched();
+		DISPATCH(f->kind, LAUNCH)
+#undef LAUNCH
+		return (int)cudaErrorInvalidValue;
 	}
 	if ((n + TM - 1) / TM > 65535)
 		return (int)cudaErrorInvalidValue;
 	dim3 grid((unsigned)((f->rows + TN - 1) / TN), (unsigned)((n + TM - 1) / TM));
-	k_gemm<<<grid, 256>>>(*f, bias, x, n, y, ldy);
+#define LAUNCH(K)                                         \
+	k_gemm<K><<<grid, 256>>>(*f, bias, x, n, y, ldy); \
 	return launched();
+	DISPATCH(f->kind, LAUNCH)
+#undef LAUNCH
+	return (int)cudaErrorInvalidValue;
 }
 
 int tp_cuda_k_embed(const float *embed, const int32_t *ids, uint64_t n, uint64_t dim, float *x)

@@ -202,8 +202,9 @@ int tp_cuda_kv_new(tp_cuda_kv **out, const tp_cuda_model *g, size_t max_ctx, siz
 	size_t sizes[] = {B * c->hidden, B * c->hidden, B * qd, B * kvd, B * kvd, B * qd,
 			  B * c->intermediate, B * c->intermediate, B * c->hidden, B * c->vocab,
 			  B};
+	float *ids_slot = NULL;
 	float **slots[] = {&kv->x, &kv->xn, &kv->q, &kv->kb, &kv->vb, &kv->att, &kv->gt,
-			   &kv->u, &kv->tmp, &kv->logits, (float **)&kv->ids};
+			   &kv->u, &kv->tmp, &kv->logits, &ids_slot};
 	size_t total = 0, cache;
 	int e = 0;
 	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
@@ -230,6 +231,7 @@ int tp_cuda_kv_new(tp_cuda_kv **out, const tp_cuda_model *g, size_t max_ctx, siz
 		*slots[i] = p;
 		p += (sizes[i] + 63) / 64 * 64;
 	}
+	kv->ids = (int32_t *)(void *)ids_slot; /* B int32 in a slot of B floats */
 	*out = kv;
 	return 0;
 }
