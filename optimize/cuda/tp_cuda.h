@@ -82,10 +82,12 @@ int tp_cuda_linear_dequantize(const tp_linear *l, size_t r0, size_t r1, float *w
 /* y[n][out] = x[n][in] W^T + bias on the GPU (host buffers), reporting
  * errors (tp_linear's forward cannot: on failure it writes NaN). */
 int tp_cuda_linear_run(const tp_linear *l, const float *x, size_t n, float *y);
-/* Time of one product of n tokens (input already on the GPU), best of reps,
- * and the bytes of weights it reads. */
-int tp_cuda_linear_time(const tp_linear *l, size_t n, int reps, double *seconds,
-			size_t *weight_bytes);
+/* Time of one product of n tokens (input already on the GPU) and the bytes
+ * of weights it reads: the best of reps passes over enough device copies of
+ * the weights to read at least min_bytes (more than the L2 cache holds, so
+ * a GEMV's bytes come from memory), divided by the copies. */
+int tp_cuda_linear_time(const tp_linear *l, size_t n, size_t min_bytes, int reps,
+			double *seconds, size_t *weight_bytes);
 
 /* ---- models --------------------------------------------------------------- */
 

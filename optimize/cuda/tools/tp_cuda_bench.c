@@ -7,7 +7,11 @@
  *       per candidate ("baseline" = the weights as stored; a format name
  *       such as rtn4_g128, nf4, q4_k, int8: RTN at load time): load on the
  *       CPU, upload, time a prefill and decode steps, and the single-token
- *       product of the largest decoder layer against the copy bandwidth.
+ *       product (GEMV) of the largest decoder layer, its packed bytes read
+ *       from memory (1 GiB of copies: not from L2), against the device's
+ *       copy bandwidth measured in the same run and its datasheet peak.
+ *       decode_weight_gbs = weight bytes x decode tok/s: the whole model's
+ *       read rate while decoding.
  * Token ids are a fixed pseudo-random sequence: speed does not depend on
  * them. Prints one tab-separated row per candidate.
  */
@@ -60,7 +64,8 @@ static size_t largest_layer(const tp_model *m)
 	return best;
 }
 
-static int bench(const char *dir, const char *name, size_t prefill, size_t decode, double copy_gbs)
+static int bench(const char *dir, const char *name, size_t prefill, size_t decode, double copy_gbs,
+		 double peak_gbs)
 {
 	tp_model *m = NULL;
 	tp_cuda_model *g = NULL;
@@ -85,7 +90,7 @@ static int bench(const char *dir, const char *name, size_t prefill, size_t decod
 		goto done;
 	size_t V = tp_model_get_config(m)->vocab, li = largest_layer(m);
 	if ((rc = tp_cuda_linear_new(&big, tp_model_linear(m, li))) < 0 ||
-	    (rc = tp_cuda_linear_time(big, 1, 20, &gemv_s, &gemv_bytes)) < 0)
+	    (rc = tp_cuda_linear_time(big, 1, (size_t)1 << 30, 10, &gemv_s, &gemv_bytes)) < 0)
 		goto done;
 	if ((rc = tp_cuda_model_new(&g, m)) < 0)
 		goto done;
@@ -105,10 +110,11 @@ static int bench(const char *dir, const char *name, size_t prefill, size_t decod
 	    (rc = tp_cuda_measure_speed(g, ids, prefill, decode, &sp)) < 0)
 		goto done;
 	double gemv_gbs = (double)gemv_bytes / gemv_s / 1e9;
-	printf("%s\t%.2f\t%.0f\t%.1f\t%.0f\t%.0f\t%.0f%%\t%.1f\n", name,
-	       (double)tp_cuda_model_weight_bytes(g) / 1e9, sp.prefill_tps, sp.decode_tps,
-	       sp.latency_p50_ms * 1e3, gemv_gbs, 100.0 * gemv_gbs / copy_gbs,
-	       now_s() - t0);
+	double wgb = (double)tp_cuda_model_weight_bytes(g) / 1e9;
+	printf("%s\t%.2f\t%.0f\t%.1f\t%.0f\t%.0f\t%.0f\t%.0f%%\t%.0f%%\t%.1f\n", name, wgb,
+	       sp.prefill_tps, sp.decode_tps, sp.latency_p50_ms * 1e3, wgb * sp.decode_tps,
+	       gemv_gbs, 100.0 * gemv_gbs / copy_gbs,
+	       peak_gbs > 0 ? 100.0 * gemv_gbs / peak_gbs : 0.0, now_s() - t0);
 	fflush(stdout);
 done:
 	if (rc < 0)
@@ -152,10 +158,17 @@ int main(int argc, char **argv)
 		fprintf(stderr, "tp-cuda-bench: %s\n", tp_error_last());
 		return 1;
 	}
-	printf("candidate\tweights_gb\tprefill_tok_s\tdecode_tok_s\tdecode_p50_us\tgemv_gbs\t"
-	       "gemv_of_copy_bw\ttotal_s\n");
+	tp_cuda_device d;
+	if (tp_cuda_query(&d) < 0) {
+		fprintf(stderr, "tp-cuda-bench: %s\n", tp_error_last());
+		return 1;
+	}
+	printf("# %s: copy %.0f GB/s, datasheet peak %.0f GB/s\n", d.name, copy,
+	       d.peak_bandwidth_gbs);
+	printf("candidate\tweights_gb\tprefill_tok_s\tdecode_tok_s\tdecode_p50_us\t"
+	       "decode_weight_gbs\tgemv_gbs\tgemv_of_copy\tgemv_of_peak\ttotal_s\n");
 	int bad = 0;
 	for (size_t i = 0; i < nc; i++)
-		bad |= bench(dir, cands[i], prefill, decode, copy);
+		bad |= bench(dir, cands[i], prefill, decode, copy, d.peak_bandwidth_gbs);
 	return bad;
 }
