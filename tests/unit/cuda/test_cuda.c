@@ -84,9 +84,10 @@ static void check_format(const char *name, size_t rows, size_t cols, bool with_b
 				break;
 			}
 	CHECK(same);
-	/* a row range starting inside the matrix */
-	CHECK_EQ_INT(tp_cuda_linear_dequantize(gl, 3, rows - 1, gpu), 0);
-	CHECK(memcmp(cpu + 3 * cols, gpu, (rows - 4) * cols * sizeof(float)) == 0);
+	/* a row range inside the matrix (every shape has 3 rows or more) */
+	size_t r0 = rows > 4 ? 3 : 1, r1 = rows - 1;
+	CHECK_EQ_INT(tp_cuda_linear_dequantize(gl, r0, r1, gpu), 0);
+	CHECK(memcmp(cpu + r0 * cols, gpu, (r1 - r0) * cols * sizeof(float)) == 0);
 	size_t ns[] = {1, 5, n_max};
 	for (size_t k = 0; k < sizeof(ns) / sizeof(ns[0]); k++) {
 		size_t n = ns[k], bad = 0;
