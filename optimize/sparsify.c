@@ -834,7 +834,7 @@ static int try_density(job *j, const meter *mt, double density, tp_sparsify_resu
 	step->ppl_delta_pct = 100.0 * (step->ppl / mt->ft.ppl - 1.0);
 	if (o->max_kl > 0 && step->kl > o->max_kl)
 		step->within = false;
-	if (o->max_ppl_delta_pct > 0 && step->ppl_delta_pct > o->max_ppl_delta_pct)
+	if (o->max_ppl_delta_pct > 0 && fabs(step->ppl_delta_pct) > o->max_ppl_delta_pct)
 		step->within = false;
 	if (res->nsteps < TP_SPARSIFY_MAX_STEPS)
 		res->steps[res->nsteps++] = *step;

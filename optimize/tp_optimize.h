@@ -752,7 +752,7 @@ typedef int (*tp_sparsify_step_fn)(void *ctx, const tp_sparsify_step *step);
 
 typedef struct tp_sparsify_opts {
 	double density;           /* (0, 1]; used when no budget is set */
-	double max_ppl_delta_pct; /* > 0: search the smallest density within it */
+	double max_ppl_delta_pct; /* > 0: the smallest density with |ΔPPL| within it */
 	double max_kl;            /* > 0: the same for KL(FT || OUT) in nats */
 	unsigned bits;            /* 0: 8 */
 	tp_sparsify_select select;
