@@ -489,6 +489,16 @@ static int sparsify_step(void *ctx, const tp_sparsify_step *s)
 	return 0;
 }
 
+static int sparsify_progress(void *ctx, uint64_t done, uint64_t total)
+{
+	(void)ctx;
+	fprintf(stderr, "\rtenpak delta sparsify: tensor %llu/%llu", (unsigned long long)done,
+		(unsigned long long)total);
+	if (done == total)
+		fputc('\n', stderr);
+	return 0;
+}
+
 static void sparsify_print(const sparsify_args *a, const tp_sparsify_result *r)
 {
 	printf("output       %s (LOSSY: not the fine-tune)\n", a->out);
@@ -606,6 +616,8 @@ static int cmd_sparsify(int argc, char **argv)
 				       : (const char *)tp_optimize_text_calib;
 		o.calib_len = a.calib ? calib.len : tp_optimize_text_calib_len;
 	}
+	if (isatty(STDERR_FILENO))
+		o.progress = sparsify_progress;
 	o.on_step = o.max_kl > 0 || o.max_ppl_delta_pct > 0 ? sparsify_step : NULL;
 	if (!(r = calloc(1, sizeof(*r)))) {
 		tp_error_set(TP_ENOMEM, "out of memory");
