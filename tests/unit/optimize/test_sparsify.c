@@ -285,6 +285,54 @@ static void test_files(void)
 	tp_buf_free(&card);
 	snprintf(p, sizeof(p), "%s/tokenizer.json", out);
 	CHECK(tp_fs_is_regular(p));
+	/* FT in two shards with an index: OUT keeps them and the index. */
+	char ft2[620], out2[620];
+	snprintf(ft2, sizeof(ft2), "%s/ft2", dir);
+	snprintf(out2, sizeof(out2), "%s/out2", dir);
+	mkdir(ft2, 0777);
+	const char *j1 = "{\"a\":{\"dtype\":\"F32\",\"shape\":[2,4],\"data_offsets\":[0,32]},"
+			 "\"n\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[32,48]}}";
+	const char *j2 = "{\"s\":{\"dtype\":\"F32\",\"shape\":[2,2],\"data_offsets\":[0,16]},"
+			 "\"e\":{\"dtype\":\"F32\",\"shape\":[3,2],\"data_offsets\":[16,40]}}";
+	snprintf(p, sizeof(p), "%s/model-00001-of-00002.safetensors", ft2);
+	CHECK(write_st(p, j1, fd, 48));
+	snprintf(p, sizeof(p), "%s/model-00002-of-00002.safetensors", ft2);
+	CHECK(write_st(p, j2, fd + 48, 40));
+	snprintf(p, sizeof(p), "%s/model.safetensors.index.json", ft2);
+	f = fopen(p, "w");
+	CHECK(f && fputs("{\"weight_map\":{\"a\":\"model-00001-of-00002.safetensors\","
+			 "\"n\":\"model-00001-of-00002.safetensors\","
+			 "\"s\":\"model-00002-of-00002.safetensors\","
+			 "\"e\":\"model-00002-of-00002.safetensors\"}}\n", f) >= 0);
+	if (f)
+		fclose(f);
+	o.density = 0.125; /* a keeps 1 of its 8 entries: the 0.75 change */
+	CHECK_EQ_INT(tp_optimize_sparsify(base, ft2, out2, &o, &r), 0);
+	CHECK_EQ_INT(r.tensors, 4);
+	CHECK_EQ_INT(r.sparsified, 1);
+	CHECK_EQ_INT(r.unchanged, 1);
+	const char *names[3] = { "model.safetensors.index.json", "model-00002-of-00002.safetensors",
+				 "model-00001-of-00002.safetensors" };
+	for (int i = 0; i < 3; i++) {
+		unsigned char *x = NULL, *y = NULL;
+		size_t xn = 0, yn = 0;
+		snprintf(p, sizeof(p), "%s/%s", ft2, names[i]);
+		CHECK(read_all(p, &x, &xn));
+		snprintf(p, sizeof(p), "%s/%s", out2, names[i]);
+		CHECK(read_all(p, &y, &yn));
+		/* Index and shard 2 (unchanged, resized) are FT's; shard 1 has
+		 * a as BASE + Q(Δ), as the one-file OUT has. */
+		CHECK(xn == yn && x && y);
+		if (i < 2)
+			CHECK(x && y && xn == yn && memcmp(x, y, xn) == 0);
+		if (i == 2 && x && y && xn == yn) {
+			float a[8];
+			memcpy(a, y + xn - 48, 32);
+			CHECK(a[1] == 1.25f && a[6] == 1.75f); /* a[6]'s change dropped */
+		}
+		free(x);
+		free(y);
+	}
 	/* OUT may not be FT. */
 	CHECK_EQ_INT(tp_optimize_sparsify(base, ft, ft, &o, &r), TP_EINVAL);
 	tp_test_rmtree(dir);
