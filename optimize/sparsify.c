@@ -629,23 +629,11 @@ static int copy_small_files(const char *ft_dir, const char *out_dir)
 	return rc;
 }
 
-/* The card's base_model line's value ("" when absent), into name. */
-static void card_base_model(const char *fm, size_t len, char *name, size_t cap)
+/* Whether a front-matter line continues the key above it (a list item or
+ * an indented line). */
+static bool yaml_continues(const char *line, size_t l)
 {
-	name[0] = 0;
-	for (size_t i = 0; i < len;) {
-		const char *line = fm + i, *nl = memchr(line, '\n', len - i);
-		size_t l = nl ? (size_t)(nl - line) : len - i;
-		if (l > 11 && !strncmp(line, "base_model:", 11)) {
-			size_t a = 11;
-			while (a < l && (line[a] == ' ' || line[a] == '\t'))
-				a++;
-			size_t m = l - a < cap - 1 ? l - a : cap - 1;
-			memcpy(name, line + a, m);
-			name[m] = 0;
-		}
-		i += l + 1;
-	}
+	return l > 0 && (line[0] == ' ' || line[0] == '\t' || line[0] == '-');
 }
 
 /* FT's model card with base_model and the recipe in its front matter (a
@@ -666,7 +654,7 @@ static int write_card(const char *base_dir, const char *ft_dir, const char *out_
 	bool has_fm = len >= 4 && !strncmp(text, "---\n", 4);
 	if (has_fm) {
 		const char *end = NULL;
-		for (size_t i = 4; i + 4 <= len; i++)
+		for (size_t i = 4; i + 3 <= len; i++)
 			if (text[i - 1] == '\n' && !strncmp(text + i, "---", 3) &&
 			    (i + 3 == len || text[i + 3] == '\n')) {
 				end = text + i;
@@ -679,8 +667,21 @@ static int write_card(const char *base_dir, const char *ft_dir, const char *out_
 			body = (size_t)(end - text) + 3 + ((size_t)(end - text) + 3 < len);
 		}
 	}
-	card_base_model(has_fm ? text + 4 : "", fm_len, base, sizeof(base));
-	if (!base[0]) {
+	rc = tp_buf_adds(&out, "---\n");
+	/* FT's front matter, its base_model (any form) kept, without the
+	 * recipe of an earlier run. */
+	bool has_base = false, skipping = false;
+	for (size_t i = 0; rc == 0 && i < fm_len;) {
+		const char *line = text + 4 + i, *nl = memchr(line, '\n', fm_len - i);
+		size_t l = nl ? (size_t)(nl - line) + 1 : fm_len - i;
+		if (!(skipping && yaml_continues(line, l)))
+			skipping = !strncmp(line, "tenpak_sparsify:", 16);
+		has_base |= !strncmp(line, "base_model:", 11);
+		if (!skipping)
+			rc = tp_buf_add(&out, line, l);
+		i += l;
+	}
+	if (!has_base) {
 		const char *b = base_dir + strlen(base_dir);
 		while (b > base_dir && b[-1] == '/')
 			b--;
@@ -689,24 +690,32 @@ static int write_card(const char *base_dir, const char *ft_dir, const char *out_
 			s--;
 		snprintf(base, sizeof(base), "%.*s", (int)(b - s), s);
 	}
-	rc = tp_buf_adds(&out, "---\n");
-	/* FT's front matter without its base_model line (ours replaces it). */
-	for (size_t i = 0; rc == 0 && i < fm_len;) {
-		const char *line = text + 4 + i, *nl = memchr(line, '\n', fm_len - i);
-		size_t l = nl ? (size_t)(nl - line) + 1 : fm_len - i;
-		if (strncmp(line, "base_model:", 11) != 0)
-			rc = tp_buf_add(&out, line, l);
-		i += l;
-	}
 	if (rc == 0 && out.len && out.ptr[out.len - 1] != '\n')
 		rc = tp_buf_adds(&out, "\n");
+	if (rc == 0 && !has_base) {
+		/* A plain name as is; anything else as a quoted YAML string. */
+		bool plain = base[0] != 0;
+		for (const char *c = base; *c; c++)
+			plain &= (*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') ||
+				 (*c >= '0' && *c <= '9') || strchr("._/-", *c) != NULL;
+		if (plain)
+			rc = tp_buf_addf(&out, "base_model: %s\n", base);
+		else {
+			rc = tp_buf_adds(&out, "base_model: \"");
+			for (const char *c = base; rc == 0 && *c; c++)
+				rc = *c == '"' || *c == '\\' ? tp_buf_addf(&out, "\\%c", *c)
+				     : (unsigned char)*c < 0x20 ? tp_buf_addf(&out, "\\x%02x", *c)
+								 : tp_buf_add(&out, c, 1);
+			if (rc == 0)
+				rc = tp_buf_adds(&out, "\"\n");
+		}
+	}
 	if (rc == 0)
 		rc = tp_buf_addf(&out,
-				 "base_model: %s\n"
 				 "tenpak_sparsify:\n"
 				 "  note: lossy; this model differs from the fine-tune it was made from\n"
 				 "  select: %s\n  density: %.6g\n  bits: %u\n",
-				 base, tp_optimize_sparsify_select_name(r->select), r->density,
+				 tp_optimize_sparsify_select_name(r->select), r->density,
 				 r->bits);
 	if (rc == 0 && r->has_quality)
 		rc = tp_buf_addf(&out,
@@ -741,6 +750,7 @@ typedef struct meter {
 	tp_eval_opts eo;
 	tp_eval_ref *ref;
 	tp_eval_result ft;
+	unsigned threads;
 } meter;
 
 static void meter_clear(meter *m)
@@ -760,7 +770,7 @@ static int meter_setup(const char *ft_dir, const tp_sparsify_opts *o, bool want_
 	char *path = NULL;
 	tp_model_opts mo = { .threads = o->threads };
 	int rc;
-	*mt = (meter){ 0 };
+	*mt = (meter){ .threads = o->threads };
 	if ((rc = tp_path_join(&path, ft_dir, "tokenizer.json")) < 0 ||
 	    (rc = tp_tokenizer_load(&tok, path)) < 0 || (rc = tp_model_load(&m, ft_dir, &mo)) < 0)
 		goto done;
@@ -807,7 +817,7 @@ static int calibrate(const char *ft_dir, const tp_sparsify_opts *o, const meter 
 static int measure(const char *dir, const meter *mt, double *ppl, double *kl)
 {
 	tp_model *m = NULL;
-	tp_model_opts mo = { 0 };
+	tp_model_opts mo = { .threads = mt->threads };
 	tp_eval_result r;
 	int rc = tp_model_load(&m, dir, &mo);
 	if (rc == 0)

@@ -283,6 +283,19 @@ static void test_files(void)
 	CHECK(card.ptr && strstr(card.ptr, "---\n# card\n"));
 	CHECK(card.ptr && strncmp(card.ptr, "---\n", 4) == 0);
 	tp_buf_free(&card);
+	/* Sparsifying that output again: still one recipe, the new one. */
+	char out3[620];
+	snprintf(out3, sizeof(out3), "%s/out3", dir);
+	o.density = 1;
+	CHECK_EQ_INT(tp_optimize_sparsify(base, out, out3, &o, &r), 0);
+	snprintf(p, sizeof(p), "%s/README.md", out3);
+	CHECK_EQ_INT(tp_fs_read_regular(p, &card), 0);
+	const char *rec = card.ptr ? strstr(card.ptr, "tenpak_sparsify:") : NULL;
+	CHECK(rec && !strstr(rec + 1, "tenpak_sparsify:") && strstr(rec, "  density: 1\n"));
+	CHECK(card.ptr && strstr(card.ptr, "base_model: org/base\n") &&
+	      strstr(card.ptr, "license: mit\n") && strstr(card.ptr, "---\n# card\n"));
+	tp_buf_free(&card);
+	o.density = 0.5;
 	snprintf(p, sizeof(p), "%s/tokenizer.json", out);
 	CHECK(tp_fs_is_regular(p));
 	/* FT in two shards with an index: OUT keeps them and the index. */
