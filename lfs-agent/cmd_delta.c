@@ -80,7 +80,8 @@ static const char usage_sparsify[] =
 	"Exit status: 0 done; 1 failed (OUT_DIR may hold part of the output); 2 usage;\n"
 	"3 the quality budget is not met even at density 1 (OUT is written at density 1).\n";
 static const char usage_delta[] =
-	"usage: tenpak delta <compress|apply|estimate|inspect|sparsify> [options]\n"
+	"usage: tenpak delta <compress|apply|estimate|inspect> [options]\n"
+	"       tenpak delta sparsify --base BASE_DIR FT_DIR -o OUT_DIR [options] (LOSSY)\n"
 	"Run 'tenpak delta <command> --help' for the options of each.\n";
 
 typedef struct args {

@@ -36,13 +36,18 @@ test_expect_success 'setup: base and fine-tune directories' '
 test_expect_success 'usage errors exit 2 and --help explains the mode' '
 	"$TENPAK" delta sparsify --help >help &&
 	grep -q "LOSSY" help && grep -q "Exit status" help &&
-	test_expect_code 2 "$TENPAK" delta sparsify in/ft -o out 2>err &&
-	test_expect_code 2 "$TENPAK" delta sparsify --base in/base in/ft -o out --density 0 2>err &&
-	test_expect_code 2 "$TENPAK" delta sparsify --base in/base in/ft -o out --density 0.1 \
+	"$TENPAK" delta --help >help &&
+	grep -q "^       tenpak delta sparsify .*(LOSSY)" help &&
+	test_usage_errors "delta sparsify" delta "sparsify" "sparsify --base b f" \
+		"sparsify f -o o" "sparsify --base b f -o o --density 2" \
+		"sparsify --base b f -o o --max-kl -1" "sparsify --base b f -o o --bogus" &&
+	test_expect_code 2 "$TENPAK" delta sparsify in/ft -o outdir 2>err &&
+	test_expect_code 2 "$TENPAK" delta sparsify --base in/base in/ft -o outdir --density 0 2>err &&
+	test_expect_code 2 "$TENPAK" delta sparsify --base in/base in/ft -o outdir --density 0.1 \
 		--max-kl 0.1 2>err &&
-	test_expect_code 2 "$TENPAK" delta sparsify --base in/base in/ft -o out --bits 9 2>err &&
-	test_expect_code 2 "$TENPAK" delta sparsify --base in/base in/ft -o out --select x 2>err &&
-	test ! -e out
+	test_expect_code 2 "$TENPAK" delta sparsify --base in/base in/ft -o outdir --bits 9 2>err &&
+	test_expect_code 2 "$TENPAK" delta sparsify --base in/base in/ft -o outdir --select x 2>err &&
+	test ! -e outdir
 '
 
 test_expect_success 'sparsify at density 10%, 8 bits: quality and stored size reported' '
