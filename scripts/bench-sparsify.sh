@@ -8,8 +8,8 @@
 # the bytes `tenpak delta compress` stores for OUT against BASE (a real
 # delta, not the estimate) as a fraction of OUT, and |ΔPPL| and KL of OUT
 # against FT on tests/data/eval/heldout.txt (ctx 128, 8192 tokens). Then the
-# three selection rules side by side at 10% / 8 bits, and dense 2-bit
-# rounding of Δ against magnitude-sparse 8-bit at the same stored size.
+# three selection rules side by side at 10% / 8 bits, and dense 2- and
+# 3-bit rounding of Δ against sparse 8-bit at the same stored size.
 # The full fine-tune comes from tests/data (with its config from
 # tests/data/eval); the LoRA merge from ../shared/fixtures (skipped, with a
 # message, when absent). BUILD (default build) holds tenpak.
@@ -103,24 +103,26 @@ for pair in $PAIRS; do
 	done
 done
 echo
-echo "## dense low-bit rounding of Δ vs magnitude-sparse 8-bit at the same stored size"
+echo "## dense low-bit rounding of Δ vs sparse 8-bit (magnitude, dare) at the same stored size"
 echo
 header
 for pair in $PAIRS; do
 	for bits in 2 3; do
 		row "$pair" magnitude 1 "$bits"
 		target=$(run "$pair" magnitude 1 "$bits" --no-eval | cut -d' ' -f1)
-		# Bisection on the density whose stored fraction matches.
-		lo=0.001 hi=1
-		for _ in 1 2 3 4 5 6 7 8; do
-			mid=$(python3 -c "print(($lo * $hi) ** 0.5)")
-			s=$(run "$pair" magnitude "$mid" 8 --no-eval | cut -d' ' -f1)
-			if python3 -c "import sys; sys.exit(0 if $s <= $target else 1)"; then
-				lo=$mid
-			else
-				hi=$mid
-			fi
+		for sel in magnitude dare; do
+			# Bisection on the density whose stored fraction matches.
+			lo=0.001 hi=1
+			for _ in 1 2 3 4 5 6 7 8; do
+				mid=$(python3 -c "print(($lo * $hi) ** 0.5)")
+				s=$(run "$pair" "$sel" "$mid" 8 --no-eval | cut -d' ' -f1)
+				if python3 -c "import sys; sys.exit(0 if $s <= $target else 1)"; then
+					lo=$mid
+				else
+					hi=$mid
+				fi
+			done
+			row "$pair" "$sel" "$(python3 -c "print(round($lo, 4))")" 8
 		done
-		row "$pair" magnitude "$(python3 -c "print(round($lo, 4))")" 8
 	done
 done
