@@ -1,7 +1,12 @@
-/* `tenpak delta`: compress, apply, estimate and inspect tensor deltas. */
+/* `tenpak delta`: compress, apply, estimate and inspect tensor deltas, and
+ * sparsify (a lossy sparse update of a fine-tune on its base). */
 #include "cli.h"
 #include "tp_common.h"
 #include "tp_delta.h"
+#include "tp_optimize.h"
+
+#include <cjson/cJSON.h>
+#include <math.h>
 
 #include <errno.h>
 #include <fcntl.h>
@@ -32,8 +37,51 @@ static const char usage_estimate[] =
 static const char usage_inspect[] =
 	"usage: tenpak delta inspect DELTA [--json]\n"
 	"Show a delta's manifest: bases, tensors, transforms and sizes.\n";
+static const char usage_sparsify[] =
+	"usage: tenpak delta sparsify --base BASE_DIR FT_DIR -o OUT_DIR\n"
+	"           [--density D | --max-ppl-delta PCT | --max-kl X] [--bits 2..8]\n"
+	"           [--select magnitude|activation|dare] [--eval TEXT] [--calib TEXT]\n"
+	"           [--ctx N] [--max-tokens N] [--seed N] [--threads N] [--no-eval]\n"
+	"           [--no-estimate] [--json FILE]\n"
+	"LOSSY: write a model that is NOT the fine-tune, but close to it and cheap to\n"
+	"store next to its base. For every tensor, delta = FT - BASE (fp32); a fraction\n"
+	"of its entries is kept, quantized to --bits with one scale per row, and\n"
+	"OUT = BASE + Q(delta) is written in the fine-tune's dtype, sharding and header.\n"
+	"Tensors equal to the base, 1-D tensors (norms, biases), tensors whose shape or\n"
+	"dtype differ from the base (resized embeddings) and tensors without a base are\n"
+	"copied from FT byte for byte. FT_DIR's config, tokenizer and other small files\n"
+	"are copied; its model card gets base_model and the recipe with the measured\n"
+	"quality in its front matter.\n"
+	"\n"
+	"  --density D        fraction of each tensor's entries kept, in (0, 1] (default\n"
+	"                     0.1; 0.1 = 10%; a trailing % is accepted: 10%)\n"
+	"  --max-ppl-delta P  instead of a density: the smallest density whose perplexity\n"
+	"                     is within P % of FT's on the eval text, either way (bisection\n"
+	"                     on log density in [0.001, 1]; each step is printed on stderr)\n"
+	"  --max-kl X         the same for the mean KL(FT || OUT) in nats per token\n"
+	"  --bits B           bits of each kept value, 2..8 (default 8)\n"
+	"  --select RULE      which entries are kept: dare (the default: random, kept\n"
+	"                     entries scaled by 1/density; on the fixture full fine-tune\n"
+	"                     at 10% it kept KL to FT 12x lower than magnitude), magnitude\n"
+	"                     (largest |delta|) or activation (largest |delta|*||x||,\n"
+	"                     input norms from FT on --calib; magnitude for tensors\n"
+	"                     without them: embeddings, lm_head)\n"
+	"  --eval FILE        text to measure OUT and BASE against FT (default: the\n"
+	"                     built-in evaluation text); --no-eval skips the measurement\n"
+	"  --calib FILE       calibration text for activation (default: built-in)\n"
+	"  --ctx N            evaluation window in tokens (default 512)\n"
+	"  --max-tokens N     use only the first N tokens of the eval text\n"
+	"  --seed N           dare's random seed (default 1)\n"
+	"  --no-estimate      skip the estimate of what tenpak stores for OUT vs BASE\n"
+	"  --json FILE        also write the results as JSON to FILE (- for stdout)\n"
+	"Prints the density, the kept entries, the bits per changed weight that tenpak's\n"
+	"delta codec is estimated to store for OUT against BASE, and perplexity and KL\n"
+	"of OUT (and of BASE, for reference) against FT.\n"
+	"Exit status: 0 done; 1 failed (OUT_DIR may hold part of the output); 2 usage;\n"
+	"3 the quality budget is not met even at density 1 (OUT is written at density 1).\n";
 static const char usage_delta[] =
 	"usage: tenpak delta <compress|apply|estimate|inspect> [options]\n"
+	"       tenpak delta sparsify --base BASE_DIR FT_DIR -o OUT_DIR [options] (LOSSY)\n"
 	"Run 'tenpak delta <command> --help' for the options of each.\n";
 
 typedef struct args {
@@ -344,6 +392,257 @@ static int cmd_inspect(int argc, char **argv)
 	return rc;
 }
 
+/* ---- sparsify ------------------------------------------------------------------ */
+
+#define SPARSIFY_EXIT_BUDGET 3
+#define SPARSIFY_TEXT_MAX (256u << 20)
+
+extern const unsigned char tp_optimize_text_calib[], tp_optimize_text_eval[];
+extern const size_t tp_optimize_text_calib_len, tp_optimize_text_eval_len;
+
+typedef struct sparsify_args {
+	const char *base, *ft, *out, *density, *max_ppl, *max_kl, *bits, *select, *eval,
+		*calib, *ctx, *max_tokens, *seed, *threads, *json;
+	bool no_eval, no_estimate;
+} sparsify_args;
+
+/* A number, optionally with a trailing '%' (a percentage), into *out. */
+static bool parse_fraction(const char *s, bool pct_ok, double *out)
+{
+	char *end;
+	errno = 0;
+	double v = strtod(s, &end);
+	if (end == s || errno)
+		return false;
+	if (pct_ok && *end == '%') {
+		v /= 100.0;
+		end++;
+	}
+	if (*end || !isfinite(v))
+		return false;
+	*out = v;
+	return true;
+}
+
+static int sparsify_parse(int argc, char **argv, sparsify_args *a, tp_sparsify_opts *o)
+{
+	static const char *cmd = "delta sparsify";
+	const tp_cli_opt opts[] = {
+		{ "--base", NULL, &a->base }, { "-o", NULL, &a->out }, { "--output", NULL, &a->out },
+		{ "--density", NULL, &a->density }, { "--max-ppl-delta", NULL, &a->max_ppl },
+		{ "--max-kl", NULL, &a->max_kl }, { "--bits", NULL, &a->bits },
+		{ "--select", NULL, &a->select }, { "--eval", NULL, &a->eval },
+		{ "--calib", NULL, &a->calib }, { "--ctx", NULL, &a->ctx },
+		{ "--max-tokens", NULL, &a->max_tokens }, { "--seed", NULL, &a->seed },
+		{ "--threads", NULL, &a->threads }, { "--json", NULL, &a->json },
+		{ "--no-eval", &a->no_eval, NULL }, { "--no-estimate", &a->no_estimate, NULL },
+		{ 0 },
+	};
+	int npos = 0, rc = tp_cli_parse(cmd, argc, argv, opts, &npos);
+	if (rc == TP_CLI_HELP)
+		fputs(usage_sparsify, stdout);
+	if (rc != TP_CLI_PARSED)
+		return rc;
+	if (npos != 1 || !a->base || !a->out)
+		return tp_cli_usage_error(cmd, "needs --base BASE_DIR, one FT_DIR and -o OUT_DIR");
+	a->ft = argv[1];
+	*o = (tp_sparsify_opts){ .density = 0.1, .bits = 8, .seed = 1,
+				 .select = TP_SPARSIFY_SELECT_DARE };
+	int budgets = !!a->density + !!a->max_ppl + !!a->max_kl;
+	if (budgets > 1)
+		return tp_cli_usage_error(cmd, "give one of --density, --max-ppl-delta, --max-kl");
+	if (a->density && (!parse_fraction(a->density, true, &o->density) ||
+			   !(o->density > 0 && o->density <= 1)))
+		return tp_cli_usage_error(cmd, "--density must be in (0, 1] (or 0-100%%), got '%s'",
+					  a->density);
+	if (a->max_ppl && (!parse_fraction(a->max_ppl, false, &o->max_ppl_delta_pct) ||
+			   !(o->max_ppl_delta_pct > 0)))
+		return tp_cli_usage_error(cmd, "--max-ppl-delta must be a percentage > 0, got '%s'",
+					  a->max_ppl);
+	if (a->max_kl && (!parse_fraction(a->max_kl, false, &o->max_kl) || !(o->max_kl > 0)))
+		return tp_cli_usage_error(cmd, "--max-kl must be > 0 nats, got '%s'", a->max_kl);
+	if (budgets && (a->max_ppl || a->max_kl) && a->no_eval)
+		return tp_cli_usage_error(cmd, "a quality budget needs the evaluation (no --no-eval)");
+	size_t bits = 8, threads = 0;
+	uint64_t seed = 1;
+	if (!tp_cli_parse_size(a->bits, TP_SPARSIFY_BITS_MIN, TP_SPARSIFY_BITS_MAX, &bits))
+		return tp_cli_usage_error(cmd, "--bits must be %d..%d", TP_SPARSIFY_BITS_MIN,
+					  TP_SPARSIFY_BITS_MAX);
+	o->bits = (unsigned)bits;
+	if (a->select && tp_optimize_sparsify_select_from_name(a->select, &o->select) < 0)
+		return tp_cli_usage_error(cmd, "--select must be magnitude, activation or dare");
+	if (!tp_cli_parse_size(a->ctx, 4, 1u << 20, &o->ctx) ||
+	    !tp_cli_parse_size(a->max_tokens, 0, SIZE_MAX, &o->max_tokens) ||
+	    !tp_cli_parse_size(a->threads, 1, 256, &threads) ||
+	    (a->seed && tp_parse_u64(a->seed, 0, UINT64_MAX, &seed) < 0))
+		return tp_cli_usage_error(cmd, "bad number in --ctx, --max-tokens, --threads or "
+					  "--seed");
+	o->threads = (unsigned)threads;
+	o->seed = seed;
+	o->skip_estimate = a->no_estimate;
+	return TP_CLI_PARSED;
+}
+
+static int sparsify_step(void *ctx, const tp_sparsify_step *s)
+{
+	(void)ctx;
+	fprintf(stderr, "tenpak delta sparsify: density %.4f: KL %.5f, ppl %+.3f%% -> %s\n",
+		s->density, s->kl, s->ppl_delta_pct, s->within ? "within budget" : "over budget");
+	return 0;
+}
+
+static int sparsify_progress(void *ctx, uint64_t done, uint64_t total)
+{
+	(void)ctx;
+	fprintf(stderr, "\rtenpak delta sparsify: tensor %llu/%llu", (unsigned long long)done,
+		(unsigned long long)total);
+	if (done == total)
+		fputc('\n', stderr);
+	return 0;
+}
+
+static void sparsify_print(const sparsify_args *a, const tp_sparsify_result *r)
+{
+	printf("output       %s (LOSSY: not the fine-tune)\n", a->out);
+	printf("recipe       select %s, density %.4f (%.2f%%), %u-bit values, per-row scales\n",
+	       tp_optimize_sparsify_select_name(r->select), r->density, 100.0 * r->density, r->bits);
+	printf("tensors      %llu: %llu sparsified, %llu kept exactly, %llu unchanged\n",
+	       (unsigned long long)r->tensors, (unsigned long long)r->sparsified,
+	       (unsigned long long)r->exact, (unsigned long long)r->unchanged);
+	printf("kept         %llu of %llu changed weights nonzero in Q(delta) (%.2f%%)\n",
+	       (unsigned long long)r->kept, (unsigned long long)r->changed_weights,
+	       r->changed_weights ? 100.0 * (double)r->kept / (double)r->changed_weights : 0.0);
+	if (r->has_quality) {
+		printf("quality      vs the fine-tune on %zu tokens: ppl %.4f vs %.4f (%+.3f%%), "
+		       "KL %.5f nats\n", r->eval_tokens, r->ppl_out, r->ppl_ft, r->ppl_delta_pct,
+		       r->kl_out);
+		if (r->has_base)
+			printf("base         for reference: ppl %.4f (%+.3f%%), KL %.5f nats\n",
+			       r->ppl_base, r->ppl_delta_base_pct, r->kl_base);
+	}
+	if (r->has_estimate) {
+		char o[32], s[32];
+		tp_fmt_bytes(r->out_bytes, o, sizeof(o));
+		tp_fmt_bytes(r->stored_bytes, s, sizeof(s));
+		printf("stored       %s of %s against the base (%.2f%%, estimate), %.3f bits per "
+		       "changed weight\n", s, o, 100.0 * r->stored_fraction,
+		       r->bits_per_changed_weight);
+	}
+	if (!r->within_budget)
+		printf("budget       NOT met, even at density 1\n");
+}
+
+static int sparsify_json(const sparsify_args *a, const tp_sparsify_result *r)
+{
+	cJSON *o = cJSON_CreateObject();
+	cJSON_AddStringToObject(o, "output", a->out);
+	cJSON_AddBoolToObject(o, "lossy", true);
+	cJSON_AddStringToObject(o, "select", tp_optimize_sparsify_select_name(r->select));
+	cJSON_AddNumberToObject(o, "density", r->density);
+	cJSON_AddNumberToObject(o, "bits", r->bits);
+	cJSON_AddBoolToObject(o, "within_budget", r->within_budget);
+	cJSON *t = cJSON_AddObjectToObject(o, "tensors");
+	cJSON_AddNumberToObject(t, "total", (double)r->tensors);
+	cJSON_AddNumberToObject(t, "sparsified", (double)r->sparsified);
+	cJSON_AddNumberToObject(t, "exact", (double)r->exact);
+	cJSON_AddNumberToObject(t, "unchanged", (double)r->unchanged);
+	cJSON_AddNumberToObject(o, "changed_weights", (double)r->changed_weights);
+	cJSON_AddNumberToObject(o, "kept", (double)r->kept);
+	cJSON_AddNumberToObject(o, "out_bytes", (double)r->out_bytes);
+	if (r->has_quality) {
+		cJSON *q = cJSON_AddObjectToObject(o, "quality");
+		cJSON_AddNumberToObject(q, "eval_tokens", (double)r->eval_tokens);
+		cJSON_AddNumberToObject(q, "ppl_finetune", r->ppl_ft);
+		cJSON_AddNumberToObject(q, "ppl", r->ppl_out);
+		cJSON_AddNumberToObject(q, "ppl_delta_pct", r->ppl_delta_pct);
+		cJSON_AddNumberToObject(q, "kl", r->kl_out);
+		if (r->has_base) {
+			cJSON_AddNumberToObject(q, "ppl_base", r->ppl_base);
+			cJSON_AddNumberToObject(q, "ppl_delta_base_pct", r->ppl_delta_base_pct);
+			cJSON_AddNumberToObject(q, "kl_base", r->kl_base);
+		}
+	}
+	if (r->has_estimate) {
+		cJSON *e = cJSON_AddObjectToObject(o, "stored");
+		cJSON_AddNumberToObject(e, "bytes", (double)r->stored_bytes);
+		cJSON_AddNumberToObject(e, "fraction", r->stored_fraction);
+		cJSON_AddNumberToObject(e, "bits_per_changed_weight", r->bits_per_changed_weight);
+	}
+	cJSON *steps = cJSON_AddArrayToObject(o, "steps");
+	for (size_t i = 0; steps && i < r->nsteps; i++) {
+		cJSON *s = cJSON_CreateObject();
+		cJSON_AddNumberToObject(s, "density", r->steps[i].density);
+		cJSON_AddNumberToObject(s, "kl", r->steps[i].kl);
+		cJSON_AddNumberToObject(s, "ppl", r->steps[i].ppl);
+		cJSON_AddNumberToObject(s, "ppl_delta_pct", r->steps[i].ppl_delta_pct);
+		cJSON_AddBoolToObject(s, "within", r->steps[i].within);
+		cJSON_AddItemToArray(steps, s);
+	}
+	char *txt = cJSON_Print(o);
+	cJSON_Delete(o);
+	if (!txt)
+		return tp_error_set(TP_ENOMEM, "out of memory");
+	int rc = 0;
+	if (strcmp(a->json, "-") == 0)
+		puts(txt);
+	else {
+		FILE *f = fopen(a->json, "w");
+		if (!f || fputs(txt, f) < 0 || fputc('\n', f) < 0)
+			rc = tp_error_set(TP_EIO, "writing %s: %s", a->json, strerror(errno));
+		if (f && fclose(f) != 0 && rc == 0)
+			rc = tp_error_set(TP_EIO, "writing %s: %s", a->json, strerror(errno));
+	}
+	free(txt);
+	return rc;
+}
+
+static int cmd_sparsify(int argc, char **argv)
+{
+	sparsify_args a = { 0 };
+	tp_sparsify_opts o;
+	tp_buf eval = TP_BUF_INIT(SPARSIFY_TEXT_MAX), calib = TP_BUF_INIT(SPARSIFY_TEXT_MAX);
+	tp_sparsify_result *r = NULL;
+	int rc = sparsify_parse(argc, argv, &a, &o);
+	if (rc != TP_CLI_PARSED)
+		return rc == TP_CLI_HELP ? TP_EXIT_OK : rc;
+	if (!a.no_eval) {
+		if (a.eval && tp_cli_read_text(a.eval, &eval) < 0)
+			goto fail;
+		o.eval_text = a.eval ? (eval.ptr ? eval.ptr : "") : (const char *)tp_optimize_text_eval;
+		o.eval_len = a.eval ? eval.len : tp_optimize_text_eval_len;
+	}
+	if (o.select == TP_SPARSIFY_SELECT_ACTIVATION) {
+		if (a.calib && tp_cli_read_text(a.calib, &calib) < 0)
+			goto fail;
+		o.calib_text = a.calib ? (calib.ptr ? calib.ptr : "")
+				       : (const char *)tp_optimize_text_calib;
+		o.calib_len = a.calib ? calib.len : tp_optimize_text_calib_len;
+	}
+	if (isatty(STDERR_FILENO))
+		o.progress = sparsify_progress;
+	o.on_step = o.max_kl > 0 || o.max_ppl_delta_pct > 0 ? sparsify_step : NULL;
+	if (!(r = calloc(1, sizeof(*r)))) {
+		tp_error_set(TP_ENOMEM, "out of memory");
+		goto fail;
+	}
+	fprintf(stderr, "tenpak delta sparsify: %s on %s -> %s\n", a.ft, a.base, a.out);
+	if (tp_optimize_sparsify(a.base, a.ft, a.out, &o, r) < 0)
+		goto fail;
+	if (!a.json || strcmp(a.json, "-") != 0)
+		sparsify_print(&a, r);
+	if (a.json && sparsify_json(&a, r) < 0)
+		goto fail;
+	rc = r->within_budget ? TP_EXIT_OK : SPARSIFY_EXIT_BUDGET;
+	goto done;
+fail:
+	rc = fail();
+done:
+	free(r);
+	tp_buf_free(&eval);
+	tp_buf_free(&calib);
+	return rc;
+}
+
 int tp_cmd_delta(int argc, char **argv)
 {
 	static const struct {
@@ -354,10 +653,11 @@ int tp_cmd_delta(int argc, char **argv)
 		{ "apply", cmd_apply },
 		{ "estimate", cmd_estimate },
 		{ "inspect", cmd_inspect },
+		{ "sparsify", cmd_sparsify },
 	};
 	if (argc < 2)
 		return tp_cli_usage_error("delta", "missing subcommand (compress, apply, estimate, "
-					  "inspect)");
+					  "inspect, sparsify)");
 	if (tp_cli_is_help(argv[1])) {
 		fputs(usage_delta, stdout);
 		return TP_EXIT_OK;

@@ -696,4 +696,120 @@ int tp_report_markdown_write(const char *path, const tp_report_info *info,
 int tp_svg_plot_write(const char *path, const tp_report_info *info,
 		      const tp_candidate_figures *f, size_t n);
 
+/* ---- sparse deltas (optimize/sparsify.c) -----------------------------------
+ * A lossy alternative to storing a fine-tune: keep a fraction of its update
+ * Δ = FT − BASE per tensor, quantize what is kept, and write
+ * OUT = round_to_dtype(BASE + Q(Δ)). OUT is a different model: its quality
+ * against FT is measured, never assumed. */
+
+typedef enum tp_sparsify_select {
+	TP_SPARSIFY_SELECT_MAGNITUDE, /* largest |Δ| */
+	TP_SPARSIFY_SELECT_ACTIVATION, /* largest |Δ_ij|·‖x_j‖ (Wanda's score) */
+	TP_SPARSIFY_SELECT_DARE,       /* random, kept entries scaled by 1/D */
+} tp_sparsify_select;
+
+/* "magnitude", "activation", "dare"; "?" for an invalid value. */
+const char *tp_optimize_sparsify_select_name(tp_sparsify_select s);
+/* TP_ENOTFOUND for an unknown name. */
+int tp_optimize_sparsify_select_from_name(const char *name, tp_sparsify_select *out);
+
+#define TP_SPARSIFY_BITS_MIN 2
+#define TP_SPARSIFY_BITS_MAX 8
+
+typedef struct tp_sparsify_tensor_stats {
+	uint64_t entries; /* rows * cols */
+	uint64_t chosen;  /* entries the selection kept */
+	uint64_t nonzero; /* entries of Q(Δ) that are not 0 after quantization */
+	double sq_err;    /* sum (Q(Δ) − Δ)² over all entries */
+} tp_sparsify_tensor_stats;
+
+/*
+ * The update one tensor keeps: delta[rows][cols] (fp32, in place) becomes
+ * Q(sparse(Δ)). The selection keeps ceil(density · rows · cols) entries
+ * (never one that is 0): magnitude by |Δ|, activation by |Δ_ij|·col_norm[j]
+ * (col_norm NULL: magnitude), dare each entry with probability density from
+ * a generator seeded with seed, kept entries multiplied by 1/density. Kept
+ * values are then rounded to a symmetric bits-bit grid with one scale per
+ * row (for bits <= 4 the scale that minimizes the row's squared error over
+ * a few clipping ratios, else the row's largest |value|). density in
+ * (0, 1], bits in [TP_SPARSIFY_BITS_MIN, TP_SPARSIFY_BITS_MAX].
+ */
+int tp_optimize_sparsify_delta(float *delta, size_t rows, size_t cols, const float *col_norm,
+			       tp_sparsify_select select, double density, unsigned bits,
+			       uint64_t seed, tp_sparsify_tensor_stats *stats);
+
+/* One step of a density search, or the single measurement of a fixed
+ * density. ppl_delta_pct = 100 · (ppl(OUT) / ppl(FT) − 1). */
+typedef struct tp_sparsify_step {
+	double density;
+	double kl, ppl, ppl_delta_pct;
+	bool within; /* meets the budget (always true without one) */
+} tp_sparsify_step;
+
+typedef int (*tp_sparsify_step_fn)(void *ctx, const tp_sparsify_step *step);
+
+#define TP_SPARSIFY_MAX_STEPS 32
+
+typedef struct tp_sparsify_opts {
+	double density;           /* (0, 1]; used when no budget is set */
+	double max_ppl_delta_pct; /* > 0: the smallest density with |ΔPPL| within it */
+	double max_kl;            /* > 0: the same for KL(FT || OUT) in nats */
+	unsigned bits;            /* 0: 8 */
+	tp_sparsify_select select;
+	uint64_t seed;            /* dare */
+	/* Evaluation text (FT's tokenizer); NULL with no budget: no quality
+	 * figures. Calibration text for activation (NULL: the eval text). */
+	const char *eval_text, *calib_text;
+	size_t eval_len, calib_len;
+	size_t ctx;        /* evaluation and calibration windows (0: 512) */
+	size_t max_tokens; /* of the eval text (0: all) */
+	bool skip_estimate; /* do not estimate the stored size */
+	unsigned threads;  /* 0: all cores */
+	tp_sparsify_step_fn on_step; /* each measured density, in order */
+	void *step_ctx;
+	tp_progress_fn progress; /* tensors done / total, while writing */
+	void *progress_ctx;
+} tp_sparsify_opts;
+
+typedef struct tp_sparsify_result {
+	double density;
+	unsigned bits;
+	tp_sparsify_select select;
+	bool within_budget;  /* false: even density 1 misses the budget (OUT
+			      * is then written at density 1) */
+	uint64_t tensors;    /* in FT */
+	uint64_t sparsified; /* tensors written as BASE + Q(Δ) */
+	uint64_t exact;      /* changed tensors kept exactly (1-D, other shape
+			      * or dtype than the base, no base) */
+	uint64_t unchanged;  /* equal to the base: copied */
+	uint64_t changed_weights; /* entries of sparsified and exact tensors */
+	uint64_t kept;       /* nonzero entries of Q(Δ) */
+	uint64_t out_bytes;  /* of OUT's weight files */
+	/* Quality on the eval text (has_quality): OUT and BASE against FT. */
+	bool has_quality, has_base;
+	size_t eval_tokens;
+	double ppl_ft, ppl_out, ppl_base;
+	double kl_out, kl_base;        /* KL(FT || model), nats per token */
+	double ppl_delta_pct, ppl_delta_base_pct;
+	/* What the delta codec is estimated to store for OUT against BASE. */
+	bool has_estimate;
+	uint64_t stored_bytes;
+	double stored_fraction;        /* stored_bytes / out_bytes */
+	double bits_per_changed_weight; /* 8 · stored_bytes / changed_weights */
+	size_t nsteps;
+	tp_sparsify_step steps[TP_SPARSIFY_MAX_STEPS];
+} tp_sparsify_result;
+
+/*
+ * Write out_dir (created) from base_dir and ft_dir (each with config.json and
+ * model.safetensors or a shard index): every FT weight file under its own
+ * name, float tensors of 2 or more dimensions that changed and match the
+ * base in shape as BASE + Q(Δ) in FT's dtype, every other tensor and the
+ * safetensors headers byte-identical to FT; FT's small files copied and its
+ * model card's front matter given base_model and the recipe. With a budget
+ * the density is searched by bisection on measured quality.
+ */
+int tp_optimize_sparsify(const char *base_dir, const char *ft_dir, const char *out_dir,
+			 const tp_sparsify_opts *opts, tp_sparsify_result *out);
+
 #endif

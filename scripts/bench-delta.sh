@@ -151,3 +151,4 @@ fi
 bench_pair "generated bf16 pair, N(0,0.02) + N(0,2e-4)" "$WORK/gen-base.safetensors" \
 	"$WORK/gen-ft.safetensors"
 bench_nobase "generated bf16 base, no base" "$WORK/gen-base.safetensors"
+[ "${WITH_SPARSIFY:-0}" = 0 ] || scripts/bench-sparsify.sh # lossy sparse deltas (README, Performance)
