@@ -19,6 +19,7 @@ typedef struct job {
 
 typedef struct slot {
 	tp_chunk_desc d;
+	tp_chunk_desc v; /* verify: the same chunk as apply will decode it */
 	uint8_t *out;
 	size_t out_len;
 } slot;
@@ -33,6 +34,11 @@ typedef struct coder {
 	slot *slots;
 	size_t window, frame_cap;
 	tp_pipe *pipe;
+	/* verify: the plan parsed back from the JSON written, the base each
+	 * of its bases resolves to, and one decode buffer per worker. */
+	tp_delta_layout *vm;
+	const tp_map **vbase;
+	uint8_t **checks;
 } coder;
 
 /* Called in job order once a chunk's frame is ready. */
@@ -219,17 +225,38 @@ static int plan_new(tp_delta_layout **out, const tp_map *target, const tp_base_s
 
 /* ---- running chunk jobs on the pool --------------------------------------- */
 
+/* Decode the frame just encoded, the way apply will, and compare it with
+ * the target chunk while both are still in cache. */
+static int verify_chunk(coder *c, slot *s, unsigned worker)
+{
+	uint8_t *back = c->checks[worker];
+	int rc = tp_chunk_decode(&c->coders[worker], &s->v, s->out, s->out_len, back);
+	if (rc < 0)
+		return tp_error_wrap(rc, "delta: proving chunk %u of segment %u", s->d.index,
+				     s->d.seg);
+	if (s->v.len != s->d.len || memcmp(back, s->d.target, s->d.len) != 0)
+		return tp_error_set(TP_ECORRUPT, "delta: chunk %u of segment %u does not decode to "
+				    "the target's bytes", s->d.index, s->d.seg);
+	return 0;
+}
+
 static int encode_job(void *ctx, size_t i, unsigned worker)
 {
 	coder *c = ctx;
 	slot *s = &c->slots[i];
-	return tp_chunk_encode(&c->coders[worker], &s->d, c->level, s->out, c->frame_cap,
-			       &s->out_len);
+	int rc = tp_chunk_encode(&c->coders[worker], &s->d, c->level, s->out, c->frame_cap,
+				 &s->out_len);
+	return rc < 0 || !c->vm ? rc : verify_chunk(c, s, worker);
 }
 
 static void coder_fini(coder *c)
 {
 	tp_pipe_free(c->pipe);
+	for (unsigned i = 0; c->checks && i < c->threads; i++)
+		free(c->checks[i]);
+	free(c->checks);
+	free(c->vbase);
+	tp_delta_layout_free(c->vm);
 	for (size_t i = 0; c->slots && i < c->window; i++)
 		free(c->slots[i].out);
 	for (unsigned i = 0; c->coders && i < c->threads; i++)
@@ -278,6 +305,20 @@ static void fill_desc(const coder *c, tp_chunk_desc *d, const job *j)
 	d->base = s->base >= 0 ? c->bases->ptr[s->base].map.ptr + s->base_offset + off : NULL;
 }
 
+/* The chunk as apply will decode it: from the parsed plan, not m. */
+static void fill_verify(const coder *c, tp_chunk_desc *v, const job *j)
+{
+	const tp_delta_seg_info *s = &c->vm->segs[j->seg];
+	uint64_t off = (uint64_t)j->index * c->vm->chunk_size;
+	memset(v, 0, sizeof(*v));
+	v->xform = s->xform;
+	v->width = tp_delta_seg_width(s);
+	v->seg = j->seg;
+	v->index = j->index;
+	v->len = (size_t)(s->size - off < c->vm->chunk_size ? s->size - off : c->vm->chunk_size);
+	v->base = s->base >= 0 ? c->vbase[s->base]->ptr + s->base_offset + off : NULL;
+}
+
 static int run_jobs(coder *c, const job *jobs, size_t njobs, sink_fn sink, void *sink_ctx)
 {
 	int rc = 0;
@@ -285,6 +326,8 @@ static int run_jobs(coder *c, const job *jobs, size_t njobs, sink_fn sink, void 
 	for (size_t done = 0; rc == 0 && done < njobs;) {
 		if (next < njobs && next - done < w) {
 			fill_desc(c, &c->slots[next % w].d, &jobs[next]);
+			if (c->vm)
+				fill_verify(c, &c->slots[next % w].v, &jobs[next]);
 			tp_pipe_submit(c->pipe, next++);
 			continue;
 		}
@@ -340,7 +383,7 @@ static int list_jobs(const tp_delta_layout *m, bool sample, job **out, size_t *n
 typedef struct emit {
 	tp_delta_write_fn write;
 	void *ctx;
-	const coder *c;
+	coder *c;
 	const tp_delta_opts *o;
 	tp_delta_layout *m;
 	tp_sha256 sha;
@@ -366,6 +409,44 @@ static int emit_chunk(void *ctx, const slot *s)
 	return rc ? rc : emit_bytes(e, s->out, s->out_len);
 }
 
+/* Read back the plan as written, as apply will: its segments must be
+ * the ones coded (same chunks, in the same order), and each of its bases is
+ * the first given base with the recorded size and fingerprint. */
+static int verify_prepare(coder *c, const char *json, size_t len)
+{
+	const tp_delta_layout *m = c->m;
+	tp_delta_layout *vm = NULL;
+	int rc = tp_delta_plan_parse(&vm, json, len);
+	if (rc < 0)
+		return tp_error_wrap(rc, "delta: reading back the plan written");
+	c->vm = vm;
+	bool same = vm->target_size == m->target_size && vm->chunk_size == m->chunk_size &&
+		    vm->nsegs == m->nsegs && vm->nbases == m->nbases;
+	for (size_t i = 0; same && i < m->nsegs; i++)
+		same = vm->segs[i].offset == m->segs[i].offset && vm->segs[i].size == m->segs[i].size &&
+		       vm->segs[i].chunks == m->segs[i].chunks;
+	if (!same)
+		return tp_error_set(TP_ECORRUPT, "delta: the plan written does not read back as coded");
+	c->vbase = calloc(vm->nbases ? vm->nbases : 1, sizeof(*c->vbase));
+	c->checks = calloc(c->threads, sizeof(*c->checks));
+	if (!c->vbase || !c->checks)
+		return tp_error_set(TP_ENOMEM, "out of memory");
+	for (unsigned i = 0; i < c->threads; i++)
+		if (!(c->checks[i] = malloc(m->chunk_size)))
+			return tp_error_set(TP_ENOMEM, "out of memory");
+	/* m->bases[i] holds the fingerprint of given base i (plan_bases). */
+	for (size_t k = 0; k < vm->nbases; k++) {
+		for (size_t i = 0; i < m->nbases && !c->vbase[k]; i++)
+			if (m->bases[i].size == vm->bases[k].size &&
+			    strcmp(m->bases[i].fingerprint, vm->bases[k].fingerprint) == 0)
+				c->vbase[k] = &c->bases->ptr[i].map;
+		if (!c->vbase[k])
+			return tp_error_set(TP_ECORRUPT, "delta: base %zu of the plan written matches "
+					    "no base given", k);
+	}
+	return 0;
+}
+
 static int emit_plan(emit *e)
 {
 	char *json;
@@ -381,6 +462,8 @@ static int emit_plan(emit *e)
 		rc = tp_error_set(TP_ETOOBIG, "delta plan of %zu bytes is over the cap", len);
 	else if ((rc = emit_bytes(e, pre, sizeof(pre))) == 0)
 		rc = emit_bytes(e, json, len);
+	if (rc == 0 && e->o->verify)
+		rc = verify_prepare(e->c, json, len);
 	free(json);
 	return rc;
 }

@@ -1,8 +1,7 @@
 /*
  * Rebuilds: an object from the store into a file, its bases first, each
  * checked against its oid. Downloads and fsck rebuild the object asked for;
- * uploads rebuild the bases this machine lacks, and prove each delta by
- * applying it once.
+ * uploads rebuild the bases this machine lacks.
  */
 #include "transfer_internal.h"
 

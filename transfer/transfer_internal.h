@@ -71,6 +71,14 @@ void tp_transfer_hashes_free(tp_transfer_hashes *h);
 int tp_transfer_local_copy(tp_transfer *t, const char *oid, uint64_t size, const char *hint,
 			   char **path);
 
+/* Record that path, as it is now, holds object oid (a base this process
+ * rebuilt and proved). */
+void tp_transfer_local_remember(tp_transfer *t, const char *path, const char *oid);
+/* 0 when path is still in the state (identity, size, times) it had when
+ * it was found to hash to oid; TP_ECORRUPT otherwise. Bracketing a read of
+ * a base with its check and this one proves the bytes read were the oid's. */
+int tp_transfer_local_unchanged(tp_transfer *t, const char *path, const char *oid);
+
 /* ---- rebuilds (rebuild.c) -------------------------------------------------- */
 
 /* Apply a delta payload into out and prove the result is object oid: the

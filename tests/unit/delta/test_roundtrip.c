@@ -143,6 +143,35 @@ static void test_layouts(void)
 	free(shape_changed.data);
 }
 
+/* Proving each frame as it is encoded changes no byte of the delta, with
+ * one worker or several, and with a base given twice (apply resolves both
+ * to the first, and so must the proof). */
+static void test_verify(void)
+{
+	uint64_t seed = 7;
+	t_tensor base[3] = { make("a", TP_DTYPE_BF16, 200000, &seed),
+			     make("b", TP_DTYPE_F32, 70000, &seed), make("c", TP_DTYPE_I32, 9000, &seed) };
+	t_tensor tgt[3] = { tune(&base[0], "a", &seed), tune(&base[1], "b", &seed),
+			    make("d", TP_DTYPE_F16, 50000, &seed) };
+	t_write_st(path(0, "vbase.st"), base, 3, 0, NULL);
+	t_write_st(path(1, "vtgt.st"), tgt, 3, 0, NULL);
+	const char *b[2] = { path(0, "vbase.st"), path(0, "vbase.st") };
+	for (unsigned threads = 1; threads <= 3; threads++) {
+		tp_delta_opts o = { .threads = threads, .chunk_size = TP_DELTA_CHUNK_MIN };
+		tp_delta_stats plain = { 0 }, proven = { 0 };
+		CHECK_EQ_INT(tp_delta_compress_file(path(1, "vtgt.st"), b, 2, path(2, "v0.delta"), &o,
+						    &plain), 0);
+		o.verify = true;
+		CHECK_EQ_INT(tp_delta_compress_file(path(1, "vtgt.st"), b, 2, path(3, "v1.delta"), &o,
+						    &proven), 0);
+		CHECK(t_same_files(path(2, "v0.delta"), path(3, "v1.delta")));
+		CHECK(memcmp(plain.sha256, proven.sha256, sizeof(plain.sha256)) == 0);
+		CHECK(roundtrip(path(1, "vtgt.st"), b, 2, b + 1, 1, &o));
+	}
+	free_all(base, 3);
+	free_all(tgt, 3);
+}
+
 static void test_sharded(void)
 {
 	uint64_t seed = 3;
@@ -242,6 +271,7 @@ int main(void)
 		return 1;
 	TP_TEST_RUN(test_dtypes);
 	TP_TEST_RUN(test_layouts);
+	TP_TEST_RUN(test_verify);
 	TP_TEST_RUN(test_sharded);
 	TP_TEST_RUN(test_opaque);
 	TP_TEST_RUN(test_corruption);
