@@ -81,13 +81,14 @@ int tp_transfer_local_unchanged(tp_transfer *t, const char *path, const char *oi
 
 /* ---- rebuilds (rebuild.c) -------------------------------------------------- */
 
-/* Apply a delta payload into out and prove the result is object oid: the
- * codec hashes what it rebuilds, and that hash must be the oid. A delta that
- * claims another size than expect is refused before anything is written (a
- * hostile one could claim terabytes of "same as base" chunks and fill the
- * disk). A NULL out only checks: nothing is opened or written. */
-int tp_transfer_apply(tp_transfer *t, const char *payload, char **bases, size_t nbases,
-		      const char *oid, uint64_t expect, const char *out, bool report);
+/* Apply the delta stream read from fd in into out and prove the result is
+ * object oid: the codec hashes what it rebuilds as it writes it, and that
+ * hash must be the oid. A delta that claims another size than expect is
+ * refused before anything is written (a hostile one could claim terabytes
+ * of "same as base" chunks and fill the disk). A NULL out only checks:
+ * nothing is opened or written. durable: fsync out (not for scratch). */
+int tp_transfer_apply(tp_transfer *t, int in, char **bases, size_t nbases, const char *oid,
+		      uint64_t expect, const char *out, bool durable, bool report);
 /* Rebuild object oid from the store into out. kept (may be NULL): bases the
  * caller already holds. */
 int tp_transfer_rebuild(tp_transfer *t, const tp_transfer_scratch *kept, const char *oid,
