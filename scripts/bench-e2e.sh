@@ -2,21 +2,43 @@
 # End-to-end benchmark: git push of a base model, then of a fine-tune of it
 # at the same path, then a fresh git clone, through
 #   - stock git-lfs to a file:// remote (git-lfs's built-in transfer),
-#   - tenpak with a local directory store,
-#   - tenpak with an S3 store (s3rver on 127.0.0.1).
-# Prints one table row per transport: seconds and bytes stored.
+#   - tenpak with a local directory store, the build before (BEFORE) and
+#     this build (after),
+#   - tenpak with an S3 store (s3rver on 127.0.0.1), after only, when
+#     BENCH_S3=1.
+# Next to each tenpak row, the codec alone on the same pair, in the same
+# run: `tenpak delta compress` of the fine-tune against the base (what a
+# push of it must at least cost) and `tenpak delta apply` of the base's
+# whole delta plus the fine-tune's (what a clone must at least cost), and
+# the ratios push/compress and clone/apply (issue 15's goal: <= 1.3).
 #
-#   scripts/bench-e2e.sh [BASE.safetensors FINETUNE.safetensors]
+#   scripts/bench-e2e.sh [--size MIB] [BASE.safetensors FINETUNE.safetensors]
 #
-# Without arguments it uses the BF16 fixture pair from ../shared/fixtures
-# when present, else a generated pair (fixed seed). Not a test: it asserts
-# nothing and needs a built tree (scripts/test.sh or cmake).
+# Pairs: the two files given; else the BF16 fixture pair from
+# ../shared/fixtures when present; and with --size, also a generated pair
+# of about MIB MiB (fixed seed). BEFORE: the tenpak executable to compare
+# with (default: /work/main/build/tenpak or /work/main/build/lfs-agent/tenpak
+# when built; none: no before rows). Not a test: it asserts nothing and
+# needs a built tree (scripts/test.sh or cmake). Timings are wall seconds
+# of one run: on a shared machine compare ratios within a run.
 set -eu
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${BUILD_DIR:-$root/build}
 tenpak="$build/tenpak"
 [ -x "$tenpak" ] || { echo "bench-e2e: build first (scripts/test.sh)" >&2; exit 1; }
+if [ -z "${BEFORE+set}" ]; then
+	BEFORE=""
+	for b in /work/main/build/tenpak /work/main/build/lfs-agent/tenpak; do
+		[ -x "$b" ] && { BEFORE=$b; break; }
+	done
+fi
+
+size=""
+if [ "${1:-}" = "--size" ]; then
+	size=$2
+	shift 2
+fi
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/tenpak-bench-e2e.XXXXXX")
 s3pid=""
@@ -26,20 +48,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-if [ $# -eq 2 ]; then
-	base=$1 ft=$2 label="$(basename "$1") -> $(basename "$2")"
-elif [ -f "$root/../shared/fixtures/models/base/BF16/model.safetensors" ]; then
-	base="$root/../shared/fixtures/models/base/BF16/model.safetensors"
-	ft="$root/../shared/fixtures/models/full_ft/BF16/model.safetensors"
-	label="fixture base/BF16 -> full_ft/BF16"
-else
-	"$build/tp-gen" model "$work/base.safetensors" 1 --layers 8 --hidden 512
-	"$build/tp-gen" model "$work/ft.safetensors" 1 --layers 8 --hidden 512 --finetune 2
-	base="$work/base.safetensors" ft="$work/ft.safetensors" label="generated pair (seed 1)"
-fi
-
 now() { date +%s.%N; }
 elapsed() { awk -v s="$1" -v e="$2" 'BEGIN { printf "%.2f", e - s }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
 dir_bytes() { find "$@" -type f -printf '%s\n' 2>/dev/null | awk '{ s += $1 } END { print s + 0 }'; }
 
 # fresh_home NAME: an isolated HOME with git and git-lfs set up.
@@ -52,9 +63,29 @@ fresh_home() {
 	git lfs install --skip-repo >/dev/null
 }
 
-# run_case NAME STORE-BYTES-CMD: push base, push fine-tune, clone; prints a row.
+# codec TENPAK: sets compress_s (fine-tune against base) and apply_s (the
+# base's whole delta, then the fine-tune's) for the pair in $base $ft.
+codec() {
+	c="$work/codec"
+	rm -rf "$c" && mkdir -p "$c"
+	"$1" delta compress "$base" -o "$c/base.tpd" >/dev/null
+	t0=$(now); "$1" delta compress --base "$base" "$ft" -o "$c/ft.tpd" >/dev/null; t1=$(now)
+	"$1" delta apply "$c/base.tpd" -o "$c/base.out" >/dev/null
+	"$1" delta apply --base "$c/base.out" "$c/ft.tpd" -o "$c/ft.out" >/dev/null
+	t2=$(now)
+	rm -f "$c/base.out" "$c/ft.out"
+	t3=$(now)
+	"$1" delta apply "$c/base.tpd" -o "$c/base.out" >/dev/null
+	"$1" delta apply --base "$c/base.out" "$c/ft.tpd" -o "$c/ft.out" >/dev/null
+	t4=$(now)
+	compress_s=$(elapsed "$t0" "$t1") apply_s=$(elapsed "$t3" "$t4")
+	rm -rf "$c"
+}
+
+# run_case NAME STORE-BYTES-CMD [TENPAK]: push base, push fine-tune, clone;
+# prints a row, with the codec's times when TENPAK is given.
 run_case() {
-	name=$1 measure=$2
+	name=$1 measure=$2 bin=${3:-}
 	d="$work/$name"
 	git init -q --bare "$d/remote.git"
 	git init -q "$d/repo"
@@ -71,30 +102,60 @@ run_case() {
 	after_ft=$(eval "$measure")
 	t4=$(now); git clone -q "file://$d/remote.git" "$d/clone"; t5=$(now)
 	cmp "$ft" "$d/clone/model.safetensors"
-	printf '| %-22s | %11s | %9s | %7s | %13s | %11s |\n' "$name" "$(elapsed "$t0" "$t1")" \
-		"$(elapsed "$t2" "$t3")" "$(elapsed "$t4" "$t5")" "$after_base" "$((after_ft - after_base))"
+	push=$(elapsed "$t2" "$t3") clone=$(elapsed "$t4" "$t5")
+	cs="-" as="-" pr="-" cr="-"
+	if [ -n "$bin" ]; then
+		codec "$bin"
+		cs=$compress_s as=$apply_s pr=$(ratio "$push" "$cs") cr=$(ratio "$clone" "$as")
+	fi
+	printf '| %-20s | %6s | %6s | %6s | %10s | %10s | %6s | %6s | %5s | %5s |\n' "$name" \
+		"$(elapsed "$t0" "$t1")" "$push" "$clone" "$after_base" "$((after_ft - after_base))" \
+		"$cs" "$as" "$pr" "$cr"
 	cd "$root"
+	rm -rf "$d/clone" "$d/repo"
 }
 
-echo "pair: $label ($(wc -c <"$base") + $(wc -c <"$ft") bytes)"
-echo
-echo "| transport              | push base s | push ft s | clone s | stored base B | stored ft B |"
-echo "|------------------------|-------------|-----------|---------|---------------|-------------|"
+run_pair() {
+	base=$1 ft=$2 tag=$4
+	echo
+	echo "pair: $3 ($(wc -c <"$base") + $(wc -c <"$ft") bytes); load: $(uptime | sed 's/.*load average: //')"
+	echo
+	echo "| transport            | push base s | push ft s | clone s | stored base B | stored ft B | compress s | apply s | push/compress | clone/apply |"
+	echo "|----------------------|------|------|------|------|------|------|------|------|------|"
+	fresh_home "stock-$4"
+	run_case "git-lfs file:// $4" 'dir_bytes "$d/remote.git/lfs/objects"'
+	if [ -n "$BEFORE" ]; then
+		fresh_home "before-$4"
+		"$BEFORE" install --remote "$work" --store "$work/before-$4/store" >/dev/null
+		run_case "tenpak before $4" 'dir_bytes "$work/before-$tag/store/objects"' "$BEFORE"
+	fi
+	fresh_home "after-$4"
+	"$tenpak" install --remote "$work" --store "$work/after-$4/store" >/dev/null
+	run_case "tenpak after $4" 'dir_bytes "$work/after-$tag/store/objects"' "$tenpak"
+	if [ "${BENCH_S3:-0}" = 1 ] && sh "$root/scripts/s3rver.sh" install 2>/dev/null; then
+		fresh_home "s3-$4"
+		set -- $(sh "$root/scripts/s3rver.sh" start "$work/s3-$4/data" bench)
+		s3pid=$1
+		export AWS_ACCESS_KEY_ID=S3RVER AWS_SECRET_ACCESS_KEY=S3RVER
+		"$tenpak" install --remote "$work" --store "s3://bench/models?endpoint=http://127.0.0.1:$2" >/dev/null
+		run_case "tenpak s3 (s3rver)" 'dir_bytes "$work/s3-$tag/data/bench" -name "*._S3rver_object"'
+		kill "$s3pid" 2>/dev/null || true
+		s3pid=""
+	fi
+}
 
-fresh_home stock
-run_case "git-lfs file://" 'dir_bytes "$d/remote.git/lfs/objects"'
-
-fresh_home local
-"$tenpak" install --remote "$work" --store "$work/local/store" >/dev/null
-run_case "tenpak local store" 'dir_bytes "$work/local/store/objects"'
-
-if sh "$root/scripts/s3rver.sh" install 2>/dev/null; then
-	fresh_home s3
-	set -- $(sh "$root/scripts/s3rver.sh" start "$work/s3/data" bench)
-	s3pid=$1
-	export AWS_ACCESS_KEY_ID=S3RVER AWS_SECRET_ACCESS_KEY=S3RVER
-	"$tenpak" install --remote "$work" --store "s3://bench/models?endpoint=http://127.0.0.1:$2" >/dev/null
-	run_case "tenpak s3 (s3rver)" 'dir_bytes "$work/s3/data/bench" -name "*._S3rver_object"'
-else
-	echo "| tenpak s3 (s3rver)     | skipped: s3rver could not be installed from npm |"
+echo "after: $tenpak; before: ${BEFORE:-none}; threads: $(nproc) cores online"
+if [ $# -eq 2 ]; then
+	run_pair "$1" "$2" "$(basename "$1") -> $(basename "$2")" given
+elif [ -f "$root/../shared/fixtures/models/base/BF16/model.safetensors" ]; then
+	run_pair "$root/../shared/fixtures/models/base/BF16/model.safetensors" \
+		"$root/../shared/fixtures/models/full_ft/BF16/model.safetensors" \
+		"fixture base/BF16 -> full_ft/BF16" fixture
+fi
+if [ -n "$size" ]; then
+	# --hidden 1024 gives 27 MiB per layer.
+	layers=$(( (size + 26) / 27 ))
+	"$build/tp-gen" model "$work/base.safetensors" 1 --layers "$layers" --hidden 1024
+	"$build/tp-gen" model "$work/ft.safetensors" 1 --layers "$layers" --hidden 1024 --finetune 2
+	run_pair "$work/base.safetensors" "$work/ft.safetensors" "generated pair (seed 1, $layers layers)" "gen"
 fi
