@@ -63,27 +63,40 @@ fresh_home() {
 	git lfs install --skip-repo >/dev/null
 }
 
-# codec TENPAK: sets compress_s (fine-tune against base) and apply_s (the
-# base's whole delta, then the fine-tune's) for the pair in $base $ft.
+# timed OUT CMD...: run CMD; OUT gets "WALL CPU" in seconds, CPU being the
+# user+system time of CMD and of every process it waited for (git-lfs and
+# its agents): on a loaded machine CPU seconds vary far less than wall.
+timed() {
+	out=$1
+	shift
+	/usr/bin/time -f "%e %U %S" -o "$out.raw" "$@"
+	awk '{ printf "%.2f %.2f\n", $1, $2 + $3 }' "$out.raw" >"$out"
+}
+wall() { cut -d" " -f1 "$1"; }
+cpu() { cut -d" " -f2 "$1"; }
+both() { echo "$(wall "$1")/$(cpu "$1")"; }
+ratios() { echo "$(ratio "$(wall "$1")" "$(wall "$2")")/$(ratio "$(cpu "$1")" "$(cpu "$2")")"; }
+
+# codec TENPAK: times, into $d/t.compress and $d/t.apply, the codec alone on
+# the pair in $base $ft: compress of the fine-tune against the base, and
+# apply of the base's whole delta then the fine-tune's (the second run, with
+# the deltas in the page cache as a clone's payloads are).
 codec() {
 	c="$work/codec"
 	rm -rf "$c" && mkdir -p "$c"
 	"$1" delta compress "$base" -o "$c/base.tpd" >/dev/null
-	t0=$(now); "$1" delta compress --base "$base" "$ft" -o "$c/ft.tpd" >/dev/null; t1=$(now)
-	"$1" delta apply "$c/base.tpd" -o "$c/base.out" >/dev/null
+	timed "$d/t.compress" "$1" delta compress --base "$base" "$ft" -o "$c/ft.tpd" >/dev/null
+	cat >"$c/apply.sh" <<-EOF
+	"$1" delta apply "$c/base.tpd" -o "$c/base.out" >/dev/null &&
 	"$1" delta apply --base "$c/base.out" "$c/ft.tpd" -o "$c/ft.out" >/dev/null
-	t2=$(now)
-	rm -f "$c/base.out" "$c/ft.out"
-	t3=$(now)
-	"$1" delta apply "$c/base.tpd" -o "$c/base.out" >/dev/null
-	"$1" delta apply --base "$c/base.out" "$c/ft.tpd" -o "$c/ft.out" >/dev/null
-	t4=$(now)
-	compress_s=$(elapsed "$t0" "$t1") apply_s=$(elapsed "$t3" "$t4")
+	EOF
+	sh "$c/apply.sh"
+	timed "$d/t.apply" sh "$c/apply.sh"
 	rm -rf "$c"
 }
 
 # run_case NAME STORE-BYTES-CMD [TENPAK]: push base, push fine-tune, clone;
-# prints a row, with the codec's times when TENPAK is given.
+# prints a row (wall/CPU seconds), with the codec's when TENPAK is given.
 run_case() {
 	name=$1 measure=$2 bin=${3:-}
 	d="$work/$name"
@@ -94,23 +107,23 @@ run_case() {
 	cp "$base" model.safetensors
 	git add . && git commit -qm base
 	git remote add origin "file://$d/remote.git"
-	t0=$(now); git push -q origin main >>"$d/log" 2>&1; t1=$(now)
+	timed "$d/t.pushb" git push -q origin main >>"$d/log" 2>&1
 	after_base=$(eval "$measure")
 	cp "$ft" model.safetensors
 	git commit -qam finetune
-	t2=$(now); git push -q origin main >>"$d/log" 2>&1; t3=$(now)
+	timed "$d/t.push" git push -q origin main >>"$d/log" 2>&1
 	after_ft=$(eval "$measure")
-	t4=$(now); git clone -q "file://$d/remote.git" "$d/clone"; t5=$(now)
+	timed "$d/t.clone" git clone -q "file://$d/remote.git" "$d/clone"
 	cmp "$ft" "$d/clone/model.safetensors"
-	push=$(elapsed "$t2" "$t3") clone=$(elapsed "$t4" "$t5")
 	cs="-" as="-" pr="-" cr="-"
 	if [ -n "$bin" ]; then
 		codec "$bin"
-		cs=$compress_s as=$apply_s pr=$(ratio "$push" "$cs") cr=$(ratio "$clone" "$as")
+		cs=$(both "$d/t.compress") as=$(both "$d/t.apply")
+		pr=$(ratios "$d/t.push" "$d/t.compress") cr=$(ratios "$d/t.clone" "$d/t.apply")
 	fi
-	printf '| %-20s | %6s | %6s | %6s | %10s | %10s | %6s | %6s | %5s | %5s |\n' "$name" \
-		"$(elapsed "$t0" "$t1")" "$push" "$clone" "$after_base" "$((after_ft - after_base))" \
-		"$cs" "$as" "$pr" "$cr"
+	printf '| %-22s | %11s | %11s | %11s | %10s | %10s | %11s | %11s | %9s | %9s |\n' \
+		"$name" "$(both "$d/t.pushb")" "$(both "$d/t.push")" "$(both "$d/t.clone")" \
+		"$after_base" "$((after_ft - after_base))" "$cs" "$as" "$pr" "$cr"
 	cd "$root"
 	rm -rf "$d/clone" "$d/repo"
 }
@@ -120,8 +133,10 @@ run_pair() {
 	echo
 	echo "pair: $3 ($(wc -c <"$base") + $(wc -c <"$ft") bytes); load: $(uptime | sed 's/.*load average: //')"
 	echo
-	echo "| transport            | push base s | push ft s | clone s | stored base B | stored ft B | compress s | apply s | push/compress | clone/apply |"
-	echo "|----------------------|------|------|------|------|------|------|------|------|------|"
+	echo "wall/CPU seconds; compress: delta compress ft against base; apply: delta apply base then ft"
+	echo
+	echo "| transport | push base | push ft | clone | stored base B | stored ft B | compress | apply | push ft/compress | clone/apply |"
+	echo "|---|---|---|---|---|---|---|---|---|---|"
 	fresh_home "stock-$4"
 	run_case "git-lfs file:// $4" 'dir_bytes "$d/remote.git/lfs/objects"'
 	if [ -n "$BEFORE" ]; then
