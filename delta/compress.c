@@ -9,9 +9,12 @@
 /* Bytes of each tensor coded both ways to choose XOR or ULP. */
 #define CHOOSE_SAMPLE (64u << 10)
 #define CHOOSE_LEVEL 1
-/* Estimate codes every chunk of small segments, else 1 in 8 (at least 4). */
+/* Estimate codes 1 in 8 chunks of each kind of segment (at least 4, or all
+ * when there are fewer). */
 #define ESTIMATE_ALL 4u
 #define ESTIMATE_STRIDE 8u
+/* Kinds of segment that code alike: transform x dtype (or none) x base. */
+#define KINDS ((TP_DELTA_XFORM_ULP + 1) * (TP_DTYPE_COUNT + 1) * 2)
 
 typedef struct job {
 	uint32_t seg, index;
@@ -348,7 +351,16 @@ static void release_chunk(const coder *c, const tp_chunk_desc *d)
 		tp_map_release(&c->bases->ptr[seg->base].map, seg->base_offset + off, d->len);
 }
 
-/* How many of a segment's nc chunks to code: all of them, or for an
+/* Segments of one kind code to about the same fraction of their bytes, so
+ * an estimate samples each kind as a whole: a model of many tensors of a
+ * few chunks each is sampled 1 in 8 too, not coded entirely. */
+static unsigned seg_kind(const tp_delta_seg_info *s)
+{
+	unsigned dt = s->name ? (unsigned)s->dtype : TP_DTYPE_COUNT;
+	return ((unsigned)s->xform * (TP_DTYPE_COUNT + 1) + dt) * 2 + (s->base >= 0);
+}
+
+/* How many of a kind's nc chunks to code: all of them, or for an
  * estimate, 1 in ESTIMATE_STRIDE (at least ESTIMATE_ALL). */
 static uint64_t chunks_wanted(uint64_t nc, bool sample)
 {
@@ -358,23 +370,34 @@ static uint64_t chunks_wanted(uint64_t nc, bool sample)
 	return want < ESTIMATE_ALL ? ESTIMATE_ALL : want;
 }
 
-/* The chunks to code, in file order, evenly spaced when sampling. */
+/* The chunks to code, in file order; when sampling, evenly spaced over
+ * the chunks of each kind. */
 static int list_jobs(const tp_delta_layout *m, bool sample, job **out, size_t *n)
 {
-	size_t total = 0;
-	for (size_t i = 0; i < m->nsegs; i++)
-		total += (size_t)m->segs[i].chunks;
-	job *j = malloc((total ? total : 1) * sizeof(*j));
+	uint64_t total[KINDS] = { 0 }, seen[KINDS] = { 0 }, picked[KINDS] = { 0 }, want[KINDS];
+	size_t all = 0;
+	for (size_t i = 0; i < m->nsegs; i++) {
+		total[seg_kind(&m->segs[i])] += m->segs[i].chunks;
+		all += (size_t)m->segs[i].chunks;
+	}
+	for (unsigned k = 0; k < KINDS; k++)
+		want[k] = chunks_wanted(total[k], sample);
+	job *j = malloc((all ? all : 1) * sizeof(*j));
 	if (!j)
 		return tp_error_set(TP_ENOMEM, "out of memory");
-	size_t k = 0;
+	size_t n_out = 0;
 	for (size_t i = 0; i < m->nsegs; i++) {
-		uint64_t nc = m->segs[i].chunks, want = chunks_wanted(nc, sample);
-		for (uint64_t c = 0; c < want; c++)
-			j[k++] = (job){ (uint32_t)i, (uint32_t)(c * nc / want) };
+		unsigned k = seg_kind(&m->segs[i]);
+		for (uint64_t c = 0; c < m->segs[i].chunks; c++, seen[k]++) {
+			/* Pick p of want lies at chunk p * total / want of the kind. */
+			if (picked[k] < want[k] && seen[k] == picked[k] * total[k] / want[k]) {
+				j[n_out++] = (job){ (uint32_t)i, (uint32_t)c };
+				picked[k]++;
+			}
+		}
 	}
 	*out = j;
-	*n = k;
+	*n = n_out;
 	return 0;
 }
 
@@ -578,15 +601,33 @@ static int tally_chunk(void *ctx, const slot *s)
 	return 0;
 }
 
+/* Each segment's sizes from its own sampled chunks, else from its kind's;
+ * the sums are the estimate. */
 static void extrapolate(tp_delta_layout *m, const uint64_t *sampled, size_t plan_len)
 {
+	double kbytes[KINDS] = { 0 }, kstored[KINDS] = { 0 }, ksame[KINDS] = { 0 },
+	       kchunks[KINDS] = { 0 };
+	for (size_t i = 0; i < m->nsegs; i++) {
+		const tp_delta_seg_info *s = &m->segs[i];
+		unsigned k = seg_kind(s);
+		kbytes[k] += (double)sampled[i];
+		kstored[k] += (double)s->stored_bytes;
+		ksame[k] += (double)s->same_chunks;
+		/* Sampled chunks: all full but perhaps the segment's last. */
+		if (sampled[i])
+			kchunks[k] += (double)((sampled[i] + m->chunk_size - 1) / m->chunk_size);
+	}
 	m->delta_size = TP_DELTA_PREAMBLE + plan_len + TP_DELTA_END_LEN;
 	for (size_t i = 0; i < m->nsegs; i++) {
 		tp_delta_seg_info *s = &m->segs[i];
+		unsigned k = seg_kind(s);
 		if (sampled[i] && sampled[i] < s->size) {
 			double scale = (double)s->size / (double)sampled[i];
 			s->stored_bytes = (uint64_t)((double)s->stored_bytes * scale + 0.5);
 			s->same_chunks = (uint64_t)((double)s->same_chunks * scale + 0.5);
+		} else if (!sampled[i] && s->size && kbytes[k] > 0) {
+			s->stored_bytes = (uint64_t)((double)s->size * kstored[k] / kbytes[k] + 0.5);
+			s->same_chunks = (uint64_t)((double)s->chunks * ksame[k] / kchunks[k] + 0.5);
 		}
 		m->delta_size += s->stored_bytes;
 	}
