@@ -73,6 +73,20 @@ timed() {
 	awk '{ printf "%.2f %.2f\n", $1, $2 + $3 }' "$out.raw" >"$out"
 }
 wall() { cut -d" " -f1 "$1"; }
+# agents_cpu FILE: CPU seconds of the tenpak agents listed in FILE.
+agents_cpu() { awk '{ s += $2 + $3 } END { printf "%.2f", s }' "$1" 2>/dev/null || echo 0; }
+
+# use_agent TENPAK: git-lfs runs TENPAK through a wrapper that appends each
+# agent's wall and CPU seconds to $AGENT_TIMES: what tenpak itself costs,
+# apart from git and git-lfs.
+use_agent() {
+	cat >"$HOME/agent" <<-EOF
+	#!/bin/sh
+	exec /usr/bin/time -a -o "\$AGENT_TIMES" -f "%e %U %S" "$1" "\$@"
+	EOF
+	chmod +x "$HOME/agent"
+	git config --global lfs.customtransfer.tenpak.path "$HOME/agent"
+}
 cpu() { cut -d" " -f2 "$1"; }
 both() { echo "$(wall "$1")/$(cpu "$1")"; }
 ratios() { echo "$(ratio "$(wall "$1")" "$(wall "$2")")/$(ratio "$(cpu "$1")" "$(cpu "$2")")"; }
@@ -107,23 +121,25 @@ run_case() {
 	cp "$base" model.safetensors
 	git add . && git commit -qm base
 	git remote add origin "file://$d/remote.git"
-	timed "$d/t.pushb" git push -q origin main >>"$d/log" 2>&1
+	AGENT_TIMES="$d/a.pushb" timed "$d/t.pushb" git push -q origin main >>"$d/log" 2>&1
 	after_base=$(eval "$measure")
 	cp "$ft" model.safetensors
 	git commit -qam finetune
-	timed "$d/t.push" git push -q origin main >>"$d/log" 2>&1
+	AGENT_TIMES="$d/a.push" timed "$d/t.push" git push -q origin main >>"$d/log" 2>&1
 	after_ft=$(eval "$measure")
-	timed "$d/t.clone" git clone -q "file://$d/remote.git" "$d/clone"
+	AGENT_TIMES="$d/a.clone" timed "$d/t.clone" git clone -q "file://$d/remote.git" "$d/clone"
 	cmp "$ft" "$d/clone/model.safetensors"
-	cs="-" as="-" pr="-" cr="-"
+	cs="-" as="-" pr="-" cr="-" ap="-" ac="-" apr="-" acr="-"
 	if [ -n "$bin" ]; then
 		codec "$bin"
 		cs=$(both "$d/t.compress") as=$(both "$d/t.apply")
 		pr=$(ratios "$d/t.push" "$d/t.compress") cr=$(ratios "$d/t.clone" "$d/t.apply")
+		ap=$(agents_cpu "$d/a.push") ac=$(agents_cpu "$d/a.clone")
+		apr=$(ratio "$ap" "$(cpu "$d/t.compress")") acr=$(ratio "$ac" "$(cpu "$d/t.apply")")
 	fi
-	printf '| %-22s | %11s | %11s | %11s | %10s | %10s | %11s | %11s | %9s | %9s |\n' \
+	printf '| %-22s | %11s | %11s | %11s | %10s | %10s | %11s | %11s | %9s | %9s | %5s | %5s | %5s | %5s |\n' \
 		"$name" "$(both "$d/t.pushb")" "$(both "$d/t.push")" "$(both "$d/t.clone")" \
-		"$after_base" "$((after_ft - after_base))" "$cs" "$as" "$pr" "$cr"
+		"$after_base" "$((after_ft - after_base))" "$cs" "$as" "$pr" "$cr" "$ap" "$ac" "$apr" "$acr"
 	cd "$root"
 	rm -rf "$d/clone" "$d/repo"
 }
@@ -135,17 +151,21 @@ run_pair() {
 	echo
 	echo "wall/CPU seconds; compress: delta compress ft against base; apply: delta apply base then ft"
 	echo
-	echo "| transport | push base | push ft | clone | stored base B | stored ft B | compress | apply | push ft/compress | clone/apply |"
-	echo "|---|---|---|---|---|---|---|---|---|---|"
+	echo "agents: CPU seconds of the tenpak agents alone (push ft, clone) and over compress/apply CPU"
+	echo
+	echo "| transport | push base | push ft | clone | stored base B | stored ft B | compress | apply | push ft/compress | clone/apply | agents push | agents clone | /compress | /apply |"
+	echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 	fresh_home "stock-$4"
 	run_case "git-lfs file:// $4" 'dir_bytes "$d/remote.git/lfs/objects"'
 	if [ -n "$BEFORE" ]; then
 		fresh_home "before-$4"
 		"$BEFORE" install --remote "$work" --store "$work/before-$4/store" >/dev/null
+		use_agent "$BEFORE"
 		run_case "tenpak before $4" 'dir_bytes "$work/before-$tag/store/objects"' "$BEFORE"
 	fi
 	fresh_home "after-$4"
 	"$tenpak" install --remote "$work" --store "$work/after-$4/store" >/dev/null
+	use_agent "$tenpak"
 	run_case "tenpak after $4" 'dir_bytes "$work/after-$tag/store/objects"' "$tenpak"
 	if [ "${BENCH_S3:-0}" = 1 ] && sh "$root/scripts/s3rver.sh" install 2>/dev/null; then
 		fresh_home "s3-$4"
