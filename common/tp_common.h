@@ -257,8 +257,13 @@ void tp_fmt_bytes(uint64_t n, char *out, size_t outlen);
 
 /* ---- system ----------------------------------------------------------- */
 
-/* Online CPU cores, at least 1: the default size of every thread pool.
- * Callers cap it to what their work can use. */
+/* CPU cores this process may use, at least 1: the online cores, cut to
+ * its affinity mask (sched_getaffinity, taskset) and to its cgroup's CPU
+ * quota (cpu.max, rounded up). The default size of every thread pool;
+ * callers cap it to what their work can use. */
 unsigned tp_cpu_count(void);
+/* Cores a cgroup cpu.max line ("QUOTA PERIOD", "max PERIOD") allows,
+ * rounded up; 0 for no limit. TP_EINVAL for anything else. Pure. */
+int tp_cpu_quota_parse(const char *text, unsigned *out);
 
 #endif

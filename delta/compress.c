@@ -9,9 +9,12 @@
 /* Bytes of each tensor coded both ways to choose XOR or ULP. */
 #define CHOOSE_SAMPLE (64u << 10)
 #define CHOOSE_LEVEL 1
-/* Estimate codes every chunk of small segments, else 1 in 8 (at least 4). */
+/* Estimate codes 1 in 8 chunks of each kind of segment (at least 4, or all
+ * when there are fewer). */
 #define ESTIMATE_ALL 4u
 #define ESTIMATE_STRIDE 8u
+/* Kinds of segment that code alike: transform x dtype (or none) x base. */
+#define KINDS ((TP_DELTA_XFORM_ULP + 1) * (TP_DTYPE_COUNT + 1) * 2)
 
 typedef struct job {
 	uint32_t seg, index;
@@ -19,6 +22,7 @@ typedef struct job {
 
 typedef struct slot {
 	tp_chunk_desc d;
+	tp_chunk_desc v; /* verify: the same chunk as apply will decode it */
 	uint8_t *out;
 	size_t out_len;
 } slot;
@@ -33,6 +37,11 @@ typedef struct coder {
 	slot *slots;
 	size_t window, frame_cap;
 	tp_pipe *pipe;
+	/* verify: the plan parsed back from the JSON written, the base each
+	 * of its bases resolves to, and one decode buffer per worker. */
+	tp_delta_layout *vm;
+	const tp_map **vbase;
+	uint8_t **checks;
 } coder;
 
 /* Called in job order once a chunk's frame is ready. */
@@ -219,17 +228,38 @@ static int plan_new(tp_delta_layout **out, const tp_map *target, const tp_base_s
 
 /* ---- running chunk jobs on the pool --------------------------------------- */
 
+/* Decode the frame just encoded, the way apply will, and compare it with
+ * the target chunk while both are still in cache. */
+static int verify_chunk(coder *c, slot *s, unsigned worker)
+{
+	uint8_t *back = c->checks[worker];
+	int rc = tp_chunk_decode(&c->coders[worker], &s->v, s->out, s->out_len, back);
+	if (rc < 0)
+		return tp_error_wrap(rc, "delta: proving chunk %u of segment %u", s->d.index,
+				     s->d.seg);
+	if (s->v.len != s->d.len || memcmp(back, s->d.target, s->d.len) != 0)
+		return tp_error_set(TP_ECORRUPT, "delta: chunk %u of segment %u does not decode to "
+				    "the target's bytes", s->d.index, s->d.seg);
+	return 0;
+}
+
 static int encode_job(void *ctx, size_t i, unsigned worker)
 {
 	coder *c = ctx;
 	slot *s = &c->slots[i];
-	return tp_chunk_encode(&c->coders[worker], &s->d, c->level, s->out, c->frame_cap,
-			       &s->out_len);
+	int rc = tp_chunk_encode(&c->coders[worker], &s->d, c->level, s->out, c->frame_cap,
+				 &s->out_len);
+	return rc < 0 || !c->vm ? rc : verify_chunk(c, s, worker);
 }
 
 static void coder_fini(coder *c)
 {
 	tp_pipe_free(c->pipe);
+	for (unsigned i = 0; c->checks && i < c->threads; i++)
+		free(c->checks[i]);
+	free(c->checks);
+	free(c->vbase);
+	tp_delta_layout_free(c->vm);
 	for (size_t i = 0; c->slots && i < c->window; i++)
 		free(c->slots[i].out);
 	for (unsigned i = 0; c->coders && i < c->threads; i++)
@@ -278,6 +308,20 @@ static void fill_desc(const coder *c, tp_chunk_desc *d, const job *j)
 	d->base = s->base >= 0 ? c->bases->ptr[s->base].map.ptr + s->base_offset + off : NULL;
 }
 
+/* The chunk as apply will decode it: from the parsed plan, not m. */
+static void fill_verify(const coder *c, tp_chunk_desc *v, const job *j)
+{
+	const tp_delta_seg_info *s = &c->vm->segs[j->seg];
+	uint64_t off = (uint64_t)j->index * c->vm->chunk_size;
+	memset(v, 0, sizeof(*v));
+	v->xform = s->xform;
+	v->width = tp_delta_seg_width(s);
+	v->seg = j->seg;
+	v->index = j->index;
+	v->len = (size_t)(s->size - off < c->vm->chunk_size ? s->size - off : c->vm->chunk_size);
+	v->base = s->base >= 0 ? c->vbase[s->base]->ptr + s->base_offset + off : NULL;
+}
+
 static int run_jobs(coder *c, const job *jobs, size_t njobs, sink_fn sink, void *sink_ctx)
 {
 	int rc = 0;
@@ -285,6 +329,8 @@ static int run_jobs(coder *c, const job *jobs, size_t njobs, sink_fn sink, void 
 	for (size_t done = 0; rc == 0 && done < njobs;) {
 		if (next < njobs && next - done < w) {
 			fill_desc(c, &c->slots[next % w].d, &jobs[next]);
+			if (c->vm)
+				fill_verify(c, &c->slots[next % w].v, &jobs[next]);
 			tp_pipe_submit(c->pipe, next++);
 			continue;
 		}
@@ -305,7 +351,16 @@ static void release_chunk(const coder *c, const tp_chunk_desc *d)
 		tp_map_release(&c->bases->ptr[seg->base].map, seg->base_offset + off, d->len);
 }
 
-/* How many of a segment's nc chunks to code: all of them, or for an
+/* Segments of one kind code to about the same fraction of their bytes, so
+ * an estimate samples each kind as a whole: a model of many tensors of a
+ * few chunks each is sampled 1 in 8 too, not coded entirely. */
+static unsigned seg_kind(const tp_delta_seg_info *s)
+{
+	unsigned dt = s->name ? (unsigned)s->dtype : TP_DTYPE_COUNT;
+	return ((unsigned)s->xform * (TP_DTYPE_COUNT + 1) + dt) * 2 + (s->base >= 0);
+}
+
+/* How many of a kind's nc chunks to code: all of them, or for an
  * estimate, 1 in ESTIMATE_STRIDE (at least ESTIMATE_ALL). */
 static uint64_t chunks_wanted(uint64_t nc, bool sample)
 {
@@ -315,23 +370,34 @@ static uint64_t chunks_wanted(uint64_t nc, bool sample)
 	return want < ESTIMATE_ALL ? ESTIMATE_ALL : want;
 }
 
-/* The chunks to code, in file order, evenly spaced when sampling. */
+/* The chunks to code, in file order; when sampling, evenly spaced over
+ * the chunks of each kind. */
 static int list_jobs(const tp_delta_layout *m, bool sample, job **out, size_t *n)
 {
-	size_t total = 0;
-	for (size_t i = 0; i < m->nsegs; i++)
-		total += (size_t)m->segs[i].chunks;
-	job *j = malloc((total ? total : 1) * sizeof(*j));
+	uint64_t total[KINDS] = { 0 }, seen[KINDS] = { 0 }, picked[KINDS] = { 0 }, want[KINDS];
+	size_t all = 0;
+	for (size_t i = 0; i < m->nsegs; i++) {
+		total[seg_kind(&m->segs[i])] += m->segs[i].chunks;
+		all += (size_t)m->segs[i].chunks;
+	}
+	for (unsigned k = 0; k < KINDS; k++)
+		want[k] = chunks_wanted(total[k], sample);
+	job *j = malloc((all ? all : 1) * sizeof(*j));
 	if (!j)
 		return tp_error_set(TP_ENOMEM, "out of memory");
-	size_t k = 0;
+	size_t n_out = 0;
 	for (size_t i = 0; i < m->nsegs; i++) {
-		uint64_t nc = m->segs[i].chunks, want = chunks_wanted(nc, sample);
-		for (uint64_t c = 0; c < want; c++)
-			j[k++] = (job){ (uint32_t)i, (uint32_t)(c * nc / want) };
+		unsigned k = seg_kind(&m->segs[i]);
+		for (uint64_t c = 0; c < m->segs[i].chunks; c++, seen[k]++) {
+			/* Pick p of want lies at chunk p * total / want of the kind. */
+			if (picked[k] < want[k] && seen[k] == picked[k] * total[k] / want[k]) {
+				j[n_out++] = (job){ (uint32_t)i, (uint32_t)c };
+				picked[k]++;
+			}
+		}
 	}
 	*out = j;
-	*n = k;
+	*n = n_out;
 	return 0;
 }
 
@@ -340,7 +406,7 @@ static int list_jobs(const tp_delta_layout *m, bool sample, job **out, size_t *n
 typedef struct emit {
 	tp_delta_write_fn write;
 	void *ctx;
-	const coder *c;
+	coder *c;
 	const tp_delta_opts *o;
 	tp_delta_layout *m;
 	tp_sha256 sha;
@@ -366,6 +432,44 @@ static int emit_chunk(void *ctx, const slot *s)
 	return rc ? rc : emit_bytes(e, s->out, s->out_len);
 }
 
+/* Read back the plan as written, as apply will: its segments must be
+ * the ones coded (same chunks, in the same order), and each of its bases is
+ * the first given base with the recorded size and fingerprint. */
+static int verify_prepare(coder *c, const char *json, size_t len)
+{
+	const tp_delta_layout *m = c->m;
+	tp_delta_layout *vm = NULL;
+	int rc = tp_delta_plan_parse(&vm, json, len);
+	if (rc < 0)
+		return tp_error_wrap(rc, "delta: reading back the plan written");
+	c->vm = vm;
+	bool same = vm->target_size == m->target_size && vm->chunk_size == m->chunk_size &&
+		    vm->nsegs == m->nsegs && vm->nbases == m->nbases;
+	for (size_t i = 0; same && i < m->nsegs; i++)
+		same = vm->segs[i].offset == m->segs[i].offset && vm->segs[i].size == m->segs[i].size &&
+		       vm->segs[i].chunks == m->segs[i].chunks;
+	if (!same)
+		return tp_error_set(TP_ECORRUPT, "delta: the plan written does not read back as coded");
+	c->vbase = calloc(vm->nbases ? vm->nbases : 1, sizeof(*c->vbase));
+	c->checks = calloc(c->threads, sizeof(*c->checks));
+	if (!c->vbase || !c->checks)
+		return tp_error_set(TP_ENOMEM, "out of memory");
+	for (unsigned i = 0; i < c->threads; i++)
+		if (!(c->checks[i] = malloc(m->chunk_size)))
+			return tp_error_set(TP_ENOMEM, "out of memory");
+	/* m->bases[i] holds the fingerprint of given base i (plan_bases). */
+	for (size_t k = 0; k < vm->nbases; k++) {
+		for (size_t i = 0; i < m->nbases && !c->vbase[k]; i++)
+			if (m->bases[i].size == vm->bases[k].size &&
+			    strcmp(m->bases[i].fingerprint, vm->bases[k].fingerprint) == 0)
+				c->vbase[k] = &c->bases->ptr[i].map;
+		if (!c->vbase[k])
+			return tp_error_set(TP_ECORRUPT, "delta: base %zu of the plan written matches "
+					    "no base given", k);
+	}
+	return 0;
+}
+
 static int emit_plan(emit *e)
 {
 	char *json;
@@ -381,6 +485,8 @@ static int emit_plan(emit *e)
 		rc = tp_error_set(TP_ETOOBIG, "delta plan of %zu bytes is over the cap", len);
 	else if ((rc = emit_bytes(e, pre, sizeof(pre))) == 0)
 		rc = emit_bytes(e, json, len);
+	if (rc == 0 && e->o->verify)
+		rc = verify_prepare(e->c, json, len);
 	free(json);
 	return rc;
 }
@@ -495,15 +601,33 @@ static int tally_chunk(void *ctx, const slot *s)
 	return 0;
 }
 
+/* Each segment's sizes from its own sampled chunks, else from its kind's;
+ * the sums are the estimate. */
 static void extrapolate(tp_delta_layout *m, const uint64_t *sampled, size_t plan_len)
 {
+	double kbytes[KINDS] = { 0 }, kstored[KINDS] = { 0 }, ksame[KINDS] = { 0 },
+	       kchunks[KINDS] = { 0 };
+	for (size_t i = 0; i < m->nsegs; i++) {
+		const tp_delta_seg_info *s = &m->segs[i];
+		unsigned k = seg_kind(s);
+		kbytes[k] += (double)sampled[i];
+		kstored[k] += (double)s->stored_bytes;
+		ksame[k] += (double)s->same_chunks;
+		/* Sampled chunks: all full but perhaps the segment's last. */
+		if (sampled[i])
+			kchunks[k] += (double)((sampled[i] + m->chunk_size - 1) / m->chunk_size);
+	}
 	m->delta_size = TP_DELTA_PREAMBLE + plan_len + TP_DELTA_END_LEN;
 	for (size_t i = 0; i < m->nsegs; i++) {
 		tp_delta_seg_info *s = &m->segs[i];
+		unsigned k = seg_kind(s);
 		if (sampled[i] && sampled[i] < s->size) {
 			double scale = (double)s->size / (double)sampled[i];
 			s->stored_bytes = (uint64_t)((double)s->stored_bytes * scale + 0.5);
 			s->same_chunks = (uint64_t)((double)s->same_chunks * scale + 0.5);
+		} else if (!sampled[i] && s->size && kbytes[k] > 0) {
+			s->stored_bytes = (uint64_t)((double)s->size * kstored[k] / kbytes[k] + 0.5);
+			s->same_chunks = (uint64_t)((double)s->chunks * ksame[k] / kchunks[k] + 0.5);
 		}
 		m->delta_size += s->stored_bytes;
 	}

@@ -156,6 +156,13 @@ typedef struct tp_delta_opts {
 	 * against the plan before anything is written: segments may reuse one
 	 * base range, so a small hostile delta can claim terabytes. */
 	uint64_t expect_size;
+	/* compress: prove each frame right after it is encoded, while its
+	 * bytes are in cache: decode it as apply would (the plan parsed back
+	 * from its JSON, each base found by size and fingerprint) and compare
+	 * with the target chunk. TP_ECORRUPT on any difference. With the
+	 * sha256 in stats and the bases' identity checked by the caller, this
+	 * proves the stream rebuilds the target without a second pass. */
+	bool verify;
 } tp_delta_opts;
 
 typedef struct tp_delta_stats {

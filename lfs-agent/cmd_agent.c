@@ -37,6 +37,12 @@ typedef struct agent {
 	tp_buf out;
 	tp_proto_op op;
 	bool initialized;
+	/* The repository, store and transfer are opened at the first object:
+	 * git-lfs starts several agents and most get none. A failure is kept
+	 * and answers every object. */
+	bool opened;
+	int open_rc;
+	char *open_error;
 	tp_store *store;
 	tp_git_repo *repo;
 	tp_transfer *xfer;
@@ -75,40 +81,48 @@ static int on_progress(void *ctx, uint64_t done, uint64_t total)
 	return rc ? rc : send_out(a);
 }
 
-static int init(agent *a, const tp_proto_request *req)
+/* Open what transfers need, once per agent, at its first object. */
+static int open_lazily(agent *a)
 {
+	if (a->opened)
+		return a->open_rc ? tp_error_set(a->open_rc, "%s", a->open_error ? a->open_error : "")
+				  : 0;
+	a->opened = true;
 	/* Scratch space defaults to <lfs>/tmp, where git-lfs renames downloads. */
 	tp_transfer_opts opts = { .progress = on_progress, .progress_ctx = a };
 	int rc = tp_git_repo_open(&a->repo);
 	if (rc && rc != TP_ENOTFOUND)
 		goto done;
 	rc = 0;
-	if (req->operation == TP_PROTO_OP_DOWNLOAD && !a->repo) {
+	if (a->op == TP_PROTO_OP_DOWNLOAD && !a->repo) {
 		rc = tp_error_set(TP_ECONFIG, "downloads need a git repository, and none "
 				  "was found from the current directory");
 		goto done;
 	}
 	/* A download from a store that does not exist must not create one (a
 	 * typo in tenpak.store would leave an empty store behind). */
-	rc = req->operation == TP_PROTO_OP_DOWNLOAD
-		     ? tp_cli_store_open_existing(a->repo, NULL, &a->store, NULL)
-		     : tp_cli_store_open(a->repo, NULL, &a->store, NULL);
+	rc = a->op == TP_PROTO_OP_DOWNLOAD ? tp_cli_store_open_existing(a->repo, NULL, &a->store, NULL)
+					   : tp_cli_store_open(a->repo, NULL, &a->store, NULL);
 	if (rc)
 		goto done;
 	if ((rc = tp_transfer_new(&a->xfer, a->store, a->repo, &opts)) != 0)
 		goto done;
 	a->lfs_tmp = tp_transfer_tmp_dir(a->xfer);
+done:
+	if (rc) {
+		a->open_rc = rc;
+		a->open_error = strdup(tp_error_last());
+	}
+	return rc;
+}
+
+static int init(agent *a, const tp_proto_request *req)
+{
 	a->op = req->operation;
 	a->initialized = true;
 	tp_trace("init %s remote=%s concurrent=%d transfers=%d",
 		 a->op == TP_PROTO_OP_UPLOAD ? "upload" : "download",
 		 req->remote ? req->remote : "-", req->concurrent, req->concurrent_transfers);
-done:
-	if (rc) {
-		tp_log(TP_LOG_ERROR, "init: %s", tp_error_last());
-		int frc = tp_proto_format_init_error(&a->out, tp_proto_error_code(rc), tp_error_last());
-		return frc ? frc : send_out(a);
-	}
 	return tp_proto_format_init_ok(&a->out) ? TP_ENOMEM : send_out(a);
 }
 
@@ -128,7 +142,9 @@ static int upload(agent *a, const tp_proto_request *req)
 	tp_transfer_result r;
 	a->oid = req->oid;
 	a->reported = 0;
-	int rc = tp_transfer_upload(a->xfer, req->oid, req->size, req->path, &r);
+	int rc = open_lazily(a);
+	if (!rc)
+		rc = tp_transfer_upload(a->xfer, req->oid, req->size, req->path, &r);
 	if (rc)
 		return send_complete_error(a, req->oid, rc);
 	if (r.skipped) {
@@ -149,11 +165,13 @@ static int download(agent *a, const tp_proto_request *req)
 {
 	char *tmp = NULL;
 	char name[sizeof("tenpak-") + TP_OID_HEXLEN + sizeof("-XXXXXX")];
-	snprintf(name, sizeof(name), "tenpak-%s-XXXXXX", req->oid);
-	int rc = tp_path_join(&tmp, a->lfs_tmp, name);
+	int fd = -1, rc = open_lazily(a);
 	if (rc)
+		goto fail;
+	snprintf(name, sizeof(name), "tenpak-%s-XXXXXX", req->oid);
+	if ((rc = tp_path_join(&tmp, a->lfs_tmp, name)) != 0)
 		return rc;
-	int fd = mkstemp(tmp);
+	fd = mkstemp(tmp);
 	if (fd < 0) {
 		rc = tp_error_set_errno(tp_error_from_errno(errno), errno,
 					"creating a file in %s", a->lfs_tmp);
@@ -285,6 +303,7 @@ int tp_cmd_agent(int argc, char **argv)
 		fprintf(stderr, "tenpak: agent: %s\n", tp_error_last());
 	tp_proto_reader_free(&a.in);
 	tp_buf_free(&a.out);
+	free(a.open_error);
 	tp_transfer_free(a.xfer);
 	tp_store_free(a.store);
 	tp_git_repo_free(a.repo);

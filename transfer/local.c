@@ -90,6 +90,34 @@ static int local_sha256(tp_transfer *t, const char *path, char hex[TP_OID_HEXLEN
 	return 0;
 }
 
+/* Remember that path, in its state now, holds object oid: a file this
+ * process rebuilt from the store and proved. Best effort, like any verdict. */
+void tp_transfer_local_remember(tp_transfer *t, const char *path, const char *oid)
+{
+	tp_transfer_hashes *h = t->hashes;
+	struct stat st;
+	if (!h || stat(path, &st) != 0 || !S_ISREG(st.st_mode) || tp_array_reserve(&h->v, 1) != 0)
+		return;
+	local_hash e = { .dev = st.st_dev, .ino = st.st_ino, .size = (uint64_t)st.st_size,
+			 .mtime = st.st_mtim, .ctime = st.st_ctim };
+	memcpy(e.sha256, oid, sizeof(e.sha256));
+	if ((e.path = strdup(path)) != NULL)
+		h->v.ptr[h->v.len++] = e;
+}
+
+int tp_transfer_local_unchanged(tp_transfer *t, const char *path, const char *oid)
+{
+	tp_transfer_hashes *h = t->hashes;
+	struct stat st;
+	if (stat(path, &st) == 0)
+		for (size_t i = 0; h && i < h->v.len; i++)
+			if (strcmp(h->v.ptr[i].path, path) == 0 && same_state(&h->v.ptr[i], &st) &&
+			    strcmp(h->v.ptr[i].sha256, oid) == 0)
+				return 0;
+	return tp_error_set(TP_ECORRUPT, "base %s (%s) changed while the delta was made, or its "
+			    "bytes were never checked", oid, path);
+}
+
 /* True when the file at path holds object oid of size bytes. A local copy
  * is trusted for its bytes only: an HF cache blob is named by its sha256,
  * but another user of a shared cache, or a bad disk, can change what is in

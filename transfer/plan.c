@@ -59,6 +59,7 @@ static int base_bytes(tp_transfer *t, const char *oid, uint64_t size, const char
 		tp_transfer_scratch_drop(tmp);
 		return tp_error_wrap(rc, "base %s", oid);
 	}
+	tp_transfer_local_remember(t, tmp, oid);
 	if ((rc = tp_transfer_scratch_keep(scratch, oid, tmp)) != 0)
 		return rc;
 	*path = strdup(tmp);

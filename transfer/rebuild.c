@@ -1,13 +1,16 @@
 /*
  * Rebuilds: an object from the store into a file, its bases first, each
  * checked against its oid. Downloads and fsck rebuild the object asked for;
- * uploads rebuild the bases this machine lacks, and prove each delta by
- * applying it once.
+ * uploads rebuild the bases this machine lacks.
  */
+#define _GNU_SOURCE /* pipe2 */
 #include "transfer_internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/statvfs.h>
@@ -32,20 +35,21 @@ static int manifest_load(const tp_transfer *t, tp_store_manifest **out, const ch
 	return rc;
 }
 
-int tp_transfer_apply(tp_transfer *t, const char *payload, char **bases, size_t nbases,
-		      const char *oid, uint64_t expect, const char *out, bool report)
+int tp_transfer_apply(tp_transfer *t, int in, char **bases, size_t nbases, const char *oid,
+		      uint64_t expect, const char *out, bool durable, bool report)
 {
-	int in = open(payload, O_RDONLY | O_CLOEXEC);
 	int fd = out ? open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600) : -1;
 	tp_delta_stats stats;
 	char hex[TP_OID_HEXLEN + 1];
 	int rc = 0;
-	if (in < 0 || (out && fd < 0)) {
-		rc = tp_error_set_errno(TP_EIO, errno, "opening scratch files");
+	if (out && fd < 0) {
+		rc = tp_error_set_errno(TP_EIO, errno, "opening %s", out);
 		goto done;
 	}
 	tp_delta_opts o = tp_transfer_codec_opts(t, report);
 	o.expect_size = expect;
+	/* The codec hashes what it writes as it writes it: the output is never
+	 * read back. */
 	rc = tp_delta_apply_to(tp_delta_fd_read, &in, (const char *const *)bases, nbases,
 			       out ? tp_delta_fd_write : NULL, &fd, &o, &stats);
 	if (rc)
@@ -56,13 +60,68 @@ int tp_transfer_apply(tp_transfer *t, const char *payload, char **bases, size_t 
 				  "or a base is corrupt", oid, hex);
 		goto done;
 	}
-	if (out && fsync(fd) != 0)
+	if (out && durable && fsync(fd) != 0)
 		rc = tp_error_set_errno(TP_EIO, errno, "writing %s", out);
 done:
-	if (in >= 0)
-		close(in);
 	if (fd >= 0)
 		close(fd);
+	return rc;
+}
+
+/* The payload of a delta object streamed from the store into a pipe by a
+ * thread of its own while the codec reads the other end: the payload is
+ * never written to a scratch file and read back. */
+typedef struct feeder {
+	tp_transfer *t;
+	const char *oid;
+	const tp_store_object_info *info;
+	int fd;
+	int rc;
+	atomic_bool finished; /* the store is done with the payload, rc set */
+	tp_error_state err;
+} feeder;
+
+static void *feed_main(void *arg)
+{
+	feeder *f = arg;
+	sigset_t pipe_sig;
+	/* A reader that stopped early makes write fail with EPIPE, here only. */
+	sigemptyset(&pipe_sig);
+	sigaddset(&pipe_sig, SIGPIPE);
+	pthread_sigmask(SIG_BLOCK, &pipe_sig, NULL);
+	f->rc = tp_store_object_get_payload(f->t->store, f->oid, f->info, f->fd);
+	if (f->rc)
+		tp_error_state_capture(&f->err);
+	atomic_store(&f->finished, true);
+	close(f->fd);
+	return NULL;
+}
+
+static int apply_streamed(tp_transfer *t, const char *oid, uint64_t size,
+			  const tp_store_object_info *info, char **bases, size_t nbases,
+			  const char *out, bool durable, bool report)
+{
+	int p[2];
+	pthread_t th;
+	if (pipe2(p, O_CLOEXEC) != 0)
+		return tp_error_set_errno(TP_EIO, errno, "creating a pipe");
+	feeder f = { .t = t, .oid = oid, .info = info, .fd = p[1] };
+	atomic_init(&f.finished, false);
+	if (pthread_create(&th, NULL, feed_main, &f) != 0) {
+		close(p[0]);
+		close(p[1]);
+		return tp_error_set(TP_EIO, "cannot start a thread to read object %s", oid);
+	}
+	int rc = tp_transfer_apply(t, p[0], bases, nbases, oid, size, out, durable, report);
+	/* A store that failed first is why the stream ended short; a codec that
+	 * stopped first is why the store could not write. */
+	bool store_first = atomic_load(&f.finished) && f.rc;
+	close(p[0]);
+	pthread_join(th, NULL);
+	if (f.rc && (rc == 0 || store_first)) {
+		tp_error_state_restore(&f.err);
+		rc = f.rc;
+	}
 	return rc;
 }
 
@@ -226,12 +285,11 @@ static int graph_check(const tp_transfer *t, const rebuild_graph *g, size_t root
 	/* Replay the rebuild: a file lives from its rebuild to its last reader. */
 	for (size_t k = 0; k < g->norder; k++) {
 		const rebuild_node *n = &g->nodes.ptr[g->order[k]];
-		uint64_t payload = TP_STORE_KIND_HAS_MANIFEST(n->info.kind)
-					   ? n->info.stored_size - n->info.payload_offset : 0;
+		/* Payloads stream from the store into the codec: no scratch. */
 		if (g->order[k] != root)
 			claimed += n->size;
-		if (live + n->size + payload > peak)
-			peak = live + n->size + payload;
+		if (live + n->size > peak)
+			peak = live + n->size;
 		live += n->size;
 		for (size_t j = 0; j < n->nbases; j++)
 			if (--users[n->bases[j]] == 0 && g->nodes.ptr[n->bases[j]].from_store)
@@ -263,9 +321,9 @@ static int graph_check(const tp_transfer *t, const rebuild_graph *g, size_t root
 
 /* Rebuild one node from the store into out, its bases already on disk. */
 static int node_rebuild(tp_transfer *t, const rebuild_graph *g, const rebuild_node *n,
-			const char *out, bool report)
+			const char *out, bool durable, bool report)
 {
-	char **bases = NULL, *payload = NULL;
+	char **bases = NULL;
 	int rc, fd;
 	if (n->info.kind == TP_STORE_KIND_WHOLE_ZSTD) {
 		/* The object layer stops at the object's size: a frame that
@@ -281,18 +339,10 @@ static int node_rebuild(tp_transfer *t, const rebuild_graph *g, const rebuild_no
 		return tp_error_set(TP_ENOMEM, "out of memory");
 	for (size_t j = 0; j < n->nbases; j++)
 		bases[j] = g->nodes.ptr[n->bases[j]].path;
-	if ((rc = tp_transfer_scratch_new(t, "payload", &payload)) != 0)
-		goto done;
-	fd = open(payload, O_WRONLY | O_CLOEXEC);
-	rc = fd < 0 ? tp_error_set_errno(TP_EIO, errno, "opening %s", payload)
-		    : tp_store_object_get_payload(t->store, n->oid, &n->info, fd);
-	if (fd >= 0)
-		close(fd);
-	if (!rc)
-		rc = tp_transfer_apply(t, payload, bases, n->nbases, n->oid, n->size, out, report);
-done:
+	/* A base's scratch file is removed when the rebuild ends: only the
+	 * object handed to git-lfs is made durable. */
+	rc = apply_streamed(t, n->oid, n->size, &n->info, bases, n->nbases, out, durable, report);
 	free(bases);
-	tp_transfer_scratch_drop(payload);
 	return rc;
 }
 
@@ -307,7 +357,7 @@ static int graph_run(tp_transfer *t, rebuild_graph *g, size_t root, const char *
 			n->scratch = rc == 0;
 		}
 		if (!rc)
-			rc = node_rebuild(t, g, n, i == root ? out : n->path, report && i == root);
+			rc = node_rebuild(t, g, n, i == root ? out : n->path, i == root, report && i == root);
 		if (rc)
 			return i == root ? tp_error_wrap(rc, "rebuilding %s", n->oid)
 					 : tp_error_wrap(rc, "rebuilding %s: base %s", g->nodes.ptr[root].oid,

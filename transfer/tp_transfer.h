@@ -8,8 +8,9 @@
  *   base candidates lineage found, estimated against the bytes this machine
  *   or the store holds, the smallest delta when it beats the whole file.
  *   Uploads execute it and `tenpak lineage` prints it, so the two agree.
- * - Nothing unproven reaches the store: a delta is rebuilt once and must
- *   hash to its oid before it is stored; its bases are stored before it;
+ * - Nothing unproven reaches the store: a delta is proven while it is
+ *   encoded (each frame decoded back, the target hashed to its oid, the
+ *   bases checked unchanged since they hashed to theirs) before it is stored; its bases are stored before it;
  *   its chain stays within tenpak.maxchain.
  * - A download writes only bytes that hash to the oid, and what a rebuild
  *   may take (objects, base bytes, scratch space) is bounded and checked
@@ -128,8 +129,8 @@ typedef struct tp_transfer_result {
 int tp_transfer_upload(tp_transfer *t, const char *oid, uint64_t size, const char *path,
 		       tp_transfer_result *result);
 /* Store the file at path as object oid as plan (made for that file) says:
- * the bases missing from the store first, then the delta, rebuilt once and
- * checked against oid, with a manifest recording the plan's reason. A
+ * the bases missing from the store first, then the delta, proven while it
+ * is encoded to rebuild oid, with a manifest recording the plan's reason. A
  * delta that turns out no smaller than the whole object is replaced by it.
  * The plan is used up: only tp_transfer_plan_free may follow. */
 int tp_transfer_plan_execute(tp_transfer *t, tp_transfer_plan *plan, const char *oid,

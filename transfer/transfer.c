@@ -4,7 +4,7 @@
  *
  * Upload (plan.c, upload.c): find the target's lineage, estimate a delta
  * against each base candidate whose bytes we can get, keep the smallest if
- * it beats storing the file whole, rebuild it once to prove it, then store
+ * it beats storing the file whole, prove it while encoding it, then store
  * it with a manifest that names its bases by oid.
  *
  * Download (rebuild.c): read the manifest, get each base from the cheapest

@@ -71,15 +71,24 @@ void tp_transfer_hashes_free(tp_transfer_hashes *h);
 int tp_transfer_local_copy(tp_transfer *t, const char *oid, uint64_t size, const char *hint,
 			   char **path);
 
+/* Record that path, as it is now, holds object oid (a base this process
+ * rebuilt and proved). */
+void tp_transfer_local_remember(tp_transfer *t, const char *path, const char *oid);
+/* 0 when path is still in the state (identity, size, times) it had when
+ * it was found to hash to oid; TP_ECORRUPT otherwise. Bracketing a read of
+ * a base with its check and this one proves the bytes read were the oid's. */
+int tp_transfer_local_unchanged(tp_transfer *t, const char *path, const char *oid);
+
 /* ---- rebuilds (rebuild.c) -------------------------------------------------- */
 
-/* Apply a delta payload into out and prove the result is object oid: the
- * codec hashes what it rebuilds, and that hash must be the oid. A delta that
- * claims another size than expect is refused before anything is written (a
- * hostile one could claim terabytes of "same as base" chunks and fill the
- * disk). A NULL out only checks: nothing is opened or written. */
-int tp_transfer_apply(tp_transfer *t, const char *payload, char **bases, size_t nbases,
-		      const char *oid, uint64_t expect, const char *out, bool report);
+/* Apply the delta stream read from fd in into out and prove the result is
+ * object oid: the codec hashes what it rebuilds as it writes it, and that
+ * hash must be the oid. A delta that claims another size than expect is
+ * refused before anything is written (a hostile one could claim terabytes
+ * of "same as base" chunks and fill the disk). A NULL out only checks:
+ * nothing is opened or written. durable: fsync out (not for scratch). */
+int tp_transfer_apply(tp_transfer *t, int in, char **bases, size_t nbases, const char *oid,
+		      uint64_t expect, const char *out, bool durable, bool report);
 /* Rebuild object oid from the store into out. kept (may be NULL): bases the
  * caller already holds. */
 int tp_transfer_rebuild(tp_transfer *t, const tp_transfer_scratch *kept, const char *oid,

@@ -1,6 +1,6 @@
 /*
  * Upload: execute the plan (plan.c). Its bases are stored first, the delta
- * is encoded and rebuilt once to prove it, and the object is stored with a
+ * is encoded and proven in one pass (encode), and the object is stored with a
  * manifest that names its bases by oid, signed when tenpak.signingkey says.
  */
 #include "transfer_internal.h"
@@ -77,30 +77,64 @@ static int store_bases(tp_transfer *t, tp_transfer_choice *p)
 	return 0;
 }
 
-/* Compress target against the choice's bases into a scratch file, then
- * rebuild it once: nothing unproven reaches the store. */
-static int encode(tp_transfer *t, const char *oid, const char *target,
+/* Bases must still be the bytes that hashed to their oids. */
+static int bases_unchanged(tp_transfer *t, const tp_transfer_choice *p)
+{
+	for (size_t i = 0; i < p->nbases; i++) {
+		int rc = tp_transfer_local_unchanged(t, p->bases[i].path, p->bases[i].oid);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+/*
+ * Compress target against the choice's bases into a scratch file, proving
+ * in the same pass that the stream rebuilds object oid, so that nothing
+ * unproven reaches the store and no byte is read twice:
+ * - the codec hashes every target byte it encodes; that sha256 must be the
+ *   oid (and the size the object's), so the bytes coded are the object's;
+ * - each frame is decoded right after it is encoded, as apply will decode
+ *   it (the plan read back from what was written, each base found by its
+ *   recorded size and fingerprint), and must give back the target chunk:
+ *   so the stream rebuilds those bytes from the bases' bytes it read;
+ * - each base was hashed to its oid (a local copy) or rebuilt and proved
+ *   (a scratch file) earlier in this process, and its identity, size and
+ *   times are unchanged after the pass: the bytes read were the oid's, and a
+ *   download rebuilds from bytes that hash to the same oid.
+ */
+static int encode(tp_transfer *t, const char *oid, uint64_t size, const char *target,
 		  const tp_transfer_choice *p, bool report, char **payload, uint64_t *payload_size)
 {
 	char **paths = tp_transfer_choice_paths(p);
 	tp_delta_stats stats = { 0 };
+	char hex[TP_OID_HEXLEN + 1];
 	int rc = paths ? tp_transfer_scratch_new(t, "delta", payload)
 		       : tp_error_set(TP_ENOMEM, "out of memory");
 	if (rc)
 		goto done;
 	tp_delta_opts o = tp_transfer_codec_opts(t, report);
+	o.verify = true;
 	int fd = open(*payload, O_WRONLY | O_TRUNC | O_CLOEXEC);
 	if (fd < 0) {
 		rc = tp_error_set_errno(TP_EIO, errno, "opening %s", *payload);
 		goto done;
 	}
 	/* A scratch file needs no fsync: the store makes its copy durable. */
-	rc = tp_delta_compress(target, (const char *const *)paths, p->nbases, tp_delta_fd_write, &fd,
-			       &o, &stats);
+	rc = bases_unchanged(t, p);
+	if (!rc)
+		rc = tp_delta_compress(target, (const char *const *)paths, p->nbases,
+				       tp_delta_fd_write, &fd, &o, &stats);
 	close(fd);
 	if (!rc)
-		rc = tp_transfer_apply(t, *payload, paths, p->nbases, oid, stats.target_bytes, NULL,
-				       false);
+		rc = bases_unchanged(t, p);
+	if (!rc) {
+		tp_sha256_hex(stats.sha256, hex);
+		if (strcmp(hex, oid) != 0 || stats.target_bytes != size)
+			rc = tp_error_set(TP_ECORRUPT, "%s hashed to %s (%llu bytes) while it was "
+					  "coded, not to its oid", target, hex,
+					  (unsigned long long)stats.target_bytes);
+	}
 	if (rc)
 		tp_error_wrap(rc, "the delta of %s did not rebuild it; not storing it", target);
 	*payload_size = stats.delta_bytes;
@@ -120,7 +154,7 @@ static int store_encoded(tp_transfer *t, const char *oid, uint64_t size, const c
 	uint64_t payload_size = 0;
 	int rc = store_bases(t, p);
 	if (!rc)
-		rc = encode(t, oid, path, p, true, &payload, &payload_size);
+		rc = encode(t, oid, size, path, p, true, &payload, &payload_size);
 	/* Estimates can be wrong: a delta that lost to the whole estimate is
 	 * compared with the real whole object, and the smaller one is kept. */
 	if (!rc && p->nbases && !tp_transfer_delta_wins(payload_size, whole_est)) {
@@ -128,7 +162,7 @@ static int store_encoded(tp_transfer *t, const char *oid, uint64_t size, const c
 		char *wpayload = NULL;
 		uint64_t wsize = 0;
 		tp_buf_init(&whole.reason, 4096);
-		rc = encode(t, oid, path, &whole, false, &wpayload, &wsize);
+		rc = encode(t, oid, size, path, &whole, false, &wpayload, &wsize);
 		if (!rc && wsize <= payload_size) {
 			tp_buf_addf_cut(&whole.reason, "%s; delta was %llu bytes, whole %llu: whole",
 					p->reason.ptr ? p->reason.ptr : "", (unsigned long long)payload_size,

@@ -898,6 +898,37 @@ static void test_progress_stops(void)
 	model_free(ft);
 }
 
+/* A base whose file changes after it was hashed to its oid, before the
+ * delta is made: nothing is stored. Decoding each frame back proves the
+ * delta against the bytes read, and the target still hashes to its oid, so
+ * only the check that the base is unchanged catches it. */
+static void test_base_changes(void)
+{
+	model *base = model_new("x-base", 21, 0), *ft = model_new("x-ft", 21, 40);
+	store_open();
+	tp_transfer *t = transfer_new();
+	CHECK_EQ_INT(plan_and_store(t, base, NULL, NULL), -1);
+	lineage_fixture x = { 0 };
+	candidate_add(&x, TP_LINEAGE_SOURCE_HISTORY, base, true);
+	tp_transfer_plan *p = NULL;
+	tp_transfer_result r = { 0 };
+	CHECK_EQ_INT(tp_transfer_plan_upload(t, ft->path, &x.l, &p), 0);
+	CHECK(p && p->choice == 0);
+	for (uint64_t i = base->size / 2; i < base->size; i++)
+		base->bytes[i] ^= 0x5a;
+	file_write(base->path, base->bytes, base->size);
+	if (p)
+		CHECK_EQ_INT(tp_transfer_plan_execute(t, p, ft->oid, ft->size, ft->path, &r),
+			     TP_ECORRUPT);
+	CHECK(strstr(tp_error_last(), "changed while the delta was made") != NULL);
+	tp_transfer_plan_free(p);
+	tp_store_object_info info;
+	CHECK_EQ_INT(tp_store_object_stat(&store, ft->oid, &info), TP_ENOTFOUND);
+	tp_transfer_free(t);
+	model_free(base);
+	model_free(ft);
+}
+
 int main(void)
 {
 	snprintf(root, sizeof(root), "%s/tp-test-transfer-XXXXXX",
@@ -927,6 +958,7 @@ int main(void)
 	TP_TEST_RUN(test_wrong_base);
 	TP_TEST_RUN(test_provenance);
 	TP_TEST_RUN(test_progress_stops);
+	TP_TEST_RUN(test_base_changes);
 	tp_store_free(inner);
 	int rc = TP_TEST_RESULT();
 	if (rc == 0)

@@ -143,6 +143,35 @@ static void test_layouts(void)
 	free(shape_changed.data);
 }
 
+/* Proving each frame as it is encoded changes no byte of the delta, with
+ * one worker or several, and with a base given twice (apply resolves both
+ * to the first, and so must the proof). */
+static void test_verify(void)
+{
+	uint64_t seed = 7;
+	t_tensor base[3] = { make("a", TP_DTYPE_BF16, 200000, &seed),
+			     make("b", TP_DTYPE_F32, 70000, &seed), make("c", TP_DTYPE_I32, 9000, &seed) };
+	t_tensor tgt[3] = { tune(&base[0], "a", &seed), tune(&base[1], "b", &seed),
+			    make("d", TP_DTYPE_F16, 50000, &seed) };
+	t_write_st(path(0, "vbase.st"), base, 3, 0, NULL);
+	t_write_st(path(1, "vtgt.st"), tgt, 3, 0, NULL);
+	const char *b[2] = { path(0, "vbase.st"), path(0, "vbase.st") };
+	for (unsigned threads = 1; threads <= 3; threads++) {
+		tp_delta_opts o = { .threads = threads, .chunk_size = TP_DELTA_CHUNK_MIN };
+		tp_delta_stats plain = { 0 }, proven = { 0 };
+		CHECK_EQ_INT(tp_delta_compress_file(path(1, "vtgt.st"), b, 2, path(2, "v0.delta"), &o,
+						    &plain), 0);
+		o.verify = true;
+		CHECK_EQ_INT(tp_delta_compress_file(path(1, "vtgt.st"), b, 2, path(3, "v1.delta"), &o,
+						    &proven), 0);
+		CHECK(t_same_files(path(2, "v0.delta"), path(3, "v1.delta")));
+		CHECK(memcmp(plain.sha256, proven.sha256, sizeof(plain.sha256)) == 0);
+		CHECK(roundtrip(path(1, "vtgt.st"), b, 2, b + 1, 1, &o));
+	}
+	free_all(base, 3);
+	free_all(tgt, 3);
+}
+
 static void test_sharded(void)
 {
 	uint64_t seed = 3;
@@ -236,16 +265,59 @@ static void test_estimate(void)
 	tp_delta_layout_free(m);
 }
 
+/* Many tensors of two chunks each: the estimate samples 1 in 8 chunks of
+ * each kind of segment, and tensors it did not code take their kind's
+ * ratio; the total stays within 5% of the real delta. */
+static void test_estimate_many(void)
+{
+	enum { N = 48 };
+	uint64_t seed = 11;
+	t_tensor base[N], tgt[N];
+	char names[N][16];
+	for (int i = 0; i < N; i++) {
+		snprintf(names[i], sizeof(names[i]), "layer.%d", i);
+		base[i] = make(names[i], i % 3 ? TP_DTYPE_BF16 : TP_DTYPE_F32,
+			       i % 3 ? 65536 : 32768, &seed);
+		tgt[i] = tune(&base[i], names[i], &seed);
+	}
+	t_write_st(path(0, "mbase.st"), base, N, 0, NULL);
+	t_write_st(path(1, "mtgt.st"), tgt, N, 0, NULL);
+	const char *b = path(0, "mbase.st"), *t = path(1, "mtgt.st");
+	tp_delta_opts o = { .threads = 2, .chunk_size = TP_DELTA_CHUNK_MIN };
+	for (int with_base = 0; with_base <= 1; with_base++) {
+		tp_delta_layout *m = NULL;
+		tp_delta_stats st = { 0 };
+		CHECK(tp_delta_compress_file(t, &b, (size_t)with_base, path(4, "m.delta"), &o, &st) == 0);
+		CHECK(tp_delta_estimate(&m, t, &b, (size_t)with_base, &o) == 0);
+		if (m) {
+			double err = ((double)m->delta_size - (double)st.delta_bytes) /
+				     (double)st.delta_bytes;
+			CHECK(err < 0.05 && err > -0.05);
+			uint64_t chunks = 0;
+			for (size_t i = 0; i < m->nsegs; i++) {
+				chunks += m->segs[i].chunks;
+				CHECK(m->segs[i].size == 0 || m->segs[i].stored_bytes > 0);
+			}
+			CHECK(chunks >= 2 * N);
+		}
+		tp_delta_layout_free(m);
+	}
+	free_all(base, N);
+	free_all(tgt, N);
+}
+
 int main(void)
 {
 	if (!tp_test_mkdtemp(dir))
 		return 1;
 	TP_TEST_RUN(test_dtypes);
 	TP_TEST_RUN(test_layouts);
+	TP_TEST_RUN(test_verify);
 	TP_TEST_RUN(test_sharded);
 	TP_TEST_RUN(test_opaque);
 	TP_TEST_RUN(test_corruption);
 	TP_TEST_RUN(test_estimate);
+	TP_TEST_RUN(test_estimate_many);
 	tp_test_rmtree(dir);
 	return TP_TEST_RESULT();
 }
