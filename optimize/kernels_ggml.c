@@ -363,6 +363,11 @@ KIND_EXACT_C(q4_k, K_Q4_K)
 #define AVX2 __attribute__((target("avx2,fma,f16c")))
 #define AVX2_INLINE static inline __attribute__((always_inline, target("avx2,fma,f16c")))
 
+/* Rows are short (a few KiB) and read 4 at a time, too short for the
+ * hardware prefetcher to ramp up on each: the tiles fetch the next tile's
+ * rows while they work on these (past the end of the matrix is harmless). */
+#define PREFETCH(p) _mm_prefetch((const char *)(p), _MM_HINT_T0)
+
 AVX2_INLINE float hsum8(__m256 v)
 {
 	__m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -441,6 +446,7 @@ AVX2_INLINE void tile_q8(int s, const uint8_t *packed, size_t rows, size_t cols,
 			acc[i][j] = _mm256_setzero_ps();
 	size_t nb = cols / QK, bb = s == S_INT8 ? QK : block_bytes(s);
 	const __m256i off = _mm256_set1_epi8(s == S_Q4_0 ? 8 : 16);
+	size_t rowb = s == S_INT8 ? cols : nb * bb;
 	const uint8_t *pr[4];
 	_Pragma("GCC unroll 4")
 	for (int i = 0; i < RT; i++)
@@ -465,6 +471,7 @@ AVX2_INLINE void tile_q8(int s, const uint8_t *packed, size_t rows, size_t cols,
 		_Pragma("GCC unroll 4")
 		for (int i = 0; i < RT; i++) {
 			const uint8_t *pb = pr[i] + b * bb;
+			PREFETCH(pb + (size_t)RT * rowb);
 			__m256i w = s == S_INT8 ? _mm256_loadu_si256((const __m256i *)pb)
 						: unpack_avx2(s, pb);
 			__m256i aw = s == S_Q8_0 || s == S_INT8 ? _mm256_sign_epi8(w, w) : w;
@@ -523,6 +530,9 @@ AVX2_INLINE void tile_q4k(const uint8_t *packed, size_t cols, size_t r, const ui
 		_Pragma("GCC unroll 4")
 		for (int i = 0; i < RT; i++) {
 			const uint8_t *p = packed + ((r + i) * nb + b) * 144;
+			PREFETCH(p + (size_t)RT * nb * 144);
+			PREFETCH(p + (size_t)RT * nb * 144 + 64);
+			PREFETCH(p + (size_t)RT * nb * 144 + 128);
 			__m256 d = h2f8(p), dmin = h2f8(p + 2);
 			/* scales and mins as int16, sub-block order */
 			uint32_t u[3];
@@ -809,29 +819,29 @@ static const struct {
 	ENTRY(q4_k, "q8_K"),
 };
 
-static const tp_quant_kernel *find(const char *name, bool simd, bool exact)
+static const tp_quant_kernel *find(const char *name, int level, bool exact)
 {
 	if (!name)
 		return NULL;
 	for (size_t i = 0; i < sizeof(kernels) / sizeof(kernels[0]); i++)
 		if (strcmp(kernels[i].name, name) == 0) {
 #ifdef KG_X86
-			if (simd)
+			if (level >= TP_KERNEL_AVX2)
 				return exact ? &kernels[i].exact_simd : &kernels[i].simd;
 #else
-			(void)simd;
+			(void)level;
 #endif
 			return exact ? &kernels[i].exact_c : &kernels[i].c;
 		}
 	return NULL;
 }
 
-const tp_quant_kernel *tp_quant_kernel_ggml(const char *name, bool simd)
+const tp_quant_kernel *tp_quant_kernel_ggml(const char *name, int level)
 {
-	return find(name, simd, false);
+	return find(name, level, false);
 }
 
-const tp_quant_kernel *tp_quant_kernel_ggml_exact(const char *name, bool simd)
+const tp_quant_kernel *tp_quant_kernel_ggml_exact(const char *name, int level)
 {
-	return find(name, simd, true);
+	return find(name, level, true);
 }

@@ -272,8 +272,9 @@ static void test_forward(void)
 }
 
 /* tp_quant_kernel_exact switches the family to fp32 activations: the
- * kernel then reads x as it is (no x_prepare) and the other families are
- * unaffected. */
+ * kernel then reads x as it is (no x_prepare); the group family keeps fp32
+ * activations but is held to its AVX2 kernels (quality figures stay those
+ * of the AVX2 summation order). */
 static void test_exact_switch(void)
 {
 	const char *fam[] = {"int8", "q8_0", "q4_0", "q5_0", "q4_k"};
@@ -284,12 +285,18 @@ static void test_exact_switch(void)
 		CHECK(k && !k->x_prepare);
 	}
 	const tp_quant_kernel *g = tp_quant_kernel_find(tp_quant_format_find("rtn4_g128"));
+	CHECK(g == tp_quant_kernel_group("rtn4_g128", tp_quant_kernel_use_avx2() ? TP_KERNEL_AVX2
+										: TP_KERNEL_C));
 	CHECK(tp_quant_kernel_exact(false));
 	for (size_t i = 0; i < nfam; i++) {
 		const tp_quant_kernel *k = tp_quant_kernel_find(tp_quant_format_find(fam[i]));
 		CHECK(k && k->x_prepare);
 	}
-	CHECK(g && g == tp_quant_kernel_find(tp_quant_format_find("rtn4_g128")));
+	CHECK(g && g == tp_quant_kernel_group("rtn4_g128", TP_KERNEL_AVX2 < tp_quant_kernel_level()
+								  ? TP_KERNEL_AVX2
+								  : tp_quant_kernel_level()));
+	CHECK(tp_quant_kernel_find(tp_quant_format_find("rtn4_g128")) ==
+	      tp_quant_kernel_group("rtn4_g128", tp_quant_kernel_level()));
 }
 
 int main(void)
