@@ -785,6 +785,12 @@ AVX512 INLINE __m512 g4w_code(__m512i b, __m512i mask)
 		_mm512_ternarylogic_epi32(b, mask, _mm512_set1_epi32(0x4b000000), 0xea));
 }
 
+/* Zero of group gi of a 4-bit format: a nibble, the even group's low. */
+INLINE int g4_zero(const grp_view *v, size_t gi)
+{
+	return (v->z[gi / 2] >> (gi % 2 * 4)) & 0xf;
+}
+
 AVX512 INLINE void g4w_seg(size_t group, const void *packed, size_t rows, size_t cols, size_t r,
 			   size_t c0, size_t c1, float *out)
 {
@@ -795,7 +801,7 @@ AVX512 INLINE void g4w_seg(size_t group, const void *packed, size_t rows, size_t
 		size_t g = c / group, ge = (g + 1) * group < c1 ? (g + 1) * group : c1;
 		size_t gi = r * v.ngr + g;
 		__m512 s = _mm512_set1_ps(_cvtsh_ss(tp_quant_get_u16(v.s + 2 * gi)));
-		float z = (float)grp_zero(&v, gi, 4);
+		float z = (float)g4_zero(&v, gi);
 		__m512 zl = _mm512_set1_ps(0x1p23f + z), zh = _mm512_set1_ps(0x1p23f + 16 * z);
 		for (; c < ge; c += 32) {
 			__m512i b = _mm512_cvtepu8_epi32(
@@ -825,7 +831,7 @@ AVX512 INLINE void g4w_seg(size_t group, const void *packed, size_t rows, size_t
 			{                                                                      \
 				size_t gi = (r + (size_t)j) * v.ngr + g;                       \
 				s[j] = _mm512_set1_ps(_cvtsh_ss(tp_quant_get_u16(v.s + 2 * gi))); \
-				float z = (float)grp_zero(&v, gi, 4);                          \
+				float z = (float)g4_zero(&v, gi);                              \
 				zl[j] = _mm512_set1_ps(0x1p23f + z);                           \
 				zh[j] = _mm512_set1_ps(0x1p23f + 16 * z);                      \
 				al[j] = ah[j] = _mm512_setzero_ps();                           \
