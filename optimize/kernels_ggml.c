@@ -431,6 +431,130 @@ static void rows_simd(int kind, const void *packed, size_t rows, size_t cols, si
 	fn[stored_as(kind, cols)](packed, rows, cols, r0, r1, x, n, y, ldy);
 }
 
+/* ---- AVX-512: q8_0 and q4_0 two blocks a 512-bit vector ------------------
+ * Blocks b and b+1 of a row side by side in one vector (and of an input:
+ * two xq8 blocks), so each vpdpbusd takes 64 products. Weights go unsigned:
+ * q8_0's values + 128 (a flipped sign bit), q4_0's codes (value + 8); the
+ * offset times the input's sum (-off.x per int32 lane, once per input
+ * block pair) starts the sum, so each lane holds the same integer as the
+ * AVX2 tiles' lanes. A last odd block has a zero upper half (codes, input
+ * and both scales 0). */
+#define KZ_INLINE                                                                            \
+	static inline __attribute__((always_inline,                                          \
+				     target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")))
+
+KZ_INLINE __m512i kz_join(__m256i lo, __m256i hi)
+{
+	return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+}
+
+KZ_INLINE __m512 kz_joinf(__m256 lo, __m256 hi)
+{
+	return _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castpd256_pd512(_mm256_castps_pd(lo)),
+						   _mm256_castps_pd(hi), 1));
+}
+
+KZ_INLINE void tile_zmm(int s, const uint8_t *packed, size_t cols, size_t r, const uint8_t *x,
+			size_t xs, size_t t, float *y, size_t ldy, size_t r0, int RT, int NT)
+{
+	size_t nb = cols / QK, bb = block_bytes(s), rowb = nb * bb;
+	const __m512i off = _mm512_set1_epi8(s == S_Q4_0 ? 8 : (char)0x80), z = _mm512_setzero_si512();
+	__m512 acc[4][4];
+	_Pragma("GCC unroll 4")
+	for (int i = 0; i < RT; i++)
+		_Pragma("GCC unroll 4")
+		for (int j = 0; j < NT; j++)
+			acc[i][j] = _mm512_setzero_ps();
+	for (size_t b = 0; b < nb; b += 2) {
+		bool two = b + 1 < nb;
+		__m512i xv[4], xo[4];
+		__m512 dx[4];
+		_Pragma("GCC unroll 4")
+		for (int j = 0; j < NT; j++) {
+			const uint8_t *xb = x + (t + j) * xs + b * XQ8_BYTES;
+			__m256i x0 = _mm256_loadu_si256((const __m256i *)(xb + 4));
+			__m256i x1 = two ? _mm256_loadu_si256((const __m256i *)(xb + XQ8_BYTES + 4))
+					 : _mm256_setzero_si256();
+			xv[j] = kz_join(x0, x1);
+			dx[j] = kz_joinf(_mm256_broadcast_ss((const float *)xb),
+					 two ? _mm256_broadcast_ss((const float *)(xb + XQ8_BYTES))
+					     : _mm256_setzero_ps());
+			xo[j] = _mm512_sub_epi32(z, _mm512_dpbusd_epi32(z, off, xv[j]));
+		}
+		_Pragma("GCC unroll 4")
+		for (int i = 0; i < RT; i++) {
+			const uint8_t *pb = packed + (r + i) * rowb + b * bb;
+			PREFETCH(pb + (size_t)RT * rowb);
+			PREFETCH(pb + (size_t)RT * rowb + 64);
+			__m256i w0 = unpack_avx2_vnni(s, pb);
+			__m256i w1 = two ? unpack_avx2_vnni(s, pb + bb) : _mm256_setzero_si256();
+			__m512i w = kz_join(w0, w1);
+			if (s == S_Q8_0)
+				w = _mm512_xor_si512(w, off);
+			uint16_t h0, h1 = 0;
+			memcpy(&h0, pb, 2);
+			if (two)
+				memcpy(&h1, pb + bb, 2);
+			__m512 dw = _mm512_cvtph_ps(
+				_mm256_set_m128i(_mm_set1_epi16((short)h1), _mm_set1_epi16((short)h0)));
+			_Pragma("GCC unroll 4")
+			for (int j = 0; j < NT; j++) {
+				__m512 f = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(xo[j], w, xv[j]));
+				acc[i][j] = _mm512_fmadd_ps(f, _mm512_mul_ps(dw, dx[j]), acc[i][j]);
+			}
+		}
+	}
+	_Pragma("GCC unroll 4")
+	for (int i = 0; i < RT; i++)
+		_Pragma("GCC unroll 4")
+		for (int j = 0; j < NT; j++)
+			y[(t + j) * ldy + (r + i - r0)] = _mm512_reduce_add_ps(acc[i][j]);
+}
+
+/* As rows_avx2: 16 rows at a time, tiles of 4 rows x 4, 2 or 1 inputs. */
+#define KZ_TILE(RT, NT) tile_zmm(s, packed, cols, r, x, xs, t, y, ldy, r0, RT, NT)
+KZ_INLINE void rows_zmm(int s, const uint8_t *packed, size_t cols, size_t r0, size_t r1,
+			const uint8_t *x, size_t n, float *y, size_t ldy)
+{
+	size_t xs = x_bytes(s, cols);
+	for (size_t rb = r0; rb < r1; rb += 16) {
+		size_t re = rb + 16 < r1 ? rb + 16 : r1, t = 0, r;
+		for (; t + 4 <= n; t += 4) {
+			for (r = rb; r + 4 <= re; r += 4)
+				KZ_TILE(4, 4);
+			for (; r < re; r++)
+				KZ_TILE(1, 4);
+		}
+		for (; t + 2 <= n; t += 2) {
+			for (r = rb; r + 4 <= re; r += 4)
+				KZ_TILE(4, 2);
+			for (; r < re; r++)
+				KZ_TILE(1, 2);
+		}
+		for (; t < n; t++) {
+			for (r = rb; r + 4 <= re; r += 4)
+				KZ_TILE(4, 1);
+			for (; r < re; r++)
+				KZ_TILE(1, 1);
+		}
+	}
+}
+#undef KZ_TILE
+
+AVX512 static void rows_zmm_S_Q8_0(const uint8_t *packed, size_t rows, size_t cols, size_t r0,
+				   size_t r1, const uint8_t *x, size_t n, float *y, size_t ldy)
+{
+	(void)rows;
+	rows_zmm(S_Q8_0, packed, cols, r0, r1, x, n, y, ldy);
+}
+
+AVX512 static void rows_zmm_S_Q4_0(const uint8_t *packed, size_t rows, size_t cols, size_t r0,
+				   size_t r1, const uint8_t *x, size_t n, float *y, size_t ldy)
+{
+	(void)rows;
+	rows_zmm(S_Q4_0, packed, cols, r0, r1, x, n, y, ldy);
+}
+
 #define STORE_VNNI(S)                                                                        \
 	AVX512 static void rows_vnni_##S(const uint8_t *packed, size_t rows, size_t cols,     \
 					 size_t r0, size_t r1, const uint8_t *x, size_t n,    \
@@ -439,8 +563,6 @@ static void rows_simd(int kind, const void *packed, size_t rows, size_t cols, si
 		rows_avx2_vnni(S, packed, rows, cols, r0, r1, x, n, y, ldy);                  \
 	}
 STORE_VNNI(S_INT8)
-STORE_VNNI(S_Q8_0)
-STORE_VNNI(S_Q4_0)
 STORE_VNNI(S_Q5_0)
 STORE_VNNI(S_Q4_K)
 
@@ -449,8 +571,8 @@ static void rows_vnni(int kind, const void *packed, size_t rows, size_t cols, si
 {
 	static void (*const fn[])(const uint8_t *, size_t, size_t, size_t, size_t,
 				  const uint8_t *, size_t, float *, size_t) = {
-		[S_INT8] = rows_vnni_S_INT8, [S_Q8_0] = rows_vnni_S_Q8_0,
-		[S_Q4_0] = rows_vnni_S_Q4_0, [S_Q5_0] = rows_vnni_S_Q5_0,
+		[S_INT8] = rows_vnni_S_INT8, [S_Q8_0] = rows_zmm_S_Q8_0,
+		[S_Q4_0] = rows_zmm_S_Q4_0,  [S_Q5_0] = rows_vnni_S_Q5_0,
 		[S_Q4_K] = rows_vnni_S_Q4_K, [S_FP16] = rows_avx2_S_FP16,
 	};
 	fn[stored_as(kind, cols)](packed, rows, cols, r0, r1, x, n, y, ldy);
