@@ -162,6 +162,10 @@ static void rows_c(seg_fn seg, const void *packed, size_t rows, size_t cols, siz
 #ifdef TP_HAVE_X86
 #define AVX2 __attribute__((target("avx2,fma,f16c")))
 #define INLINE static inline __attribute__((always_inline))
+/* Rows are short (a few KiB) and read R at a time, too short for the
+ * hardware prefetcher to ramp up on each: the decode kernels fetch the next
+ * R rows' bytes while they work on these (past the end is harmless). */
+#define PREFETCH(p) _mm_prefetch((const char *)(p), _MM_HINT_T0)
 
 AVX2 INLINE float hsum(__m256 v)
 {
@@ -277,6 +281,8 @@ AVX2 INLINE void grp_seg_avx2(int bits, size_t group, const void *packed, size_t
 				_Pragma("GCC unroll 4") for (int j = 0; j < R; j++)           \
 				{                                                              \
 					const uint8_t *p = qr + (size_t)j * rb + c / 8 * (size_t)bits; \
+					if (c % 64 == 0)                                       \
+						PREFETCH(p + R * rb);                          \
 					__m256i q = grp_codes(p, bits, bits == 3 && p + 4 > v.qend); \
 					acc[j] = _mm256_fmadd_ps(                              \
 						_mm256_cvtepi32_ps(_mm256_sub_epi32(q, z[j])), xv, \
@@ -406,6 +412,8 @@ AVX2 INLINE void g4_seg_avx2(size_t group, const void *packed, size_t rows, size
 				__m256 xl = _mm256_loadu_ps(x + c), xh = _mm256_loadu_ps(x + c + 8); \
 				_Pragma("GCC unroll 4") for (int j = 0; j < R; j++)           \
 				{                                                              \
+					if (c % 128 == 0)                                      \
+						PREFETCH(qr + (size_t)(j + R) * rb + c / 2);   \
 					__m256i b = _mm256_cvtepu8_epi32(_mm_loadl_epi64(      \
 						(const __m128i *)(const void *)(qr + (size_t)j * rb + c / 2))); \
 					al[j] = _mm256_fmadd_ps(                               \
@@ -518,6 +526,10 @@ AVX2 INLINE void nf4f_gemv(bool dq, const void *packed, size_t rows, size_t cols
 			__m256 t0 = _mm256_setzero_ps(), t1 = t0, t2 = t0, t3 = t0;
 			for (size_t c = 0; c < cols; c += 64) {
 				__m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+				PREFETCH(n0 + 4 * (cols / 2) + c / 2);
+				PREFETCH(n1 + 4 * (cols / 2) + c / 2);
+				PREFETCH(n2 + 4 * (cols / 2) + c / 2);
+				PREFETCH(n3 + 4 * (cols / 2) + c / 2);
 				for (size_t k = c; k < c + 64; k += 8) {
 					__m256 xv = _mm256_loadu_ps(x + k);
 					a0 = _mm256_fmadd_ps(nf4_values(n0 + k / 2, lo, hi), xv, a0);
@@ -598,6 +610,9 @@ AVX2 INLINE void halff_gemv(bool bf, const void *packed, size_t rows, size_t col
 		__m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
 		for (size_t c = 0; c < cols; c += 8) {
 			__m256 xv = _mm256_loadu_ps(x + c);
+			if (c % 32 == 0)
+				for (size_t j = 0; j < 4; j++)
+					PREFETCH(p + 2 * ((4 + j) * cols + c));
 			a0 = _mm256_fmadd_ps(half8(p + 2 * c, bf), xv, a0);
 			a1 = _mm256_fmadd_ps(half8(p + 2 * (cols + c), bf), xv, a1);
 			a2 = _mm256_fmadd_ps(half8(p + 2 * (2 * cols + c), bf), xv, a2);
@@ -737,6 +752,197 @@ AVX2 INLINE void gemm(seg_fn seg, const void *packed, size_t rows, size_t cols, 
 		}
 	}
 }
+
+/* ---- AVX-512 (F/BW/VL + VNNI) decode for the 4-bit formats ---------------
+ * 32 columns a step: 16 bytes of codes zero-extended to 16 int32 lanes give
+ * the 16 even and the 16 odd columns' codes; the input is prepared per 32
+ * columns in that order (below). Products stay those of the dequantized
+ * weights (fp32 activations), only the summation order differs from the
+ * AVX2 kernels. Quality is measured on those (tp_quant_kernel_find). */
+#define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
+
+/* rtn4: prepared per 32 columns as x0 x2 .. x30, then x1/16 .. x31/16 (see
+ * g4_x_prepare for why 1/16); other widths in column order (plain C). */
+static void g4w_x_prepare(const float *x, size_t cols, void *xp)
+{
+	float *o = xp;
+	if (cols % 32) {
+		memcpy(o, x, cols * sizeof(float));
+		return;
+	}
+	for (size_t c = 0; c < cols; c += 32)
+		for (size_t j = 0; j < 16; j++) {
+			o[c + j] = x[c + 2 * j];
+			o[c + 16 + j] = x[c + 2 * j + 1] * 0.0625f;
+		}
+}
+
+/* (b & mask) | 2^23's exponent: 2^23 + the code as a float, no conversion;
+ * subtracting 2^23 + z (or 2^23 + 16 z) leaves q - z (16 (q - z)) exactly. */
+AVX512 INLINE __m512 g4w_code(__m512i b, __m512i mask)
+{
+	return _mm512_castsi512_ps(
+		_mm512_ternarylogic_epi32(b, mask, _mm512_set1_epi32(0x4b000000), 0xea));
+}
+
+/* Zero of group gi of a 4-bit format: a nibble, the even group's low. */
+INLINE int g4_zero(const grp_view *v, size_t gi)
+{
+	return (v->z[gi / 2] >> (gi % 2 * 4)) & 0xf;
+}
+
+AVX512 INLINE void g4w_seg(size_t group, const void *packed, size_t rows, size_t cols, size_t r,
+			   size_t c0, size_t c1, float *out)
+{
+	grp_view v = grp_open(4, group, packed, rows, cols);
+	const uint8_t *qr = v.q + r * (cols / 2);
+	const __m512i lo = _mm512_set1_epi32(0x0f), hi = _mm512_set1_epi32(0xf0);
+	for (size_t c = c0; c < c1;) {
+		size_t g = c / group, ge = (g + 1) * group < c1 ? (g + 1) * group : c1;
+		size_t gi = r * v.ngr + g;
+		__m512 s = _mm512_set1_ps(_cvtsh_ss(tp_quant_get_u16(v.s + 2 * gi)));
+		float z = (float)g4_zero(&v, gi);
+		__m512 zl = _mm512_set1_ps(0x1p23f + z), zh = _mm512_set1_ps(0x1p23f + 16 * z);
+		for (; c < ge; c += 32) {
+			__m512i b = _mm512_cvtepu8_epi32(
+				_mm_loadu_si128((const __m128i *)(const void *)(qr + c / 2)));
+			_mm512_storeu_ps(out + (c - c0),
+					 _mm512_mul_ps(_mm512_sub_ps(g4w_code(b, lo), zl), s));
+			_mm512_storeu_ps(out + (c - c0) + 16,
+					 _mm512_mul_ps(_mm512_sub_ps(g4w_code(b, hi), zh), s));
+		}
+	}
+}
+
+/* Decode, R rows at a time sharing the loads of x. */
+#define G4W_GEMV(R)                                                                            \
+	AVX512 INLINE void g4w_gemv##R(size_t group, grp_view v, size_t cols, size_t r,         \
+				       const float *x, float *y)                               \
+	{                                                                                      \
+		size_t rb = cols / 2;                                                          \
+		const uint8_t *qr = v.q + r * rb;                                              \
+		const __m512i lo = _mm512_set1_epi32(0x0f), hi = _mm512_set1_epi32(0xf0);      \
+		__m512 tot[R], al[R], ah[R], zl[R], zh[R], s[R];                               \
+		_Pragma("GCC unroll 4") for (int j = 0; j < R; j++) tot[j] =                  \
+			_mm512_setzero_ps();                                                   \
+		for (size_t g = 0; g < v.ngr; g++) {                                           \
+			size_t c0 = g * group, c1 = c0 + group < cols ? c0 + group : cols;     \
+			_Pragma("GCC unroll 4") for (int j = 0; j < R; j++)                   \
+			{                                                                      \
+				size_t gi = (r + (size_t)j) * v.ngr + g;                       \
+				s[j] = _mm512_set1_ps(_cvtsh_ss(tp_quant_get_u16(v.s + 2 * gi))); \
+				float z = (float)g4_zero(&v, gi);                              \
+				zl[j] = _mm512_set1_ps(0x1p23f + z);                           \
+				zh[j] = _mm512_set1_ps(0x1p23f + 16 * z);                      \
+				al[j] = ah[j] = _mm512_setzero_ps();                           \
+			}                                                                      \
+			for (size_t c = c0; c < c1; c += 32) {                                 \
+				__m512 xl = _mm512_loadu_ps(x + c), xh = _mm512_loadu_ps(x + c + 16); \
+				_Pragma("GCC unroll 4") for (int j = 0; j < R; j++)           \
+				{                                                              \
+					if (c % 128 == 0)                                      \
+						PREFETCH(qr + (size_t)(j + R) * rb + c / 2);   \
+					__m512i b = _mm512_cvtepu8_epi32(_mm_loadu_si128(      \
+						(const __m128i *)(const void *)(qr + (size_t)j * rb + c / 2))); \
+					al[j] = _mm512_fmadd_ps(                               \
+						_mm512_sub_ps(g4w_code(b, lo), zl[j]), xl, al[j]); \
+					ah[j] = _mm512_fmadd_ps(                               \
+						_mm512_sub_ps(g4w_code(b, hi), zh[j]), xh, ah[j]); \
+				}                                                              \
+			}                                                                      \
+			_Pragma("GCC unroll 4") for (int j = 0; j < R; j++) tot[j] =          \
+				_mm512_fmadd_ps(_mm512_add_ps(al[j], ah[j]), s[j], tot[j]);    \
+		}                                                                              \
+		_Pragma("GCC unroll 4") for (int j = 0; j < R; j++) y[j] =                    \
+			_mm512_reduce_add_ps(tot[j]);                                          \
+	}
+G4W_GEMV(4)
+G4W_GEMV(1)
+
+AVX512 INLINE void g4w_gemv(size_t group, const void *packed, size_t rows, size_t cols,
+			    size_t r0, size_t r1, const float *x, float *y)
+{
+	grp_view v = grp_open(4, group, packed, rows, cols);
+	size_t r = r0;
+	for (; r + 4 <= r1; r += 4)
+		g4w_gemv4(group, v, cols, r, x, y + (r - r0));
+	for (; r < r1; r++)
+		g4w_gemv1(group, v, cols, r, x, y + (r - r0));
+}
+
+/* nf4 / nf4_dq on rows of whole 64-blocks (cols % 64 == 0): prepared per 32
+ * columns as x0 x2 .. x30, then x1 x3 .. x31 (the even column is in the
+ * high nibble); a 16-entry permute is the code table. Other widths: column
+ * order, the AVX2 kernel. */
+static void nf4w_x_prepare(const float *x, size_t cols, void *xp)
+{
+	float *o = xp;
+	if (cols % 64) {
+		memcpy(o, x, cols * sizeof(float));
+		return;
+	}
+	for (size_t c = 0; c < cols; c += 32)
+		for (size_t j = 0; j < 16; j++) {
+			o[c + j] = x[c + 2 * j];
+			o[c + 16 + j] = x[c + 2 * j + 1];
+		}
+}
+
+AVX512 INLINE void nf4w_seg(bool dq, const void *packed, size_t rows, size_t cols, size_t r,
+			    size_t c0, size_t c1, float *out)
+{
+	nf4_view v = nf4_open(packed, rows, cols, dq);
+	const __m512 code = _mm512_loadu_ps(tp_quant_nf4_code);
+	size_t i0 = r * cols;
+	for (size_t c = c0; c < c1; c += 32) {
+		__m512 a = _mm512_set1_ps(nf4_absmax(&v, (i0 + c) / 64));
+		__m512i b = _mm512_cvtepu8_epi32(
+			_mm_loadu_si128((const __m128i *)(const void *)(v.nib + (i0 + c) / 2)));
+		_mm512_storeu_ps(out + (c - c0),
+				 _mm512_mul_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(b, 4), code), a));
+		_mm512_storeu_ps(out + (c - c0) + 16, _mm512_mul_ps(_mm512_permutexvar_ps(b, code), a));
+	}
+}
+
+AVX512 INLINE void nf4w_gemv(bool dq, const void *packed, size_t rows, size_t cols, size_t r0,
+			     size_t r1, const float *x, float *y)
+{
+	nf4_view v = nf4_open(packed, rows, cols, dq);
+	const __m512 code = _mm512_loadu_ps(tp_quant_nf4_code);
+	size_t r = r0, bs = cols / 64;
+#define NF4W_ROWS(R)                                                                           \
+	for (; r + R <= r1; r += R) {                                                          \
+		const uint8_t *nb = v.nib + r * cols / 2;                                      \
+		__m512 t[R];                                                                   \
+		_Pragma("GCC unroll 4") for (int j = 0; j < R; j++) t[j] = _mm512_setzero_ps(); \
+		for (size_t c = 0; c < cols; c += 64) {                                        \
+			__m512 x0 = _mm512_loadu_ps(x + c), x1 = _mm512_loadu_ps(x + c + 16),  \
+			       x2 = _mm512_loadu_ps(x + c + 32), x3 = _mm512_loadu_ps(x + c + 48); \
+			_Pragma("GCC unroll 4") for (int j = 0; j < R; j++)                   \
+			{                                                                      \
+				const uint8_t *p = nb + (size_t)j * (cols / 2) + c / 2;        \
+				PREFETCH(p + R * (cols / 2));                                  \
+				__m512i b0 = _mm512_cvtepu8_epi32(                             \
+					_mm_loadu_si128((const __m128i *)(const void *)p));    \
+				__m512i b1 = _mm512_cvtepu8_epi32(                             \
+					_mm_loadu_si128((const __m128i *)(const void *)(p + 16))); \
+				__m512 a = _mm512_mul_ps(                                      \
+					_mm512_permutexvar_ps(_mm512_srli_epi32(b0, 4), code), x0); \
+				a = _mm512_fmadd_ps(_mm512_permutexvar_ps(b0, code), x1, a);   \
+				a = _mm512_fmadd_ps(                                           \
+					_mm512_permutexvar_ps(_mm512_srli_epi32(b1, 4), code), x2, a); \
+				a = _mm512_fmadd_ps(_mm512_permutexvar_ps(b1, code), x3, a);   \
+				size_t blk = (r + (size_t)j) * bs + c / 64;                    \
+				t[j] = _mm512_fmadd_ps(a, _mm512_set1_ps(nf4_absmax(&v, blk)), t[j]); \
+			}                                                                      \
+		}                                                                              \
+		_Pragma("GCC unroll 4") for (int j = 0; j < R; j++) y[r - r0 + (size_t)j] =   \
+			_mm512_reduce_add_ps(t[j]);                                            \
+	}
+	NF4W_ROWS(4)
+	NF4W_ROWS(1)
+#undef NF4W_ROWS
+}
 #endif /* TP_HAVE_X86 */
 
 /* ---- one kernel pair per format ------------------------------------------ */
@@ -810,10 +1016,40 @@ AVX2 INLINE void gemm(seg_fn seg, const void *packed, size_t rows, size_t cols, 
 		g4_gemv(G, packed, rows, cols, r0, r1, x, y);                                   \
 	}                                                                                       \
 	NAMED_AVX2(rtn4_g##G, 16, g4_x_size, g4_x_prepare)
+/* The AVX-512 kernel of N: widths not a multiple of MOD go to FALLBACK
+ * (which reads x in column order, as N512's x_prepare leaves it then). */
+#define NAMED_AVX512(N, MOD, FALLBACK, XPREP, GEMV, SEG, ARG)                                    \
+	AVX512 static void N##_seg_avx512(const void *packed, size_t rows, size_t cols, size_t r,  \
+					  size_t c0, size_t c1, float *out)                        \
+	{                                                                                       \
+		SEG(ARG, packed, rows, cols, r, c0, c1, out);                                   \
+	}                                                                                       \
+	AVX512 static void N##_rows_avx512(const void *packed, size_t rows, size_t cols,         \
+					   size_t r0, size_t r1, const void *xv, size_t n,       \
+					   float *y, size_t ldy)                                 \
+	{                                                                                       \
+		const float *x = xv;                                                            \
+		if (cols % MOD) {                                                               \
+			FALLBACK(packed, rows, cols, r0, r1, xv, n, y, ldy);                    \
+			return;                                                                 \
+		}                                                                               \
+		if (n < GEMM_MIN) {                                                             \
+			for (size_t t = 0; t < n; t++)                                          \
+				GEMV(ARG, packed, rows, cols, r0, r1, x + t * cols, y + t * ldy); \
+			return;                                                                 \
+		}                                                                               \
+		gemm(N##_seg_avx512, packed, rows, cols, r0, r1, x, n, y, ldy);                 \
+	}                                                                                       \
+	static const tp_quant_kernel N##_kavx512 = {#N " x fp32 avx512", g4_x_size, XPREP,     \
+						    N##_rows_avx512};
+#define G4_AVX512(G) NAMED_AVX512(rtn4_g##G, 32, rtn4_g##G##_rows_c, g4w_x_prepare, g4w_gemv, g4w_seg, G)
+#define NF4_AVX512(N, DQ) NAMED_AVX512(N, 64, N##_rows_avx2, nf4w_x_prepare, nf4w_gemv, nf4w_seg, DQ)
 #else
 #define GRP_AVX2(B, G)
 #define G4_AVX2(G)
 #define FAM_AVX2(N, IMPL, ARG)
+#define G4_AVX512(G)
+#define NF4_AVX512(N, DQ)
 #endif
 
 #define GRP_KERNELS(B, G)                                                                       \
@@ -823,7 +1059,8 @@ AVX2 INLINE void gemm(seg_fn seg, const void *packed, size_t rows, size_t cols, 
 #define G4_KERNELS(G)                                                                           \
 	GRP_SEG_C(4, G)                                                                         \
 	NAMED_C(rtn4_g##G)                                                                      \
-	G4_AVX2(G)
+	G4_AVX2(G)                                                                              \
+	G4_AVX512(G)
 
 G4_KERNELS(128)
 G4_KERNELS(64)
@@ -841,29 +1078,36 @@ FAM_AVX2(nf4_dq, nf4f, true)
 FAM_AVX2(fp16, halff, false)
 FAM_AVX2(bf16, halff, true)
 FAM_AVX2(int4_int2_residual, resid, 0)
+NF4_AVX512(nf4, false)
+NF4_AVX512(nf4_dq, true)
 
 typedef struct kpair {
 	const char *name;
-	const tp_quant_kernel *c, *simd;
+	const tp_quant_kernel *c, *avx2, *avx512;
 } kpair;
 
 #ifdef TP_HAVE_X86
-#define KPAIR(N) {#N, &N##_kc, &N##_kavx2}
+#define KPAIR(N) {#N, &N##_kc, &N##_kavx2, NULL}
+#define KPAIR512(N) {#N, &N##_kc, &N##_kavx2, &N##_kavx512}
 #else
-#define KPAIR(N) {#N, &N##_kc, NULL}
+#define KPAIR(N) {#N, &N##_kc, NULL, NULL}
+#define KPAIR512(N) KPAIR(N)
 #endif
 
-const tp_quant_kernel *tp_quant_kernel_group(const char *name, bool simd)
+const tp_quant_kernel *tp_quant_kernel_group(const char *name, int level)
 {
 	static const kpair all[] = {
-		KPAIR(rtn4_g128), KPAIR(rtn4_g64), KPAIR(rtn4_g256), KPAIR(rtn3_g128),
-		KPAIR(rtn2_g128), KPAIR(nf4),	   KPAIR(nf4_dq),    KPAIR(fp16),
-		KPAIR(bf16),	  KPAIR(int4_int2_residual),
+		KPAIR512(rtn4_g128), KPAIR512(rtn4_g64), KPAIR512(rtn4_g256), KPAIR(rtn3_g128),
+		KPAIR(rtn2_g128),    KPAIR512(nf4),	 KPAIR512(nf4_dq),    KPAIR(fp16),
+		KPAIR(bf16),	     KPAIR(int4_int2_residual),
 	};
 	if (!name)
 		return NULL;
 	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
-		if (strcmp(all[i].name, name) == 0)
-			return simd && all[i].simd ? all[i].simd : all[i].c;
+		if (strcmp(all[i].name, name) == 0) {
+			if (level >= TP_KERNEL_AVX512 && all[i].avx512)
+				return all[i].avx512;
+			return level >= TP_KERNEL_AVX2 && all[i].avx2 ? all[i].avx2 : all[i].c;
+		}
 	return NULL;
 }

@@ -6,15 +6,26 @@
 
 #include "tp_optimize.h"
 
-/* The kernel for the format called name in this family (SIMD when simd is
- * set and the family has one), or NULL.
+/* Instruction sets a kernel may use, each a superset of the one before:
+ * plain C; AVX2 + FMA + F16C; AVX-512 F/BW/VL + VNNI (on top of AVX2). */
+enum { TP_KERNEL_C = 0, TP_KERNEL_AVX2 = 1, TP_KERNEL_AVX512 = 2 };
+
+/* The highest level this CPU allows, after tp_quant_kernel_force_portable
+ * and tp_quant_kernel_force_avx2. */
+int tp_quant_kernel_level(void);
+/* Never pick the AVX-512 kernels (tests compare each level with plain C);
+ * returns the old setting. */
+bool tp_quant_kernel_force_avx2(bool on);
+
+/* The kernel for the format called name in this family at the given level
+ * (or the highest lower one the family has), or NULL.
  * kernels_ggml.c: int8, q8_0, q4_0, q5_0, q4_k.
  * kernels_group.c: rtnB_gG, nf4, nf4_dq, fp16, bf16, int4_int2_residual. */
-const tp_quant_kernel *tp_quant_kernel_ggml(const char *name, bool simd);
-const tp_quant_kernel *tp_quant_kernel_group(const char *name, bool simd);
+const tp_quant_kernel *tp_quant_kernel_ggml(const char *name, int level);
+const tp_quant_kernel *tp_quant_kernel_group(const char *name, int level);
 /* The ggml family on fp32 activations (no 8-bit rounding of the input: the
  * widening path's values, summed in another order), for quality
  * measurements: tp_quant_kernel_find's choice under tp_quant_kernel_exact. */
-const tp_quant_kernel *tp_quant_kernel_ggml_exact(const char *name, bool simd);
+const tp_quant_kernel *tp_quant_kernel_ggml_exact(const char *name, int level);
 
 #endif

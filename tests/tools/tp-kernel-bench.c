@@ -3,13 +3,14 @@
  * (optimize/kernels_*.c). A benchmark tool: it prints tables and asserts
  * nothing (scripts/bench-kernels.sh runs it).
  *
- *   tp-kernel-bench kernels [--threads 1,2] [--mib N] [--formats a,b]
+ *   tp-kernel-bench kernels [--threads 1,2] [--mib N] [--formats a,b] [--reps N]
  *       every format with a kernel (tp_quant_formats + tp_quant_kernel_find):
  *       GEMV (n = 1) GB/s of packed bytes on 4096x4096 and 11008x4096, the
- *       matrix repeated until N MiB (default 1024) so each pass reads DRAM,
- *       as a fraction of a STREAM-style read of an N MiB buffer measured in
- *       the same run at the same thread count; GEMM GFLOP/s at n = 64 and
- *       512 on 4096x4096. Wall clock and per CPU-second of each thread.
+ *       matrix repeated until N MiB (default 1024, past the last-level
+ *       cache) so each pass reads DRAM, as a fraction of a STREAM-style read
+ *       of an N MiB buffer, the two interleaved N times (default 5) at each
+ *       thread count, best and median; GEMM GFLOP/s at n = 64 and 512 on
+ *       4096x4096. Per CPU-second of each thread.
  *   tp-kernel-bench speed MODEL_DIR --format F|fp32 [--weights W]
  *       [--threads N] [--prefill N] [--decode N] [--reps N]
  *       prefill and decode tokens/s (tp_runtime_eval_speed) with the decoder
@@ -29,6 +30,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -58,7 +60,8 @@ static double cpu_s(void)
 static int usage(void)
 {
 	fprintf(stderr,
-		"usage: tp-kernel-bench kernels [--threads 1,2] [--mib N] [--formats a,b]\n"
+		"usage: tp-kernel-bench kernels [--threads 1,2] [--mib N] [--formats a,b]"
+		" [--reps N]\n"
 		"       tp-kernel-bench speed MODEL_DIR --format F [--weights W] [--threads N]"
 		" [--prefill N] [--decode N] [--reps N]\n"
 		"       tp-kernel-bench ppl MODEL_DIR --format F --text T [--weights W]"
@@ -80,6 +83,11 @@ __attribute__((target("avx2"))) static double read_avx2(const float *p, size_t n
 	__m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
 	size_t i = 0;
 	for (; i + 32 <= n; i += 32) {
+		/* 2 KiB ahead, as the decode kernels prefetch their next rows:
+		 * the read then shows what memory gives, not only what the
+		 * hardware prefetcher reaches on a busy machine. */
+		_mm_prefetch((const char *)(p + i + 512), _MM_HINT_T0);
+		_mm_prefetch((const char *)(p + i + 528), _MM_HINT_T0);
 		a0 = _mm256_add_ps(a0, _mm256_loadu_ps(p + i));
 		a1 = _mm256_add_ps(a1, _mm256_loadu_ps(p + i + 8));
 		a2 = _mm256_add_ps(a2, _mm256_loadu_ps(p + i + 16));
@@ -128,27 +136,33 @@ static void stask(void *ctx, size_t i, size_t tasks)
 	j->sum[i] = read_c(j->buf + a, b - a);
 }
 
-/* Best GB/s of 5 reads of the whole buffer split across the pool, by wall
- * clock and by CPU time per thread (*cpu_gbs). */
-static double stream_gbs(const float *buf, size_t n, tp_pool *pool, double *cpu_gbs)
+/* One read of the whole buffer split across the pool: GB/s by wall clock,
+ * and by CPU time per thread in *cpu_gbs. */
+static double stream_once(const float *buf, size_t n, tp_pool *pool, double *cpu_gbs)
 {
 	size_t tasks = pool ? tp_pool_threads(pool) : 1;
 	sjob j = {buf, n, {0}};
-	double best = 0;
-	*cpu_gbs = 0;
-	for (int rep = 0; rep < 5; rep++) {
-		double t0 = now_s(), c0 = cpu_s();
-		tp_pool_run(pool, tasks, stask, &j);
-		double dt = now_s() - t0, gbs = (double)n * 4 / dt / 1e9;
-		double cg = (double)n * 4 / ((cpu_s() - c0) / (double)tasks) / 1e9;
-		if (gbs > best)
-			best = gbs;
-		if (cg > *cpu_gbs)
-			*cpu_gbs = cg;
-	}
+	double t0 = now_s(), c0 = cpu_s();
+	tp_pool_run(pool, tasks, stask, &j);
+	double dt = now_s() - t0;
+	*cpu_gbs = (double)n * 4 / ((cpu_s() - c0) / (double)tasks) / 1e9;
 	if (j.sum[0] == 12345.678)
 		printf(" "); /* keep the sums alive */
-	return best;
+	return (double)n * 4 / dt / 1e9;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return x < y ? -1 : x > y;
+}
+
+/* Best and median of v[n] (sorts v). */
+static void best_median(double *v, size_t n, double *best, double *median)
+{
+	qsort(v, n, sizeof(*v), cmp_double);
+	*best = v[n - 1];
+	*median = n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
 /* ---- kernels table ---------------------------------------------------------- */
@@ -203,10 +217,13 @@ static void free_layers(tp_linear **ls, size_t n)
 	free(ls);
 }
 
+#define REPS_MAX 32
+
 static int cmd_kernels(int argc, char **argv)
 {
 	const char *threads_arg = "1,2", *only = NULL;
 	size_t mib = 1024;
+	int reps = 5;
 	for (int i = 0; i < argc; i++) {
 		if (i + 1 >= argc)
 			return usage();
@@ -216,9 +233,13 @@ static int cmd_kernels(int argc, char **argv)
 			mib = strtoul(argv[++i], NULL, 10);
 		else if (strcmp(argv[i], "--formats") == 0)
 			only = argv[++i];
+		else if (strcmp(argv[i], "--reps") == 0)
+			reps = atoi(argv[++i]);
 		else
 			return usage();
 	}
+	if (reps < 1 || reps > REPS_MAX)
+		return usage();
 	unsigned threads[8];
 	size_t nt = 0;
 	for (const char *p = threads_arg; *p && nt < 8;) {
@@ -244,25 +265,26 @@ static int cmd_kernels(int argc, char **argv)
 	for (size_t i = 0; i < NMAX * C; i++)
 		x[i] = 50 * gauss();
 	tp_pool *pools[8] = {NULL};
-	double stream[8], stream_cpu[8];
-	printf("# STREAM-style read of %zu MiB (sum of floats, AVX2), wall / per CPU-second:",
-	       mib);
-	for (size_t k = 0; k < nt; k++) {
+	for (size_t k = 0; k < nt; k++)
 		if (threads[k] > 1 && tp_pool_new(&pools[k], threads[k]) < 0) {
 			fprintf(stderr, "tp-kernel-bench: %s\n", tp_error_last());
 			return 1;
 		}
-		stream[k] = stream_gbs(sbuf, sn, pools[k], &stream_cpu[k]);
-		printf(" %u thread(s) %.2f / %.2f GB/s;", threads[k], stream[k], stream_cpu[k]);
-	}
-	printf("\n# GEMV: packed GB read per second (wall) and per CPU-second of each thread\n"
-	       "# (cpu), matrix repeated to %zu MiB, %%strm = cpu GB/s over STREAM's cpu GB/s;\n"
-	       "# GEMM: GFLOP (2*rows*cols*n) per CPU-second per thread, 4096x4096.\n"
-	       "# CPU-second figures are what the threads reach while they run: a busy\n"
-	       "# machine disturbs them less than wall-clock ones.\n", mib);
-	printf("%-6s %-18s %3s %8s %8s %6s %8s %8s %6s %8s %8s\n", "format", "kernel", "thr",
-	       "4096wall", "4096cpu", "%strm", "11008wal", "11008cpu", "%strm", "gemm64",
-	       "gemm512");
+	long llc = sysconf(_SC_LEVEL3_CACHE_SIZE);
+	printf("# last-level cache %ld MiB; matrices repeated to %zu MiB%s\n",
+	       llc > 0 ? llc >> 20 : -1, mib,
+	       llc > 0 && (size_t)llc >= bytes / 2 ? " (NOT well past it: pass a larger --mib)" : "");
+	printf("# Per format and thread count, %d repetitions of: a STREAM-style read of %zu MiB\n"
+	       "# (sum of floats, AVX2, software prefetch 2 KiB ahead), one GEMV (n = 1) pass\n"
+	       "# over the 4096x4096 layers, one over the 11008x4096 ones. GB/s are per\n"
+	       "# CPU-second of each thread (a busy machine disturbs them less than wall\n"
+	       "# clock); %%strm = the GEMV's packed GB/s over the\n"
+	       "# STREAM read's of the same repetition; b = best, m = median of the repetitions.\n"
+	       "# GEMM: GFLOP (2*rows*cols*n) per CPU-second per thread, 4096x4096, best of 2.\n",
+	       reps, mib);
+	printf("%-9s %-22s %3s %5s %5s %6s %6s %5s %5s %6s %6s %5s %5s %7s %7s\n", "format", "kernel",
+	       "thr", "strmB", "strmM", "4096b", "4096m", "%b", "%m", "11008b", "11008m", "%b", "%m",
+	       "gemm64", "gemm512");
 	for (const tp_quant_format *const *fp = tp_quant_formats(); *fp; fp++) {
 		const tp_quant_format *f = *fp;
 		const tp_quant_kernel *k = tp_quant_kernel_find(f);
@@ -287,22 +309,25 @@ static int cmd_kernels(int argc, char **argv)
 		double pb1 = (double)f->packed_size(R1, C), pb2 = (double)f->packed_size(R2, C);
 		for (size_t t = 0; t < nt; t++) {
 			tp_pool *pool = pools[t];
-			double g[2] = {0, 0}, gc[2] = {0, 0}, per = (double)threads[t];
-			for (int s = 0; s < 2; s++) {
-				tp_linear **ls = s ? l2 : l1;
-				size_t nl = s ? n2 : n1;
-				double pb = s ? pb2 : pb1;
-				for (int rep = 0; rep < 3; rep++) {
-					double t0 = now_s(), c0 = cpu_s();
+			double per = (double)threads[t];
+			double sg[REPS_MAX], g[2][REPS_MAX], ratio[2][REPS_MAX];
+			for (int rep = 0; rep < reps; rep++) {
+				stream_once(sbuf, sn, pool, &sg[rep]);
+				for (int s = 0; s < 2; s++) {
+					tp_linear **ls = s ? l2 : l1;
+					size_t nl = s ? n2 : n1;
+					double pb = s ? pb2 : pb1, c0 = cpu_s();
 					for (size_t i = 0; i < nl; i++)
 						tp_linear_forward(ls[i], x, 1, y, pool);
-					double gbs = pb * (double)nl / (now_s() - t0) / 1e9;
-					double cg = pb * (double)nl / ((cpu_s() - c0) / per) / 1e9;
-					if (gbs > g[s])
-						g[s] = gbs;
-					if (cg > gc[s])
-						gc[s] = cg;
+					g[s][rep] = pb * (double)nl / ((cpu_s() - c0) / per) / 1e9;
+					ratio[s][rep] = g[s][rep] / sg[rep];
 				}
+			}
+			double sb, sm, gb[2], gm[2], rb[2], rm[2];
+			best_median(sg, (size_t)reps, &sb, &sm);
+			for (int s = 0; s < 2; s++) {
+				best_median(g[s], (size_t)reps, &gb[s], &gm[s]);
+				best_median(ratio[s], (size_t)reps, &rb[s], &rm[s]);
 			}
 			double gf[2] = {0, 0};
 			static const size_t ns[2] = {64, 512};
@@ -314,9 +339,10 @@ static int cmd_kernels(int argc, char **argv)
 					if (v > gf[s])
 						gf[s] = v;
 				}
-			printf("%-6s %-18s %3u %8.2f %8.2f %5.0f%% %8.2f %8.2f %5.0f%% %8.1f %8.1f\n",
-			       f->name, k->name, threads[t], g[0], gc[0], 100 * gc[0] / stream_cpu[t],
-			       g[1], gc[1], 100 * gc[1] / stream_cpu[t], gf[0], gf[1]);
+			printf("%-9s %-22s %3u %5.1f %5.1f %6.2f %6.2f %4.0f%% %4.0f%% %6.2f %6.2f %4.0f%% "
+			       "%4.0f%% %7.1f %7.1f\n",
+			       f->name, k->name, threads[t], sb, sm, gb[0], gm[0], 100 * rb[0],
+			       100 * rm[0], gb[1], gm[1], 100 * rb[1], 100 * rm[1], gf[0], gf[1]);
 			fflush(stdout);
 		}
 		free_layers(l1, n1);

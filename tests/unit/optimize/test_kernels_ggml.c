@@ -57,12 +57,14 @@ static double exact_dot(const float *w, const float *x, size_t cols)
 
 /* One format and shape: C vs SIMD (tight, on r0..r1 sub-ranges), both vs
  * dequantize + dot (derived bound). */
-static void check_kernel(const char *name, size_t rows, size_t cols, size_t n)
+static void check_kernel(const char *name, size_t rows, size_t cols, size_t n, int level)
 {
 	const tp_quant_format *f = tp_quant_format_find(name);
-	const tp_quant_kernel *kc = tp_quant_kernel_ggml(name, false);
-	/* without AVX2 the "SIMD" side is the C kernel again */
-	const tp_quant_kernel *ks = tp_quant_kernel_ggml(name, tp_quant_kernel_use_avx2());
+	const tp_quant_kernel *kc = tp_quant_kernel_ggml(name, TP_KERNEL_C);
+	/* the SIMD side at level, or the highest this CPU has (C without AVX2) */
+	if (level > tp_quant_kernel_level())
+		level = tp_quant_kernel_level();
+	const tp_quant_kernel *ks = tp_quant_kernel_ggml(name, level);
 	CHECK(f && kc && ks && kc->x_prepare && kc->rows);
 	if (!f || !kc || !ks)
 		return;
@@ -160,7 +162,9 @@ static void test_kernels(void)
 	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
 		for (size_t c = 0; c < sizeof(cols) / sizeof(cols[0]); c++)
 			for (size_t k = 0; k < sizeof(ns) / sizeof(ns[0]); k++)
-				check_kernel(names[i], rows[(c + k) % 3], cols[c], ns[k]);
+				for (int level = TP_KERNEL_AVX2; level <= TP_KERNEL_AVX512; level++)
+					check_kernel(names[i], rows[(c + k) % 3], cols[c], ns[k],
+						     level);
 }
 
 /* The kernel table: every format of the family has one, SIMD only where the
@@ -173,7 +177,14 @@ static void test_find(void)
 		if (!k)
 			continue;
 		CHECK(strstr(k->name, names[i]) == k->name);
-		CHECK((strstr(k->name, "avx2") != NULL) == tp_quant_kernel_use_avx2());
+		CHECK((strstr(k->name, "avx2") != NULL) ==
+		      (tp_quant_kernel_level() == TP_KERNEL_AVX2));
+		CHECK((strstr(k->name, "avx512") != NULL) ==
+		      (tp_quant_kernel_level() == TP_KERNEL_AVX512));
+		bool old2 = tp_quant_kernel_force_avx2(true);
+		CHECK(tp_quant_kernel_find(tp_quant_format_find(names[i])) ==
+		      tp_quant_kernel_ggml(names[i], tp_quant_kernel_level()));
+		tp_quant_kernel_force_avx2(old2);
 		bool old = tp_quant_kernel_force_portable(true);
 		CHECK(tp_quant_kernel_find(tp_quant_format_find(names[i])) ==
 		      tp_quant_kernel_ggml(names[i], false));
@@ -195,9 +206,8 @@ static void test_nan(void)
 		x[100] = NAN;
 		void *packed = malloc(f->packed_size(rows, cols));
 		f->quantize(w, rows, cols, NULL, packed);
-		for (int simd = 0; simd < 2; simd++) {
-			const tp_quant_kernel *k =
-				tp_quant_kernel_ggml(names[i], simd && tp_quant_kernel_use_avx2());
+		for (int level = TP_KERNEL_C; level <= tp_quant_kernel_level(); level++) {
+			const tp_quant_kernel *k = tp_quant_kernel_ggml(names[i], level);
 			unsigned char *xp = malloc(k->x_size(cols));
 			k->x_prepare(x, cols, xp);
 			k->rows(packed, rows, cols, 0, rows, xp, 1, y, rows);
@@ -272,8 +282,9 @@ static void test_forward(void)
 }
 
 /* tp_quant_kernel_exact switches the family to fp32 activations: the
- * kernel then reads x as it is (no x_prepare) and the other families are
- * unaffected. */
+ * kernel then reads x as it is (no x_prepare); the group family keeps fp32
+ * activations but is held to its AVX2 kernels (quality figures stay those
+ * of the AVX2 summation order). */
 static void test_exact_switch(void)
 {
 	const char *fam[] = {"int8", "q8_0", "q4_0", "q5_0", "q4_k"};
@@ -284,12 +295,18 @@ static void test_exact_switch(void)
 		CHECK(k && !k->x_prepare);
 	}
 	const tp_quant_kernel *g = tp_quant_kernel_find(tp_quant_format_find("rtn4_g128"));
+	CHECK(g == tp_quant_kernel_group("rtn4_g128", tp_quant_kernel_use_avx2() ? TP_KERNEL_AVX2
+										: TP_KERNEL_C));
 	CHECK(tp_quant_kernel_exact(false));
 	for (size_t i = 0; i < nfam; i++) {
 		const tp_quant_kernel *k = tp_quant_kernel_find(tp_quant_format_find(fam[i]));
 		CHECK(k && k->x_prepare);
 	}
-	CHECK(g && g == tp_quant_kernel_find(tp_quant_format_find("rtn4_g128")));
+	CHECK(g && g == tp_quant_kernel_group("rtn4_g128", TP_KERNEL_AVX2 < tp_quant_kernel_level()
+								  ? TP_KERNEL_AVX2
+								  : tp_quant_kernel_level()));
+	CHECK(tp_quant_kernel_find(tp_quant_format_find("rtn4_g128")) ==
+	      tp_quant_kernel_group("rtn4_g128", tp_quant_kernel_level()));
 }
 
 int main(void)

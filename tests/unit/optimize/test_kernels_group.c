@@ -5,6 +5,7 @@
  * bit for bit. */
 #include <string.h>
 
+#include "kernels_internal.h"
 #include "opt_test.h"
 #include "tp_runtime.h"
 
@@ -12,12 +13,15 @@ static const char *const names[] = {"rtn4_g128", "rtn4_g64", "rtn4_g256", "rtn3_
 				    "rtn2_g128", "nf4",	     "nf4_dq",	  "fp16",
 				    "bf16",	 "int4_int2_residual"};
 
-/* The kernel of f, SIMD or plain C. */
-static const tp_quant_kernel *kernel(const tp_quant_format *f, bool simd)
+/* The kernel of f at a level (TP_KERNEL_C, _AVX2, _AVX512), or the
+ * highest lower one this CPU has. */
+static const tp_quant_kernel *kernel(const tp_quant_format *f, int level)
 {
-	bool old = tp_quant_kernel_force_portable(!simd);
+	bool old = tp_quant_kernel_force_portable(level == TP_KERNEL_C);
+	bool old2 = tp_quant_kernel_force_avx2(level < TP_KERNEL_AVX512);
 	const tp_quant_kernel *k = tp_quant_kernel_find(f);
 	tp_quant_kernel_force_portable(old);
+	tp_quant_kernel_force_avx2(old2);
 	return k;
 }
 
@@ -54,10 +58,10 @@ static void run(const tp_quant_kernel *k, const void *packed, size_t rows, size_
  * summation bound of the exact product of the dequantized weights:
  * |fl(sum) - sum| <= gamma_m * sum |w x| with m = cols + 8 roundings at most
  * on any path (a product, cols additions, a scale, a split sum). */
-static void check_random(const tp_quant_format *f, size_t rows, size_t cols, size_t r0,
-			 size_t r1, size_t n)
+static void check_random_at(const tp_quant_format *f, int level, size_t rows, size_t cols,
+			    size_t r0, size_t r1, size_t n)
 {
-	const tp_quant_kernel *ks = kernel(f, true), *kc = kernel(f, false);
+	const tp_quant_kernel *ks = kernel(f, level), *kc = kernel(f, TP_KERNEL_C);
 	CHECK(ks && kc);
 	if (!ks || !kc)
 		return;
@@ -82,9 +86,9 @@ static void check_random(const tp_quant_format *f, size_t rows, size_t cols, siz
 			double bound = gamma * mag, s = ys[t * ldy + r - r0], c = yc[t * ldy + r - r0];
 			if (!(fabs(s - exact) <= bound && fabs(c - exact) <= bound) && bad++ < 3)
 				fprintf(stderr,
-					"%s %zux%zu rows %zu..%zu n=%zu t=%zu r=%zu: simd %.9g c %.9g "
+					"%s %s %zux%zu rows %zu..%zu n=%zu t=%zu r=%zu: simd %.9g c %.9g "
 					"exact %.9g bound %.3g\n",
-					f->name, rows, cols, r0, r1, n, t, r, s, c, exact, bound);
+					f->name, ks->name, rows, cols, r0, r1, n, t, r, s, c, exact, bound);
 		}
 		/* Nothing written past the m outputs of an input. */
 		uint32_t pad;
@@ -100,9 +104,18 @@ static void check_random(const tp_quant_format *f, size_t rows, size_t cols, siz
 	free(yc);
 }
 
+/* Each SIMD level against plain C. */
+static void check_random(const tp_quant_format *f, size_t rows, size_t cols, size_t r0,
+			 size_t r1, size_t n)
+{
+	check_random_at(f, TP_KERNEL_AVX2, rows, cols, r0, r1, n);
+	check_random_at(f, TP_KERNEL_AVX512, rows, cols, r0, r1, n);
+}
+
 static void test_random(void)
 {
-	static const size_t shape[][2] = {{37, 576}, {50, 64}, {20, 4096}, {33, 100}, {19, 264}};
+	static const size_t shape[][2] = {{37, 576}, {50, 64},	{20, 4096}, {33, 100},
+					  {19, 264}, {11, 96}, {13, 160}};
 	static const size_t ns[] = {1, 2, 3, 7, 33};
 	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
 		const tp_quant_format *f = tp_quant_format_find(names[i]);
@@ -127,8 +140,8 @@ static void check_onehot(const tp_quant_format *f, size_t rows, size_t cols)
 	void *packed = make_packed(f, rows, cols, deq);
 	for (size_t c = 0; c < cols; c++)
 		x[c * cols + c] = 1.0f;
-	for (int simd = 0; simd < 2; simd++) {
-		const tp_quant_kernel *k = kernel(f, simd);
+	for (int level = TP_KERNEL_C; level <= TP_KERNEL_AVX512; level++) {
+		const tp_quant_kernel *k = kernel(f, level);
 		CHECK(k != NULL);
 		if (!k)
 			continue;
@@ -158,7 +171,8 @@ static void check_onehot(const tp_quant_format *f, size_t rows, size_t cols)
 
 static void test_onehot(void)
 {
-	static const size_t shape[][2] = {{37, 576}, {21, 64}, {9, 100}, {5, 264}, {3, 200}};
+	static const size_t shape[][2] = {{37, 576}, {21, 64}, {9, 100}, {5, 264},
+					  {3, 200},  {11, 96}, {7, 160}};
 	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
 		const tp_quant_format *f = tp_quant_format_find(names[i]);
 		for (size_t s = 0; f && s < sizeof(shape) / sizeof(shape[0]); s++)
@@ -166,15 +180,24 @@ static void test_onehot(void)
 	}
 }
 
-/* The SIMD kernel is the one a CPU with AVX2/FMA gets, and every format of
- * the family has a plain-C one. */
+/* The SIMD kernel is the one a CPU with AVX2/FMA gets, the 4-bit formats'
+ * AVX-512 one a CPU with AVX-512 VNNI, but never under
+ * tp_quant_kernel_exact (quality stays on the AVX2 kernels); every format
+ * of the family has a plain-C one. */
 static void test_find(void)
 {
+	bool has512 = tp_quant_kernel_level() == TP_KERNEL_AVX512;
 	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
 		const tp_quant_format *f = tp_quant_format_find(names[i]);
-		const tp_quant_kernel *kc = kernel(f, false), *ks = kernel(f, true);
+		const tp_quant_kernel *kc = kernel(f, TP_KERNEL_C), *ks = kernel(f, TP_KERNEL_AVX2);
+		const tp_quant_kernel *k5 = kernel(f, TP_KERNEL_AVX512);
 		CHECK(kc && strstr(kc->name, names[i]) == kc->name);
 		CHECK(ks && (tp_quant_kernel_use_avx2() ? ks != kc : ks == kc));
+		bool four = strncmp(names[i], "rtn4_", 5) == 0 || strncmp(names[i], "nf4", 3) == 0;
+		CHECK(k5 && (has512 && four ? strstr(k5->name, "avx512") != NULL : k5 == ks));
+		bool old = tp_quant_kernel_exact(true);
+		CHECK(tp_quant_kernel_find(f) == ks);
+		tp_quant_kernel_exact(old);
 	}
 }
 
@@ -230,12 +253,14 @@ static void test_forward(void)
 	CHECK_EQ_INT(tp_pool_new(&pool, 2), 0);
 	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
 		const tp_quant_format *f = tp_quant_format_find(names[i]);
-		for (int simd = 0; simd < 2; simd++) {
-			bool old = tp_quant_kernel_force_portable(!simd);
+		for (int level = TP_KERNEL_C; level <= TP_KERNEL_AVX512; level++) {
+			bool old = tp_quant_kernel_force_portable(level == TP_KERNEL_C);
+			bool old2 = tp_quant_kernel_force_avx2(level < TP_KERNEL_AVX512);
 			check_forward(f, 200, 576, NULL);
 			check_forward(f, 200, 576, pool);
 			check_forward(f, 45, 100, pool);
 			tp_quant_kernel_force_portable(old);
+			tp_quant_kernel_force_avx2(old2);
 		}
 	}
 	tp_pool_free(pool);
