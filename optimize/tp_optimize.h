@@ -562,9 +562,13 @@ int tp_hw_profile_load(const char *name_or_path, tp_hw_profile *out);
 /* Fill a measured profile (cpu-local) on this machine: physical memory,
  * the CPU's name and price = usd_per_hour_per_thread x threads unless
  * already set; with rooflines also a STREAM-style read bandwidth with pool's
- * threads (1 GiB buffer) and the fp32 GEMM's FLOP/s, else those stay 0
- * (unknown): only projections need them. */
+ * threads (best of 5 reads of tp_hw_stream_bytes(last-level cache), freed
+ * after) and the fp32 GEMM's FLOP/s, else those stay 0 (unknown): only
+ * projections need them. */
 int tp_hw_measure_local(tp_hw_profile *p, tp_pool *pool, bool rooflines);
+/* The bandwidth read's size for a last-level cache of llc bytes (0:
+ * unknown): 8 x llc, at least 64 MiB, at most 512 MiB. */
+size_t tp_hw_stream_bytes(size_t llc);
 
 /* What one token costs a model in bytes and FLOPs (the roofline's inputs). */
 typedef struct tp_roofline_in {
