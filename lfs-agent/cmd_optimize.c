@@ -180,14 +180,15 @@ static int read_text(const char *path, tp_buf *keep, tp_optimize_text *t)
 }
 
 /* Progress on stderr: failures always, the rest on a terminal. */
-static void on_baseline(void *ctx, const tp_optimize_outcome *o)
+static int on_baseline(void *ctx, const tp_optimize_outcome *o)
 {
 	if (*(const bool *)ctx)
 		fprintf(stderr, "tenpak optimize: %s ppl %.4f (%zu tokens, ctx %zu)\n",
 			o->baseline_codec, o->baseline.ppl, o->baseline.tokens, o->baseline.ctx);
+	return 0;
 }
 
-static void on_candidate(void *ctx, const tp_optimize_outcome *o, size_t i)
+static int on_candidate(void *ctx, const tp_optimize_outcome *o, size_t i)
 {
 	bool tty = *(const bool *)ctx;
 	const tp_optimize_candidate *c = &o->candidates[i];
@@ -206,6 +207,7 @@ static void on_candidate(void *ctx, const tp_optimize_outcome *o, size_t i)
 			c->st.bpw, c->r.ppl, 100.0 * (c->r.ppl - base) / base, c->r.kl_mean,
 			c->r.same_top_pct, c->st.quant_seconds);
 	}
+	return 0;
 }
 
 static void on_note(void *ctx, const char *msg)

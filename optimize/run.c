@@ -235,9 +235,11 @@ static int hardware(const tp_optimize_request *req, tp_optimize_outcome *o, tp_p
 }
 
 /* Measure every candidate in turn; a failure is kept with its error. */
-static void measure(const tp_optimize_progress *pg, tp_optimize_outcome *o, const tp_eval_ref *ref, const int32_t *ev, size_t nev,
-		    const tp_eval_opts *eo, double t_start, double t_base)
+static int measure(const tp_optimize_progress *pg, tp_optimize_outcome *o, const tp_eval_ref *ref,
+		   const int32_t *ev, size_t nev, const tp_eval_opts *eo, double t_start,
+		   double t_base)
 {
+	int rc;
 	tp_optimize_kept *k = o->kept;
 	tp_candidate_calib cc = { &k->calib, k->cal_ids, k->ncal, k->co };
 	for (size_t i = 0; i < o->ncandidates; i++) {
@@ -256,9 +258,10 @@ static void measure(const tp_optimize_progress *pg, tp_optimize_outcome *o, cons
 				o->nfailed++;
 			c->seconds = now_s() - t0;
 		}
-		if (pg && pg->candidate)
-			pg->candidate(pg->ctx, o, i);
+		if (pg && pg->candidate && (rc = pg->candidate(pg->ctx, o, i)) != 0)
+			return rc;
 	}
+	return 0;
 }
 
 /* Figures of every measured candidate, then the selection. */
@@ -386,9 +389,9 @@ int tp_optimize_run(const tp_optimize_request *req, const tp_optimize_progress *
 	m = NULL;
 	plan_speed(o, req->quick, nev);
 	report_info(o, req, req->budget_s > 0 ? req->budget_s : req->quick ? QUICK_BUDGET : 0);
-	if (pg && pg->baseline)
-		pg->baseline(pg->ctx, o);
-	measure(pg, o, ref, ev, nev, &eo, t_start, t_base);
+	if ((pg && pg->baseline && (rc = pg->baseline(pg->ctx, o)) != 0) ||
+	    (rc = measure(pg, o, ref, ev, nev, &eo, t_start, t_base)) != 0)
+		goto done;
 	select_winner(o);
 	o->info.nskipped = o->nskipped;
 	o->info.nfailed = o->nfailed;
@@ -399,7 +402,7 @@ done:
 	tp_tokenizer_free(tok);
 	free(tok_path);
 	tp_model_free(m);
-	if (rc < 0) {
+	if (rc != 0) {
 		tp_optimize_outcome_free(o);
 		return rc;
 	}

@@ -792,13 +792,14 @@ typedef struct tp_optimize_outcome {
 	tp_optimize_kept *kept; /* what the export needs */
 } tp_optimize_outcome;
 
-/* Progress while it runs; every callback may be NULL. */
+/* Progress while it runs; every callback may be NULL. A non-zero return
+ * (a negative TP_E* code, with tp_error_set) stops the run with it. */
 typedef struct tp_optimize_progress {
 	void *ctx;
 	/* The baseline is scored (o->baseline). */
-	void (*baseline)(void *ctx, const tp_optimize_outcome *o);
+	int (*baseline)(void *ctx, const tp_optimize_outcome *o);
 	/* Candidate i is measured, failed or skipped. */
-	void (*candidate)(void *ctx, const tp_optimize_outcome *o, size_t i);
+	int (*candidate)(void *ctx, const tp_optimize_outcome *o, size_t i);
 	/* A line worth showing (the device fallback). */
 	void (*note)(void *ctx, const char *msg);
 } tp_optimize_progress;

@@ -15,18 +15,28 @@ typedef struct seen {
 	char note[256];
 } seen;
 
-static void on_baseline(void *ctx, const tp_optimize_outcome *o)
+static int on_baseline(void *ctx, const tp_optimize_outcome *o)
 {
 	seen *s = ctx;
 	s->baseline++;
 	CHECK(o->baseline.ppl > 0);
+	return 0;
 }
 
-static void on_candidate(void *ctx, const tp_optimize_outcome *o, size_t i)
+static int on_candidate(void *ctx, const tp_optimize_outcome *o, size_t i)
 {
 	seen *s = ctx;
 	CHECK(i == (size_t)s->candidates && i < o->ncandidates);
 	s->candidates++;
+	return 0;
+}
+
+/* Stops the run after the first candidate. */
+static int stop_after_one(void *ctx, const tp_optimize_outcome *o, size_t i)
+{
+	(void)o;
+	*(size_t *)ctx = i + 1;
+	return tp_error_set(TP_EINVAL, "stopped");
 }
 
 static void on_note(void *ctx, const char *msg)
@@ -144,7 +154,8 @@ static void test_budget(const char *model)
 	tp_optimize_outcome_free(o);
 }
 
-/* Refused before anything runs; *out untouched. */
+/* Refused before anything runs, or stopped by a progress callback; *out
+ * untouched. */
 static void test_refused(const char *model)
 {
 	tp_optimize_request q;
@@ -164,6 +175,13 @@ static void test_refused(const char *model)
 	CHECK(strstr(tp_error_last(), "cannot be exported") != NULL);
 	CHECK(o == (tp_optimize_outcome *)&q);
 	tp_optimize_outcome_free(NULL);
+	/* A progress callback that says stop. */
+	base_request(&q, model);
+	q.candidates = "rtn4_g128,q8_0";
+	size_t calls = 0;
+	tp_optimize_progress pg = { &calls, NULL, stop_after_one, NULL };
+	CHECK_EQ_INT(tp_optimize_run(&q, &pg, &o), TP_EINVAL);
+	CHECK(calls == 1 && o == (tp_optimize_outcome *)&q);
 }
 
 int main(int argc, char **argv)
