@@ -6,9 +6,8 @@
 
 #include "tp_hooks.h"
 
-/* The repository r names, opened by libgit2 for hooks/'s own use (found
- * as tp_git_repo_open finds it: $GIT_DIR, else upward from the current
- * directory). Free with tp_hooks_git_close. */
+/* The repository r names (its git dir), opened again by libgit2 for
+ * hooks/'s own use. Free with tp_hooks_git_close. */
 int tp_hooks_git_open(tp_git_repo *r, git_repository **out);
 void tp_hooks_git_close(git_repository *repo);
 /* The last libgit2 error as a tenpak error: "<what>: <message>". */

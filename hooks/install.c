@@ -29,18 +29,14 @@ int tp_hooks_git_fail(int code, const char *what)
 
 int tp_hooks_git_open(tp_git_repo *r, git_repository **out)
 {
-	(void)r; /* found again the same way: tp_git_repo keeps its handle private */
+	/* Another handle on the git dir tp_git_repo_open found (it keeps its
+	 * own private): a background run closes inherited descriptors, so it
+	 * opens its own. */
 	git_libgit2_init();
 	git_repository *repo = NULL;
-	const char *git_dir = getenv("GIT_DIR");
-	int err;
-	if (git_dir && *git_dir)
-		err = git_repository_open_ext(&repo, git_dir, GIT_REPOSITORY_OPEN_NO_SEARCH, NULL);
-	else
-		err = git_repository_open_ext(&repo, ".", 0, getenv("GIT_CEILING_DIRECTORIES"));
-	if (err < 0) {
-		int rc = tp_hooks_git_fail(err == GIT_ENOTFOUND ? TP_ENOTFOUND : TP_EIO,
-					   "opening the git repository");
+	if (git_repository_open_ext(&repo, tp_git_repo_dir(r), GIT_REPOSITORY_OPEN_NO_SEARCH,
+				    NULL) < 0) {
+		int rc = tp_hooks_git_fail(TP_EIO, "opening the git repository");
 		git_libgit2_shutdown();
 		return rc;
 	}

@@ -22,6 +22,9 @@
 #define BUDGET_DEFAULT "120"
 #define REPORT_MAX (64u << 20)
 #define BLOB_MAX (256u << 20)
+/* background.log past this size is moved to background.log.1 (replacing
+ * the older one) before a run appends to it: at most about twice this. */
+#define BACKGROUND_LOG_MAX (1u << 20)
 /* What `tenpak optimize` exits with when no candidate meets the
  * constraints: a normal outcome, not a failure. */
 #define OPTIMIZE_NO_CANDIDATE 3
@@ -539,6 +542,25 @@ static void run_jobs(tp_git_repo *r, const tp_hooks_push *p, tp_hooks_mode mode,
 	tp_store_free(store);
 }
 
+/* Keep the background log bounded: once it holds BACKGROUND_LOG_MAX
+ * bytes, it becomes log.1. */
+static int rotate_log(const char *log)
+{
+	struct stat st;
+	if (stat(log, &st) != 0 || st.st_size < (off_t)BACKGROUND_LOG_MAX)
+		return 0;
+	size_t len = strlen(log) + 3;
+	char *old = malloc(len);
+	if (!old)
+		return tp_error_set(TP_ENOMEM, "out of memory");
+	snprintf(old, len, "%s.1", log);
+	int rc = 0;
+	if (rename(log, old) != 0)
+		rc = tp_error_set_errno(TP_EIO, errno, "cannot rename %s", log);
+	free(old);
+	return rc;
+}
+
 /* Detach: the parent returns at once, the child runs the jobs with its
  * output in log and exits. */
 static int run_background(tp_git_repo *r, const tp_hooks_push *p, job *jobs, size_t n,
@@ -552,10 +574,16 @@ static int run_background(tp_git_repo *r, const tp_hooks_push *p, job *jobs, siz
 		free(log);
 		return rc;
 	}
+	if ((rc = rotate_log(log)) != 0) {
+		free(log);
+		free(reports);
+		return rc;
+	}
 	int fd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
 	if (fd < 0) {
 		rc = tp_error_set_errno(TP_EIO, errno, "cannot open %s", log);
 		free(log);
+		free(reports);
 		return rc;
 	}
 	fprintf(p->msg, "tenpak: optimizing %zu model%s in the background; the reports will "

@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -67,6 +68,17 @@ int tp_cli_read_text(const char *path, tp_buf *text)
 	int rc = tp_fs_read_fd(fd, path, text);
 	close(fd);
 	return rc;
+}
+
+int tp_cli_self_path(char **out)
+{
+	char buf[PATH_MAX];
+	ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
+	if (n < 0)
+		return tp_error_set_errno(TP_EIO, errno, "cannot find tenpak's own path");
+	buf[n] = '\0';
+	*out = strdup(buf);
+	return *out ? 0 : tp_error_set(TP_ENOMEM, "out of memory");
 }
 
 int tp_cli_store_url(tp_git_repo *repo, const char *flag, char **url,

@@ -74,6 +74,8 @@ int tp_cli_parse_lists(const char *cmd, int argc, char **argv, const tp_cli_opt 
 bool tp_cli_parse_size(const char *s, uint64_t min, uint64_t max, size_t *out);
 /* Read the file (or pipe) at path into text (its cap applies). */
 int tp_cli_read_text(const char *path, tp_buf *text);
+/* The running tenpak's own path (malloc'd), for what it installs. */
+int tp_cli_self_path(char **out);
 
 /* Where objects go: --store flag, else TENPAK_STORE, else tenpak.store from
  * git config (repo may be NULL), else the per-user default. *source says

@@ -1,11 +1,8 @@
 /* `tenpak hooks`, `tenpak hook pre-push` and `tenpak report`: the pre-push
  * hook's commands (the work is in hooks/). */
-#include <errno.h>
-#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "cli.h"
 #include "tp_hooks.h"
@@ -65,17 +62,6 @@ static const char report_help[] =
 	"  --json       the stored JSON report, as stored\n"
 	"  --store URL  the store to read (default: as for pushes)\n";
 
-static int self_path(char **out)
-{
-	char buf[PATH_MAX];
-	ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
-	if (n < 0)
-		return tp_error_set_errno(TP_EIO, errno, "cannot find tenpak's own path");
-	buf[n] = '\0';
-	*out = strdup(buf);
-	return *out ? 0 : tp_error_set(TP_ENOMEM, "out of memory");
-}
-
 int tp_cli_hooks_install(void)
 {
 	tp_git_repo *repo = NULL;
@@ -85,7 +71,7 @@ int tp_cli_hooks_install(void)
 	int rc = tp_git_repo_open(&repo);
 	if (rc == TP_ENOTFOUND)
 		tp_error_set(rc, "the pre-push hook goes into a repository: run this inside one");
-	if (rc || (rc = self_path(&exe)) != 0 || (rc = tp_hooks_install(repo, exe, &res)) != 0)
+	if (rc || (rc = tp_cli_self_path(&exe)) != 0 || (rc = tp_hooks_install(repo, exe, &res)) != 0)
 		goto done;
 	printf("tenpak: pre-push hook %s: %s\n", res.updated ? "updated" : "installed", res.hook);
 	if (res.saved && res.chained)
@@ -186,7 +172,7 @@ int tp_cmd_hook(int argc, char **argv)
 	if (!rc)
 		rc = tp_git_repo_open(&repo);
 	if (!rc)
-		rc = self_path(&exe);
+		rc = tp_cli_self_path(&exe);
 	if (!rc) {
 		store_ctx sc = { repo };
 		tp_hooks_push p = { exe, argv[2], argv[3], open_store, &sc, stderr };

@@ -272,17 +272,6 @@ static int scoped_key(const char *url, char **key)
 	return *key ? 0 : tp_error_set(TP_ENOMEM, "out of memory");
 }
 
-static int self_path(char **out)
-{
-	char buf[PATH_MAX];
-	ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
-	if (n < 0)
-		return tp_error_set_errno(TP_EIO, errno, "cannot find tenpak's own path");
-	buf[n] = '\0';
-	*out = strdup(buf);
-	return *out ? 0 : tp_error_set(TP_ENOMEM, "out of memory");
-}
-
 /* S3 settings for the check below come from the same config file. */
 static int config_from_file(void *ctx, const char *key, char **value)
 {
@@ -419,7 +408,7 @@ int tp_cmd_install(int argc, char **argv)
 
 	int exit_code = TP_EXIT_FAIL;
 	bool local = o.where == SCOPE_LOCAL;
-	if (resolve_routes(&o) || self_path(&exe) ||
+	if (resolve_routes(&o) || tp_cli_self_path(&exe) ||
 	    tp_git_config_open(&cfg, local ? TP_GIT_SCOPE_LOCAL : TP_GIT_SCOPE_GLOBAL) ||
 	    choose_store(cfg, o.store, &url))
 		goto done;

@@ -76,6 +76,11 @@ const char *tp_git_repo_common_dir(tp_git_repo *r)
 	return git_repository_commondir(r->repo);
 }
 
+const char *tp_git_repo_dir(tp_git_repo *r)
+{
+	return git_repository_path(r->repo);
+}
+
 int tp_git_repo_object_path(tp_git_repo *r, const char *oid, char **out)
 {
 	char *lfs = NULL, rel[TP_OID_HEXLEN + 16];

@@ -33,6 +33,8 @@ int tp_git_repo_lfs_dir(tp_git_repo *r, char **out);
 int tp_git_repo_object_path(tp_git_repo *r, const char *oid, char **out);
 /* The git dir shared by all worktrees of the repository. */
 const char *tp_git_repo_common_dir(tp_git_repo *r);
+/* This worktree's git dir (the common one outside linked worktrees). */
+const char *tp_git_repo_dir(tp_git_repo *r);
 
 /* Read key from the repository's effective config (local, global, system),
  * or with r == NULL from the global and system config only.

@@ -14,7 +14,12 @@
 #include <unistd.h>
 
 #define PROFILE_MAX (1u << 20)
-#define STREAM_BYTES ((size_t)1 << 30) /* well past this machine's caches */
+/* The bandwidth read: 8 x the last-level cache, so that it comes from
+ * memory, kept within [64, 512] MiB: it adds that much to peak RSS. */
+#define STREAM_LLC_TIMES 8
+#define STREAM_MIN ((size_t)64 << 20)
+#define STREAM_MAX ((size_t)512 << 20)
+#define STREAM_PASSES 5
 #define GEMM_DIM 1024
 #define GEMM_ROWS 256
 
@@ -171,11 +176,45 @@ static void stream_task(void *ctx, size_t i, size_t n)
 	j->sums[i] = s0 + s1 + s2 + s3;
 }
 
-/* Best of 3 reads of a 1 GiB buffer, one slice per thread, in GB/s. */
+/* Bytes of the largest cache of cpu0 (sysfs; "32768K", "2M"), 0 when
+ * unknown. */
+static size_t llc_bytes(void)
+{
+	size_t best = 0;
+	for (int i = 0; i < 16; i++) {
+		char path[96], line[64];
+		snprintf(path, sizeof(path), "/sys/devices/system/cpu/cpu0/cache/index%d/size", i);
+		FILE *f = fopen(path, "r");
+		if (!f)
+			continue;
+		char *got = fgets(line, sizeof(line), f);
+		fclose(f);
+		char *end = NULL;
+		unsigned long long v = got ? strtoull(line, &end, 10) : 0;
+		if (!got || end == line)
+			continue;
+		unsigned shift = *end == 'K' ? 10 : *end == 'M' ? 20 : *end == 'G' ? 30 : 0;
+		if (v < (1ull << 40) && (size_t)(v << shift) > best)
+			best = (size_t)(v << shift);
+	}
+	return best;
+}
+
+/* The bandwidth read's size for a last-level cache of llc bytes (0:
+ * unknown): STREAM_LLC_TIMES x llc within [STREAM_MIN, STREAM_MAX]. */
+size_t tp_hw_stream_bytes(size_t llc)
+{
+	size_t b = llc > STREAM_MAX / STREAM_LLC_TIMES ? STREAM_MAX : llc * STREAM_LLC_TIMES;
+	return b < STREAM_MIN ? STREAM_MIN : b;
+}
+
+/* Best of STREAM_PASSES reads of a buffer past the caches, one slice per
+ * thread, in GB/s; the buffer is freed at once. */
 static int measure_bandwidth(tp_pool *pool, double *gbs)
 {
-	size_t n = STREAM_BYTES / sizeof(double), tasks = pool ? tp_pool_threads(pool) : 1;
-	double *buf = malloc(STREAM_BYTES), sums[256] = { 0 };
+	size_t bytes = tp_hw_stream_bytes(llc_bytes());
+	size_t n = bytes / sizeof(double), tasks = pool ? tp_pool_threads(pool) : 1;
+	double *buf = malloc(n * sizeof(double)), sums[256] = { 0 };
 	if (!buf)
 		return tp_error_set(TP_ENOMEM, "out of memory for the bandwidth buffer");
 	if (tasks > 256)
@@ -184,7 +223,7 @@ static int measure_bandwidth(tp_pool *pool, double *gbs)
 		buf[i] = (double)(i & 7);
 	stream_job j = { buf, n, sums };
 	double best = 0;
-	for (int rep = 0; rep < 3; rep++) {
+	for (int rep = 0; rep < STREAM_PASSES; rep++) {
 		double t0 = now_s();
 		tp_pool_run(pool, tasks, stream_task, &j);
 		double t = now_s() - t0, total = 0;
@@ -195,8 +234,8 @@ static int measure_bandwidth(tp_pool *pool, double *gbs)
 			return tp_error_set(TP_EIO, "bandwidth read summed %g, not %g", total,
 					    3.5 * (double)n);
 		}
-		if (t > 0 && STREAM_BYTES / t > best)
-			best = (double)STREAM_BYTES / t;
+		if (t > 0 && (double)(n * sizeof(double)) / t > best)
+			best = (double)(n * sizeof(double)) / t;
 	}
 	free(buf);
 	*gbs = best / 1e9;

@@ -1,9 +1,12 @@
-/* The Markdown report: what was measured, what was projected, what won. */
+/* The reports of an optimizer run: Markdown (what was measured, what was
+ * projected, what won) and JSON. */
 #include "tp_optimize.h"
 
+#include <cjson/cJSON.h>
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static void hw_section(FILE *f, const char *title, const tp_hw_profile *h)
@@ -174,5 +177,209 @@ int tp_report_markdown_write(const char *path, const tp_report_info *r,
 		rc = tp_error_set_errno(TP_EIO, errno, "writing %s", path);
 	if (fclose(f) != 0 && rc == 0)
 		rc = tp_error_set_errno(TP_EIO, errno, "writing %s", path);
+	return rc;
+}
+
+int tp_optimize_outcome_write_markdown(const tp_optimize_outcome *o, const char *path)
+{
+	return tp_report_markdown_write(path, &o->info, o->figures, o->nfigures);
+}
+
+/* ---- JSON ---- */
+
+/* The speed, memory and price fields of a candidate and of the winner. */
+static void add_speed_json(cJSON *c, const tp_candidate_figures *f, const char *device)
+{
+	cJSON_AddNumberToObject(c, "latency_p50_ms", f->latency_p50_ms);
+	cJSON_AddNumberToObject(c, "latency_p95_ms", f->latency_p95_ms);
+	cJSON_AddNumberToObject(c, "latency_p99_ms", f->latency_p99_ms);
+	cJSON_AddNumberToObject(c, "throughput_tps", f->throughput_tps);
+	cJSON_AddNumberToObject(c, "prefill_tps", f->prefill_tps);
+	cJSON_AddNumberToObject(c, "memory_gb", f->memory_gb);
+	cJSON_AddNumberToObject(c, "cost_per_1m_tokens", f->cost_per_1m);
+	cJSON_AddNumberToObject(c, "cost_per_1m_input", f->cost_prefill);
+	cJSON_AddNumberToObject(c, "cost_per_1m_output", f->cost_decode);
+	cJSON_AddStringToObject(c, "speed_source", f->projected ? "projected" : "measured");
+	cJSON_AddStringToObject(c, "speed_device", device);
+	if (f->projected) {
+		cJSON *e = cJSON_AddObjectToObject(c, "efficiency");
+		cJSON_AddNumberToObject(e, "decode", f->eff_decode);
+		cJSON_AddNumberToObject(e, "prefill", f->eff_prefill);
+	}
+}
+
+static void add_candidate_json(cJSON *arr, const tp_optimize_outcome *o, size_t i)
+{
+	const tp_optimize_candidate *oc = &o->candidates[i];
+	const tp_candidate_figures *f = &o->figures[oc->fig];
+	const tp_eval_result *r = &oc->r;
+	double base_ppl = o->baseline.ppl;
+	cJSON *c = cJSON_CreateObject();
+	cJSON_AddStringToObject(c, "codec", oc->name);
+	cJSON_AddNumberToObject(c, "bpw", oc->st.bpw);
+	cJSON_AddNumberToObject(c, "compression", oc->st.compression);
+	cJSON_AddNumberToObject(c, "ppl", r->ppl);
+	cJSON_AddNumberToObject(c, "ppl_err", r->ppl_err);
+	cJSON_AddNumberToObject(c, "ppl_delta", r->ppl - base_ppl);
+	cJSON_AddNumberToObject(c, "ppl_delta_pct", 100.0 * (r->ppl - base_ppl) / base_ppl);
+	cJSON_AddNumberToObject(c, "kl_mean", r->kl_mean);
+	cJSON_AddNumberToObject(c, "kl_err", r->kl_err);
+	cJSON_AddNumberToObject(c, "kl_p99", r->kl_p99);
+	cJSON_AddNumberToObject(c, "kl_max", r->kl_max);
+	cJSON_AddNumberToObject(c, "same_top_pct", r->same_top_pct);
+	cJSON_AddNumberToObject(c, "same_top_err", r->same_top_err);
+	cJSON_AddNumberToObject(c, "quant_seconds", oc->st.quant_seconds);
+	cJSON_AddNumberToObject(c, "layers", (double)oc->st.layers);
+	cJSON_AddNumberToObject(c, "weights", (double)oc->st.weights);
+	cJSON_AddNumberToObject(c, "packed_bytes", (double)oc->st.packed_bytes);
+	cJSON *m = cJSON_AddObjectToObject(c, "measured_local");
+	cJSON_AddNumberToObject(m, "prefill_tokens", (double)oc->sp.prefill_tokens);
+	cJSON_AddNumberToObject(m, "decode_tokens", (double)oc->sp.decode_tokens);
+	cJSON_AddNumberToObject(m, "prefill_tps", oc->sp.prefill_tps);
+	cJSON_AddNumberToObject(m, "decode_tps", oc->sp.decode_tps);
+	cJSON_AddNumberToObject(m, "latency_p50_ms", oc->sp.latency_p50_ms);
+	cJSON_AddNumberToObject(m, "latency_p95_ms", oc->sp.latency_p95_ms);
+	cJSON_AddNumberToObject(m, "latency_p99_ms", oc->sp.latency_p99_ms);
+	add_speed_json(c, f, o->measured_on);
+	cJSON_AddBoolToObject(c, "passed", f->passed);
+	/* The candidate's figures on each --compare profile. */
+	if (o->ncompare) {
+		cJSON *cmp = cJSON_AddObjectToObject(c, "compare");
+		for (size_t k = 0; k < o->ncompare; k++) {
+			tp_candidate_figures fk;
+			tp_optimize_outcome_figures(o, i, &o->compare[k], &fk);
+			add_speed_json(cJSON_AddObjectToObject(cmp, o->compare[k].name), &fk,
+				       o->measured_on);
+		}
+	}
+	/* Last (t0160 reads the layout line by line). */
+	cJSON_AddArrayToObject(c, "fallbacks");
+	cJSON_AddItemToArray(arr, c);
+}
+
+static void add_hardware_json(cJSON *o, const char *key, const tp_hw_profile *h)
+{
+	cJSON *j = cJSON_AddObjectToObject(o, key);
+	cJSON_AddStringToObject(j, "name", h->name);
+	cJSON_AddStringToObject(j, "description", h->description);
+	cJSON_AddBoolToObject(j, "measured", h->measured);
+	cJSON_AddNumberToObject(j, "memory_gb", h->memory_gb);
+	cJSON_AddNumberToObject(j, "bandwidth_gbs", h->bandwidth_gbs);
+	cJSON_AddNumberToObject(j, "peak_tflops", h->peak_tflops);
+	cJSON_AddNumberToObject(j, "int8_tops", h->int8_tops);
+	cJSON_AddNumberToObject(j, "usd_per_hour", h->usd_per_hour);
+	cJSON_AddStringToObject(j, "price_source", h->price_source);
+	cJSON_AddStringToObject(j, "price_read", h->price_read);
+	cJSON_AddStringToObject(j, "spec_source", h->spec_source);
+}
+
+static void add_codec_reason(cJSON *arr, const char *codec, const char *reason)
+{
+	cJSON *j = cJSON_CreateObject();
+	cJSON_AddStringToObject(j, "codec", codec);
+	cJSON_AddStringToObject(j, "reason", reason);
+	cJSON_AddItemToArray(arr, j);
+}
+
+/* Constraints, hardware, settings, rejected, skipped and the winner. */
+static void add_selection_json(cJSON *j, const tp_optimize_outcome *o)
+{
+	const tp_select_constraints *c = &o->constraints;
+	const struct {
+		const char *key;
+		double v;
+	} lim[] = { { "max-ppl-delta", c->max_ppl_delta_pct },
+		    { "max-kl", c->max_kl },
+		    { "min-compression", c->min_compression },
+		    { "max-latency-p99-ms", c->max_latency_p99_ms },
+		    { "min-throughput", c->min_throughput_tps },
+		    { "max-memory-gb", c->max_memory_gb } };
+	cJSON *cj = cJSON_AddObjectToObject(j, "constraints");
+	for (size_t k = 0; k < sizeof(lim) / sizeof(lim[0]); k++)
+		if (!isnan(lim[k].v))
+			cJSON_AddNumberToObject(cj, lim[k].key, lim[k].v);
+	add_hardware_json(j, "hardware", &o->hw);
+	add_hardware_json(j, "measured_on", &o->local);
+	const tp_report_info *in = &o->info;
+	cJSON *s = cJSON_AddObjectToObject(j, "settings");
+	cJSON_AddNumberToObject(s, "batch", (double)in->batch);
+	cJSON_AddNumberToObject(s, "io_in", in->io_in);
+	cJSON_AddNumberToObject(s, "io_out", in->io_out);
+	cJSON_AddNumberToObject(s, "ctx", (double)in->ctx);
+	cJSON_AddNumberToObject(s, "prefill_tokens", (double)in->prompt);
+	cJSON_AddNumberToObject(s, "decode_steps", (double)in->decode_steps);
+	cJSON_AddBoolToObject(s, "quick", in->quick);
+	cJSON_AddNumberToObject(s, "budget_s", in->budget_s);
+	cJSON_AddNumberToObject(s, "elapsed_s", in->elapsed_s);
+	cJSON *rej = cJSON_AddArrayToObject(j, "rejected");
+	cJSON *skip = cJSON_AddArrayToObject(j, "skipped");
+	for (size_t i = 0; i < o->ncandidates; i++) {
+		const tp_optimize_candidate *x = &o->candidates[i];
+		if (x->skipped)
+			add_codec_reason(skip, x->name, x->error);
+		else if (x->fig >= 0 && !o->figures[x->fig].passed)
+			add_codec_reason(rej, x->name, o->figures[x->fig].reason);
+	}
+	if (o->sel.winner < 0) {
+		cJSON_AddNullToObject(j, "winner");
+		cJSON *b = cJSON_AddObjectToObject(j, "binding");
+		cJSON_AddStringToObject(b, "constraint", o->sel.binding_flag);
+		cJSON_AddStringToObject(b, "why", o->sel.binding);
+		return;
+	}
+	const tp_candidate_figures *w = &o->figures[o->sel.winner];
+	cJSON *wj = cJSON_AddObjectToObject(j, "winner");
+	cJSON_AddStringToObject(wj, "codec", w->codec);
+	cJSON_AddNumberToObject(wj, "compression", w->compression);
+	cJSON_AddNumberToObject(wj, "ppl_delta", w->ppl - o->baseline.ppl);
+	cJSON_AddNumberToObject(wj, "ppl_delta_pct", w->ppl_delta_pct);
+	cJSON_AddNumberToObject(wj, "kl_mean", w->kl_mean);
+	add_speed_json(wj, w, o->measured_on);
+}
+
+int tp_optimize_outcome_write_json(const tp_optimize_outcome *o, const char *path)
+{
+	cJSON *j = cJSON_CreateObject();
+	cJSON_AddStringToObject(j, "model", o->model);
+	cJSON *b = cJSON_AddObjectToObject(j, "baseline");
+	cJSON_AddStringToObject(b, "codec", o->baseline_codec);
+	cJSON_AddNumberToObject(b, "ppl", o->baseline.ppl);
+	cJSON_AddNumberToObject(b, "ppl_err", o->baseline.ppl_err);
+	cJSON *e = cJSON_AddObjectToObject(j, "eval");
+	cJSON_AddStringToObject(e, "text", o->eval_text);
+	cJSON_AddNumberToObject(e, "tokens", (double)o->baseline.tokens);
+	cJSON_AddNumberToObject(e, "ctx", (double)o->baseline.ctx);
+	cJSON_AddStringToObject(e, "mode", tp_ppl_mode_name(o->baseline.mode));
+	cJSON_AddNumberToObject(e, "scored", (double)o->baseline.scored);
+	cJSON *c = cJSON_AddObjectToObject(j, "calib");
+	cJSON_AddStringToObject(c, "text", o->calib_text);
+	cJSON_AddNumberToObject(c, "tokens", (double)o->calib_tokens);
+	cJSON *all = cJSON_AddArrayToObject(j, "all_candidates");
+	cJSON *failed = cJSON_AddArrayToObject(j, "failed");
+	for (size_t i = 0; i < o->ncandidates; i++) {
+		const tp_optimize_candidate *x = &o->candidates[i];
+		if (x->skipped)
+			continue;
+		if (x->ok) {
+			add_candidate_json(all, o, i);
+			continue;
+		}
+		cJSON *f = cJSON_CreateObject();
+		cJSON_AddStringToObject(f, "codec", x->name);
+		cJSON_AddStringToObject(f, "error", x->error);
+		cJSON_AddItemToArray(failed, f);
+	}
+	add_selection_json(j, o);
+	char *txt = cJSON_Print(j);
+	cJSON_Delete(j);
+	if (!txt)
+		return tp_error_set(TP_ENOMEM, "out of memory");
+	FILE *f = fopen(path, "w");
+	int rc = 0;
+	if (!f || fputs(txt, f) == EOF || fputc('\n', f) == EOF)
+		rc = tp_error_set_errno(TP_EIO, errno, "writing %s", path);
+	if (f && fclose(f) != 0 && rc == 0)
+		rc = tp_error_set_errno(TP_EIO, errno, "writing %s", path);
+	free(txt);
 	return rc;
 }

@@ -232,3 +232,8 @@ done:
 	free(front);
 	return rc;
 }
+
+int tp_optimize_outcome_write_svg(const tp_optimize_outcome *o, const char *path)
+{
+	return tp_svg_plot_write(path, &o->info, o->figures, o->nfigures);
+}

@@ -562,9 +562,13 @@ int tp_hw_profile_load(const char *name_or_path, tp_hw_profile *out);
 /* Fill a measured profile (cpu-local) on this machine: physical memory,
  * the CPU's name and price = usd_per_hour_per_thread x threads unless
  * already set; with rooflines also a STREAM-style read bandwidth with pool's
- * threads (1 GiB buffer) and the fp32 GEMM's FLOP/s, else those stay 0
- * (unknown): only projections need them. */
+ * threads (best of 5 reads of tp_hw_stream_bytes(last-level cache), freed
+ * after) and the fp32 GEMM's FLOP/s, else those stay 0 (unknown): only
+ * projections need them. */
 int tp_hw_measure_local(tp_hw_profile *p, tp_pool *pool, bool rooflines);
+/* The bandwidth read's size for a last-level cache of llc bytes (0:
+ * unknown): 8 x llc, at least 64 MiB, at most 512 MiB. */
+size_t tp_hw_stream_bytes(size_t llc);
 
 /* What one token costs a model in bytes and FLOPs (the roofline's inputs). */
 typedef struct tp_roofline_in {
@@ -811,5 +815,126 @@ typedef struct tp_sparsify_result {
  */
 int tp_optimize_sparsify(const char *base_dir, const char *ft_dir, const char *out_dir,
 			 const tp_sparsify_opts *opts, tp_sparsify_result *out);
+
+/* ---- the optimizer run (optimize/run.c; `tenpak optimize`) ----------------
+ * One call measures what every candidate costs: the baseline is loaded and
+ * scored once (its log-probs kept, the model freed), the calibration
+ * statistics taken, then each candidate is loaded packed, scored against
+ * the baseline and timed, one model in memory at a time; a candidate that
+ * would not finish within the budget is skipped, one that fails is kept
+ * with its error and the others still run. Then every measured candidate's
+ * figures on the target hardware and the selection. The outcome feeds the
+ * table (the caller's), the JSON / Markdown / SVG reports and the export. */
+
+#define TP_OPTIMIZE_CANDIDATES_MAX 64
+#define TP_OPTIMIZE_COMPARE_MAX 8
+
+/* Where candidates are measured. Only the CPU path is built: CUDA and AUTO
+ * fall back to it (tp_optimize_run says so for CUDA). */
+typedef enum tp_optimize_device {
+	TP_OPTIMIZE_DEVICE_CPU,
+	TP_OPTIMIZE_DEVICE_CUDA,
+	TP_OPTIMIZE_DEVICE_AUTO,
+} tp_optimize_device;
+
+/* A text given by the caller (text NULL: the built-in one). */
+typedef struct tp_optimize_text {
+	const char *label; /* the file name shown in reports */
+	const char *text;
+	size_t len;
+} tp_optimize_text;
+
+typedef struct tp_optimize_request {
+	const char *model;            /* Hugging Face model directory */
+	tp_optimize_text eval, calib; /* must differ */
+	const char *candidates;       /* comma-separated names; NULL: every format */
+	size_t ctx;                   /* window; 0: 512 or the model's maximum */
+	size_t max_tokens;            /* of each text; 0: all (quick: 1024), SIZE_MAX: all */
+	unsigned threads;             /* 0: all cores */
+	const char *hardware;         /* profile name or file; NULL: cpu-local */
+	const char *compare;          /* comma-separated profiles, or NULL */
+	tp_select_constraints constraints;
+	size_t batch;                 /* >= 1 */
+	double io_in, io_out;         /* blended price ratio, both > 0 */
+	double usd_per_hour;          /* > 0: the target's price instead of its profile's */
+	bool quick;                   /* fewer decode steps (and the defaults above) */
+	double budget_s;              /* > 0: skip what would not finish (quick: 120) */
+	const char *export_dir;       /* checked before the run; see outcome_export */
+	const char *export_candidate; /* NULL: the winner */
+	tp_optimize_device device;
+} tp_optimize_request;
+
+/* No constraints, batch 1, blended 3:1, device CPU, the rest 0 / NULL. */
+void tp_optimize_request_init(tp_optimize_request *req);
+
+/* One candidate's measurement. */
+typedef struct tp_optimize_candidate {
+	char *name;
+	bool ok, skipped;
+	char error[256]; /* why it failed or was skipped */
+	tp_candidate_stats st;
+	tp_eval_result r;  /* against the baseline, fp32 activations */
+	tp_speed_result sp; /* the serving kernels, measured here */
+	double seconds;
+	long fig; /* index into the outcome's figures, -1 when not measured */
+} tp_optimize_candidate;
+
+typedef struct tp_optimize_kept tp_optimize_kept;
+
+/* Read-only for callers; it points into itself, so it is never copied. */
+typedef struct tp_optimize_outcome {
+	char *model;
+	const char *baseline_codec; /* "bf16", "fp16", "fp32" */
+	unsigned source_bits;
+	tp_eval_result baseline;
+	char *eval_text, *calib_text; /* labels: a file, or "default:eval.txt" */
+	size_t calib_tokens;
+	tp_model_config config;
+	uint64_t params;
+	size_t ctx, prefill, decode_steps, batch;
+	double io_in, io_out;
+	tp_optimize_device device; /* where it was measured */
+	tp_optimize_candidate *candidates; /* in the request's order */
+	size_t ncandidates, nfailed, nskipped;
+	tp_candidate_figures *figures; /* one per measured candidate */
+	size_t nfigures;
+	tp_select_constraints constraints; /* with the target's memory */
+	tp_select_result sel;
+	tp_hw_profile hw, local; /* the target; this machine, measured */
+	tp_hw_profile compare[TP_OPTIMIZE_COMPARE_MAX];
+	size_t ncompare;
+	char measured_on[200]; /* "cpu-local (this machine: ...)" */
+	tp_report_info info;   /* what the reports show */
+	tp_optimize_kept *kept; /* what the export needs */
+} tp_optimize_outcome;
+
+/* Progress while it runs; every callback may be NULL. A non-zero return
+ * (a negative TP_E* code, with tp_error_set) stops the run with it. */
+typedef struct tp_optimize_progress {
+	void *ctx;
+	/* The baseline is scored (o->baseline). */
+	int (*baseline)(void *ctx, const tp_optimize_outcome *o);
+	/* Candidate i is measured, failed or skipped. */
+	int (*candidate)(void *ctx, const tp_optimize_outcome *o, size_t i);
+	/* A line worth showing (the device fallback). */
+	void (*note)(void *ctx, const char *msg);
+} tp_optimize_progress;
+
+/* Run req. Failures of single candidates are in the outcome (nfailed);
+ * an error return means no outcome (bad request, model, text, profile). */
+int tp_optimize_run(const tp_optimize_request *req, const tp_optimize_progress *progress,
+		    tp_optimize_outcome **out);
+void tp_optimize_outcome_free(tp_optimize_outcome *o);
+/* The figures of measured candidate i on another target (--compare). */
+void tp_optimize_outcome_figures(const tp_optimize_outcome *o, size_t i,
+				 const tp_hw_profile *target, tp_candidate_figures *out);
+/* The request's export: its export_candidate, else the winner (TP_EINVAL
+ * when none passes), into export_dir. *name and *written (malloc'd) say
+ * what went where; both NULL when the request exports nothing. */
+int tp_optimize_outcome_export(const tp_optimize_outcome *o, const char **name, char **written);
+/* The reports of an outcome: JSON (optimize/report.c), Markdown, SVG plot. */
+int tp_optimize_outcome_write_json(const tp_optimize_outcome *o, const char *path);
+int tp_optimize_outcome_write_markdown(const tp_optimize_outcome *o, const char *path);
+int tp_optimize_outcome_write_svg(const tp_optimize_outcome *o, const char *path);
 
 #endif

@@ -305,4 +305,24 @@ test_expect_success 'report: a model without a stored report is an error naming 
 	grep -q "^tenpak: report: " err
 '
 
+test_expect_success 'background: a log past 1 MiB moves to background.log.1 first' '
+	cd work &&
+	log=.git/tenpak/reports/background.log &&
+	mkdir -p .git/tenpak/reports &&
+	head -c 1100000 /dev/zero | tr "\\0" x >"$log" &&
+	git config tenpak.optimize.onpush background &&
+	weights models/a/model.safetensors 40 &&
+	git commit -qam "a for a background run" &&
+	git push -q origin main 2>err &&
+	git config tenpak.optimize.onpush off &&
+	grep -q "^tenpak: optimizing 1 model in the background" err &&
+	test "$(wc -c <"$log.1")" -eq 1100000 &&
+	i=0 &&
+	until grep -q "models/a: the optimizer failed" "$log"; do
+		i=$((i + 1)) && test $i -lt 600 && sleep 0.1 || exit 1
+	done &&
+	test "$(wc -c <"$log")" -lt 1048576 &&
+	grep -q "^tenpak: background run [0-9]* started" "$log"
+'
+
 test_done

@@ -280,8 +280,33 @@ static void test_reports(void)
 	rmdir(dir);
 }
 
+/* The bandwidth read: 8 x the last-level cache within [64, 512] MiB. */
+static void test_stream_bytes(void)
+{
+	const size_t mib = (size_t)1 << 20;
+	CHECK(tp_hw_stream_bytes(0) == 64 * mib);        /* unknown */
+	CHECK(tp_hw_stream_bytes(2 * mib) == 64 * mib);  /* small cache: the floor */
+	CHECK(tp_hw_stream_bytes(32 * mib) == 256 * mib);
+	CHECK(tp_hw_stream_bytes(480 * mib) == 512 * mib); /* the cap */
+	CHECK(tp_hw_stream_bytes(SIZE_MAX / 2) == 512 * mib);
+}
+
+/* A request starts with no constraint, batch 1, 3:1 and the CPU. */
+static void test_request_init(void)
+{
+	tp_optimize_request q;
+	memset(&q, 0x5a, sizeof(q));
+	tp_optimize_request_init(&q);
+	CHECK(isnan(q.constraints.max_kl) && isnan(q.constraints.max_ppl_delta_pct));
+	CHECK(q.batch == 1 && q.io_in == 3 && q.io_out == 1);
+	CHECK(q.device == TP_OPTIMIZE_DEVICE_CPU && !q.model && !q.quick && q.budget_s == 0);
+	CHECK(!q.eval.text && !q.calib.text && !q.export_dir && q.max_tokens == 0);
+}
+
 int main(void)
 {
+	TP_TEST_RUN(test_stream_bytes);
+	TP_TEST_RUN(test_request_init);
 	TP_TEST_RUN(test_profiles);
 	TP_TEST_RUN(test_roofline);
 	TP_TEST_RUN(test_figures);

@@ -1,0 +1,221 @@
+/* tp_optimize_run on the fixture model: progress callbacks, a failing
+ * candidate kept with its error, the winner, the reports, the budget's
+ * skips, no winner to export, the CPU fallback, and requests refused
+ * before anything runs. */
+#include "opt_test.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+typedef struct seen {
+	int baseline, candidates, notes;
+	char note[256];
+} seen;
+
+static int on_baseline(void *ctx, const tp_optimize_outcome *o)
+{
+	seen *s = ctx;
+	s->baseline++;
+	CHECK(o->baseline.ppl > 0);
+	return 0;
+}
+
+static int on_candidate(void *ctx, const tp_optimize_outcome *o, size_t i)
+{
+	seen *s = ctx;
+	CHECK(i == (size_t)s->candidates && i < o->ncandidates);
+	s->candidates++;
+	return 0;
+}
+
+/* Stops the run after the first candidate. */
+static int stop_after_one(void *ctx, const tp_optimize_outcome *o, size_t i)
+{
+	(void)o;
+	*(size_t *)ctx = i + 1;
+	return tp_error_set(TP_EINVAL, "stopped");
+}
+
+static void on_note(void *ctx, const char *msg)
+{
+	seen *s = ctx;
+	s->notes++;
+	snprintf(s->note, sizeof(s->note), "%s", msg);
+}
+
+static char *slurp(const char *path)
+{
+	FILE *f = fopen(path, "rb");
+	char *s = calloc(1, 1 << 20);
+	if (f && s)
+		(void)!fread(s, 1, (1 << 20) - 1, f);
+	if (f)
+		fclose(f);
+	return s;
+}
+
+static void base_request(tp_optimize_request *q, const char *model)
+{
+	tp_optimize_request_init(q);
+	q->model = model;
+	q->ctx = 64;
+	q->max_tokens = 192;
+	q->threads = 2;
+}
+
+static void test_run(const char *model, const char *dir)
+{
+	tp_optimize_request q;
+	base_request(&q, model);
+	q.candidates = "rtn4_g128,nope";
+	q.device = TP_OPTIMIZE_DEVICE_CUDA;
+	seen s = { 0 };
+	tp_optimize_progress pg = { &s, on_baseline, on_candidate, on_note };
+	tp_optimize_outcome *o = NULL;
+	int rc = tp_optimize_run(&q, &pg, &o);
+	CHECK_EQ_INT(rc, 0);
+	if (rc < 0) {
+		fprintf(stderr, "run: %s\n", tp_error_last());
+		return;
+	}
+	CHECK(o->device == TP_OPTIMIZE_DEVICE_CPU);
+	CHECK(s.notes == 1 && strstr(s.note, "CUDA") && strstr(s.note, "CPU"));
+	CHECK(s.baseline == 1 && s.candidates == 2);
+	CHECK_STR(o->baseline_codec, "bf16");
+	CHECK_STR(o->eval_text, "default:eval.txt");
+	CHECK(o->ncandidates == 2 && o->nfailed == 1 && o->nskipped == 0 && o->nfigures == 1);
+	CHECK(o->candidates[0].ok && o->candidates[0].fig == 0 && o->candidates[0].r.has_kl);
+	CHECK(!o->candidates[1].ok && !o->candidates[1].skipped && o->candidates[1].fig == -1);
+	CHECK(strstr(o->candidates[1].error, "nope") != NULL);
+	CHECK(o->sel.winner == 0 && o->hw.measured && o->params > 0 && o->ctx == 64);
+	CHECK(o->info.nfailed == 1 && o->info.failed[0] && strstr(o->info.failed[0], "nope: "));
+	char json[4200], md[4200];
+	snprintf(json, sizeof(json), "%s/r.json", dir);
+	snprintf(md, sizeof(md), "%s/r.md", dir);
+	CHECK_EQ_INT(tp_optimize_outcome_write_json(o, json), 0);
+	CHECK_EQ_INT(tp_optimize_outcome_write_markdown(o, md), 0);
+	char *j = slurp(json), *m = slurp(md);
+	CHECK(j && strstr(j, "\"winner\":\t{\n\t\t\"codec\":\t\"rtn4_g128\""));
+	CHECK(j && strstr(j, "\"error\":") && strstr(j, "\"fallbacks\":\t[]"));
+	CHECK(m && strstr(m, "Serve **rtn4_g128**"));
+	free(j);
+	free(m);
+	unlink(json);
+	unlink(md);
+	/* No export asked for: nothing done. */
+	const char *name = "x";
+	char *written = (char *)"x";
+	CHECK_EQ_INT(tp_optimize_outcome_export(o, &name, &written), 0);
+	CHECK(!name && !written);
+	tp_optimize_outcome_free(o);
+}
+
+/* A constraint nothing meets: no winner, so no winner to export. */
+static void test_no_winner(const char *model, const char *dir)
+{
+	tp_optimize_request q;
+	base_request(&q, model);
+	q.candidates = "rtn4_g128";
+	char out[4200];
+	snprintf(out, sizeof(out), "%s/export", dir);
+	q.export_dir = out;
+	CHECK_EQ_INT(tp_select_constraint_set(&q.constraints, "--max-kl", "0"), 0);
+	tp_optimize_outcome *o = NULL;
+	CHECK_EQ_INT(tp_optimize_run(&q, NULL, &o), 0);
+	if (!o)
+		return;
+	CHECK(o->sel.winner < 0 && o->nfigures == 1 && !o->figures[0].passed);
+	CHECK_STR(o->sel.binding_flag, "--max-kl");
+	const char *name = NULL;
+	char *written = NULL;
+	CHECK_EQ_INT(tp_optimize_outcome_export(o, &name, &written), TP_EINVAL);
+	CHECK(strstr(tp_error_last(), "no winner") != NULL && !written);
+	CHECK(access(out, F_OK) != 0);
+	tp_optimize_outcome_free(o);
+}
+
+/* A budget nothing fits in: every candidate skipped, with its reason. */
+static void test_budget(const char *model)
+{
+	tp_optimize_request q;
+	base_request(&q, model);
+	q.candidates = "rtn4_g128,q8_0";
+	q.budget_s = 1e-6;
+	tp_optimize_outcome *o = NULL;
+	CHECK_EQ_INT(tp_optimize_run(&q, NULL, &o), 0);
+	if (!o)
+		return;
+	CHECK(o->nskipped == 2 && o->nfigures == 0 && o->sel.winner < 0);
+	CHECK(o->candidates[0].skipped && strstr(o->candidates[0].error, "budget"));
+	CHECK(o->info.nskipped == 2 && o->info.budget_s == 1e-6);
+	tp_optimize_outcome_free(o);
+}
+
+/* Refused before anything runs, or stopped by a progress callback; *out
+ * untouched. */
+static void test_refused(const char *model)
+{
+	tp_optimize_request q;
+	tp_optimize_outcome *o = (tp_optimize_outcome *)&q; /* must stay */
+	base_request(&q, model);
+	q.hardware = "no-such-gpu";
+	CHECK_EQ_INT(tp_optimize_run(&q, NULL, &o), TP_ENOTFOUND);
+	base_request(&q, model);
+	q.eval = (tp_optimize_text){ "a.txt", "the same words", 14 };
+	q.calib = (tp_optimize_text){ "b.txt", "the same words", 14 };
+	CHECK_EQ_INT(tp_optimize_run(&q, NULL, &o), TP_EINVAL);
+	CHECK(strstr(tp_error_last(), "b.txt is the evaluation text a.txt") != NULL);
+	base_request(&q, model);
+	q.candidates = "nf4";
+	q.export_dir = "unused";
+	CHECK(tp_optimize_run(&q, NULL, &o) < 0);
+	CHECK(strstr(tp_error_last(), "cannot be exported") != NULL);
+	CHECK(o == (tp_optimize_outcome *)&q);
+	tp_optimize_outcome_free(NULL);
+	/* A progress callback that says stop. */
+	base_request(&q, model);
+	q.candidates = "rtn4_g128,q8_0";
+	size_t calls = 0;
+	tp_optimize_progress pg = { &calls, NULL, stop_after_one, NULL };
+	CHECK_EQ_INT(tp_optimize_run(&q, &pg, &o), TP_EINVAL);
+	CHECK(calls == 1 && o == (tp_optimize_outcome *)&q);
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2) {
+		fprintf(stderr, "usage: test_optimize_run DATA_DIR\n");
+		return 2;
+	}
+	char dir[] = "/tmp/tp-test-run-XXXXXX", model[64], src[4096], dst[128];
+	if (!tp_test_mkdtemp(dir))
+		return 1;
+	snprintf(model, sizeof(model), "%s/model", dir);
+	const char *files[][2] = { { "eval/config.json", "config.json" },
+				   { "eval/tokenizer.json", "tokenizer.json" },
+				   { "fixtures/base-bf16.safetensors", "model.safetensors" } };
+	bool ok = mkdir(model, 0755) == 0;
+	for (size_t i = 0; ok && i < 3; i++) {
+		snprintf(src, sizeof(src), "%s/%s", argv[1], files[i][0]);
+		snprintf(dst, sizeof(dst), "%s/%s", model, files[i][1]);
+		char *abs = realpath(src, NULL);
+		ok = abs && symlink(abs, dst) == 0;
+		free(abs);
+	}
+	CHECK(ok);
+	if (ok) {
+		fprintf(stderr, "-- test_run\n");
+		test_run(model, dir);
+		fprintf(stderr, "-- test_no_winner\n");
+		test_no_winner(model, dir);
+		fprintf(stderr, "-- test_budget\n");
+		test_budget(model);
+		fprintf(stderr, "-- test_refused\n");
+		test_refused(model);
+	}
+	tp_test_rmtree(dir);
+	return TP_TEST_RESULT();
+}
