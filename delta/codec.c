@@ -338,9 +338,40 @@ void tp_delta_histogram(const uint8_t *src, size_t n, uint32_t count[256])
  * it decodes slower than zstd's Huffman literals. */
 #define RANS_MIN_GAIN 0.97
 
+/* A plane's entropy is first estimated from every RANS_SAMPLE_STRIDE-th
+ * block of RANS_SAMPLE_BLOCK bytes, which is far cheaper than the full
+ * histogram and almost always says "zstd is better" for float deltas;
+ * RANS_SAMPLE_SLACK covers the sampling error. */
+#define RANS_SAMPLE_BLOCK 4096
+#define RANS_SAMPLE_STRIDE 16
+#define RANS_SAMPLE_SLACK 1.03
+
+static bool rans_unpromising(const uint8_t *src, size_t n, size_t to_beat)
+{
+	size_t step = (size_t)RANS_SAMPLE_BLOCK * RANS_SAMPLE_STRIDE, got = 0;
+	if (n < 4 * step)
+		return false;
+	uint32_t count[256] = { 0 }, part[256];
+	for (size_t off = 0; off + RANS_SAMPLE_BLOCK <= n; off += step) {
+		tp_delta_histogram(src + off, RANS_SAMPLE_BLOCK, part);
+		for (unsigned s = 0; s < 256; s++)
+			count[s] += part[s];
+		got += RANS_SAMPLE_BLOCK;
+	}
+	/* Scale the coded bits, not the table. */
+	size_t table = 40;
+	for (unsigned s = 0; s < 256; s++)
+		table += count[s] ? 2 : 0;
+	double est = (double)(tp_rans_estimate(count, got) - table) * (double)n / (double)got +
+		     (double)table;
+	return est > RANS_SAMPLE_SLACK * RANS_MIN_GAIN * (double)to_beat;
+}
+
 static size_t try_rans(tp_chunk_coder *c, const uint8_t *src, size_t n, size_t to_beat)
 {
 	uint32_t count[256];
+	if (rans_unpromising(src, n, to_beat))
+		return 0;
 	tp_delta_histogram(src, n, count);
 	if ((double)tp_rans_estimate(count, n) > RANS_MIN_GAIN * (double)to_beat)
 		return 0;
