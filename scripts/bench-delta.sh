@@ -14,6 +14,13 @@
 # BITX, GENPAIR. THREADS (default: all cores) is used for the multi-threaded
 # tenpak row. zstd -19 --patch-from and xdelta3 -9 run at about 0.5 MiB/s,
 # so they are skipped for targets over SLOW_MAX_MIB (default 64).
+#
+# BEFORE=path/to/an/older/tenpak adds its 1-thread row to each table, for
+# before/after comparisons in one run. tenpak fsyncs what it writes and
+# zstd does not, so each table also has zstd rows followed by `sync FILE`.
+# Under each table, one line gives the 1-thread time ratios measured in that
+# run: tenpak / zstd (compress vs zstd -3 -T1, apply vs zstd -d), with and
+# without the fsync, and after / before when BEFORE is set.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -24,6 +31,7 @@ BITX=${BITX:-$BUILD/delta/tp-bitx}
 GENPAIR=${GENPAIR:-$BUILD/delta/tp-genpair}
 THREADS=${THREADS:-$(nproc)}
 SLOW_MAX_MIB=${SLOW_MAX_MIB:-64}
+BEFORE=${BEFORE:-}
 FIXTURES=../shared/fixtures/models
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/tp-bench.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
@@ -43,7 +51,7 @@ need_tools() {
 	fi
 }
 
-for bin in "$TENPAK" "$BITX" "$GENPAIR"; do
+for bin in "$TENPAK" "$BITX" "$GENPAIR" ${BEFORE:+"$BEFORE"}; do
 	[ -x "$bin" ] || { echo "missing $bin: build first (cmake --build $BUILD)" >&2; exit 1; }
 done
 need_tools
@@ -59,10 +67,13 @@ run() {
 	fi
 }
 
-# row NAME TARGET "COMPRESS CMD" "APPLY CMD": commands use $OUT (the
-# compressed file) and $RES (the rebuilt file).
+# Seconds of the rows of the current table, by row key (for the ratios).
+declare -A CSEC ASEC
+
+# row NAME TARGET "COMPRESS CMD" "APPLY CMD" [KEY]: commands use $OUT (the
+# compressed file) and $RES (the rebuilt file); KEY records the times.
 row() {
-	local name=$1 target=$2 ccmd=$3 acmd=$4 c a
+	local name=$1 target=$2 ccmd=$3 acmd=$4 key=${5:-} c a
 	export OUT="$WORK/out" RES="$WORK/res"
 	rm -f "$OUT" "$RES"
 	run c bash -c "$ccmd"
@@ -70,6 +81,10 @@ row() {
 	if [ -z "$c" ] || [ -z "$a" ] || ! cmp -s "$target" "$RES"; then
 		printf '| %-26s | %8s | %10s | %9s | %8s |\n' "$name" "failed" "-" "-" "-"
 		return
+	fi
+	if [ -n "$key" ]; then
+		CSEC[$key]=${c%% *}
+		ASEC[$key]=${a%% *}
 	fi
 	local tsize osize
 	tsize=$(stat -c %s "$target")
@@ -80,6 +95,18 @@ row() {
 		printf "| %-26s | %8.4f | %10.2f | %9.2f | %8.1f |\n", n, o / t, cc[1], aa[1], rss }'
 }
 
+# ratios: the 1-thread time ratios of the current table (see the top).
+ratios() {
+	[ -n "${CSEC[t1]:-}" ] && [ -n "${CSEC[z]:-}" ] || return 0
+	awk -v c="${CSEC[t1]}" -v a="${ASEC[t1]}" -v zc="${CSEC[z]}" -v za="${ASEC[z]}" \
+		-v sc="${CSEC[zs]:-}" -v sa="${ASEC[zs]:-}" -v bc="${CSEC[before]:-}" \
+		-v ba="${ASEC[before]:-}" 'function r(x, y) { return y > 0 ? sprintf("%.2f", x / y) : "-" }
+		BEGIN { printf "\n1 thread, time ratios: compress/zstd %s, apply/zstd %s", r(c, zc), r(a, za)
+		if (sc != "") printf "; vs zstd + sync: %s, %s", r(c, sc), r(a, sa)
+		if (bc != "") printf "; after/before: compress %s, apply %s", r(c, bc), r(a, ba)
+		printf "\n" }'
+}
+
 header() {
 	local tsize
 	tsize=$(stat -c %s "$1")
@@ -88,6 +115,7 @@ header() {
 	echo
 	echo "| tool                       |    ratio | compress s |   apply s | RSS MiB |"
 	echo "|----------------------------|----------|------------|-----------|---------|"
+	CSEC=() ASEC=()
 }
 
 # bench_pair TITLE BASE TARGET
@@ -97,18 +125,20 @@ bench_pair() {
 	header "$target" "$title"
 	row "tenpak (1 thread)" "$target" \
 		'"$TENPAK" delta compress --threads 1 --base "$base" "$target" -o "$OUT"' \
-		'"$TENPAK" delta apply --threads 1 --base "$base" "$OUT" -o "$RES"'
+		'"$TENPAK" delta apply --threads 1 --base "$base" "$OUT" -o "$RES"' t1
+	[ -z "$BEFORE" ] || row "tenpak before (1 thread)" "$target" \
+		'"$BEFORE" delta compress --threads 1 --base "$base" "$target" -o "$OUT"' \
+		'"$BEFORE" delta apply --threads 1 --base "$base" "$OUT" -o "$RES"' before
 	row "tenpak ($THREADS threads)" "$target" \
 		'"$TENPAK" delta compress --threads "$THREADS" --base "$base" "$target" -o "$OUT"' \
 		'"$TENPAK" delta apply --threads "$THREADS" --base "$base" "$OUT" -o "$RES"'
 	row "BitX baseline" "$target" \
 		'"$BITX" compress "$base" "$target" "$OUT"' \
 		'"$BITX" apply "$base" "$OUT" "$RES"'
-	row "zstd -3 -T1" "$target" \
-		'zstd -q -3 -T1 -f "$target" -o "$OUT"' \
-		'zstd -q -d -f "$OUT" -o "$RES"'
+	zstd_rows "$target"
 	if [ "$(stat -c %s "$target")" -gt $((SLOW_MAX_MIB << 20)) ]; then
 		echo "| (zstd -19 --patch-from and xdelta3 -9 skipped: target over SLOW_MAX_MIB=$SLOW_MAX_MIB MiB) |"
+		ratios
 		return
 	fi
 	row "zstd -19 --long --patch-from" "$target" \
@@ -117,6 +147,17 @@ bench_pair() {
 	row "xdelta3 -9" "$target" \
 		'xdelta3 -9 -e -f -s "$base" "$target" "$OUT"' \
 		'xdelta3 -d -f -s "$base" "$OUT" "$RES"'
+	ratios
+}
+
+# zstd_rows TARGET: the zstd -3 reference, plain and with its output synced.
+zstd_rows() {
+	row "zstd -3 -T1" "$1" \
+		'zstd -q -3 -T1 -f "$target" -o "$OUT"' \
+		'zstd -q -d -f "$OUT" -o "$RES"' z
+	row "zstd -3 -T1 + sync" "$1" \
+		'zstd -q -3 -T1 -f "$target" -o "$OUT" && sync "$OUT"' \
+		'zstd -q -d -f "$OUT" -o "$RES" && sync "$RES"' zs
 }
 
 bench_nobase() {
@@ -125,16 +166,18 @@ bench_nobase() {
 	header "$target" "$title"
 	row "tenpak no-base (1 thread)" "$target" \
 		'"$TENPAK" delta compress --threads 1 "$target" -o "$OUT"' \
-		'"$TENPAK" delta apply --threads 1 "$OUT" -o "$RES"'
+		'"$TENPAK" delta apply --threads 1 "$OUT" -o "$RES"' t1
+	[ -z "$BEFORE" ] || row "before no-base (1 thread)" "$target" \
+		'"$BEFORE" delta compress --threads 1 "$target" -o "$OUT"' \
+		'"$BEFORE" delta apply --threads 1 "$OUT" -o "$RES"' before
 	row "tenpak no-base ($THREADS thr)" "$target" \
 		'"$TENPAK" delta compress --threads "$THREADS" "$target" -o "$OUT"' \
 		'"$TENPAK" delta apply --threads "$THREADS" "$OUT" -o "$RES"'
-	row "zstd -3 -T1" "$target" \
-		'zstd -q -3 -T1 -f "$target" -o "$OUT"' \
-		'zstd -q -d -f "$OUT" -o "$RES"'
+	zstd_rows "$target"
+	ratios
 }
 
-echo "# tenpak delta benchmark ($(date -u +%Y-%m-%d), $(nproc) cores, zstd $(zstd -V | grep -o 'v[0-9.]*'))"
+echo "# tenpak delta benchmark ($(date -u +%Y-%m-%d), $(nproc) cores, zstd $(zstd -V | grep -o 'v[0-9.]*'), load:$(uptime | sed 's/.*load average://'))"
 if [ -d "$FIXTURES" ]; then
 	for pair in full_ft/BF16 full_ft/F16 full_ft/F32 partial_ft/BF16 lora_merged/BF16 \
 		next_ckpt/BF16 unrelated/BF16; do
