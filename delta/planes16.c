@@ -25,11 +25,6 @@ INLINE u16 ld16(const uint8_t *p, size_t i)
 	return v;
 }
 
-INLINE void st16(uint8_t *p, size_t i, u16 v)
-{
-	memcpy(p + 2 * i, &v, 2);
-}
-
 /* The formulas of codec.c on 16-bit words (see FORMAT.md). */
 INLINE u16 signmask16(u16 v)
 {

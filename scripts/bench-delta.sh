@@ -4,10 +4,11 @@
 #   scripts/bench-delta.sh [SIZE_MIB]
 #
 # Prints one table per pair: size ratio (output / target), compress and
-# apply wall time, and peak RSS of the larger of the two steps. Every row is
-# checked to round-trip bit-exactly. Pairs: the fixture models in
-# ../shared/fixtures (skipped with a message if absent) and a generated bf16
-# pair of SIZE_MIB MiB (default 256; fixed seed).
+# apply wall time and CPU time (user + sys), and peak RSS of the larger of
+# the two steps. Every row is checked to round-trip bit-exactly. Pairs: the
+# fixture models in FIXTURES (default ../shared/fixtures/models; skipped with
+# a message if absent) and a generated bf16 pair of SIZE_MIB MiB (default
+# 256; fixed seed).
 #
 # Binaries come from BUILD (default: build): $BUILD/tenpak,
 # $BUILD/delta/tp-bitx and $BUILD/delta/tp-genpair; override with TENPAK,
@@ -32,7 +33,7 @@ GENPAIR=${GENPAIR:-$BUILD/delta/tp-genpair}
 THREADS=${THREADS:-$(nproc)}
 SLOW_MAX_MIB=${SLOW_MAX_MIB:-64}
 BEFORE=${BEFORE:-}
-FIXTURES=../shared/fixtures/models
+FIXTURES=${FIXTURES:-../shared/fixtures/models}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/tp-bench.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 
@@ -56,11 +57,12 @@ for bin in "$TENPAK" "$BITX" "$GENPAIR" ${BEFORE:+"$BEFORE"}; do
 done
 need_tools
 
-# run OUTVAR CMD...: time CMD, storing "seconds rss_kib" in OUTVAR; "" on failure.
+# run OUTVAR CMD...: time CMD, storing "wall_s rss_kib user_s sys_s" in OUTVAR;
+# "" on failure.
 run() {
 	local __out=$1 tf="$WORK/time"
 	shift
-	if /usr/bin/time -f "%e %M" -o "$tf" "$@" >/dev/null 2>"$WORK/err"; then
+	if /usr/bin/time -f "%e %M %U %S" -o "$tf" "$@" >/dev/null 2>"$WORK/err"; then
 		printf -v "$__out" '%s' "$(tail -1 "$tf")"
 	else
 		printf -v "$__out" '%s' ""
@@ -79,12 +81,12 @@ row() {
 	run c bash -c "$ccmd"
 	[ -n "$c" ] && run a bash -c "$acmd" || a=""
 	if [ -z "$c" ] || [ -z "$a" ] || ! cmp -s "$target" "$RES"; then
-		printf '| %-26s | %8s | %10s | %9s | %8s |\n' "$name" "failed" "-" "-" "-"
+		printf '| %-26s | %8s | %10s | %5s | %7s | %5s | %7s |\n' "$name" "failed" "-" "-" "-" "-" "-"
 		return
 	fi
 	if [ -n "$key" ]; then
-		CSEC[$key]=${c%% *}
-		ASEC[$key]=${a%% *}
+		CSEC[$key]=$(echo "$c" | awk '{ print $1, $3 + $4 }')
+		ASEC[$key]=$(echo "$a" | awk '{ print $1, $3 + $4 }')
 	fi
 	local tsize osize
 	tsize=$(stat -c %s "$target")
@@ -92,16 +94,24 @@ row() {
 	awk -v n="$name" -v t="$tsize" -v o="$osize" -v c="$c" -v a="$a" 'BEGIN {
 		split(c, cc, " "); split(a, aa, " ");
 		rss = (cc[2] > aa[2] ? cc[2] : aa[2]) / 1024;
-		printf "| %-26s | %8.4f | %10.2f | %9.2f | %8.1f |\n", n, o / t, cc[1], aa[1], rss }'
+		printf "| %-26s | %8.4f | %10.2f | %5.2f | %7.2f | %5.2f | %7.1f |\n", n, o / t, cc[1],
+			cc[3] + cc[4], aa[1], aa[3] + aa[4], rss }'
 }
 
-# ratios: the 1-thread time ratios of the current table (see the top).
+# ratios: the 1-thread time ratios of the current table (see the top), for
+# wall time and, in parentheses, CPU time (user + sys), which other load on
+# the machine disturbs less.
 ratios() {
 	[ -n "${CSEC[t1]:-}" ] && [ -n "${CSEC[z]:-}" ] || return 0
 	awk -v c="${CSEC[t1]}" -v a="${ASEC[t1]}" -v zc="${CSEC[z]}" -v za="${ASEC[z]}" \
 		-v sc="${CSEC[zs]:-}" -v sa="${ASEC[zs]:-}" -v bc="${CSEC[before]:-}" \
-		-v ba="${ASEC[before]:-}" 'function r(x, y) { return y > 0 ? sprintf("%.2f", x / y) : "-" }
-		BEGIN { printf "\n1 thread, time ratios: compress/zstd %s, apply/zstd %s", r(c, zc), r(a, za)
+		-v ba="${ASEC[before]:-}" '
+		function r(x, y,  p, q) {
+			split(x, p, " "); split(y, q, " ")
+			if (q[1] <= 0 || q[2] <= 0) return "-"
+			return sprintf("%.2f (%.2f)", p[1] / q[1], p[2] / q[2])
+		}
+		BEGIN { printf "\n1 thread, time ratios (cpu): compress/zstd %s, apply/zstd %s", r(c, zc), r(a, za)
 		if (sc != "") printf "; vs zstd + sync: %s, %s", r(c, sc), r(a, sa)
 		if (bc != "") printf "; after/before: compress %s, apply %s", r(c, bc), r(a, ba)
 		printf "\n" }'
@@ -113,8 +123,8 @@ header() {
 	echo
 	echo "### $2 ($(awk -v s="$tsize" 'BEGIN { printf "%.1f MiB", s / 1048576 }'))"
 	echo
-	echo "| tool                       |    ratio | compress s |   apply s | RSS MiB |"
-	echo "|----------------------------|----------|------------|-----------|---------|"
+	echo "| tool                       |    ratio | compress s |   cpu | apply s |   cpu | RSS MiB |"
+	echo "|----------------------------|----------|------------|-------|---------|-------|---------|"
 	CSEC=() ASEC=()
 }
 
