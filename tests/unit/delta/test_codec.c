@@ -176,6 +176,18 @@ static void test_rans(void)
 			enc[pos] ^= 0x5a;
 		}
 		CHECK(refused == 2 * trials);
+		/* Initial states outside [L, 256 L) are refused, not decoded. */
+		size_t head = 32;
+		for (int k = 0; k < 32; k++)
+			head += 2 * (size_t)__builtin_popcount(enc[k]);
+		uint8_t keep[4];
+		memcpy(keep, enc + head, 4);
+		memset(enc + head, 0, 4);
+		CHECK(tp_rans_decode(enc, len, dec, N) == TP_ECORRUPT);
+		memset(enc + head, 0xff, 4);
+		CHECK(tp_rans_decode(enc, len, dec, N) == TP_ECORRUPT);
+		memcpy(enc + head, keep, 4);
+		CHECK(tp_rans_decode(enc, len, dec, N) == 0 && memcmp(src, dec, N) == 0);
 	}
 	free(src);
 	free(enc);
