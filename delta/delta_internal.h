@@ -27,6 +27,8 @@
 #define TP_DELTA_METHOD_ZSTD 1
 #define TP_DELTA_METHOD_RANS 2
 
+/* count[s] = occurrences of byte s in src[n]. */
+void tp_delta_histogram(const uint8_t *src, size_t n, uint32_t count[256]);
 /* Static order-0 rANS for skewed planes (rans.c). */
 size_t tp_rans_estimate(const uint32_t count[256], size_t n);
 /* Encoded size, or 0 when n is 0 or cap < TP_RANS_BOUND(n). */
@@ -66,6 +68,17 @@ bool tp_delta_split(tp_delta_xform x, unsigned width, const uint8_t *tgt,
 /* Inverse of tp_delta_split. */
 void tp_delta_merge(tp_delta_xform x, unsigned width, const uint8_t *planes,
 		    const uint8_t *base, size_t len, uint8_t *tgt);
+/* The same, element by element for any width: the reference the fast
+ * paths are tested against (test_codec.c). */
+bool tp_delta_split_ref(tp_delta_xform x, unsigned width, const uint8_t *tgt,
+			const uint8_t *base, size_t len, uint8_t *planes);
+void tp_delta_merge_ref(tp_delta_xform x, unsigned width, const uint8_t *planes,
+			const uint8_t *base, size_t len, uint8_t *tgt);
+/* Fast paths for 2-byte elements (planes16.c), n elements, x not PLAIN. */
+bool tp_delta_split16(tp_delta_xform x, const uint8_t *tgt, const uint8_t *base, size_t n,
+		      uint8_t *planes);
+void tp_delta_merge16(tp_delta_xform x, const uint8_t *planes, const uint8_t *base, size_t n,
+		      uint8_t *tgt);
 
 /* Largest frame a chunk of chunk_size bytes can encode to. */
 size_t tp_chunk_frame_bound(size_t chunk_size);

@@ -4,16 +4,24 @@
 #   scripts/bench-delta.sh [SIZE_MIB]
 #
 # Prints one table per pair: size ratio (output / target), compress and
-# apply wall time, and peak RSS of the larger of the two steps. Every row is
-# checked to round-trip bit-exactly. Pairs: the fixture models in
-# ../shared/fixtures (skipped with a message if absent) and a generated bf16
-# pair of SIZE_MIB MiB (default 256; fixed seed).
+# apply wall time and CPU time (user + sys), and peak RSS of the larger of
+# the two steps. Every row is checked to round-trip bit-exactly. Pairs: the
+# fixture models in FIXTURES (default ../shared/fixtures/models; skipped with
+# a message if absent) and a generated bf16 pair of SIZE_MIB MiB (default
+# 256; fixed seed).
 #
 # Binaries come from BUILD (default: build): $BUILD/tenpak,
 # $BUILD/delta/tp-bitx and $BUILD/delta/tp-genpair; override with TENPAK,
 # BITX, GENPAIR. THREADS (default: all cores) is used for the multi-threaded
 # tenpak row. zstd -19 --patch-from and xdelta3 -9 run at about 0.5 MiB/s,
 # so they are skipped for targets over SLOW_MAX_MIB (default 64).
+#
+# BEFORE=path/to/an/older/tenpak adds its 1-thread row to each table, for
+# before/after comparisons in one run. tenpak fsyncs what it writes and
+# zstd does not, so each table also has zstd rows followed by `sync FILE`.
+# Under each table, one line gives the 1-thread time ratios measured in that
+# run: tenpak / zstd (compress vs zstd -3 -T1, apply vs zstd -d), with and
+# without the fsync, and after / before when BEFORE is set.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -24,7 +32,8 @@ BITX=${BITX:-$BUILD/delta/tp-bitx}
 GENPAIR=${GENPAIR:-$BUILD/delta/tp-genpair}
 THREADS=${THREADS:-$(nproc)}
 SLOW_MAX_MIB=${SLOW_MAX_MIB:-64}
-FIXTURES=../shared/fixtures/models
+BEFORE=${BEFORE:-}
+FIXTURES=${FIXTURES:-../shared/fixtures/models}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/tp-bench.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 
@@ -43,33 +52,41 @@ need_tools() {
 	fi
 }
 
-for bin in "$TENPAK" "$BITX" "$GENPAIR"; do
+for bin in "$TENPAK" "$BITX" "$GENPAIR" ${BEFORE:+"$BEFORE"}; do
 	[ -x "$bin" ] || { echo "missing $bin: build first (cmake --build $BUILD)" >&2; exit 1; }
 done
 need_tools
 
-# run OUTVAR CMD...: time CMD, storing "seconds rss_kib" in OUTVAR; "" on failure.
+# run OUTVAR CMD...: time CMD, storing "wall_s rss_kib user_s sys_s" in OUTVAR;
+# "" on failure.
 run() {
 	local __out=$1 tf="$WORK/time"
 	shift
-	if /usr/bin/time -f "%e %M" -o "$tf" "$@" >/dev/null 2>"$WORK/err"; then
+	if /usr/bin/time -f "%e %M %U %S" -o "$tf" "$@" >/dev/null 2>"$WORK/err"; then
 		printf -v "$__out" '%s' "$(tail -1 "$tf")"
 	else
 		printf -v "$__out" '%s' ""
 	fi
 }
 
-# row NAME TARGET "COMPRESS CMD" "APPLY CMD": commands use $OUT (the
-# compressed file) and $RES (the rebuilt file).
+# Seconds of the rows of the current table, by row key (for the ratios).
+declare -A CSEC ASEC
+
+# row NAME TARGET "COMPRESS CMD" "APPLY CMD" [KEY]: commands use $OUT (the
+# compressed file) and $RES (the rebuilt file); KEY records the times.
 row() {
-	local name=$1 target=$2 ccmd=$3 acmd=$4 c a
+	local name=$1 target=$2 ccmd=$3 acmd=$4 key=${5:-} c a
 	export OUT="$WORK/out" RES="$WORK/res"
 	rm -f "$OUT" "$RES"
 	run c bash -c "$ccmd"
 	[ -n "$c" ] && run a bash -c "$acmd" || a=""
 	if [ -z "$c" ] || [ -z "$a" ] || ! cmp -s "$target" "$RES"; then
-		printf '| %-26s | %8s | %10s | %9s | %8s |\n' "$name" "failed" "-" "-" "-"
+		printf '| %-26s | %8s | %10s | %5s | %7s | %5s | %7s |\n' "$name" "failed" "-" "-" "-" "-" "-"
 		return
+	fi
+	if [ -n "$key" ]; then
+		CSEC[$key]=$(echo "$c" | awk '{ print $1, $3 + $4 }')
+		ASEC[$key]=$(echo "$a" | awk '{ print $1, $3 + $4 }')
 	fi
 	local tsize osize
 	tsize=$(stat -c %s "$target")
@@ -77,7 +94,27 @@ row() {
 	awk -v n="$name" -v t="$tsize" -v o="$osize" -v c="$c" -v a="$a" 'BEGIN {
 		split(c, cc, " "); split(a, aa, " ");
 		rss = (cc[2] > aa[2] ? cc[2] : aa[2]) / 1024;
-		printf "| %-26s | %8.4f | %10.2f | %9.2f | %8.1f |\n", n, o / t, cc[1], aa[1], rss }'
+		printf "| %-26s | %8.4f | %10.2f | %5.2f | %7.2f | %5.2f | %7.1f |\n", n, o / t, cc[1],
+			cc[3] + cc[4], aa[1], aa[3] + aa[4], rss }'
+}
+
+# ratios: the 1-thread time ratios of the current table (see the top), for
+# wall time and, in parentheses, CPU time (user + sys), which other load on
+# the machine disturbs less.
+ratios() {
+	[ -n "${CSEC[t1]:-}" ] && [ -n "${CSEC[z]:-}" ] || return 0
+	awk -v c="${CSEC[t1]}" -v a="${ASEC[t1]}" -v zc="${CSEC[z]}" -v za="${ASEC[z]}" \
+		-v sc="${CSEC[zs]:-}" -v sa="${ASEC[zs]:-}" -v bc="${CSEC[before]:-}" \
+		-v ba="${ASEC[before]:-}" '
+		function r(x, y,  p, q) {
+			split(x, p, " "); split(y, q, " ")
+			if (q[1] <= 0 || q[2] <= 0) return "-"
+			return sprintf("%.2f (%.2f)", p[1] / q[1], p[2] / q[2])
+		}
+		BEGIN { printf "\n1 thread, time ratios (cpu): compress/zstd %s, apply/zstd %s", r(c, zc), r(a, za)
+		if (sc != "") printf "; vs zstd + sync: %s, %s", r(c, sc), r(a, sa)
+		if (bc != "") printf "; after/before: compress %s, apply %s", r(c, bc), r(a, ba)
+		printf "\n" }'
 }
 
 header() {
@@ -86,8 +123,9 @@ header() {
 	echo
 	echo "### $2 ($(awk -v s="$tsize" 'BEGIN { printf "%.1f MiB", s / 1048576 }'))"
 	echo
-	echo "| tool                       |    ratio | compress s |   apply s | RSS MiB |"
-	echo "|----------------------------|----------|------------|-----------|---------|"
+	echo "| tool                       |    ratio | compress s |   cpu | apply s |   cpu | RSS MiB |"
+	echo "|----------------------------|----------|------------|-------|---------|-------|---------|"
+	CSEC=() ASEC=()
 }
 
 # bench_pair TITLE BASE TARGET
@@ -97,18 +135,20 @@ bench_pair() {
 	header "$target" "$title"
 	row "tenpak (1 thread)" "$target" \
 		'"$TENPAK" delta compress --threads 1 --base "$base" "$target" -o "$OUT"' \
-		'"$TENPAK" delta apply --threads 1 --base "$base" "$OUT" -o "$RES"'
+		'"$TENPAK" delta apply --threads 1 --base "$base" "$OUT" -o "$RES"' t1
+	[ -z "$BEFORE" ] || row "tenpak before (1 thread)" "$target" \
+		'"$BEFORE" delta compress --threads 1 --base "$base" "$target" -o "$OUT"' \
+		'"$BEFORE" delta apply --threads 1 --base "$base" "$OUT" -o "$RES"' before
 	row "tenpak ($THREADS threads)" "$target" \
 		'"$TENPAK" delta compress --threads "$THREADS" --base "$base" "$target" -o "$OUT"' \
 		'"$TENPAK" delta apply --threads "$THREADS" --base "$base" "$OUT" -o "$RES"'
 	row "BitX baseline" "$target" \
 		'"$BITX" compress "$base" "$target" "$OUT"' \
 		'"$BITX" apply "$base" "$OUT" "$RES"'
-	row "zstd -3 -T1" "$target" \
-		'zstd -q -3 -T1 -f "$target" -o "$OUT"' \
-		'zstd -q -d -f "$OUT" -o "$RES"'
+	zstd_rows "$target"
 	if [ "$(stat -c %s "$target")" -gt $((SLOW_MAX_MIB << 20)) ]; then
 		echo "| (zstd -19 --patch-from and xdelta3 -9 skipped: target over SLOW_MAX_MIB=$SLOW_MAX_MIB MiB) |"
+		ratios
 		return
 	fi
 	row "zstd -19 --long --patch-from" "$target" \
@@ -117,6 +157,17 @@ bench_pair() {
 	row "xdelta3 -9" "$target" \
 		'xdelta3 -9 -e -f -s "$base" "$target" "$OUT"' \
 		'xdelta3 -d -f -s "$base" "$OUT" "$RES"'
+	ratios
+}
+
+# zstd_rows TARGET: the zstd -3 reference, plain and with its output synced.
+zstd_rows() {
+	row "zstd -3 -T1" "$1" \
+		'zstd -q -3 -T1 -f "$target" -o "$OUT"' \
+		'zstd -q -d -f "$OUT" -o "$RES"' z
+	row "zstd -3 -T1 + sync" "$1" \
+		'zstd -q -3 -T1 -f "$target" -o "$OUT" && sync "$OUT"' \
+		'zstd -q -d -f "$OUT" -o "$RES" && sync "$RES"' zs
 }
 
 bench_nobase() {
@@ -125,16 +176,18 @@ bench_nobase() {
 	header "$target" "$title"
 	row "tenpak no-base (1 thread)" "$target" \
 		'"$TENPAK" delta compress --threads 1 "$target" -o "$OUT"' \
-		'"$TENPAK" delta apply --threads 1 "$OUT" -o "$RES"'
+		'"$TENPAK" delta apply --threads 1 "$OUT" -o "$RES"' t1
+	[ -z "$BEFORE" ] || row "before no-base (1 thread)" "$target" \
+		'"$BEFORE" delta compress --threads 1 "$target" -o "$OUT"' \
+		'"$BEFORE" delta apply --threads 1 "$OUT" -o "$RES"' before
 	row "tenpak no-base ($THREADS thr)" "$target" \
 		'"$TENPAK" delta compress --threads "$THREADS" "$target" -o "$OUT"' \
 		'"$TENPAK" delta apply --threads "$THREADS" "$OUT" -o "$RES"'
-	row "zstd -3 -T1" "$target" \
-		'zstd -q -3 -T1 -f "$target" -o "$OUT"' \
-		'zstd -q -d -f "$OUT" -o "$RES"'
+	zstd_rows "$target"
+	ratios
 }
 
-echo "# tenpak delta benchmark ($(date -u +%Y-%m-%d), $(nproc) cores, zstd $(zstd -V | grep -o 'v[0-9.]*'))"
+echo "# tenpak delta benchmark ($(date -u +%Y-%m-%d), $(nproc) cores, zstd $(zstd -V | grep -o 'v[0-9.]*'), load:$(uptime | sed 's/.*load average://'))"
 if [ -d "$FIXTURES" ]; then
 	for pair in full_ft/BF16 full_ft/F16 full_ft/F32 partial_ft/BF16 lora_merged/BF16 \
 		next_ckpt/BF16 unrelated/BF16; do

@@ -55,6 +55,53 @@ static void test_exhaustive16(void)
 	free(planes);
 }
 
+/* The 2-byte fast path (planes16.c) writes the same planes and elements as
+ * the element-by-element reference, at every block boundary. */
+static void test_fast16(void)
+{
+	static const size_t sizes[] = { 0, 1, 3, 1023, 1024, 1025, 4097, 70001 };
+	enum { MAXN = 70001 };
+	uint8_t *t = malloc(2 * MAXN), *b = malloc(2 * MAXN), *pf = malloc(2 * MAXN),
+		*pr = malloc(2 * MAXN), *of = malloc(2 * MAXN), *orf = malloc(2 * MAXN);
+	uint64_t seed = 99;
+	for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
+		size_t n = sizes[k];
+		for (int kind = 0; kind < 3; kind++) {
+			t_fill_special(t, 2 * n, 2, &seed);
+			t_fill_special(b, 2 * n, 2, &seed);
+			if (kind == 1) /* a fine-tune: mostly tiny changes, some equal */
+				for (size_t i = 0; i < n; i++) {
+					uint16_t v;
+					memcpy(&v, b + 2 * i, 2);
+					v = (uint16_t)(v + (uint16_t)(t_rand(&seed) % 5) - 2);
+					memcpy(t + 2 * i, &v, 2);
+				}
+			if (kind == 2) /* identical */
+				memcpy(t, b, 2 * n);
+			for (size_t xi = 1; xi < 4; xi++) {
+				tp_delta_xform x = xforms[xi];
+				const uint8_t *base = x == TP_DELTA_XFORM_PLANES ? NULL : b;
+				memset(pf, 0xaa, 2 * n);
+				memset(pr, 0x55, 2 * n);
+				bool sf = tp_delta_split(x, 2, t, base, 2 * n, pf);
+				bool sr = tp_delta_split_ref(x, 2, t, base, 2 * n, pr);
+				CHECK(sf == sr && memcmp(pf, pr, 2 * n) == 0);
+				memset(of, 0xaa, 2 * n);
+				memset(orf, 0x55, 2 * n);
+				tp_delta_merge(x, 2, pf, base, 2 * n, of);
+				tp_delta_merge_ref(x, 2, pr, base, 2 * n, orf);
+				CHECK(memcmp(of, orf, 2 * n) == 0 && memcmp(of, t, 2 * n) == 0);
+			}
+		}
+	}
+	free(t);
+	free(b);
+	free(pf);
+	free(pr);
+	free(of);
+	free(orf);
+}
+
 static void test_frames(void)
 {
 	enum { N = 1 << 16 };
@@ -129,6 +176,18 @@ static void test_rans(void)
 			enc[pos] ^= 0x5a;
 		}
 		CHECK(refused == 2 * trials);
+		/* Initial states outside [L, 256 L) are refused, not decoded. */
+		size_t head = 32;
+		for (int k = 0; k < 32; k++)
+			head += 2 * (size_t)__builtin_popcount(enc[k]);
+		uint8_t keep[4];
+		memcpy(keep, enc + head, 4);
+		memset(enc + head, 0, 4);
+		CHECK(tp_rans_decode(enc, len, dec, N) == TP_ECORRUPT);
+		memset(enc + head, 0xff, 4);
+		CHECK(tp_rans_decode(enc, len, dec, N) == TP_ECORRUPT);
+		memcpy(enc + head, keep, 4);
+		CHECK(tp_rans_decode(enc, len, dec, N) == 0 && memcmp(src, dec, N) == 0);
 	}
 	free(src);
 	free(enc);
@@ -139,6 +198,7 @@ int main(void)
 {
 	TP_TEST_RUN(test_split_merge);
 	TP_TEST_RUN(test_exhaustive16);
+	TP_TEST_RUN(test_fast16);
 	TP_TEST_RUN(test_frames);
 	TP_TEST_RUN(test_rans);
 	return TP_TEST_RESULT();
