@@ -12,6 +12,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#ifdef TP_HAVE_CUDA
+#include "tp_cuda.h"
+#endif
+
 #define TEXT_MAX (256u << 20)
 #define EXIT_NONE_PASSES 3
 
@@ -24,6 +28,7 @@ static const char usage[] =
 	"                       [--io-ratio IN:OUT] [--usd-per-hour X] [--quick]\n"
 	"                       [--budget SECONDS] [--report OUT.md] [--plot OUT.svg]\n"
 	"                       [--compare HW,HW...] [--export DIR [--export-candidate NAME]]\n"
+	"                       [--device cuda|cpu|auto]\n"
 	"Measure what quantizing a Llama, Mistral or Qwen2 model (Hugging Face files in\n"
 	"MODEL_DIR) costs in quality. Each candidate quantizes the 7 linear layers of\n"
 	"every decoder block (q, k, v, o, gate, up, down); embeddings, norms and lm_head\n"
@@ -52,7 +57,13 @@ static const char usage[] =
 	"  --max-tokens N     use only the first N tokens of each text (also bounds\n"
 	"                     the methods' calibration cost)\n"
 	"  --threads N        worker threads (default: all cores)\n"
-	"  --json OUT         also write the results as JSON to OUT\n";
+	"  --json OUT         also write the results as JSON to OUT\n"
+	"  --device D         where candidates are measured: cuda, cpu or auto\n"
+	"                     (default: cuda when this tenpak has CUDA and finds a\n"
+	"                     GPU). On the GPU, quality and speed are measured there\n"
+	"                     (the baseline's reference stays on the CPU) and its\n"
+	"                     profile (t4 ... h200) is the default --hardware. Without\n"
+	"                     a GPU, cuda and auto fall back to the CPU and say why\n";
 
 /* The rest of --help (one string would pass C's 4095-byte limit). */
 static const char usage_select[] =
@@ -88,7 +99,7 @@ static const char usage_select[] =
 
 typedef struct args {
 	const char *eval, *calib, *ctx, *max_tokens, *threads, *json;
-	const char *batch, *io_ratio, *usd_per_hour, *budget, *report, *plot;
+	const char *batch, *io_ratio, *usd_per_hour, *budget, *report, *plot, *device;
 	const char *limit[6]; /* the constraint flags, in limit_flags order */
 } args;
 
@@ -120,7 +131,7 @@ static int parse_args(int argc, char **argv, args *a, tp_optimize_request *q)
 		{ "--io-ratio", NULL, &a->io_ratio }, { "--usd-per-hour", NULL, &a->usd_per_hour },
 		{ "--budget", NULL, &a->budget },   { "--report", NULL, &a->report },
 		{ "--plot", NULL, &a->plot },	    { "--quick", &q->quick, NULL },
-		{ "--compare", NULL, &q->compare },
+		{ "--compare", NULL, &q->compare }, { "--device", NULL, &a->device },
 		{ "--export", NULL, &q->export_dir },
 		{ "--export-candidate", NULL, &q->export_candidate },
 		{ limit_flags[0], NULL, &a->limit[0] }, { limit_flags[1], NULL, &a->limit[1] },
@@ -164,6 +175,17 @@ static int parse_args(int argc, char **argv, args *a, tp_optimize_request *q)
 		return tp_cli_usage_error("optimize", "bad number in --usd-per-hour");
 	if (!parse_positive(a->budget, &q->budget_s))
 		return tp_cli_usage_error("optimize", "bad number in --budget");
+	if (!a->device || strcmp(a->device, "auto") == 0)
+		q->device = TP_OPTIMIZE_DEVICE_AUTO;
+	else if (strcmp(a->device, "cuda") == 0)
+		q->device = TP_OPTIMIZE_DEVICE_CUDA;
+	else if (strcmp(a->device, "cpu") == 0)
+		q->device = TP_OPTIMIZE_DEVICE_CPU;
+	else
+		return tp_cli_usage_error("optimize", "--device wants cuda, cpu or auto");
+#ifdef TP_HAVE_CUDA
+	q->backend = tp_cuda_optimize_backend();
+#endif
 	return TP_CLI_PARSED;
 }
 
@@ -241,6 +263,10 @@ static void print_table(const tp_optimize_outcome *o)
 		       f->memory_gb, f->cost_per_1m);
 	}
 	const tp_hw_profile *hw = &o->hw;
+	if (o->device == TP_OPTIMIZE_DEVICE_CUDA)
+		printf("device   cuda: %s (candidates measured on the GPU)\n", o->device_name);
+	else
+		printf("device   cpu\n");
 	printf("speed    %s on %s (%s), batch %zu; $/1M at $%.4g/hour, blended %g:%g\n",
 	       hw->measured && o->batch == 1 ? "measured" : "projected", hw->name,
 	       hw->description, o->batch, hw->usd_per_hour, o->io_in, o->io_out);
