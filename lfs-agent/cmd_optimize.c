@@ -63,7 +63,9 @@ static const char usage[] =
 	"                     GPU). On the GPU, quality and speed are measured there\n"
 	"                     (the baseline's reference stays on the CPU) and its\n"
 	"                     profile (t4 ... h200) is the default --hardware. Without\n"
-	"                     a GPU, cuda and auto fall back to the CPU and say why\n";
+	"                     a GPU (or CUDA not built in), cuda and auto fall back to\n"
+	"                     the CPU, naming the reason on the table's device line\n"
+	"                     and in the JSON's device_note (cuda: also on stderr)\n";
 
 /* The rest of --help (one string would pass C's 4095-byte limit). */
 static const char usage_select[] =
@@ -202,9 +204,14 @@ static int read_text(const char *path, tp_buf *keep, tp_optimize_text *t)
 }
 
 /* Progress on stderr: failures always, the rest on a terminal. */
+typedef struct progress {
+	bool tty;
+	bool device_asked; /* --device cuda: its fallback is always shown */
+} progress;
+
 static int on_baseline(void *ctx, const tp_optimize_outcome *o)
 {
-	if (*(const bool *)ctx)
+	if (((const progress *)ctx)->tty)
 		fprintf(stderr, "tenpak optimize: %s ppl %.4f (%zu tokens, ctx %zu)\n",
 			o->baseline_codec, o->baseline.ppl, o->baseline.tokens, o->baseline.ctx);
 	return 0;
@@ -212,7 +219,7 @@ static int on_baseline(void *ctx, const tp_optimize_outcome *o)
 
 static int on_candidate(void *ctx, const tp_optimize_outcome *o, size_t i)
 {
-	bool tty = *(const bool *)ctx;
+	bool tty = ((const progress *)ctx)->tty;
 	const tp_optimize_candidate *c = &o->candidates[i];
 	size_t n = o->ncandidates;
 	double base = o->baseline.ppl;
@@ -232,10 +239,12 @@ static int on_candidate(void *ctx, const tp_optimize_outcome *o, size_t i)
 	return 0;
 }
 
+/* The device fallback on stderr when --device cuda was asked for; with the
+ * default (auto) the table's device line and the JSON's device_note say it. */
 static void on_note(void *ctx, const char *msg)
 {
-	(void)ctx;
-	fprintf(stderr, "tenpak optimize: %s\n", msg);
+	if (((const progress *)ctx)->device_asked)
+		fprintf(stderr, "tenpak optimize: %s\n", msg);
 }
 
 static void print_table(const tp_optimize_outcome *o)
@@ -266,7 +275,7 @@ static void print_table(const tp_optimize_outcome *o)
 	if (o->device == TP_OPTIMIZE_DEVICE_CUDA)
 		printf("device   cuda: %s (candidates measured on the GPU)\n", o->device_name);
 	else
-		printf("device   cpu\n");
+		printf("device   cpu%s%s\n", o->device_note[0] ? ": " : "", o->device_note);
 	printf("speed    %s on %s (%s), batch %zu; $/1M at $%.4g/hour, blended %g:%g\n",
 	       hw->measured && o->batch == 1 ? "measured" : "projected", hw->name,
 	       hw->description, o->batch, hw->usd_per_hour, o->io_in, o->io_out);
@@ -296,8 +305,8 @@ int tp_cmd_optimize(int argc, char **argv)
 		return rc == TP_CLI_HELP ? TP_EXIT_OK : rc;
 	tp_buf eb = TP_BUF_INIT(TEXT_MAX), cb = TP_BUF_INIT(TEXT_MAX);
 	tp_optimize_outcome *o = NULL;
-	bool tty = isatty(STDERR_FILENO);
-	tp_optimize_progress pg = { &tty, on_baseline, on_candidate, on_note };
+	progress pr = { isatty(STDERR_FILENO), q.device == TP_OPTIMIZE_DEVICE_CUDA };
+	tp_optimize_progress pg = { &pr, on_baseline, on_candidate, on_note };
 	const char *name = NULL;
 	char *written = NULL;
 	if ((rc = read_text(a.eval, &eb, &q.eval)) < 0 ||

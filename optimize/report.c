@@ -303,6 +303,8 @@ static void add_selection_json(cJSON *j, const tp_optimize_outcome *o)
 	cJSON_AddStringToObject(j, "device", o->device == TP_OPTIMIZE_DEVICE_CUDA ? "cuda" : "cpu");
 	if (o->device == TP_OPTIMIZE_DEVICE_CUDA)
 		cJSON_AddStringToObject(j, "device_name", o->device_name);
+	if (o->device_note[0])
+		cJSON_AddStringToObject(j, "device_note", o->device_note);
 	const tp_report_info *in = &o->info;
 	cJSON *s = cJSON_AddObjectToObject(j, "settings");
 	cJSON_AddNumberToObject(s, "batch", (double)in->batch);

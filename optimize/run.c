@@ -103,12 +103,10 @@ static void device_choose(const tp_optimize_request *req, const tp_optimize_prog
 		snprintf(o->device_name, sizeof(o->device_name), "%s", name);
 		return;
 	}
-	if (pg && pg->note) {
-		char line[640];
-		snprintf(line, sizeof(line), "%s: measuring on the CPU (other targets projected "
-			 "by roofline)", msg);
-		pg->note(pg->ctx, line);
-	}
+	snprintf(o->device_note, sizeof(o->device_note), "%s: measuring on the CPU (other "
+		 "targets projected by roofline)", msg);
+	if (pg && pg->note)
+		pg->note(pg->ctx, o->device_note);
 }
 
 /* Split the comma list (or every format's name) into the candidates. */

@@ -917,6 +917,7 @@ typedef struct tp_optimize_outcome {
 	double io_in, io_out;
 	tp_optimize_device device; /* where it was measured: CPU or CUDA */
 	char device_name[128];     /* the GPU's name when CUDA */
+	char device_note[640];     /* why CUDA or AUTO fell back to the CPU, or "" */
 	tp_optimize_candidate *candidates; /* in the request's order */
 	size_t ncandidates, nfailed, nskipped;
 	tp_candidate_figures *figures; /* one per measured candidate */
@@ -939,7 +940,7 @@ typedef struct tp_optimize_progress {
 	int (*baseline)(void *ctx, const tp_optimize_outcome *o);
 	/* Candidate i is measured, failed or skipped. */
 	int (*candidate)(void *ctx, const tp_optimize_outcome *o, size_t i);
-	/* A line worth showing (the device fallback). */
+	/* A line worth showing (the device fallback, also in device_note). */
 	void (*note)(void *ctx, const char *msg);
 } tp_optimize_progress;
 

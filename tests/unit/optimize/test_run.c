@@ -184,7 +184,7 @@ static void test_backend(const char *model, const char *dir)
 	run_fake(model, &f, TP_OPTIMIZE_DEVICE_AUTO, NULL, &s, &o);
 	if (!o)
 		return;
-	CHECK(f.probes == 1 && f.measures == 1 && s.notes == 0);
+	CHECK(f.probes == 1 && f.measures == 1 && s.notes == 0 && !o->device_note[0]);
 	CHECK(o->device == TP_OPTIMIZE_DEVICE_CUDA);
 	CHECK_STR(o->device_name, "NVIDIA H200");
 	CHECK_STR(o->hw.name, "h200");
@@ -233,6 +233,7 @@ static void test_backend(const char *model, const char *dir)
 		CHECK(g.measures == 0 && n.notes == 1 && strstr(n.note, fb[i].why) &&
 		      strstr(n.note, "measuring on the CPU"));
 		CHECK(o && o->device == TP_OPTIMIZE_DEVICE_CPU && o->candidates[0].ok);
+		CHECK(o && strcmp(o->device_note, n.note) == 0);
 		tp_optimize_outcome_free(o);
 	}
 }
