@@ -300,6 +300,11 @@ static void add_selection_json(cJSON *j, const tp_optimize_outcome *o)
 			cJSON_AddNumberToObject(cj, lim[k].key, lim[k].v);
 	add_hardware_json(j, "hardware", &o->hw);
 	add_hardware_json(j, "measured_on", &o->local);
+	cJSON_AddStringToObject(j, "device", o->device == TP_OPTIMIZE_DEVICE_CUDA ? "cuda" : "cpu");
+	if (o->device == TP_OPTIMIZE_DEVICE_CUDA)
+		cJSON_AddStringToObject(j, "device_name", o->device_name);
+	if (o->device_note[0])
+		cJSON_AddStringToObject(j, "device_note", o->device_note);
 	const tp_report_info *in = &o->info;
 	cJSON *s = cJSON_AddObjectToObject(j, "settings");
 	cJSON_AddNumberToObject(s, "batch", (double)in->batch);

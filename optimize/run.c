@@ -3,10 +3,12 @@
  * and the export of the outcome. */
 #include "tp_optimize.h"
 
+#include <ctype.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #define QUICK_TOKENS 1024 /* quick: eval and calibration tokens */
@@ -26,6 +28,7 @@ struct tp_optimize_kept {
 	tp_calib_opts co;
 	char *export_dir, *export_candidate;
 	char **notes; /* "name: why": skipped, then failed */
+	const tp_optimize_backend *gpu; /* measuring candidates; NULL: the CPU */
 };
 
 void tp_optimize_request_init(tp_optimize_request *req)
@@ -52,14 +55,58 @@ static int dup_str(char **out, const char *s)
 	return 0;
 }
 
-/* Where candidates are measured. The CUDA path (optimize/cuda/) is not
- * built into this tenpak: CUDA and AUTO run on the CPU, and a request for
- * CUDA is told so. This is the one place a CUDA build chooses the device. */
-static tp_optimize_device device_choose(tp_optimize_device want, const tp_optimize_progress *pg)
+const char *tp_optimize_gpu_profile(const char *device_name)
 {
-	if (want == TP_OPTIMIZE_DEVICE_CUDA && pg && pg->note)
-		pg->note(pg->ctx, "CUDA not built into this tenpak: falling back to the CPU");
-	return TP_OPTIMIZE_DEVICE_CPU;
+	static const char *const direct[] = { "h200", "h100", "l40s", "a10g", "l4", "t4", NULL };
+	char low[256], *save = NULL;
+	size_t i = 0;
+	bool gb80 = false, a100 = false;
+	for (; device_name && device_name[i] && i + 1 < sizeof(low); i++)
+		low[i] = (char)tolower((unsigned char)device_name[i]);
+	low[i] = 0;
+	/* Whole words: "NVIDIA L40S" is not an L4, "NVIDIA A100-SXM4-80GB" is. */
+	for (char *w = strtok_r(low, " -_", &save); w; w = strtok_r(NULL, " -_", &save)) {
+		for (size_t k = 0; direct[k]; k++)
+			if (strcmp(w, direct[k]) == 0)
+				return direct[k];
+		a100 |= strcmp(w, "a100") == 0;
+		gb80 |= strcmp(w, "80gb") == 0;
+	}
+	return a100 && gb80 ? "a100-80gb" : NULL;
+}
+
+/* Where candidates are measured: the backend's GPU when asked for (CUDA,
+ * or AUTO) and usable, else the CPU, saying why in one note. A request
+ * for CUDA without a GPU falls back too (issue 14): the run still answers,
+ * with the CPU's figures projected by roofline. */
+static void device_choose(const tp_optimize_request *req, const tp_optimize_progress *pg,
+			  tp_optimize_outcome *o)
+{
+	char msg[512], name[sizeof(o->device_name)] = "";
+	const tp_optimize_backend *b = req->backend;
+	o->device = TP_OPTIMIZE_DEVICE_CPU;
+	if (req->device == TP_OPTIMIZE_DEVICE_CPU)
+		return;
+	const char *profile = NULL;
+	if (!b)
+		snprintf(msg, sizeof(msg), "CUDA not built into this tenpak");
+	else if (b->probe(b->ctx, name, sizeof(name)) < 0)
+		snprintf(msg, sizeof(msg), "no CUDA GPU found (%s)", tp_error_last());
+	else if (req->hardware && strcasecmp(req->hardware, "cpu-local") == 0)
+		snprintf(msg, sizeof(msg), "--hardware cpu-local asks for this machine's CPU");
+	else if (!(profile = tp_optimize_gpu_profile(name)))
+		snprintf(msg, sizeof(msg), "GPU %s has no hardware profile (t4, l4, a10g, l40s, "
+			 "a100-80gb, h100, h200) to price it", name);
+	if (profile) {
+		o->device = TP_OPTIMIZE_DEVICE_CUDA;
+		o->kept->gpu = b;
+		snprintf(o->device_name, sizeof(o->device_name), "%s", name);
+		return;
+	}
+	snprintf(o->device_note, sizeof(o->device_note), "%s: measuring on the CPU (other "
+		 "targets projected by roofline)", msg);
+	if (pg && pg->note)
+		pg->note(pg->ctx, o->device_note);
 }
 
 /* Split the comma list (or every format's name) into the candidates. */
@@ -182,12 +229,19 @@ static int run_candidate(const tp_optimize_outcome *o, const tp_eval_ref *base,
 	/* Quality is the format's (fp32 activations, as PyTorch fake-quant),
 	 * speed the serving kernels' (8-bit activations where llama.cpp uses
 	 * them). */
+	const tp_optimize_backend *gpu = o->kept->gpu;
+	if (rc == 0 && gpu) {
+		rc = gpu->measure(gpu->ctx, m, base, ev, nev, eo, o->prefill, o->decode_steps,
+				  &c->r, &c->sp);
+		goto done;
+	}
 	bool exact = tp_quant_kernel_exact(true);
 	if (rc == 0)
 		rc = tp_runtime_eval_perplexity_ref(m, base, ev, nev, eo, &c->r);
 	tp_quant_kernel_exact(exact);
 	if (rc == 0)
 		rc = tp_runtime_eval_speed(m, ev, o->prefill, o->decode_steps, &c->sp);
+done:
 	tp_model_free(m);
 	if (rc < 0)
 		snprintf(c->error, sizeof(c->error), "%s", tp_error_last());
@@ -210,6 +264,22 @@ void tp_optimize_outcome_figures(const tp_optimize_outcome *o, size_t i,
 	tp_figures_compute(&fi, out);
 }
 
+/* On the GPU, "this machine" is the GPU's profile (its datasheet's
+ * bandwidth and peak for the rooflines), measured; so is the target when
+ * --hardware is not given or names the same profile. */
+static int gpu_local(const tp_optimize_request *req, tp_optimize_outcome *o)
+{
+	int rc = tp_hw_profile_load(tp_optimize_gpu_profile(o->device_name), &o->local);
+	if (rc < 0)
+		return rc;
+	o->local.measured = true;
+	snprintf(o->local.description, sizeof(o->local.description), "this machine: %.100s, measured",
+		 o->device_name);
+	if (!req->hardware || strcasecmp(o->hw.name, o->local.name) == 0)
+		o->hw.measured = true;
+	return 0;
+}
+
 /* The target, this machine measured (rooflines only when something is
  * projected: the bandwidth read costs memory and time) and --compare. */
 static int hardware(const tp_optimize_request *req, tp_optimize_outcome *o, tp_pool *pool)
@@ -217,7 +287,8 @@ static int hardware(const tp_optimize_request *req, tp_optimize_outcome *o, tp_p
 	if (req->usd_per_hour > 0)
 		o->hw.usd_per_hour = req->usd_per_hour;
 	bool project = !o->hw.measured || o->batch != 1 || o->ncompare > 0;
-	int rc = tp_hw_measure_local(&o->local, pool, project);
+	int rc = o->device == TP_OPTIMIZE_DEVICE_CUDA ? gpu_local(req, o)
+						      : tp_hw_measure_local(&o->local, pool, project);
 	if (rc < 0)
 		return rc;
 	for (size_t k = 0; k < o->ncompare; k++)
@@ -340,10 +411,13 @@ int tp_optimize_run(const tp_optimize_request *req, const tp_optimize_progress *
 	if (rc < 0)
 		goto done;
 	tp_optimize_kept *k = o->kept;
-	o->device = device_choose(req->device, pg);
+	device_choose(req, pg, o);
+	const char *target = req->hardware ? req->hardware
+			     : o->device == TP_OPTIMIZE_DEVICE_CUDA ? tp_optimize_gpu_profile(o->device_name)
+								     : "cpu-local";
 	if ((rc = list_candidates(req->candidates, o->candidates, &o->ncandidates)) < 0 ||
 	    (rc = export_check(req, o->candidates, o->ncandidates)) < 0 ||
-	    (rc = tp_hw_profile_load(req->hardware ? req->hardware : "cpu-local", &o->hw)) < 0 ||
+	    (rc = tp_hw_profile_load(target, &o->hw)) < 0 ||
 	    (rc = tp_hw_profile_load("cpu-local", &o->local)) < 0 ||
 	    (rc = tp_optimize_source_dtype(o->model, NULL, &o->baseline_codec, &o->source_bits)) < 0 ||
 	    (rc = tp_optimize_baseline_load(&m, o->model, &k->mo)) < 0 ||

@@ -829,13 +829,34 @@ int tp_optimize_sparsify(const char *base_dir, const char *ft_dir, const char *o
 #define TP_OPTIMIZE_CANDIDATES_MAX 64
 #define TP_OPTIMIZE_COMPARE_MAX 8
 
-/* Where candidates are measured. Only the CPU path is built: CUDA and AUTO
- * fall back to it (tp_optimize_run says so for CUDA). */
+/* Where candidates are measured. CUDA and AUTO use the request's backend
+ * when it finds a GPU, else fall back to the CPU with a note saying why. */
 typedef enum tp_optimize_device {
 	TP_OPTIMIZE_DEVICE_CPU,
 	TP_OPTIMIZE_DEVICE_CUDA,
 	TP_OPTIMIZE_DEVICE_AUTO,
 } tp_optimize_device;
+
+/* A device measuring candidates instead of the CPU, given by the caller
+ * (optimize/cuda/ links this library, so the library cannot call it).
+ * The baseline and its reference log-probs stay on the CPU. */
+typedef struct tp_optimize_backend {
+	const char *name; /* "cuda" */
+	void *ctx;
+	/* 0 with the device's name in name[cap] when one is usable; else
+	 * negative with the reason in tp_error_last(). */
+	int (*probe)(void *ctx, char *name, size_t cap);
+	/* Candidate m (loaded on the CPU) on the device: quality against ref as
+	 * tp_runtime_eval_perplexity_ref scores it, speed as
+	 * tp_runtime_eval_speed measures it (prefill, then decode steps). */
+	int (*measure)(void *ctx, const tp_model *m, const tp_eval_ref *ref, const int32_t *ids,
+		       size_t n, const tp_eval_opts *eo, size_t prefill, size_t decode,
+		       tp_eval_result *r, tp_speed_result *sp);
+} tp_optimize_backend;
+
+/* The built-in hardware profile of a GPU from its device name ("NVIDIA
+ * H200" -> "h200"), NULL when none matches. */
+const char *tp_optimize_gpu_profile(const char *device_name);
 
 /* A text given by the caller (text NULL: the built-in one). */
 typedef struct tp_optimize_text {
@@ -862,6 +883,7 @@ typedef struct tp_optimize_request {
 	const char *export_dir;       /* checked before the run; see outcome_export */
 	const char *export_candidate; /* NULL: the winner */
 	tp_optimize_device device;
+	const tp_optimize_backend *backend; /* NULL: no GPU path built in */
 } tp_optimize_request;
 
 /* No constraints, batch 1, blended 3:1, device CPU, the rest 0 / NULL. */
@@ -893,7 +915,9 @@ typedef struct tp_optimize_outcome {
 	uint64_t params;
 	size_t ctx, prefill, decode_steps, batch;
 	double io_in, io_out;
-	tp_optimize_device device; /* where it was measured */
+	tp_optimize_device device; /* where it was measured: CPU or CUDA */
+	char device_name[128];     /* the GPU's name when CUDA */
+	char device_note[640];     /* why CUDA or AUTO fell back to the CPU, or "" */
 	tp_optimize_candidate *candidates; /* in the request's order */
 	size_t ncandidates, nfailed, nskipped;
 	tp_candidate_figures *figures; /* one per measured candidate */
@@ -916,7 +940,7 @@ typedef struct tp_optimize_progress {
 	int (*baseline)(void *ctx, const tp_optimize_outcome *o);
 	/* Candidate i is measured, failed or skipped. */
 	int (*candidate)(void *ctx, const tp_optimize_outcome *o, size_t i);
-	/* A line worth showing (the device fallback). */
+	/* A line worth showing (the device fallback, also in device_note). */
 	void (*note)(void *ctx, const char *msg);
 } tp_optimize_progress;
 

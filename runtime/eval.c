@@ -327,6 +327,22 @@ static int ref_create(tp_eval_ref **out, size_t vocab, size_t rows)
 	return 0;
 }
 
+int tp_runtime_eval_ref_check(const tp_eval_ref *ref, size_t vocab, const tp_eval_opts *o,
+			      const int32_t *stream, size_t len, size_t rows)
+{
+	if (ref->vocab != vocab || ref->mode != o->mode || ref->ctx != o->ctx ||
+	    ref->stride != o->stride || ref->len != len || ref->bos != o->bos ||
+	    ref->ids_hash != hash_ids(stream, len) || ref->rows != rows)
+		return tp_error_set(TP_EINVAL, "the reference log-probs were computed from other "
+				    "tokens, options or vocabulary");
+	return 0;
+}
+
+int tp_runtime_eval_ref_read(const tp_eval_ref *ref, size_t row0, size_t nrows, float *buf)
+{
+	return ref_io(ref, buf, nrows, row0, false);
+}
+
 void tp_runtime_eval_ref_free(tp_eval_ref *r)
 {
 	if (!r)
@@ -355,13 +371,9 @@ static int eval_run(const tp_model *m, const tp_model *ref, const tp_eval_ref *l
 	}
 	count_windows(&r, w, nwin);
 	uint64_t h = hash_ids(r.stream, r.len);
-	if (lps && (lps->vocab != m->cfg.vocab || lps->mode != o.mode || lps->ctx != o.ctx ||
-		    lps->stride != o.stride || lps->len != r.len || lps->bos != o.bos ||
-		    lps->ids_hash != h || lps->rows != count_rows(w, nwin))) {
-		rc = tp_error_set(TP_EINVAL, "the reference log-probs were computed from other "
-				  "tokens, options or vocabulary");
+	if (lps && (rc = tp_runtime_eval_ref_check(lps, m->cfg.vocab, &o, r.stream, r.len,
+						   count_rows(w, nwin))) < 0)
 		goto done;
-	}
 	if (rec) {
 		if ((rc = ref_create(&r.rec, m->cfg.vocab, count_rows(w, nwin))) < 0)
 			goto done;

@@ -366,16 +366,59 @@ static size_t count_windows(const tp_eval_opts *o, size_t len, window *w, size_t
 	}
 }
 
-int tp_cuda_eval_perplexity(const tp_cuda_model *g, const int32_t *ids, size_t n,
-			    const tp_eval_opts *opts, tp_eval_result *out)
+/* KL of one scored row, as runtime/eval.c's score_row: lp and lp_ref are
+ * log-probs; the top tokens' agreement into *same. */
+static double kl_row(const float *lp, const float *lp_ref, size_t V, bool *same)
+{
+	double kl = 0;
+	size_t top = 0, top_ref = 0;
+	for (size_t i = 0; i < V; i++) {
+		kl += exp((double)lp_ref[i]) * ((double)lp_ref[i] - lp[i]);
+		top = lp[i] > lp[top] ? i : top;
+		top_ref = lp_ref[i] > lp_ref[top_ref] ? i : top_ref;
+	}
+	*same = top == top_ref;
+	return kl;
+}
+
+static int cmp_float(const void *a, const void *b)
+{
+	float x = *(const float *)a, y = *(const float *)b;
+	return (x > y) - (x < y);
+}
+
+/* The KL statistics of runtime/eval.c's finish over kls[n] (sorted here). */
+static void kl_finish(float *kls, size_t scored, double kl, double kl2, size_t same,
+		      tp_eval_result *out)
+{
+	double n = (double)scored, klm = kl / n, klv = kl2 / n - klm * klm;
+	double p = (double)same / n;
+	qsort(kls, scored, sizeof(float), cmp_float);
+	double at = 0.99 * (n - 1);
+	size_t lo = (size_t)at, hi = lo + 1 < scored ? lo + 1 : lo;
+	out->has_kl = true;
+	out->kl_mean = klm;
+	out->kl_err = scored > 1 && klv > 0 ? sqrt(klv / (n - 1)) : 0;
+	out->kl_p99 = kls[lo] + (at - (double)lo) * (kls[hi] - kls[lo]);
+	out->kl_max = kls[scored - 1];
+	out->same_top_pct = 100.0 * p;
+	out->same_top_err = scored > 1 ? 100.0 * sqrt(p * (1 - p) / (n - 1)) : 0;
+}
+
+/* One scoring pass on the GPU; with ref, KL against its log-probs (read
+ * back a window at a time, as on the CPU). Logits come back to the host and
+ * are scored there in double, as runtime/eval.c scores them: the same
+ * arithmetic, so GPU and CPU figures differ only by the forward pass. */
+static int eval_run(const tp_cuda_model *g, const tp_eval_ref *ref, const int32_t *ids, size_t n,
+		    const tp_eval_opts *opts, tp_eval_result *out)
 {
 	tp_eval_opts o = *opts;
-	size_t V = g->cfg.vocab, len, cells, nwin = 0, scored = 0, fed = 0;
+	size_t V = g->cfg.vocab, len, cells, nwin = 0, scored = 0, fed = 0, same = 0;
 	int32_t *stream = NULL;
-	float *logits = NULL;
+	float *logits = NULL, *lp_ref = NULL, *kls = NULL;
 	window *w = NULL;
 	tp_cuda_kv *kv = NULL;
-	double nll = 0, nll2 = 0, seconds = 0;
+	double nll = 0, nll2 = 0, seconds = 0, kl = 0, kl2 = 0;
 	int rc = 0;
 	if (o.ctx == 0)
 		o.ctx = 512;
@@ -411,6 +454,18 @@ int tp_cuda_eval_perplexity(const tp_cuda_model *g, const int32_t *ids, size_t n
 		goto done;
 	}
 	count_windows(&o, len, w, nwin);
+	if (ref) {
+		size_t rows = 0;
+		for (size_t i = 0; i < nwin; i++)
+			rows += w[i].last + 1 - w[i].first;
+		if ((rc = tp_runtime_eval_ref_check(ref, V, &o, stream, len, rows)) < 0)
+			goto done;
+		if (!(lp_ref = malloc(cells * sizeof(float))) ||
+		    !(kls = malloc(len * sizeof(float)))) {
+			rc = tp_error_set(TP_ENOMEM, "out of memory for logits");
+			goto done;
+		}
+	}
 	if ((rc = tp_cuda_kv_new(&kv, g, o.ctx, o.ctx)) < 0)
 		goto done;
 	for (size_t i = 0; i < nwin && rc == 0; i++) {
@@ -425,12 +480,22 @@ int tp_cuda_eval_perplexity(const tp_cuda_model *g, const int32_t *ids, size_t n
 		seconds += tp_cuda_now_s() - t0;
 		stream[wi->begin] = first_tok;
 		fed += wi->len;
+		if (rc == 0 && ref)
+			rc = tp_runtime_eval_ref_read(ref, scored, wi->last + 1 - wi->first, lp_ref);
 		for (size_t r = wi->first; rc == 0 && r <= wi->last; r++) {
 			float *lg = logits + (r - wi->first) * V;
 			tp_runtime_log_softmax(lg, V, lg);
 			double x = -(double)lg[stream[wi->begin + r + 1]];
 			nll += x;
 			nll2 += x * x;
+			if (ref) {
+				bool st;
+				double k = kl_row(lg, lp_ref + (r - wi->first) * V, V, &st);
+				kl += k;
+				kl2 += k * k;
+				kls[scored] = (float)k;
+				same += st;
+			}
 			scored++;
 		}
 		if (rc == 0 && o.progress)
@@ -446,12 +511,31 @@ int tp_cuda_eval_perplexity(const tp_cuda_model *g, const int32_t *ids, size_t n
 				.nll_mean = mean, .ppl = exp(mean), .seconds = seconds};
 	out->ppl_err = scored > 1 && var > 0 ? out->ppl * sqrt(var / (sn - 1)) : 0;
 	out->tokens_per_s = seconds > 0 ? (double)fed / seconds : 0;
+	if (ref)
+		kl_finish(kls, scored, kl, kl2, same, out);
 done:
 	tp_cuda_kv_free(kv);
 	free(stream);
 	free(logits);
+	free(lp_ref);
+	free(kls);
 	free(w);
 	return rc;
+}
+
+int tp_cuda_eval_perplexity(const tp_cuda_model *g, const int32_t *ids, size_t n,
+			    const tp_eval_opts *opts, tp_eval_result *out)
+{
+	return eval_run(g, NULL, ids, n, opts, out);
+}
+
+int tp_cuda_eval_perplexity_ref(const tp_cuda_model *g, const tp_eval_ref *ref,
+				const int32_t *ids, size_t n, const tp_eval_opts *opts,
+				tp_eval_result *out)
+{
+	if (!ref)
+		return tp_error_set(TP_EINVAL, "no reference log-probs");
+	return eval_run(g, ref, ids, n, opts, out);
 }
 
 static int cmp_double(const void *a, const void *b)

@@ -118,9 +118,24 @@ int tp_cuda_model_forward(const tp_cuda_model *g, tp_cuda_kv *kv, const int32_t 
 int tp_cuda_eval_perplexity(const tp_cuda_model *g, const int32_t *ids, size_t n,
 			    const tp_eval_opts *opts, tp_eval_result *out);
 
+/* tp_runtime_eval_perplexity_ref on the GPU: KL against the log-probs of
+ * tp_runtime_eval_reference (computed on the CPU; other ids or opts:
+ * TP_EINVAL). Scored on the host in double as the CPU scores, so the
+ * figures differ from the CPU's only by the forward pass. */
+int tp_cuda_eval_perplexity_ref(const tp_cuda_model *g, const tp_eval_ref *ref,
+				const int32_t *ids, size_t n, const tp_eval_opts *opts,
+				tp_eval_result *out);
+
 /* tp_runtime_eval_speed on the GPU: a prefill of n_prefill tokens, then
  * n_decode single-token steps, each timed to its logits on the host. */
 int tp_cuda_measure_speed(const tp_cuda_model *g, const int32_t *ids, size_t n_prefill,
 			  size_t n_decode, tp_speed_result *out);
+
+/* ---- the optimizer's backend ------------------------------------------------ */
+
+/* The GPU for tp_optimize_request.backend (`tenpak optimize --device`):
+ * probe names the device or says why there is none; measure uploads a
+ * candidate and runs tp_cuda_eval_perplexity_ref and tp_cuda_measure_speed. */
+const tp_optimize_backend *tp_cuda_optimize_backend(void);
 
 #endif

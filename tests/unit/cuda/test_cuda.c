@@ -2,7 +2,7 @@
  * The CUDA library against the CPU: every format's GPU dequantization bit
  * for bit against its plain-C dequantize, the GPU products (single-token
  * GEMV and tiled GEMM) against dequantize + double dot products, and the
- * GPU forward pass and perplexity against the CPU runtime's on the fixture
+ * GPU forward pass, perplexity and KL against the CPU runtime's on the fixture
  * model. Without a GPU those exit 77 (skipped); "decode" runs the kernels'
  * decoder compiled for the CPU against every format, GPU or not.
  *
@@ -255,6 +255,9 @@ static double rel(double a, double b)
 	return fabs(a - b) / fabs(b);
 }
 
+/* The base model's log-probs (CPU) per mode, for the KL checks. */
+static tp_eval_ref *refs[2];
+
 static void check_model(const char *what, tp_model *m, const int32_t *ids, size_t nids)
 {
 	tp_cuda_model *g = NULL;
@@ -295,6 +298,26 @@ static void check_model(const char *what, tp_model *m, const int32_t *ids, size_
 		CHECK_EQ_INT(rc.scored, rg.scored);
 		CHECK_EQ_INT(rc.windows, rg.windows);
 		CHECK(rel(rg.ppl, rc.ppl) < 1e-4);
+		if (!refs[k])
+			continue;
+		/* KL against the CPU's reference: scored as the CPU scores it, so
+		 * only the forward pass's rounding separates the two. */
+		CHECK_EQ_INT(tp_runtime_eval_perplexity_ref(m, refs[k], ids, nids, &o, &rc), 0);
+		CHECK_EQ_INT(tp_cuda_eval_perplexity_ref(g, refs[k], ids, nids, &o, &rg), 0);
+		fprintf(stderr, "%s %s: KL cpu %.6g gpu %.6g, p99 %.6g %.6g, same top %.3f%% %.3f%%\n",
+			what, tp_ppl_mode_name(modes[k]), rc.kl_mean, rg.kl_mean, rc.kl_p99,
+			rg.kl_p99, rc.same_top_pct, rg.same_top_pct);
+		CHECK(rc.has_kl && rg.has_kl && rc.scored == rg.scored);
+		CHECK(rel(rg.ppl, rc.ppl) < 1e-4);
+		CHECK(fabs(rg.kl_mean - rc.kl_mean) <= 1e-3 * rc.kl_mean + 1e-6);
+		CHECK(fabs(rg.kl_p99 - rc.kl_p99) <= 1e-2 * rc.kl_p99 + 1e-5);
+		/* a near tie may flip a top token: two rows at most */
+		CHECK(fabs(rg.same_top_pct - rc.same_top_pct) <= 200.0 / (double)rc.scored);
+		/* other options than the reference's: refused */
+		tp_eval_opts other = o;
+		other.ctx = 64;
+		other.stride = 32;
+		CHECK_EQ_INT(tp_cuda_eval_perplexity_ref(g, refs[k], ids, nids, &other, &rg), TP_EINVAL);
 	}
 	tp_speed_result sp;
 	CHECK_EQ_INT(tp_cuda_measure_speed(g, ids, 32, 8, &sp), 0);
@@ -316,6 +339,12 @@ static void test_perplexity(void)
 		return;
 	tp_model *m = load(NULL, NULL);
 	CHECK(m != NULL);
+	tp_ppl_mode modes[] = {TP_PPL_MODE_LLAMACPP, TP_PPL_MODE_STRIDED};
+	for (size_t k = 0; m && k < 2; k++) {
+		tp_eval_opts o = {.mode = modes[k], .ctx = 128, .stride = 64, .bos = -1};
+		tp_eval_result r;
+		CHECK_EQ_INT(tp_runtime_eval_reference(&refs[k], m, ids, nids, &o, &r), 0);
+	}
 	if (m)
 		check_model("fp32", m, ids, nids);
 	tp_model_free(m);
@@ -333,6 +362,10 @@ static void test_perplexity(void)
 		if (m)
 			check_model(cands[i], m, ids, nids);
 		tp_model_free(m);
+	}
+	for (size_t k = 0; k < 2; k++) {
+		tp_runtime_eval_ref_free(refs[k]);
+		refs[k] = NULL;
 	}
 	free(ids);
 }
@@ -354,6 +387,11 @@ int main(int argc, char **argv)
 		return SKIP;
 	}
 	fprintf(stderr, "device: %s\n", name);
+	/* The optimizer's backend finds the same device. */
+	const tp_optimize_backend *b = tp_cuda_optimize_backend();
+	char bname[256] = "";
+	CHECK_EQ_INT(b->probe(b->ctx, bname, sizeof(bname)), 0);
+	CHECK_STR(bname, name);
 	if (strcmp(argv[1], "kernels") == 0)
 		TP_TEST_RUN(test_kernels);
 	else

@@ -1,7 +1,7 @@
 /* tp_optimize_run on the fixture model: progress callbacks, a failing
  * candidate kept with its error, the winner, the reports, the budget's
- * skips, no winner to export, the CPU fallback, and requests refused
- * before anything runs. */
+ * skips, no winner to export, the CPU fallback, a device backend (a fake
+ * GPU) and its fallbacks, and requests refused before anything runs. */
 #include "opt_test.h"
 
 #include <stdio.h>
@@ -113,6 +113,131 @@ static void test_run(const char *model, const char *dir)
 	tp_optimize_outcome_free(o);
 }
 
+/* GPU device names to their hardware profiles, whole words only. */
+static void test_gpu_profile(void)
+{
+	const char *cases[][2] = {
+		{ "NVIDIA H200", "h200" },	      { "NVIDIA H100 80GB HBM3", "h100" },
+		{ "NVIDIA A100-SXM4-80GB", "a100-80gb" }, { "NVIDIA A100-PCIE-40GB", NULL },
+		{ "NVIDIA L40S", "l40s" },	      { "NVIDIA L4", "l4" },
+		{ "NVIDIA A10G", "a10g" },	      { "Tesla T4", "t4" },
+		{ "NVIDIA GeForce RTX 4090", NULL }, { "", NULL },
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		const char *got = tp_optimize_gpu_profile(cases[i][0]);
+		CHECK(got == cases[i][1] || (got && cases[i][1] && strcmp(got, cases[i][1]) == 0));
+	}
+}
+
+/* A backend standing in for the GPU: probe names a device (or fails, its
+ * reason the note's), measure runs the CPU's scoring and counts calls. */
+typedef struct fake_gpu {
+	const char *name; /* NULL: no device */
+	int probes, measures;
+} fake_gpu;
+
+static int fake_probe(void *ctx, char *name, size_t cap)
+{
+	fake_gpu *f = ctx;
+	f->probes++;
+	if (!f->name)
+		return tp_error_set(TP_EUNSUPPORTED, "no-device-here");
+	snprintf(name, cap, "%s", f->name);
+	return 0;
+}
+
+static int fake_measure(void *ctx, const tp_model *m, const tp_eval_ref *ref, const int32_t *ids,
+			size_t n, const tp_eval_opts *eo, size_t prefill, size_t decode,
+			tp_eval_result *r, tp_speed_result *sp)
+{
+	((fake_gpu *)ctx)->measures++;
+	bool exact = tp_quant_kernel_exact(true);
+	int rc = tp_runtime_eval_perplexity_ref(m, ref, ids, n, eo, r);
+	tp_quant_kernel_exact(exact);
+	return rc < 0 ? rc : tp_runtime_eval_speed(m, ids, prefill, decode, sp);
+}
+
+/* One run with the fake backend; *o NULL on failure. */
+static void run_fake(const char *model, fake_gpu *f, tp_optimize_device dev, const char *hw,
+		     seen *s, tp_optimize_outcome **o)
+{
+	tp_optimize_request q;
+	base_request(&q, model);
+	q.candidates = "rtn4_g128";
+	q.device = dev;
+	q.hardware = hw;
+	tp_optimize_backend b = { "fake", f, fake_probe, fake_measure };
+	q.backend = &b;
+	tp_optimize_progress pg = { s, NULL, NULL, on_note };
+	*o = NULL;
+	CHECK_EQ_INT(tp_optimize_run(&q, &pg, o), 0);
+}
+
+/* The backend measures every candidate when it finds a GPU with a profile,
+ * that profile measured being the default target; otherwise the CPU does,
+ * with one note saying why. */
+static void test_backend(const char *model, const char *dir)
+{
+	fake_gpu f = { "NVIDIA H200", 0, 0 };
+	seen s = { 0 };
+	tp_optimize_outcome *o = NULL, *c = NULL;
+	run_fake(model, &f, TP_OPTIMIZE_DEVICE_AUTO, NULL, &s, &o);
+	if (!o)
+		return;
+	CHECK(f.probes == 1 && f.measures == 1 && s.notes == 0 && !o->device_note[0]);
+	CHECK(o->device == TP_OPTIMIZE_DEVICE_CUDA);
+	CHECK_STR(o->device_name, "NVIDIA H200");
+	CHECK_STR(o->hw.name, "h200");
+	CHECK_STR(o->local.name, "h200");
+	CHECK(o->hw.measured && o->local.measured && strstr(o->local.description, "NVIDIA H200"));
+	CHECK(o->nfigures == 1 && !o->figures[0].projected);
+	char json[4200];
+	snprintf(json, sizeof(json), "%s/g.json", dir);
+	CHECK_EQ_INT(tp_optimize_outcome_write_json(o, json), 0);
+	char *j = slurp(json);
+	CHECK(j && strstr(j, "\"device\":\t\"cuda\"") &&
+	      strstr(j, "\"device_name\":\t\"NVIDIA H200\""));
+	free(j);
+	unlink(json);
+	/* The same quality as the CPU's own run: the fake scores as it does. */
+	seen sc = { 0 };
+	run_fake(model, &f, TP_OPTIMIZE_DEVICE_CPU, NULL, &sc, &c);
+	CHECK(f.probes == 1 && f.measures == 1 && sc.notes == 0);
+	if (c) {
+		CHECK(c->device == TP_OPTIMIZE_DEVICE_CPU && !c->device_name[0]);
+		CHECK_STR(c->hw.name, "cpu-local");
+		CHECK(c->candidates[0].r.ppl == o->candidates[0].r.ppl);
+		CHECK(c->candidates[0].r.kl_mean == o->candidates[0].r.kl_mean);
+	}
+	tp_optimize_outcome_free(c);
+	tp_optimize_outcome_free(o);
+	/* Another target: projected from the GPU's measured figures. */
+	run_fake(model, &f, TP_OPTIMIZE_DEVICE_CUDA, "t4", &s, &o);
+	if (o) {
+		CHECK(o->device == TP_OPTIMIZE_DEVICE_CUDA && s.notes == 0);
+		CHECK_STR(o->hw.name, "t4");
+		CHECK_STR(o->local.name, "h200");
+		CHECK(!o->hw.measured && o->figures[0].projected);
+	}
+	tp_optimize_outcome_free(o);
+	/* Fallbacks, each with its reason in one note. */
+	struct {
+		const char *gpu, *hw, *why;
+	} fb[] = { { NULL, NULL, "no CUDA GPU found (no-device-here)" },
+		   { "NVIDIA GeForce RTX 4090", NULL, "GPU NVIDIA GeForce RTX 4090 has no hardware" },
+		   { "NVIDIA H200", "cpu-local", "--hardware cpu-local" } };
+	for (size_t i = 0; i < sizeof(fb) / sizeof(fb[0]); i++) {
+		fake_gpu g = { fb[i].gpu, 0, 0 };
+		seen n = { 0 };
+		run_fake(model, &g, TP_OPTIMIZE_DEVICE_CUDA, fb[i].hw, &n, &o);
+		CHECK(g.measures == 0 && n.notes == 1 && strstr(n.note, fb[i].why) &&
+		      strstr(n.note, "measuring on the CPU"));
+		CHECK(o && o->device == TP_OPTIMIZE_DEVICE_CPU && o->candidates[0].ok);
+		CHECK(o && strcmp(o->device_note, n.note) == 0);
+		tp_optimize_outcome_free(o);
+	}
+}
+
 /* A constraint nothing meets: no winner, so no winner to export. */
 static void test_no_winner(const char *model, const char *dir)
 {
@@ -209,6 +334,10 @@ int main(int argc, char **argv)
 	if (ok) {
 		fprintf(stderr, "-- test_run\n");
 		test_run(model, dir);
+		fprintf(stderr, "-- test_gpu_profile\n");
+		test_gpu_profile();
+		fprintf(stderr, "-- test_backend\n");
+		test_backend(model, dir);
 		fprintf(stderr, "-- test_no_winner\n");
 		test_no_winner(model, dir);
 		fprintf(stderr, "-- test_budget\n");
