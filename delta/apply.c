@@ -1,5 +1,8 @@
 /* Apply and inspect: read the plan, then the frames in order. Frames are
- * decoded on the worker pool and written in order while hashing. */
+ * decoded on the worker pool, which also hashes each decoded chunk in order
+ * (an ordered stage of the job), so the main thread only reads and writes:
+ * with the hash on the main thread, it was the serial part that bounded
+ * scaling. The sha256 is still checked before the output is published. */
 #include "delta_internal.h"
 #include "delta_io.h"
 
@@ -15,6 +18,7 @@ typedef struct dslot {
 	size_t frame_len;
 	uint8_t *out;   /* decoded chunk */
 	uint64_t base_off;
+	uint64_t job; /* pipe job number: its turn for hashing */
 } dslot;
 
 typedef struct decoder {
@@ -37,7 +41,11 @@ static int decode_job(void *ctx, size_t i, unsigned worker)
 {
 	decoder *dc = ctx;
 	dslot *s = &dc->slots[i];
-	return tp_chunk_decode(&dc->coders[worker], &s->d, s->frame, s->frame_len, s->out);
+	int rc = tp_chunk_decode(&dc->coders[worker], &s->d, s->frame, s->frame_len, s->out);
+	if (rc == 0 && (rc = tp_pipe_turn_wait(dc->pipe, s->job)) == 0)
+		tp_sha256_update(&dc->sha, s->out, s->d.len); /* only the turn holder touches sha */
+	tp_pipe_turn_pass(dc->pipe, s->job, rc == 0);
+	return rc;
 }
 
 /* Each base recorded in the plan must be among those given: matched by
@@ -141,7 +149,6 @@ static int read_chunk(decoder *dc, tp_reader *r, dslot *s, uint32_t seg, uint32_
 static int write_chunk(decoder *dc, const dslot *s)
 {
 	const tp_delta_seg_info *sg = &dc->m->segs[s->d.seg];
-	tp_sha256_update(&dc->sha, s->out, s->d.len);
 	if (sg->base >= 0)
 		tp_map_release(dc->base_of[sg->base], s->base_off, s->d.len);
 	dc->done += s->d.len;
@@ -168,6 +175,7 @@ static int decode_all(decoder *dc, tp_reader *r)
 		if (more && next - done < w) {
 			if ((rc = read_chunk(dc, r, &dc->slots[next % w], seg, index++)) < 0)
 				return rc;
+			dc->slots[next % w].job = next;
 			tp_pipe_submit(dc->pipe, next++);
 			continue;
 		}
@@ -266,7 +274,9 @@ int tp_delta_apply_file(const char *delta_path, const char *const *bases, size_t
 	tp_tmpfile t;
 	int rc = tp_tmpfile_open(&t, out_path);
 	if (rc == 0) {
-		rc = tp_delta_apply(tp_delta_fd_read, &fd, bases, nbases, t.fd, opts, stats);
+		tp_delta_durable w = { .fd = t.fd };
+		rc = tp_delta_apply_to(tp_delta_fd_read, &fd, bases, nbases, tp_delta_durable_write,
+				       &w, opts, stats);
 		rc = tp_tmpfile_finish(&t, rc);
 	}
 	close(fd);

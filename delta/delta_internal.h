@@ -139,6 +139,13 @@ size_t tp_pipe_window(const tp_pipe *p);
 void tp_pipe_submit(tp_pipe *p, uint64_t job);
 /* Wait for job (submitted, not yet collected); returns its fn's result. */
 int tp_pipe_wait(tp_pipe *p, uint64_t job);
+/* An ordered stage inside jobs: a job calls tp_pipe_turn_wait(job) after
+ * its parallel work, does the part that must run in job order (e.g. hashing
+ * the outputs), then tp_pipe_turn_pass(job, ok). Jobs are taken in order, so
+ * the waits cannot deadlock. A job that passes with ok false makes every
+ * later turn_wait fail instead of waiting for it forever. */
+int tp_pipe_turn_wait(tp_pipe *p, uint64_t job);
+void tp_pipe_turn_pass(tp_pipe *p, uint64_t job, bool ok);
 void tp_pipe_free(tp_pipe *p);
 unsigned tp_delta_default_threads(void);
 

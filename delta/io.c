@@ -1,4 +1,5 @@
 /* File plumbing around the codec: fd adapters and publish-by-rename. */
+#define _GNU_SOURCE /* sync_file_range */
 #include "delta_internal.h"
 #include "delta_io.h"
 
@@ -14,6 +15,25 @@
 int tp_delta_fd_write(void *ctx, const void *buf, size_t n)
 {
 	return tp_fs_write_all(*(const int *)ctx, buf, n);
+}
+
+int tp_delta_durable_write(void *ctx, const void *buf, size_t n)
+{
+	tp_delta_durable *d = ctx;
+	int rc = tp_fs_write_all(d->fd, buf, n);
+	if (rc < 0)
+		return rc;
+	d->written += n;
+	if (d->written - d->flushed >= TP_DELTA_WRITEBACK) {
+#ifdef SYNC_FILE_RANGE_WRITE
+		/* Only a hint (fails on pipes, some file systems): the fsync at
+		 * the end is what makes the file durable. */
+		(void)sync_file_range(d->fd, (off_t)d->flushed, (off_t)(d->written - d->flushed),
+				      SYNC_FILE_RANGE_WRITE);
+#endif
+		d->flushed = d->written;
+	}
+	return 0;
 }
 
 int tp_delta_fd_read(void *ctx, void *buf, size_t n, size_t *got)

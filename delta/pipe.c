@@ -8,7 +8,7 @@
 
 struct tp_pipe {
 	pthread_mutex_t mu;
-	pthread_cond_t work_cv, done_cv;
+	pthread_cond_t work_cv, done_cv, turn_cv;
 	pthread_t *threads;
 	unsigned nthreads;
 	size_t window;
@@ -18,6 +18,8 @@ struct tp_pipe {
 	uint64_t *done;   /* per slot: job number + 1 when finished */
 	int *rc;          /* per slot */
 	tp_error_state *err; /* per slot: a failed job's error, made on its thread */
+	uint64_t turn;    /* next job whose ordered stage may run */
+	bool turn_failed; /* a job passed its turn with ok false */
 	bool stop;
 	bool inited; /* mutex and condition variables */
 };
@@ -75,6 +77,7 @@ int tp_pipe_new(tp_pipe **out, unsigned threads, size_t window, tp_pipe_fn fn, v
 	pthread_mutex_init(&p->mu, NULL);
 	pthread_cond_init(&p->work_cv, NULL);
 	pthread_cond_init(&p->done_cv, NULL);
+	pthread_cond_init(&p->turn_cv, NULL);
 	p->inited = true;
 	if (threads > 1) {
 		/* Hold the lock so workers see every pthread_t before looking up their id. */
@@ -132,6 +135,27 @@ int tp_pipe_wait(tp_pipe *p, uint64_t job)
 	return rc;
 }
 
+int tp_pipe_turn_wait(tp_pipe *p, uint64_t job)
+{
+	pthread_mutex_lock(&p->mu);
+	while (!p->turn_failed && p->turn != job)
+		pthread_cond_wait(&p->turn_cv, &p->mu);
+	bool failed = p->turn_failed;
+	pthread_mutex_unlock(&p->mu);
+	return failed ? tp_error_set(TP_EIO, "an earlier job failed") : 0;
+}
+
+void tp_pipe_turn_pass(tp_pipe *p, uint64_t job, bool ok)
+{
+	pthread_mutex_lock(&p->mu);
+	if (!ok)
+		p->turn_failed = true;
+	else if (p->turn == job)
+		p->turn = job + 1;
+	pthread_cond_broadcast(&p->turn_cv);
+	pthread_mutex_unlock(&p->mu);
+}
+
 void tp_pipe_free(tp_pipe *p)
 {
 	if (!p)
@@ -148,6 +172,7 @@ void tp_pipe_free(tp_pipe *p)
 		pthread_mutex_destroy(&p->mu);
 		pthread_cond_destroy(&p->work_cv);
 		pthread_cond_destroy(&p->done_cv);
+		pthread_cond_destroy(&p->turn_cv);
 	}
 	free(p->threads);
 	free(p->done);

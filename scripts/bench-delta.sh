@@ -21,7 +21,9 @@
 # zstd does not, so each table also has zstd rows followed by `sync FILE`.
 # Under each table, one line gives the 1-thread time ratios measured in that
 # run: tenpak / zstd (compress vs zstd -3 -T1, apply vs zstd -d), with and
-# without the fsync, and after / before when BEFORE is set.
+# without the fsync, after / before when BEFORE is set, and the THREADS-row
+# speedup over one thread (wall time: meaningful only on an otherwise idle
+# machine with at least THREADS free cores).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -105,15 +107,20 @@ ratios() {
 	[ -n "${CSEC[t1]:-}" ] && [ -n "${CSEC[z]:-}" ] || return 0
 	awk -v c="${CSEC[t1]}" -v a="${ASEC[t1]}" -v zc="${CSEC[z]}" -v za="${ASEC[z]}" \
 		-v sc="${CSEC[zs]:-}" -v sa="${ASEC[zs]:-}" -v bc="${CSEC[before]:-}" \
-		-v ba="${ASEC[before]:-}" '
+		-v ba="${ASEC[before]:-}" -v nc="${CSEC[tn]:-}" -v na="${ASEC[tn]:-}" -v nt="$THREADS" '
 		function r(x, y,  p, q) {
 			split(x, p, " "); split(y, q, " ")
 			if (q[1] <= 0 || q[2] <= 0) return "-"
 			return sprintf("%.2f (%.2f)", p[1] / q[1], p[2] / q[2])
 		}
+		function sp(x, y,  p, q) {
+			split(x, p, " "); split(y, q, " ")
+			return q[1] > 0 ? sprintf("%.2fx", p[1] / q[1]) : "-"
+		}
 		BEGIN { printf "\n1 thread, time ratios (cpu): compress/zstd %s, apply/zstd %s", r(c, zc), r(a, za)
 		if (sc != "") printf "; vs zstd + sync: %s, %s", r(c, sc), r(a, sa)
 		if (bc != "") printf "; after/before: compress %s, apply %s", r(c, bc), r(a, ba)
+		if (nc != "") printf "; %s-thread speedup (1 thread / %s threads, wall): compress %s, apply %s", nt, nt, sp(c, nc), sp(a, na)
 		printf "\n" }'
 }
 
@@ -141,7 +148,7 @@ bench_pair() {
 		'"$BEFORE" delta apply --threads 1 --base "$base" "$OUT" -o "$RES"' before
 	row "tenpak ($THREADS threads)" "$target" \
 		'"$TENPAK" delta compress --threads "$THREADS" --base "$base" "$target" -o "$OUT"' \
-		'"$TENPAK" delta apply --threads "$THREADS" --base "$base" "$OUT" -o "$RES"'
+		'"$TENPAK" delta apply --threads "$THREADS" --base "$base" "$OUT" -o "$RES"' tn
 	row "BitX baseline" "$target" \
 		'"$BITX" compress "$base" "$target" "$OUT"' \
 		'"$BITX" apply "$base" "$OUT" "$RES"'
@@ -182,7 +189,7 @@ bench_nobase() {
 		'"$BEFORE" delta apply --threads 1 "$OUT" -o "$RES"' before
 	row "tenpak no-base ($THREADS thr)" "$target" \
 		'"$TENPAK" delta compress --threads "$THREADS" "$target" -o "$OUT"' \
-		'"$TENPAK" delta apply --threads "$THREADS" "$OUT" -o "$RES"'
+		'"$TENPAK" delta apply --threads "$THREADS" "$OUT" -o "$RES"' tn
 	zstd_rows "$target"
 	ratios
 }

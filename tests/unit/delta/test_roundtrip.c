@@ -221,7 +221,9 @@ static void test_corruption(void)
 	write_all_dtypes();
 	const char *b = path(0, "base.st"), *t = path(1, "tgt.st"), *d = path(4, "good.delta");
 	const char *bad = path(5, "bad.delta"), *out = path(7, "out");
-	tp_delta_opts o = { .threads = 2 };
+	/* Small chunks and 3 workers: a frame that fails to decode while later
+	 * ones wait for their turn to be hashed must fail the apply, not hang it. */
+	tp_delta_opts o = { .threads = 3, .chunk_size = TP_DELTA_CHUNK_MIN };
 	CHECK(tp_delta_compress_file(t, &b, 1, d, &o, NULL) == 0);
 	size_t n = 0;
 	uint8_t *good = t_read_file(d, &n), *copy = malloc(n);
