@@ -17,8 +17,7 @@
 # Pairs: the two files given; else the BF16 fixture pair from
 # ../shared/fixtures when present; and with --size, also a generated pair
 # of about MIB MiB (fixed seed). BEFORE: the tenpak executable to compare
-# with (default: /work/main/build/tenpak or /work/main/build/lfs-agent/tenpak
-# when built; none: no before rows). Not a test: it asserts nothing and
+# with (unset: no before rows). Not a test: it asserts nothing and
 # needs a built tree (scripts/test.sh or cmake). Timings are wall seconds
 # of one run: on a shared machine compare ratios within a run.
 set -eu
@@ -27,12 +26,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 build=${BUILD_DIR:-$root/build}
 tenpak="$build/tenpak"
 [ -x "$tenpak" ] || { echo "bench-e2e: build first (scripts/test.sh)" >&2; exit 1; }
-if [ -z "${BEFORE+set}" ]; then
-	BEFORE=""
-	for b in /work/main/build/tenpak /work/main/build/lfs-agent/tenpak; do
-		[ -x "$b" ] && { BEFORE=$b; break; }
-	done
-fi
+BEFORE=${BEFORE:-}
 
 size=""
 if [ "${1:-}" = "--size" ]; then
