@@ -146,6 +146,17 @@ int tp_fs_write_all(int fd, const void *buf, size_t n)
 	return 0;
 }
 
+int tp_fs_write_file(const char *path, const void *data, size_t n)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+	if (fd < 0)
+		return tp_error_set(TP_EIO, "%s: %s", path, strerror(errno));
+	int rc = tp_fs_write_all(fd, data, n);
+	if (close(fd) < 0 && rc == 0)
+		rc = tp_error_set(TP_EIO, "%s: %s", path, strerror(errno));
+	return rc < 0 ? tp_error_wrap(rc, "writing %s", path) : 0;
+}
+
 int tp_fs_read_full(int fd, void *buf, size_t n, size_t *got)
 {
 	char *p = buf;

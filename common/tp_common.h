@@ -222,6 +222,9 @@ typedef int (*tp_progress_fn)(void *ctx, uint64_t done, uint64_t total);
 int tp_fs_mkdirs(const char *path);
 /* write(2) all of buf, retrying on EINTR and short writes. */
 int tp_fs_write_all(int fd, const void *buf, size_t n);
+/* Create or truncate path (mode 0666 & ~umask) and write data[n] to it;
+ * not durable (no fsync): for outputs a user can make again. */
+int tp_fs_write_file(const char *path, const void *data, size_t n);
 /* read(2) up to n bytes, retrying on EINTR; *got < n only at end of file. */
 int tp_fs_read_full(int fd, void *buf, size_t n, size_t *got);
 /* fsync a directory so a rename inside it is durable. */

@@ -313,17 +313,6 @@ static int packed_layer(const tp_model *m, size_t i, const tp_export_plan *p, co
 
 /* ---- files ---------------------------------------------------------------- */
 
-static int write_file(const char *path, const void *data, size_t n)
-{
-	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
-	if (fd < 0)
-		return tp_error_set(TP_EIO, "%s: %s", path, strerror(errno));
-	int rc = tp_fs_write_all(fd, data, n);
-	if (close(fd) < 0 && rc == 0)
-		rc = tp_error_set(TP_EIO, "%s: %s", path, strerror(errno));
-	return rc < 0 ? tp_error_wrap(rc, "writing %s", path) : 0;
-}
-
 static bool is_weights_file(const char *name)
 {
 	static const char *const ext[] = { ".safetensors", ".bin", ".pt", ".pth", ".gguf",
@@ -359,7 +348,7 @@ static int copy_small_files(const char *src_dir, const char *out_dir)
 			else if (r < 0)
 				rc = r;
 			else if ((rc = tp_path_join(&dst, out_dir, e->d_name)) == 0)
-				rc = write_file(dst, b.ptr ? b.ptr : "", b.len);
+				rc = tp_fs_write_file(dst, b.ptr ? b.ptr : "", b.len);
 		}
 		tp_buf_free(&b);
 		free(src);
@@ -915,7 +904,7 @@ static int write_config(const tp_buf *cfg, const tp_export_plan *p, bool v1, con
 		goto oom;
 	if (!(s = cJSON_Print(j)))
 		goto oom;
-	rc = write_file(path, s, strlen(s));
+	rc = tp_fs_write_file(path, s, strlen(s));
 	free(s);
 	cJSON_Delete(j);
 	return rc;

@@ -580,17 +580,6 @@ static int write_weights(job *j, double density, tp_sparsify_result *res)
 
 /* ---- small files and the model card ----------------------------------------- */
 
-static int write_file(const char *path, const void *data, size_t n)
-{
-	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
-	if (fd < 0)
-		return tp_error_set(TP_EIO, "%s: %s", path, strerror(errno));
-	int rc = tp_fs_write_all(fd, data, n);
-	if (close(fd) < 0 && rc == 0)
-		rc = tp_error_set(TP_EIO, "%s: %s", path, strerror(errno));
-	return rc < 0 ? tp_error_wrap(rc, "writing %s", path) : 0;
-}
-
 static bool ends_with(const char *s, const char *e)
 {
 	size_t a = strlen(s), b = strlen(e);
@@ -619,7 +608,7 @@ static int copy_small_files(const char *ft_dir, const char *out_dir)
 			else if (r < 0)
 				rc = r;
 			else if ((rc = tp_path_join(&dst, out_dir, e->d_name)) == 0)
-				rc = write_file(dst, b.ptr ? b.ptr : "", b.len);
+				rc = tp_fs_write_file(dst, b.ptr ? b.ptr : "", b.len);
 		}
 		tp_buf_free(&b);
 		free(src);
@@ -733,7 +722,7 @@ static int write_card(const char *base_dir, const char *ft_dir, const char *out_
 	else if (rc == 0)
 		rc = tp_buf_add(&out, text, len);
 	if (rc == 0)
-		rc = write_file(dst, out.ptr, out.len);
+		rc = tp_fs_write_file(dst, out.ptr, out.len);
 done:
 	tp_buf_free(&in);
 	tp_buf_free(&out);
