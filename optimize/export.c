@@ -326,9 +326,8 @@ static bool is_weights_file(const char *name)
 	return false;
 }
 
-/* Copy src_dir's small regular files that are not weights nor config.json
- * (tokenizer, generation config, ...) into out_dir. */
-static int copy_small_files(const char *src_dir, const char *out_dir)
+int tp_optimize_copy_small_files(const char *src_dir, const char *out_dir,
+				 bool (*skip)(const char *name))
 {
 	DIR *d = opendir(src_dir);
 	if (!d)
@@ -338,13 +337,12 @@ static int copy_small_files(const char *src_dir, const char *out_dir)
 	while (rc == 0 && (e = readdir(d))) {
 		char *src = NULL, *dst = NULL;
 		tp_buf b = TP_BUF_INIT(SMALL_FILE_MAX);
-		if (e->d_name[0] == '.' || !strcmp(e->d_name, "config.json") ||
-		    is_weights_file(e->d_name))
+		if (e->d_name[0] == '.' || skip(e->d_name))
 			continue;
 		if ((rc = tp_path_join(&src, src_dir, e->d_name)) == 0 && tp_fs_is_regular(src)) {
 			int r = tp_fs_read_regular(src, &b);
 			if (r == TP_ETOOBIG)
-				tp_error_clear();
+				tp_error_clear(); /* not a small file: not ours to copy */
 			else if (r < 0)
 				rc = r;
 			else if ((rc = tp_path_join(&dst, out_dir, e->d_name)) == 0)
@@ -356,6 +354,12 @@ static int copy_small_files(const char *src_dir, const char *out_dir)
 	}
 	closedir(d);
 	return rc;
+}
+
+/* The export writes its own weights and config.json. */
+static bool export_skips(const char *name)
+{
+	return !strcmp(name, "config.json") || is_weights_file(name);
 }
 
 static int read_config(const char *dir, tp_buf *cfg, tp_model_config *c)
@@ -1119,7 +1123,7 @@ int tp_optimize_export(tp_model *m, const char *src_dir, const char *weights,
 			goto done;
 	} else {
 		if ((rc = export_st(m, &c, &cfg, &src, &p, out_dir)) < 0 ||
-		    (rc = copy_small_files(src_dir, out_dir)) < 0 ||
+		    (rc = tp_optimize_copy_small_files(src_dir, out_dir, export_skips)) < 0 ||
 		    (rc = tp_path_join(&path, out_dir, "model.safetensors")) < 0)
 			goto done;
 	}

@@ -107,4 +107,10 @@ static inline size_t tp_quant_bits_bytes(size_t n, int bits)
 	return (n * (size_t)bits + 7) / 8;
 }
 
+/* Copy src_dir's small regular files (up to 64 MiB; larger ones and dot
+ * files are left) into out_dir, except those skip() names: the tokenizer,
+ * generation config and the like that a written model keeps (export.c). */
+int tp_optimize_copy_small_files(const char *src_dir, const char *out_dir,
+				 bool (*skip)(const char *name));
+
 #endif

@@ -17,7 +17,6 @@
 
 #define CTX_DEFAULT 512
 #define CARD_MAX (16u << 20)
-#define SMALL_FILE_MAX (64u << 20)
 #define COPY_BLOCK (1u << 20)
 /* Bisection stops when the passing and failing densities are this close
  * (ratio), or after TP_SPARSIFY_MAX_STEPS measurements. */
@@ -587,35 +586,10 @@ static bool ends_with(const char *s, const char *e)
 }
 
 /* FT's regular files other than its .safetensors and README.md (config,
- * tokenizer, the shard index: OUT keeps FT's sharding). */
-static int copy_small_files(const char *ft_dir, const char *out_dir)
+ * tokenizer, the shard index: OUT keeps FT's sharding) are copied. */
+static bool sparsify_skips(const char *name)
 {
-	DIR *d = opendir(ft_dir);
-	if (!d)
-		return tp_error_set(TP_EIO, "%s: %s", ft_dir, strerror(errno));
-	int rc = 0;
-	struct dirent *e;
-	while (rc == 0 && (e = readdir(d))) {
-		char *src = NULL, *dst = NULL;
-		tp_buf b = TP_BUF_INIT(SMALL_FILE_MAX);
-		if (e->d_name[0] == '.' || ends_with(e->d_name, ".safetensors") ||
-		    !strcmp(e->d_name, "README.md"))
-			continue;
-		if ((rc = tp_path_join(&src, ft_dir, e->d_name)) == 0 && tp_fs_is_regular(src)) {
-			int r = tp_fs_read_regular(src, &b);
-			if (r == TP_ETOOBIG)
-				tp_error_clear(); /* not a small file: not ours to copy */
-			else if (r < 0)
-				rc = r;
-			else if ((rc = tp_path_join(&dst, out_dir, e->d_name)) == 0)
-				rc = tp_fs_write_file(dst, b.ptr ? b.ptr : "", b.len);
-		}
-		tp_buf_free(&b);
-		free(src);
-		free(dst);
-	}
-	closedir(d);
-	return rc;
+	return ends_with(name, ".safetensors") || !strcmp(name, "README.md");
 }
 
 /* Whether a front-matter line continues the key above it (a list item or
@@ -952,7 +926,8 @@ int tp_optimize_sparsify(const char *base_dir, const char *ft_dir, const char *o
 			goto done;
 		j.has_calib = true;
 	}
-	if ((rc = tp_fs_mkdirs(out_dir)) < 0 || (rc = copy_small_files(ft_dir, out_dir)) < 0)
+	if ((rc = tp_fs_mkdirs(out_dir)) < 0 ||
+	    (rc = tp_optimize_copy_small_files(ft_dir, out_dir, sparsify_skips)) < 0)
 		goto done;
 	res->bits = o.bits;
 	res->select = o.select;
