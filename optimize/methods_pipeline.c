@@ -82,6 +82,11 @@ static void f32_all(const void *packed, size_t rows, size_t cols, float *w)
 
 static const tp_quant_format fmt_f32 = { "fp32", f32_size, f32_quantize, f32_all, f32_rows };
 
+const tp_quant_format *tp_quant_format_fp32(void)
+{
+	return &fmt_f32;
+}
+
 /* fp32 copies of the current block's layers, by tp_model_linear index (NULL
  * outside it), and every layer's shape. */
 typedef struct kept {

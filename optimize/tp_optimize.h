@@ -98,6 +98,9 @@ bool tp_quant_kernel_use_avx2(void);
 
 /* The format called name, or NULL. */
 const tp_quant_format *tp_quant_format_find(const char *name);
+/* fp32 held as it is (4 bytes per weight), a "format" for sources and
+ * references; not a candidate, so tp_quant_format_find does not list it. */
+const tp_quant_format *tp_quant_format_fp32(void);
 /* All formats, NULL-terminated. */
 const tp_quant_format *const *tp_quant_formats(void);
 /* Exact bits per weight of f for a rows x cols matrix: 8 * packed_size /

@@ -22,49 +22,10 @@ typedef struct glin {
 	size_t cap;
 } glin;
 
-/* ---- the fp32 "packed" format -------------------------------------------- */
-
-static size_t f32_size(size_t rows, size_t cols)
-{
-	return 4 * rows * cols;
-}
-
-static int f32_quantize(const float *w, size_t rows, size_t cols, const tp_quant_calib *calib,
-			void *packed)
-{
-	(void)calib;
-	memcpy(packed, w, rows * cols * sizeof(float));
-	return 0;
-}
-
-static void f32_rows(const void *packed, size_t rows, size_t cols, size_t r0, size_t r1, float *w)
-{
-	(void)rows;
-	memcpy(w, (const float *)packed + r0 * cols, (r1 - r0) * cols * sizeof(float));
-}
-
-static void f32_all(const void *packed, size_t rows, size_t cols, float *w)
-{
-	f32_rows(packed, rows, cols, 0, rows, w);
-}
-
-static const tp_quant_format fmt_fp32 = {
-	.name = "fp32",
-	.packed_size = f32_size,
-	.quantize = f32_quantize,
-	.dequantize = f32_all,
-	.dequantize_rows = f32_rows,
-};
-
-const tp_quant_format *tp_cuda_format_fp32(void)
-{
-	return &fmt_fp32;
-}
-
 int tp_cuda_make_linear(void *ctx, const char *name, const float *w, const float *bias,
 			size_t out_dim, size_t in_dim, tp_linear **made)
 {
-	const tp_quant_format *f = ctx ? ctx : &fmt_fp32;
+	const tp_quant_format *f = ctx ? ctx : tp_quant_format_fp32();
 	size_t bytes = f->packed_size(out_dim, in_dim);
 	void *packed = malloc(bytes ? bytes : 1);
 	if (!packed)
@@ -91,7 +52,7 @@ static bool wfmt_of(const tp_quant_format *f, size_t rows, size_t cols, tp_cuda_
 	memset(wf, 0, sizeof(*wf));
 	wf->rows = rows;
 	wf->cols = cols;
-	if (f == &fmt_fp32) {
+	if (f == tp_quant_format_fp32()) {
 		wf->kind = TP_CUDA_F32;
 		return true;
 	}
@@ -286,7 +247,7 @@ int tp_cuda_linear_new_pool(tp_linear **out, const tp_linear *src, tp_pool *pool
 		}
 		if ((rc = read_back(src, pool, wtmp, &btmp)) < 0)
 			goto done;
-		wfmt_of(&fmt_fp32, rows, cols, &g->f);
+		wfmt_of(tp_quant_format_fp32(), rows, cols, &g->f);
 		packed = wtmp;
 		bias = btmp;
 		g->bytes = cells * sizeof(float);

@@ -53,14 +53,10 @@ int tp_cuda_measure_bandwidth(size_t bytes, int reps, double *gbs);
  * q5_0, q4_k (with llama.cpp's fallbacks). int4_sparse25 has none. */
 bool tp_cuda_format_supported(const tp_quant_format *f);
 
-/* "fp32": w[rows][cols] as stored floats (4 bytes per weight), a packed
- * format like the others so a model whose layers are all packed (no dense
- * layer, which the GPU can only read back slowly) keeps the fp32 baseline;
- * on the CPU it computes as a dense layer does (widened rows through the
- * runtime's fp32 kernel, the same sums in the same order). */
-const tp_quant_format *tp_cuda_format_fp32(void);
 /* A tp_linear_factory_fn packing every linear layer, lm_head included, in
- * the format ctx (a const tp_quant_format *; NULL: fp32). */
+ * the format ctx (a const tp_quant_format *; NULL: tp_quant_format_fp32(),
+ * which keeps an fp32 baseline all packed: the GPU reads dense layers back
+ * only slowly). */
 int tp_cuda_make_linear(void *ctx, const char *name, const float *w, const float *bias,
 			size_t out_dim, size_t in_dim, tp_linear **made);
 

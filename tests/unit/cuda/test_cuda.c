@@ -35,7 +35,7 @@ static float rnd(void)
 
 static const tp_quant_format *format_named(const char *name)
 {
-	return strcmp(name, "fp32") == 0 ? tp_cuda_format_fp32() : tp_quant_format_find(name);
+	return strcmp(name, "fp32") == 0 ? tp_quant_format_fp32() : tp_quant_format_find(name);
 }
 
 /* One format at rows x cols: dequantize bit for bit, products close. */
