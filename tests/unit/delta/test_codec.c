@@ -56,19 +56,29 @@ static void test_exhaustive16(void)
 }
 
 /* The 2-byte fast path (planes16.c) writes the same planes and elements as
- * the element-by-element reference, at every block boundary. */
+ * the element-by-element reference, at every block boundary and at every
+ * boundary of its 4 sub-ranges (n below 4, n not a multiple of 4, a
+ * sub-range ending inside a block), with one key everywhere and with a
+ * different key at each neighbour. */
 static void test_fast16(void)
 {
-	static const size_t sizes[] = { 0, 1, 3, 1023, 1024, 1025, 4097, 70001 };
+	static const size_t sizes[] = { 0,    1,    2,    3,    4,    5,    7,     8,
+					1023, 1024, 1025, 1027, 4097, 4099, 70001 };
 	enum { MAXN = 70001 };
 	uint8_t *t = malloc(2 * MAXN), *b = malloc(2 * MAXN), *pf = malloc(2 * MAXN),
 		*pr = malloc(2 * MAXN), *of = malloc(2 * MAXN), *orf = malloc(2 * MAXN);
 	uint64_t seed = 99;
 	for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
 		size_t n = sizes[k];
-		for (int kind = 0; kind < 3; kind++) {
+		for (int kind = 0; kind < 5; kind++) {
 			t_fill_special(t, 2 * n, 2, &seed);
 			t_fill_special(b, 2 * n, 2, &seed);
+			if (kind == 3 || kind == 4) /* the key is bits 14..7 of the base */
+				for (size_t i = 0; i < n; i++) {
+					uint16_t key = kind == 3 ? 0x7e : (uint16_t)(i * 37 % 256);
+					uint16_t v = (uint16_t)((t_rand(&seed) & 0x807f) | key << 7);
+					memcpy(b + 2 * i, &v, 2);
+				}
 			if (kind == 1) /* a fine-tune: mostly tiny changes, some equal */
 				for (size_t i = 0; i < n; i++) {
 					uint16_t v;
