@@ -80,6 +80,11 @@ bool tp_delta_split16(tp_delta_xform x, const uint8_t *tgt, const uint8_t *base,
 void tp_delta_merge16(tp_delta_xform x, const uint8_t *planes, const uint8_t *base, size_t n,
 		      uint8_t *tgt);
 
+/* Whether split16/merge16 may use their SIMD kernels where the CPU has them
+ * (default yes); returns whether they now do. Tests switch them off to
+ * check the portable path too; call it before any worker starts. */
+bool tp_delta_simd16_allow(bool allow);
+
 /* Largest frame a chunk of chunk_size bytes can encode to. */
 size_t tp_chunk_frame_bound(size_t chunk_size);
 /* Encode one chunk frame into out[cap] (cap >= tp_chunk_frame_bound). */

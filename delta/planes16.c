@@ -267,13 +267,271 @@ INLINE void merge_grouped(tp_delta_xform x, const uint8_t *restrict p0, const ui
 	}
 }
 
+/*
+ * AVX-512 (BW, VBMI, VBMI2) kernels for the grouped xforms, chosen at run
+ * time. The scatter of split and the gather of merge are what cost: 64
+ * elements at a time, every frequent key ("hot", see HOT_DIV) moves its
+ * lanes with one compress (split) or expand (merge) per plane, in lane
+ * order, to or from its cursor; the lanes of the other keys go one by one.
+ * The key counts are taken the same way (a compare and a popcount per hot
+ * key). Measured on 1 MiB bf16 chunks in L2 (loaded machine): split 1.5 ->
+ * 0.8 and merge 1.3 -> 0.75 ns per element against the 4-chain code. Each key's elements still go in
+ * element order, so the planes are those of the counting sort above.
+ */
+#if defined(__x86_64__) && defined(__GNUC__)
+#define TP_PLANES16_X86 1
+#include <immintrin.h>
+
+#define AVX512 __attribute__((target("avx512f,avx512bw,avx512vbmi,avx512vbmi2,bmi2,popcnt")))
+
+/* Set by tests (tp_delta_simd16_allow) to check the portable path too. */
+static bool simd16_off;
+
+static bool avx512_ok(void)
+{
+	return !simd16_off && __builtin_cpu_supports("avx512bw") &&
+	       __builtin_cpu_supports("avx512vbmi") && __builtin_cpu_supports("avx512vbmi2");
+}
+
+/* fwd16 / inv16 on 32 words. */
+AVX512 INLINE __m512i fwdv(tp_delta_xform x, __m512i t, __m512i b)
+{
+	if (x == TP_DELTA_XFORM_XOR) {
+		__m512i v = _mm512_xor_si512(t, b);
+		return _mm512_shldi_epi16(v, v, 1);
+	}
+	/* ULP: ord16 flips the sign bit, and the rest too when it is set. */
+	__m512i hi = _mm512_set1_epi16((short)0x8000);
+	__m512i ot = _mm512_xor_si512(t, _mm512_or_si512(_mm512_srai_epi16(t, 15), hi));
+	__m512i ob = _mm512_xor_si512(b, _mm512_or_si512(_mm512_srai_epi16(b, 15), hi));
+	__m512i d = _mm512_sub_epi16(ot, ob);
+	return _mm512_xor_si512(_mm512_slli_epi16(d, 1), _mm512_srai_epi16(d, 15));
+}
+
+AVX512 INLINE __m512i invv(tp_delta_xform x, __m512i v, __m512i b)
+{
+	if (x == TP_DELTA_XFORM_XOR)
+		return _mm512_xor_si512(_mm512_shrdi_epi16(v, v, 1), b);
+	__m512i hi = _mm512_set1_epi16((short)0x8000);
+	__m512i d = _mm512_xor_si512(_mm512_srli_epi16(v, 1),
+				     _mm512_sub_epi16(_mm512_setzero_si512(),
+						      _mm512_and_si512(v, _mm512_set1_epi16(1))));
+	__m512i ob = _mm512_xor_si512(b, _mm512_or_si512(_mm512_srai_epi16(b, 15), hi));
+	__m512i k = _mm512_add_epi16(ob, d);
+	/* unord16: k ^ (~signmask(k) | 0x8000) */
+	__m512i nm = _mm512_xor_si512(_mm512_srai_epi16(k, 15), _mm512_set1_epi16(-1));
+	return _mm512_xor_si512(k, _mm512_or_si512(nm, hi));
+}
+
+/* A key is hot above one element in HOT_DIV: below that its compare costs
+ * more than moving its few lanes one by one (measured: 64, 256 and 1024 on
+ * 1 MiB bf16 chunks, 1024 fastest). At most 64 keys can be hot. */
+#define HOT_DIV 1024
+typedef struct hot16 {
+	unsigned n;         /* hot keys */
+	uint8_t key[64];
+	uint32_t next[256]; /* cursor of each key (one table: no sub-ranges) */
+} hot16;
+
+/* Byte j of a 64-byte result from bytes 2j+odd of the 128 bytes a:b. */
+AVX512 INLINE __m512i bytes_of(__m512i a, __m512i b, int odd)
+{
+	uint8_t idx[64];
+	for (unsigned j = 0; j < 64; j++)
+		idx[j] = (uint8_t)(2 * j + (unsigned)odd);
+	return _mm512_permutex2var_epi8(a, _mm512_loadu_si512(idx), b);
+}
+
+/* key16 of base words e .. e+63: the high byte of each word << 1. */
+AVX512 INLINE __m512i keys_of(const uint8_t *base, size_t e)
+{
+	__m512i b0 = _mm512_loadu_si512(base + 2 * e), b1 = _mm512_loadu_si512(base + 2 * e + 64);
+	return bytes_of(_mm512_slli_epi16(b0, 1), _mm512_slli_epi16(b1, 1), 1);
+}
+
+/* The hot keys, from a sample (64 elements in every 1024: a choice of
+ * speed only), and the global cursors, counted with one compare and
+ * popcount per hot key and 64 elements. */
+AVX512 INLINE void hot_keys(const uint8_t *base, size_t n, hot16 *h)
+{
+	uint32_t c[256] = { 0 };
+	size_t sn = 0;
+	for (size_t e = 0; e < n; e += 1024) {
+		size_t m = n - e < 64 ? n - e : 64;
+		for (size_t i = 0; i < m; i++)
+			c[key16(base, e + i)]++;
+		sn += m;
+	}
+	h->n = 0;
+	for (unsigned k = 0; k < 256; k++) {
+		if ((uint64_t)c[k] * HOT_DIV > sn && h->n < 64)
+			h->key[h->n++] = (uint8_t)k;
+		c[k] = 0;
+	}
+	size_t e = 0;
+	for (; e + 64 <= n; e += 64) {
+		__m512i keys = keys_of(base, e);
+		uint64_t rest = ~(uint64_t)0;
+		for (unsigned i = 0; i < h->n; i++) {
+			__mmask64 m = _mm512_cmpeq_epi8_mask(keys, _mm512_set1_epi8((char)h->key[i]));
+			c[h->key[i]] += (uint32_t)_mm_popcnt_u64(m);
+			rest &= ~m;
+		}
+		while (rest) {
+			unsigned j = (unsigned)__builtin_ctzll(rest);
+			rest &= rest - 1;
+			c[key16(base, e + j)]++;
+		}
+	}
+	for (; e < n; e++)
+		c[key16(base, e)]++;
+	uint32_t pos = 0;
+	for (unsigned k = 0; k < 256; k++) {
+		h->next[k] = pos;
+		pos += c[k];
+	}
+}
+
+/* Words 32*half .. 32*half+31 from their low bytes lo and high bytes hi. */
+AVX512 INLINE __m512i words_of(__m512i lo, __m512i hi, unsigned half)
+{
+	uint8_t idx[64];
+	for (unsigned p = 0; p < 64; p++)
+		idx[p] = (uint8_t)((p & 1 ? 64 : 0) + 32 * half + p / 2);
+	return _mm512_permutex2var_epi8(lo, _mm512_loadu_si512(idx), hi);
+}
+
+AVX512 INLINE bool split_avx512(tp_delta_xform x, const uint8_t *tgt, const uint8_t *base,
+				size_t n, uint8_t *restrict p0, uint8_t *restrict p1)
+{
+	hot16 h;
+	hot_keys(base, n, &h);
+	__m512i any = _mm512_setzero_si512();
+	size_t e = 0;
+	for (; e + 64 <= n; e += 64) {
+		__m512i t0 = _mm512_loadu_si512(tgt + 2 * e), t1 = _mm512_loadu_si512(tgt + 2 * e + 64);
+		__m512i b0 = _mm512_loadu_si512(base + 2 * e), b1 = _mm512_loadu_si512(base + 2 * e + 64);
+		__m512i w0 = fwdv(x, t0, b0), w1 = fwdv(x, t1, b1);
+		any = _mm512_or_si512(any, _mm512_or_si512(w0, w1));
+		__m512i hi = bytes_of(w0, w1, 1), lo = bytes_of(w0, w1, 0);
+		/* key16: the high byte of base << 1 */
+		__m512i keys = bytes_of(_mm512_slli_epi16(b0, 1), _mm512_slli_epi16(b1, 1), 1);
+		uint64_t rest = ~(uint64_t)0;
+		for (unsigned i = 0; i < h.n; i++) {
+			unsigned k = h.key[i];
+			__mmask64 m = _mm512_cmpeq_epi8_mask(keys, _mm512_set1_epi8((char)k));
+			uint32_t c = h.next[k];
+			unsigned cnt = (unsigned)_mm_popcnt_u64(m);
+			__mmask64 sm = _bzhi_u64(~(uint64_t)0, cnt);
+			_mm512_mask_storeu_epi8(p0 + c, sm, _mm512_maskz_compress_epi8(m, hi));
+			_mm512_mask_storeu_epi8(p1 + c, sm, _mm512_maskz_compress_epi8(m, lo));
+			h.next[k] = c + cnt;
+			rest &= ~m;
+		}
+		if (rest) {
+			uint8_t kb[64], hb[64], lb[64];
+			_mm512_storeu_si512(kb, keys);
+			_mm512_storeu_si512(hb, hi);
+			_mm512_storeu_si512(lb, lo);
+			do {
+				unsigned j = (unsigned)__builtin_ctzll(rest);
+				rest &= rest - 1;
+				uint32_t d = h.next[kb[j]]++;
+				p0[d] = hb[j];
+				p1[d] = lb[j];
+			} while (rest);
+		}
+	}
+	u16 tail = 0;
+	for (; e < n; e++) {
+		u16 w = fwd16(x, ld16(tgt, e), ld16(base, e));
+		uint32_t d = h.next[key16(base, e)]++;
+		p0[d] = (uint8_t)(w >> 8);
+		p1[d] = (uint8_t)w;
+		tail |= w;
+	}
+	return tail == 0 && _mm512_test_epi16_mask(any, any) == 0;
+}
+
+AVX512 INLINE void merge_avx512(tp_delta_xform x, const uint8_t *restrict p0,
+				const uint8_t *restrict p1, const uint8_t *base, size_t n,
+				uint8_t *tgt)
+{
+	hot16 h;
+	hot_keys(base, n, &h);
+	size_t e = 0;
+	for (; e + 64 <= n; e += 64) {
+		__m512i b0 = _mm512_loadu_si512(base + 2 * e), b1 = _mm512_loadu_si512(base + 2 * e + 64);
+		__m512i keys = bytes_of(_mm512_slli_epi16(b0, 1), _mm512_slli_epi16(b1, 1), 1);
+		__m512i hi = _mm512_setzero_si512(), lo = _mm512_setzero_si512();
+		uint64_t rest = ~(uint64_t)0;
+		for (unsigned i = 0; i < h.n; i++) {
+			unsigned k = h.key[i];
+			__mmask64 m = _mm512_cmpeq_epi8_mask(keys, _mm512_set1_epi8((char)k));
+			uint32_t c = h.next[k];
+			unsigned cnt = (unsigned)_mm_popcnt_u64(m);
+			__mmask64 sm = _bzhi_u64(~(uint64_t)0, cnt);
+			hi = _mm512_mask_expand_epi8(hi, m, _mm512_maskz_loadu_epi8(sm, p0 + c));
+			lo = _mm512_mask_expand_epi8(lo, m, _mm512_maskz_loadu_epi8(sm, p1 + c));
+			h.next[k] = c + cnt;
+			rest &= ~m;
+		}
+		if (rest) {
+			uint8_t kb[64], hb[64], lb[64];
+			_mm512_storeu_si512(kb, keys);
+			_mm512_storeu_si512(hb, hi);
+			_mm512_storeu_si512(lb, lo);
+			do {
+				unsigned j = (unsigned)__builtin_ctzll(rest);
+				rest &= rest - 1;
+				uint32_t d = h.next[kb[j]]++;
+				hb[j] = p0[d];
+				lb[j] = p1[d];
+			} while (rest);
+			hi = _mm512_loadu_si512(hb);
+			lo = _mm512_loadu_si512(lb);
+		}
+		_mm512_storeu_si512(tgt + 2 * e, invv(x, words_of(lo, hi, 0), b0));
+		_mm512_storeu_si512(tgt + 2 * e + 64, invv(x, words_of(lo, hi, 1), b1));
+	}
+	for (; e < n; e++) {
+		uint32_t d = h.next[key16(base, e)]++;
+		u16 w = inv16(x, (u16)(p0[d] << 8 | p1[d]), ld16(base, e));
+		memcpy(tgt + 2 * e, &w, 2);
+	}
+}
+
+/* The entry points: a target function cannot be inlined into plain code. */
+static AVX512 bool split_avx512_grouped(tp_delta_xform x, const uint8_t *tgt,
+					const uint8_t *base, size_t n, uint8_t *p0, uint8_t *p1)
+{
+	if (x == TP_DELTA_XFORM_XOR)
+		return split_avx512(TP_DELTA_XFORM_XOR, tgt, base, n, p0, p1);
+	return split_avx512(TP_DELTA_XFORM_ULP, tgt, base, n, p0, p1);
+}
+
+static AVX512 void merge_avx512_grouped(tp_delta_xform x, const uint8_t *p0, const uint8_t *p1,
+					const uint8_t *base, size_t n, uint8_t *tgt)
+{
+	if (x == TP_DELTA_XFORM_XOR)
+		merge_avx512(TP_DELTA_XFORM_XOR, p0, p1, base, n, tgt);
+	else
+		merge_avx512(TP_DELTA_XFORM_ULP, p0, p1, base, n, tgt);
+}
+#endif
+
 INLINE bool split_x(tp_delta_xform x, const uint8_t *tgt, const uint8_t *base, size_t n,
 		    uint8_t *planes)
 {
 	uint8_t *p0 = planes, *p1 = planes + n;
 	u16 v[BLK], any = 0;
-	if (grouped(x))
+	if (grouped(x)) {
+#ifdef TP_PLANES16_X86
+		if (avx512_ok())
+			return split_avx512_grouped(x, tgt, base, n, p0, p1);
+#endif
 		return split_grouped(x, tgt, base, n, p0, p1) == 0;
+	}
 	for (size_t e = 0; e < n; e += BLK) {
 		size_t m = n - e < BLK ? n - e : BLK;
 		any |= fwd_block(x, tgt, NULL, e, m, v);
@@ -291,6 +549,12 @@ INLINE void merge_x(tp_delta_xform x, const uint8_t *planes, const uint8_t *base
 	const uint8_t *p0 = planes, *p1 = planes + n;
 	u16 v[BLK];
 	if (grouped(x)) {
+#ifdef TP_PLANES16_X86
+		if (avx512_ok()) {
+			merge_avx512_grouped(x, p0, p1, base, n, tgt);
+			return;
+		}
+#endif
 		merge_grouped(x, p0, p1, base, n, tgt);
 		return;
 	}
@@ -329,4 +593,15 @@ void tp_delta_merge16(tp_delta_xform x, const uint8_t *planes, const uint8_t *ba
 		merge_x(TP_DELTA_XFORM_PLANES, planes, NULL, n, tgt);
 		break;
 	}
+}
+
+bool tp_delta_simd16_allow(bool allow)
+{
+#ifdef TP_PLANES16_X86
+	simd16_off = !allow;
+	return avx512_ok();
+#else
+	(void)allow;
+	return false;
+#endif
 }

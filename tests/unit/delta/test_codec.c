@@ -58,8 +58,9 @@ static void test_exhaustive16(void)
 /* The 2-byte fast path (planes16.c) writes the same planes and elements as
  * the element-by-element reference, at every block boundary and at every
  * boundary of its 4 sub-ranges (n below 4, n not a multiple of 4, a
- * sub-range ending inside a block), with one key everywhere and with a
- * different key at each neighbour. */
+ * sub-range ending inside a block, n % 64 for the SIMD kernels), with one
+ * key everywhere, with a different key at each neighbour and with frequent
+ * and rare keys mixed. */
 static void test_fast16(void)
 {
 	static const size_t sizes[] = { 0,    1,    2,    3,    4,    5,    7,     8,
@@ -68,14 +69,24 @@ static void test_fast16(void)
 	uint8_t *t = malloc(2 * MAXN), *b = malloc(2 * MAXN), *pf = malloc(2 * MAXN),
 		*pr = malloc(2 * MAXN), *of = malloc(2 * MAXN), *orf = malloc(2 * MAXN);
 	uint64_t seed = 99;
-	for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
-		size_t n = sizes[k];
-		for (int kind = 0; kind < 5; kind++) {
+	/* Each size twice: without the SIMD kernels, then with them where the
+	 * CPU has them. */
+	const size_t nsizes = sizeof(sizes) / sizeof(sizes[0]);
+	for (size_t k = 0; k < 2 * nsizes; k++) {
+		size_t n = sizes[k % nsizes];
+		tp_delta_simd16_allow(k >= nsizes);
+		for (int kind = 0; kind < 6; kind++) {
 			t_fill_special(t, 2 * n, 2, &seed);
 			t_fill_special(b, 2 * n, 2, &seed);
-			if (kind == 3 || kind == 4) /* the key is bits 14..7 of the base */
+			/* The key is bits 14..7 of the base: one key; a new key at each
+			 * element; a few frequent keys and 2% rare ones. */
+			if (kind >= 3)
 				for (size_t i = 0; i < n; i++) {
-					uint16_t key = kind == 3 ? 0x7e : (uint16_t)(i * 37 % 256);
+					uint64_t r = t_rand(&seed);
+					uint16_t key = kind == 3   ? 0x7e
+						       : kind == 4 ? (uint16_t)(i * 37 % 256)
+						       : r % 50 == 0 ? (uint16_t)(r >> 8 & 0xff)
+								     : (uint16_t)(0x76 + r % 5);
 					uint16_t v = (uint16_t)((t_rand(&seed) & 0x807f) | key << 7);
 					memcpy(b + 2 * i, &v, 2);
 				}
