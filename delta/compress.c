@@ -25,6 +25,7 @@ typedef struct slot {
 	tp_chunk_desc v; /* verify: the same chunk as apply will decode it */
 	uint8_t *out;
 	size_t out_len;
+	uint64_t job; /* pipe job number: its turn for hashing */
 } slot;
 
 typedef struct coder {
@@ -37,6 +38,9 @@ typedef struct coder {
 	slot *slots;
 	size_t window, frame_cap;
 	tp_pipe *pipe;
+	/* compress: the target's sha256, fed by the jobs in job order (NULL
+	 * for estimate). */
+	tp_sha256 *sha;
 	/* verify: the plan parsed back from the JSON written, the base each
 	 * of its bases resolves to, and one decode buffer per worker. */
 	tp_delta_layout *vm;
@@ -249,7 +253,17 @@ static int encode_job(void *ctx, size_t i, unsigned worker)
 	slot *s = &c->slots[i];
 	int rc = tp_chunk_encode(&c->coders[worker], &s->d, c->level, s->out, c->frame_cap,
 				 &s->out_len);
-	return rc < 0 || !c->vm ? rc : verify_chunk(c, s, worker);
+	if (rc == 0 && c->vm)
+		rc = verify_chunk(c, s, worker);
+	if (!c->sha)
+		return rc;
+	/* Hash the target chunk here, in job order (an ordered stage of the
+	 * job) while it is in cache: on the main thread, the hash was the
+	 * serial part that bounded scaling. */
+	if (rc == 0 && (rc = tp_pipe_turn_wait(c->pipe, s->job)) == 0)
+		tp_sha256_update(c->sha, s->d.target, s->d.len); /* only the turn holder */
+	tp_pipe_turn_pass(c->pipe, s->job, rc == 0);
+	return rc;
 }
 
 static void coder_fini(coder *c)
@@ -331,6 +345,7 @@ static int run_jobs(coder *c, const job *jobs, size_t njobs, sink_fn sink, void 
 			fill_desc(c, &c->slots[next % w].d, &jobs[next]);
 			if (c->vm)
 				fill_verify(c, &c->slots[next % w].v, &jobs[next]);
+			c->slots[next % w].job = next;
 			tp_pipe_submit(c->pipe, next++);
 			continue;
 		}
@@ -422,8 +437,7 @@ static int emit_bytes(emit *e, const void *buf, size_t n)
 static int emit_chunk(void *ctx, const slot *s)
 {
 	emit *e = ctx;
-	const tp_chunk_desc *d = &s->d;
-	tp_sha256_update(&e->sha, d->target, d->len);
+	const tp_chunk_desc *d = &s->d; /* hashed by its job (encode_job) */
 	release_chunk(e->c, d);
 	e->m->segs[d->seg].stored_bytes += s->out_len;
 	e->m->segs[d->seg].same_chunks += s->out_len == TP_DELTA_CHUNK_HDR;
@@ -491,7 +505,7 @@ static int emit_plan(emit *e)
 	return rc;
 }
 
-/* Chunks covering bytes outside tensors are hashed here too; empty
+/* Chunks covering bytes outside tensors are hashed by their jobs too; empty
  * segments have no chunks and no bytes. */
 static int emit_end(emit *e)
 {
@@ -556,6 +570,7 @@ int tp_delta_compress(const char *target, const char *const *bases, size_t nbase
 	e.o = &s.o;
 	e.m = s.m;
 	tp_sha256_init(&e.sha);
+	s.c.sha = &e.sha;
 	/* run_jobs may return a progress callback's positive code. */
 	if ((rc = list_jobs(s.m, false, &s.jobs, &s.njobs)) < 0 || (rc = emit_plan(&e)) < 0 ||
 	    (rc = run_jobs(&s.c, s.jobs, s.njobs, emit_chunk, &e)) != 0 || (rc = emit_end(&e)) < 0)
