@@ -145,7 +145,8 @@ static void test_layouts(void)
 
 /* Proving each frame as it is encoded changes no byte of the delta, with
  * one worker or several, and with a base given twice (apply resolves both
- * to the first, and so must the proof). */
+ * to the first, and so must the proof). The sha256 compress reports is the
+ * target file's. */
 static void test_verify(void)
 {
 	uint64_t seed = 7;
@@ -166,6 +167,12 @@ static void test_verify(void)
 						    &proven), 0);
 		CHECK(t_same_files(path(2, "v0.delta"), path(3, "v1.delta")));
 		CHECK(memcmp(plain.sha256, proven.sha256, sizeof(plain.sha256)) == 0);
+		/* The workers hash the chunks in order: the target's own sha256. */
+		char want[TP_OID_HEXLEN + 1], have[TP_OID_HEXLEN + 1];
+		uint64_t len = 0;
+		CHECK_EQ_INT(tp_sha256_file(path(1, "vtgt.st"), want, &len), 0);
+		tp_sha256_hex(plain.sha256, have);
+		CHECK(strcmp(want, have) == 0 && len == plain.target_bytes);
 		CHECK(roundtrip(path(1, "vtgt.st"), b, 2, b + 1, 1, &o));
 	}
 	free_all(base, 3);
