@@ -194,7 +194,12 @@ bench_nobase() {
 	ratios
 }
 
-echo "# tenpak delta benchmark ($(date -u +%Y-%m-%d), $(nproc) cores, zstd $(zstd -V | grep -o 'v[0-9.]*'), load:$(uptime | sed 's/.*load average://'))"
+# The 2-byte split/merge kernels depend on the CPU (delta/planes16.c: AVX-512
+# BW+VBMI+VBMI2 when present, else portable C), so the header names them.
+simd=portable
+grep -qw avx512vbmi2 /proc/cpuinfo 2>/dev/null && grep -qw avx512vbmi /proc/cpuinfo &&
+	grep -qw avx512bw /proc/cpuinfo && simd=avx512
+echo "# tenpak delta benchmark ($(date -u +%Y-%m-%d), $(nproc) cores, split/merge kernels: $simd, zstd $(zstd -V | grep -o 'v[0-9.]*'), load:$(uptime | sed 's/.*load average://'))"
 if [ -d "$FIXTURES" ]; then
 	for pair in full_ft/BF16 full_ft/F16 full_ft/F32 partial_ft/BF16 lora_merged/BF16 \
 		next_ckpt/BF16 unrelated/BF16; do
@@ -212,3 +217,5 @@ bench_pair "generated bf16 pair, N(0,0.02) + N(0,2e-4)" "$WORK/gen-base.safetens
 	"$WORK/gen-ft.safetensors"
 bench_nobase "generated bf16 base, no base" "$WORK/gen-base.safetensors"
 [ "${WITH_SPARSIFY:-0}" = 0 ] || scripts/bench-sparsify.sh # lossy sparse deltas (README, Performance)
+echo
+echo "load at the end:$(uptime | sed 's/.*load average://')"
