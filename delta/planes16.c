@@ -4,12 +4,13 @@
  * handled in blocks of words, each in two passes (transform the block in
  * element order; scatter or gather its bytes to or from the planes, which
  * stays scalar). The grouped xforms (xor, ulp) walk 4 sub-ranges of the
- * chunk side by side (see cursors16). Measured on 1 MiB bf16 chunks of a
- * generated pair (/tmp microbenchmark, loaded 2-core machine): grouped split
- * 2.7 -> 2.1 ns and merge 2.3 -> 1.5 ns per element; ungrouped split/merge
- * 0.6 -> 0.13 ns earlier. Produces exactly what the generic code in codec.c
- * does (tp_delta_split_ref / tp_delta_merge_ref, compared in
- * tests/unit/delta/test_codec.c); the format is in FORMAT.md.
+ * chunk side by side (see cursors16), or use the AVX-512 kernels below.
+ * Measured on a 1 MiB chunk of the generated bf16 pair held in L2 (best of
+ * 40, loaded 2-core Xeon): grouped split 2.3 -> 1.65 (4 chains) -> 0.86
+ * (AVX-512) ns per element, merge 1.7 -> 1.35 -> 0.82; ungrouped
+ * split/merge 0.6 -> 0.13 ns earlier. Produces exactly what the generic
+ * code in codec.c does (tp_delta_split_ref / tp_delta_merge_ref, compared
+ * in tests/unit/delta/test_codec.c); the format is in FORMAT.md.
  */
 #include "delta_internal.h"
 
@@ -274,8 +275,7 @@ INLINE void merge_grouped(tp_delta_xform x, const uint8_t *restrict p0, const ui
  * lanes with one compress (split) or expand (merge) per plane, in lane
  * order, to or from its cursor; the lanes of the other keys go one by one.
  * The key counts are taken the same way (a compare and a popcount per hot
- * key). Measured on 1 MiB bf16 chunks in L2 (loaded machine): split 1.5 ->
- * 0.8 and merge 1.3 -> 0.75 ns per element against the 4-chain code. Each key's elements still go in
+ * key): 0.47 -> 0.22 ns per element against cursors16. Each key's elements still go in
  * element order, so the planes are those of the counting sort above.
  */
 #if defined(__x86_64__) && defined(__GNUC__)
