@@ -197,7 +197,7 @@ bench_nobase() {
 # The 2-byte split/merge kernels depend on the CPU (delta/planes16.c: AVX-512
 # BW+VBMI+VBMI2 when present, else portable C), so the header names them.
 simd=portable
-grep -qw avx512vbmi2 /proc/cpuinfo 2>/dev/null && grep -qw avx512vbmi /proc/cpuinfo &&
+grep -qw avx512_vbmi2 /proc/cpuinfo 2>/dev/null && grep -qw avx512vbmi /proc/cpuinfo &&
 	grep -qw avx512bw /proc/cpuinfo && simd=avx512
 echo "# tenpak delta benchmark ($(date -u +%Y-%m-%d), $(nproc) cores, split/merge kernels: $simd, zstd $(zstd -V | grep -o 'v[0-9.]*'), load:$(uptime | sed 's/.*load average://'))"
 if [ -d "$FIXTURES" ]; then
