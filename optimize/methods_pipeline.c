@@ -226,15 +226,55 @@ static int feed_block(void *ctx, tp_model *m, size_t *fed)
 	return rc;
 }
 
-/* The states through the (now quantized) current block: the next one's inputs. */
-static int states_advance(states *st, tp_model *m)
+/* Block b's layers replaced by copies on the calibration device while it
+ * runs (so its products run there; norms, RoPE and attention stay in
+ * tp_model_forward_layers), the model's own kept in old to be put back. */
+typedef struct on_device {
+	size_t base, n;
+	tp_linear *old[PER_BLOCK];
+} on_device;
+
+static void block_back(tp_model *m, on_device *d)
 {
+	for (; d->n; d->n--) {
+		size_t i = d->base + d->n - 1;
+		tp_linear *copy = NULL;
+		if (tp_model_swap_linear(m, i, d->old[d->n - 1], &copy) == 0)
+			tp_linear_free(copy);
+	}
+}
+
+static int block_to_device(tp_model *m, const tp_calib_device *dev, size_t b, on_device *d)
+{
+	*d = (on_device){ .base = b * PER_BLOCK };
+	if (!dev || !dev->linear_copy)
+		return 0;
 	int rc = 0;
+	for (size_t k = 0; k < PER_BLOCK && rc == 0; k++) {
+		tp_linear *copy = NULL;
+		if ((rc = dev->linear_copy(dev->ctx, tp_model_linear(m, d->base + k), &copy)) < 0)
+			tp_error_wrap(rc, "%s on the device", tp_model_linear_name(m, d->base + k));
+		else if ((rc = tp_model_swap_linear(m, d->base + k, copy, &d->old[k])) < 0)
+			tp_linear_free(copy);
+		else
+			d->n++;
+	}
+	if (rc < 0)
+		block_back(m, d);
+	return rc;
+}
+
+/* The states through the (now quantized) current block: the next one's inputs. */
+static int states_advance(states *st, tp_model *m, const tp_calib_device *dev)
+{
+	on_device d;
+	int rc = block_to_device(m, dev, st->block, &d);
 	for (size_t w = 0; w < st->nwin && rc == 0; w++) {
 		tp_kv_reset(st->kv);
 		rc = tp_model_forward_layers(m, st->kv, st->block, st->block + 1,
 					     st->x + st->off[w] * st->hidden, st->len[w]);
 	}
+	block_back(m, &d);
 	st->block++;
 	return rc;
 }
@@ -327,7 +367,12 @@ static int capture(job *j, size_t first, size_t last, bool hessian, size_t rows,
 	o.last = last;
 	o.feed = feed_block;
 	o.feed_ctx = &j->states;
-	return tp_optimize_calibrate(j->m, j->calib->ids, j->calib->n, &o, set);
+	on_device d;
+	int rc = block_to_device(j->m, o.device, j->states.block, &d);
+	if (rc == 0)
+		rc = tp_optimize_calibrate(j->m, j->calib->ids, j->calib->n, &o, set);
+	block_back(j->m, &d);
+	return rc;
 }
 
 /* AutoGPTQ's true-sequential groups within a block: each group's inputs are
@@ -671,7 +716,7 @@ int tp_optimize_method_load(tp_model **out, const char *dir, const tp_model_opts
 			break;
 		rc = gptq ? gptq_block(&j, b, w_out) : awq_block(&j, b, w_out);
 		if (rc == 0 && b + 1 < layers)
-			rc = states_advance(&j.states, j.m);
+			rc = states_advance(&j.states, j.m, calib->opts.device);
 	}
 	if (rc < 0)
 		goto done;

@@ -38,6 +38,7 @@ typedef struct tp_quant_calib {
 	 * most x_max of them; NULL when not kept. */
 	float *x;
 	size_t nx, x_max, x_stride;
+	void *device; /* the Hessian's sums on a tp_calib_device, while capturing */
 } tp_quant_calib;
 
 /* ---- storage formats ------------------------------------------------------ */
@@ -178,6 +179,24 @@ typedef struct tp_quant_calib_set {
 	size_t tokens; /* calibration tokens fed */
 } tp_quant_calib_set;
 
+/* The expensive parts of calibration on another device (optimize/cuda/),
+ * given by the caller as tp_optimize_backend is: the library cannot call
+ * the device's (which links it). Every member may be NULL: that part runs
+ * on the CPU. */
+typedef struct tp_calib_device {
+	void *ctx;
+	/* A copy of src on the device with the same tp_linear forward (host
+	 * buffers in and out, its rounding), kept while a method runs a block. */
+	int (*linear_copy)(void *ctx, const tp_linear *src, tp_linear **out);
+	/* The Hessian's upper triangle, sum x[t][j] x[t][k] over the n rows
+	 * x[n][s->cols] (host memory), added on the device in the CPU's order
+	 * (double, rows in turn), kept there in s->device between calls. */
+	int (*hessian_add)(void *ctx, tp_quant_calib *s, const float *x, size_t n);
+	/* The device's sums into s->hessian (upper triangle) when keep, and its
+	 * memory released; s->device is NULL after it, even on failure. */
+	int (*hessian_take)(void *ctx, tp_quant_calib *s, bool keep);
+} tp_calib_device;
+
 typedef struct tp_calib_opts {
 	size_t ctx;        /* window length in tokens (0: 512) */
 	size_t max_tokens; /* 0: all of ids */
@@ -195,6 +214,9 @@ typedef struct tp_calib_opts {
 	 * and run only that block. NULL: the whole model. */
 	int (*feed)(void *feed_ctx, tp_model *m, size_t *fed);
 	void *feed_ctx;
+	/* Where the Hessian sums and a method's block forward run (NULL: the
+	 * CPU); tp_optimize_run sets the GPU backend's. */
+	const tp_calib_device *device;
 } tp_calib_opts;
 
 /* Run m over ids in windows of ctx tokens with a capture layer around every
@@ -841,8 +863,7 @@ typedef enum tp_optimize_device {
 } tp_optimize_device;
 
 /* A device measuring candidates instead of the CPU, given by the caller
- * (optimize/cuda/ links this library, so the library cannot call it).
- * The baseline and its reference log-probs stay on the CPU. */
+ * (optimize/cuda/ links this library, so the library cannot call it). */
 typedef struct tp_optimize_backend {
 	const char *name; /* "cuda" */
 	void *ctx;
@@ -855,6 +876,13 @@ typedef struct tp_optimize_backend {
 	int (*measure)(void *ctx, const tp_model *m, const tp_eval_ref *ref, const int32_t *ids,
 		       size_t n, const tp_eval_opts *eo, size_t prefill, size_t decode,
 		       tp_eval_result *r, tp_speed_result *sp);
+	/* The baseline m's reference log-probs on the device, as
+	 * tp_runtime_eval_reference keeps them. TP_EUNSUPPORTED (or NULL):
+	 * the CPU computes them instead; another error fails the run. */
+	int (*reference)(void *ctx, const tp_model *m, tp_eval_ref **ref, const int32_t *ids,
+			 size_t n, const tp_eval_opts *eo, tp_eval_result *r);
+	/* The calibration on the device (tp_calib_opts.device), or NULL. */
+	const tp_calib_device *calib;
 } tp_optimize_backend;
 
 /* The built-in hardware profile of a GPU from its device name ("NVIDIA

@@ -77,6 +77,12 @@ int tp_cuda_k_attention(const float *q, const float *k, const float *v, float *a
 int tp_cuda_k_swiglu(float *g, const float *u, uint64_t count);
 /* x += d over count values. */
 int tp_cuda_k_add(float *x, const float *d, uint64_t count);
+/* GPTQ's Hessian: h[j][k] += sum_t x[t][j] x[t][k] over x[n][cols] for
+ * k >= j (upper triangle of h[cols][cols], doubles), each cell summed in
+ * row order as optimize/calib.c sums it; the _host build runs the same
+ * steps on host memory (tests without a GPU). cols <= 16 * 65535. */
+int tp_cuda_k_hessian_add(const float *x, uint64_t n, uint64_t cols, double *h);
+void tp_cuda_k_hessian_add_host(const float *x, uint64_t n, uint64_t cols, double *h);
 /* Largest max_ctx the attention kernel takes (its scores live in shared
  * memory). */
 uint64_t tp_cuda_k_attention_max_ctx(void);

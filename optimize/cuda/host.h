@@ -17,5 +17,7 @@ const tp_cuda_wfmt *tp_cuda_linear_wfmt(const tp_linear *l, const float **bias);
 /* tp_cuda_linear_new reading a non-packed src through forward on pool. */
 int tp_cuda_linear_new_pool(tp_linear **out, const tp_linear *src, tp_pool *pool);
 double tp_cuda_now_s(void);
+/* tp_cuda_calib_device()'s table, for the backend's static one. */
+extern const tp_calib_device tp_cuda_calib_dev;
 
 #endif

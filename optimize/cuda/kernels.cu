@@ -574,6 +574,51 @@ __global__ void k_add(float *x, const float *d, u64 count)
 		x[i] += d[i];
 }
 
+/* ---- calibration: GPTQ's Hessian ------------------------------------------
+ * h[j][k] += sum_t x[t][j] x[t][k] for k >= j (the upper triangle), each
+ * cell summed in double over the rows in order, as optimize/calib.c's
+ * capture sums it: a float product is exact in double, so the one rounding
+ * per row is the addition's, fused or not, and the sums equal the CPU's
+ * bit for bit. A block of HT x HT threads owns a tile of cells and stages
+ * HR rows of the two column strips it reads in shared memory. */
+
+#define HT 16
+#define HR 32
+
+HD double hess_step(double acc, float a, float b)
+{
+	return acc + (double)a * (double)b;
+}
+
+__global__ void __launch_bounds__(HT * HT) k_hessian_add(const float *x, u64 n, u64 cols,
+							  double *h)
+{
+	__shared__ float xj[HR][HT], xk[HR][HT];
+	u64 j0 = (u64)blockIdx.y * HT, k0 = (u64)blockIdx.x * HT;
+	if (k0 + HT <= j0) /* the whole tile is under the diagonal */
+		return;
+	unsigned ty = threadIdx.y, tx = threadIdx.x;
+	u64 j = j0 + ty, k = k0 + tx;
+	bool mine = j < cols && k < cols && k >= j;
+	double acc = mine ? h[j * cols + k] : 0.0;
+	for (u64 t0 = 0; t0 < n; t0 += HR) {
+		for (unsigned i = ty * HT + tx; i < HR * HT; i += HT * HT) {
+			unsigned r = i / HT, c = i % HT;
+			u64 t = t0 + r;
+			xj[r][c] = t < n && j0 + c < cols ? x[t * cols + j0 + c] : 0.0f;
+			xk[r][c] = t < n && k0 + c < cols ? x[t * cols + k0 + c] : 0.0f;
+		}
+		__syncthreads();
+		u64 rows = n - t0 < HR ? n - t0 : HR;
+		if (mine)
+			for (u64 r = 0; r < rows; r++)
+				acc = hess_step(acc, xj[r][ty], xk[r][tx]);
+		__syncthreads();
+	}
+	if (mine)
+		h[j * cols + k] = acc;
+}
+
 /* ---- launchers ---------------------------------------------------------- */
 
 /* Scores of up to this many positions fit next to the static buffers in
@@ -721,6 +766,28 @@ int tp_cuda_k_add(float *x, const float *d, uint64_t count)
 		return 0;
 	k_add<<<blocks_for(count, 256), 256>>>(x, d, count);
 	return launched();
+}
+
+int tp_cuda_k_hessian_add(const float *x, uint64_t n, uint64_t cols, double *h)
+{
+	u64 tiles = (cols + HT - 1) / HT;
+	if (n == 0 || cols == 0)
+		return 0;
+	if (tiles > 65535u)
+		return (int)cudaErrorInvalidValue;
+	k_hessian_add<<<dim3((unsigned)tiles, (unsigned)tiles), dim3(HT, HT)>>>(x, n, cols, h);
+	return launched();
+}
+
+void tp_cuda_k_hessian_add_host(const float *x, uint64_t n, uint64_t cols, double *h)
+{
+	for (u64 j = 0; j < cols; j++)
+		for (u64 k = j; k < cols; k++) {
+			double acc = h[j * cols + k];
+			for (u64 t = 0; t < n; t++)
+				acc = hess_step(acc, x[t * cols + j], x[t * cols + k]);
+			h[j * cols + k] = acc;
+		}
 }
 
 } /* extern "C" */

@@ -1,8 +1,8 @@
 /*
  * The model on the GPU: runtime/forward.c's forward pass step for step
  * (RMSNorm, q/k/v, RoPE, KV cache, causal GQA attention, o, SwiGLU MLP,
- * final norm, lm_head) with the kernels of kernels.cu, and the perplexity
- * and speed measurements of runtime/eval.c around it.
+ * final norm, lm_head) with the kernels of kernels.cu; runtime/eval.c scores
+ * its logits, and the speed is measured as tp_runtime_eval_speed does.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -11,8 +11,6 @@
 #include <cuda_runtime_api.h>
 
 #include "host.h"
-/* struct tp_model: the final norm has no public accessor. */
-#include "runtime_internal.h"
 
 struct tp_cuda_model {
 	tp_model_config cfg;
@@ -140,7 +138,7 @@ int tp_cuda_model_new(tp_cuda_model **out, const tp_model *m)
 		goto done;
 	rope_frequencies(c, freq);
 	if ((e = cudaMalloc((void **)&g->norms, nnorm * sizeof(float))) ||
-	    (e = cudaMemcpy(g->norms, m->norms, nnorm * sizeof(float), cudaMemcpyHostToDevice)) ||
+	    (e = cudaMemcpy(g->norms, tp_model_norms(m), nnorm * sizeof(float), cudaMemcpyHostToDevice)) ||
 	    (e = cudaMalloc((void **)&g->inv_freq, (half ? half : 1) * sizeof(float))) ||
 	    (e = cudaMemcpy(g->inv_freq, freq, half * sizeof(float), cudaMemcpyHostToDevice)))
 		goto done;
@@ -337,196 +335,40 @@ int tp_cuda_model_forward(const tp_cuda_model *g, tp_cuda_kv *kv, const int32_t 
 	return 0;
 }
 
-/* ---- perplexity and speed (runtime/eval.c's rules) ----------------------------- */
+/* ---- perplexity and speed ----------------------------------------------------- */
 
-typedef struct window {
-	size_t begin, len, first, last;
-} window;
+/* The GPU forward pass as runtime/eval.c's tp_eval_forward: eval.c cuts
+ * the windows and scores the logits (in double, on the host), so the GPU's
+ * figures differ from the CPU's only by the forward pass. */
+typedef struct gpu_fwd {
+	const tp_cuda_model *g;
+	tp_cuda_kv *kv;
+	size_t cap;
+} gpu_fwd;
 
-static size_t count_windows(const tp_eval_opts *o, size_t len, window *w, size_t max)
+static int gpu_run(void *ctx, const int32_t *ids, size_t n, size_t logits_from, float *logits)
 {
-	size_t ctx = o->ctx, n = 0;
-	if (o->mode == TP_PPL_MODE_LLAMACPP) {
-		for (size_t b = 0; b + ctx <= len; b += ctx, n++)
-			if (w && n < max)
-				w[n] = (window){b, ctx - 1, ctx / 2, ctx - 2};
-		return n;
+	gpu_fwd *f = ctx;
+	if (!f->kv || n > f->cap) {
+		tp_cuda_kv_free(f->kv);
+		f->kv = NULL;
+		int rc = tp_cuda_kv_new(&f->kv, f->g, n, n);
+		if (rc < 0)
+			return rc;
+		f->cap = n;
 	}
-	size_t prev_end = 0;
-	for (size_t b = 0;; b += o->stride, n++) {
-		size_t end = b + ctx < len ? b + ctx : len, trg = end - prev_end;
-		size_t wlen = end - b, first_label = wlen - trg > 1 ? wlen - trg : 1;
-		prev_end = end;
-		if (wlen < 2)
-			return n;
-		if (w && n < max)
-			w[n] = (window){b, wlen, first_label - 1, wlen - 2};
-		if (end == len)
-			return n + 1;
-	}
-}
-
-/* KL of one scored row, as runtime/eval.c's score_row: lp and lp_ref are
- * log-probs; the top tokens' agreement into *same. */
-static double kl_row(const float *lp, const float *lp_ref, size_t V, bool *same)
-{
-	double kl = 0;
-	size_t top = 0, top_ref = 0;
-	for (size_t i = 0; i < V; i++) {
-		kl += exp((double)lp_ref[i]) * ((double)lp_ref[i] - lp[i]);
-		top = lp[i] > lp[top] ? i : top;
-		top_ref = lp_ref[i] > lp_ref[top_ref] ? i : top_ref;
-	}
-	*same = top == top_ref;
-	return kl;
-}
-
-static int cmp_float(const void *a, const void *b)
-{
-	float x = *(const float *)a, y = *(const float *)b;
-	return (x > y) - (x < y);
-}
-
-/* The KL statistics of runtime/eval.c's finish over kls[n] (sorted here). */
-static void kl_finish(float *kls, size_t scored, double kl, double kl2, size_t same,
-		      tp_eval_result *out)
-{
-	double n = (double)scored, klm = kl / n, klv = kl2 / n - klm * klm;
-	double p = (double)same / n;
-	qsort(kls, scored, sizeof(float), cmp_float);
-	double at = 0.99 * (n - 1);
-	size_t lo = (size_t)at, hi = lo + 1 < scored ? lo + 1 : lo;
-	out->has_kl = true;
-	out->kl_mean = klm;
-	out->kl_err = scored > 1 && klv > 0 ? sqrt(klv / (n - 1)) : 0;
-	out->kl_p99 = kls[lo] + (at - (double)lo) * (kls[hi] - kls[lo]);
-	out->kl_max = kls[scored - 1];
-	out->same_top_pct = 100.0 * p;
-	out->same_top_err = scored > 1 ? 100.0 * sqrt(p * (1 - p) / (n - 1)) : 0;
-}
-
-/* One scoring pass on the GPU; with ref, KL against its log-probs (read
- * back a window at a time, as on the CPU). Logits come back to the host and
- * are scored there in double, as runtime/eval.c scores them: the same
- * arithmetic, so GPU and CPU figures differ only by the forward pass. */
-static int eval_run(const tp_cuda_model *g, const tp_eval_ref *ref, const int32_t *ids, size_t n,
-		    const tp_eval_opts *opts, tp_eval_result *out)
-{
-	tp_eval_opts o = *opts;
-	size_t V = g->cfg.vocab, len, cells, nwin = 0, scored = 0, fed = 0, same = 0;
-	int32_t *stream = NULL;
-	float *logits = NULL, *lp_ref = NULL, *kls = NULL;
-	window *w = NULL;
-	tp_cuda_kv *kv = NULL;
-	double nll = 0, nll2 = 0, seconds = 0, kl = 0, kl2 = 0;
-	int rc = 0;
-	if (o.ctx == 0)
-		o.ctx = 512;
-	if (o.stride == 0)
-		o.stride = o.ctx / 2;
-	if (o.ctx < 4 || o.stride > o.ctx)
-		return tp_error_set(TP_EINVAL, "bad context %zu / stride %zu", o.ctx, o.stride);
-	if (o.bos >= 0 && (size_t)o.bos >= V)
-		return tp_error_set(TP_EINVAL, "BOS %d outside the vocabulary", (int)o.bos);
-	if (o.max_tokens && n > o.max_tokens)
-		n = o.max_tokens;
-	size_t pre = o.bos >= 0 ? 1 : 0;
-	if (!(stream = malloc((n + pre) * sizeof(int32_t)))) {
-		rc = tp_error_set(TP_ENOMEM, "out of memory");
-		goto done;
-	}
-	if (pre)
-		stream[0] = o.bos;
-	memcpy(stream + pre, ids, n * sizeof(int32_t));
-	len = n + pre;
-	if (len < 2 || (o.mode == TP_PPL_MODE_LLAMACPP && len < o.ctx)) {
-		rc = tp_error_set(TP_EINVAL, "%zu tokens are too few for a context of %zu", len,
-				  o.ctx);
-		goto done;
-	}
-	if (!tp_mul_ok(o.ctx, V, &cells) || cells > SIZE_MAX / sizeof(float)) {
-		rc = tp_error_set(TP_ETOOBIG, "context x vocabulary too large");
-		goto done;
-	}
-	nwin = count_windows(&o, len, NULL, 0);
-	if (!(w = calloc(nwin ? nwin : 1, sizeof(*w))) || !(logits = malloc(cells * sizeof(float)))) {
-		rc = tp_error_set(TP_ENOMEM, "out of memory for logits");
-		goto done;
-	}
-	count_windows(&o, len, w, nwin);
-	if (ref) {
-		size_t rows = 0;
-		for (size_t i = 0; i < nwin; i++)
-			rows += w[i].last + 1 - w[i].first;
-		if ((rc = tp_runtime_eval_ref_check(ref, V, &o, stream, len, rows)) < 0)
-			goto done;
-		if (!(lp_ref = malloc(cells * sizeof(float))) ||
-		    !(kls = malloc(len * sizeof(float)))) {
-			rc = tp_error_set(TP_ENOMEM, "out of memory for logits");
-			goto done;
-		}
-	}
-	if ((rc = tp_cuda_kv_new(&kv, g, o.ctx, o.ctx)) < 0)
-		goto done;
-	for (size_t i = 0; i < nwin && rc == 0; i++) {
-		const window *wi = &w[i];
-		int32_t first_tok = stream[wi->begin];
-		/* llama.cpp starts every window with BOS, replacing a token. */
-		if (o.mode == TP_PPL_MODE_LLAMACPP && o.bos >= 0)
-			stream[wi->begin] = o.bos;
-		double t0 = tp_cuda_now_s();
-		tp_cuda_kv_reset(kv);
-		rc = tp_cuda_model_forward(g, kv, stream + wi->begin, wi->len, wi->first, logits);
-		seconds += tp_cuda_now_s() - t0;
-		stream[wi->begin] = first_tok;
-		fed += wi->len;
-		if (rc == 0 && ref)
-			rc = tp_runtime_eval_ref_read(ref, scored, wi->last + 1 - wi->first, lp_ref);
-		for (size_t r = wi->first; rc == 0 && r <= wi->last; r++) {
-			float *lg = logits + (r - wi->first) * V;
-			tp_runtime_log_softmax(lg, V, lg);
-			double x = -(double)lg[stream[wi->begin + r + 1]];
-			nll += x;
-			nll2 += x * x;
-			if (ref) {
-				bool st;
-				double k = kl_row(lg, lp_ref + (r - wi->first) * V, V, &st);
-				kl += k;
-				kl2 += k * k;
-				kls[scored] = (float)k;
-				same += st;
-			}
-			scored++;
-		}
-		if (rc == 0 && o.progress)
-			rc = o.progress(o.progress_ctx, i + 1, nwin);
-	}
-	if (rc == 0 && scored == 0)
-		rc = tp_error_set(TP_EINVAL, "no token was scored");
-	if (rc < 0)
-		goto done;
-	double sn = (double)scored, mean = nll / sn, var = nll2 / sn - mean * mean;
-	*out = (tp_eval_result){.mode = o.mode, .ctx = o.ctx, .stride = o.stride,
-				.tokens = len - pre, .windows = nwin, .scored = scored,
-				.nll_mean = mean, .ppl = exp(mean), .seconds = seconds};
-	out->ppl_err = scored > 1 && var > 0 ? out->ppl * sqrt(var / (sn - 1)) : 0;
-	out->tokens_per_s = seconds > 0 ? (double)fed / seconds : 0;
-	if (ref)
-		kl_finish(kls, scored, kl, kl2, same, out);
-done:
-	tp_cuda_kv_free(kv);
-	free(stream);
-	free(logits);
-	free(lp_ref);
-	free(kls);
-	free(w);
-	return rc;
+	tp_cuda_kv_reset(f->kv);
+	return tp_cuda_model_forward(f->g, f->kv, ids, n, logits_from, logits);
 }
 
 int tp_cuda_eval_perplexity(const tp_cuda_model *g, const int32_t *ids, size_t n,
 			    const tp_eval_opts *opts, tp_eval_result *out)
 {
-	return eval_run(g, NULL, ids, n, opts, out);
+	gpu_fwd f = { .g = g };
+	tp_eval_forward ef = { g->cfg.vocab, gpu_run, &f };
+	int rc = tp_runtime_eval_forward(&ef, NULL, ids, n, opts, out);
+	tp_cuda_kv_free(f.kv);
+	return rc;
 }
 
 int tp_cuda_eval_perplexity_ref(const tp_cuda_model *g, const tp_eval_ref *ref,
@@ -535,7 +377,21 @@ int tp_cuda_eval_perplexity_ref(const tp_cuda_model *g, const tp_eval_ref *ref,
 {
 	if (!ref)
 		return tp_error_set(TP_EINVAL, "no reference log-probs");
-	return eval_run(g, ref, ids, n, opts, out);
+	gpu_fwd f = { .g = g };
+	tp_eval_forward ef = { g->cfg.vocab, gpu_run, &f };
+	int rc = tp_runtime_eval_forward(&ef, ref, ids, n, opts, out);
+	tp_cuda_kv_free(f.kv);
+	return rc;
+}
+
+int tp_cuda_eval_reference(tp_eval_ref **ref, const tp_cuda_model *g, const int32_t *ids,
+			   size_t n, const tp_eval_opts *opts, tp_eval_result *out)
+{
+	gpu_fwd f = { .g = g };
+	tp_eval_forward ef = { g->cfg.vocab, gpu_run, &f };
+	int rc = tp_runtime_eval_forward_reference(ref, &ef, ids, n, opts, out);
+	tp_cuda_kv_free(f.kv);
+	return rc;
 }
 
 static int cmp_double(const void *a, const void *b)

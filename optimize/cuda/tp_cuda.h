@@ -115,17 +115,35 @@ int tp_cuda_eval_perplexity(const tp_cuda_model *g, const int32_t *ids, size_t n
 			    const tp_eval_opts *opts, tp_eval_result *out);
 
 /* tp_runtime_eval_perplexity_ref on the GPU: KL against the log-probs of
- * tp_runtime_eval_reference (computed on the CPU; other ids or opts:
- * TP_EINVAL). Scored on the host in double as the CPU scores, so the
- * figures differ from the CPU's only by the forward pass. */
+ * tp_runtime_eval_reference or tp_cuda_eval_reference (other ids or opts:
+ * TP_EINVAL). runtime/eval.c scores the logits (tp_runtime_eval_forward),
+ * so the figures differ from the CPU's only by the forward pass. */
 int tp_cuda_eval_perplexity_ref(const tp_cuda_model *g, const tp_eval_ref *ref,
 				const int32_t *ids, size_t n, const tp_eval_opts *opts,
 				tp_eval_result *out);
+
+/* tp_runtime_eval_reference on the GPU: the baseline's log-probs, which
+ * every candidate's KL is computed against, kept as the CPU keeps them
+ * (the same file; tp_runtime_eval_perplexity_ref can read it too). */
+int tp_cuda_eval_reference(tp_eval_ref **ref, const tp_cuda_model *g, const int32_t *ids,
+			   size_t n, const tp_eval_opts *opts, tp_eval_result *out);
 
 /* tp_runtime_eval_speed on the GPU: a prefill of n_prefill tokens, then
  * n_decode single-token steps, each timed to its logits on the host. */
 int tp_cuda_measure_speed(const tp_cuda_model *g, const int32_t *ids, size_t n_prefill,
 			  size_t n_decode, tp_speed_result *out);
+
+/* ---- calibration --------------------------------------------------------------- */
+
+/* GPTQ/AWQ calibration on the GPU (tp_calib_opts.device): a method's block
+ * runs with its 7 linear layers uploaded (norms, RoPE and attention stay on
+ * the CPU, tp_model_forward_layers), and GPTQ's Hessian X^T X is summed on
+ * the device, read back once per capture: the same sums as the CPU's for
+ * the same inputs, bit for bit (kernels.cu). */
+const tp_calib_device *tp_cuda_calib_device(void);
+/* The same Hessian sums by the kernel's code compiled for the host, with
+ * the layers left on the CPU: needs no GPU (tests). */
+const tp_calib_device *tp_cuda_calib_device_host(void);
 
 /* ---- the optimizer's backend ------------------------------------------------ */
 

@@ -1,0 +1,111 @@
+/* Calibration on the GPU (tp_calib_device): a method's block runs with its
+ * linear layers uploaded (tp_cuda_linear_new), and GPTQ's Hessian sums stay
+ * on the device while the calibration windows pass, read back once. */
+#include <stdlib.h>
+#include <string.h>
+
+#include <cuda_runtime_api.h>
+
+#include "host.h"
+
+static int linear_copy(void *ctx, const tp_linear *src, tp_linear **out)
+{
+	(void)ctx;
+	return tp_cuda_linear_new(out, src);
+}
+
+/* A layer's sums on the device (s->device) and room for a batch of rows. */
+typedef struct dev_hessian {
+	double *h; /* [cols][cols], upper triangle */
+	float *x;
+	size_t xcap; /* rows */
+} dev_hessian;
+
+static int hessian_add(void *ctx, tp_quant_calib *s, const float *x, size_t n)
+{
+	(void)ctx;
+	dev_hessian *d = s->device;
+	size_t cols = s->cols, cells, xcells;
+	int e = 0, rc;
+	if (n == 0)
+		return 0;
+	if (!tp_mul_ok(cols, cols, &cells) || cells > SIZE_MAX / sizeof(double) ||
+	    !tp_mul_ok(n, cols, &xcells) || xcells > SIZE_MAX / sizeof(float))
+		return tp_error_set(TP_ETOOBIG, "a Hessian of %zu columns is too large", cols);
+	if (!d) {
+		if ((rc = tp_cuda_init()) < 0)
+			return rc;
+		if (!(d = calloc(1, sizeof(*d))))
+			return tp_error_set(TP_ENOMEM, "out of memory");
+		s->device = d;
+		if ((e = cudaMalloc((void **)&d->h, cells * sizeof(double))) ||
+		    (e = cudaMemset(d->h, 0, cells * sizeof(double))))
+			return tp_cuda_fail(e, "allocating a Hessian");
+	}
+	if (n > d->xcap) {
+		cudaFree(d->x);
+		d->x = NULL;
+		d->xcap = 0;
+		if ((e = cudaMalloc((void **)&d->x, xcells * sizeof(float))))
+			return tp_cuda_fail(e, "allocating calibration rows");
+		d->xcap = n;
+	}
+	if ((e = cudaMemcpy(d->x, x, xcells * sizeof(float), cudaMemcpyHostToDevice)) ||
+	    (e = tp_cuda_k_hessian_add(d->x, n, cols, d->h)))
+		return tp_cuda_fail(e, "summing a Hessian");
+	return 0;
+}
+
+static int hessian_take(void *ctx, tp_quant_calib *s, bool keep)
+{
+	(void)ctx;
+	dev_hessian *d = s->device;
+	int e = 0;
+	s->device = NULL;
+	if (!d)
+		return 0;
+	if (keep && d->h && s->hessian)
+		e = cudaMemcpy(s->hessian, d->h, s->cols * s->cols * sizeof(double),
+			       cudaMemcpyDeviceToHost);
+	cudaFree(d->h);
+	cudaFree(d->x);
+	free(d);
+	return e ? tp_cuda_fail(e, "reading a Hessian back") : 0;
+}
+
+const tp_calib_device tp_cuda_calib_dev = { NULL, linear_copy, hessian_add, hessian_take };
+
+const tp_calib_device *tp_cuda_calib_device(void)
+{
+	return &tp_cuda_calib_dev;
+}
+
+/* ---- the same sums on the host (tests without a GPU) ------------------------ */
+
+static int host_add(void *ctx, tp_quant_calib *s, const float *x, size_t n)
+{
+	(void)ctx;
+	size_t cells;
+	if (!tp_mul_ok(s->cols, s->cols, &cells) || cells > SIZE_MAX / sizeof(double))
+		return tp_error_set(TP_ETOOBIG, "a Hessian of %zu columns is too large", s->cols);
+	if (!s->device && !(s->device = calloc(cells ? cells : 1, sizeof(double))))
+		return tp_error_set(TP_ENOMEM, "out of memory");
+	tp_cuda_k_hessian_add_host(x, n, s->cols, s->device);
+	return 0;
+}
+
+static int host_take(void *ctx, tp_quant_calib *s, bool keep)
+{
+	(void)ctx;
+	if (keep && s->device && s->hessian)
+		memcpy(s->hessian, s->device, s->cols * s->cols * sizeof(double));
+	free(s->device);
+	s->device = NULL;
+	return 0;
+}
+
+const tp_calib_device *tp_cuda_calib_device_host(void)
+{
+	static const tp_calib_device d = { NULL, NULL, host_add, host_take };
+	return &d;
+}
