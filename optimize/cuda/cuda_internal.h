@@ -47,7 +47,10 @@ int tp_cuda_k_set_codes(const float nf4[16], const float dq[256]);
  * tables of tp_cuda_k_set_codes_host: lets tests without a GPU check the
  * layouts the kernels read. */
 void tp_cuda_k_set_codes_host(const float nf4[16], const float dq[256]);
-void tp_cuda_k_dequantize_host(const tp_cuda_wfmt *f, uint64_t r0, uint64_t r1, float *out);
+/* wide: the GEMV's 16-byte path (32 columns per load) where the layout
+ * allows it, as on the device; else 8 columns at a time. */
+void tp_cuda_k_dequantize_host(const tp_cuda_wfmt *f, uint64_t r0, uint64_t r1, float *out,
+			       int wide);
 /* out[(r - r0) * cols + c] = w[r][c] for r0 <= r < r1. */
 int tp_cuda_k_dequantize(const tp_cuda_wfmt *f, uint64_t r0, uint64_t r1, float *out);
 /* y[t * ldy + r] = bias[r] (bias may be NULL) + sum_c x[t * cols + c] w[r][c]

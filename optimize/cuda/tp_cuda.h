@@ -67,6 +67,12 @@ int tp_cuda_make_linear(void *ctx, const char *name, const float *w, const float
 int tp_cuda_dequantize_on_host(const tp_quant_format *f, const void *packed, size_t rows,
 			       size_t cols, size_t r0, size_t r1, float *w);
 
+/* The same through the GEMV's 16-byte loads (32 columns of 4-bit codes
+ * per load: rtn4_gG with G a multiple of 32, nf4, nf4_dq, when cols % 32
+ * == 0), 8 columns at a time elsewhere. */
+int tp_cuda_dequantize_on_host_wide(const tp_quant_format *f, const void *packed, size_t rows,
+				    size_t cols, size_t r0, size_t r1, float *w);
+
 /* A GPU copy of src (same in/out; src is not kept). A packed layer uploads
  * its packed bytes; any other layer is read back as fp32 weights through
  * its own forward (rows of the identity: exact for layers without bias;

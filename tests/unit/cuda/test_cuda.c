@@ -161,6 +161,12 @@ static void check_decode(const char *name, size_t rows, size_t cols)
 	CHECK_EQ_INT(bad, 0);
 	CHECK_EQ_INT(tp_cuda_dequantize_on_host(f, packed, rows, cols, 1, rows, dec), 0);
 	CHECK(memcmp(cpu + cols, dec, (rows - 1) * cols * sizeof(float)) == 0);
+	/* the GEMV's 16-byte loads, where the layout allows them */
+	memset(dec, 0, cells * sizeof(float));
+	CHECK_EQ_INT(tp_cuda_dequantize_on_host_wide(f, packed, rows, cols, 0, rows, dec), 0);
+	CHECK(memcmp(cpu, dec, cells * sizeof(float)) == 0);
+	CHECK_EQ_INT(tp_cuda_dequantize_on_host_wide(f, packed, rows, cols, 1, rows, dec), 0);
+	CHECK(memcmp(cpu + cols, dec, (rows - 1) * cols * sizeof(float)) == 0);
 done:
 	free(w);
 	free(cpu);
