@@ -152,7 +152,8 @@ static void kept_free(kept *k)
  * window (the windows of tp_optimize_calibrate: ctx tokens, BOS first), so
  * a capture runs that block only: one pass through the model in all. */
 typedef struct states {
-	size_t nwin, hidden, block;
+	size_t nwin, hidden, block, pre;
+	size_t limit; /* feed_block: text tokens fed (the first ones); 0: all */
 	size_t *len, *off; /* window w: len tokens at x + off * hidden */
 	float *x, *work;
 	tp_kv *kv;
@@ -176,6 +177,7 @@ static int states_init(states *st, const tp_model *m, const tp_candidate_calib *
 	if (ctx < 2 || n == 0)
 		return tp_error_set(TP_EINVAL, "calibration needs tokens and a context of 2 or more");
 	size_t step = ctx - pre;
+	st->pre = pre;
 	st->hidden = tp_model_get_config(m)->hidden;
 	st->nwin = (n + step - 1) / step;
 	total = n + pre * st->nwin;
@@ -214,14 +216,17 @@ static int feed_block(void *ctx, tp_model *m, size_t *fed)
 {
 	states *st = ctx;
 	int rc = 0;
+	size_t left = st->limit ? st->limit : SIZE_MAX;
 	*fed = 0;
-	for (size_t w = 0; w < st->nwin && rc == 0; w++) {
-		memcpy(st->work, st->x + st->off[w] * st->hidden,
-		       st->len[w] * st->hidden * sizeof(float));
+	for (size_t w = 0; w < st->nwin && left && rc == 0; w++) {
+		/* a window cut short is its first rows: attention is causal */
+		size_t text = st->len[w] - st->pre, take = text < left ? text : left;
+		size_t len = take + st->pre;
+		left -= take;
+		memcpy(st->work, st->x + st->off[w] * st->hidden, len * st->hidden * sizeof(float));
 		tp_kv_reset(st->kv);
-		rc = tp_model_forward_layers(m, st->kv, st->block, st->block + 1, st->work,
-					     st->len[w]);
-		*fed += st->len[w];
+		rc = tp_model_forward_layers(m, st->kv, st->block, st->block + 1, st->work, len);
+		*fed += len;
 	}
 	return rc;
 }
@@ -418,22 +423,38 @@ typedef struct awq_loss {
 	float *ref, *y; /* next's outputs [nx][out]: unquantized group, candidate */
 } awq_loss;
 
-/* Layer next's outputs *y over the loss tokens as the model is now. */
+/* Layer next's outputs *y over the loss tokens as the model is now. On a
+ * calibration device, the block alone runs there over its kept input states
+ * (the same rows: the first loss tokens' windows), not the whole model. */
 static int awq_next_out(awq_loss *a, float **y)
 {
 	tp_calib_opts o = a->j->calib->opts;
 	size_t n = AWQ_LOSS_TOKENS;
 	tp_quant_calib_set set = { 0 };
 	tp_linear *l = tp_model_linear(a->j->m, a->next);
+	const tp_calib_device *dev = o.device && o.device->linear_copy ? o.device : NULL;
+	on_device d = { 0 };
 	o.max_tokens = o.max_tokens && o.max_tokens < n ? o.max_tokens : n;
 	o.hessian = false;
 	/* every row: tokens plus at most one BOS per window (ctx >= 2) */
 	o.sample_rows = 2 * o.max_tokens + 1;
 	o.first = a->next;
 	o.last = a->next + 1;
-	int rc = tp_optimize_calibrate(a->j->m, a->j->calib->ids, a->j->calib->n, &o, &set);
-	if (rc < 0)
+	int rc = 0;
+	if (dev) {
+		o.feed = feed_block;
+		o.feed_ctx = &a->j->states;
+		a->j->states.limit = o.max_tokens;
+		rc = block_to_device(a->j->m, dev, a->j->states.block, &d);
+	}
+	if (rc == 0)
+		rc = tp_optimize_calibrate(a->j->m, a->j->calib->ids, a->j->calib->n, &o, &set);
+	block_back(a->j->m, &d);
+	a->j->states.limit = 0;
+	if (rc < 0) {
+		tp_quant_calib_set_free(&set);
 		return rc;
+	}
 	const tp_quant_calib *c = &set.layers[a->next];
 	if (a->nx && c->nx != a->nx)
 		rc = tp_error_set(TP_EINVAL, "awq: %zu loss rows, then %zu", a->nx, c->nx);
@@ -447,6 +468,22 @@ static int awq_next_out(awq_loss *a, float **y)
 	return rc;
 }
 
+/* w as layer i in the fp32 pass-through format: a device uploads its
+ * bytes as they are (a dense layer would be read back through its forward). */
+static int fp32_layer(job *j, size_t i, const float *w, tp_linear **l)
+{
+	size_t bytes = fmt_f32.packed_size(j->k.rows[i], j->k.cols[i]);
+	void *packed = malloc(bytes ? bytes : 1);
+	if (!packed)
+		return tp_error_set(TP_ENOMEM, "out of memory");
+	memcpy(packed, w, bytes);
+	int rc = tp_quant_linear_new(l, &fmt_f32, packed, j->k.rows[i], j->k.cols[i],
+				     j->k.bias[i]);
+	if (rc < 0)
+		free(packed);
+	return rc;
+}
+
 static int awq_loss_eval(void *ctx, const float *const *wq, double *loss)
 {
 	awq_loss *a = ctx;
@@ -454,11 +491,13 @@ static int awq_loss_eval(void *ctx, const float *const *wq, double *loss)
 	tp_linear *old[3] = { 0 };
 	size_t swapped = 0;
 	int rc = 0;
+	const tp_calib_device *dev = j->calib->opts.device;
 	for (; swapped < a->nw; swapped++) {
 		size_t i = a->idx[swapped];
 		tp_linear *l = NULL;
-		if ((rc = tp_linear_dense_new(&l, wq[swapped], j->k.bias[i], j->k.rows[i],
-					      j->k.cols[i])) < 0)
+		if ((rc = dev && dev->linear_copy ? fp32_layer(j, i, wq[swapped], &l)
+						  : tp_linear_dense_new(&l, wq[swapped], j->k.bias[i],
+									j->k.rows[i], j->k.cols[i])) < 0)
 			break;
 		if ((rc = tp_model_swap_linear(j->m, i, l, &old[swapped])) < 0) {
 			tp_linear_free(l);

@@ -104,8 +104,29 @@ static int host_take(void *ctx, tp_quant_calib *s, bool keep)
 	return 0;
 }
 
+/* A packed layer copied on the CPU: the block swaps, the AWQ loss passes
+ * over the kept states and their fp32 layers run as on a device. */
+static int host_copy(void *ctx, const tp_linear *src, tp_linear **out)
+{
+	(void)ctx;
+	const tp_quant_format *f;
+	const void *packed;
+	const float *bias;
+	if (!tp_quant_linear_parts(src, &f, &packed, &bias))
+		return tp_error_set(TP_EUNSUPPORTED, "not a packed layer");
+	size_t bytes = f->packed_size(src->out, src->in);
+	void *p = malloc(bytes ? bytes : 1);
+	if (!p)
+		return tp_error_set(TP_ENOMEM, "out of memory");
+	memcpy(p, packed, bytes);
+	int rc = tp_quant_linear_new(out, f, p, src->out, src->in, bias);
+	if (rc < 0)
+		free(p);
+	return rc;
+}
+
 const tp_calib_device *tp_cuda_calib_device_host(void)
 {
-	static const tp_calib_device d = { NULL, NULL, host_add, host_take };
+	static const tp_calib_device d = { NULL, host_copy, host_add, host_take };
 	return &d;
 }

@@ -147,8 +147,9 @@ int tp_cuda_measure_speed(const tp_cuda_model *g, const int32_t *ids, size_t n_p
  * the device, read back once per capture: the same sums as the CPU's for
  * the same inputs, bit for bit (kernels.cu). */
 const tp_calib_device *tp_cuda_calib_device(void);
-/* The same Hessian sums by the kernel's code compiled for the host, with
- * the layers left on the CPU: needs no GPU (tests). */
+/* The same by the Hessian kernel's code compiled for the host, the
+ * "device" copies of packed layers made on the CPU: every step of the GPU
+ * path but the GPU's products, so it needs no GPU (tests). */
 const tp_calib_device *tp_cuda_calib_device_host(void);
 
 /* ---- the optimizer's backend ------------------------------------------------ */
