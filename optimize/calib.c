@@ -59,10 +59,11 @@ typedef struct capture {
 	int *rc;
 } capture;
 
-static void capture_forward(const tp_linear *l, const float *x, size_t n, float *y,
-			    tp_pool *pool)
+static const tp_linear_ops capture_ops;
+
+/* The statistics of rows x[n][cols]: what a capture sees of its inputs. */
+static void observe(const capture *c, const float *x, size_t n)
 {
-	const capture *c = (const capture *)l;
 	tp_quant_calib *s = c->stats;
 	size_t cols = s->cols;
 	for (size_t t = 0; t < n; t++) {
@@ -85,7 +86,27 @@ static void capture_forward(const tp_linear *l, const float *x, size_t n, float 
 	if (s->hessian && c->dev && *c->rc == 0)
 		*c->rc = c->dev->hessian_add(c->dev->ctx, s, x, n);
 	s->nsamples += n;
+}
+
+static void capture_forward(const tp_linear *l, const float *x, size_t n, float *y,
+			    tp_pool *pool)
+{
+	const capture *c = (const capture *)l;
+	observe(c, x, n);
 	tp_linear_forward(c->inner, x, n, y, pool);
+}
+
+tp_linear *tp_quant_capture_inner(tp_linear *l)
+{
+	return l && l->ops == &capture_ops ? ((capture *)l)->inner : l;
+}
+
+bool tp_quant_capture_observe(tp_linear *l, const float *x, size_t n)
+{
+	if (!l || l->ops != &capture_ops)
+		return false;
+	observe((const capture *)l, x, n);
+	return true;
 }
 
 static void capture_free(tp_linear *l)

@@ -152,11 +152,12 @@ static void kept_free(kept *k)
  * window (the windows of tp_optimize_calibrate: ctx tokens, BOS first), so
  * a capture runs that block only: one pass through the model in all. */
 typedef struct states {
-	size_t nwin, hidden, block, pre;
+	size_t nwin, hidden, block, pre, ctx;
 	size_t limit; /* feed_block: text tokens fed (the first ones); 0: all */
 	size_t *len, *off; /* window w: len tokens at x + off * hidden */
 	float *x, *work;
 	tp_kv *kv;
+	const tp_calib_device *dev; /* runs the block when it can (dev_block) */
 } states;
 
 static void states_free(states *st)
@@ -178,6 +179,7 @@ static int states_init(states *st, const tp_model *m, const tp_candidate_calib *
 		return tp_error_set(TP_EINVAL, "calibration needs tokens and a context of 2 or more");
 	size_t step = ctx - pre;
 	st->pre = pre;
+	st->ctx = ctx;
 	st->hidden = tp_model_get_config(m)->hidden;
 	st->nwin = (n + step - 1) / step;
 	total = n + pre * st->nwin;
@@ -211,24 +213,56 @@ done:
 	return rc;
 }
 
-/* tp_calib_opts.feed: the current block over a copy of every window's states. */
-static int feed_block(void *ctx, tp_model *m, size_t *fed)
+/* The device runs whole blocks itself (else at most their products). */
+static bool dev_block(const tp_calib_device *dev)
 {
-	states *st = ctx;
+	return dev && dev->block_new && dev->block_run && dev->block_free;
+}
+
+/* The current block over the windows' states: in place (advance: they
+ * become the next block's inputs), or over a copy of the first limit
+ * tokens' windows (a capture). On the device when it runs blocks and
+ * takes this one, else through tp_model_forward_layers. */
+static int run_block(states *st, tp_model *m, bool advance, size_t *fed)
+{
+	const tp_calib_device *dev = st->dev;
+	void *blk = NULL;
 	int rc = 0;
-	size_t left = st->limit ? st->limit : SIZE_MAX;
+	if (dev_block(dev) && (rc = dev->block_new(dev->ctx, m, st->block, st->ctx, &blk)) < 0) {
+		if (rc != TP_EUNSUPPORTED)
+			return rc;
+		blk = NULL;
+		rc = 0;
+	}
+	size_t left = !advance && st->limit ? st->limit : SIZE_MAX;
 	*fed = 0;
 	for (size_t w = 0; w < st->nwin && left && rc == 0; w++) {
 		/* a window cut short is its first rows: attention is causal */
 		size_t text = st->len[w] - st->pre, take = text < left ? text : left;
 		size_t len = take + st->pre;
+		float *x = st->x + st->off[w] * st->hidden;
 		left -= take;
-		memcpy(st->work, st->x + st->off[w] * st->hidden, len * st->hidden * sizeof(float));
-		tp_kv_reset(st->kv);
-		rc = tp_model_forward_layers(m, st->kv, st->block, st->block + 1, st->work, len);
+		if (!advance) {
+			memcpy(st->work, x, len * st->hidden * sizeof(float));
+			x = st->work;
+		}
+		if (blk) {
+			rc = dev->block_run(blk, x, len);
+		} else {
+			tp_kv_reset(st->kv);
+			rc = tp_model_forward_layers(m, st->kv, st->block, st->block + 1, x, len);
+		}
 		*fed += len;
 	}
+	if (blk)
+		dev->block_free(blk);
 	return rc;
+}
+
+/* tp_calib_opts.feed: the current block over a copy of every window's states. */
+static int feed_block(void *ctx, tp_model *m, size_t *fed)
+{
+	return run_block(ctx, m, false, fed);
 }
 
 /* Block b's layers replaced by copies on the calibration device while it
@@ -252,7 +286,7 @@ static void block_back(tp_model *m, on_device *d)
 static int block_to_device(tp_model *m, const tp_calib_device *dev, size_t b, on_device *d)
 {
 	*d = (on_device){ .base = b * PER_BLOCK };
-	if (!dev || !dev->linear_copy)
+	if (!dev || !dev->linear_copy || dev_block(dev))
 		return 0;
 	int rc = 0;
 	for (size_t k = 0; k < PER_BLOCK && rc == 0; k++) {
@@ -273,12 +307,10 @@ static int block_to_device(tp_model *m, const tp_calib_device *dev, size_t b, on
 static int states_advance(states *st, tp_model *m, const tp_calib_device *dev)
 {
 	on_device d;
+	size_t fed;
 	int rc = block_to_device(m, dev, st->block, &d);
-	for (size_t w = 0; w < st->nwin && rc == 0; w++) {
-		tp_kv_reset(st->kv);
-		rc = tp_model_forward_layers(m, st->kv, st->block, st->block + 1,
-					     st->x + st->off[w] * st->hidden, st->len[w]);
-	}
+	if (rc == 0)
+		rc = run_block(st, m, true, &fed);
 	block_back(m, &d);
 	st->block++;
 	return rc;
@@ -432,7 +464,8 @@ static int awq_next_out(awq_loss *a, float **y)
 	size_t n = AWQ_LOSS_TOKENS;
 	tp_quant_calib_set set = { 0 };
 	tp_linear *l = tp_model_linear(a->j->m, a->next);
-	const tp_calib_device *dev = o.device && o.device->linear_copy ? o.device : NULL;
+	const tp_calib_device *dev =
+		o.device && (o.device->linear_copy || dev_block(o.device)) ? o.device : NULL;
 	on_device d = { 0 };
 	o.max_tokens = o.max_tokens && o.max_tokens < n ? o.max_tokens : n;
 	o.hessian = false;
@@ -495,7 +528,7 @@ static int awq_loss_eval(void *ctx, const float *const *wq, double *loss)
 	for (; swapped < a->nw; swapped++) {
 		size_t i = a->idx[swapped];
 		tp_linear *l = NULL;
-		if ((rc = dev && dev->linear_copy ? fp32_layer(j, i, wq[swapped], &l)
+		if ((rc = dev && (dev->linear_copy || dev_block(dev)) ? fp32_layer(j, i, wq[swapped], &l)
 						  : tp_linear_dense_new(&l, wq[swapped], j->k.bias[i],
 									j->k.rows[i], j->k.cols[i])) < 0)
 			break;
@@ -750,6 +783,7 @@ int tp_optimize_method_load(tp_model **out, const char *dir, const tp_model_opts
 	}
 	if ((rc = states_init(&j.states, j.m, calib)) < 0)
 		goto done;
+	j.states.dev = calib->opts.device;
 	for (size_t b = 0; b < layers && rc == 0; b++) {
 		if ((rc = widen_block(&j, b)) < 0)
 			break;

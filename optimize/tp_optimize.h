@@ -168,6 +168,12 @@ bool tp_optimize_linear_slot(const char *linear_name, size_t *layer, size_t *whi
 int tp_quant_capture_new(tp_linear **out, tp_linear *inner, tp_quant_calib *stats);
 /* Free the wrapper only and hand back its inner layer. */
 tp_linear *tp_quant_capture_release(tp_linear *capture);
+/* For a device that runs a block itself (tp_calib_device.block_new): the
+ * layer capture l wraps (l itself when it is no capture), and l's
+ * statistics of its input rows x[n][in] taken as its forward takes them,
+ * without the product (false when l is no capture). */
+tp_linear *tp_quant_capture_inner(tp_linear *l);
+bool tp_quant_capture_observe(tp_linear *l, const float *x, size_t n);
 void tp_quant_calib_finish(tp_quant_calib *c);
 
 /* Statistics for every linear layer of a model, in tp_model_linear order;
@@ -195,6 +201,17 @@ typedef struct tp_calib_device {
 	/* The device's sums into s->hessian (upper triangle) when keep, and its
 	 * memory released; s->device is NULL after it, even on failure. */
 	int (*hessian_take)(void *ctx, tp_quant_calib *s, bool keep);
+	/* Decoder block b of m on the device. block_new uploads its norms and
+	 * the layers it holds now (a capture's inner layer), for windows of up
+	 * to max_n tokens; block_run turns the hidden states x[n][hidden] (host
+	 * memory, in place) into the block's output at positions 0..n-1 of an
+	 * empty cache, as tp_model_forward_layers(m, kv, b, b + 1, x, n) does
+	 * with the device's rounding, handing each captured layer its inputs
+	 * (tp_quant_capture_observe). TP_EUNSUPPORTED from block_new: the
+	 * block runs on the CPU (with linear_copy's layers). NULL: the same. */
+	int (*block_new)(void *ctx, tp_model *m, size_t b, size_t max_n, void **blk);
+	int (*block_run)(void *blk, float *x, size_t n);
+	void (*block_free)(void *blk);
 } tp_calib_device;
 
 typedef struct tp_calib_opts {

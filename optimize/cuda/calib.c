@@ -1,6 +1,7 @@
-/* Calibration on the GPU (tp_calib_device): a method's block runs with its
- * linear layers uploaded (tp_cuda_linear_new), and GPTQ's Hessian sums stay
- * on the device while the calibration windows pass, read back once. */
+/* Calibration on the GPU (tp_calib_device): a method's block runs there
+ * (model.c's tp_cuda_block: norms, RoPE, attention and the products; the
+ * captured layers' inputs come back for their statistics), and GPTQ's
+ * Hessian sums stay on the device while the windows pass, read back once. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -73,7 +74,28 @@ static int hessian_take(void *ctx, tp_quant_calib *s, bool keep)
 	return e ? tp_cuda_fail(e, "reading a Hessian back") : 0;
 }
 
-const tp_calib_device tp_cuda_calib_dev = { NULL, linear_copy, hessian_add, hessian_take };
+static int block_new(void *ctx, tp_model *m, size_t b, size_t max_n, void **blk)
+{
+	(void)ctx;
+	tp_cuda_block *x = NULL;
+	int rc = tp_cuda_block_new(&x, m, b, max_n);
+	if (rc == 0)
+		*blk = x;
+	return rc;
+}
+
+static int block_run(void *blk, float *x, size_t n)
+{
+	return tp_cuda_block_run(blk, x, n);
+}
+
+static void block_free(void *blk)
+{
+	tp_cuda_block_free(blk);
+}
+
+const tp_calib_device tp_cuda_calib_dev = { NULL,	  linear_copy, hessian_add, hessian_take,
+					    block_new, block_run,   block_free };
 
 const tp_calib_device *tp_cuda_calib_device(void)
 {
@@ -125,8 +147,101 @@ static int host_copy(void *ctx, const tp_linear *src, tp_linear **out)
 	return rc;
 }
 
+/* The host's block: each of its layers swapped for an observer that hands
+ * its inputs to the layer's capture, as the GPU block's observer does, and
+ * computes with the capture's inner layer; tp_model_forward_layers runs it. */
+typedef struct host_obs {
+	tp_linear base;
+	tp_linear *layer; /* the model's: a capture or not */
+} host_obs;
+
+static void obs_forward(const tp_linear *l, const float *x, size_t n, float *y, tp_pool *pool)
+{
+	const host_obs *o = (const host_obs *)l;
+	tp_quant_capture_observe(o->layer, x, n);
+	tp_linear_forward(tp_quant_capture_inner(o->layer), x, n, y, pool);
+}
+
+static void obs_free(tp_linear *l)
+{
+	free(l);
+}
+
+static size_t obs_bytes(const tp_linear *l)
+{
+	(void)l;
+	return 0;
+}
+
+static const tp_linear_ops obs_ops = { obs_forward, obs_free, obs_bytes };
+
+enum { HOST_PER_BLOCK = 7 };
+
+typedef struct host_block {
+	tp_model *m;
+	size_t b;
+	tp_kv *kv;
+} host_block;
+
+static int host_block_new(void *ctx, tp_model *m, size_t b, size_t max_n, void **blk)
+{
+	(void)ctx;
+	host_block *h = calloc(1, sizeof(*h));
+	if (!h)
+		return tp_error_set(TP_ENOMEM, "out of memory");
+	int rc = tp_kv_new(&h->kv, m, max_n, max_n);
+	if (rc < 0) {
+		free(h);
+		return rc;
+	}
+	h->m = m;
+	h->b = b;
+	*blk = h;
+	return 0;
+}
+
+static int host_block_run(void *blk, float *x, size_t n)
+{
+	host_block *h = blk;
+	tp_linear *old[HOST_PER_BLOCK];
+	size_t swapped = 0, base = h->b * HOST_PER_BLOCK;
+	int rc = 0;
+	for (; swapped < HOST_PER_BLOCK; swapped++) {
+		tp_linear *l = tp_model_linear(h->m, base + swapped);
+		host_obs *o = malloc(sizeof(*o));
+		if (!o) {
+			rc = tp_error_set(TP_ENOMEM, "out of memory");
+			break;
+		}
+		*o = (host_obs){ { &obs_ops, l->in, l->out }, l };
+		if ((rc = tp_model_swap_linear(h->m, base + swapped, &o->base, &old[swapped])) < 0) {
+			free(o);
+			break;
+		}
+	}
+	if (rc == 0) {
+		tp_kv_reset(h->kv);
+		rc = tp_model_forward_layers(h->m, h->kv, h->b, h->b + 1, x, n);
+	}
+	while (swapped--) {
+		tp_linear *o = NULL;
+		if (tp_model_swap_linear(h->m, base + swapped, old[swapped], &o) == 0)
+			free(o);
+	}
+	return rc;
+}
+
+static void host_block_free(void *blk)
+{
+	host_block *h = blk;
+	if (h)
+		tp_kv_free(h->kv);
+	free(h);
+}
+
 const tp_calib_device *tp_cuda_calib_device_host(void)
 {
-	static const tp_calib_device d = { NULL, host_copy, host_add, host_take };
+	static const tp_calib_device d = { NULL,	   host_copy,	   host_add,	   host_take,
+					   host_block_new, host_block_run, host_block_free };
 	return &d;
 }

@@ -245,7 +245,16 @@ static int lin(const tp_cuda_model *g, size_t i, const float *x, size_t n, float
 
 enum { LQ, LK, LV, LO, LGATE, LUP, LDOWN, LPER };
 
-static int attention_block(const tp_cuda_model *g, tp_cuda_kv *kv, size_t l, size_t n)
+/* Shown the device input of layer k (LQ for q/k/v, LGATE for gate/up, LO,
+ * LDOWN) of n rows x cols before the products (calibration's captures);
+ * returns a cudaError_t as int. */
+typedef struct observer {
+	int (*fn)(void *ctx, size_t k, const float *x, size_t n, size_t cols);
+	void *ctx;
+} observer;
+
+static int attention_block(const tp_cuda_model *g, tp_cuda_kv *kv, size_t l, size_t n,
+			   const observer *ob)
 {
 	const tp_model_config *c = &g->cfg;
 	size_t base = l * LPER, hd = c->head_dim;
@@ -254,6 +263,7 @@ static int attention_block(const tp_cuda_model *g, tp_cuda_kv *kv, size_t l, siz
 	int e;
 	if ((e = tp_cuda_k_rms_norm(kv->x, g->norms + 2 * l * c->hidden, n, c->hidden, c->rms_eps,
 				    kv->xn)) ||
+	    (ob && (e = ob->fn(ob->ctx, LQ, kv->xn, n, c->hidden))) ||
 	    (e = lin(g, base + LQ, kv->xn, n, kv->q)) || (e = lin(g, base + LK, kv->xn, n, kv->kb)) ||
 	    (e = lin(g, base + LV, kv->xn, n, kv->vb)) ||
 	    (e = tp_cuda_k_rope(kv->q, n, c->heads, hd, kv->pos, pos_div, g->inv_freq)) ||
@@ -262,22 +272,26 @@ static int attention_block(const tp_cuda_model *g, tp_cuda_kv *kv, size_t l, siz
 				       c->kv_heads, hd, kv->max_ctx, kv->pos)) ||
 	    (e = tp_cuda_k_attention(kv->q, kv->k + layer_off, kv->v + layer_off, kv->att, n,
 				     c->heads, c->kv_heads, hd, kv->max_ctx, kv->pos)) ||
+	    (ob && (e = ob->fn(ob->ctx, LO, kv->att, n, c->heads * hd))) ||
 	    (e = lin(g, base + LO, kv->att, n, kv->tmp)) ||
 	    (e = tp_cuda_k_add(kv->x, kv->tmp, n * c->hidden)))
 		return e;
 	return 0;
 }
 
-static int mlp_block(const tp_cuda_model *g, tp_cuda_kv *kv, size_t l, size_t n)
+static int mlp_block(const tp_cuda_model *g, tp_cuda_kv *kv, size_t l, size_t n,
+		     const observer *ob)
 {
 	const tp_model_config *c = &g->cfg;
 	size_t base = l * LPER;
 	int e;
 	if ((e = tp_cuda_k_rms_norm(kv->x, g->norms + (2 * l + 1) * c->hidden, n, c->hidden,
 				    c->rms_eps, kv->xn)) ||
+	    (ob && (e = ob->fn(ob->ctx, LGATE, kv->xn, n, c->hidden))) ||
 	    (e = lin(g, base + LGATE, kv->xn, n, kv->gt)) ||
 	    (e = lin(g, base + LUP, kv->xn, n, kv->u)) ||
 	    (e = tp_cuda_k_swiglu(kv->gt, kv->u, n * c->intermediate)) ||
+	    (ob && (e = ob->fn(ob->ctx, LDOWN, kv->gt, n, c->intermediate))) ||
 	    (e = lin(g, base + LDOWN, kv->gt, n, kv->tmp)) ||
 	    (e = tp_cuda_k_add(kv->x, kv->tmp, n * c->hidden)))
 		return e;
@@ -293,7 +307,7 @@ static int forward_batch(const tp_cuda_model *g, tp_cuda_kv *kv, const int32_t *
 	    (e = tp_cuda_k_embed(g->embed, kv->ids, n, c->hidden, kv->x)))
 		return e;
 	for (size_t l = 0; l < c->layers; l++)
-		if ((e = attention_block(g, kv, l, n)) || (e = mlp_block(g, kv, l, n)))
+		if ((e = attention_block(g, kv, l, n, NULL)) || (e = mlp_block(g, kv, l, n, NULL)))
 			return e;
 	kv->pos += n;
 	if (logits_from >= n)
@@ -332,6 +346,126 @@ int tp_cuda_model_forward(const tp_cuda_model *g, tp_cuda_kv *kv, const int32_t 
 			return tp_cuda_fail(e, "forward pass");
 		done += b;
 	}
+	return 0;
+}
+
+/* ---- one block for calibration ---------------------------------------------- */
+
+/* Block b of a CPU model as a one-layer tp_cuda_model (its norms, the
+ * inner layers of its captures, no embedding or lm_head) with a cache of
+ * max_n positions; the inputs of captured layers come back to the host for
+ * their statistics (tp_quant_capture_observe). */
+struct tp_cuda_block {
+	tp_model *m;
+	size_t base;
+	tp_cuda_model *g;
+	tp_cuda_kv *kv;
+	float *host; /* [max_n][widest input] */
+};
+
+void tp_cuda_block_free(tp_cuda_block *b)
+{
+	if (!b)
+		return;
+	tp_cuda_kv_free(b->kv);
+	tp_cuda_model_free(b->g);
+	free(b->host);
+	free(b);
+}
+
+int tp_cuda_block_new(tp_cuda_block **out, tp_model *m, size_t blk, size_t max_n)
+{
+	int rc = tp_cuda_init(), e = 0;
+	if (rc < 0)
+		return rc;
+	const tp_model_config *c = tp_model_get_config(m);
+	size_t H = c->hidden, half = c->head_dim / 2, qd = c->heads * c->head_dim;
+	size_t widest = H > qd ? H : qd;
+	widest = widest > c->intermediate ? widest : c->intermediate;
+	if (blk >= c->layers || max_n == 0)
+		return tp_error_set(TP_EINVAL, "block %zu of %zu, %zu positions", blk, c->layers,
+				    max_n);
+	if (c->heads % c->kv_heads || c->head_dim > 256 || max_n > tp_cuda_k_attention_max_ctx())
+		return tp_error_set(TP_EUNSUPPORTED, "CUDA attention: %zu heads over %zu KV heads of "
+				    "%zu dims, %zu positions", c->heads, c->kv_heads, c->head_dim,
+				    max_n);
+	tp_cuda_block *b = calloc(1, sizeof(*b));
+	float *freq = malloc((half ? half : 1) * sizeof(float));
+	if (!b || !freq || !(b->g = calloc(1, sizeof(*b->g))) ||
+	    !(b->host = malloc(max_n * widest * sizeof(float))) ||
+	    !(b->g->linear = calloc(LPER, sizeof(*b->g->linear)))) {
+		rc = tp_error_set(TP_ENOMEM, "out of memory");
+		goto done;
+	}
+	b->m = m;
+	b->base = blk * LPER;
+	tp_cuda_model *g = b->g;
+	g->cfg = *c;
+	g->cfg.layers = 1;
+	g->cfg.vocab = 1; /* no logits: the cache's logits slot stays small */
+	g->nlinear = LPER;
+	rope_frequencies(c, freq);
+	/* norms [3][H]: the block's two, then an unused final one */
+	if ((e = cudaMalloc((void **)&g->norms, 3 * H * sizeof(float))) ||
+	    (e = cudaMemset(g->norms, 0, 3 * H * sizeof(float))) ||
+	    (e = cudaMemcpy(g->norms, tp_model_norms(m) + 2 * blk * H, 2 * H * sizeof(float),
+			    cudaMemcpyHostToDevice)) ||
+	    (e = cudaMalloc((void **)&g->inv_freq, (half ? half : 1) * sizeof(float))) ||
+	    (e = cudaMemcpy(g->inv_freq, freq, half * sizeof(float), cudaMemcpyHostToDevice))) {
+		rc = tp_cuda_fail(e, "uploading a block's norms");
+		goto done;
+	}
+	for (size_t k = 0; k < LPER; k++) {
+		tp_linear *l = tp_quant_capture_inner(tp_model_linear(m, b->base + k));
+		if ((rc = tp_cuda_linear_new_pool(&g->linear[k], l, tp_model_pool(m))) < 0) {
+			rc = tp_error_wrap(rc, "%s", tp_model_linear_name(m, b->base + k));
+			goto done;
+		}
+	}
+	rc = tp_cuda_kv_new(&b->kv, g, max_n, max_n);
+done:
+	free(freq);
+	if (rc < 0) {
+		tp_cuda_block_free(b);
+		return rc;
+	}
+	*out = b;
+	return 0;
+}
+
+/* The observer of a block run: the input of layer k and of those that
+ * share it, to their captures. */
+static int block_observe(void *ctx, size_t k, const float *x, size_t n, size_t cols)
+{
+	tp_cuda_block *b = ctx;
+	size_t count = k == LQ ? 3 : k == LGATE ? 2 : 1;
+	bool any = false;
+	for (size_t i = 0; i < count; i++) {
+		tp_linear *l = tp_model_linear(b->m, b->base + k + i);
+		any |= tp_quant_capture_inner(l) != l;
+	}
+	if (!any)
+		return 0;
+	int e = cudaMemcpy(b->host, x, n * cols * sizeof(float), cudaMemcpyDeviceToHost);
+	if (e)
+		return e;
+	for (size_t i = 0; i < count; i++)
+		tp_quant_capture_observe(tp_model_linear(b->m, b->base + k + i), b->host, n);
+	return 0;
+}
+
+int tp_cuda_block_run(tp_cuda_block *b, float *x, size_t n)
+{
+	const tp_model_config *c = &b->g->cfg;
+	observer ob = { block_observe, b };
+	int e;
+	if (n == 0 || n > b->kv->max_batch)
+		return tp_error_set(TP_EINVAL, "%zu rows for a block of %zu", n, b->kv->max_batch);
+	tp_cuda_kv_reset(b->kv);
+	if ((e = cudaMemcpy(b->kv->x, x, n * c->hidden * sizeof(float), cudaMemcpyHostToDevice)) ||
+	    (e = attention_block(b->g, b->kv, 0, n, &ob)) || (e = mlp_block(b->g, b->kv, 0, n, &ob)) ||
+	    (e = cudaMemcpy(x, b->kv->x, n * c->hidden * sizeof(float), cudaMemcpyDeviceToHost)))
+		return tp_cuda_fail(e, "a calibration block");
 	return 0;
 }
 

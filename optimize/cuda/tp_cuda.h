@@ -142,14 +142,15 @@ int tp_cuda_measure_speed(const tp_cuda_model *g, const int32_t *ids, size_t n_p
 /* ---- calibration --------------------------------------------------------------- */
 
 /* GPTQ/AWQ calibration on the GPU (tp_calib_opts.device): a method's block
- * runs with its 7 linear layers uploaded (norms, RoPE and attention stay on
- * the CPU, tp_model_forward_layers), and GPTQ's Hessian X^T X is summed on
- * the device, read back once per capture: the same sums as the CPU's for
- * the same inputs, bit for bit (kernels.cu). */
+ * runs there (norms, RoPE, attention, its 7 products; the captured layers'
+ * inputs come back to the host for their statistics), and GPTQ's Hessian
+ * X^T X is summed on the device, read back once per capture: the same sums
+ * as the CPU's for the same inputs, bit for bit (kernels.cu). */
 const tp_calib_device *tp_cuda_calib_device(void);
-/* The same by the Hessian kernel's code compiled for the host, the
- * "device" copies of packed layers made on the CPU: every step of the GPU
- * path but the GPU's products, so it needs no GPU (tests). */
+/* The same steps on the host: the Hessian kernel's host build, the block
+ * run by tp_model_forward_layers with observers standing in for the GPU
+ * block's (handing the captures their inputs), CPU copies of packed layers
+ * for linear_copy. Needs no GPU (tests). */
 const tp_calib_device *tp_cuda_calib_device_host(void);
 
 /* ---- the optimizer's backend ------------------------------------------------ */

@@ -511,27 +511,38 @@ static void test_calib_host(void)
 	size_t count = tp_model_linear_count(m);
 	for (size_t i = 0; i < count && i < 64; i++)
 		before[i] = tp_model_linear(m, i);
-	tp_calib_device bad = {(void *)(uintptr_t)host, NULL, failing_add, failing_take};
+	tp_calib_device bad = {(void *)(uintptr_t)host, NULL, failing_add, failing_take, NULL, NULL,
+			       NULL};
 	tp_calib_opts ob = calib_opts(&bad);
 	tp_quant_calib_set set = {0};
 	CHECK_EQ_INT(tp_optimize_calibrate(m, ids, nids, &ob, &set), TP_EIO);
 	CHECK(strstr(tp_error_last(), "device lost") != NULL);
 	for (size_t i = 0; i < count && i < 64; i++)
 		CHECK(tp_model_linear(m, i) == before[i]);
-	/* GPTQ and AWQ through the hooks (block copies, AWQ's loss passes over
-	 * the block's kept states): the same codes in every layer */
+	/* GPTQ and AWQ through the hooks, the block run by the "device"
+	 * (observers handing the captures their inputs) or with its layers
+	 * copied (linear_copy); AWQ's loss passes over the block's kept states:
+	 * the CPU path's codes in every layer */
+	tp_calib_device copies = {NULL, host->linear_copy, host->hessian_add, host->hessian_take,
+				  NULL, NULL, NULL};
+	const tp_calib_device *devs[] = {host, &copies};
 	const char *meth[] = {"gptq4_g128", "awq4_g128"};
 	for (size_t k = 0; k < 2; k++) {
-		tp_model *a = method(meth[k], NULL, ids, nids), *b = method(meth[k], host, ids, nids);
-		CHECK(a && b);
-		if (a && b) {
-			size_t same, total;
-			same_layers(a, b, &same, &total);
-			fprintf(stderr, "%s: %zu of %zu layers identical\n", meth[k], same, total);
-			CHECK(total == 7 * tp_model_get_config(m)->layers && same == total);
+		tp_model *a = method(meth[k], NULL, ids, nids);
+		CHECK(a != NULL);
+		for (size_t d = 0; a && d < 2; d++) {
+			tp_model *b = method(meth[k], devs[d], ids, nids);
+			CHECK(b != NULL);
+			if (b) {
+				size_t same, total;
+				same_layers(a, b, &same, &total);
+				fprintf(stderr, "%s, %s: %zu of %zu layers identical\n", meth[k],
+					d ? "layer copies" : "device block", same, total);
+				CHECK(total == 7 * tp_model_get_config(m)->layers && same == total);
+			}
+			tp_model_free(b);
 		}
 		tp_model_free(a);
-		tp_model_free(b);
 	}
 done:
 	tp_model_free(m);
