@@ -525,12 +525,14 @@ static int awq_loss_eval(void *ctx, const float *const *wq, double *loss)
 	size_t swapped = 0;
 	int rc = 0;
 	const tp_calib_device *dev = j->calib->opts.device;
+	bool packed = dev && (dev->linear_copy || dev_block(dev)); /* for the device */
 	for (; swapped < a->nw; swapped++) {
 		size_t i = a->idx[swapped];
 		tp_linear *l = NULL;
-		if ((rc = dev && (dev->linear_copy || dev_block(dev)) ? fp32_layer(j, i, wq[swapped], &l)
-						  : tp_linear_dense_new(&l, wq[swapped], j->k.bias[i],
-									j->k.rows[i], j->k.cols[i])) < 0)
+		rc = packed ? fp32_layer(j, i, wq[swapped], &l)
+			    : tp_linear_dense_new(&l, wq[swapped], j->k.bias[i], j->k.rows[i],
+						  j->k.cols[i]);
+		if (rc < 0)
 			break;
 		if ((rc = tp_model_swap_linear(j->m, i, l, &old[swapped])) < 0) {
 			tp_linear_free(l);
