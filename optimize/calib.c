@@ -53,12 +53,17 @@ typedef struct capture {
 	tp_linear base;
 	tp_linear *inner;
 	tp_quant_calib *stats;
+	/* The Hessian's sums on this device when set; its first failure into
+	 * *rc (a forward cannot fail), reported once the feed is done. */
+	const tp_calib_device *dev;
+	int *rc;
 } capture;
 
-static void capture_forward(const tp_linear *l, const float *x, size_t n, float *y,
-			    tp_pool *pool)
+static const tp_linear_ops capture_ops;
+
+/* The statistics of rows x[n][cols]: what a capture sees of its inputs. */
+static void observe(const capture *c, const float *x, size_t n)
 {
-	const capture *c = (const capture *)l;
 	tp_quant_calib *s = c->stats;
 	size_t cols = s->cols;
 	for (size_t t = 0; t < n; t++) {
@@ -70,7 +75,7 @@ static void capture_forward(const tp_linear *l, const float *x, size_t n, float 
 			s->abs_mean[j] += v < 0 ? -v : v; /* a sum until finished */
 			s->sq_sum[j] += v * v;
 		}
-		if (s->hessian)
+		if (s->hessian && !c->dev)
 			for (size_t j = 0; j < cols; j++) {
 				double v = row[j], *h = s->hessian + j * cols;
 				/* Upper triangle only; mirrored when finished. */
@@ -78,8 +83,30 @@ static void capture_forward(const tp_linear *l, const float *x, size_t n, float 
 					h[k] += v * row[k];
 			}
 	}
+	if (s->hessian && c->dev && *c->rc == 0)
+		*c->rc = c->dev->hessian_add(c->dev->ctx, s, x, n);
 	s->nsamples += n;
+}
+
+static void capture_forward(const tp_linear *l, const float *x, size_t n, float *y,
+			    tp_pool *pool)
+{
+	const capture *c = (const capture *)l;
+	observe(c, x, n);
 	tp_linear_forward(c->inner, x, n, y, pool);
+}
+
+tp_linear *tp_quant_capture_inner(tp_linear *l)
+{
+	return l && l->ops == &capture_ops ? ((capture *)l)->inner : l;
+}
+
+bool tp_quant_capture_observe(tp_linear *l, const float *x, size_t n)
+{
+	if (!l || l->ops != &capture_ops)
+		return false;
+	observe((const capture *)l, x, n);
+	return true;
 }
 
 static void capture_free(tp_linear *l)
@@ -104,7 +131,7 @@ int tp_quant_capture_new(tp_linear **out, tp_linear *inner, tp_quant_calib *stat
 	capture *c = malloc(sizeof(*c));
 	if (!c)
 		return tp_error_set(TP_ENOMEM, "out of memory");
-	*c = (capture){ { &capture_ops, inner->in, inner->out }, inner, stats };
+	*c = (capture){ { &capture_ops, inner->in, inner->out }, inner, stats, NULL, NULL };
 	*out = &c->base;
 	return 0;
 }
@@ -205,7 +232,9 @@ int tp_optimize_calibrate(tp_model *m, const int32_t *ids, size_t n, const tp_ca
 {
 	size_t count = tp_model_linear_count(m), wrapped = 0;
 	tp_quant_calib_set s = { 0 };
-	int rc = 0;
+	const tp_calib_device *dev = o->hessian && o->device && o->device->hessian_add &&
+					     o->device->hessian_take ? o->device : NULL;
+	int rc = 0, dev_rc = 0;
 	if (o->max_tokens && n > o->max_tokens)
 		n = o->max_tokens;
 	if (n == 0 || (o->ctx && o->ctx < 2))
@@ -233,6 +262,8 @@ int tp_optimize_calibrate(tp_model *m, const int32_t *ids, size_t n, const tp_ca
 				      stride ? stride : 1)) < 0 ||
 		    (rc = tp_quant_capture_new(&cap, inner, &s.layers[i])) < 0)
 			break;
+		((capture *)cap)->dev = dev;
+		((capture *)cap)->rc = &dev_rc;
 		if ((rc = tp_model_swap_linear(m, i, cap, &old)) < 0) {
 			tp_quant_capture_release(cap);
 			break;
@@ -251,6 +282,17 @@ done:
 		if (tp_model_swap_linear(m, i, inner, &old) == 0)
 			tp_quant_capture_release(old);
 		wrapped--;
+	}
+	if (rc == 0)
+		rc = dev_rc;
+	/* The device's sums back (or released), whatever happened. */
+	for (size_t i = 0; dev && s.layers && i < count; i++) {
+		if (!s.layers[i].device)
+			continue;
+		int trc = dev->hessian_take(dev->ctx, &s.layers[i], rc == 0);
+		s.layers[i].device = NULL;
+		if (rc == 0 && trc < 0)
+			rc = trc;
 	}
 	if (rc < 0) {
 		tp_quant_calib_set_free(&s);

@@ -152,10 +152,12 @@ static void kept_free(kept *k)
  * window (the windows of tp_optimize_calibrate: ctx tokens, BOS first), so
  * a capture runs that block only: one pass through the model in all. */
 typedef struct states {
-	size_t nwin, hidden, block;
+	size_t nwin, hidden, block, pre, ctx;
+	size_t limit; /* feed_block: text tokens fed (the first ones); 0: all */
 	size_t *len, *off; /* window w: len tokens at x + off * hidden */
 	float *x, *work;
 	tp_kv *kv;
+	const tp_calib_device *dev; /* runs the block when it can (dev_block) */
 } states;
 
 static void states_free(states *st)
@@ -176,6 +178,8 @@ static int states_init(states *st, const tp_model *m, const tp_candidate_calib *
 	if (ctx < 2 || n == 0)
 		return tp_error_set(TP_EINVAL, "calibration needs tokens and a context of 2 or more");
 	size_t step = ctx - pre;
+	st->pre = pre;
+	st->ctx = ctx;
 	st->hidden = tp_model_get_config(m)->hidden;
 	st->nwin = (n + step - 1) / step;
 	total = n + pre * st->nwin;
@@ -209,32 +213,105 @@ done:
 	return rc;
 }
 
+/* The device runs whole blocks itself (else at most their products). */
+static bool dev_block(const tp_calib_device *dev)
+{
+	return dev && dev->block_new && dev->block_run && dev->block_free;
+}
+
+/* The current block over the windows' states: in place (advance: they
+ * become the next block's inputs), or over a copy of the first limit
+ * tokens' windows (a capture). On the device when it runs blocks and
+ * takes this one, else through tp_model_forward_layers. */
+static int run_block(states *st, tp_model *m, bool advance, size_t *fed)
+{
+	const tp_calib_device *dev = st->dev;
+	void *blk = NULL;
+	int rc = 0;
+	if (dev_block(dev) && (rc = dev->block_new(dev->ctx, m, st->block, st->ctx, &blk)) < 0) {
+		if (rc != TP_EUNSUPPORTED)
+			return rc;
+		blk = NULL;
+		rc = 0;
+	}
+	size_t left = !advance && st->limit ? st->limit : SIZE_MAX;
+	*fed = 0;
+	for (size_t w = 0; w < st->nwin && left && rc == 0; w++) {
+		/* a window cut short is its first rows: attention is causal */
+		size_t text = st->len[w] - st->pre, take = text < left ? text : left;
+		size_t len = take + st->pre;
+		float *x = st->x + st->off[w] * st->hidden;
+		left -= take;
+		if (!advance) {
+			memcpy(st->work, x, len * st->hidden * sizeof(float));
+			x = st->work;
+		}
+		if (blk) {
+			rc = dev->block_run(blk, x, len);
+		} else {
+			tp_kv_reset(st->kv);
+			rc = tp_model_forward_layers(m, st->kv, st->block, st->block + 1, x, len);
+		}
+		*fed += len;
+	}
+	if (blk)
+		dev->block_free(blk);
+	return rc;
+}
+
 /* tp_calib_opts.feed: the current block over a copy of every window's states. */
 static int feed_block(void *ctx, tp_model *m, size_t *fed)
 {
-	states *st = ctx;
-	int rc = 0;
-	*fed = 0;
-	for (size_t w = 0; w < st->nwin && rc == 0; w++) {
-		memcpy(st->work, st->x + st->off[w] * st->hidden,
-		       st->len[w] * st->hidden * sizeof(float));
-		tp_kv_reset(st->kv);
-		rc = tp_model_forward_layers(m, st->kv, st->block, st->block + 1, st->work,
-					     st->len[w]);
-		*fed += st->len[w];
+	return run_block(ctx, m, false, fed);
+}
+
+/* Block b's layers replaced by copies on the calibration device while it
+ * runs (so its products run there; norms, RoPE and attention stay in
+ * tp_model_forward_layers), the model's own kept in old to be put back. */
+typedef struct on_device {
+	size_t base, n;
+	tp_linear *old[PER_BLOCK];
+} on_device;
+
+static void block_back(tp_model *m, on_device *d)
+{
+	for (; d->n; d->n--) {
+		size_t i = d->base + d->n - 1;
+		tp_linear *copy = NULL;
+		if (tp_model_swap_linear(m, i, d->old[d->n - 1], &copy) == 0)
+			tp_linear_free(copy);
 	}
+}
+
+static int block_to_device(tp_model *m, const tp_calib_device *dev, size_t b, on_device *d)
+{
+	*d = (on_device){ .base = b * PER_BLOCK };
+	if (!dev || !dev->linear_copy || dev_block(dev))
+		return 0;
+	int rc = 0;
+	for (size_t k = 0; k < PER_BLOCK && rc == 0; k++) {
+		tp_linear *copy = NULL;
+		if ((rc = dev->linear_copy(dev->ctx, tp_model_linear(m, d->base + k), &copy)) < 0)
+			tp_error_wrap(rc, "%s on the device", tp_model_linear_name(m, d->base + k));
+		else if ((rc = tp_model_swap_linear(m, d->base + k, copy, &d->old[k])) < 0)
+			tp_linear_free(copy);
+		else
+			d->n++;
+	}
+	if (rc < 0)
+		block_back(m, d);
 	return rc;
 }
 
 /* The states through the (now quantized) current block: the next one's inputs. */
-static int states_advance(states *st, tp_model *m)
+static int states_advance(states *st, tp_model *m, const tp_calib_device *dev)
 {
-	int rc = 0;
-	for (size_t w = 0; w < st->nwin && rc == 0; w++) {
-		tp_kv_reset(st->kv);
-		rc = tp_model_forward_layers(m, st->kv, st->block, st->block + 1,
-					     st->x + st->off[w] * st->hidden, st->len[w]);
-	}
+	on_device d;
+	size_t fed;
+	int rc = block_to_device(m, dev, st->block, &d);
+	if (rc == 0)
+		rc = run_block(st, m, true, &fed);
+	block_back(m, &d);
 	st->block++;
 	return rc;
 }
@@ -327,7 +404,12 @@ static int capture(job *j, size_t first, size_t last, bool hessian, size_t rows,
 	o.last = last;
 	o.feed = feed_block;
 	o.feed_ctx = &j->states;
-	return tp_optimize_calibrate(j->m, j->calib->ids, j->calib->n, &o, set);
+	on_device d;
+	int rc = block_to_device(j->m, o.device, j->states.block, &d);
+	if (rc == 0)
+		rc = tp_optimize_calibrate(j->m, j->calib->ids, j->calib->n, &o, set);
+	block_back(j->m, &d);
+	return rc;
 }
 
 /* AutoGPTQ's true-sequential groups within a block: each group's inputs are
@@ -373,22 +455,39 @@ typedef struct awq_loss {
 	float *ref, *y; /* next's outputs [nx][out]: unquantized group, candidate */
 } awq_loss;
 
-/* Layer next's outputs *y over the loss tokens as the model is now. */
+/* Layer next's outputs *y over the loss tokens as the model is now. On a
+ * calibration device, the block alone runs there over its kept input states
+ * (the same rows: the first loss tokens' windows), not the whole model. */
 static int awq_next_out(awq_loss *a, float **y)
 {
 	tp_calib_opts o = a->j->calib->opts;
 	size_t n = AWQ_LOSS_TOKENS;
 	tp_quant_calib_set set = { 0 };
 	tp_linear *l = tp_model_linear(a->j->m, a->next);
+	const tp_calib_device *dev =
+		o.device && (o.device->linear_copy || dev_block(o.device)) ? o.device : NULL;
+	on_device d = { 0 };
 	o.max_tokens = o.max_tokens && o.max_tokens < n ? o.max_tokens : n;
 	o.hessian = false;
 	/* every row: tokens plus at most one BOS per window (ctx >= 2) */
 	o.sample_rows = 2 * o.max_tokens + 1;
 	o.first = a->next;
 	o.last = a->next + 1;
-	int rc = tp_optimize_calibrate(a->j->m, a->j->calib->ids, a->j->calib->n, &o, &set);
-	if (rc < 0)
+	int rc = 0;
+	if (dev) {
+		o.feed = feed_block;
+		o.feed_ctx = &a->j->states;
+		a->j->states.limit = o.max_tokens;
+		rc = block_to_device(a->j->m, dev, a->j->states.block, &d);
+	}
+	if (rc == 0)
+		rc = tp_optimize_calibrate(a->j->m, a->j->calib->ids, a->j->calib->n, &o, &set);
+	block_back(a->j->m, &d);
+	a->j->states.limit = 0;
+	if (rc < 0) {
+		tp_quant_calib_set_free(&set);
 		return rc;
+	}
 	const tp_quant_calib *c = &set.layers[a->next];
 	if (a->nx && c->nx != a->nx)
 		rc = tp_error_set(TP_EINVAL, "awq: %zu loss rows, then %zu", a->nx, c->nx);
@@ -402,6 +501,22 @@ static int awq_next_out(awq_loss *a, float **y)
 	return rc;
 }
 
+/* w as layer i in the fp32 pass-through format: a device uploads its
+ * bytes as they are (a dense layer would be read back through its forward). */
+static int fp32_layer(job *j, size_t i, const float *w, tp_linear **l)
+{
+	size_t bytes = fmt_f32.packed_size(j->k.rows[i], j->k.cols[i]);
+	void *packed = malloc(bytes ? bytes : 1);
+	if (!packed)
+		return tp_error_set(TP_ENOMEM, "out of memory");
+	memcpy(packed, w, bytes);
+	int rc = tp_quant_linear_new(l, &fmt_f32, packed, j->k.rows[i], j->k.cols[i],
+				     j->k.bias[i]);
+	if (rc < 0)
+		free(packed);
+	return rc;
+}
+
 static int awq_loss_eval(void *ctx, const float *const *wq, double *loss)
 {
 	awq_loss *a = ctx;
@@ -409,11 +524,15 @@ static int awq_loss_eval(void *ctx, const float *const *wq, double *loss)
 	tp_linear *old[3] = { 0 };
 	size_t swapped = 0;
 	int rc = 0;
+	const tp_calib_device *dev = j->calib->opts.device;
+	bool packed = dev && (dev->linear_copy || dev_block(dev)); /* for the device */
 	for (; swapped < a->nw; swapped++) {
 		size_t i = a->idx[swapped];
 		tp_linear *l = NULL;
-		if ((rc = tp_linear_dense_new(&l, wq[swapped], j->k.bias[i], j->k.rows[i],
-					      j->k.cols[i])) < 0)
+		rc = packed ? fp32_layer(j, i, wq[swapped], &l)
+			    : tp_linear_dense_new(&l, wq[swapped], j->k.bias[i], j->k.rows[i],
+						  j->k.cols[i]);
+		if (rc < 0)
 			break;
 		if ((rc = tp_model_swap_linear(j->m, i, l, &old[swapped])) < 0) {
 			tp_linear_free(l);
@@ -666,12 +785,13 @@ int tp_optimize_method_load(tp_model **out, const char *dir, const tp_model_opts
 	}
 	if ((rc = states_init(&j.states, j.m, calib)) < 0)
 		goto done;
+	j.states.dev = calib->opts.device;
 	for (size_t b = 0; b < layers && rc == 0; b++) {
 		if ((rc = widen_block(&j, b)) < 0)
 			break;
 		rc = gptq ? gptq_block(&j, b, w_out) : awq_block(&j, b, w_out);
 		if (rc == 0 && b + 1 < layers)
-			rc = states_advance(&j.states, j.m);
+			rc = states_advance(&j.states, j.m, calib->opts.device);
 	}
 	if (rc < 0)
 		goto done;

@@ -249,6 +249,23 @@ done:
 	return rc;
 }
 
+/* The baseline's reference log-probs: on the device measuring the
+ * candidates when it can compute them (the GPU's forward pass, as theirs),
+ * else on the CPU with fp32 activations. */
+static int reference(const tp_optimize_backend *gpu, const tp_model *m, tp_eval_ref **ref,
+		     const int32_t *ev, size_t nev, const tp_eval_opts *eo, tp_eval_result *r)
+{
+	if (gpu && gpu->reference) {
+		int rc = gpu->reference(gpu->ctx, m, ref, ev, nev, eo, r);
+		if (rc != TP_EUNSUPPORTED)
+			return rc;
+	}
+	bool exact = tp_quant_kernel_exact(true);
+	int rc = tp_runtime_eval_reference(ref, m, ev, nev, eo, r);
+	tp_quant_kernel_exact(exact);
+	return rc;
+}
+
 static tp_figures_in figures_in(const tp_optimize_outcome *o, const tp_optimize_candidate *c,
 				const tp_hw_profile *target)
 {
@@ -447,11 +464,10 @@ int tp_optimize_run(const tp_optimize_request *req, const tp_optimize_progress *
 	tp_eval_opts eo = { .mode = TP_PPL_MODE_LLAMACPP, .ctx = o->ctx, .max_tokens = max_tokens,
 			    .bos = bos };
 	k->co = (tp_calib_opts){ .ctx = o->ctx, .max_tokens = max_tokens, .bos = bos };
+	if (k->gpu)
+		k->co.device = k->gpu->calib;
 	double t_base = now_s();
-	bool exact = tp_quant_kernel_exact(true);
-	rc = tp_runtime_eval_reference(&ref, m, ev, nev, &eo, &o->baseline);
-	tp_quant_kernel_exact(exact);
-	if (rc < 0)
+	if ((rc = reference(k->gpu, m, &ref, ev, nev, &eo, &o->baseline)) < 0)
 		goto done;
 	t_base = now_s() - t_base;
 	if ((rc = tp_optimize_calibrate(m, k->cal_ids, k->ncal, &k->co, &k->calib)) < 0)

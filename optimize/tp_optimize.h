@@ -38,6 +38,7 @@ typedef struct tp_quant_calib {
 	 * most x_max of them; NULL when not kept. */
 	float *x;
 	size_t nx, x_max, x_stride;
+	void *device; /* the Hessian's sums on a tp_calib_device, while capturing */
 } tp_quant_calib;
 
 /* ---- storage formats ------------------------------------------------------ */
@@ -167,6 +168,12 @@ bool tp_optimize_linear_slot(const char *linear_name, size_t *layer, size_t *whi
 int tp_quant_capture_new(tp_linear **out, tp_linear *inner, tp_quant_calib *stats);
 /* Free the wrapper only and hand back its inner layer. */
 tp_linear *tp_quant_capture_release(tp_linear *capture);
+/* For a device that runs a block itself (tp_calib_device.block_new): the
+ * layer capture l wraps (l itself when it is no capture), and l's
+ * statistics of its input rows x[n][in] taken as its forward takes them,
+ * without the product (false when l is no capture). */
+tp_linear *tp_quant_capture_inner(tp_linear *l);
+bool tp_quant_capture_observe(tp_linear *l, const float *x, size_t n);
 void tp_quant_calib_finish(tp_quant_calib *c);
 
 /* Statistics for every linear layer of a model, in tp_model_linear order;
@@ -177,6 +184,35 @@ typedef struct tp_quant_calib_set {
 	tp_quant_calib *layers;
 	size_t tokens; /* calibration tokens fed */
 } tp_quant_calib_set;
+
+/* The expensive parts of calibration on another device (optimize/cuda/),
+ * given by the caller as tp_optimize_backend is: the library cannot call
+ * the device's (which links it). Every member may be NULL: that part runs
+ * on the CPU. */
+typedef struct tp_calib_device {
+	void *ctx;
+	/* A copy of src on the device with the same tp_linear forward (host
+	 * buffers in and out, its rounding), kept while a method runs a block. */
+	int (*linear_copy)(void *ctx, const tp_linear *src, tp_linear **out);
+	/* The Hessian's upper triangle, sum x[t][j] x[t][k] over the n rows
+	 * x[n][s->cols] (host memory), added on the device in the CPU's order
+	 * (double, rows in turn), kept there in s->device between calls. */
+	int (*hessian_add)(void *ctx, tp_quant_calib *s, const float *x, size_t n);
+	/* The device's sums into s->hessian (upper triangle) when keep, and its
+	 * memory released; s->device is NULL after it, even on failure. */
+	int (*hessian_take)(void *ctx, tp_quant_calib *s, bool keep);
+	/* Decoder block b of m on the device. block_new uploads its norms and
+	 * the layers it holds now (a capture's inner layer), for windows of up
+	 * to max_n tokens; block_run turns the hidden states x[n][hidden] (host
+	 * memory, in place) into the block's output at positions 0..n-1 of an
+	 * empty cache, as tp_model_forward_layers(m, kv, b, b + 1, x, n) does
+	 * with the device's rounding, handing each captured layer its inputs
+	 * (tp_quant_capture_observe). TP_EUNSUPPORTED from block_new: the
+	 * block runs on the CPU (with linear_copy's layers). NULL: the same. */
+	int (*block_new)(void *ctx, tp_model *m, size_t b, size_t max_n, void **blk);
+	int (*block_run)(void *blk, float *x, size_t n);
+	void (*block_free)(void *blk);
+} tp_calib_device;
 
 typedef struct tp_calib_opts {
 	size_t ctx;        /* window length in tokens (0: 512) */
@@ -195,6 +231,9 @@ typedef struct tp_calib_opts {
 	 * and run only that block. NULL: the whole model. */
 	int (*feed)(void *feed_ctx, tp_model *m, size_t *fed);
 	void *feed_ctx;
+	/* Where the Hessian sums and a method's block forward run (NULL: the
+	 * CPU); tp_optimize_run sets the GPU backend's. */
+	const tp_calib_device *device;
 } tp_calib_opts;
 
 /* Run m over ids in windows of ctx tokens with a capture layer around every
@@ -841,8 +880,7 @@ typedef enum tp_optimize_device {
 } tp_optimize_device;
 
 /* A device measuring candidates instead of the CPU, given by the caller
- * (optimize/cuda/ links this library, so the library cannot call it).
- * The baseline and its reference log-probs stay on the CPU. */
+ * (optimize/cuda/ links this library, so the library cannot call it). */
 typedef struct tp_optimize_backend {
 	const char *name; /* "cuda" */
 	void *ctx;
@@ -855,6 +893,13 @@ typedef struct tp_optimize_backend {
 	int (*measure)(void *ctx, const tp_model *m, const tp_eval_ref *ref, const int32_t *ids,
 		       size_t n, const tp_eval_opts *eo, size_t prefill, size_t decode,
 		       tp_eval_result *r, tp_speed_result *sp);
+	/* The baseline m's reference log-probs on the device, as
+	 * tp_runtime_eval_reference keeps them. TP_EUNSUPPORTED (or NULL):
+	 * the CPU computes them instead; another error fails the run. */
+	int (*reference)(void *ctx, const tp_model *m, tp_eval_ref **ref, const int32_t *ids,
+			 size_t n, const tp_eval_opts *eo, tp_eval_result *r);
+	/* The calibration on the device (tp_calib_opts.device), or NULL. */
+	const tp_calib_device *calib;
 } tp_optimize_backend;
 
 /* The built-in hardware profile of a GPU from its device name ("NVIDIA

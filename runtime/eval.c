@@ -71,15 +71,38 @@ struct tp_eval_ref {
 	uint64_t ids_hash;
 };
 
+/* The forward pass of a model on the CPU, as a tp_eval_forward: a cache
+ * made at the first window (the longest: every later one is as long or
+ * shorter), one batch per window. */
+typedef struct model_fwd {
+	const tp_model *m;
+	tp_kv *kv;
+	size_t cap;
+} model_fwd;
+
+static int model_run(void *ctx, const int32_t *ids, size_t n, size_t logits_from, float *logits)
+{
+	model_fwd *f = ctx;
+	if (!f->kv || n > f->cap) {
+		tp_kv_free(f->kv);
+		f->kv = NULL;
+		int rc = tp_kv_new(&f->kv, f->m, n, n);
+		if (rc < 0)
+			return rc;
+		f->cap = n;
+	}
+	tp_kv_reset(f->kv);
+	return tp_model_forward(f->m, f->kv, ids, n, logits_from, logits);
+}
+
 typedef struct run {
-	const tp_model *m, *ref;
+	const tp_eval_forward *m, *ref; /* ref: a second model for KL, or NULL */
 	const tp_eval_opts *o;
 	tp_eval_ref *rec;        /* writing m's log-probs into it */
 	const tp_eval_ref *lps;  /* reading the reference's log-probs from it */
 	size_t row;              /* next row of rec / lps */
 	int32_t *stream;
 	size_t len, fed;
-	tp_kv *kv, *kv_ref;
 	float *logits, *logits_ref;
 	double seconds;
 	acc a;
@@ -113,7 +136,7 @@ static size_t count_windows(const run *r, window *w, size_t max)
 static void score_row(run *r, const float *lg, const float *lg_ref, int32_t target,
 		      float *lp, float *lp_ref)
 {
-	size_t V = r->m->cfg.vocab;
+	size_t V = r->m->vocab;
 	tp_runtime_log_softmax(lg, V, lp);
 	double nll = -(double)lp[target];
 	r->a.nll += nll;
@@ -162,7 +185,7 @@ static int ref_io(const tp_eval_ref *ref, float *buf, size_t nrows, size_t row0,
 
 static int eval_window(run *r, const window *w)
 {
-	size_t V = r->m->cfg.vocab;
+	size_t V = r->m->vocab;
 	const int32_t *ids = r->stream + w->begin;
 	int32_t *fixed = NULL;
 	int rc;
@@ -175,12 +198,9 @@ static int eval_window(run *r, const window *w)
 		ids = fixed;
 	}
 	double t0 = now_s();
-	tp_kv_reset(r->kv);
-	rc = tp_model_forward(r->m, r->kv, ids, w->len, w->first, r->logits);
-	if (rc == 0 && r->ref) {
-		tp_kv_reset(r->kv_ref);
-		rc = tp_model_forward(r->ref, r->kv_ref, ids, w->len, w->first, r->logits_ref);
-	}
+	rc = r->m->run(r->m->ctx, ids, w->len, w->first, r->logits);
+	if (rc == 0 && r->ref)
+		rc = r->ref->run(r->ref->ctx, ids, w->len, w->first, r->logits_ref);
 	r->seconds += now_s() - t0;
 	r->fed += w->len * (r->ref ? 2 : 1);
 	size_t nrows = w->last + 1 - w->first;
@@ -232,7 +252,7 @@ static void finish(const run *r, size_t nwin, tp_eval_result *out)
 	out->same_top_err = a->n > 1 ? 100.0 * sqrt(p * (1 - p) / (n - 1)) : 0;
 }
 
-static int check_opts(const tp_model *m, const tp_model *ref, tp_eval_opts *o)
+static int check_opts(const tp_eval_forward *m, const tp_eval_forward *ref, tp_eval_opts *o)
 {
 	if (o->ctx == 0)
 		o->ctx = CTX_DEFAULT;
@@ -240,10 +260,10 @@ static int check_opts(const tp_model *m, const tp_model *ref, tp_eval_opts *o)
 		o->stride = o->ctx / 2;
 	if (o->ctx < 4 || o->stride > o->ctx)
 		return tp_error_set(TP_EINVAL, "bad context %zu / stride %zu", o->ctx, o->stride);
-	if (ref && ref->cfg.vocab != m->cfg.vocab)
+	if (ref && ref->vocab != m->vocab)
 		return tp_error_set(TP_EINVAL, "reference vocabulary %zu differs from %zu",
-				    ref->cfg.vocab, m->cfg.vocab);
-	if (o->bos >= 0 && (size_t)o->bos >= m->cfg.vocab)
+				    ref->vocab, m->vocab);
+	if (o->bos >= 0 && (size_t)o->bos >= m->vocab)
 		return tp_error_set(TP_EINVAL, "BOS %d outside the vocabulary", (int)o->bos);
 	return 0;
 }
@@ -251,7 +271,7 @@ static int check_opts(const tp_model *m, const tp_model *ref, tp_eval_opts *o)
 static int run_setup(run *r, const int32_t *ids, size_t n)
 {
 	const tp_eval_opts *o = r->o;
-	size_t V = r->m->cfg.vocab, cells;
+	size_t V = r->m->vocab, cells;
 	if (o->max_tokens && n > o->max_tokens)
 		n = o->max_tokens;
 	size_t pre = o->bos >= 0 ? 1 : 0;
@@ -266,11 +286,6 @@ static int run_setup(run *r, const int32_t *ids, size_t n)
 				    r->len, o->ctx);
 	if (!tp_mul_ok(o->ctx, V, &cells) || cells > SIZE_MAX / sizeof(float))
 		return tp_error_set(TP_ETOOBIG, "context x vocabulary too large");
-	int rc = tp_kv_new(&r->kv, r->m, o->ctx, o->ctx);
-	if (rc == 0 && r->ref)
-		rc = tp_kv_new(&r->kv_ref, r->ref, o->ctx, o->ctx);
-	if (rc < 0)
-		return rc;
 	r->logits = malloc(cells * sizeof(float));
 	bool kl = r->ref || r->lps;
 	r->logits_ref = kl ? malloc(cells * sizeof(float)) : NULL;
@@ -327,8 +342,10 @@ static int ref_create(tp_eval_ref **out, size_t vocab, size_t rows)
 	return 0;
 }
 
-int tp_runtime_eval_ref_check(const tp_eval_ref *ref, size_t vocab, const tp_eval_opts *o,
-			      const int32_t *stream, size_t len, size_t rows)
+/* TP_EINVAL unless ref was computed from stream[len] (BOS included) with o
+ * (ctx and stride filled in) over vocab and rows scored rows. */
+static int ref_check(const tp_eval_ref *ref, size_t vocab, const tp_eval_opts *o,
+		     const int32_t *stream, size_t len, size_t rows)
 {
 	if (ref->vocab != vocab || ref->mode != o->mode || ref->ctx != o->ctx ||
 	    ref->stride != o->stride || ref->len != len || ref->bos != o->bos ||
@@ -336,11 +353,6 @@ int tp_runtime_eval_ref_check(const tp_eval_ref *ref, size_t vocab, const tp_eva
 		return tp_error_set(TP_EINVAL, "the reference log-probs were computed from other "
 				    "tokens, options or vocabulary");
 	return 0;
-}
-
-int tp_runtime_eval_ref_read(const tp_eval_ref *ref, size_t row0, size_t nrows, float *buf)
-{
-	return ref_io(ref, buf, nrows, row0, false);
 }
 
 void tp_runtime_eval_ref_free(tp_eval_ref *r)
@@ -353,7 +365,7 @@ void tp_runtime_eval_ref_free(tp_eval_ref *r)
 
 /* One scoring pass of m: with ref (a second model) or lps (its stored
  * log-probs) for KL, and recording m's log-probs into *rec when rec. */
-static int eval_run(const tp_model *m, const tp_model *ref, const tp_eval_ref *lps,
+static int eval_run(const tp_eval_forward *m, const tp_eval_forward *ref, const tp_eval_ref *lps,
 		    tp_eval_ref **rec, const int32_t *ids, size_t n, const tp_eval_opts *opts,
 		    tp_eval_result *out)
 {
@@ -371,11 +383,10 @@ static int eval_run(const tp_model *m, const tp_model *ref, const tp_eval_ref *l
 	}
 	count_windows(&r, w, nwin);
 	uint64_t h = hash_ids(r.stream, r.len);
-	if (lps && (rc = tp_runtime_eval_ref_check(lps, m->cfg.vocab, &o, r.stream, r.len,
-						   count_rows(w, nwin))) < 0)
+	if (lps && (rc = ref_check(lps, m->vocab, &o, r.stream, r.len, count_rows(w, nwin))) < 0)
 		goto done;
 	if (rec) {
-		if ((rc = ref_create(&r.rec, m->cfg.vocab, count_rows(w, nwin))) < 0)
+		if ((rc = ref_create(&r.rec, m->vocab, count_rows(w, nwin))) < 0)
 			goto done;
 		r.rec->mode = o.mode;
 		r.rec->ctx = o.ctx;
@@ -407,21 +418,33 @@ done:
 	free(r.logits);
 	free(r.logits_ref);
 	free(r.a.kls);
-	tp_kv_free(r.kv);
-	tp_kv_free(r.kv_ref);
+	return rc;
+}
+
+/* eval_run of CPU models m and ref (NULL: none). */
+static int eval_models(const tp_model *m, const tp_model *ref, const tp_eval_ref *lps,
+		       tp_eval_ref **rec, const int32_t *ids, size_t n, const tp_eval_opts *opts,
+		       tp_eval_result *out)
+{
+	model_fwd fm = { .m = m }, fr = { .m = ref };
+	tp_eval_forward em = { m->cfg.vocab, model_run, &fm };
+	tp_eval_forward er = { ref ? ref->cfg.vocab : 0, model_run, &fr };
+	int rc = eval_run(&em, ref ? &er : NULL, lps, rec, ids, n, opts, out);
+	tp_kv_free(fm.kv);
+	tp_kv_free(fr.kv);
 	return rc;
 }
 
 int tp_runtime_eval_perplexity(const tp_model *m, const tp_model *ref, const int32_t *ids,
 			       size_t n, const tp_eval_opts *opts, tp_eval_result *out)
 {
-	return eval_run(m, ref, NULL, NULL, ids, n, opts, out);
+	return eval_models(m, ref, NULL, NULL, ids, n, opts, out);
 }
 
 int tp_runtime_eval_reference(tp_eval_ref **ref, const tp_model *m, const int32_t *ids,
 			      size_t n, const tp_eval_opts *opts, tp_eval_result *out)
 {
-	return eval_run(m, NULL, NULL, ref, ids, n, opts, out);
+	return eval_models(m, NULL, NULL, ref, ids, n, opts, out);
 }
 
 int tp_runtime_eval_perplexity_ref(const tp_model *m, const tp_eval_ref *ref,
@@ -430,7 +453,20 @@ int tp_runtime_eval_perplexity_ref(const tp_model *m, const tp_eval_ref *ref,
 {
 	if (!ref)
 		return tp_error_set(TP_EINVAL, "no reference log-probs");
-	return eval_run(m, NULL, ref, NULL, ids, n, opts, out);
+	return eval_models(m, NULL, ref, NULL, ids, n, opts, out);
+}
+
+int tp_runtime_eval_forward(const tp_eval_forward *f, const tp_eval_ref *ref, const int32_t *ids,
+			    size_t n, const tp_eval_opts *opts, tp_eval_result *out)
+{
+	return eval_run(f, NULL, ref, NULL, ids, n, opts, out);
+}
+
+int tp_runtime_eval_forward_reference(tp_eval_ref **ref, const tp_eval_forward *f,
+				      const int32_t *ids, size_t n, const tp_eval_opts *opts,
+				      tp_eval_result *out)
+{
+	return eval_run(f, NULL, NULL, ref, ids, n, opts, out);
 }
 
 /* The q-quantile of sorted v[n] (n > 0), linear interpolation. */

@@ -454,6 +454,11 @@ float *tp_model_norm_weights(tp_model *m, size_t layer, int which)
 	return m->norms + (2 * layer + (size_t)which) * m->cfg.hidden;
 }
 
+const float *tp_model_norms(const tp_model *m)
+{
+	return m->norms;
+}
+
 uint64_t tp_model_params(const tp_model *m)
 {
 	return m->params;

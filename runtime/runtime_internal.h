@@ -29,13 +29,4 @@ void tp_model_embed_row(const tp_model *m, int32_t id, float *out);
 /* True when the AVX2/FMA kernels may run (CPU has them, not forced off). */
 bool tp_runtime_use_avx2(void);
 
-/* For a scorer on another device (optimize/cuda/) using a reference of
- * tp_runtime_eval_reference: TP_EINVAL unless ref was computed from
- * stream[len] (BOS included) with o (ctx and stride filled in) over vocab
- * and rows scored rows, as tp_runtime_eval_perplexity_ref checks; then
- * rows row0.. of its log-probs into buf[nrows][vocab]. */
-int tp_runtime_eval_ref_check(const tp_eval_ref *ref, size_t vocab, const tp_eval_opts *o,
-			      const int32_t *stream, size_t len, size_t rows);
-int tp_runtime_eval_ref_read(const tp_eval_ref *ref, size_t row0, size_t nrows, float *buf);
-
 #endif

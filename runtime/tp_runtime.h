@@ -162,6 +162,11 @@ int tp_model_swap_linear(tp_model *m, size_t i, tp_linear *l, tp_linear **old);
  * writable so a quantizer can fold per-channel scales into them (AWQ);
  * NULL when layer or which is out of range. */
 float *tp_model_norm_weights(tp_model *m, size_t layer, int which);
+/* Every RMSNorm weight, [2 * layers + 1][hidden] floats: per layer the
+ * attention's then the MLP's (as tp_model_norm_weights gives them), then
+ * the final norm (model.norm): what a forward pass on another device
+ * uploads. */
+const float *tp_model_norms(const tp_model *m);
 /* Total parameters (embedding + linear + norms). */
 uint64_t tp_model_params(const tp_model *m);
 
@@ -284,6 +289,28 @@ int tp_runtime_eval_perplexity_ref(const tp_model *m, const tp_eval_ref *ref,
 				   const int32_t *ids, size_t n, const tp_eval_opts *opts,
 				   tp_eval_result *out);
 void tp_runtime_eval_ref_free(tp_eval_ref *r);
+
+/*
+ * The same scoring around a forward pass run elsewhere (optimize/cuda/):
+ * run feeds ids[n] at positions 0..n-1 of an empty cache and writes the
+ * logits of rows logits_from..n-1 into logits[(n - logits_from) * vocab]
+ * (n never exceeds opts' ctx). The windows, BOS rule, log-softmax, KL
+ * sums and statistics are the CPU's, so two forward passes' figures
+ * differ only by their logits.
+ */
+typedef struct tp_eval_forward {
+	size_t vocab;
+	int (*run)(void *ctx, const int32_t *ids, size_t n, size_t logits_from, float *logits);
+	void *ctx;
+} tp_eval_forward;
+
+/* tp_runtime_eval_perplexity_ref (ref NULL: without KL) of f. */
+int tp_runtime_eval_forward(const tp_eval_forward *f, const tp_eval_ref *ref, const int32_t *ids,
+			    size_t n, const tp_eval_opts *opts, tp_eval_result *out);
+/* tp_runtime_eval_reference of f. */
+int tp_runtime_eval_forward_reference(tp_eval_ref **ref, const tp_eval_forward *f,
+				      const int32_t *ids, size_t n, const tp_eval_opts *opts,
+				      tp_eval_result *out);
 
 typedef struct tp_speed_result {
 	size_t prefill_tokens, decode_tokens;

@@ -43,8 +43,35 @@ static int measure(void *ctx, const tp_model *m, const tp_eval_ref *ref, const i
 	return rc;
 }
 
+/* The baseline's log-probs on the GPU, so that every candidate's KL
+ * compares two GPU forward passes. A layer that is not packed (an fp32
+ * baseline's dense layers) would be read back through its forward,
+ * O(in^2 out) on the CPU: TP_EUNSUPPORTED, and the CPU computes the
+ * reference as before. */
+static int reference(void *ctx, const tp_model *m, tp_eval_ref **ref, const int32_t *ids,
+		     size_t n, const tp_eval_opts *eo, tp_eval_result *r)
+{
+	(void)ctx;
+	for (size_t i = 0; i < tp_model_linear_count(m); i++) {
+		const tp_quant_format *f;
+		const void *packed;
+		const float *bias;
+		if (!tp_quant_linear_parts(tp_model_linear(m, i), &f, &packed, &bias) ||
+		    !tp_cuda_format_supported(f))
+			return tp_error_set(TP_EUNSUPPORTED, "%s is not packed in a GPU format",
+					    tp_model_linear_name(m, i));
+	}
+	tp_cuda_model *g = NULL;
+	int rc = tp_cuda_model_new(&g, m);
+	if (rc == 0)
+		rc = tp_cuda_eval_reference(ref, g, ids, n, eo, r);
+	tp_cuda_model_free(g);
+	return rc;
+}
+
 const tp_optimize_backend *tp_cuda_optimize_backend(void)
 {
-	static const tp_optimize_backend b = { "cuda", NULL, probe, measure };
+	static const tp_optimize_backend b = { "cuda", NULL, probe, measure, reference,
+					       &tp_cuda_calib_dev };
 	return &b;
 }

@@ -47,7 +47,10 @@ int tp_cuda_k_set_codes(const float nf4[16], const float dq[256]);
  * tables of tp_cuda_k_set_codes_host: lets tests without a GPU check the
  * layouts the kernels read. */
 void tp_cuda_k_set_codes_host(const float nf4[16], const float dq[256]);
-void tp_cuda_k_dequantize_host(const tp_cuda_wfmt *f, uint64_t r0, uint64_t r1, float *out);
+/* wide: the GEMV's 16-byte path (32 columns per load) where the layout
+ * allows it, as on the device; else 8 columns at a time. */
+void tp_cuda_k_dequantize_host(const tp_cuda_wfmt *f, uint64_t r0, uint64_t r1, float *out,
+			       int wide);
 /* out[(r - r0) * cols + c] = w[r][c] for r0 <= r < r1. */
 int tp_cuda_k_dequantize(const tp_cuda_wfmt *f, uint64_t r0, uint64_t r1, float *out);
 /* y[t * ldy + r] = bias[r] (bias may be NULL) + sum_c x[t * cols + c] w[r][c]
@@ -77,6 +80,12 @@ int tp_cuda_k_attention(const float *q, const float *k, const float *v, float *a
 int tp_cuda_k_swiglu(float *g, const float *u, uint64_t count);
 /* x += d over count values. */
 int tp_cuda_k_add(float *x, const float *d, uint64_t count);
+/* GPTQ's Hessian: h[j][k] += sum_t x[t][j] x[t][k] over x[n][cols] for
+ * k >= j (upper triangle of h[cols][cols], doubles), each cell summed in
+ * row order as optimize/calib.c sums it; the _host build runs the same
+ * steps on host memory (tests without a GPU). cols <= 16 * 65535. */
+int tp_cuda_k_hessian_add(const float *x, uint64_t n, uint64_t cols, double *h);
+void tp_cuda_k_hessian_add_host(const float *x, uint64_t n, uint64_t cols, double *h);
 /* Largest max_ctx the attention kernel takes (its scores live in shared
  * memory). */
 uint64_t tp_cuda_k_attention_max_ctx(void);

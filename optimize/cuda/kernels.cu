@@ -301,10 +301,104 @@ UNROLL
 	}
 }
 
-/* Rows r0..r1 as wgetk / get8 give them: the host runs it for the tests. */
-template <int K> HD void dequant_row(const tp_cuda_wfmt &f, u64 r, float *out)
+/*
+ * 32 columns from one 16-byte load of 4-bit codes: the GEMV's path for
+ * rtn4_gG (G a multiple of 32) and nf4 / nf4_dq when cols % 32 == 0 (so
+ * c0 % 32 == 0 puts the 32 codes in one group or 64-block, and their 16
+ * bytes start at a multiple of 16 from the code stream). On the device
+ * the stream must be 16-byte aligned (wide_ok); the host copies the bytes.
+ * The same values as wgetk, bit for bit.
+ */
+template <int K> HD constexpr bool wide_kind()
+{
+	return K == TP_CUDA_GROUP || K == TP_CUDA_NF4 || K == TP_CUDA_NF4_DQ;
+}
+
+/* Where the 4-bit codes of f start. */
+template <int K> HD const uint8_t *wide_codes(const tp_cuda_wfmt &f)
+{
+	u64 rows = f.rows, cols = f.cols;
+	if constexpr (K == TP_CUDA_GROUP) {
+		u64 ng = rows * ((cols + f.group - 1) / f.group);
+		return f.p + 2 * ng + bits_bytes(ng, 4);
+	} else {
+		u64 nb = (rows * cols + 63) / 64;
+		if constexpr (K == TP_CUDA_NF4)
+			return f.p + 4 * nb;
+		else
+			return f.p + 4 + 4 * ((nb + 255) / 256) + nb;
+	}
+}
+
+/* The layout allows 32 columns per load (alignment aside). */
+template <int K> HD bool wide_shape(const tp_cuda_wfmt &f)
+{
+	if constexpr (!wide_kind<K>())
+		return false;
+	else if constexpr (K == TP_CUDA_GROUP)
+		return f.cols % 32 == 0 && f.bits == 4 && f.group % 32 == 0;
+	else
+		return f.cols % 32 == 0;
+}
+
+HD void ld16(const uint8_t *p, uint32_t *wd)
+{
+#ifdef __CUDA_ARCH__
+	uint4 v = *(const uint4 *)p;
+	wd[0] = v.x;
+	wd[1] = v.y;
+	wd[2] = v.z;
+	wd[3] = v.w;
+#else
+	for (int i = 0; i < 4; i++)
+		wd[i] = (uint32_t)p[4 * i] | (uint32_t)p[4 * i + 1] << 8 |
+			(uint32_t)p[4 * i + 2] << 16 | (uint32_t)p[4 * i + 3] << 24;
+#endif
+}
+
+template <int K> HD void get32(const tp_cuda_wfmt &f, u64 r, u64 c0, float *w)
+{
+	const uint8_t *p = f.p;
+	u64 rows = f.rows, cols = f.cols, i0 = r * cols + c0;
+	uint32_t wd[4];
+	ld16(wide_codes<K>(f) + i0 / 2, wd);
+	if constexpr (K == TP_CUDA_GROUP) {
+		/* LSB first: code j is nibble j % 8 of word j / 8 */
+		u64 ngr = (cols + f.group - 1) / f.group, ng = rows * ngr, g = r * ngr + c0 / f.group;
+		float s = fp16f(ld_u16(p + 2 * g));
+		int z = (int)bits_get(p + 2 * ng, g, 4);
+UNROLL
+		for (int j = 0; j < 32; j++)
+			w[j] = FMUL((float)((int)((wd[j / 8] >> (4 * (j % 8))) & 0xfu) - z), s);
+	} else {
+		u64 b = i0 / 64;
+		float amax;
+		if constexpr (K == TP_CUDA_NF4) {
+			amax = ld_f32(p + 4 * b);
+		} else {
+			u64 nb = (rows * cols + 63) / 64, nb2 = (nb + 255) / 256;
+			const uint8_t *q8 = p + 4 + 4 * nb2;
+			amax = FADD(FMUL(DQ_CODE(q8[b]), ld_f32(p + 4 + 4 * (b / 256))), ld_f32(p));
+		}
+		/* byte j / 2 holds code j in its high nibble, j + 1 in its low */
+UNROLL
+		for (int j = 0; j < 32; j += 2) {
+			unsigned by = (wd[j / 8] >> (8 * ((j / 2) % 4))) & 0xffu;
+			w[j] = FMUL(NF4_CODE(by >> 4), amax);
+			w[j + 1] = FMUL(NF4_CODE(by & 0xfu), amax);
+		}
+	}
+}
+
+/* Rows r0..r1 as wgetk / get8 give them (wide: get32 where wide_shape):
+ * the host runs it for the tests. */
+template <int K> HD void dequant_row(const tp_cuda_wfmt &f, u64 r, float *out, bool wide)
 {
 	u64 c = 0;
+	if constexpr (wide_kind<K>())
+		if (wide && wide_shape<K>(f))
+			for (; c + 32 <= f.cols; c += 32)
+				get32<K>(f, r, c, out + c);
 	for (; c + 8 <= f.cols; c += 8)
 		get8<K>(f, r, c, out + c);
 	for (; c < f.cols; c++)
@@ -335,15 +429,34 @@ template <int K> __global__ void k_gemv(tp_cuda_wfmt f, const float *bias, const
 		return;
 	float acc = 0.0f;
 	u64 full = f.cols / 8 * 8;
-	for (u64 c0 = (u64)lane * 8; c0 < full; c0 += 256) {
-		float w[8];
-		get8<K>(f, r, c0, w);
+	bool wide = false;
+	if constexpr (wide_kind<K>())
+		/* 16-byte loads: lane l takes 32 columns of every 1024 */
+		wide = wide_shape<K>(f) && ((uintptr_t)wide_codes<K>(f) & 15u) == 0 &&
+		       ((uintptr_t)x & 15u) == 0;
+	if (wide) {
+		for (u64 c0 = (u64)lane * 32; c0 < f.cols; c0 += 1024) {
+			float w[32];
+			get32<K>(f, r, c0, w);
+			const float4 *xv = (const float4 *)(x + c0);
 UNROLL
-		for (int j = 0; j < 8; j++)
-			acc += x[c0 + j] * w[j];
+			for (int j = 0; j < 8; j++) {
+				float4 v = xv[j];
+				acc += v.x * w[4 * j] + v.y * w[4 * j + 1] + v.z * w[4 * j + 2] +
+				       v.w * w[4 * j + 3];
+			}
+		}
+	} else {
+		for (u64 c0 = (u64)lane * 8; c0 < full; c0 += 256) {
+			float w[8];
+			get8<K>(f, r, c0, w);
+UNROLL
+			for (int j = 0; j < 8; j++)
+				acc += x[c0 + j] * w[j];
+		}
+		for (u64 c = full + lane; c < f.cols; c += 32)
+			acc += x[c] * wgetk<K>(f, r, c);
 	}
-	for (u64 c = full + lane; c < f.cols; c += 32)
-		acc += x[c] * wgetk<K>(f, r, c);
 	for (int o = 16; o > 0; o /= 2)
 		acc += __shfl_xor_sync(0xffffffffu, acc, o);
 	if (lane == 0)
@@ -574,6 +687,51 @@ __global__ void k_add(float *x, const float *d, u64 count)
 		x[i] += d[i];
 }
 
+/* ---- calibration: GPTQ's Hessian ------------------------------------------
+ * h[j][k] += sum_t x[t][j] x[t][k] for k >= j (the upper triangle), each
+ * cell summed in double over the rows in order, as optimize/calib.c's
+ * capture sums it: a float product is exact in double, so the one rounding
+ * per row is the addition's, fused or not, and the sums equal the CPU's
+ * bit for bit. A block of HT x HT threads owns a tile of cells and stages
+ * HR rows of the two column strips it reads in shared memory. */
+
+#define HT 16
+#define HR 32
+
+HD double hess_step(double acc, float a, float b)
+{
+	return acc + (double)a * (double)b;
+}
+
+__global__ void __launch_bounds__(HT * HT) k_hessian_add(const float *x, u64 n, u64 cols,
+							  double *h)
+{
+	__shared__ float xj[HR][HT], xk[HR][HT];
+	u64 j0 = (u64)blockIdx.y * HT, k0 = (u64)blockIdx.x * HT;
+	if (k0 + HT <= j0) /* the whole tile is under the diagonal */
+		return;
+	unsigned ty = threadIdx.y, tx = threadIdx.x;
+	u64 j = j0 + ty, k = k0 + tx;
+	bool mine = j < cols && k < cols && k >= j;
+	double acc = mine ? h[j * cols + k] : 0.0;
+	for (u64 t0 = 0; t0 < n; t0 += HR) {
+		for (unsigned i = ty * HT + tx; i < HR * HT; i += HT * HT) {
+			unsigned r = i / HT, c = i % HT;
+			u64 t = t0 + r;
+			xj[r][c] = t < n && j0 + c < cols ? x[t * cols + j0 + c] : 0.0f;
+			xk[r][c] = t < n && k0 + c < cols ? x[t * cols + k0 + c] : 0.0f;
+		}
+		__syncthreads();
+		u64 rows = n - t0 < HR ? n - t0 : HR;
+		if (mine)
+			for (u64 r = 0; r < rows; r++)
+				acc = hess_step(acc, xj[r][ty], xk[r][tx]);
+		__syncthreads();
+	}
+	if (mine)
+		h[j * cols + k] = acc;
+}
+
 /* ---- launchers ---------------------------------------------------------- */
 
 /* Scores of up to this many positions fit next to the static buffers in
@@ -596,12 +754,13 @@ void tp_cuda_k_set_codes_host(const float nf4[16], const float dq[256])
 	memcpy(h_dq, dq, sizeof(h_dq));
 }
 
-void tp_cuda_k_dequantize_host(const tp_cuda_wfmt *f, uint64_t r0, uint64_t r1, float *out)
+void tp_cuda_k_dequantize_host(const tp_cuda_wfmt *f, uint64_t r0, uint64_t r1, float *out,
+			       int wide)
 {
 	for (u64 r = r0; r < r1; r++) {
 		float *o = out + (r - r0) * f->cols;
 #define HOST_ROW(K)                        \
-	dequant_row<K>(*f, r, o); \
+	dequant_row<K>(*f, r, o, wide != 0); \
 	break;
 		DISPATCH(f->kind, HOST_ROW)
 #undef HOST_ROW
@@ -721,6 +880,28 @@ int tp_cuda_k_add(float *x, const float *d, uint64_t count)
 		return 0;
 	k_add<<<blocks_for(count, 256), 256>>>(x, d, count);
 	return launched();
+}
+
+int tp_cuda_k_hessian_add(const float *x, uint64_t n, uint64_t cols, double *h)
+{
+	u64 tiles = (cols + HT - 1) / HT;
+	if (n == 0 || cols == 0)
+		return 0;
+	if (tiles > 65535u)
+		return (int)cudaErrorInvalidValue;
+	k_hessian_add<<<dim3((unsigned)tiles, (unsigned)tiles), dim3(HT, HT)>>>(x, n, cols, h);
+	return launched();
+}
+
+void tp_cuda_k_hessian_add_host(const float *x, uint64_t n, uint64_t cols, double *h)
+{
+	for (u64 j = 0; j < cols; j++)
+		for (u64 k = j; k < cols; k++) {
+			double acc = h[j * cols + k];
+			for (u64 t = 0; t < n; t++)
+				acc = hess_step(acc, x[t * cols + j], x[t * cols + k]);
+			h[j * cols + k] = acc;
+		}
 }
 
 } /* extern "C" */

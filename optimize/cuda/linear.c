@@ -93,8 +93,8 @@ bool tp_cuda_format_supported(const tp_quant_format *f)
 	return f && f->name && wfmt_of(f, 1, 256, &wf);
 }
 
-int tp_cuda_dequantize_on_host(const tp_quant_format *f, const void *packed, size_t rows,
-			       size_t cols, size_t r0, size_t r1, float *w)
+static int dequantize_on_host(const tp_quant_format *f, const void *packed, size_t rows,
+			      size_t cols, size_t r0, size_t r1, float *w, int wide)
 {
 	tp_cuda_wfmt wf;
 	float dq[256];
@@ -105,8 +105,20 @@ int tp_cuda_dequantize_on_host(const tp_quant_format *f, const void *packed, siz
 	wf.p = packed;
 	tp_quant_nf4_dq_map(dq);
 	tp_cuda_k_set_codes_host(tp_quant_nf4_code, dq);
-	tp_cuda_k_dequantize_host(&wf, r0, r1, w);
+	tp_cuda_k_dequantize_host(&wf, r0, r1, w, wide);
 	return 0;
+}
+
+int tp_cuda_dequantize_on_host(const tp_quant_format *f, const void *packed, size_t rows,
+			       size_t cols, size_t r0, size_t r1, float *w)
+{
+	return dequantize_on_host(f, packed, rows, cols, r0, r1, w, 0);
+}
+
+int tp_cuda_dequantize_on_host_wide(const tp_quant_format *f, const void *packed, size_t rows,
+				    size_t cols, size_t r0, size_t r1, float *w)
+{
+	return dequantize_on_host(f, packed, rows, cols, r0, r1, w, 1);
 }
 
 /* ---- layers ---------------------------------------------------------------- */

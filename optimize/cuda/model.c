@@ -1,8 +1,8 @@
 /*
  * The model on the GPU: runtime/forward.c's forward pass step for step
  * (RMSNorm, q/k/v, RoPE, KV cache, causal GQA attention, o, SwiGLU MLP,
- * final norm, lm_head) with the kernels of kernels.cu, and the perplexity
- * and speed measurements of runtime/eval.c around it.
+ * final norm, lm_head) with the kernels of kernels.cu; runtime/eval.c scores
+ * its logits, and the speed is measured as tp_runtime_eval_speed does.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -11,8 +11,6 @@
 #include <cuda_runtime_api.h>
 
 #include "host.h"
-/* struct tp_model: the final norm has no public accessor. */
-#include "runtime_internal.h"
 
 struct tp_cuda_model {
 	tp_model_config cfg;
@@ -140,7 +138,7 @@ int tp_cuda_model_new(tp_cuda_model **out, const tp_model *m)
 		goto done;
 	rope_frequencies(c, freq);
 	if ((e = cudaMalloc((void **)&g->norms, nnorm * sizeof(float))) ||
-	    (e = cudaMemcpy(g->norms, m->norms, nnorm * sizeof(float), cudaMemcpyHostToDevice)) ||
+	    (e = cudaMemcpy(g->norms, tp_model_norms(m), nnorm * sizeof(float), cudaMemcpyHostToDevice)) ||
 	    (e = cudaMalloc((void **)&g->inv_freq, (half ? half : 1) * sizeof(float))) ||
 	    (e = cudaMemcpy(g->inv_freq, freq, half * sizeof(float), cudaMemcpyHostToDevice)))
 		goto done;
@@ -247,7 +245,16 @@ static int lin(const tp_cuda_model *g, size_t i, const float *x, size_t n, float
 
 enum { LQ, LK, LV, LO, LGATE, LUP, LDOWN, LPER };
 
-static int attention_block(const tp_cuda_model *g, tp_cuda_kv *kv, size_t l, size_t n)
+/* Shown the device input of layer k (LQ for q/k/v, LGATE for gate/up, LO,
+ * LDOWN) of n rows x cols before the products (calibration's captures);
+ * returns a cudaError_t as int. */
+typedef struct observer {
+	int (*fn)(void *ctx, size_t k, const float *x, size_t n, size_t cols);
+	void *ctx;
+} observer;
+
+static int attention_block(const tp_cuda_model *g, tp_cuda_kv *kv, size_t l, size_t n,
+			   const observer *ob)
 {
 	const tp_model_config *c = &g->cfg;
 	size_t base = l * LPER, hd = c->head_dim;
@@ -256,6 +263,7 @@ static int attention_block(const tp_cuda_model *g, tp_cuda_kv *kv, size_t l, siz
 	int e;
 	if ((e = tp_cuda_k_rms_norm(kv->x, g->norms + 2 * l * c->hidden, n, c->hidden, c->rms_eps,
 				    kv->xn)) ||
+	    (ob && (e = ob->fn(ob->ctx, LQ, kv->xn, n, c->hidden))) ||
 	    (e = lin(g, base + LQ, kv->xn, n, kv->q)) || (e = lin(g, base + LK, kv->xn, n, kv->kb)) ||
 	    (e = lin(g, base + LV, kv->xn, n, kv->vb)) ||
 	    (e = tp_cuda_k_rope(kv->q, n, c->heads, hd, kv->pos, pos_div, g->inv_freq)) ||
@@ -264,22 +272,26 @@ static int attention_block(const tp_cuda_model *g, tp_cuda_kv *kv, size_t l, siz
 				       c->kv_heads, hd, kv->max_ctx, kv->pos)) ||
 	    (e = tp_cuda_k_attention(kv->q, kv->k + layer_off, kv->v + layer_off, kv->att, n,
 				     c->heads, c->kv_heads, hd, kv->max_ctx, kv->pos)) ||
+	    (ob && (e = ob->fn(ob->ctx, LO, kv->att, n, c->heads * hd))) ||
 	    (e = lin(g, base + LO, kv->att, n, kv->tmp)) ||
 	    (e = tp_cuda_k_add(kv->x, kv->tmp, n * c->hidden)))
 		return e;
 	return 0;
 }
 
-static int mlp_block(const tp_cuda_model *g, tp_cuda_kv *kv, size_t l, size_t n)
+static int mlp_block(const tp_cuda_model *g, tp_cuda_kv *kv, size_t l, size_t n,
+		     const observer *ob)
 {
 	const tp_model_config *c = &g->cfg;
 	size_t base = l * LPER;
 	int e;
 	if ((e = tp_cuda_k_rms_norm(kv->x, g->norms + (2 * l + 1) * c->hidden, n, c->hidden,
 				    c->rms_eps, kv->xn)) ||
+	    (ob && (e = ob->fn(ob->ctx, LGATE, kv->xn, n, c->hidden))) ||
 	    (e = lin(g, base + LGATE, kv->xn, n, kv->gt)) ||
 	    (e = lin(g, base + LUP, kv->xn, n, kv->u)) ||
 	    (e = tp_cuda_k_swiglu(kv->gt, kv->u, n * c->intermediate)) ||
+	    (ob && (e = ob->fn(ob->ctx, LDOWN, kv->gt, n, c->intermediate))) ||
 	    (e = lin(g, base + LDOWN, kv->gt, n, kv->tmp)) ||
 	    (e = tp_cuda_k_add(kv->x, kv->tmp, n * c->hidden)))
 		return e;
@@ -295,7 +307,7 @@ static int forward_batch(const tp_cuda_model *g, tp_cuda_kv *kv, const int32_t *
 	    (e = tp_cuda_k_embed(g->embed, kv->ids, n, c->hidden, kv->x)))
 		return e;
 	for (size_t l = 0; l < c->layers; l++)
-		if ((e = attention_block(g, kv, l, n)) || (e = mlp_block(g, kv, l, n)))
+		if ((e = attention_block(g, kv, l, n, NULL)) || (e = mlp_block(g, kv, l, n, NULL)))
 			return e;
 	kv->pos += n;
 	if (logits_from >= n)
@@ -337,196 +349,160 @@ int tp_cuda_model_forward(const tp_cuda_model *g, tp_cuda_kv *kv, const int32_t 
 	return 0;
 }
 
-/* ---- perplexity and speed (runtime/eval.c's rules) ----------------------------- */
+/* ---- one block for calibration ---------------------------------------------- */
 
-typedef struct window {
-	size_t begin, len, first, last;
-} window;
+/* Block b of a CPU model as a one-layer tp_cuda_model (its norms, the
+ * inner layers of its captures, no embedding or lm_head) with a cache of
+ * max_n positions; the inputs of captured layers come back to the host for
+ * their statistics (tp_quant_capture_observe). */
+struct tp_cuda_block {
+	tp_model *m;
+	size_t base;
+	tp_cuda_model *g;
+	tp_cuda_kv *kv;
+	float *host; /* [max_n][widest input] */
+};
 
-static size_t count_windows(const tp_eval_opts *o, size_t len, window *w, size_t max)
+void tp_cuda_block_free(tp_cuda_block *b)
 {
-	size_t ctx = o->ctx, n = 0;
-	if (o->mode == TP_PPL_MODE_LLAMACPP) {
-		for (size_t b = 0; b + ctx <= len; b += ctx, n++)
-			if (w && n < max)
-				w[n] = (window){b, ctx - 1, ctx / 2, ctx - 2};
-		return n;
-	}
-	size_t prev_end = 0;
-	for (size_t b = 0;; b += o->stride, n++) {
-		size_t end = b + ctx < len ? b + ctx : len, trg = end - prev_end;
-		size_t wlen = end - b, first_label = wlen - trg > 1 ? wlen - trg : 1;
-		prev_end = end;
-		if (wlen < 2)
-			return n;
-		if (w && n < max)
-			w[n] = (window){b, wlen, first_label - 1, wlen - 2};
-		if (end == len)
-			return n + 1;
-	}
+	if (!b)
+		return;
+	tp_cuda_kv_free(b->kv);
+	tp_cuda_model_free(b->g);
+	free(b->host);
+	free(b);
 }
 
-/* KL of one scored row, as runtime/eval.c's score_row: lp and lp_ref are
- * log-probs; the top tokens' agreement into *same. */
-static double kl_row(const float *lp, const float *lp_ref, size_t V, bool *same)
+int tp_cuda_block_new(tp_cuda_block **out, tp_model *m, size_t blk, size_t max_n)
 {
-	double kl = 0;
-	size_t top = 0, top_ref = 0;
-	for (size_t i = 0; i < V; i++) {
-		kl += exp((double)lp_ref[i]) * ((double)lp_ref[i] - lp[i]);
-		top = lp[i] > lp[top] ? i : top;
-		top_ref = lp_ref[i] > lp_ref[top_ref] ? i : top_ref;
-	}
-	*same = top == top_ref;
-	return kl;
-}
-
-static int cmp_float(const void *a, const void *b)
-{
-	float x = *(const float *)a, y = *(const float *)b;
-	return (x > y) - (x < y);
-}
-
-/* The KL statistics of runtime/eval.c's finish over kls[n] (sorted here). */
-static void kl_finish(float *kls, size_t scored, double kl, double kl2, size_t same,
-		      tp_eval_result *out)
-{
-	double n = (double)scored, klm = kl / n, klv = kl2 / n - klm * klm;
-	double p = (double)same / n;
-	qsort(kls, scored, sizeof(float), cmp_float);
-	double at = 0.99 * (n - 1);
-	size_t lo = (size_t)at, hi = lo + 1 < scored ? lo + 1 : lo;
-	out->has_kl = true;
-	out->kl_mean = klm;
-	out->kl_err = scored > 1 && klv > 0 ? sqrt(klv / (n - 1)) : 0;
-	out->kl_p99 = kls[lo] + (at - (double)lo) * (kls[hi] - kls[lo]);
-	out->kl_max = kls[scored - 1];
-	out->same_top_pct = 100.0 * p;
-	out->same_top_err = scored > 1 ? 100.0 * sqrt(p * (1 - p) / (n - 1)) : 0;
-}
-
-/* One scoring pass on the GPU; with ref, KL against its log-probs (read
- * back a window at a time, as on the CPU). Logits come back to the host and
- * are scored there in double, as runtime/eval.c scores them: the same
- * arithmetic, so GPU and CPU figures differ only by the forward pass. */
-static int eval_run(const tp_cuda_model *g, const tp_eval_ref *ref, const int32_t *ids, size_t n,
-		    const tp_eval_opts *opts, tp_eval_result *out)
-{
-	tp_eval_opts o = *opts;
-	size_t V = g->cfg.vocab, len, cells, nwin = 0, scored = 0, fed = 0, same = 0;
-	int32_t *stream = NULL;
-	float *logits = NULL, *lp_ref = NULL, *kls = NULL;
-	window *w = NULL;
-	tp_cuda_kv *kv = NULL;
-	double nll = 0, nll2 = 0, seconds = 0, kl = 0, kl2 = 0;
-	int rc = 0;
-	if (o.ctx == 0)
-		o.ctx = 512;
-	if (o.stride == 0)
-		o.stride = o.ctx / 2;
-	if (o.ctx < 4 || o.stride > o.ctx)
-		return tp_error_set(TP_EINVAL, "bad context %zu / stride %zu", o.ctx, o.stride);
-	if (o.bos >= 0 && (size_t)o.bos >= V)
-		return tp_error_set(TP_EINVAL, "BOS %d outside the vocabulary", (int)o.bos);
-	if (o.max_tokens && n > o.max_tokens)
-		n = o.max_tokens;
-	size_t pre = o.bos >= 0 ? 1 : 0;
-	if (!(stream = malloc((n + pre) * sizeof(int32_t)))) {
+	int rc = tp_cuda_init(), e = 0;
+	if (rc < 0)
+		return rc;
+	const tp_model_config *c = tp_model_get_config(m);
+	size_t H = c->hidden, half = c->head_dim / 2, qd = c->heads * c->head_dim;
+	size_t widest = H > qd ? H : qd;
+	widest = widest > c->intermediate ? widest : c->intermediate;
+	if (blk >= c->layers || max_n == 0)
+		return tp_error_set(TP_EINVAL, "block %zu of %zu, %zu positions", blk, c->layers,
+				    max_n);
+	if (c->heads % c->kv_heads || c->head_dim > 256 || max_n > tp_cuda_k_attention_max_ctx())
+		return tp_error_set(TP_EUNSUPPORTED, "CUDA attention: %zu heads over %zu KV heads of "
+				    "%zu dims, %zu positions", c->heads, c->kv_heads, c->head_dim,
+				    max_n);
+	tp_cuda_block *b = calloc(1, sizeof(*b));
+	float *freq = malloc((half ? half : 1) * sizeof(float));
+	if (!b || !freq || !(b->g = calloc(1, sizeof(*b->g))) ||
+	    !(b->host = malloc(max_n * widest * sizeof(float))) ||
+	    !(b->g->linear = calloc(LPER, sizeof(*b->g->linear)))) {
 		rc = tp_error_set(TP_ENOMEM, "out of memory");
 		goto done;
 	}
-	if (pre)
-		stream[0] = o.bos;
-	memcpy(stream + pre, ids, n * sizeof(int32_t));
-	len = n + pre;
-	if (len < 2 || (o.mode == TP_PPL_MODE_LLAMACPP && len < o.ctx)) {
-		rc = tp_error_set(TP_EINVAL, "%zu tokens are too few for a context of %zu", len,
-				  o.ctx);
+	b->m = m;
+	b->base = blk * LPER;
+	tp_cuda_model *g = b->g;
+	g->cfg = *c;
+	g->cfg.layers = 1;
+	g->cfg.vocab = 1; /* no logits: the cache's logits slot stays small */
+	g->nlinear = LPER;
+	rope_frequencies(c, freq);
+	/* norms [3][H]: the block's two, then an unused final one */
+	if ((e = cudaMalloc((void **)&g->norms, 3 * H * sizeof(float))) ||
+	    (e = cudaMemset(g->norms, 0, 3 * H * sizeof(float))) ||
+	    (e = cudaMemcpy(g->norms, tp_model_norms(m) + 2 * blk * H, 2 * H * sizeof(float),
+			    cudaMemcpyHostToDevice)) ||
+	    (e = cudaMalloc((void **)&g->inv_freq, (half ? half : 1) * sizeof(float))) ||
+	    (e = cudaMemcpy(g->inv_freq, freq, half * sizeof(float), cudaMemcpyHostToDevice))) {
+		rc = tp_cuda_fail(e, "uploading a block's norms");
 		goto done;
 	}
-	if (!tp_mul_ok(o.ctx, V, &cells) || cells > SIZE_MAX / sizeof(float)) {
-		rc = tp_error_set(TP_ETOOBIG, "context x vocabulary too large");
-		goto done;
-	}
-	nwin = count_windows(&o, len, NULL, 0);
-	if (!(w = calloc(nwin ? nwin : 1, sizeof(*w))) || !(logits = malloc(cells * sizeof(float)))) {
-		rc = tp_error_set(TP_ENOMEM, "out of memory for logits");
-		goto done;
-	}
-	count_windows(&o, len, w, nwin);
-	if (ref) {
-		size_t rows = 0;
-		for (size_t i = 0; i < nwin; i++)
-			rows += w[i].last + 1 - w[i].first;
-		if ((rc = tp_runtime_eval_ref_check(ref, V, &o, stream, len, rows)) < 0)
-			goto done;
-		if (!(lp_ref = malloc(cells * sizeof(float))) ||
-		    !(kls = malloc(len * sizeof(float)))) {
-			rc = tp_error_set(TP_ENOMEM, "out of memory for logits");
+	for (size_t k = 0; k < LPER; k++) {
+		tp_linear *l = tp_quant_capture_inner(tp_model_linear(m, b->base + k));
+		if ((rc = tp_cuda_linear_new_pool(&g->linear[k], l, tp_model_pool(m))) < 0) {
+			rc = tp_error_wrap(rc, "%s", tp_model_linear_name(m, b->base + k));
 			goto done;
 		}
 	}
-	if ((rc = tp_cuda_kv_new(&kv, g, o.ctx, o.ctx)) < 0)
-		goto done;
-	for (size_t i = 0; i < nwin && rc == 0; i++) {
-		const window *wi = &w[i];
-		int32_t first_tok = stream[wi->begin];
-		/* llama.cpp starts every window with BOS, replacing a token. */
-		if (o.mode == TP_PPL_MODE_LLAMACPP && o.bos >= 0)
-			stream[wi->begin] = o.bos;
-		double t0 = tp_cuda_now_s();
-		tp_cuda_kv_reset(kv);
-		rc = tp_cuda_model_forward(g, kv, stream + wi->begin, wi->len, wi->first, logits);
-		seconds += tp_cuda_now_s() - t0;
-		stream[wi->begin] = first_tok;
-		fed += wi->len;
-		if (rc == 0 && ref)
-			rc = tp_runtime_eval_ref_read(ref, scored, wi->last + 1 - wi->first, lp_ref);
-		for (size_t r = wi->first; rc == 0 && r <= wi->last; r++) {
-			float *lg = logits + (r - wi->first) * V;
-			tp_runtime_log_softmax(lg, V, lg);
-			double x = -(double)lg[stream[wi->begin + r + 1]];
-			nll += x;
-			nll2 += x * x;
-			if (ref) {
-				bool st;
-				double k = kl_row(lg, lp_ref + (r - wi->first) * V, V, &st);
-				kl += k;
-				kl2 += k * k;
-				kls[scored] = (float)k;
-				same += st;
-			}
-			scored++;
-		}
-		if (rc == 0 && o.progress)
-			rc = o.progress(o.progress_ctx, i + 1, nwin);
-	}
-	if (rc == 0 && scored == 0)
-		rc = tp_error_set(TP_EINVAL, "no token was scored");
-	if (rc < 0)
-		goto done;
-	double sn = (double)scored, mean = nll / sn, var = nll2 / sn - mean * mean;
-	*out = (tp_eval_result){.mode = o.mode, .ctx = o.ctx, .stride = o.stride,
-				.tokens = len - pre, .windows = nwin, .scored = scored,
-				.nll_mean = mean, .ppl = exp(mean), .seconds = seconds};
-	out->ppl_err = scored > 1 && var > 0 ? out->ppl * sqrt(var / (sn - 1)) : 0;
-	out->tokens_per_s = seconds > 0 ? (double)fed / seconds : 0;
-	if (ref)
-		kl_finish(kls, scored, kl, kl2, same, out);
+	rc = tp_cuda_kv_new(&b->kv, g, max_n, max_n);
 done:
-	tp_cuda_kv_free(kv);
-	free(stream);
-	free(logits);
-	free(lp_ref);
-	free(kls);
-	free(w);
-	return rc;
+	free(freq);
+	if (rc < 0) {
+		tp_cuda_block_free(b);
+		return rc;
+	}
+	*out = b;
+	return 0;
+}
+
+/* The observer of a block run: the input of layer k and of those that
+ * share it, to their captures. */
+static int block_observe(void *ctx, size_t k, const float *x, size_t n, size_t cols)
+{
+	tp_cuda_block *b = ctx;
+	size_t count = k == LQ ? 3 : k == LGATE ? 2 : 1;
+	bool any = false;
+	for (size_t i = 0; i < count; i++) {
+		tp_linear *l = tp_model_linear(b->m, b->base + k + i);
+		any |= tp_quant_capture_inner(l) != l;
+	}
+	if (!any)
+		return 0;
+	int e = cudaMemcpy(b->host, x, n * cols * sizeof(float), cudaMemcpyDeviceToHost);
+	if (e)
+		return e;
+	for (size_t i = 0; i < count; i++)
+		tp_quant_capture_observe(tp_model_linear(b->m, b->base + k + i), b->host, n);
+	return 0;
+}
+
+int tp_cuda_block_run(tp_cuda_block *b, float *x, size_t n)
+{
+	const tp_model_config *c = &b->g->cfg;
+	observer ob = { block_observe, b };
+	int e;
+	if (n == 0 || n > b->kv->max_batch)
+		return tp_error_set(TP_EINVAL, "%zu rows for a block of %zu", n, b->kv->max_batch);
+	tp_cuda_kv_reset(b->kv);
+	if ((e = cudaMemcpy(b->kv->x, x, n * c->hidden * sizeof(float), cudaMemcpyHostToDevice)) ||
+	    (e = attention_block(b->g, b->kv, 0, n, &ob)) || (e = mlp_block(b->g, b->kv, 0, n, &ob)) ||
+	    (e = cudaMemcpy(x, b->kv->x, n * c->hidden * sizeof(float), cudaMemcpyDeviceToHost)))
+		return tp_cuda_fail(e, "a calibration block");
+	return 0;
+}
+
+/* ---- perplexity and speed ----------------------------------------------------- */
+
+/* The GPU forward pass as runtime/eval.c's tp_eval_forward: eval.c cuts
+ * the windows and scores the logits (in double, on the host), so the GPU's
+ * figures differ from the CPU's only by the forward pass. */
+typedef struct gpu_fwd {
+	const tp_cuda_model *g;
+	tp_cuda_kv *kv;
+	size_t cap;
+} gpu_fwd;
+
+static int gpu_run(void *ctx, const int32_t *ids, size_t n, size_t logits_from, float *logits)
+{
+	gpu_fwd *f = ctx;
+	if (!f->kv || n > f->cap) {
+		tp_cuda_kv_free(f->kv);
+		f->kv = NULL;
+		int rc = tp_cuda_kv_new(&f->kv, f->g, n, n);
+		if (rc < 0)
+			return rc;
+		f->cap = n;
+	}
+	tp_cuda_kv_reset(f->kv);
+	return tp_cuda_model_forward(f->g, f->kv, ids, n, logits_from, logits);
 }
 
 int tp_cuda_eval_perplexity(const tp_cuda_model *g, const int32_t *ids, size_t n,
 			    const tp_eval_opts *opts, tp_eval_result *out)
 {
-	return eval_run(g, NULL, ids, n, opts, out);
+	gpu_fwd f = { .g = g };
+	tp_eval_forward ef = { g->cfg.vocab, gpu_run, &f };
+	int rc = tp_runtime_eval_forward(&ef, NULL, ids, n, opts, out);
+	tp_cuda_kv_free(f.kv);
+	return rc;
 }
 
 int tp_cuda_eval_perplexity_ref(const tp_cuda_model *g, const tp_eval_ref *ref,
@@ -535,7 +511,21 @@ int tp_cuda_eval_perplexity_ref(const tp_cuda_model *g, const tp_eval_ref *ref,
 {
 	if (!ref)
 		return tp_error_set(TP_EINVAL, "no reference log-probs");
-	return eval_run(g, ref, ids, n, opts, out);
+	gpu_fwd f = { .g = g };
+	tp_eval_forward ef = { g->cfg.vocab, gpu_run, &f };
+	int rc = tp_runtime_eval_forward(&ef, ref, ids, n, opts, out);
+	tp_cuda_kv_free(f.kv);
+	return rc;
+}
+
+int tp_cuda_eval_reference(tp_eval_ref **ref, const tp_cuda_model *g, const int32_t *ids,
+			   size_t n, const tp_eval_opts *opts, tp_eval_result *out)
+{
+	gpu_fwd f = { .g = g };
+	tp_eval_forward ef = { g->cfg.vocab, gpu_run, &f };
+	int rc = tp_runtime_eval_forward_reference(ref, &ef, ids, n, opts, out);
+	tp_cuda_kv_free(f.kv);
+	return rc;
 }
 
 static int cmp_double(const void *a, const void *b)

@@ -67,6 +67,12 @@ int tp_cuda_make_linear(void *ctx, const char *name, const float *w, const float
 int tp_cuda_dequantize_on_host(const tp_quant_format *f, const void *packed, size_t rows,
 			       size_t cols, size_t r0, size_t r1, float *w);
 
+/* The same through the GEMV's 16-byte loads (32 columns of 4-bit codes
+ * per load: rtn4_gG with G a multiple of 32, nf4, nf4_dq, when cols % 32
+ * == 0), 8 columns at a time elsewhere. */
+int tp_cuda_dequantize_on_host_wide(const tp_quant_format *f, const void *packed, size_t rows,
+				    size_t cols, size_t r0, size_t r1, float *w);
+
 /* A GPU copy of src (same in/out; src is not kept). A packed layer uploads
  * its packed bytes; any other layer is read back as fp32 weights through
  * its own forward (rows of the identity: exact for layers without bias;
@@ -115,17 +121,37 @@ int tp_cuda_eval_perplexity(const tp_cuda_model *g, const int32_t *ids, size_t n
 			    const tp_eval_opts *opts, tp_eval_result *out);
 
 /* tp_runtime_eval_perplexity_ref on the GPU: KL against the log-probs of
- * tp_runtime_eval_reference (computed on the CPU; other ids or opts:
- * TP_EINVAL). Scored on the host in double as the CPU scores, so the
- * figures differ from the CPU's only by the forward pass. */
+ * tp_runtime_eval_reference or tp_cuda_eval_reference (other ids or opts:
+ * TP_EINVAL). runtime/eval.c scores the logits (tp_runtime_eval_forward),
+ * so the figures differ from the CPU's only by the forward pass. */
 int tp_cuda_eval_perplexity_ref(const tp_cuda_model *g, const tp_eval_ref *ref,
 				const int32_t *ids, size_t n, const tp_eval_opts *opts,
 				tp_eval_result *out);
+
+/* tp_runtime_eval_reference on the GPU: the baseline's log-probs, which
+ * every candidate's KL is computed against, kept as the CPU keeps them
+ * (the same file; tp_runtime_eval_perplexity_ref can read it too). */
+int tp_cuda_eval_reference(tp_eval_ref **ref, const tp_cuda_model *g, const int32_t *ids,
+			   size_t n, const tp_eval_opts *opts, tp_eval_result *out);
 
 /* tp_runtime_eval_speed on the GPU: a prefill of n_prefill tokens, then
  * n_decode single-token steps, each timed to its logits on the host. */
 int tp_cuda_measure_speed(const tp_cuda_model *g, const int32_t *ids, size_t n_prefill,
 			  size_t n_decode, tp_speed_result *out);
+
+/* ---- calibration --------------------------------------------------------------- */
+
+/* GPTQ/AWQ calibration on the GPU (tp_calib_opts.device): a method's block
+ * runs there (norms, RoPE, attention, its 7 products; the captured layers'
+ * inputs come back to the host for their statistics), and GPTQ's Hessian
+ * X^T X is summed on the device, read back once per capture: the same sums
+ * as the CPU's for the same inputs, bit for bit (kernels.cu). */
+const tp_calib_device *tp_cuda_calib_device(void);
+/* The same steps on the host: the Hessian kernel's host build, the block
+ * run by tp_model_forward_layers with observers standing in for the GPU
+ * block's (handing the captures their inputs), CPU copies of packed layers
+ * for linear_copy. Needs no GPU (tests). */
+const tp_calib_device *tp_cuda_calib_device_host(void);
 
 /* ---- the optimizer's backend ------------------------------------------------ */
 

@@ -130,10 +130,12 @@ static void test_gpu_profile(void)
 }
 
 /* A backend standing in for the GPU: probe names a device (or fails, its
- * reason the note's), measure runs the CPU's scoring and counts calls. */
+ * reason the note's), measure and reference run the CPU's scoring and
+ * count calls; reference declines (TP_EUNSUPPORTED) when told to. */
 typedef struct fake_gpu {
 	const char *name; /* NULL: no device */
-	int probes, measures;
+	int probes, measures, references;
+	bool decline;
 } fake_gpu;
 
 static int fake_probe(void *ctx, char *name, size_t cap)
@@ -157,6 +159,19 @@ static int fake_measure(void *ctx, const tp_model *m, const tp_eval_ref *ref, co
 	return rc < 0 ? rc : tp_runtime_eval_speed(m, ids, prefill, decode, sp);
 }
 
+static int fake_reference(void *ctx, const tp_model *m, tp_eval_ref **ref, const int32_t *ids,
+			  size_t n, const tp_eval_opts *eo, tp_eval_result *r)
+{
+	fake_gpu *f = ctx;
+	f->references++;
+	if (f->decline)
+		return tp_error_set(TP_EUNSUPPORTED, "declined");
+	bool exact = tp_quant_kernel_exact(true);
+	int rc = tp_runtime_eval_reference(ref, m, ids, n, eo, r);
+	tp_quant_kernel_exact(exact);
+	return rc;
+}
+
 /* One run with the fake backend; *o NULL on failure. */
 static void run_fake(const char *model, fake_gpu *f, tp_optimize_device dev, const char *hw,
 		     seen *s, tp_optimize_outcome **o)
@@ -166,7 +181,7 @@ static void run_fake(const char *model, fake_gpu *f, tp_optimize_device dev, con
 	q.candidates = "rtn4_g128";
 	q.device = dev;
 	q.hardware = hw;
-	tp_optimize_backend b = { "fake", f, fake_probe, fake_measure };
+	tp_optimize_backend b = { "fake", f, fake_probe, fake_measure, fake_reference, NULL };
 	q.backend = &b;
 	tp_optimize_progress pg = { s, NULL, NULL, on_note };
 	*o = NULL;
@@ -178,13 +193,15 @@ static void run_fake(const char *model, fake_gpu *f, tp_optimize_device dev, con
  * with one note saying why. */
 static void test_backend(const char *model, const char *dir)
 {
-	fake_gpu f = { "NVIDIA H200", 0, 0 };
+	fake_gpu f = { .name = "NVIDIA H200" };
 	seen s = { 0 };
 	tp_optimize_outcome *o = NULL, *c = NULL;
 	run_fake(model, &f, TP_OPTIMIZE_DEVICE_AUTO, NULL, &s, &o);
 	if (!o)
 		return;
-	CHECK(f.probes == 1 && f.measures == 1 && s.notes == 0 && !o->device_note[0]);
+	/* the baseline's reference on the device too */
+	CHECK(f.probes == 1 && f.measures == 1 && f.references == 1 && s.notes == 0 &&
+	      !o->device_note[0]);
 	CHECK(o->device == TP_OPTIMIZE_DEVICE_CUDA);
 	CHECK_STR(o->device_name, "NVIDIA H200");
 	CHECK_STR(o->hw.name, "h200");
@@ -202,13 +219,26 @@ static void test_backend(const char *model, const char *dir)
 	/* The same quality as the CPU's own run: the fake scores as it does. */
 	seen sc = { 0 };
 	run_fake(model, &f, TP_OPTIMIZE_DEVICE_CPU, NULL, &sc, &c);
-	CHECK(f.probes == 1 && f.measures == 1 && sc.notes == 0);
+	CHECK(f.probes == 1 && f.measures == 1 && f.references == 1 && sc.notes == 0);
 	if (c) {
 		CHECK(c->device == TP_OPTIMIZE_DEVICE_CPU && !c->device_name[0]);
 		CHECK_STR(c->hw.name, "cpu-local");
 		CHECK(c->candidates[0].r.ppl == o->candidates[0].r.ppl);
 		CHECK(c->candidates[0].r.kl_mean == o->candidates[0].r.kl_mean);
 	}
+	/* A device that declines the reference: the CPU computes it, the
+	 * same figures. */
+	fake_gpu d = { .name = "NVIDIA H200", .decline = true };
+	tp_optimize_outcome *dc = NULL;
+	seen sd = { 0 };
+	run_fake(model, &d, TP_OPTIMIZE_DEVICE_AUTO, NULL, &sd, &dc);
+	CHECK(d.references == 1 && d.measures == 1);
+	if (dc && c) {
+		CHECK(dc->device == TP_OPTIMIZE_DEVICE_CUDA);
+		CHECK(dc->baseline.ppl == c->baseline.ppl);
+		CHECK(dc->candidates[0].r.kl_mean == c->candidates[0].r.kl_mean);
+	}
+	tp_optimize_outcome_free(dc);
 	tp_optimize_outcome_free(c);
 	tp_optimize_outcome_free(o);
 	/* Another target: projected from the GPU's measured figures. */
@@ -227,10 +257,10 @@ static void test_backend(const char *model, const char *dir)
 		   { "NVIDIA GeForce RTX 4090", NULL, "GPU NVIDIA GeForce RTX 4090 has no hardware" },
 		   { "NVIDIA H200", "cpu-local", "--hardware cpu-local" } };
 	for (size_t i = 0; i < sizeof(fb) / sizeof(fb[0]); i++) {
-		fake_gpu g = { fb[i].gpu, 0, 0 };
+		fake_gpu g = { .name = fb[i].gpu };
 		seen n = { 0 };
 		run_fake(model, &g, TP_OPTIMIZE_DEVICE_CUDA, fb[i].hw, &n, &o);
-		CHECK(g.measures == 0 && n.notes == 1 && strstr(n.note, fb[i].why) &&
+		CHECK(g.measures == 0 && g.references == 0 && n.notes == 1 && strstr(n.note, fb[i].why) &&
 		      strstr(n.note, "measuring on the CPU"));
 		CHECK(o && o->device == TP_OPTIMIZE_DEVICE_CPU && o->candidates[0].ok);
 		CHECK(o && strcmp(o->device_note, n.note) == 0);
