@@ -1,8 +1,11 @@
 /*
  * Kernels of the group family: rtnB_gG (also what GPTQ and AWQ produce),
- * int4_int2_residual, nf4, nf4_dq, and the fp16 / bf16 baseline. Products come straight from the
- * packed bytes; activations stay fp32, so a result equals the format's
- * dequantize followed by fp32 dot products up to summation order.
+ * int4_int2_residual, int4_sparse25, nf4, nf4_dq, and the fp16 / bf16
+ * baseline. Products come straight from the packed bytes; activations stay
+ * fp32, so a result equals the format's dequantize followed by fp32 dot
+ * products up to summation order, except in the AVX-512 decode of rtnB_gG
+ * and int4_sparse25, which rounds the input to 8 bits per group as llama.cpp
+ * does (q8_quantize; never under tp_quant_kernel_exact).
  *
  * Each format has a segment decoder: row r, columns c0..c1 widened to fp32.
  * The plain-C one is the reference (the same arithmetic as the format's
@@ -283,6 +286,116 @@ static void q8_rows_c(int bits, size_t group, bool nib, seg_fn seg, const void *
 			y[t * ldy + (r - r0)] = q8_row_c(bits, group, nib, packed, rows, cols, r, &v);
 	}
 }
+
+/* ---- int4_sparse25: rtn4 g128 over the kept 3/4 of each row ------------
+ * Layout (group.c): scales and zeros as rtn4_g128's, a keep bitmap of
+ * rows * cols bits, then the kept codes only, 4 bits each, row after row
+ * (every row keeps sp_kept(cols)). A dropped weight is 0, that is, code =
+ * its group's zero. Only the AVX-512 decode (VBMI2's byte expand puts a
+ * row's kept codes back in their columns) and its plain-C reference exist:
+ * other levels widen rows, as before. */
+static size_t sp_kept(size_t cols)
+{
+	return cols - cols / 4;
+}
+
+typedef struct sp_view {
+	const uint8_t *s, *z, *m, *q, *qend;
+	size_t ngr;
+} sp_view;
+
+static sp_view sp_open(const void *packed, size_t rows, size_t cols)
+{
+	sp_view v;
+	v.ngr = (cols + 127) / 128;
+	size_t ng = rows * v.ngr;
+	v.s = packed;
+	v.z = v.s + 2 * ng;
+	v.m = v.z + tp_quant_bits_bytes(ng, 4);
+	v.q = v.m + tp_quant_bits_bytes(rows * cols, 1);
+	v.qend = v.q + tp_quant_bits_bytes(rows * sp_kept(cols), 4);
+	return v;
+}
+
+/* Set bits of the bitmap in [i0, i1). */
+static size_t sp_rank(const uint8_t *m, size_t i0, size_t i1)
+{
+	size_t n = 0, i = i0;
+	for (; i < i1 && i % 8; i++)
+		n += (m[i / 8] >> (i % 8)) & 1u;
+	for (; i + 8 <= i1; i += 8)
+		n += (size_t)__builtin_popcount(m[i / 8]);
+	for (; i < i1; i++)
+		n += (m[i / 8] >> (i % 8)) & 1u;
+	return n;
+}
+
+/* The reference segment decoder (the arithmetic of group.c's dequantize). */
+static void int4_sparse25_seg_c(const void *packed, size_t rows, size_t cols, size_t r,
+				size_t c0, size_t c1, float *out)
+{
+	sp_view v = sp_open(packed, rows, cols);
+	size_t k = r * sp_kept(cols) + sp_rank(v.m, r * cols, r * cols + c0);
+	for (size_t c = c0; c < c1; c++) {
+		size_t i = r * cols + c;
+		if (!((v.m[i / 8] >> (i % 8)) & 1u)) {
+			out[c - c0] = 0.0f;
+			continue;
+		}
+		size_t g = r * v.ngr + c / 128;
+		float s = tp_fp16_to_f32(tp_quant_get_u16(v.s + 2 * g));
+		int z = (int)tp_quant_bits_get(v.z, g, 4), q = (int)tp_quant_bits_get(v.q, k++, 4);
+		out[c - c0] = (float)(q - z) * s;
+	}
+}
+
+/* Row r . x through 8-bit inputs in column order (see q8_quantize). */
+static float sp_row_c(const void *packed, size_t rows, size_t cols, size_t r, const q8_in *x)
+{
+	sp_view v = sp_open(packed, rows, cols);
+	size_t k = r * sp_kept(cols);
+	float acc = 0.0f;
+	for (size_t g = 0; g < v.ngr; g++) {
+		size_t gi = r * v.ngr + g;
+		int32_t z = (int32_t)tp_quant_bits_get(v.z, gi, 4), isum = -z * x->sum[g];
+		for (size_t c = g * 128; c < (g + 1) * 128; c++) {
+			size_t i = r * cols + c;
+			int32_t q = (v.m[i / 8] >> (i % 8)) & 1u ? (int32_t)tp_quant_bits_get(v.q, k++, 4) : z;
+			isum += q * x->q[c];
+		}
+		acc += (float)isum * (tp_fp16_to_f32(tp_quant_get_u16(v.s + 2 * gi)) * x->d[g]);
+	}
+	return acc;
+}
+
+static size_t int4_sparse25_size_q8(size_t cols)
+{
+	return q8_size(cols, 128);
+}
+
+static void int4_sparse25_x_q8(const float *x, size_t cols, void *xp)
+{
+	memcpy(xp, x, cols * sizeof(float));
+	q8_quantize(x, cols, 128, false, xp);
+}
+
+static void int4_sparse25_rows_q8c(const void *packed, size_t rows, size_t cols, size_t r0,
+				   size_t r1, const void *xv, size_t n, float *y, size_t ldy)
+{
+	size_t xs = q8_size(cols, 128);
+	if (n >= GEMM_MIN || !Q8_FAST(cols, 128)) {
+		rows_c(int4_sparse25_seg_c, packed, rows, cols, r0, r1, xv, xs / 4, n, y, ldy);
+		return;
+	}
+	for (size_t t = 0; t < n; t++) {
+		q8_in v = q8_open((const uint8_t *)xv + t * xs, cols, 128);
+		for (size_t r = r0; r < r1; r++)
+			y[t * ldy + (r - r0)] = sp_row_c(packed, rows, cols, r, &v);
+	}
+}
+
+static const tp_quant_kernel int4_sparse25_kq8c = {"int4_sparse25 x q8 c", int4_sparse25_size_q8,
+						   int4_sparse25_x_q8, int4_sparse25_rows_q8c};
 
 #ifdef TP_HAVE_X86
 #define AVX2 __attribute__((target("avx2,fma,f16c")))
@@ -1200,6 +1313,158 @@ AVX512V INLINE void q8_gemvb(int bits, size_t group, const void *packed, size_t 
 	for (; r < r1; r++)
 		q8_gemvb_1(bits, group, v, cols, r, &x, y + (r - r0));
 }
+
+/* ---- int4_sparse25 on AVX-512 VBMI2 (see int4_sparse25_seg_c) -----------
+ * Per 64 columns: their 64 keep bits, the next popcount of them kept codes
+ * as 64 sequential nibbles (from a byte or a half byte on), expanded into
+ * the kept columns with the group's zero in the dropped ones, so (q - z)
+ * is 0 there and the rtn sums (q8_gemv) apply unchanged. */
+#define AVX512S                                                                                \
+	__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx512vbmi2,avx2," \
+			      "fma,f16c")))
+
+/* Byte i of 64 takes source byte (i + odd) / 2; then its nibble (i + odd) % 2. */
+static const uint8_t sp_idx[2][64] = {
+	{0,  0,	 1,  1,	 2,  2,	 3,  3,	 4,  4,	 5,  5,	 6,  6,	 7,  7,	 8,  8,	 9,  9,	 10, 10,
+	 11, 11, 12, 12, 13, 13, 14, 14, 15, 15, 16, 16, 17, 17, 18, 18, 19, 19, 20, 20, 21, 21,
+	 22, 22, 23, 23, 24, 24, 25, 25, 26, 26, 27, 27, 28, 28, 29, 29, 30, 30, 31, 31},
+	{0,  1,	 1,  2,	 2,  3,	 3,  4,	 4,  5,	 5,  6,	 6,  7,	 7,  8,	 8,  9,	 9,  10, 10, 11,
+	 11, 12, 12, 13, 13, 14, 14, 15, 15, 16, 16, 17, 17, 18, 18, 19, 19, 20, 20, 21, 21, 22,
+	 22, 23, 23, 24, 24, 25, 25, 26, 26, 27, 27, 28, 28, 29, 29, 30, 30, 31, 31, 32}};
+
+AVX512S INLINE __m512i sp_codes(const sp_view *v, size_t o, uint64_t keep, __m512i zb,
+				const __m512i idx[2], const __m512i ctl[2])
+{
+	const uint8_t *p = v->q + o / 2;
+	size_t left = (size_t)(v->qend - p);
+	__m512i b = left >= 64 ? _mm512_loadu_si512(p)
+			       : _mm512_maskz_loadu_epi8(left ? ~0ull >> (64 - left) : 0, p);
+	int odd = (int)(o % 2);
+	__m512i nib = _mm512_and_si512(
+		_mm512_multishift_epi64_epi8(ctl[odd], _mm512_permutexvar_epi8(idx[odd], b)),
+		_mm512_set1_epi8(0x0f));
+	return _mm512_mask_expand_epi8(zb, keep, nib);
+}
+
+#define SP_GEMV(R)                                                                             \
+	AVX512S INLINE void sp_gemv##R(const sp_view *v, size_t cols, size_t r, const q8_in *x, \
+				       float *y)                                               \
+	{                                                                                      \
+		const __m512i idx[2] = {_mm512_loadu_si512(sp_idx[0]),                         \
+					_mm512_loadu_si512(sp_idx[1])};                        \
+		const __m512i ctl[2] = {_mm512_set1_epi64(0x3c302c201c100c00ll), \
+					_mm512_set1_epi64(0x3834282418140804ll)};              \
+		grp_view gv = {v->s, v->z, NULL, NULL, v->ngr};                                \
+		float sd[R][16];                                                               \
+		int32_t zc[R][16];                                                             \
+		size_t o[R];                                                                   \
+		__m512 tot[R];                                                                 \
+		__m512i acc[R];                                                                \
+		_Pragma("GCC unroll 4") for (int j = 0; j < R; j++)                           \
+		{                                                                              \
+			tot[j] = _mm512_setzero_ps();                                          \
+			o[j] = (r + (size_t)j) * sp_kept(cols);                                \
+		}                                                                              \
+		for (size_t g0 = 0; g0 < v->ngr; g0 += 16) {                                   \
+			size_t ng = v->ngr - g0 < 16 ? v->ngr - g0 : 16;                       \
+			_Pragma("GCC unroll 4") for (int j = 0; j < R; j++)                   \
+				q8_prologue(4, &gv, (r + (size_t)j) * v->ngr + g0, ng, x->d + g0, \
+					    x->sum + g0, sd[j], zc[j]);                        \
+			for (size_t k = 0; k < ng; k++) {                                      \
+				size_t c0 = (g0 + k) * 128;                                    \
+				__m512i zb[R];                                                 \
+				_Pragma("GCC unroll 4") for (int j = 0; j < R; j++)           \
+				{                                                              \
+					acc[j] = _mm512_zextsi128_si512(_mm_cvtsi32_si128(zc[j][k])); \
+					zb[j] = _mm512_set1_epi8((char)grp_zero(&gv, (r + (size_t)j) * v->ngr + g0 + k, 4)); \
+				}                                                              \
+				for (size_t c = c0; c < c0 + 128; c += 64) {                   \
+					__m512i xq = _mm512_loadu_si512(x->q + c);             \
+					_Pragma("GCC unroll 4") for (int j = 0; j < R; j++)   \
+					{                                                      \
+						uint64_t keep;                                 \
+						memcpy(&keep, v->m + ((r + (size_t)j) * cols + c) / 8, 8); \
+						if (c % 512 == 0)                              \
+							PREFETCH(v->m + ((r + (size_t)j + R) * cols + c) / 8); \
+						PREFETCH(v->q + (o[j] + R * sp_kept(cols)) / 2); \
+						acc[j] = _mm512_dpbusd_epi32(                  \
+							acc[j], sp_codes(v, o[j], keep, zb[j], idx, ctl), xq); \
+						o[j] += (size_t)__builtin_popcountll(keep);    \
+					}                                                      \
+				}                                                              \
+				_Pragma("GCC unroll 4") for (int j = 0; j < R; j++) tot[j] =  \
+					_mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[j]),            \
+							_mm512_set1_ps(sd[j][k]), tot[j]);     \
+			}                                                                      \
+		}                                                                              \
+		_Pragma("GCC unroll 4") for (int j = 0; j < R; j++) y[j] =                    \
+			_mm512_reduce_add_ps(tot[j]);                                          \
+	}
+SP_GEMV(4)
+SP_GEMV(1)
+
+/* Widened weights of columns c0..c1 (multiples of 64; cols % 128 == 0) for
+ * the prefill panels, in column order. */
+AVX512S static void int4_sparse25_seg_avx512(const void *packed, size_t rows, size_t cols,
+					     size_t r, size_t c0, size_t c1, float *out)
+{
+	sp_view v = sp_open(packed, rows, cols);
+	const __m512i idx[2] = {_mm512_loadu_si512(sp_idx[0]), _mm512_loadu_si512(sp_idx[1])};
+	const __m512i ctl[2] = {_mm512_set1_epi64(0x3c302c201c100c00ll),
+				_mm512_set1_epi64(0x3834282418140804ll)};
+	size_t o = r * sp_kept(cols);
+	for (size_t c = 0; c < c0; c += 64) {
+		uint64_t keep;
+		memcpy(&keep, v.m + (r * cols + c) / 8, 8);
+		o += (size_t)__builtin_popcountll(keep);
+	}
+	for (size_t c = c0; c < c1; c += 64) {
+		size_t gi = r * v.ngr + c / 128;
+		int z = (v.z[gi / 2] >> (gi % 2 * 4)) & 0xf;
+		__m512 s = _mm512_set1_ps(_cvtsh_ss(tp_quant_get_u16(v.s + 2 * gi)));
+		__m512i zi = _mm512_set1_epi32(z);
+		uint64_t keep;
+		memcpy(&keep, v.m + (r * cols + c) / 8, 8);
+		__m512i q = sp_codes(&v, o, keep, _mm512_set1_epi8((char)z), idx, ctl);
+		o += (size_t)__builtin_popcountll(keep);
+		__m128i part[4] = {_mm512_extracti32x4_epi32(q, 0), _mm512_extracti32x4_epi32(q, 1),
+				   _mm512_extracti32x4_epi32(q, 2), _mm512_extracti32x4_epi32(q, 3)};
+		for (int k = 0; k < 4; k++) {
+			__m512i w = _mm512_sub_epi32(_mm512_cvtepu8_epi32(part[k]), zi);
+			_mm512_storeu_ps(out + (c - c0) + 16 * (size_t)k,
+					 _mm512_mul_ps(_mm512_cvtepi32_ps(w), s));
+		}
+	}
+}
+
+AVX512S static void int4_sparse25_rows_q8(const void *packed, size_t rows, size_t cols,
+					  size_t r0, size_t r1, const void *xv, size_t n, float *y,
+					  size_t ldy)
+{
+	size_t xs = q8_size(cols, 128);
+	if (!Q8_FAST(cols, 128)) {
+		rows_c(int4_sparse25_seg_c, packed, rows, cols, r0, r1, xv, xs / 4, n, y, ldy);
+		return;
+	}
+	if (n >= GEMM_MIN) {
+		gemm(int4_sparse25_seg_avx512, packed, rows, cols, r0, r1, xv, xs / 4, n, y, ldy);
+		return;
+	}
+	sp_view v = sp_open(packed, rows, cols);
+	for (size_t t = 0; t < n; t++) {
+		q8_in x = q8_open((const uint8_t *)xv + t * xs, cols, 128);
+		float *yt = y + t * ldy;
+		size_t r = r0;
+		for (; r + 4 <= r1; r += 4)
+			sp_gemv4(&v, cols, r, &x, yt + (r - r0));
+		for (; r < r1; r++)
+			sp_gemv1(&v, cols, r, &x, yt + (r - r0));
+	}
+}
+
+static const tp_quant_kernel int4_sparse25_kq8 = {"int4_sparse25 x q8 avx512",
+						  int4_sparse25_size_q8, int4_sparse25_x_q8,
+						  int4_sparse25_rows_q8};
 #endif /* TP_HAVE_X86 */
 
 /* ---- one kernel pair per format ------------------------------------------ */
@@ -1438,35 +1703,40 @@ typedef struct kpair {
 	const tp_quant_kernel *c, *avx2, *avx512;
 	const tp_quant_kernel *q8c; /* the plain-C reference of the avx512 one, when it
 				       rounds inputs to 8 bits */
-	bool vbmi;		    /* the avx512 one also needs AVX-512 VBMI */
+	int vbmi; /* the avx512 one also needs AVX-512 VBMI (1), and VBMI2 (2) */
 } kpair;
 
 #ifdef TP_HAVE_X86
-#define KPAIR(N) {#N, &N##_kc, &N##_kavx2, NULL, NULL, false}
-#define KPAIR512(N) {#N, &N##_kc, &N##_kavx2, &N##_kavx512, NULL, false}
+#define KPAIR(N) {#N, &N##_kc, &N##_kavx2, NULL, NULL, 0}
+#define KPAIR512(N) {#N, &N##_kc, &N##_kavx2, &N##_kavx512, NULL, 0}
 #define KPAIRQ8(N, V) {#N, &N##_kc, &N##_kavx2, &N##_kq8, &N##_kq8c, V}
+#define SP_AVX512 &int4_sparse25_kq8
 #else
-#define KPAIR(N) {#N, &N##_kc, NULL, NULL, NULL, false}
+#define KPAIR(N) {#N, &N##_kc, NULL, NULL, NULL, 0}
 #define KPAIR512(N) KPAIR(N)
 #define KPAIRQ8(N, V) {#N, &N##_kc, NULL, NULL, &N##_kq8c, V}
+#define SP_AVX512 NULL
 #endif
 
-static bool has_vbmi(void)
+static bool has_vbmi(int level)
 {
 #ifdef TP_HAVE_X86
-	return __builtin_cpu_supports("avx512vbmi");
+	return level < 1 || (__builtin_cpu_supports("avx512vbmi") &&
+			     (level < 2 || __builtin_cpu_supports("avx512vbmi2")));
 #else
-	return false;
+	return level < 1;
 #endif
 }
 
 static const kpair *kpair_find(const char *name)
 {
 	static const kpair all[] = {
-		KPAIRQ8(rtn4_g128, false), KPAIRQ8(rtn4_g64, false), KPAIRQ8(rtn4_g256, false),
-		KPAIRQ8(rtn3_g128, true),  KPAIRQ8(rtn2_g128, true),  KPAIR512(nf4),
+		KPAIRQ8(rtn4_g128, 0),     KPAIRQ8(rtn4_g64, 0),     KPAIRQ8(rtn4_g256, 0),
+		KPAIRQ8(rtn3_g128, 1),     KPAIRQ8(rtn2_g128, 1),  KPAIR512(nf4),
 		KPAIR512(nf4_dq),	   KPAIR(fp16),
 		KPAIR(bf16),	    KPAIR(int4_int2_residual),
+		/* decode on AVX-512 only; elsewhere rows are widened */
+		{"int4_sparse25", NULL, NULL, SP_AVX512, &int4_sparse25_kq8c, 2},
 	};
 	if (!name)
 		return NULL;
@@ -1481,7 +1751,7 @@ const tp_quant_kernel *tp_quant_kernel_group(const char *name, int level)
 	const kpair *k = kpair_find(name);
 	if (!k)
 		return NULL;
-	if (level >= TP_KERNEL_AVX512 && k->avx512 && (!k->vbmi || has_vbmi()))
+	if (level >= TP_KERNEL_AVX512 && k->avx512 && has_vbmi(k->vbmi))
 		return k->avx512;
 	return level >= TP_KERNEL_AVX2 && k->avx2 ? k->avx2 : k->c;
 }
@@ -1493,5 +1763,5 @@ const tp_quant_kernel *tp_quant_kernel_group_q8(const char *name, int level)
 		return NULL;
 	if (level == TP_KERNEL_C)
 		return k->q8c;
-	return level >= TP_KERNEL_AVX512 && (!k->vbmi || has_vbmi()) ? k->avx512 : NULL;
+	return level >= TP_KERNEL_AVX512 && has_vbmi(k->vbmi) ? k->avx512 : NULL;
 }

@@ -13,7 +13,14 @@
 
 static const char *const names[] = {"rtn4_g128", "rtn4_g64", "rtn4_g256", "rtn3_g128",
 				    "rtn2_g128", "nf4",	     "nf4_dq",	  "fp16",
-				    "bf16",	 "int4_int2_residual"};
+				    "bf16",	 "int4_int2_residual", "int4_sparse25"};
+
+/* int4_sparse25 has a kernel on AVX-512 (VBMI2) only; below, rows are
+ * widened (tp_quant_kernel_find gives NULL). */
+static bool avx512_only(const tp_quant_format *f)
+{
+	return strcmp(f->name, "int4_sparse25") == 0;
+}
 
 /* The kernel of f at a level (TP_KERNEL_C, _AVX2, _AVX512), or the
  * highest lower one this CPU has. */
@@ -40,6 +47,8 @@ static const tp_quant_kernel *kernel_q8(const tp_quant_format *f, int level)
 static size_t q8_group(const tp_quant_format *f)
 {
 	const char *g = strstr(f->name, "_g");
+	if (avx512_only(f))
+		return 128;
 	return g ? (size_t)strtoul(g + 2, NULL, 10) : 0;
 }
 
@@ -79,7 +88,13 @@ static void *make_packed(const tp_quant_format *f, size_t rows, size_t cols, flo
 	opt_fill_gauss(w, rows * cols, 0.05f);
 	/* Exactly packed_size bytes: a kernel must not read past the end. */
 	void *packed = malloc(f->packed_size(rows, cols));
-	CHECK_EQ_INT(f->quantize(w, rows, cols, NULL, packed), 0);
+	/* int4_sparse25 needs statistics of the inputs (any positive do) */
+	double *sq = malloc(cols * sizeof(double));
+	for (size_t c = 0; c < cols; c++)
+		sq[c] = 1 + (double)(c % 7);
+	tp_quant_calib calib = {.cols = cols, .nsamples = 1, .sq_sum = sq};
+	CHECK_EQ_INT(f->quantize(w, rows, cols, &calib, packed), 0);
+	free(sq);
 	f->dequantize(packed, rows, cols, deq);
 	free(w);
 	return packed;
@@ -110,6 +125,8 @@ static void check_random_at(const tp_quant_format *f, int level, size_t rows, si
 			    size_t r0, size_t r1, size_t n)
 {
 	const tp_quant_kernel *ks = kernel(f, level), *kc = kernel(f, TP_KERNEL_C);
+	if (!ks && avx512_only(f))
+		return;
 	/* An 8-bit-input kernel against its own reference. */
 	if (ks && ks == kernel_q8(f, level))
 		kc = kernel_q8(f, TP_KERNEL_C);
@@ -203,7 +220,7 @@ static void check_onehot(const tp_quant_format *f, size_t rows, size_t cols)
 		x[c * cols + c] = 1.0f;
 	for (int level = TP_KERNEL_C; level <= TP_KERNEL_AVX512; level++) {
 		const tp_quant_kernel *k = kernel(f, level);
-		CHECK(k != NULL);
+		CHECK(k != NULL || avx512_only(f));
 		if (!k)
 			continue;
 		int bad = 0;
@@ -244,8 +261,9 @@ static void check_onehot(const tp_quant_format *f, size_t rows, size_t cols)
 
 static void test_onehot(void)
 {
+	/* 384: whole groups of g64 and g128 (int4_sparse25's kernel) */
 	static const size_t shape[][2] = {{37, 576}, {21, 64}, {9, 100}, {5, 264},
-					  {3, 200},  {11, 96}, {7, 160}};
+					  {3, 200},  {11, 96}, {7, 160}, {6, 384}};
 	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
 		const tp_quant_format *f = tp_quant_format_find(names[i]);
 		for (size_t s = 0; f && s < sizeof(shape) / sizeof(shape[0]); s++)
@@ -262,6 +280,19 @@ static void test_find(void)
 	bool has512 = tp_quant_kernel_level() == TP_KERNEL_AVX512;
 	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
 		const tp_quant_format *f = tp_quant_format_find(names[i]);
+		if (avx512_only(f)) {
+			/* a plain-C reference; the AVX-512 kernel where VBMI2 is */
+			const tp_quant_kernel *k5 = kernel(f, TP_KERNEL_AVX512);
+			CHECK(!kernel(f, TP_KERNEL_C) && !kernel(f, TP_KERNEL_AVX2));
+			CHECK(kernel_q8(f, TP_KERNEL_C) != NULL);
+			CHECK(k5 == kernel_q8(f, TP_KERNEL_AVX512));
+			CHECK(!has512 || !__builtin_cpu_supports("avx512vbmi2") ||
+			      (k5 && strstr(k5->name, "avx512")));
+			bool old = tp_quant_kernel_exact(true);
+			CHECK(tp_quant_kernel_find(f) == NULL);
+			tp_quant_kernel_exact(old);
+			continue;
+		}
 		const tp_quant_kernel *kc = kernel(f, TP_KERNEL_C), *ks = kernel(f, TP_KERNEL_AVX2);
 		const tp_quant_kernel *k5 = kernel(f, TP_KERNEL_AVX512);
 		CHECK(kc && strstr(kc->name, names[i]) == kc->name);
