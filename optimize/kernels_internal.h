@@ -24,9 +24,10 @@ bool tp_quant_kernel_force_avx2(bool on);
 const tp_quant_kernel *tp_quant_kernel_ggml(const char *name, int level);
 const tp_quant_kernel *tp_quant_kernel_group(const char *name, int level);
 /* The group family's kernels that round decode inputs to 8 bits per group
- * (rtnB_gG at TP_KERNEL_AVX512, what tp_quant_kernel_group returns there)
- * at TP_KERNEL_AVX512, and their plain-C reference at TP_KERNEL_C; NULL
- * for other levels and formats. Only call the AVX-512 one where
+ * (rtnB_gG and int4_sparse25: what tp_quant_kernel_group returns at
+ * TP_KERNEL_AVX512 when the CPU has the VBMI/VBMI2 they need) at
+ * TP_KERNEL_AVX512, and their plain-C references at TP_KERNEL_C; NULL for
+ * other levels and formats. Only call the AVX-512 ones where
  * tp_quant_kernel_level() allows it. */
 const tp_quant_kernel *tp_quant_kernel_group_q8(const char *name, int level);
 /* The ggml family on fp32 activations (no 8-bit rounding of the input: the
