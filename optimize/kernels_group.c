@@ -1,8 +1,11 @@
 /*
  * Kernels of the group family: rtnB_gG (also what GPTQ and AWQ produce),
- * int4_int2_residual, nf4, nf4_dq, and the fp16 / bf16 baseline. Products come straight from the
- * packed bytes; activations stay fp32, so a result equals the format's
- * dequantize followed by fp32 dot products up to summation order.
+ * int4_int2_residual, int4_sparse25, nf4, nf4_dq, and the fp16 / bf16
+ * baseline. Products come straight from the packed bytes; activations stay
+ * fp32, so a result equals the format's dequantize followed by fp32 dot
+ * products up to summation order, except in the AVX-512 decode of rtnB_gG
+ * and int4_sparse25, which rounds the input to 8 bits per group as llama.cpp
+ * does (q8_quantize; never under tp_quant_kernel_exact).
  *
  * Each format has a segment decoder: row r, columns c0..c1 widened to fp32.
  * The plain-C one is the reference (the same arithmetic as the format's
@@ -16,6 +19,7 @@
  * The SIMD paths need cols % 8 == 0 (rows then start on whole 8-code
  * chunks); other shapes take the plain-C kernel.
  */
+#include <float.h>
 #include <pthread.h>
 
 #include "kernels_internal.h"
@@ -139,7 +143,7 @@ static void bf16_seg_c(const void *packed, size_t rows, size_t cols, size_t r, s
 /* The plain-C kernel of any format: SEG columns widened at a time, then one
  * sequential fp32 sum per input and segment. */
 static void rows_c(seg_fn seg, const void *packed, size_t rows, size_t cols, size_t r0,
-		   size_t r1, const float *x, size_t n, float *y, size_t ldy)
+		   size_t r1, const float *x, size_t ldx, size_t n, float *y, size_t ldy)
 {
 	float w[SEG];
 	for (size_t r = r0; r < r1; r++) {
@@ -149,7 +153,7 @@ static void rows_c(seg_fn seg, const void *packed, size_t rows, size_t cols, siz
 			size_t c1 = c0 + SEG < cols ? c0 + SEG : cols;
 			seg(packed, rows, cols, r, c0, c1, w);
 			for (size_t t = 0; t < n; t++) {
-				const float *xt = x + t * cols;
+				const float *xt = x + t * ldx;
 				float acc = 0.0f;
 				for (size_t c = c0; c < c1; c++)
 					acc += w[c - c0] * xt[c];
@@ -158,6 +162,240 @@ static void rows_c(seg_fn seg, const void *packed, size_t rows, size_t cols, siz
 		}
 	}
 }
+
+/* ---- 8-bit activations (the decode of rtnB_gG on AVX-512 VNNI) ----------
+ * Per group of G columns the input is rounded to int8 with d = amax / 127
+ * (as llama.cpp's q8 activations), so that a group's products are one
+ * integer dot product of the unsigned codes with the int8 inputs (vpdpbusd),
+ * the zero point folded in as - z * sum(xq) of the group, and scale * d is
+ * applied once per group:
+ *   row . x ~= sum_g s_g d_g (sum_c q_c xq_c - z_g sum_c xq_c).
+ * That is the dequantized weights times the rounded input, exactly up to
+ * the fp32 rounding of the per-group terms and their sum. Only decode with
+ * whole 64-column steps and whole groups (cols % 64 == 0, cols % G == 0)
+ * takes it; prefill and other widths stay on the fp32 kernels, and quality
+ * (tp_quant_kernel_exact) never reaches this level.
+ * A prepared row holds the fp32 input (as the format's fp32 kernel wants
+ * it), then the int8 inputs, then per group d (float) and sum(xq) (int32),
+ * each part 64-byte rounded. The 4-bit kernel's int8 inputs are ordered per
+ * 64 columns as the 32 even ones, then the 32 odd ones (the low and high
+ * nibbles of 32 code bytes); the 3- and 2-bit kernels' in column order. */
+#define Q8_FAST(cols, group) ((cols) % 64 == 0 && (cols) % (group) == 0)
+
+static size_t q8_up(size_t n)
+{
+	return (n + 63) / 64 * 64;
+}
+
+static size_t q8_size(size_t cols, size_t group)
+{
+	size_t ngr = (cols + group - 1) / group;
+	return q8_up(4 * cols) + q8_up(cols) + 2 * q8_up(4 * ngr);
+}
+
+typedef struct q8_in {
+	const int8_t *q;
+	const float *d;
+	const int32_t *sum;
+} q8_in;
+
+static q8_in q8_open(const void *xp, size_t cols, size_t group)
+{
+	size_t ngr = (cols + group - 1) / group;
+	const uint8_t *b = (const uint8_t *)xp + q8_up(4 * cols);
+	q8_in v;
+	v.q = (const int8_t *)b;
+	v.d = (const float *)(const void *)(b + q8_up(cols));
+	v.sum = (const int32_t *)(const void *)(b + q8_up(cols) + q8_up(4 * ngr));
+	return v;
+}
+
+/* Where column c's int8 input sits. */
+static size_t q8_at(size_t c, bool nib)
+{
+	return nib ? c / 64 * 64 + c % 2 * 32 + c % 64 / 2 : c;
+}
+
+/* The int8 part of a prepared row (the fp32 part is the caller's). A group
+ * with a non-finite input gets d = NaN, so its rows come out NaN as on the
+ * fp32 path. */
+static void q8_quantize(const float *x, size_t cols, size_t group, bool nib, void *xp)
+{
+	if (!Q8_FAST(cols, group))
+		return;
+	uint8_t *b = (uint8_t *)xp + q8_up(4 * cols);
+	int8_t *q = (int8_t *)b;
+	float *d = (float *)(void *)(b + q8_up(cols));
+	int32_t *sum = (int32_t *)(void *)(b + q8_up(cols) + q8_up(4 * (cols / group)));
+	for (size_t g = 0; g < cols / group; g++) {
+		const float *xg = x + g * group;
+		float amax = 0.0f;
+		bool finite = true;
+		for (size_t c = 0; c < group; c++) {
+			float a = fabsf(xg[c]);
+			if (!(a <= FLT_MAX))
+				finite = false;
+			else if (a > amax)
+				amax = a;
+		}
+		/* in double: 127 / amax overflows fp32 for tiny inputs */
+		double id = finite && amax > 0.0f ? 127.0 / amax : 0.0;
+		int32_t s = 0;
+		for (size_t c = 0; c < group; c++) {
+			long v = lrint((double)xg[c] * id);
+			v = v > 127 ? 127 : v < -127 ? -127 : v;
+			q[q8_at(g * group + c, nib)] = (int8_t)v;
+			s += (int32_t)v;
+		}
+		d[g] = finite ? amax / 127.0f : NAN;
+		sum[g] = s;
+	}
+}
+
+/* The plain-C reference: row r . x through the int8 inputs. */
+static float q8_row_c(int bits, size_t group, bool nib, const void *packed, size_t rows,
+		      size_t cols, size_t r, const q8_in *x)
+{
+	size_t ngr = cols / group, ng = rows * ngr;
+	const uint8_t *p = packed, *zp = p + 2 * ng, *qp = zp + tp_quant_bits_bytes(ng, bits);
+	float acc = 0.0f;
+	for (size_t g = 0; g < ngr; g++) {
+		size_t gi = r * ngr + g;
+		int32_t isum = -(int32_t)tp_quant_bits_get(zp, gi, bits) * x->sum[g];
+		for (size_t c = g * group; c < (g + 1) * group; c++)
+			isum += (int32_t)tp_quant_bits_get(qp, r * cols + c, bits) * x->q[q8_at(c, nib)];
+		acc += (float)isum * (tp_fp16_to_f32(tp_quant_get_u16(p + 2 * gi)) * x->d[g]);
+	}
+	return acc;
+}
+
+/* The reference kernel: the decode above where it applies, else the fp32
+ * plain-C kernel on the prepared row's fp32 part (in column order). */
+static void q8_rows_c(int bits, size_t group, bool nib, seg_fn seg, const void *packed,
+		      size_t rows, size_t cols, size_t r0, size_t r1, const void *xv, size_t n,
+		      float *y, size_t ldy)
+{
+	size_t xs = q8_size(cols, group);
+	if (n >= GEMM_MIN || !Q8_FAST(cols, group)) {
+		rows_c(seg, packed, rows, cols, r0, r1, xv, xs / 4, n, y, ldy);
+		return;
+	}
+	for (size_t t = 0; t < n; t++) {
+		q8_in v = q8_open((const uint8_t *)xv + t * xs, cols, group);
+		for (size_t r = r0; r < r1; r++)
+			y[t * ldy + (r - r0)] = q8_row_c(bits, group, nib, packed, rows, cols, r, &v);
+	}
+}
+
+/* ---- int4_sparse25: rtn4 g128 over the kept 3/4 of each row ------------
+ * Layout (group.c): scales and zeros as rtn4_g128's, a keep bitmap of
+ * rows * cols bits, then the kept codes only, 4 bits each, row after row
+ * (every row keeps sp_kept(cols)). A dropped weight is 0, that is, code =
+ * its group's zero. Only the AVX-512 decode (VBMI2's byte expand puts a
+ * row's kept codes back in their columns) and its plain-C reference exist:
+ * other levels widen rows, as before. */
+static size_t sp_kept(size_t cols)
+{
+	return cols - cols / 4;
+}
+
+typedef struct sp_view {
+	const uint8_t *s, *z, *m, *q, *qend;
+	size_t ngr;
+} sp_view;
+
+static sp_view sp_open(const void *packed, size_t rows, size_t cols)
+{
+	sp_view v;
+	v.ngr = (cols + 127) / 128;
+	size_t ng = rows * v.ngr;
+	v.s = packed;
+	v.z = v.s + 2 * ng;
+	v.m = v.z + tp_quant_bits_bytes(ng, 4);
+	v.q = v.m + tp_quant_bits_bytes(rows * cols, 1);
+	v.qend = v.q + tp_quant_bits_bytes(rows * sp_kept(cols), 4);
+	return v;
+}
+
+/* Set bits of the bitmap in [i0, i1). */
+static size_t sp_rank(const uint8_t *m, size_t i0, size_t i1)
+{
+	size_t n = 0, i = i0;
+	for (; i < i1 && i % 8; i++)
+		n += (m[i / 8] >> (i % 8)) & 1u;
+	for (; i + 8 <= i1; i += 8)
+		n += (size_t)__builtin_popcount(m[i / 8]);
+	for (; i < i1; i++)
+		n += (m[i / 8] >> (i % 8)) & 1u;
+	return n;
+}
+
+/* The reference segment decoder (the arithmetic of group.c's dequantize). */
+static void int4_sparse25_seg_c(const void *packed, size_t rows, size_t cols, size_t r,
+				size_t c0, size_t c1, float *out)
+{
+	sp_view v = sp_open(packed, rows, cols);
+	size_t k = r * sp_kept(cols) + sp_rank(v.m, r * cols, r * cols + c0);
+	for (size_t c = c0; c < c1; c++) {
+		size_t i = r * cols + c;
+		if (!((v.m[i / 8] >> (i % 8)) & 1u)) {
+			out[c - c0] = 0.0f;
+			continue;
+		}
+		size_t g = r * v.ngr + c / 128;
+		float s = tp_fp16_to_f32(tp_quant_get_u16(v.s + 2 * g));
+		int z = (int)tp_quant_bits_get(v.z, g, 4), q = (int)tp_quant_bits_get(v.q, k++, 4);
+		out[c - c0] = (float)(q - z) * s;
+	}
+}
+
+/* Row r . x through 8-bit inputs in column order (see q8_quantize). */
+static float sp_row_c(const void *packed, size_t rows, size_t cols, size_t r, const q8_in *x)
+{
+	sp_view v = sp_open(packed, rows, cols);
+	size_t k = r * sp_kept(cols);
+	float acc = 0.0f;
+	for (size_t g = 0; g < v.ngr; g++) {
+		size_t gi = r * v.ngr + g;
+		int32_t z = (int32_t)tp_quant_bits_get(v.z, gi, 4), isum = -z * x->sum[g];
+		for (size_t c = g * 128; c < (g + 1) * 128; c++) {
+			size_t i = r * cols + c;
+			int32_t q = (v.m[i / 8] >> (i % 8)) & 1u ? (int32_t)tp_quant_bits_get(v.q, k++, 4) : z;
+			isum += q * x->q[c];
+		}
+		acc += (float)isum * (tp_fp16_to_f32(tp_quant_get_u16(v.s + 2 * gi)) * x->d[g]);
+	}
+	return acc;
+}
+
+static size_t int4_sparse25_size_q8(size_t cols)
+{
+	return q8_size(cols, 128);
+}
+
+static void int4_sparse25_x_q8(const float *x, size_t cols, void *xp)
+{
+	memcpy(xp, x, cols * sizeof(float));
+	q8_quantize(x, cols, 128, false, xp);
+}
+
+static void int4_sparse25_rows_q8c(const void *packed, size_t rows, size_t cols, size_t r0,
+				   size_t r1, const void *xv, size_t n, float *y, size_t ldy)
+{
+	size_t xs = q8_size(cols, 128);
+	if (n >= GEMM_MIN || !Q8_FAST(cols, 128)) {
+		rows_c(int4_sparse25_seg_c, packed, rows, cols, r0, r1, xv, xs / 4, n, y, ldy);
+		return;
+	}
+	for (size_t t = 0; t < n; t++) {
+		q8_in v = q8_open((const uint8_t *)xv + t * xs, cols, 128);
+		for (size_t r = r0; r < r1; r++)
+			y[t * ldy + (r - r0)] = sp_row_c(packed, rows, cols, r, &v);
+	}
+}
+
+static const tp_quant_kernel int4_sparse25_kq8c = {"int4_sparse25 x q8 c", int4_sparse25_size_q8,
+						   int4_sparse25_x_q8, int4_sparse25_rows_q8c};
 
 #ifdef TP_HAVE_X86
 #define AVX2 __attribute__((target("avx2,fma,f16c")))
@@ -716,7 +954,7 @@ AVX2 static void tile6x16(size_t mr, const float *x, size_t ldx, const float *pa
  * is written. */
 #define NB 64
 AVX2 INLINE void gemm(seg_fn seg, const void *packed, size_t rows, size_t cols, size_t r0,
-		      size_t r1, const float *x, size_t n, float *y, size_t ldy)
+		      size_t r1, const float *x, size_t ldx, size_t n, float *y, size_t ldy)
 {
 	_Alignas(32) float w[PANEL * KC];
 	_Alignas(32) float panel[KC * PANEL];
@@ -736,15 +974,15 @@ AVX2 INLINE void gemm(seg_fn seg, const void *packed, size_t rows, size_t cols, 
 				transpose_panel(w, kc, panel);
 				for (size_t t = t0; t < t1; t += MR) {
 					size_t mr = t1 - t < MR ? t1 - t : MR;
-					const float *xt = x + t * cols + k0;
+					const float *xt = x + t * ldx + k0;
 					float *c = y + t * ldy + (pr - r0);
 					if (nr == PANEL) {
-						tile6x16(mr, xt, cols, panel, kc, c, ldy, k0 == 0);
+						tile6x16(mr, xt, ldx, panel, kc, c, ldy, k0 == 0);
 						continue;
 					}
 					for (size_t i = 0; i < mr; i++)
 						memcpy(tmp + i * PANEL, c + i * ldy, nr * sizeof(float));
-					tile6x16(mr, xt, cols, panel, kc, tmp, PANEL, k0 == 0);
+					tile6x16(mr, xt, ldx, panel, kc, tmp, PANEL, k0 == 0);
 					for (size_t i = 0; i < mr; i++)
 						memcpy(c + i * ldy, tmp + i * PANEL, nr * sizeof(float));
 				}
@@ -943,6 +1181,290 @@ AVX512 INLINE void nf4w_gemv(bool dq, const void *packed, size_t rows, size_t co
 	NF4W_ROWS(1)
 #undef NF4W_ROWS
 }
+
+/* ---- 8-bit activations on VNNI (see q8_quantize) ----------------------- */
+
+/* 64 codes of `bits` bits from p as 64 bytes in the int8 inputs' order.
+ * 4 bits: the 32 code bytes in both halves, the upper shifted by a nibble
+ * (no lane-crossing shuffle). 3 and 2 bits: each 8 codes' bytes moved into
+ * a qword, then each code picked by its bit offset (VBMI). */
+static const uint8_t q8_idx3[64] = {0,  1,	2,  2,	2,  2,	2,  2,	3,  4,	5,  5,	5,
+				    5,	5,  5,	6,  7,	8,  8,	8,  8,	8,  8,	9,  10,
+				    11, 11, 11, 11, 11, 11, 12, 13, 14, 14, 14, 14, 14, 14, 15,
+				    16, 17, 17, 17, 17, 17, 17, 18, 19, 20, 20, 20, 20, 20, 20,
+				    21, 22, 23, 23, 23, 23, 23, 23};
+static const uint8_t q8_idx2[64] = {0,  1,	1,  1,	1,  1,	1,  1,	2,  3,	3,  3,	3,
+				    3,	3,  3,	4,  5,	5,  5,	5,  5,	5,  5,	6,  7,
+				    7,	7,  7,	7,  7,	7,  8,	9,  9,	9,  9,	9,  9,	9,  10,
+				    11, 11, 11, 11, 11, 11, 11, 12, 13, 13, 13, 13, 13, 13, 13,
+				    14, 15, 15, 15, 15, 15, 15, 15};
+
+/* VBMI is needed by the 3- and 2-bit kernels only (checked at lookup). */
+#define AVX512V __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")))
+
+AVX512 INLINE __m512i q8_codes4(int bits, const uint8_t *p, __m512i idx, __m512i ctl)
+{
+	(void)bits, (void)idx, (void)ctl;
+	__m512i b = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(const void *)p));
+	return _mm512_and_si512(_mm512_srlv_epi64(b, _mm512_set_epi64(4, 4, 4, 4, 0, 0, 0, 0)),
+				_mm512_set1_epi8(0x0f));
+}
+
+AVX512V INLINE __m512i q8_codes_vbmi(int bits, const uint8_t *p, __m512i idx, __m512i ctl)
+{
+	__m512i b = _mm512_maskz_loadu_epi8(bits == 3 ? 0xffffffull : 0xffffull, p);
+	return _mm512_and_si512(_mm512_multishift_epi64_epi8(ctl, _mm512_permutexvar_epi8(idx, b)),
+				_mm512_set1_epi8((char)((1 << bits) - 1)));
+}
+
+/* Per group g0 .. g0 + ng - 1 (ng <= 16) of a row (gi its first's index):
+ * sd[k] = scale * d, zc[k] = - zero * sum(xq), the integer sum's start. */
+AVX512 INLINE void q8_prologue(int bits, const grp_view *v, size_t gi, size_t ng, const float *d,
+			       const int32_t *sum, float *sd, int32_t *zc)
+{
+	__mmask16 m = (__mmask16)((1u << ng) - 1);
+	__m512 s = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, v->s + 2 * gi));
+	_mm512_storeu_ps(sd, _mm512_mul_ps(s, _mm512_maskz_loadu_ps(m, d)));
+	__m512i z;
+	if (bits == 4 && gi % 2 == 0) {
+		__m128i b = _mm_maskz_loadu_epi8((__mmask16)((1u << ((ng + 1) / 2)) - 1), v->z + gi / 2);
+		__m128i lo = _mm_and_si128(b, _mm_set1_epi8(0x0f));
+		__m128i hi = _mm_and_si128(_mm_srli_epi16(b, 4), _mm_set1_epi8(0x0f));
+		z = _mm512_cvtepu8_epi32(_mm_unpacklo_epi8(lo, hi));
+	} else {
+		int32_t t[16] = {0};
+		for (size_t k = 0; k < ng; k++)
+			t[k] = grp_zero(v, gi + k, bits);
+		z = _mm512_loadu_si512(t);
+	}
+	_mm512_storeu_si512(zc, _mm512_mullo_epi32(_mm512_sub_epi32(_mm512_setzero_si512(), z),
+						   _mm512_maskz_loadu_epi32(m, sum)));
+}
+
+/* Decode, R rows at a time sharing the int8 inputs: per group R integer
+ * sums of 64 products a step, then R FMAs with scale * d. */
+#define Q8_GEMV(N, R, ATTR, CODES)                                                                           \
+	ATTR INLINE void N##R(int bits, size_t group, grp_view v, size_t cols, size_t r, \
+				      const q8_in *x, float *y)                                \
+	{                                                                                      \
+		size_t rb = cols / 8 * (size_t)bits;                                           \
+		const uint8_t *qr = v.q + r * rb;                                              \
+		const __m512i idx = _mm512_loadu_si512(bits == 3 ? q8_idx3 : q8_idx2);         \
+		const __m512i ctl = _mm512_set1_epi64(bits == 3 ? 0x15120f0c09060300ll         \
+								: 0x0e0c0a0806040200ll);       \
+		float sd[R][16];                                                               \
+		int32_t zc[R][16];                                                             \
+		__m512 tot[R];                                                                 \
+		__m512i acc[R];                                                                \
+		_Pragma("GCC unroll 4") for (int j = 0; j < R; j++) tot[j] = _mm512_setzero_ps(); \
+		for (size_t g0 = 0; g0 < v.ngr; g0 += 16) {                                    \
+			size_t ng = v.ngr - g0 < 16 ? v.ngr - g0 : 16;                         \
+			_Pragma("GCC unroll 4") for (int j = 0; j < R; j++)                   \
+				q8_prologue(bits, &v, (r + (size_t)j) * v.ngr + g0, ng, x->d + g0, \
+					    x->sum + g0, sd[j], zc[j]);                        \
+			for (size_t k = 0; k < ng; k++) {                                      \
+				size_t c0 = (g0 + k) * group;                                  \
+				_Pragma("GCC unroll 4") for (int j = 0; j < R; j++) acc[j] =  \
+					_mm512_zextsi128_si512(_mm_cvtsi32_si128(zc[j][k]));   \
+				for (size_t c = c0; c < c0 + group; c += 64) {                 \
+					__m512i xq = _mm512_loadu_si512(x->q + c);             \
+					_Pragma("GCC unroll 4") for (int j = 0; j < R; j++)   \
+					{                                                      \
+						const uint8_t *p = qr + (size_t)j * rb + c / 8 * (size_t)bits; \
+						if (bits != 4 || c % 128 == 0)                 \
+							PREFETCH(p + R * rb);                  \
+						acc[j] = _mm512_dpbusd_epi32(                  \
+							acc[j], CODES(bits, p, idx, ctl), xq); \
+					}                                                      \
+				}                                                              \
+				_Pragma("GCC unroll 4") for (int j = 0; j < R; j++) tot[j] =  \
+					_mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[j]),            \
+							_mm512_set1_ps(sd[j][k]), tot[j]);     \
+			}                                                                      \
+		}                                                                              \
+		_Pragma("GCC unroll 4") for (int j = 0; j < R; j++) y[j] =                    \
+			_mm512_reduce_add_ps(tot[j]);                                          \
+	}
+Q8_GEMV(q8_gemv4_, 4, AVX512, q8_codes4)
+Q8_GEMV(q8_gemv4_, 1, AVX512, q8_codes4)
+Q8_GEMV(q8_gemvb_, 4, AVX512V, q8_codes_vbmi)
+Q8_GEMV(q8_gemvb_, 1, AVX512V, q8_codes_vbmi)
+
+AVX512 INLINE void q8_gemv4(size_t group, const void *packed, size_t rows, size_t cols,
+			    size_t r0, size_t r1, const void *xp, float *y)
+{
+	grp_view v = grp_open(4, group, packed, rows, cols);
+	q8_in x = q8_open(xp, cols, group);
+	size_t r = r0;
+	for (; r + 4 <= r1; r += 4)
+		q8_gemv4_4(4, group, v, cols, r, &x, y + (r - r0));
+	for (; r < r1; r++)
+		q8_gemv4_1(4, group, v, cols, r, &x, y + (r - r0));
+}
+
+AVX512V INLINE void q8_gemvb(int bits, size_t group, const void *packed, size_t rows,
+			     size_t cols, size_t r0, size_t r1, const void *xp, float *y)
+{
+	grp_view v = grp_open(bits, group, packed, rows, cols);
+	q8_in x = q8_open(xp, cols, group);
+	size_t r = r0;
+	for (; r + 4 <= r1; r += 4)
+		q8_gemvb_4(bits, group, v, cols, r, &x, y + (r - r0));
+	for (; r < r1; r++)
+		q8_gemvb_1(bits, group, v, cols, r, &x, y + (r - r0));
+}
+
+/* ---- int4_sparse25 on AVX-512 VBMI2 (see int4_sparse25_seg_c) -----------
+ * Per 64 columns: their 64 keep bits, the next popcount of them kept codes
+ * as 64 sequential nibbles (from a byte or a half byte on), expanded into
+ * the kept columns with the group's zero in the dropped ones, so (q - z)
+ * is 0 there and the rtn sums (q8_gemv) apply unchanged. */
+#define AVX512S                                                                                \
+	__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx512vbmi2,avx2," \
+			      "fma,f16c")))
+
+/* Byte i of 64 takes source byte (i + odd) / 2; then its nibble (i + odd) % 2. */
+static const uint8_t sp_idx[2][64] = {
+	{0,  0,	 1,  1,	 2,  2,	 3,  3,	 4,  4,	 5,  5,	 6,  6,	 7,  7,	 8,  8,	 9,  9,	 10, 10,
+	 11, 11, 12, 12, 13, 13, 14, 14, 15, 15, 16, 16, 17, 17, 18, 18, 19, 19, 20, 20, 21, 21,
+	 22, 22, 23, 23, 24, 24, 25, 25, 26, 26, 27, 27, 28, 28, 29, 29, 30, 30, 31, 31},
+	{0,  1,	 1,  2,	 2,  3,	 3,  4,	 4,  5,	 5,  6,	 6,  7,	 7,  8,	 8,  9,	 9,  10, 10, 11,
+	 11, 12, 12, 13, 13, 14, 14, 15, 15, 16, 16, 17, 17, 18, 18, 19, 19, 20, 20, 21, 21, 22,
+	 22, 23, 23, 24, 24, 25, 25, 26, 26, 27, 27, 28, 28, 29, 29, 30, 30, 31, 31, 32}};
+
+AVX512S INLINE __m512i sp_codes(const sp_view *v, size_t o, uint64_t keep, __m512i zb,
+				const __m512i idx[2], const __m512i ctl[2])
+{
+	const uint8_t *p = v->q + o / 2;
+	size_t left = (size_t)(v->qend - p);
+	__m512i b = left >= 64 ? _mm512_loadu_si512(p)
+			       : _mm512_maskz_loadu_epi8(left ? ~0ull >> (64 - left) : 0, p);
+	int odd = (int)(o % 2);
+	__m512i nib = _mm512_and_si512(
+		_mm512_multishift_epi64_epi8(ctl[odd], _mm512_permutexvar_epi8(idx[odd], b)),
+		_mm512_set1_epi8(0x0f));
+	return _mm512_mask_expand_epi8(zb, keep, nib);
+}
+
+#define SP_GEMV(R)                                                                             \
+	AVX512S INLINE void sp_gemv##R(const sp_view *v, size_t cols, size_t r, const q8_in *x, \
+				       float *y)                                               \
+	{                                                                                      \
+		const __m512i idx[2] = {_mm512_loadu_si512(sp_idx[0]),                         \
+					_mm512_loadu_si512(sp_idx[1])};                        \
+		const __m512i ctl[2] = {_mm512_set1_epi64(0x3c302c201c100c00ll), \
+					_mm512_set1_epi64(0x3834282418140804ll)};              \
+		grp_view gv = {v->s, v->z, NULL, NULL, v->ngr};                                \
+		float sd[R][16];                                                               \
+		int32_t zc[R][16];                                                             \
+		size_t o[R];                                                                   \
+		__m512 tot[R];                                                                 \
+		__m512i acc[R];                                                                \
+		_Pragma("GCC unroll 4") for (int j = 0; j < R; j++)                           \
+		{                                                                              \
+			tot[j] = _mm512_setzero_ps();                                          \
+			o[j] = (r + (size_t)j) * sp_kept(cols);                                \
+		}                                                                              \
+		for (size_t g0 = 0; g0 < v->ngr; g0 += 16) {                                   \
+			size_t ng = v->ngr - g0 < 16 ? v->ngr - g0 : 16;                       \
+			_Pragma("GCC unroll 4") for (int j = 0; j < R; j++)                   \
+				q8_prologue(4, &gv, (r + (size_t)j) * v->ngr + g0, ng, x->d + g0, \
+					    x->sum + g0, sd[j], zc[j]);                        \
+			for (size_t k = 0; k < ng; k++) {                                      \
+				size_t c0 = (g0 + k) * 128;                                    \
+				__m512i zb[R];                                                 \
+				_Pragma("GCC unroll 4") for (int j = 0; j < R; j++)           \
+				{                                                              \
+					acc[j] = _mm512_zextsi128_si512(_mm_cvtsi32_si128(zc[j][k])); \
+					zb[j] = _mm512_set1_epi8((char)grp_zero(&gv, (r + (size_t)j) * v->ngr + g0 + k, 4)); \
+				}                                                              \
+				for (size_t c = c0; c < c0 + 128; c += 64) {                   \
+					__m512i xq = _mm512_loadu_si512(x->q + c);             \
+					_Pragma("GCC unroll 4") for (int j = 0; j < R; j++)   \
+					{                                                      \
+						uint64_t keep;                                 \
+						memcpy(&keep, v->m + ((r + (size_t)j) * cols + c) / 8, 8); \
+						if (c % 512 == 0)                              \
+							PREFETCH(v->m + ((r + (size_t)j + R) * cols + c) / 8); \
+						PREFETCH(v->q + (o[j] + R * sp_kept(cols)) / 2); \
+						acc[j] = _mm512_dpbusd_epi32(                  \
+							acc[j], sp_codes(v, o[j], keep, zb[j], idx, ctl), xq); \
+						o[j] += (size_t)__builtin_popcountll(keep);    \
+					}                                                      \
+				}                                                              \
+				_Pragma("GCC unroll 4") for (int j = 0; j < R; j++) tot[j] =  \
+					_mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[j]),            \
+							_mm512_set1_ps(sd[j][k]), tot[j]);     \
+			}                                                                      \
+		}                                                                              \
+		_Pragma("GCC unroll 4") for (int j = 0; j < R; j++) y[j] =                    \
+			_mm512_reduce_add_ps(tot[j]);                                          \
+	}
+SP_GEMV(4)
+SP_GEMV(1)
+
+/* Widened weights of columns c0..c1 (multiples of 64; cols % 128 == 0) for
+ * the prefill panels, in column order. */
+AVX512S static void int4_sparse25_seg_avx512(const void *packed, size_t rows, size_t cols,
+					     size_t r, size_t c0, size_t c1, float *out)
+{
+	sp_view v = sp_open(packed, rows, cols);
+	const __m512i idx[2] = {_mm512_loadu_si512(sp_idx[0]), _mm512_loadu_si512(sp_idx[1])};
+	const __m512i ctl[2] = {_mm512_set1_epi64(0x3c302c201c100c00ll),
+				_mm512_set1_epi64(0x3834282418140804ll)};
+	size_t o = r * sp_kept(cols);
+	for (size_t c = 0; c < c0; c += 64) {
+		uint64_t keep;
+		memcpy(&keep, v.m + (r * cols + c) / 8, 8);
+		o += (size_t)__builtin_popcountll(keep);
+	}
+	for (size_t c = c0; c < c1; c += 64) {
+		size_t gi = r * v.ngr + c / 128;
+		int z = (v.z[gi / 2] >> (gi % 2 * 4)) & 0xf;
+		__m512 s = _mm512_set1_ps(_cvtsh_ss(tp_quant_get_u16(v.s + 2 * gi)));
+		__m512i zi = _mm512_set1_epi32(z);
+		uint64_t keep;
+		memcpy(&keep, v.m + (r * cols + c) / 8, 8);
+		__m512i q = sp_codes(&v, o, keep, _mm512_set1_epi8((char)z), idx, ctl);
+		o += (size_t)__builtin_popcountll(keep);
+		__m128i part[4] = {_mm512_extracti32x4_epi32(q, 0), _mm512_extracti32x4_epi32(q, 1),
+				   _mm512_extracti32x4_epi32(q, 2), _mm512_extracti32x4_epi32(q, 3)};
+		for (int k = 0; k < 4; k++) {
+			__m512i w = _mm512_sub_epi32(_mm512_cvtepu8_epi32(part[k]), zi);
+			_mm512_storeu_ps(out + (c - c0) + 16 * (size_t)k,
+					 _mm512_mul_ps(_mm512_cvtepi32_ps(w), s));
+		}
+	}
+}
+
+AVX512S static void int4_sparse25_rows_q8(const void *packed, size_t rows, size_t cols,
+					  size_t r0, size_t r1, const void *xv, size_t n, float *y,
+					  size_t ldy)
+{
+	size_t xs = q8_size(cols, 128);
+	if (!Q8_FAST(cols, 128)) {
+		rows_c(int4_sparse25_seg_c, packed, rows, cols, r0, r1, xv, xs / 4, n, y, ldy);
+		return;
+	}
+	if (n >= GEMM_MIN) {
+		gemm(int4_sparse25_seg_avx512, packed, rows, cols, r0, r1, xv, xs / 4, n, y, ldy);
+		return;
+	}
+	sp_view v = sp_open(packed, rows, cols);
+	for (size_t t = 0; t < n; t++) {
+		q8_in x = q8_open((const uint8_t *)xv + t * xs, cols, 128);
+		float *yt = y + t * ldy;
+		size_t r = r0;
+		for (; r + 4 <= r1; r += 4)
+			sp_gemv4(&v, cols, r, &x, yt + (r - r0));
+		for (; r < r1; r++)
+			sp_gemv1(&v, cols, r, &x, yt + (r - r0));
+	}
+}
+
+static const tp_quant_kernel int4_sparse25_kq8 = {"int4_sparse25 x q8 avx512",
+						  int4_sparse25_size_q8, int4_sparse25_x_q8,
+						  int4_sparse25_rows_q8};
 #endif /* TP_HAVE_X86 */
 
 /* ---- one kernel pair per format ------------------------------------------ */
@@ -957,7 +1479,7 @@ AVX512 INLINE void nf4w_gemv(bool dq, const void *packed, size_t rows, size_t co
 	static void N##_rows_c(const void *packed, size_t rows, size_t cols, size_t r0, size_t r1, \
 			       const void *x, size_t n, float *y, size_t ldy)                   \
 	{                                                                                       \
-		rows_c(N##_seg_c, packed, rows, cols, r0, r1, x, n, y, ldy);                    \
+		rows_c(N##_seg_c, packed, rows, cols, r0, r1, x, cols, n, y, ldy);                    \
 	}                                                                                       \
 	static const tp_quant_kernel N##_kc = {#N " x fp32 c", NULL, NULL, N##_rows_c};
 
@@ -969,7 +1491,7 @@ AVX512 INLINE void nf4w_gemv(bool dq, const void *packed, size_t rows, size_t co
 	{                                                                                       \
 		const float *x = xv;                                                            \
 		if (cols % MOD) {                                                               \
-			rows_c(N##_seg_c, packed, rows, cols, r0, r1, x, n, y, ldy);            \
+			rows_c(N##_seg_c, packed, rows, cols, r0, r1, x, cols, n, y, ldy);            \
 			return;                                                                 \
 		}                                                                               \
 		if (n < GEMM_MIN) {                                                             \
@@ -977,7 +1499,7 @@ AVX512 INLINE void nf4w_gemv(bool dq, const void *packed, size_t rows, size_t co
 				N##_gemv(packed, rows, cols, r0, r1, x + t * cols, y + t * ldy); \
 			return;                                                                 \
 		}                                                                               \
-		gemm(N##_seg_avx2, packed, rows, cols, r0, r1, x, n, y, ldy);                   \
+		gemm(N##_seg_avx2, packed, rows, cols, r0, r1, x, cols, n, y, ldy);                   \
 	}                                                                                       \
 	static const tp_quant_kernel N##_kavx2 = {#N " x fp32 avx2", XSIZE, XPREP, N##_rows_avx2};
 #define GRP_AVX2(B, G)                                                                          \
@@ -1038,27 +1560,122 @@ AVX512 INLINE void nf4w_gemv(bool dq, const void *packed, size_t rows, size_t co
 				GEMV(ARG, packed, rows, cols, r0, r1, x + t * cols, y + t * ldy); \
 			return;                                                                 \
 		}                                                                               \
-		gemm(N##_seg_avx512, packed, rows, cols, r0, r1, x, n, y, ldy);                 \
+		gemm(N##_seg_avx512, packed, rows, cols, r0, r1, x, cols, n, y, ldy);                 \
 	}                                                                                       \
 	static const tp_quant_kernel N##_kavx512 = {#N " x fp32 avx512", g4_x_size, XPREP,     \
 						    N##_rows_avx512};
-#define G4_AVX512(G) NAMED_AVX512(rtn4_g##G, 32, rtn4_g##G##_rows_c, g4w_x_prepare, g4w_gemv, g4w_seg, G)
+/* rtn4_gG on AVX-512: decode through 8-bit inputs where Q8_FAST allows,
+ * else on the fp32 AVX-512 decode; prefill on fp32 panels. The prepared
+ * row's fp32 part is in g4w_x_prepare's order. */
+#define G4_AVX512(G)                                                                            \
+	AVX512 static void rtn4_g##G##_seg_avx512(const void *packed, size_t rows, size_t cols,    \
+						  size_t r, size_t c0, size_t c1, float *out)      \
+	{                                                                                       \
+		g4w_seg(G, packed, rows, cols, r, c0, c1, out);                                 \
+	}                                                                                       \
+	static void rtn4_g##G##_x_q8(const float *x, size_t cols, void *xp)                     \
+	{                                                                                       \
+		g4w_x_prepare(x, cols, xp);                                                     \
+		q8_quantize(x, cols, G, true, xp);                                              \
+	}                                                                                       \
+	AVX512 static void rtn4_g##G##_rows_q8(const void *packed, size_t rows, size_t cols,       \
+					       size_t r0, size_t r1, const void *xv, size_t n,     \
+					       float *y, size_t ldy)                               \
+	{                                                                                       \
+		size_t xs = q8_size(cols, G);                                                   \
+		if (cols % 32) {                                                                \
+			rows_c(rtn4_g##G##_seg_c, packed, rows, cols, r0, r1, xv, xs / 4, n, y, ldy); \
+			return;                                                                 \
+		}                                                                               \
+		if (n >= GEMM_MIN) {                                                            \
+			gemm(rtn4_g##G##_seg_avx512, packed, rows, cols, r0, r1, xv, xs / 4, n, y, ldy); \
+			return;                                                                 \
+		}                                                                               \
+		for (size_t t = 0; t < n; t++) {                                                \
+			const uint8_t *xt = (const uint8_t *)xv + t * xs;                       \
+			if (Q8_FAST(cols, G))                                                   \
+				q8_gemv4(G, packed, rows, cols, r0, r1, xt, y + t * ldy);     \
+			else                                                                    \
+				g4w_gemv(G, packed, rows, cols, r0, r1,                         \
+					 (const float *)(const void *)xt, y + t * ldy);         \
+		}                                                                               \
+	}                                                                                       \
+	static const tp_quant_kernel rtn4_g##G##_kq8 = {"rtn4_g" #G " x q8 avx512",             \
+							rtn4_g##G##_size_q8, rtn4_g##G##_x_q8,  \
+							rtn4_g##G##_rows_q8};
+/* rtnB_gG (3 and 2 bits) on AVX-512: decode through 8-bit inputs where
+ * Q8_FAST allows, else the AVX2 kernel's paths; the fp32 part in column
+ * order. */
+#define GRP_AVX512(B, G)                                                                        \
+	AVX512V static void rtn##B##_g##G##_rows_q8(const void *packed, size_t rows, size_t cols,   \
+						   size_t r0, size_t r1, const void *xv, size_t n, \
+						   float *y, size_t ldy)                           \
+	{                                                                                       \
+		size_t xs = q8_size(cols, G);                                                   \
+		if (cols % 8) {                                                                 \
+			rows_c(rtn##B##_g##G##_seg_c, packed, rows, cols, r0, r1, xv, xs / 4, n, y, \
+			       ldy);                                                            \
+			return;                                                                 \
+		}                                                                               \
+		if (n >= GEMM_MIN) {                                                            \
+			gemm(rtn##B##_g##G##_seg_avx2, packed, rows, cols, r0, r1, xv, xs / 4, n, y, \
+			     ldy);                                                              \
+			return;                                                                 \
+		}                                                                               \
+		for (size_t t = 0; t < n; t++) {                                                \
+			const uint8_t *xt = (const uint8_t *)xv + t * xs;                       \
+			if (Q8_FAST(cols, G))                                                   \
+				q8_gemvb(B, G, packed, rows, cols, r0, r1, xt, y + t * ldy);     \
+			else                                                                    \
+				grp_gemv(B, G, packed, rows, cols, r0, r1,                      \
+					 (const float *)(const void *)xt, y + t * ldy, false);  \
+		}                                                                               \
+	}                                                                                       \
+	static const tp_quant_kernel rtn##B##_g##G##_kq8 = {                                    \
+		"rtn" #B "_g" #G " x q8 avx512", rtn##B##_g##G##_size_q8, rtn##B##_g##G##_x_q8c,   \
+		rtn##B##_g##G##_rows_q8};
 #define NF4_AVX512(N, DQ) NAMED_AVX512(N, 64, N##_rows_avx2, nf4w_x_prepare, nf4w_gemv, nf4w_seg, DQ)
 #else
 #define GRP_AVX2(B, G)
 #define G4_AVX2(G)
 #define FAM_AVX2(N, IMPL, ARG)
 #define G4_AVX512(G)
+#define GRP_AVX512(B, G)
 #define NF4_AVX512(N, DQ)
 #endif
 
+/* The plain-C reference of rtnB_gG's 8-bit-input kernel (q8_rows_c), its
+ * prepared row's fp32 part in column order. */
+#define GRP_Q8_C(B, G, NIB)                                                                     \
+	static size_t rtn##B##_g##G##_size_q8(size_t cols)                                      \
+	{                                                                                       \
+		return q8_size(cols, G);                                                        \
+	}                                                                                       \
+	static void rtn##B##_g##G##_x_q8c(const float *x, size_t cols, void *xp)                \
+	{                                                                                       \
+		memcpy(xp, x, cols * sizeof(float));                                            \
+		q8_quantize(x, cols, G, NIB, xp);                                               \
+	}                                                                                       \
+	static void rtn##B##_g##G##_rows_q8c(const void *packed, size_t rows, size_t cols,         \
+					     size_t r0, size_t r1, const void *x, size_t n,        \
+					     float *y, size_t ldy)                                 \
+	{                                                                                       \
+		q8_rows_c(B, G, NIB, rtn##B##_g##G##_seg_c, packed, rows, cols, r0, r1, x, n, y,   \
+			  ldy);                                                                 \
+	}                                                                                       \
+	static const tp_quant_kernel rtn##B##_g##G##_kq8c = {                                   \
+		"rtn" #B "_g" #G " x q8 c", rtn##B##_g##G##_size_q8, rtn##B##_g##G##_x_q8c,        \
+		rtn##B##_g##G##_rows_q8c};
 #define GRP_KERNELS(B, G)                                                                       \
 	GRP_SEG_C(B, G)                                                                         \
 	NAMED_C(rtn##B##_g##G)                                                                  \
-	GRP_AVX2(B, G)
+	GRP_Q8_C(B, G, false)                                                                   \
+	GRP_AVX2(B, G)                                                                          \
+	GRP_AVX512(B, G)
 #define G4_KERNELS(G)                                                                           \
 	GRP_SEG_C(4, G)                                                                         \
 	NAMED_C(rtn4_g##G)                                                                      \
+	GRP_Q8_C(4, G, true)                                                                    \
 	G4_AVX2(G)                                                                              \
 	G4_AVX512(G)
 
@@ -1084,30 +1701,67 @@ NF4_AVX512(nf4_dq, true)
 typedef struct kpair {
 	const char *name;
 	const tp_quant_kernel *c, *avx2, *avx512;
+	const tp_quant_kernel *q8c; /* the plain-C reference of the avx512 one, when it
+				       rounds inputs to 8 bits */
+	int vbmi; /* the avx512 one also needs AVX-512 VBMI (1), and VBMI2 (2) */
 } kpair;
 
 #ifdef TP_HAVE_X86
-#define KPAIR(N) {#N, &N##_kc, &N##_kavx2, NULL}
-#define KPAIR512(N) {#N, &N##_kc, &N##_kavx2, &N##_kavx512}
+#define KPAIR(N) {#N, &N##_kc, &N##_kavx2, NULL, NULL, 0}
+#define KPAIR512(N) {#N, &N##_kc, &N##_kavx2, &N##_kavx512, NULL, 0}
+#define KPAIRQ8(N, V) {#N, &N##_kc, &N##_kavx2, &N##_kq8, &N##_kq8c, V}
+#define SP_AVX512 &int4_sparse25_kq8
 #else
-#define KPAIR(N) {#N, &N##_kc, NULL, NULL}
+#define KPAIR(N) {#N, &N##_kc, NULL, NULL, NULL, 0}
 #define KPAIR512(N) KPAIR(N)
+#define KPAIRQ8(N, V) {#N, &N##_kc, NULL, NULL, &N##_kq8c, V}
+#define SP_AVX512 NULL
 #endif
 
-const tp_quant_kernel *tp_quant_kernel_group(const char *name, int level)
+static bool has_vbmi(int level)
+{
+#ifdef TP_HAVE_X86
+	return level < 1 || (__builtin_cpu_supports("avx512vbmi") &&
+			     (level < 2 || __builtin_cpu_supports("avx512vbmi2")));
+#else
+	return level < 1;
+#endif
+}
+
+static const kpair *kpair_find(const char *name)
 {
 	static const kpair all[] = {
-		KPAIR512(rtn4_g128), KPAIR512(rtn4_g64), KPAIR512(rtn4_g256), KPAIR(rtn3_g128),
-		KPAIR(rtn2_g128),    KPAIR512(nf4),	 KPAIR512(nf4_dq),    KPAIR(fp16),
-		KPAIR(bf16),	     KPAIR(int4_int2_residual),
+		KPAIRQ8(rtn4_g128, 0),     KPAIRQ8(rtn4_g64, 0),     KPAIRQ8(rtn4_g256, 0),
+		KPAIRQ8(rtn3_g128, 1),     KPAIRQ8(rtn2_g128, 1),  KPAIR512(nf4),
+		KPAIR512(nf4_dq),	   KPAIR(fp16),
+		KPAIR(bf16),	    KPAIR(int4_int2_residual),
+		/* decode on AVX-512 only; elsewhere rows are widened */
+		{"int4_sparse25", NULL, NULL, SP_AVX512, &int4_sparse25_kq8c, 2},
 	};
 	if (!name)
 		return NULL;
 	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
-		if (strcmp(all[i].name, name) == 0) {
-			if (level >= TP_KERNEL_AVX512 && all[i].avx512)
-				return all[i].avx512;
-			return level >= TP_KERNEL_AVX2 && all[i].avx2 ? all[i].avx2 : all[i].c;
-		}
+		if (strcmp(all[i].name, name) == 0)
+			return &all[i];
 	return NULL;
+}
+
+const tp_quant_kernel *tp_quant_kernel_group(const char *name, int level)
+{
+	const kpair *k = kpair_find(name);
+	if (!k)
+		return NULL;
+	if (level >= TP_KERNEL_AVX512 && k->avx512 && has_vbmi(k->vbmi))
+		return k->avx512;
+	return level >= TP_KERNEL_AVX2 && k->avx2 ? k->avx2 : k->c;
+}
+
+const tp_quant_kernel *tp_quant_kernel_group_q8(const char *name, int level)
+{
+	const kpair *k = kpair_find(name);
+	if (!k || !k->q8c)
+		return NULL;
+	if (level == TP_KERNEL_C)
+		return k->q8c;
+	return level >= TP_KERNEL_AVX512 && has_vbmi(k->vbmi) ? k->avx512 : NULL;
 }

@@ -23,6 +23,13 @@ bool tp_quant_kernel_force_avx2(bool on);
  * kernels_group.c: rtnB_gG, nf4, nf4_dq, fp16, bf16, int4_int2_residual. */
 const tp_quant_kernel *tp_quant_kernel_ggml(const char *name, int level);
 const tp_quant_kernel *tp_quant_kernel_group(const char *name, int level);
+/* The group family's kernels that round decode inputs to 8 bits per group
+ * (rtnB_gG and int4_sparse25: what tp_quant_kernel_group returns at
+ * TP_KERNEL_AVX512 when the CPU has the VBMI/VBMI2 they need) at
+ * TP_KERNEL_AVX512, and their plain-C references at TP_KERNEL_C; NULL for
+ * other levels and formats. Only call the AVX-512 ones where
+ * tp_quant_kernel_level() allows it. */
+const tp_quant_kernel *tp_quant_kernel_group_q8(const char *name, int level);
 /* The ggml family on fp32 activations (no 8-bit rounding of the input: the
  * widening path's values, summed in another order), for quality
  * measurements: tp_quant_kernel_find's choice under tp_quant_kernel_exact. */

@@ -190,11 +190,19 @@ static tp_linear **make_layers(const tp_quant_format *f, const float *w, size_t 
 	size_t n = bytes_min / psize + 1;
 	tp_linear **ls = calloc(n, sizeof(*ls));
 	void *first = malloc(psize);
-	if (!ls || !first || f->quantize(w, rows, cols, NULL, first) < 0) {
+	/* Equal input statistics for the formats that need some
+	 * (int4_sparse25 then drops each row's smallest |w|). */
+	double *sq = malloc(cols * sizeof(double));
+	for (size_t c = 0; sq && c < cols; c++)
+		sq[c] = 1.0;
+	tp_quant_calib calib = {.cols = cols, .nsamples = 1, .sq_sum = sq};
+	if (!ls || !first || !sq || f->quantize(w, rows, cols, &calib, first) < 0) {
 		free(ls);
 		free(first);
+		free(sq);
 		return NULL;
 	}
+	free(sq);
 	for (size_t i = 0; i < n; i++) {
 		void *p = i == 0 ? first : malloc(psize);
 		if (!p)
