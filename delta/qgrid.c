@@ -1,0 +1,436 @@
+/* qgrid (format v2): a transform for targets that are a base plus a
+ * per-row quantized update, OUT = round(BASE + code * scale), as
+ * `tenpak delta sparsify` writes them. The ULP difference of such a pair is
+ * entangled with each base weight's exponent; qgrid finds each row's scale,
+ * stores one int8 code per weight and a ULP residual that makes any input
+ * round-trip bit-exactly. The decode arithmetic is specified in FORMAT.md
+ * ("qgrid"); this file is compiled with -ffp-contract=off so that the fp32
+ * product and sum are rounded separately, as specified. */
+#include "delta_internal.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- dtype conversions (exact; round to nearest even) -------------------- */
+
+static float f32_of_bits(uint32_t u)
+{
+	float f;
+	memcpy(&f, &u, 4);
+	return f;
+}
+
+static uint32_t bits_of_f32(float f)
+{
+	uint32_t u;
+	memcpy(&u, &f, 4);
+	return u;
+}
+
+float tp_qgrid_to_f32(tp_dtype dt, uint16_t h)
+{
+	if (dt == TP_DTYPE_BF16)
+		return f32_of_bits((uint32_t)h << 16);
+	uint32_t sign = (uint32_t)(h & 0x8000) << 16, e = (h >> 10) & 0x1F, m = h & 0x3FF;
+	if (e == 0x1F)
+		return f32_of_bits(sign | 0x7F800000 | m << 13);
+	if (e)
+		return f32_of_bits(sign | (e + 112) << 23 | m << 13);
+	/* Zero or subnormal: m * 2^-24, exact in fp32. */
+	float v = (float)m * 0x1p-24f;
+	return sign ? -v : v;
+}
+
+/* Round-to-nearest-even of a non-NaN fp32 to BF16 or F16 (overflow gives
+ * infinity). NaN never reaches it from the decoder (see predict). */
+uint16_t tp_qgrid_from_f32(tp_dtype dt, float f)
+{
+	uint32_t u = bits_of_f32(f);
+	if (dt == TP_DTYPE_BF16) {
+		if ((u & 0x7FFFFFFF) > 0x7F800000)
+			return (uint16_t)(u >> 16 | 0x40); /* quiet NaN, for completeness */
+		return (uint16_t)((u + 0x7FFF + ((u >> 16) & 1)) >> 16);
+	}
+	uint16_t sign = (uint16_t)(u >> 16 & 0x8000);
+	uint32_t a = u & 0x7FFFFFFF;
+	if (a > 0x7F800000)
+		return sign | 0x7E00;
+	if (a >= 0x477FF000) /* 65520 and up round to infinity */
+		return sign | 0x7C00;
+	if (a >= 0x38800000) { /* normal in F16: rebias the exponent, round 13 bits */
+		uint32_t v = a - 0x38000000;
+		return sign | (uint16_t)((v + 0xFFF + ((v >> 13) & 1)) >> 13);
+	}
+	if (a <= 0x33000000) /* at most 2^-25: rounds to zero */
+		return sign;
+	/* Subnormal: the value in units of 2^-24 is m * 2^(e - 126). */
+	uint32_t e = a >> 23, m = (a & 0x7FFFFF) | 0x800000, shift = 126 - e;
+	uint32_t q = m >> shift, rem = m & ((1u << shift) - 1), half = 1u << (shift - 1);
+	if (rem > half || (rem == half && (q & 1)))
+		q++;
+	return sign | (uint16_t)q;
+}
+
+static bool finite16(tp_dtype dt, uint16_t h)
+{
+	return dt == TP_DTYPE_BF16 ? (h & 0x7F80) != 0x7F80 : (h & 0x7C00) != 0x7C00;
+}
+
+/* The decoder's prediction of a weight from its base, code and row scale:
+ * two separately rounded fp32 operations, then rounding to the dtype. With
+ * a finite base and a finite scale the sum is never NaN. */
+static uint16_t predict(tp_dtype dt, uint16_t b, int c, float s)
+{
+	if (c == 0 || !finite16(dt, b))
+		return b;
+	float p = (float)c * s;
+	float sum = tp_qgrid_to_f32(dt, b) + p;
+	return tp_qgrid_from_f32(dt, sum);
+}
+
+static uint16_t ord16(uint16_t v)
+{
+	return v ^ ((v & 0x8000) ? 0xFFFF : 0x8000);
+}
+
+static uint16_t unord16(uint16_t k)
+{
+	return k ^ ((k & 0x8000) ? 0x8000 : 0xFFFF);
+}
+
+static uint16_t zz16(uint16_t d)
+{
+	return (uint16_t)((uint16_t)(d << 1) ^ ((d & 0x8000) ? 0xFFFF : 0));
+}
+
+static uint16_t unzz16(uint16_t z)
+{
+	return (uint16_t)((z >> 1) ^ (0 - (z & 1)));
+}
+
+/* ---- layout of a chunk ------------------------------------------------------ */
+
+size_t tp_qgrid_nscales(uint64_t first, size_t n, uint64_t row)
+{
+	return n ? (size_t)((first + n - 1) / row - first / row + 1) : 0;
+}
+
+void tp_qgrid_plane_sizes(size_t n, uint64_t first, uint64_t row, size_t sizes[TP_QGRID_PLANES])
+{
+	sizes[0] = sizes[1] = sizes[2] = n;
+	sizes[3] = 4 * tp_qgrid_nscales(first, n, row);
+}
+
+/* ---- encoder: each row's scale from the data ------------------------------- */
+
+/* Scale candidates per grid size: spread across the interval of scales that
+ * put the row's largest update exactly on code qmax. */
+#define QG_CANDIDATES 33
+/* Changed weights of a row piece the candidates are scored on. */
+#define QG_SCORE 64
+
+static const int qg_qmax[] = { 127, 7 };
+
+static uint16_t rd16(const uint8_t *p, size_t i)
+{
+	uint16_t v;
+	memcpy(&v, p + 2 * i, 2);
+	return v;
+}
+
+/* Distance from |t| to its next representable magnitude. */
+static double spacing(tp_dtype dt, uint16_t t)
+{
+	uint16_t a = t & 0x7FFF, n = (uint16_t)(a + 1);
+	if (!finite16(dt, n))
+		n = (uint16_t)(a - 1);
+	return fabs((double)tp_qgrid_to_f32(dt, n) - (double)tp_qgrid_to_f32(dt, a));
+}
+
+static int code_for(double d, float s)
+{
+	if (!(s > 0))
+		return 0;
+	double q = nearbyint(d / (double)s);
+	return q > 127 ? 127 : q < -127 ? -127 : (int)q;
+}
+
+/* The code whose prediction hits t if one of round(d/s) and its two
+ * neighbours does, else round(d/s). */
+static int best_code(tp_dtype dt, uint16_t t, uint16_t b, double d, float s)
+{
+	int c = code_for(d, s);
+	if (predict(dt, b, c, s) == t)
+		return c;
+	for (int k = -1; k <= 1; k += 2) {
+		int c2 = c + k;
+		if (c2 >= -127 && c2 <= 127 && c2 != 0 && predict(dt, b, c2, s) == t)
+			return c2;
+	}
+	return c;
+}
+
+typedef struct qg_row {
+	const uint16_t *t, *b; /* not aligned: read through rd16 */
+} qg_row;
+
+/* Scale for the weights [j0, j1) of a chunk: 0 when none changed. idx is
+ * scratch of j1 - j0 entries. */
+static float row_scale(tp_dtype dt, const uint8_t *tgt, const uint8_t *base, size_t j0,
+		       size_t j1, uint32_t *idx)
+{
+	size_t nc = 0, m = 0;
+	double amax = -1;
+	for (size_t j = j0; j < j1; j++) {
+		uint16_t t = rd16(tgt, j), b = rd16(base, j);
+		if (t == b || !finite16(dt, t) || !finite16(dt, b))
+			continue;
+		double d = fabs((double)tp_qgrid_to_f32(dt, t) - (double)tp_qgrid_to_f32(dt, b));
+		if (d > amax) {
+			amax = d;
+			m = j;
+		}
+		idx[nc++] = (uint32_t)(j - j0);
+	}
+	if (!nc || !(amax > 0))
+		return 0;
+	double half = spacing(dt, rd16(tgt, m)) / 2;
+	/* Score on QG_SCORE changed weights spread over the piece. */
+	size_t step = nc > QG_SCORE ? nc / QG_SCORE : 1;
+	float best = 0;
+	size_t best_bad = SIZE_MAX;
+	for (size_t qi = 0; qi < sizeof(qg_qmax) / sizeof(qg_qmax[0]); qi++) {
+		for (int k = 0; k < QG_CANDIDATES; k++) {
+			double off = (2.0 * k / (QG_CANDIDATES - 1) - 1) * half;
+			float s = (float)((amax + off) / qg_qmax[qi]);
+			if (!(s > 0) || !isfinite(s))
+				continue;
+			size_t bad = 0;
+			for (size_t i = 0; i < nc && bad < best_bad; i += step) {
+				size_t j = j0 + idx[i];
+				uint16_t t = rd16(tgt, j), b = rd16(base, j);
+				double d = (double)tp_qgrid_to_f32(dt, t) - (double)tp_qgrid_to_f32(dt, b);
+				bad += predict(dt, b, code_for(d, s), s) != t;
+			}
+			if (bad < best_bad) {
+				best_bad = bad;
+				best = s;
+			}
+		}
+	}
+	return best;
+}
+
+int tp_qgrid_split(tp_dtype dt, const uint8_t *tgt, const uint8_t *base, size_t n,
+		   uint64_t first, uint64_t row, uint8_t *planes)
+{
+	size_t ns = tp_qgrid_nscales(first, n, row);
+	uint8_t *codes = planes, *hi = planes + n, *lo = planes + 2 * n, *sc = planes + 3 * n;
+	uint32_t *idx = malloc((row < n ? (size_t)row : n) * sizeof(*idx) + 1);
+	if (!idx)
+		return tp_error_set(TP_ENOMEM, "out of memory");
+	size_t j0 = 0;
+	for (size_t k = 0; k < ns; k++) {
+		/* Row piece k: up to the next row boundary or the chunk's end. */
+		uint64_t next = (first / row + k + 1) * row - first;
+		size_t j1 = next < n ? (size_t)next : n;
+		float s = row_scale(dt, tgt, base, j0, j1, idx);
+		uint32_t u = bits_of_f32(s);
+		for (unsigned p = 0; p < 4; p++)
+			sc[p * ns + k] = (uint8_t)(u >> (8 * (3 - p)));
+		for (size_t j = j0; j < j1; j++) {
+			uint16_t t = rd16(tgt, j), b = rd16(base, j);
+			int c = 0;
+			if (t != b && finite16(dt, t) && finite16(dt, b)) {
+				double d = (double)tp_qgrid_to_f32(dt, t) - (double)tp_qgrid_to_f32(dt, b);
+				c = best_code(dt, t, b, d, s);
+			}
+			uint16_t r = zz16((uint16_t)(ord16(t) - ord16(predict(dt, b, c, s))));
+			codes[j] = (uint8_t)(int8_t)c;
+			hi[j] = (uint8_t)(r >> 8);
+			lo[j] = (uint8_t)r;
+		}
+		j0 = j1;
+	}
+	free(idx);
+	return 0;
+}
+
+int tp_qgrid_merge(tp_dtype dt, const uint8_t *planes, const uint8_t *base, size_t n,
+		   uint64_t first, uint64_t row, uint8_t *tgt)
+{
+	size_t ns = tp_qgrid_nscales(first, n, row);
+	const uint8_t *codes = planes, *hi = planes + n, *lo = planes + 2 * n, *sc = planes + 3 * n;
+	size_t j0 = 0;
+	for (size_t k = 0; k < ns; k++) {
+		uint64_t next = (first / row + k + 1) * row - first;
+		size_t j1 = next < n ? (size_t)next : n;
+		uint32_t u = 0;
+		for (unsigned p = 0; p < 4; p++)
+			u |= (uint32_t)sc[p * ns + k] << (8 * (3 - p));
+		float s = f32_of_bits(u);
+		if (!isfinite(s))
+			return tp_error_set(TP_ECORRUPT, "delta: qgrid scale is not finite");
+		for (size_t j = j0; j < j1; j++) {
+			uint16_t p = predict(dt, rd16(base, j), (int8_t)codes[j], s);
+			uint16_t t = unord16((uint16_t)(ord16(p) + unzz16((uint16_t)(hi[j] << 8 | lo[j]))));
+			memcpy(tgt + 2 * j, &t, 2);
+		}
+		j0 = j1;
+	}
+	return 0;
+}
+
+/* ---- frames ------------------------------------------------------------------ */
+
+static int ensure_scratch(tp_chunk_coder *c)
+{
+	if (c->qbuf)
+		return 0;
+	/* Planes of a chunk of cap bytes: 3 * cap/2 bytes of codes and
+	 * residuals and at most cap + 4 of scales (rows of >= 2 weights). */
+	c->qbuf = malloc(3 * c->cap + 64);
+	c->qframe_cap = tp_chunk_frame_bound(3 * c->cap + 64);
+	c->qframe = malloc(c->qframe_cap);
+	if (!c->qbuf || !c->qframe) {
+		free(c->qbuf);
+		free(c->qframe);
+		c->qbuf = c->qframe = NULL;
+		return tp_error_set(TP_ENOMEM, "out of memory");
+	}
+	return 0;
+}
+
+int tp_qgrid_encode(tp_chunk_coder *c, const tp_chunk_desc *d, int level, size_t *out_len)
+{
+	size_t n = d->len / 2, sizes[TP_QGRID_PLANES];
+	int rc = ensure_scratch(c);
+	if (rc < 0)
+		return rc;
+	if (d->width != 2 || d->row < 2 || d->len % 2)
+		return tp_error_set(TP_EINVAL, "qgrid: bad chunk");
+	if ((rc = tp_qgrid_split(d->dtype, d->target, d->base, n, d->first, d->row, c->qbuf)) < 0)
+		return rc;
+	tp_qgrid_plane_sizes(n, d->first, d->row, sizes);
+	uint8_t *out = c->qframe;
+	out[0] = TP_DELTA_FRAME_CHUNK;
+	out[1] = TP_DELTA_FLAG_QGRID;
+	out[2] = TP_QGRID_PLANES;
+	out[3] = 0;
+	tp_le32(out + 4, d->seg);
+	tp_le32(out + 8, d->index);
+	tp_le32(out + 12, (uint32_t)d->len);
+	size_t pos = TP_DELTA_CHUNK_HDR + TP_QGRID_PLANES * TP_DELTA_PLANE_HDR, src = 0;
+	for (unsigned p = 0; p < TP_QGRID_PLANES; p++) {
+		uint8_t *tab = out + TP_DELTA_CHUNK_HDR + p * TP_DELTA_PLANE_HDR;
+		size_t r = 0;
+		rc = tp_chunk_encode_plane(c, TP_DELTA_XFORM_QGRID, level, c->qbuf + src, sizes[p],
+					   out + pos, c->qframe_cap - pos, &tab[0], &r);
+		if (rc < 0)
+			return rc;
+		memset(tab + 1, 0, 3);
+		tp_le32(tab + 4, (uint32_t)r);
+		pos += r;
+		src += sizes[p];
+	}
+	*out_len = pos;
+	return 0;
+}
+
+int tp_qgrid_decode(tp_chunk_coder *c, const tp_chunk_desc *d, const tp_chunk_head *h,
+		    const uint8_t *frame, uint8_t *out)
+{
+	size_t n = d->len / 2, sizes[TP_QGRID_PLANES];
+	if (h->nplanes != TP_QGRID_PLANES || d->width != 2 || d->row < 2)
+		return tp_error_set(TP_ECORRUPT, "delta: bad qgrid frame");
+	int rc = ensure_scratch(c);
+	if (rc < 0)
+		return rc;
+	tp_qgrid_plane_sizes(n, d->first, d->row, sizes);
+	size_t pos = TP_DELTA_CHUNK_HDR + TP_QGRID_PLANES * TP_DELTA_PLANE_HDR, dst = 0;
+	for (unsigned p = 0; p < TP_QGRID_PLANES; p++) {
+		rc = tp_chunk_decode_plane(c, h->method[p], frame + pos, h->stored[p], c->qbuf + dst,
+					   sizes[p]);
+		if (rc < 0)
+			return rc;
+		pos += h->stored[p];
+		dst += sizes[p];
+	}
+	return tp_qgrid_merge(d->dtype, c->qbuf, d->base, n, d->first, d->row, out);
+}
+
+/* ---- choosing qgrid for a tensor --------------------------------------------- */
+
+/* Bytes a plane would take: the smaller of zstd at level 1 and the order-0
+ * entropy, as the plane coder would choose (rANS or zstd). */
+static size_t plane_cost(tp_chunk_coder *c, const uint8_t *src, size_t n, uint8_t *dst,
+			 size_t cap)
+{
+	size_t r = ZSTD_compressCCtx(c->cctx, dst, cap, src, n, 1);
+	if (ZSTD_isError(r) || r > n)
+		r = n;
+	uint32_t count[256];
+	tp_delta_histogram(src, n, count);
+	size_t e = tp_rans_estimate(count, n);
+	return e < r ? e : r;
+}
+
+bool tp_qgrid_worth(tp_chunk_coder *c, tp_dtype dt, const uint8_t *t, const uint8_t *b,
+		    size_t len, uint64_t first, uint64_t row)
+{
+	if ((dt != TP_DTYPE_BF16 && dt != TP_DTYPE_F16) || row < 2 || len < 2 ||
+	    ensure_scratch(c) < 0)
+		return false;
+	size_t n = len / 2, sizes[TP_QGRID_PLANES];
+	uint8_t *dst = c->qframe;
+	size_t cap = c->qframe_cap, other = SIZE_MAX;
+	/* The base transforms, measured the same way. */
+	static const tp_delta_xform base_x[] = { TP_DELTA_XFORM_ULP, TP_DELTA_XFORM_XOR };
+	for (size_t k = 0; k < 2; k++) {
+		tp_delta_split(base_x[k], 2, t, b, 2 * n, c->qbuf);
+		size_t cost = plane_cost(c, c->qbuf, n, dst, cap) +
+			      plane_cost(c, c->qbuf + n, n, dst, cap);
+		if (cost < other)
+			other = cost;
+	}
+	if (tp_qgrid_split(dt, t, b, n, first, row, c->qbuf) < 0)
+		return false;
+	tp_qgrid_plane_sizes(n, first, row, sizes);
+	size_t cost = 0, src = 0;
+	for (unsigned p = 0; p < TP_QGRID_PLANES; p++) {
+		cost += plane_cost(c, c->qbuf + src, sizes[p], dst, cap);
+		src += sizes[p];
+	}
+	return (double)cost < TP_QGRID_MARGIN * (double)other;
+}
+
+/* Bytes of a tensor's middle that are coded to choose qgrid. */
+#define QG_SAMPLE (64u << 10)
+
+/* Elements per row as `tenpak delta sparsify` scales them (the first
+ * dimension is the rows), or 0 when qgrid does not apply. */
+static uint64_t tensor_row(const tp_st_tensor *t)
+{
+	if ((t->dtype != TP_DTYPE_BF16 && t->dtype != TP_DTYPE_F16) || t->ndim < 2 ||
+	    !t->shape[0] || t->size % 2)
+		return 0;
+	uint64_t row = t->size / 2 / t->shape[0];
+	return row >= 2 && row <= 0xFFFFFFFFu ? row : 0;
+}
+
+bool tp_qgrid_choose(tp_chunk_coder *c, const tp_st_tensor *t, const uint8_t *tgt,
+		     const uint8_t *base, tp_delta_xform force, uint64_t *row)
+{
+	uint64_t r = tensor_row(t);
+	if (!r || (force != TP_DELTA_XFORM_AUTO && force != TP_DELTA_XFORM_QGRID))
+		return false;
+	if (force == TP_DELTA_XFORM_AUTO) {
+		size_t len = t->size < QG_SAMPLE ? (size_t)t->size : QG_SAMPLE;
+		uint64_t off = (t->size - len) / 2 / 2 * 2;
+		if (!tp_qgrid_worth(c, t->dtype, tgt + off, base + off, len / 2 * 2, off / 2, r))
+			return false;
+	}
+	*row = r;
+	return true;
+}
