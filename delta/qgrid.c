@@ -129,8 +129,11 @@ void tp_qgrid_plane_sizes(size_t n, uint64_t first, uint64_t row, size_t sizes[T
 #define QG_CANDIDATES 33
 /* Changed weights of a row piece the candidates are scored on. */
 #define QG_SCORE 64
+#define QG_MISS_BITS 32
 
-static const int qg_qmax[] = { 127, 7 };
+/* 4 and 8 bits. The coarser grid first: when both fit a row (a finer grid
+ * can land on the same rounded values), its codes are cheaper. */
+static const int qg_qmax[] = { 7, 127 };
 
 static uint16_t rd16(const uint8_t *p, size_t i)
 {
@@ -206,12 +209,18 @@ static float row_scale(tp_dtype dt, const uint8_t *tgt, const uint8_t *base, siz
 			float s = (float)((amax + off) / qg_qmax[qi]);
 			if (!(s > 0) || !isfinite(s))
 				continue;
+			/* Rough bits: a code costs about twice its bit length, a
+			 * miss a residual of QG_MISS_BITS. */
 			size_t bad = 0;
 			for (size_t i = 0; i < nc && bad < best_bad; i += step) {
 				size_t j = j0 + idx[i];
 				uint16_t t = rd16(tgt, j), b = rd16(base, j);
 				double d = (double)tp_qgrid_to_f32(dt, t) - (double)tp_qgrid_to_f32(dt, b);
-				bad += predict(dt, b, code_for(d, s), s) != t;
+				int c = code_for(d, s);
+				unsigned a = (unsigned)(c < 0 ? -c : c), bits = 0;
+				while (a >> bits)
+					bits++;
+				bad += 2 * bits + (predict(dt, b, c, s) != t ? QG_MISS_BITS : 0);
 			}
 			if (bad < best_bad) {
 				best_bad = bad;
