@@ -127,6 +127,7 @@ void tp_qgrid_plane_sizes(size_t n, uint64_t first, uint64_t row, size_t sizes[T
 /* Scale candidates per grid size: spread across the interval of scales that
  * put the row's largest update exactly on code qmax. */
 #define QG_CANDIDATES 33
+#define QG_CANDIDATES_PIECE 9
 /* Changed weights of a row piece the candidates are scored on. */
 #define QG_SCORE 64
 #define QG_MISS_BITS 32
@@ -174,14 +175,91 @@ static int best_code(tp_dtype dt, uint16_t t, uint16_t b, double d, float s)
 	return c;
 }
 
-typedef struct qg_row {
-	const uint16_t *t, *b; /* not aligned: read through rd16 */
-} qg_row;
+/* One end of the interval of scales that put a weight on its target. */
+typedef struct qg_event {
+	double x;
+	int up; /* +1 opens, -1 closes */
+} qg_event;
 
-/* Scale for the weights [j0, j1) of a chunk: 0 when none changed. idx is
+static int event_cmp(const void *a, const void *b)
+{
+	const qg_event *x = a, *y = b;
+	if (x->x != y->x)
+		return x->x < y->x ? -1 : 1;
+	return y->up - x->up; /* opens first: touching intervals overlap */
+}
+
+static double neighbour(tp_dtype dt, uint16_t t, int dir)
+{
+	uint16_t k = (uint16_t)(ord16(t) + dir);
+	float v = tp_qgrid_to_f32(dt, unord16(k));
+	float f = tp_qgrid_to_f32(dt, t);
+	if (!isfinite(v)) /* past the largest value: mirror the other side */
+		v = 2 * f - tp_qgrid_to_f32(dt, unord16((uint16_t)(ord16(t) - dir)));
+	return v;
+}
+
+static size_t misses(tp_dtype dt, const uint8_t *tgt, const uint8_t *base, size_t j0,
+		     const uint32_t *idx, size_t nc, float s)
+{
+	size_t bad = 0;
+	for (size_t i = 0; i < nc; i++) {
+		size_t j = j0 + idx[i];
+		uint16_t t = rd16(tgt, j), b = rd16(base, j);
+		double d = (double)tp_qgrid_to_f32(dt, t) - (double)tp_qgrid_to_f32(dt, b);
+		bad += predict(dt, b, code_for(d, s), s) != t;
+	}
+	return bad;
+}
+
+/* With the codes that s0 gives, the scale inside the most weights'
+ * intervals (a sweep over their ends): the exact scale the writer used
+ * lies in every interval, however narrow some are next to the candidates'
+ * spacing. */
+static float refine(tp_dtype dt, const uint8_t *tgt, const uint8_t *base, size_t j0,
+		    const uint32_t *idx, size_t nc, float s0, qg_event *ev)
+{
+	size_t ne = 0;
+	for (size_t i = 0; i < nc; i++) {
+		size_t j = j0 + idx[i];
+		uint16_t t = rd16(tgt, j), b = rd16(base, j);
+		double tf = tp_qgrid_to_f32(dt, t), bf = tp_qgrid_to_f32(dt, b);
+		int c = code_for(tf - bf, s0);
+		if (!c)
+			continue;
+		double lo = ((neighbour(dt, t, -1) + tf) / 2 - bf) / c;
+		double hi = ((neighbour(dt, t, +1) + tf) / 2 - bf) / c;
+		if (lo > hi) {
+			double x = lo;
+			lo = hi;
+			hi = x;
+		}
+		ev[ne++] = (qg_event){ lo, 1 };
+		ev[ne++] = (qg_event){ hi, -1 };
+	}
+	if (!ne)
+		return s0;
+	qsort(ev, ne, sizeof(*ev), event_cmp);
+	int depth = 0, best = 0;
+	double at = s0;
+	for (size_t e = 0; e + 1 < ne; e++) {
+		depth += ev[e].up;
+		if (depth > best) {
+			best = depth;
+			at = (ev[e].x + ev[e + 1].x) / 2;
+		}
+	}
+	float s = (float)at;
+	return s > 0 && isfinite(s) ? s : s0;
+}
+
+/* Scale for the weights [j0, j1) of a chunk: 0 when none changed. whole
+ * says they are a whole row, whose largest update sits at code qmax; a
+ * piece of a row cut by the chunk's edge may miss it, so there every code
+ * up to 127 is tried for its largest update (with fewer offsets). idx is
  * scratch of j1 - j0 entries. */
 static float row_scale(tp_dtype dt, const uint8_t *tgt, const uint8_t *base, size_t j0,
-		       size_t j1, uint32_t *idx)
+		       size_t j1, bool whole, uint32_t *idx, qg_event *ev)
 {
 	size_t nc = 0, m = 0;
 	double amax = -1;
@@ -203,10 +281,13 @@ static float row_scale(tp_dtype dt, const uint8_t *tgt, const uint8_t *base, siz
 	size_t step = nc > QG_SCORE ? nc / QG_SCORE : 1;
 	float best = 0;
 	size_t best_bad = SIZE_MAX;
-	for (size_t qi = 0; qi < sizeof(qg_qmax) / sizeof(qg_qmax[0]); qi++) {
-		for (int k = 0; k < QG_CANDIDATES; k++) {
-			double off = (2.0 * k / (QG_CANDIDATES - 1) - 1) * half;
-			float s = (float)((amax + off) / qg_qmax[qi]);
+	size_t nq = whole ? sizeof(qg_qmax) / sizeof(qg_qmax[0]) : 127;
+	int ncand = whole ? QG_CANDIDATES : QG_CANDIDATES_PIECE;
+	for (size_t qi = 0; qi < nq; qi++) {
+		int qmax = whole ? qg_qmax[qi] : (int)qi + 1;
+		for (int k = 0; k < ncand; k++) {
+			double off = (2.0 * k / (ncand - 1) - 1) * half;
+			float s = (float)((amax + off) / qmax);
 			if (!(s > 0) || !isfinite(s))
 				continue;
 			/* Rough bits: a code costs about twice its bit length, a
@@ -228,6 +309,12 @@ static float row_scale(tp_dtype dt, const uint8_t *tgt, const uint8_t *base, siz
 			}
 		}
 	}
+	if (best > 0) {
+		float r = refine(dt, tgt, base, j0, idx, nc, best, ev);
+		if (r != best && misses(dt, tgt, base, j0, idx, nc, r) <
+					 misses(dt, tgt, base, j0, idx, nc, best))
+			best = r;
+	}
 	return best;
 }
 
@@ -236,15 +323,20 @@ int tp_qgrid_split(tp_dtype dt, const uint8_t *tgt, const uint8_t *base, size_t 
 {
 	size_t ns = tp_qgrid_nscales(first, n, row);
 	uint8_t *codes = planes, *hi = planes + n, *lo = planes + 2 * n, *sc = planes + 3 * n;
-	uint32_t *idx = malloc((row < n ? (size_t)row : n) * sizeof(*idx) + 1);
-	if (!idx)
+	size_t most = row < n ? (size_t)row : n;
+	uint32_t *idx = malloc(most * sizeof(*idx) + 1);
+	qg_event *ev = malloc(2 * most * sizeof(*ev) + 1);
+	if (!idx || !ev) {
+		free(idx);
+		free(ev);
 		return tp_error_set(TP_ENOMEM, "out of memory");
+	}
 	size_t j0 = 0;
 	for (size_t k = 0; k < ns; k++) {
 		/* Row piece k: up to the next row boundary or the chunk's end. */
 		uint64_t next = (first / row + k + 1) * row - first;
 		size_t j1 = next < n ? (size_t)next : n;
-		float s = row_scale(dt, tgt, base, j0, j1, idx);
+		float s = row_scale(dt, tgt, base, j0, j1, j1 - j0 == row, idx, ev);
 		uint32_t u = bits_of_f32(s);
 		for (unsigned p = 0; p < 4; p++)
 			sc[p * ns + k] = (uint8_t)(u >> (8 * (3 - p)));
@@ -263,6 +355,7 @@ int tp_qgrid_split(tp_dtype dt, const uint8_t *tgt, const uint8_t *base, size_t 
 		j0 = j1;
 	}
 	free(idx);
+	free(ev);
 	return 0;
 }
 
