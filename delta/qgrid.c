@@ -386,20 +386,17 @@ int tp_qgrid_merge(tp_dtype dt, const uint8_t *planes, const uint8_t *base, size
 
 /* ---- frames ------------------------------------------------------------------ */
 
-static int ensure_scratch(tp_chunk_coder *c)
+/* The planes' buffer, and for encoding the frame buffer, at first use. */
+static int ensure_scratch(tp_chunk_coder *c, bool frame)
 {
-	if (c->qbuf)
-		return 0;
 	/* Planes of a chunk of cap bytes: 3 * cap/2 bytes of codes and
 	 * residuals and at most cap + 4 of scales (rows of >= 2 weights). */
-	c->qbuf = malloc(3 * c->cap + 64);
-	c->qframe_cap = tp_chunk_frame_bound(3 * c->cap + 64);
-	c->qframe = malloc(c->qframe_cap);
-	if (!c->qbuf || !c->qframe) {
-		free(c->qbuf);
-		free(c->qframe);
-		c->qbuf = c->qframe = NULL;
+	if (!c->qbuf && !(c->qbuf = malloc(3 * c->cap + 64)))
 		return tp_error_set(TP_ENOMEM, "out of memory");
+	if (frame && !c->qframe) {
+		c->qframe_cap = tp_chunk_frame_bound(3 * c->cap + 64);
+		if (!(c->qframe = malloc(c->qframe_cap)))
+			return tp_error_set(TP_ENOMEM, "out of memory");
 	}
 	return 0;
 }
@@ -407,7 +404,7 @@ static int ensure_scratch(tp_chunk_coder *c)
 int tp_qgrid_encode(tp_chunk_coder *c, const tp_chunk_desc *d, int level, size_t *out_len)
 {
 	size_t n = d->len / 2, sizes[TP_QGRID_PLANES];
-	int rc = ensure_scratch(c);
+	int rc = ensure_scratch(c, true);
 	if (rc < 0)
 		return rc;
 	if (d->width != 2 || d->row < 2 || d->len % 2)
@@ -446,7 +443,7 @@ int tp_qgrid_decode(tp_chunk_coder *c, const tp_chunk_desc *d, const tp_chunk_he
 	size_t n = d->len / 2, sizes[TP_QGRID_PLANES];
 	if (h->nplanes != TP_QGRID_PLANES || d->width != 2 || d->row < 2)
 		return tp_error_set(TP_ECORRUPT, "delta: bad qgrid frame");
-	int rc = ensure_scratch(c);
+	int rc = ensure_scratch(c, false);
 	if (rc < 0)
 		return rc;
 	tp_qgrid_plane_sizes(n, d->first, d->row, sizes);
@@ -482,7 +479,7 @@ bool tp_qgrid_worth(tp_chunk_coder *c, tp_dtype dt, const uint8_t *t, const uint
 		    size_t len, uint64_t first, uint64_t row)
 {
 	if ((dt != TP_DTYPE_BF16 && dt != TP_DTYPE_F16) || row < 2 || len < 2 ||
-	    ensure_scratch(c) < 0)
+	    ensure_scratch(c, true) < 0)
 		return false;
 	size_t n = len / 2, sizes[TP_QGRID_PLANES];
 	uint8_t *dst = c->qframe;
