@@ -126,15 +126,15 @@ void tp_qgrid_plane_sizes(size_t n, uint64_t first, uint64_t row, size_t sizes[T
 
 /* Scale candidates per grid size: spread across the interval of scales that
  * put the row's largest update exactly on code qmax. */
-#define QG_CANDIDATES 33
+#define QG_CANDIDATES 17
 #define QG_CANDIDATES_PIECE 9
 /* Changed weights of a row piece the candidates are scored on. */
 #define QG_SCORE 64
 #define QG_MISS_BITS 32
 
-/* 4 and 8 bits. The coarser grid first: when both fit a row (a finer grid
- * can land on the same rounded values), its codes are cheaper. */
-static const int qg_qmax[] = { 7, 127 };
+/* 8 and 4 bits. A finer grid can land on the same rounded values as the
+ * right one; the score counts the codes' bits, so it does not win. */
+static const int qg_qmax[] = { 127, 7 };
 
 static uint16_t rd16(const uint8_t *p, size_t i)
 {
@@ -156,20 +156,43 @@ static int code_for(double d, float s)
 {
 	if (!(s > 0))
 		return 0;
-	double q = nearbyint(d / (double)s);
-	return q > 127 ? 127 : q < -127 ? -127 : (int)q;
+	double q = d / (double)s;
+	if (!(q < 127.5)) /* also NaN */
+		return q > 0 ? 127 : 0;
+	if (q <= -127.5)
+		return -127;
+	/* Half away from zero: ties do not matter to the encoder. */
+	return (int)(q + (q >= 0 ? 0.5 : -0.5));
+}
+
+/* A changed, finite weight of a row piece with what the encoder needs of
+ * it computed once: target and base bits, F(base) and F(t) - F(base). */
+typedef struct qg_w {
+	uint16_t t, b;
+	float bf;
+	double d;
+} qg_w;
+
+/* predict() for a weight with a finite base and its F(b) at hand. */
+static uint16_t predict_w(tp_dtype dt, const qg_w *w, int c, float s)
+{
+	if (c == 0)
+		return w->b;
+	float p = (float)c * s;
+	float sum = w->bf + p;
+	return tp_qgrid_from_f32(dt, sum);
 }
 
 /* The code whose prediction hits t if one of round(d/s) and its two
  * neighbours does, else round(d/s). */
-static int best_code(tp_dtype dt, uint16_t t, uint16_t b, double d, float s)
+static int best_code(tp_dtype dt, const qg_w *w, float s)
 {
-	int c = code_for(d, s);
-	if (predict(dt, b, c, s) == t)
+	int c = code_for(w->d, s);
+	if (predict_w(dt, w, c, s) == w->t)
 		return c;
 	for (int k = -1; k <= 1; k += 2) {
 		int c2 = c + k;
-		if (c2 >= -127 && c2 <= 127 && c2 != 0 && predict(dt, b, c2, s) == t)
+		if (c2 >= -127 && c2 <= 127 && c2 != 0 && predict_w(dt, w, c2, s) == w->t)
 			return c2;
 	}
 	return c;
@@ -199,16 +222,11 @@ static double neighbour(tp_dtype dt, uint16_t t, int dir)
 	return v;
 }
 
-static size_t misses(tp_dtype dt, const uint8_t *tgt, const uint8_t *base, size_t j0,
-		     const uint32_t *idx, size_t nc, float s)
+static size_t misses(tp_dtype dt, const qg_w *w, size_t nc, float s)
 {
 	size_t bad = 0;
-	for (size_t i = 0; i < nc; i++) {
-		size_t j = j0 + idx[i];
-		uint16_t t = rd16(tgt, j), b = rd16(base, j);
-		double d = (double)tp_qgrid_to_f32(dt, t) - (double)tp_qgrid_to_f32(dt, b);
-		bad += predict(dt, b, code_for(d, s), s) != t;
-	}
+	for (size_t i = 0; i < nc; i++)
+		bad += predict_w(dt, &w[i], code_for(w[i].d, s), s) != w[i].t;
 	return bad;
 }
 
@@ -216,19 +234,16 @@ static size_t misses(tp_dtype dt, const uint8_t *tgt, const uint8_t *base, size_
  * intervals (a sweep over their ends): the exact scale the writer used
  * lies in every interval, however narrow some are next to the candidates'
  * spacing. */
-static float refine(tp_dtype dt, const uint8_t *tgt, const uint8_t *base, size_t j0,
-		    const uint32_t *idx, size_t nc, float s0, qg_event *ev)
+static float refine(tp_dtype dt, const qg_w *w, size_t nc, float s0, qg_event *ev)
 {
 	size_t ne = 0;
 	for (size_t i = 0; i < nc; i++) {
-		size_t j = j0 + idx[i];
-		uint16_t t = rd16(tgt, j), b = rd16(base, j);
-		double tf = tp_qgrid_to_f32(dt, t), bf = tp_qgrid_to_f32(dt, b);
-		int c = code_for(tf - bf, s0);
+		int c = code_for(w[i].d, s0);
 		if (!c)
 			continue;
-		double lo = ((neighbour(dt, t, -1) + tf) / 2 - bf) / c;
-		double hi = ((neighbour(dt, t, +1) + tf) / 2 - bf) / c;
+		double tf = (double)w[i].bf + w[i].d, bf = w[i].bf;
+		double lo = ((neighbour(dt, w[i].t, -1) + tf) / 2 - bf) / c;
+		double hi = ((neighbour(dt, w[i].t, +1) + tf) / 2 - bf) / c;
 		if (lo > hi) {
 			double x = lo;
 			lo = hi;
@@ -256,10 +271,10 @@ static float refine(tp_dtype dt, const uint8_t *tgt, const uint8_t *base, size_t
 /* Scale for the weights [j0, j1) of a chunk: 0 when none changed. whole
  * says they are a whole row, whose largest update sits at code qmax; a
  * piece of a row cut by the chunk's edge may miss it, so there every code
- * up to 127 is tried for its largest update (with fewer offsets). idx is
+ * up to 127 is tried for its largest update (with fewer offsets). w is
  * scratch of j1 - j0 entries. */
 static float row_scale(tp_dtype dt, const uint8_t *tgt, const uint8_t *base, size_t j0,
-		       size_t j1, bool whole, uint32_t *idx, qg_event *ev)
+		       size_t j1, bool whole, qg_w *w, qg_event *ev)
 {
 	size_t nc = 0, m = 0;
 	double amax = -1;
@@ -267,16 +282,17 @@ static float row_scale(tp_dtype dt, const uint8_t *tgt, const uint8_t *base, siz
 		uint16_t t = rd16(tgt, j), b = rd16(base, j);
 		if (t == b || !finite16(dt, t) || !finite16(dt, b))
 			continue;
-		double d = fabs((double)tp_qgrid_to_f32(dt, t) - (double)tp_qgrid_to_f32(dt, b));
-		if (d > amax) {
-			amax = d;
-			m = j;
+		float bf = tp_qgrid_to_f32(dt, b);
+		double d = (double)tp_qgrid_to_f32(dt, t) - (double)bf;
+		if (fabs(d) > amax) {
+			amax = fabs(d);
+			m = nc;
 		}
-		idx[nc++] = (uint32_t)(j - j0);
+		w[nc++] = (qg_w){ t, b, bf, d };
 	}
 	if (!nc || !(amax > 0))
 		return 0;
-	double half = spacing(dt, rd16(tgt, m)) / 2;
+	double half = spacing(dt, w[m].t) / 2;
 	/* Score on QG_SCORE changed weights spread over the piece. */
 	size_t step = nc > QG_SCORE ? nc / QG_SCORE : 1;
 	float best = 0;
@@ -294,14 +310,11 @@ static float row_scale(tp_dtype dt, const uint8_t *tgt, const uint8_t *base, siz
 			 * miss a residual of QG_MISS_BITS. */
 			size_t bad = 0;
 			for (size_t i = 0; i < nc && bad < best_bad; i += step) {
-				size_t j = j0 + idx[i];
-				uint16_t t = rd16(tgt, j), b = rd16(base, j);
-				double d = (double)tp_qgrid_to_f32(dt, t) - (double)tp_qgrid_to_f32(dt, b);
-				int c = code_for(d, s);
+				int c = code_for(w[i].d, s);
 				unsigned a = (unsigned)(c < 0 ? -c : c), bits = 0;
 				while (a >> bits)
 					bits++;
-				bad += 2 * bits + (predict(dt, b, c, s) != t ? QG_MISS_BITS : 0);
+				bad += 2 * bits + (predict_w(dt, &w[i], c, s) != w[i].t ? QG_MISS_BITS : 0);
 			}
 			if (bad < best_bad) {
 				best_bad = bad;
@@ -309,10 +322,10 @@ static float row_scale(tp_dtype dt, const uint8_t *tgt, const uint8_t *base, siz
 			}
 		}
 	}
-	if (best > 0) {
-		float r = refine(dt, tgt, base, j0, idx, nc, best, ev);
-		if (r != best && misses(dt, tgt, base, j0, idx, nc, r) <
-					 misses(dt, tgt, base, j0, idx, nc, best))
+	size_t miss = best > 0 ? misses(dt, w, nc, best) : 0;
+	if (miss) {
+		float r = refine(dt, w, nc, best, ev);
+		if (r != best && misses(dt, w, nc, r) < miss)
 			best = r;
 	}
 	return best;
@@ -324,10 +337,10 @@ int tp_qgrid_split(tp_dtype dt, const uint8_t *tgt, const uint8_t *base, size_t 
 	size_t ns = tp_qgrid_nscales(first, n, row);
 	uint8_t *codes = planes, *hi = planes + n, *lo = planes + 2 * n, *sc = planes + 3 * n;
 	size_t most = row < n ? (size_t)row : n;
-	uint32_t *idx = malloc(most * sizeof(*idx) + 1);
+	qg_w *w = malloc(most * sizeof(*w) + 1);
 	qg_event *ev = malloc(2 * most * sizeof(*ev) + 1);
-	if (!idx || !ev) {
-		free(idx);
+	if (!w || !ev) {
+		free(w);
 		free(ev);
 		return tp_error_set(TP_ENOMEM, "out of memory");
 	}
@@ -336,25 +349,26 @@ int tp_qgrid_split(tp_dtype dt, const uint8_t *tgt, const uint8_t *base, size_t 
 		/* Row piece k: up to the next row boundary or the chunk's end. */
 		uint64_t next = (first / row + k + 1) * row - first;
 		size_t j1 = next < n ? (size_t)next : n;
-		float s = row_scale(dt, tgt, base, j0, j1, j1 - j0 == row, idx, ev);
+		float s = row_scale(dt, tgt, base, j0, j1, j1 - j0 == row, w, ev);
 		uint32_t u = bits_of_f32(s);
 		for (unsigned p = 0; p < 4; p++)
 			sc[p * ns + k] = (uint8_t)(u >> (8 * (3 - p)));
-		for (size_t j = j0; j < j1; j++) {
-			uint16_t t = rd16(tgt, j), b = rd16(base, j);
+		/* w holds the piece's changed finite weights, in order. */
+		for (size_t j = j0, i = 0; j < j1; j++) {
+			uint16_t t = rd16(tgt, j), b = rd16(base, j), p = b;
 			int c = 0;
 			if (t != b && finite16(dt, t) && finite16(dt, b)) {
-				double d = (double)tp_qgrid_to_f32(dt, t) - (double)tp_qgrid_to_f32(dt, b);
-				c = best_code(dt, t, b, d, s);
+				c = best_code(dt, &w[i], s);
+				p = predict_w(dt, &w[i++], c, s);
 			}
-			uint16_t r = zz16((uint16_t)(ord16(t) - ord16(predict(dt, b, c, s))));
+			uint16_t r = zz16((uint16_t)(ord16(t) - ord16(p)));
 			codes[j] = (uint8_t)(int8_t)c;
 			hi[j] = (uint8_t)(r >> 8);
 			lo[j] = (uint8_t)r;
 		}
 		j0 = j1;
 	}
-	free(idx);
+	free(w);
 	free(ev);
 	return 0;
 }
