@@ -322,8 +322,9 @@ static float row_scale(tp_dtype dt, const uint8_t *tgt, const uint8_t *base, siz
 			}
 		}
 	}
+	/* A row that misses more than half is no grid: skip the sort. */
 	size_t miss = best > 0 ? misses(dt, w, nc, best) : 0;
-	if (miss) {
+	if (miss && miss * 2 <= nc) {
 		float r = refine(dt, w, nc, best, ev);
 		if (r != best && misses(dt, w, nc, r) < miss)
 			best = r;
@@ -475,6 +476,9 @@ int tp_qgrid_decode(tp_chunk_coder *c, const tp_chunk_desc *d, const tp_chunk_he
 
 /* ---- choosing qgrid for a tensor --------------------------------------------- */
 
+/* Weights of a sample checked for a grid before it is costed. */
+#define QG_PROBE 4096
+
 /* Bytes a plane would take: the smaller of zstd at level 1 and the order-0
  * entropy, as the plane coder would choose (rANS or zstd). */
 static size_t plane_cost(tp_chunk_coder *c, const uint8_t *src, size_t n, uint8_t *dst,
@@ -498,6 +502,21 @@ bool tp_qgrid_worth(tp_chunk_coder *c, tp_dtype dt, const uint8_t *t, const uint
 	size_t n = len / 2, sizes[TP_QGRID_PLANES];
 	uint8_t *dst = c->qframe;
 	size_t cap = c->qframe_cap, other = SIZE_MAX;
+	/* Cheap rejections first, on the first QG_PROBE weights: an update
+	 * that changes more than 3 in 4 weights is an ordinary fine-tune's
+	 * (whose ULP-sized steps fit a fine grid about as well as ulp codes
+	 * them, at the cost of a search); then all but 1 in 16 changed
+	 * weights must land on a grid (sparsify output misses almost none). */
+	size_t np = n < QG_PROBE ? n : QG_PROBE, changed = 0, missed = 0;
+	for (size_t j = 0; j < np; j++)
+		changed += rd16(t, j) != rd16(b, j);
+	if (!changed || changed * 4 > np * 3 ||
+	    tp_qgrid_split(dt, t, b, np, first, row, c->qbuf) < 0)
+		return false;
+	for (size_t j = 0; j < np; j++)
+		missed += c->qbuf[np + j] || c->qbuf[2 * np + j];
+	if (missed * 16 > changed)
+		return false;
 	/* The base transforms, measured the same way. */
 	static const tp_delta_xform base_x[] = { TP_DELTA_XFORM_ULP, TP_DELTA_XFORM_XOR };
 	for (size_t k = 0; k < 2; k++) {
