@@ -217,7 +217,7 @@ static int plan_new(tp_delta_layout **out, const tp_map *target, const tp_base_s
 	int rc;
 	if (!m)
 		return tp_error_set(TP_ENOMEM, "out of memory");
-	m->version = TP_DELTA_VERSION_MIN;
+	m->version = TP_DELTA_VERSION;
 	m->target_size = target->size;
 	m->chunk_size = o->chunk_size;
 	if (target->size >= 8 &&
@@ -580,6 +580,7 @@ int tp_delta_compress(const char *target, const char *const *bases, size_t nbase
 		stats->delta_bytes = e.written;
 		stats->seconds = tp_delta_now() - s.t0;
 		memcpy(stats->sha256, s.m->sha256, sizeof(stats->sha256));
+		stats->version = s.m->version;
 	}
 done:
 	session_close(&s);

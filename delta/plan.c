@@ -273,10 +273,10 @@ int tp_delta_plan_parse(tp_delta_layout **out, const char *json, size_t len)
 		rc = tp_error_set(TP_ECORRUPT, "delta: malformed plan");
 		goto done;
 	}
-	if (version < TP_DELTA_VERSION_MIN || version > TP_DELTA_VERSION) {
+	if (version < TP_DELTA_VERSION || version > TP_DELTA_VERSION_MAX) {
 		rc = tp_error_set(TP_EUNSUPPORTED,
 				  "delta: format version %llu (this build reads %d to %d)",
-				  (unsigned long long)version, TP_DELTA_VERSION_MIN, TP_DELTA_VERSION);
+				  (unsigned long long)version, TP_DELTA_VERSION, TP_DELTA_VERSION_MAX);
 		goto done;
 	}
 	m->version = (uint32_t)version;

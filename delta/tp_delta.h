@@ -112,10 +112,10 @@ void tp_safetensors_shards_free(char **paths, size_t n);
 
 /* ---- delta codec ------------------------------------------------------- */
 
-/* The newest format version this build reads and writes. A delta is
- * written as version 1 unless it uses a version-2 feature (qgrid). */
-#define TP_DELTA_VERSION 2
-#define TP_DELTA_VERSION_MIN 1
+/* The format version a delta is written in unless it uses a version-2
+ * feature (qgrid); this build reads versions 1 to TP_DELTA_VERSION_MAX. */
+#define TP_DELTA_VERSION 1
+#define TP_DELTA_VERSION_MAX 2
 #define TP_DELTA_CHUNK_DEFAULT (1u << 20)
 #define TP_DELTA_CHUNK_MIN (64u << 10)
 #define TP_DELTA_CHUNK_MAX (16u << 20)
@@ -187,6 +187,7 @@ typedef struct tp_delta_stats {
 	/* sha256 of the target: hashed while compressing, or checked against
 	 * the delta's record while applying */
 	unsigned char sha256[32];
+	uint32_t version; /* the delta's format version (compress) */
 } tp_delta_stats;
 
 typedef struct tp_delta_base_info {

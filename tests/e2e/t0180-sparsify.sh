@@ -89,6 +89,10 @@ test_expect_success 'pushed next to its base: stored as a delta at <= 8% of its 
 	# 7.90% with format 2 (qgrid); 8.98% with format 1. The goal is 8%.
 	test "$grew" -gt 0 &&
 	test "$grew" -le $((SIZE * 8 / 100)) &&
+	# The manifest records the delta stream format version: 2 (qgrid).
+	oid=$(cd work && git show HEAD:sparse/model.safetensors | sed -n "s/^oid sha256://p") &&
+	"$TENPAK" store show "$oid" >show.txt &&
+	grep -q "^kind: *delta, codec version 2" show.txt &&
 	clone_check work sparse/model.safetensors base/model.safetensors sparse/README.md
 '
 

@@ -349,6 +349,23 @@ static void test_files(void)
 			CHECK(q == 2 && m && m->version == 2);
 			tp_delta_layout_free(m);
 		}
+	/* The preamble's version must be the plan's (2), and at most 2. */
+	size_t dn = 0;
+	uint8_t *d = t_read_file(pd, &dn);
+	CHECK(d && dn > 16);
+	if (d) {
+		static const struct { uint8_t v; int rc; } bad[] = {
+			{ 1, TP_ECORRUPT }, { 3, TP_EUNSUPPORTED }, { 0, TP_EUNSUPPORTED } };
+		for (size_t i = 0; i < 3; i++) {
+			d[8] = bad[i].v;
+			CHECK(t_write_bytes(pd, d, dn) == 0);
+			unlink(po);
+			tp_delta_opts o = { .threads = 1 };
+			CHECK(tp_delta_apply_file(pd, &b, 1, po, &o, NULL) == bad[i].rc);
+			CHECK(!t_exists(po));
+		}
+		free(d);
+	}
 	/* The same tensors fine-tuned in every weight by a few ULPs: no grid,
 	 * so version 1. */
 	for (int i = 0; i < 2; i++)
