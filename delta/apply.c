@@ -143,6 +143,9 @@ static int read_chunk(decoder *dc, tp_reader *r, dslot *s, uint32_t seg, uint32_
 	s->d.len = (size_t)(sg->size - off < dc->m->chunk_size ? sg->size - off : dc->m->chunk_size);
 	s->base_off = sg->base_offset + off;
 	s->d.base = sg->base >= 0 ? dc->base_of[sg->base]->ptr + s->base_off : NULL;
+	s->d.dtype = sg->dtype;
+	s->d.row = sg->row;
+	s->d.first = off / s->d.width;
 	return 0;
 }
 

@@ -52,6 +52,8 @@ void tp_chunk_coder_fini(tp_chunk_coder *c)
 	ZSTD_freeDCtx(c->dctx);
 	free(c->planes);
 	free(c->rans);
+	free(c->qbuf);
+	free(c->qframe);
 	memset(c, 0, sizeof(*c));
 }
 
@@ -380,8 +382,8 @@ static size_t try_rans(tp_chunk_coder *c, const uint8_t *src, size_t n, size_t t
 }
 
 /* Code one plane with the smallest of zstd, rANS (float planes) and stored. */
-static int encode_plane(tp_chunk_coder *c, tp_delta_xform x, int level, const uint8_t *src,
-			size_t n, uint8_t *dst, size_t cap, uint8_t *method, size_t *len)
+int tp_chunk_encode_plane(tp_chunk_coder *c, tp_delta_xform x, int level, const uint8_t *src,
+			  size_t n, uint8_t *dst, size_t cap, uint8_t *method, size_t *len)
 {
 	set_plane_params(c->cctx, level, x);
 	size_t r = ZSTD_compress2(c->cctx, dst, cap, src, n);
@@ -403,13 +405,29 @@ static int encode_plane(tp_chunk_coder *c, tp_delta_xform x, int level, const ui
 	return 0;
 }
 
+/* A qgrid segment's chunk is coded both ways; the qgrid frame replaces the
+ * ulp one only when it is smaller, so qgrid never costs more than ulp. */
+static int encode_qgrid(tp_chunk_coder *c, const tp_chunk_desc *d, int level, uint8_t *out,
+			size_t *out_len)
+{
+	size_t qlen = 0;
+	int rc = tp_qgrid_encode(c, d, level, &qlen);
+	if (rc == 0 && qlen < *out_len) {
+		memcpy(out, c->qframe, qlen);
+		*out_len = qlen;
+	}
+	return rc;
+}
+
 int tp_chunk_encode(tp_chunk_coder *c, const tp_chunk_desc *d, int level, uint8_t *out,
 		    size_t cap, size_t *out_len)
 {
-	unsigned np = tp_delta_nplanes(d->xform, d->width);
+	/* qgrid chunks that do not use the grid are ulp frames. */
+	tp_delta_xform x = d->xform == TP_DELTA_XFORM_QGRID ? TP_DELTA_XFORM_ULP : d->xform;
+	unsigned np = tp_delta_nplanes(x, d->width);
 	if (d->len > c->cap || cap < tp_chunk_frame_bound(d->len) || d->len % d->width)
 		return tp_error_set(TP_EINVAL, "chunk of %zu bytes does not fit the coder", d->len);
-	bool same = tp_delta_split(d->xform, d->width, d->target, d->base, d->len, c->planes);
+	bool same = tp_delta_split(x, d->width, d->target, d->base, d->len, c->planes);
 	if (same && d->base) {
 		put_head(out, d, TP_DELTA_FLAG_SAME, 0);
 		*out_len = TP_DELTA_CHUNK_HDR;
@@ -420,8 +438,8 @@ int tp_chunk_encode(tp_chunk_coder *c, const tp_chunk_desc *d, int level, uint8_
 	for (unsigned p = 0; p < np; p++) {
 		uint8_t *tab = out + TP_DELTA_CHUNK_HDR + p * TP_DELTA_PLANE_HDR;
 		size_t r = 0;
-		int rc = encode_plane(c, d->xform, level, c->planes + p * n, n, out + pos, cap - pos,
-				      &tab[0], &r);
+		int rc = tp_chunk_encode_plane(c, x, level, c->planes + p * n, n, out + pos,
+					       cap - pos, &tab[0], &r);
 		if (rc < 0)
 			return rc;
 		memset(tab + 1, 0, 3);
@@ -429,7 +447,7 @@ int tp_chunk_encode(tp_chunk_coder *c, const tp_chunk_desc *d, int level, uint8_
 		pos += r;
 	}
 	*out_len = pos;
-	return 0;
+	return d->xform == TP_DELTA_XFORM_QGRID ? encode_qgrid(c, d, level, out, out_len) : 0;
 }
 
 int tp_chunk_head_size(const uint8_t *first4, size_t *out)
@@ -450,7 +468,9 @@ int tp_chunk_head_parse(tp_chunk_head *h, const uint8_t *buf, size_t len)
 	h->seg = tp_rd32(buf + 4);
 	h->index = tp_rd32(buf + 8);
 	h->len = tp_rd32(buf + 12);
-	if ((h->flags & ~TP_DELTA_FLAG_SAME) || ((h->flags & TP_DELTA_FLAG_SAME) && h->nplanes))
+	if ((h->flags & ~(TP_DELTA_FLAG_SAME | TP_DELTA_FLAG_QGRID)) ||
+	    ((h->flags & TP_DELTA_FLAG_SAME) && h->nplanes) ||
+	    ((h->flags & TP_DELTA_FLAG_QGRID) && h->nplanes != TP_QGRID_PLANES))
 		return tp_error_set(TP_ECORRUPT, "delta: bad chunk flags");
 	h->frame_size = hs;
 	for (unsigned p = 0; p < h->nplanes; p++) {
@@ -465,8 +485,8 @@ int tp_chunk_head_parse(tp_chunk_head *h, const uint8_t *buf, size_t len)
 	return 0;
 }
 
-static int decode_plane(tp_chunk_coder *c, uint8_t method, const uint8_t *src, size_t stored,
-			uint8_t *dst, size_t n)
+int tp_chunk_decode_plane(tp_chunk_coder *c, uint8_t method, const uint8_t *src, size_t stored,
+			  uint8_t *dst, size_t n)
 {
 	if (method == TP_DELTA_METHOD_STORED) {
 		if (stored != n)
@@ -491,7 +511,8 @@ int tp_chunk_decode(tp_chunk_coder *c, const tp_chunk_desc *d, const uint8_t *fr
 	int rc = tp_chunk_head_parse(&h, frame, frame_len);
 	if (rc < 0)
 		return rc;
-	unsigned np = tp_delta_nplanes(d->xform, d->width);
+	tp_delta_xform x = d->xform == TP_DELTA_XFORM_QGRID ? TP_DELTA_XFORM_ULP : d->xform;
+	unsigned np = tp_delta_nplanes(x, d->width);
 	if (h.seg != d->seg || h.index != d->index || h.len != d->len || h.frame_size != frame_len)
 		return tp_error_set(TP_ECORRUPT, "delta: chunk %u of segment %u out of place",
 				    h.index, h.seg);
@@ -502,17 +523,24 @@ int tp_chunk_decode(tp_chunk_coder *c, const tp_chunk_desc *d, const uint8_t *fr
 		memcpy(out, d->base, d->len);
 		return 0;
 	}
+	if (h.flags & TP_DELTA_FLAG_QGRID) {
+		if (d->xform != TP_DELTA_XFORM_QGRID || !d->base || d->len > c->cap)
+			return tp_error_set(TP_ECORRUPT, "delta: qgrid chunk in a %s segment",
+					    tp_delta_xform_name(d->xform));
+		return tp_qgrid_decode(c, d, &h, frame, out);
+	}
 	if (h.nplanes != np || d->len > c->cap)
 		return tp_error_set(TP_ECORRUPT, "delta: chunk has %u planes, expected %u", h.nplanes, np);
 	size_t n = d->len / np, pos = TP_DELTA_CHUNK_HDR + np * TP_DELTA_PLANE_HDR;
 	/* PLAIN has nothing to merge: decode straight into the output. */
-	uint8_t *planes = d->xform == TP_DELTA_XFORM_PLAIN ? out : c->planes;
+	uint8_t *planes = x == TP_DELTA_XFORM_PLAIN ? out : c->planes;
 	for (unsigned p = 0; p < np; p++) {
-		if ((rc = decode_plane(c, h.method[p], frame + pos, h.stored[p], planes + p * n, n)) < 0)
+		if ((rc = tp_chunk_decode_plane(c, h.method[p], frame + pos, h.stored[p],
+						planes + p * n, n)) < 0)
 			return rc;
 		pos += h.stored[p];
 	}
 	if (planes != out)
-		tp_delta_merge(d->xform, d->width, planes, d->base, d->len, out);
+		tp_delta_merge(x, d->width, planes, d->base, d->len, out);
 	return 0;
 }

@@ -14,7 +14,7 @@
 #define ESTIMATE_ALL 4u
 #define ESTIMATE_STRIDE 8u
 /* Kinds of segment that code alike: transform x dtype (or none) x base. */
-#define KINDS ((TP_DELTA_XFORM_ULP + 1) * (TP_DTYPE_COUNT + 1) * 2)
+#define KINDS ((TP_DELTA_XFORM_QGRID + 1) * (TP_DTYPE_COUNT + 1) * 2)
 
 typedef struct job {
 	uint32_t seg, index;
@@ -151,6 +151,14 @@ static int plan_tensor(tp_delta_layout *m, const tp_st_tensor *t, const tp_map *
 			   ? o->force_xform
 			   : choose_xform(c, tp_dtype_size(t->dtype), target->ptr + t->offset,
 					  b->ptr[s->base].map.ptr + bt->offset, t->size);
+	if (s->xform != TP_DELTA_XFORM_PLANES &&
+	    tp_qgrid_choose(c, t, target->ptr + t->offset, b->ptr[s->base].map.ptr + bt->offset,
+			    o->force_xform, &s->row)) {
+		s->xform = TP_DELTA_XFORM_QGRID;
+		m->version = 2; /* the only version-2 feature */
+	} else if (s->xform == TP_DELTA_XFORM_QGRID) {
+		s->xform = TP_DELTA_XFORM_ULP; /* forced where qgrid cannot code */
+	}
 	/* The sample's pages are not needed until the tensor is coded. */
 	tp_map_release(target, t->offset, t->size);
 	tp_map_release(&b->ptr[s->base].map, bt->offset, t->size);
@@ -319,6 +327,9 @@ static void fill_desc(const coder *c, tp_chunk_desc *d, const job *j)
 	d->index = j->index;
 	d->len = (size_t)(s->size - off < c->m->chunk_size ? s->size - off : c->m->chunk_size);
 	d->target = c->target->ptr + s->offset + off;
+	d->dtype = s->dtype;
+	d->row = s->row;
+	d->first = off / d->width;
 	d->base = s->base >= 0 ? c->bases->ptr[s->base].map.ptr + s->base_offset + off : NULL;
 }
 
@@ -334,6 +345,9 @@ static void fill_verify(const coder *c, tp_chunk_desc *v, const job *j)
 	v->index = j->index;
 	v->len = (size_t)(s->size - off < c->vm->chunk_size ? s->size - off : c->vm->chunk_size);
 	v->base = s->base >= 0 ? c->vbase[s->base]->ptr + s->base_offset + off : NULL;
+	v->dtype = s->dtype;
+	v->row = s->row;
+	v->first = off / v->width;
 }
 
 static int run_jobs(coder *c, const job *jobs, size_t njobs, sink_fn sink, void *sink_ctx)
@@ -493,7 +507,7 @@ static int emit_plan(emit *e)
 		return rc;
 	uint8_t pre[TP_DELTA_PREAMBLE];
 	memcpy(pre, TP_DELTA_MAGIC, 8);
-	tp_le32(pre + 8, TP_DELTA_VERSION);
+	tp_le32(pre + 8, e->m->version);
 	tp_le32(pre + 12, (uint32_t)len);
 	if (len > TP_DELTA_PLAN_MAX)
 		rc = tp_error_set(TP_ETOOBIG, "delta plan of %zu bytes is over the cap", len);
@@ -538,8 +552,9 @@ static int session_open(session *s, const char *target, const char *const *bases
 		return tp_error_set(TP_EINVAL, "chunk size must be a multiple of 8 in [%u, %u]",
 				    TP_DELTA_CHUNK_MIN, TP_DELTA_CHUNK_MAX);
 	tp_delta_xform fx = s->o.force_xform;
-	if (fx != TP_DELTA_XFORM_AUTO && fx != TP_DELTA_XFORM_XOR && fx != TP_DELTA_XFORM_ULP)
-		return tp_error_set(TP_EINVAL, "only xor or ulp can be forced");
+	if (fx != TP_DELTA_XFORM_AUTO && fx != TP_DELTA_XFORM_XOR && fx != TP_DELTA_XFORM_ULP &&
+	    fx != TP_DELTA_XFORM_QGRID)
+		return tp_error_set(TP_EINVAL, "only xor, ulp or qgrid can be forced");
 	int rc;
 	if ((rc = tp_map_open(&s->target, target)) < 0 ||
 	    (rc = tp_base_set_open(&s->bases, bases, nbases)) < 0 ||
@@ -580,6 +595,7 @@ int tp_delta_compress(const char *target, const char *const *bases, size_t nbase
 		stats->delta_bytes = e.written;
 		stats->seconds = tp_delta_now() - s.t0;
 		memcpy(stats->sha256, s.m->sha256, sizeof(stats->sha256));
+		stats->version = s.m->version;
 	}
 done:
 	session_close(&s);

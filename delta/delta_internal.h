@@ -26,6 +26,7 @@
 #define TP_DELTA_METHOD_STORED 0
 #define TP_DELTA_METHOD_ZSTD 1
 #define TP_DELTA_METHOD_RANS 2
+#define TP_DELTA_FLAG_QGRID 0x02 /* format v2: a qgrid-coded chunk */
 
 /* count[s] = occurrences of byte s in src[n]. */
 void tp_delta_histogram(const uint8_t *src, size_t n, uint32_t count[256]);
@@ -44,6 +45,10 @@ typedef struct tp_chunk_coder {
 	uint8_t *planes; /* chunk_size bytes */
 	uint8_t *rans;   /* TP_RANS_BOUND(chunk_size) bytes */
 	size_t cap;
+	/* qgrid only, allocated at first use: its planes (3 * cap + 64 bytes)
+	 * and the frame it is coded into before it is compared with ulp's. */
+	uint8_t *qbuf, *qframe;
+	size_t qframe_cap;
 } tp_chunk_coder;
 
 int tp_chunk_coder_init(tp_chunk_coder *c, size_t chunk_size);
@@ -57,6 +62,10 @@ typedef struct tp_chunk_desc {
 	const uint8_t *target; /* NULL when decoding */
 	const uint8_t *base;   /* NULL when unmatched */
 	size_t len;            /* target bytes, a multiple of width */
+	/* qgrid only: the segment's dtype, row length (elements) and the
+	 * index within the segment of the chunk's first element. */
+	tp_dtype dtype;
+	uint64_t row, first;
 } tp_chunk_desc;
 
 /* Number of planes a segment is split into. */
@@ -106,6 +115,45 @@ int tp_chunk_head_parse(tp_chunk_head *h, const uint8_t *buf, size_t len);
 /* Decode a whole frame (validated against d) into out[d->len]. */
 int tp_chunk_decode(tp_chunk_coder *c, const tp_chunk_desc *d, const uint8_t *frame,
 		    size_t frame_len, uint8_t *out);
+/* One plane of n bytes with the smallest of zstd, rANS and stored. */
+int tp_chunk_encode_plane(tp_chunk_coder *c, tp_delta_xform x, int level, const uint8_t *src,
+			  size_t n, uint8_t *dst, size_t cap, uint8_t *method, size_t *len);
+int tp_chunk_decode_plane(tp_chunk_coder *c, uint8_t method, const uint8_t *src, size_t stored,
+			  uint8_t *dst, size_t n);
+
+/* ---- qgrid (qgrid.c, format v2): BF16/F16 rows of base + code * scale --- */
+
+#define TP_QGRID_PLANES 4 /* codes, residual high and low bytes, scales */
+/* qgrid is chosen for a tensor when its sample costs less than this
+ * fraction of the best base transform's. */
+#define TP_QGRID_MARGIN 0.97
+/* Row scales in a chunk of n elements starting at element first of its
+ * segment, for rows of row elements. */
+size_t tp_qgrid_nscales(uint64_t first, size_t n, uint64_t row);
+void tp_qgrid_plane_sizes(size_t n, uint64_t first, uint64_t row,
+			  size_t sizes[TP_QGRID_PLANES]);
+/* Exact conversions, rounding to nearest even (FORMAT.md). */
+float tp_qgrid_to_f32(tp_dtype dt, uint16_t h);
+uint16_t tp_qgrid_from_f32(tp_dtype dt, float f);
+/* n elements into the planes, concatenated (3n + 4 * nscales bytes). */
+int tp_qgrid_split(tp_dtype dt, const uint8_t *tgt, const uint8_t *base, size_t n,
+		   uint64_t first, uint64_t row, uint8_t *planes);
+/* Inverse; TP_ECORRUPT for a scale that is not finite. */
+int tp_qgrid_merge(tp_dtype dt, const uint8_t *planes, const uint8_t *base, size_t n,
+		   uint64_t first, uint64_t row, uint8_t *tgt);
+/* A qgrid frame for d into c->qframe (*out_len bytes). */
+int tp_qgrid_encode(tp_chunk_coder *c, const tp_chunk_desc *d, int level, size_t *out_len);
+/* Decode a frame whose header h has the QGRID flag. */
+int tp_qgrid_decode(tp_chunk_coder *c, const tp_chunk_desc *d, const tp_chunk_head *h,
+		    const uint8_t *frame, uint8_t *out);
+/* Whether a sample of len bytes of a matched tensor codes smaller as
+ * qgrid than as ulp or xor (by TP_QGRID_MARGIN). */
+bool tp_qgrid_worth(tp_chunk_coder *c, tp_dtype dt, const uint8_t *t, const uint8_t *b,
+		    size_t len, uint64_t first, uint64_t row);
+/* Whether to code a matched tensor as qgrid (force AUTO: when a sample
+ * says it pays; QGRID: whenever it can); *row set when true. */
+bool tp_qgrid_choose(tp_chunk_coder *c, const tp_st_tensor *t, const uint8_t *tgt,
+		     const uint8_t *base, tp_delta_xform force, uint64_t *row);
 
 /* ---- plan: the JSON layout at the start of a delta --------------------- */
 

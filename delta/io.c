@@ -175,17 +175,26 @@ int tp_reader_plan(tp_reader *r, tp_delta_layout **out)
 	if (memcmp(pre, TP_DELTA_MAGIC, 8) != 0)
 		return tp_error_set(TP_ECORRUPT, "not a tenpak delta (bad magic)");
 	uint32_t version = tp_rd32(pre + 8), len = tp_rd32(pre + 12);
-	if (version != TP_DELTA_VERSION)
-		return tp_error_set(TP_EUNSUPPORTED, "delta format version %u (this build reads %d)",
-				    version, TP_DELTA_VERSION);
+	if (version < TP_DELTA_VERSION || version > TP_DELTA_VERSION_MAX)
+		return tp_error_set(TP_EUNSUPPORTED, "delta format version %u (this build reads %d to %d)",
+				    version, TP_DELTA_VERSION, TP_DELTA_VERSION_MAX);
 	if (len > TP_DELTA_PLAN_MAX)
 		return tp_error_set(TP_ECORRUPT, "delta: plan of %u bytes over the cap", len);
 	char *json = malloc(len ? len : 1);
 	if (!json)
 		return tp_error_set(TP_ENOMEM, "out of memory");
+	tp_delta_layout *m = NULL;
 	if ((rc = tp_reader_exact(r, json, len)) == 0)
-		rc = tp_delta_plan_parse(out, json, len);
+		rc = tp_delta_plan_parse(&m, json, len);
 	free(json);
+	if (rc == 0 && m->version != version) {
+		rc = tp_error_set(TP_ECORRUPT, "delta: preamble says version %u, plan %u", version,
+				  m->version);
+		tp_delta_layout_free(m);
+		return rc;
+	}
+	if (rc == 0)
+		*out = m;
 	return rc;
 }
 

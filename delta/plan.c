@@ -13,17 +13,20 @@
 static const char *const xform_names[] = {
 	[TP_DELTA_XFORM_AUTO] = "auto",   [TP_DELTA_XFORM_PLAIN] = "plain",
 	[TP_DELTA_XFORM_PLANES] = "planes", [TP_DELTA_XFORM_XOR] = "xor",
-	[TP_DELTA_XFORM_ULP] = "ulp",
+	[TP_DELTA_XFORM_ULP] = "ulp",	    [TP_DELTA_XFORM_QGRID] = "qgrid",
 };
+/* Rows of a qgrid segment: at least 2 elements (which bounds a chunk's
+ * scales by its length) and at most 2^32. */
+#define QGRID_ROW_MAX 4294967296.0
 
 const char *tp_delta_xform_name(tp_delta_xform x)
 {
-	return (unsigned)x <= TP_DELTA_XFORM_ULP ? xform_names[x] : "?";
+	return (unsigned)x <= TP_DELTA_XFORM_QGRID ? xform_names[x] : "?";
 }
 
 static int xform_from_name(const char *s, tp_delta_xform *out)
 {
-	for (unsigned i = TP_DELTA_XFORM_PLAIN; i <= TP_DELTA_XFORM_ULP; i++) {
+	for (unsigned i = TP_DELTA_XFORM_PLAIN; i <= TP_DELTA_XFORM_QGRID; i++) {
 		if (strcmp(s, xform_names[i]) == 0) {
 			*out = (tp_delta_xform)i;
 			return 0;
@@ -74,6 +77,8 @@ static bool add_segment(cJSON *arr, const tp_delta_seg_info *s, bool report)
 		     cJSON_AddStringToObject(o, "dtype", tp_dtype_name(s->dtype));
 	if (ok && s->base >= 0)
 		ok = add_num(o, "base", s->base) && add_num(o, "base_offset", (double)s->base_offset);
+	if (ok && s->xform == TP_DELTA_XFORM_QGRID)
+		ok = add_num(o, "row", (double)s->row);
 	if (ok && report)
 		ok = add_num(o, "chunks", (double)s->chunks) &&
 		     add_num(o, "same_chunks", (double)s->same_chunks) &&
@@ -97,7 +102,7 @@ static int layout_json(const tp_delta_layout *m, bool report, char **out)
 	tp_sha256_hex(m->sha256, sha);
 	cJSON *root = cJSON_CreateObject(), *bases = NULL, *segs = NULL;
 	bool ok = root && cJSON_AddStringToObject(root, "format", "tenpak-delta") &&
-		  add_num(root, "version", TP_DELTA_VERSION) &&
+		  add_num(root, "version", m->version) &&
 		  add_num(root, "target_size", (double)m->target_size) &&
 		  add_num(root, "chunk_size", (double)m->chunk_size);
 	static const unsigned char none[32];
@@ -173,7 +178,13 @@ static int check_segment(const tp_delta_seg_info *s, const tp_delta_layout *m)
 		return tp_error_set(TP_ECORRUPT, "delta: segment size is not a whole number of elements");
 	if (tp_delta_seg_chunks(s, m->chunk_size) > UINT32_MAX)
 		return tp_error_set(TP_ECORRUPT, "delta: segment has too many chunks");
-	bool needs_base = s->xform == TP_DELTA_XFORM_XOR || s->xform == TP_DELTA_XFORM_ULP;
+	bool needs_base = s->xform == TP_DELTA_XFORM_XOR || s->xform == TP_DELTA_XFORM_ULP ||
+			  s->xform == TP_DELTA_XFORM_QGRID;
+	if (s->xform == TP_DELTA_XFORM_QGRID &&
+	    (m->version < 2 || (s->dtype != TP_DTYPE_BF16 && s->dtype != TP_DTYPE_F16) ||
+	     s->row < 2 || (double)s->row > QGRID_ROW_MAX))
+		return tp_error_set(TP_ECORRUPT, "delta: bad qgrid segment (version %u, row %llu)",
+				    m->version, (unsigned long long)s->row);
 	if (needs_base && s->base < 0)
 		return tp_error_set(TP_ECORRUPT, "delta: %s segment without a base",
 				    tp_delta_xform_name(s->xform));
@@ -206,6 +217,8 @@ static int parse_segment(tp_delta_seg_info *s, const cJSON *o, const tp_delta_la
 			return tp_error_set(TP_ECORRUPT, "delta: bad base reference");
 		s->base = (int)base;
 	}
+	if (s->xform == TP_DELTA_XFORM_QGRID && !get_u64(o, "row", &s->row))
+		return tp_error_set(TP_ECORRUPT, "delta: qgrid segment without a row length");
 	return check_segment(s, m);
 }
 
@@ -260,9 +273,10 @@ int tp_delta_plan_parse(tp_delta_layout **out, const char *json, size_t len)
 		rc = tp_error_set(TP_ECORRUPT, "delta: malformed plan");
 		goto done;
 	}
-	if (version != TP_DELTA_VERSION) {
-		rc = tp_error_set(TP_EUNSUPPORTED, "delta: format version %llu (this build reads %d)",
-				  (unsigned long long)version, TP_DELTA_VERSION);
+	if (version < TP_DELTA_VERSION || version > TP_DELTA_VERSION_MAX) {
+		rc = tp_error_set(TP_EUNSUPPORTED,
+				  "delta: format version %llu (this build reads %d to %d)",
+				  (unsigned long long)version, TP_DELTA_VERSION, TP_DELTA_VERSION_MAX);
 		goto done;
 	}
 	m->version = (uint32_t)version;

@@ -112,7 +112,10 @@ void tp_safetensors_shards_free(char **paths, size_t n);
 
 /* ---- delta codec ------------------------------------------------------- */
 
+/* The format version a delta is written in unless it uses a version-2
+ * feature (qgrid); this build reads versions 1 to TP_DELTA_VERSION_MAX. */
 #define TP_DELTA_VERSION 1
+#define TP_DELTA_VERSION_MAX 2
 #define TP_DELTA_CHUNK_DEFAULT (1u << 20)
 #define TP_DELTA_CHUNK_MIN (64u << 10)
 #define TP_DELTA_CHUNK_MAX (16u << 20)
@@ -125,6 +128,7 @@ typedef enum tp_delta_xform {
 	TP_DELTA_XFORM_PLANES = 2, /* float byte planes, no base */
 	TP_DELTA_XFORM_XOR = 3,    /* XOR with base, float byte planes */
 	TP_DELTA_XFORM_ULP = 4,    /* zigzag ULP difference, byte planes */
+	TP_DELTA_XFORM_QGRID = 5,  /* v2: per-row scale, codes, ULP residual */
 } tp_delta_xform;
 
 const char *tp_delta_xform_name(tp_delta_xform x);
@@ -183,6 +187,7 @@ typedef struct tp_delta_stats {
 	/* sha256 of the target: hashed while compressing, or checked against
 	 * the delta's record while applying */
 	unsigned char sha256[32];
+	uint32_t version; /* the delta's format version (compress) */
 } tp_delta_stats;
 
 typedef struct tp_delta_base_info {
@@ -198,6 +203,7 @@ typedef struct tp_delta_seg_info {
 	uint64_t offset, size;  /* range in the target file */
 	int base;               /* index into bases, -1 when unmatched */
 	uint64_t base_offset;
+	uint64_t row;           /* qgrid: elements per row; 0 otherwise */
 	uint64_t chunks;
 	uint64_t same_chunks;   /* chunks equal to their base: no payload */
 	uint64_t stored_bytes;  /* frames' bytes (an estimate from estimate) */

@@ -13,6 +13,12 @@
 # The full fine-tune comes from tests/data (with its config from
 # tests/data/eval); the LoRA merge from ../shared/fixtures (skipped, with a
 # message, when absent). BUILD (default build) holds tenpak.
+#
+#   STORED_ONLY=1 [BEFORE=OLD_TENPAK] scripts/bench-sparsify.sh
+#
+# prints only the stored fraction for full_ft at 10% density, 8 and 4 bits,
+# magnitude and dare (no quality; a minute), and with BEFORE also what that
+# older tenpak stores for the same OUT (e.g. a format-1-only build).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -79,6 +85,32 @@ header() {
 	echo "| pair        | select     | density | bits | stored  | |ΔPPL| % | KL nats  |"
 	echo "|-------------|------------|--------:|-----:|--------:|--------:|---------:|"
 }
+
+# stored_by TP: fraction of $WORK/out that TP's delta against BASE takes
+# (checked to apply back exactly).
+stored_by() {
+	"$1" delta compress --base "$WORK/base/model.safetensors" \
+		"$WORK/out/model.safetensors" -o "$WORK/by.tpd" >/dev/null
+	"$1" delta apply --base "$WORK/base/model.safetensors" "$WORK/by.tpd" \
+		-o "$WORK/by.back" >/dev/null
+	cmp -s "$WORK/by.back" "$WORK/out/model.safetensors" || { echo "round trip failed" >&2; exit 1; }
+	python3 -c "print('%.2f%%' % (100 * $(stat -c %s "$WORK/by.tpd") / \
+		$(stat -c %s "$WORK/out/model.safetensors")))"
+}
+
+if [ -n "${STORED_ONLY:-}" ]; then
+	echo "| pair    | select    | density | bits |${BEFORE:+ stored (BEFORE) |} stored |"
+	echo "|---------|-----------|--------:|-----:|${BEFORE:+---------------:|}-------:|"
+	for sel in magnitude dare; do
+		for bits in 8 4; do
+			run full_ft "$sel" 0.10 "$bits" --no-eval >/dev/null
+			printf "| full_ft | %-9s |     10%% | %4s |" "$sel" "$bits"
+			[ -z "${BEFORE:-}" ] || printf " %15s |" "$(stored_by "$BEFORE")"
+			printf " %6s |\n" "$(stored_by "$TENPAK")"
+		done
+	done
+	exit 0
+fi
 
 echo "## density x bits (stored: tenpak delta compress of OUT against BASE / OUT)"
 echo

@@ -13,9 +13,9 @@
 #include <unistd.h>
 
 static int manifest_text(const tp_transfer *t, const char *oid, uint64_t size,
-			 const tp_transfer_choice *p, char **text)
+			 const tp_transfer_choice *p, uint32_t codec_version, char **text)
 {
-	tp_store_manifest m = { .size = size, .codec_version = TP_DELTA_VERSION, .depth = p->depth,
+	tp_store_manifest m = { .size = size, .codec_version = (int)codec_version, .depth = p->depth,
 				.source = (char *)(p->source ? p->source : "none"),
 				.evidence = (char *)(p->evidence ? p->evidence : ""),
 				.choice = p->reason.ptr ? p->reason.ptr : (char *)"" };
@@ -104,7 +104,8 @@ static int bases_unchanged(tp_transfer *t, const tp_transfer_choice *p)
  *   download rebuilds from bytes that hash to the same oid.
  */
 static int encode(tp_transfer *t, const char *oid, uint64_t size, const char *target,
-		  const tp_transfer_choice *p, bool report, char **payload, uint64_t *payload_size)
+		  const tp_transfer_choice *p, bool report, char **payload, uint64_t *payload_size,
+		  uint32_t *version)
 {
 	char **paths = tp_transfer_choice_paths(p);
 	tp_delta_stats stats = { 0 };
@@ -138,6 +139,7 @@ static int encode(tp_transfer *t, const char *oid, uint64_t size, const char *ta
 	if (rc)
 		tp_error_wrap(rc, "the delta of %s did not rebuild it; not storing it", target);
 	*payload_size = stats.delta_bytes;
+	*version = stats.version; /* the stream's format version, for the manifest */
 done:
 	free(paths);
 	if (rc) {
@@ -152,17 +154,19 @@ static int store_encoded(tp_transfer *t, const char *oid, uint64_t size, const c
 {
 	char *payload = NULL, *mtext = NULL;
 	uint64_t payload_size = 0;
+	uint32_t version = TP_DELTA_VERSION;
 	int rc = store_bases(t, p);
 	if (!rc)
-		rc = encode(t, oid, size, path, p, true, &payload, &payload_size);
+		rc = encode(t, oid, size, path, p, true, &payload, &payload_size, &version);
 	/* Estimates can be wrong: a delta that lost to the whole estimate is
 	 * compared with the real whole object, and the smaller one is kept. */
 	if (!rc && p->nbases && !tp_transfer_delta_wins(payload_size, whole_est)) {
 		tp_transfer_choice whole = { .source = p->source, .evidence = p->evidence };
 		char *wpayload = NULL;
 		uint64_t wsize = 0;
+		uint32_t wversion = TP_DELTA_VERSION;
 		tp_buf_init(&whole.reason, 4096);
-		rc = encode(t, oid, size, path, &whole, false, &wpayload, &wsize);
+		rc = encode(t, oid, size, path, &whole, false, &wpayload, &wsize, &wversion);
 		if (!rc && wsize <= payload_size) {
 			tp_buf_addf_cut(&whole.reason, "%s; delta was %llu bytes, whole %llu: whole",
 					p->reason.ptr ? p->reason.ptr : "", (unsigned long long)payload_size,
@@ -170,6 +174,7 @@ static int store_encoded(tp_transfer *t, const char *oid, uint64_t size, const c
 			tp_transfer_scratch_drop(payload);
 			payload = wpayload;
 			payload_size = wsize;
+			version = wversion;
 			tp_transfer_choice_clear(p);
 			*p = whole;
 		} else {
@@ -178,7 +183,7 @@ static int store_encoded(tp_transfer *t, const char *oid, uint64_t size, const c
 		}
 	}
 	if (!rc)
-		rc = manifest_text(t, oid, size, p, &mtext);
+		rc = manifest_text(t, oid, size, p, version, &mtext);
 	if (!rc)
 		rc = tp_store_object_put_delta(t->store, oid, size,
 					       p->nbases ? TP_STORE_KIND_DELTA : TP_STORE_KIND_WHOLE_CODEC,

@@ -124,7 +124,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	cursor c = { data, size, 0 };
 	uint8_t flags = next(&c);
 	unsigned mode = flags & 3;          /* 0 no base, 1 perturbed, 2 renamed/shifted, 3 opaque */
-	unsigned xf = (flags >> 2) & 3;     /* AUTO, XOR, ULP, AUTO */
+	unsigned xf = (flags >> 2) & 3;     /* AUTO, XOR, ULP, QGRID */
 	bool meta = flags & 0x10;
 	size_t chunk = (flags & 0x20) ? TP_DELTA_CHUNK_MIN * 2 : TP_DELTA_CHUNK_MIN;
 	unsigned pad = (flags & 0x40) ? 5 : 0;
@@ -183,8 +183,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	const char *cbases[2] = { two ? base2_path : base_path, base_path };
 	const char *abases[2] = { base_path, base2_path };
 
+	/* QGRID: forced on every 2-D BF16/F16 tensor (format v2). */
 	static const tp_delta_xform xforms[4] = { TP_DELTA_XFORM_AUTO, TP_DELTA_XFORM_XOR,
-						  TP_DELTA_XFORM_ULP, TP_DELTA_XFORM_AUTO };
+						  TP_DELTA_XFORM_ULP, TP_DELTA_XFORM_QGRID };
 	tp_delta_opts o = { .threads = 1, .chunk_size = chunk, .force_xform = xforms[xf] };
 	tp_buf d1 = TP_BUF_INIT(64u << 20), d2 = TP_BUF_INIT(64u << 20);
 	compress(&d1, cbases, nbases, &o);

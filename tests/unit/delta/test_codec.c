@@ -138,12 +138,14 @@ static void test_frames(void)
 		v = (uint16_t)(v + d - 2);
 		memcpy(t + i, &v, 2);
 	}
-	tp_chunk_desc d = { TP_DELTA_XFORM_ULP, 2, 3, 5, t, b, N };
+	tp_chunk_desc d = { .xform = TP_DELTA_XFORM_ULP, .width = 2, .seg = 3, .index = 5,
+			    .target = t, .base = b, .len = N };
 	CHECK(tp_chunk_encode(&c, &d, 3, frame, cap, &len) == 0);
 	CHECK(len < N / 2);
 	CHECK(tp_chunk_decode(&c, &d, frame, len, out) == 0 && memcmp(out, t, N) == 0);
 	/* Identical chunk: header only. */
-	tp_chunk_desc same = { TP_DELTA_XFORM_XOR, 2, 0, 0, b, b, N };
+	tp_chunk_desc same = { .xform = TP_DELTA_XFORM_XOR, .width = 2, .target = b, .base = b,
+			       .len = N };
 	size_t slen = 0;
 	CHECK(tp_chunk_encode(&c, &same, 3, bad, cap, &slen) == 0 && slen == TP_DELTA_CHUNK_HDR);
 	CHECK(tp_chunk_decode(&c, &same, bad, slen, out) == 0 && memcmp(out, b, N) == 0);
