@@ -20,6 +20,9 @@
  * activation block loaded once per row: prefill reuses weights from cache,
  * decode (n = 1) streams 4 rows at a time.
  */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* syscall(2), for the AMX tile permission */
+#endif
 #include <math.h>
 #include <string.h>
 
@@ -541,10 +544,32 @@ KZ_INLINE void rows_zmm(int s, const uint8_t *packed, size_t cols, size_t r0, si
 }
 #undef KZ_TILE
 
+/* What the AMX tiles leave (kernels_ggml_amx.h): the VNNI tiles. */
+KZ_INLINE void rows_tail(int s, const uint8_t *packed, size_t cols, size_t r0, size_t r1,
+			 const uint8_t *x, size_t n, float *y, size_t ldy)
+{
+	if (s == S_Q4_K)
+		rows_avx2_vnni(S_Q4_K, packed, 0, cols, r0, r1, x, n, y, ldy);
+	else
+		rows_zmm(s, packed, cols, r0, r1, x, n, y, ldy);
+}
+
+#include "kernels_ggml_amx.h"
+
+#ifdef KA_AMX
+#define KA_TRY(S)                                                                             \
+	if (n >= KA_MIN_N && r1 - r0 >= 16 && ka_ready() &&                                   \
+	    ka_rows(S, packed, cols, r0, r1, x, n, y, ldy))                                   \
+		return;
+#else
+#define KA_TRY(S)
+#endif
+
 AVX512 static void rows_zmm_S_Q8_0(const uint8_t *packed, size_t rows, size_t cols, size_t r0,
 				   size_t r1, const uint8_t *x, size_t n, float *y, size_t ldy)
 {
 	(void)rows;
+	KA_TRY(S_Q8_0)
 	rows_zmm(S_Q8_0, packed, cols, r0, r1, x, n, y, ldy);
 }
 
@@ -552,8 +577,17 @@ AVX512 static void rows_zmm_S_Q4_0(const uint8_t *packed, size_t rows, size_t co
 				   size_t r1, const uint8_t *x, size_t n, float *y, size_t ldy)
 {
 	(void)rows;
+	KA_TRY(S_Q4_0)
 	rows_zmm(S_Q4_0, packed, cols, r0, r1, x, n, y, ldy);
 }
+
+AVX512 static void rows_zmm_S_Q4_K(const uint8_t *packed, size_t rows, size_t cols, size_t r0,
+				   size_t r1, const uint8_t *x, size_t n, float *y, size_t ldy)
+{
+	KA_TRY(S_Q4_K)
+	rows_avx2_vnni(S_Q4_K, packed, rows, cols, r0, r1, x, n, y, ldy);
+}
+#undef KA_TRY
 
 #define STORE_VNNI(S)                                                                        \
 	AVX512 static void rows_vnni_##S(const uint8_t *packed, size_t rows, size_t cols,     \
@@ -564,7 +598,6 @@ AVX512 static void rows_zmm_S_Q4_0(const uint8_t *packed, size_t rows, size_t co
 	}
 STORE_VNNI(S_INT8)
 STORE_VNNI(S_Q5_0)
-STORE_VNNI(S_Q4_K)
 
 static void rows_vnni(int kind, const void *packed, size_t rows, size_t cols, size_t r0,
 		      size_t r1, const void *x, size_t n, float *y, size_t ldy)
@@ -573,7 +606,7 @@ static void rows_vnni(int kind, const void *packed, size_t rows, size_t cols, si
 				  const uint8_t *, size_t, float *, size_t) = {
 		[S_INT8] = rows_vnni_S_INT8, [S_Q8_0] = rows_zmm_S_Q8_0,
 		[S_Q4_0] = rows_zmm_S_Q4_0,  [S_Q5_0] = rows_vnni_S_Q5_0,
-		[S_Q4_K] = rows_vnni_S_Q4_K, [S_FP16] = rows_avx2_S_FP16,
+		[S_Q4_K] = rows_zmm_S_Q4_K,  [S_FP16] = rows_avx2_S_FP16,
 	};
 	fn[stored_as(kind, cols)](packed, rows, cols, r0, r1, x, n, y, ldy);
 }
@@ -767,3 +800,16 @@ const tp_quant_kernel *tp_quant_kernel_ggml_exact(const char *name, int level)
 {
 	return find(name, level, true);
 }
+
+#ifndef KA_AMX
+bool tp_quant_kernel_ggml_amx(void)
+{
+	return false;
+}
+
+bool tp_quant_kernel_ggml_amx_allow(bool on)
+{
+	(void)on;
+	return true;
+}
+#endif
