@@ -136,6 +136,9 @@ KA_INLINE void ka_convert(int s, const uint8_t *packed, size_t cols, size_t g, u
 		for (size_t b = 0; b < nb; b++) {
 			for (int r = 0; r < 16; r++) {
 				const uint8_t *p = p0 + r * rowb + b * bb;
+				/* 16 rows read side by side: the prefetcher alone
+				 * falls behind */
+				PREFETCH(p + 8 * bb);
 				v[r] = unpack_avx2_vnni(s, p);
 				if (s == S_Q4_0)
 					v[r] = _mm256_sub_epi8(v[r], eight);
@@ -151,6 +154,9 @@ KA_INLINE void ka_convert(int s, const uint8_t *packed, size_t cols, size_t g, u
 	for (size_t b = 0; b < nb; b++) {
 		for (int r = 0; r < 16; r++) {
 			const uint8_t *p = p0 + r * rowb + b * 144;
+			PREFETCH(p + 2 * 144);
+			PREFETCH(p + 2 * 144 + 64);
+			PREFETCH(p + 2 * 144 + 128);
 			float d = h2f_vnni(p);
 			dmin[b * 16 + r] = h2f_vnni(p + 2);
 			for (int j = 0; j < 8; j++) {
@@ -263,7 +269,7 @@ KA_INLINE void ka_tile(int s, const uint8_t *wb, size_t cols, const uint8_t *x, 
 
 /* Rows r0 <= r < r1, inputs 0 <= t < n, as rows_zmm / rows_avx2_vnni;
  * false (nothing written) when the scratch cannot be allocated. */
-KA_FN bool ka_rows(int s, const uint8_t *packed, size_t cols, size_t r0, size_t r1,
+KA_INLINE bool ka_rows(int s, const uint8_t *packed, size_t cols, size_t r0, size_t r1,
 		   const uint8_t *x, size_t n, float *y, size_t ldy)
 {
 	size_t xs = x_bytes(s, cols);
@@ -289,4 +295,16 @@ KA_FN bool ka_rows(int s, const uint8_t *packed, size_t cols, size_t r0, size_t 
 		rows_tail(s, packed, cols, g1, r1, x, n, y + (g1 - r0), ldy);
 	return true;
 }
+
+/* One function per format, so that each inlines only its own blocks. */
+#define KA_ROWS(S)                                                                           \
+	KA_FN bool ka_rows_##S(const uint8_t *packed, size_t cols, size_t r0, size_t r1,       \
+			       const uint8_t *x, size_t n, float *y, size_t ldy)               \
+	{                                                                                     \
+		return ka_rows(S, packed, cols, r0, r1, x, n, y, ldy);                        \
+	}
+KA_ROWS(S_Q8_0)
+KA_ROWS(S_Q4_0)
+KA_ROWS(S_Q4_K)
+#undef KA_ROWS
 #endif

@@ -173,6 +173,32 @@ static void test_kernels(void)
 	tp_quant_kernel_ggml_amx_allow(old);
 }
 
+/* The SIMD activation quantizers give the C one's bytes, ties to even
+ * included: amax 127 makes x / d exact, so the halves below are ties. */
+static void test_prepare_ties(void)
+{
+	float x[512];
+	for (size_t i = 0; i < 512; i++)
+		x[i] = (float)((int)(i % 61) - 30) + ((i % 3) ? 0.5f : 0.25f);
+	for (size_t b = 0; b < 512; b += 32)
+		x[b + 7] = b % 64 ? 127.0f : -127.0f;
+	x[300] = 1e-30f;
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		const tp_quant_kernel *kc = tp_quant_kernel_ggml(names[i], TP_KERNEL_C);
+		const tp_quant_kernel *ks = tp_quant_kernel_ggml(names[i], tp_quant_kernel_level());
+		static const size_t cols[] = {512, 40, 256};
+		for (size_t c = 0; c < 3; c++) {
+			size_t xs = kc->x_size(cols[c]);
+			unsigned char *a = malloc(xs), *b = malloc(xs);
+			kc->x_prepare(x, cols[c], a);
+			ks->x_prepare(x, cols[c], b);
+			CHECK(memcmp(a, b, xs) == 0);
+			free(a);
+			free(b);
+		}
+	}
+}
+
 /* The AMX-INT8 prefill (q8_0, q4_0, q4_k with 16 inputs or more) against
  * plain C on shapes that take it: several groups of 16 rows, rows and
  * inputs left over for the VNNI tiles, an odd number of blocks. */
@@ -364,6 +390,7 @@ int main(void)
 	TP_TEST_RUN(test_find);
 	TP_TEST_RUN(test_kernels);
 	TP_TEST_RUN(test_amx);
+	TP_TEST_RUN(test_prepare_ties);
 	TP_TEST_RUN(test_nan);
 	TP_TEST_RUN(test_forward);
 	TP_TEST_RUN(test_exact_switch);
