@@ -71,8 +71,8 @@ bool tp_quant_kernel_ggml_amx_allow(bool on)
 	return old;
 }
 
-/* Palette 1: tmm0/1 C (16 inputs x 16 int32), tmm2/3 A (16 inputs x 32
- * bytes), tmm4/5 B (8 x 64 bytes: 32 values x 16 weight rows). */
+/* Palette 1: tmm0-3 C (16 inputs x 16 int32), tmm4/5 A (16 inputs x 32
+ * bytes), tmm6/7 B (8 x 64 bytes: 32 values x 16 weight rows). */
 typedef struct {
 	uint8_t palette, start_row, reserved[14];
 	uint16_t colsb[16];
@@ -84,11 +84,12 @@ KA_INLINE void ka_configure(void)
 	ka_config cfg;
 	memset(&cfg, 0, sizeof(cfg));
 	cfg.palette = 1;
-	for (int i = 0; i < 2; i++) {
+	for (int i = 0; i < 4; i++)
 		cfg.rows[i] = 16, cfg.colsb[i] = 64;
-		cfg.rows[2 + i] = 16, cfg.colsb[2 + i] = 32;
-		cfg.rows[4 + i] = 8, cfg.colsb[4 + i] = 64;
-	}
+	for (int i = 4; i < 6; i++)
+		cfg.rows[i] = 16, cfg.colsb[i] = 32;
+	for (int i = 6; i < 8; i++)
+		cfg.rows[i] = 8, cfg.colsb[i] = 64;
 	_tile_loadconfig(&cfg);
 }
 
@@ -185,58 +186,114 @@ KA_INLINE void ka_convert(int s, const uint8_t *packed, size_t cols, size_t g, u
 }
 
 /* acc[i] += C (tile stored at c: 16 inputs x 16 int32) scaled by the rows'
- * scales w (16 floats) and input i's scale at dx + i * xs. */
-KA_INLINE void ka_scale(__m512 *acc, const int32_t *c, const float *w, const uint8_t *dx,
-			size_t xs)
+ * scales w (16 floats) and input i's scale dx[i]. */
+KA_INLINE void ka_scale(__m512 *acc, const int32_t *c, const float *w, const float *dx)
 {
 	__m512 wv = _mm512_loadu_ps(w);
+	_Pragma("GCC unroll 16")
 	for (int i = 0; i < 16; i++) {
 		__m512 f = _mm512_cvtepi32_ps(_mm512_loadu_si512(c + 16 * i));
-		__m512 sc = _mm512_mul_ps(wv, _mm512_set1_ps(xd(dx + i * xs)));
-		acc[i] = _mm512_fmadd_ps(f, sc, acc[i]);
+		acc[i] = _mm512_fmadd_ps(f, _mm512_mul_ps(wv, _mm512_set1_ps(dx[i])), acc[i]);
+	}
+}
+
+/* The inputs n16 (a multiple of 16) as A tiles: per 16 inputs, nsub tiles
+ * of 16 x 32 bytes side by side (one aligned 512-byte load each, where the
+ * prepared rows would take 16 loads across cache lines), then per block
+ * (q4_k: super-block) the 16 inputs' scales. */
+KA_INLINE void ka_pack_x(int s, const uint8_t *x, size_t xs, size_t cols, size_t n16,
+			 uint8_t *ap)
+{
+	size_t nb = s == S_Q4_K ? cols / QK_K : cols / QK;
+	size_t nsub = s == S_Q4_K ? nb * 8 : nb;
+	for (size_t g = 0; g < n16; g += 16) {
+		uint8_t *a = ap + g / 16 * (nsub * 512 + nb * 64);
+		float *dx = (float *)(a + nsub * 512);
+		for (size_t i = 0; i < 16; i++) {
+			const uint8_t *xt = x + (g + i) * xs;
+			for (size_t b = 0; b < nb; b++)
+				dx[b * 16 + i] = xd(xt + b * (s == S_Q4_K ? XQK_BYTES : XQ8_BYTES));
+			for (size_t u = 0; u < nsub; u++) {
+				const uint8_t *src = s == S_Q4_K ? xt + u / 8 * XQK_BYTES + XQK_Q +
+									   u % 8 * QK
+								 : xt + u * XQ8_BYTES + 4;
+				_mm256_store_si256((__m256i *)(a + u * 512 + i * 32),
+						   _mm256_loadu_si256((const __m256i *)src));
+			}
+		}
 	}
 }
 
 /* Inputs t .. t + 15 against the converted rows g .. g + 15. */
 KA_INLINE void ka_tile(int s, const uint8_t *wb, size_t cols, const uint8_t *x, size_t xs,
-		       size_t t, float *y, size_t ldy, size_t yoff)
+		       const uint8_t *ap, size_t t, float *y, size_t ldy, size_t yoff)
 {
 	size_t nb = s == S_Q4_K ? cols / QK_K : cols / QK;
 	size_t nsub = s == S_Q4_K ? nb * 8 : nb;
 	const float *sc = (const float *)(wb + nsub * 512);
 	const uint8_t *xt = x + t * xs;
-	_Alignas(64) int32_t c[2][256];
+	_Alignas(64) int32_t c[2][2][256];
 	__m512 acc[16];
+	_Pragma("GCC unroll 16")
 	for (int i = 0; i < 16; i++)
 		acc[i] = _mm512_setzero_ps();
 	/* the A tile of sub-block u, and its block's scale (fp32 at the
 	 * block's start) */
-#define KA_A(u) (s == S_Q4_K ? xt + (u) / 8 * XQK_BYTES + XQK_Q + (u) % 8 * QK : xt + (u) * XQ8_BYTES + 4)
-#define KA_D(u) (s == S_Q4_K ? xt + (u) / 8 * XQK_BYTES : xt + (u) * XQ8_BYTES)
-	size_t u = 0;
-	for (; u + 2 <= nsub; u += 2) {
-		/* two products in flight, each in its own C tile */
-		_tile_zero(0);
-		_tile_zero(1);
-		_tile_loadd(2, KA_A(u), (long)xs);
-		_tile_loadd(4, wb + u * 512, 64);
-		_tile_loadd(3, KA_A(u + 1), (long)xs);
-		_tile_loadd(5, wb + (u + 1) * 512, 64);
-		_tile_dpbssd(0, 2, 4);
-		_tile_dpbssd(1, 3, 5);
-		_tile_stored(0, c[0], 64);
-		_tile_stored(1, c[1], 64);
-		ka_scale(acc, c[0], sc + u * 16, KA_D(u), xs);
-		ka_scale(acc, c[1], sc + (u + 1) * 16, KA_D(u + 1), xs);
+	const float *dxv = (const float *)(ap + nsub * 512);
+#define KA_A(u) (ap + (u) * 512)
+#define KA_D(u) (dxv + (s == S_Q4_K ? (u) / 8 : (u)) * 16)
+	/* Software-pipelined by pairs of sub-blocks, C tiles 0/1 for even
+	 * pairs and 2/3 for odd ones: while the vector units scale pair p - 1
+	 * (stored one step earlier, so its stores have landed), the tile unit
+	 * has pairs p + 1 and p + 2 queued. */
+#define KA_ISSUE(P, C0, C1)                                                                  \
+	do {                                                                                 \
+		size_t u_ = 2 * (P);                                                         \
+		_tile_zero(C0);                                                              \
+		_tile_loadd(4, KA_A(u_), 32);                                          \
+		_tile_loadd(6, wb + u_ * 512, 64);                                           \
+		_tile_dpbssd(C0, 4, 6);                                                      \
+		if (u_ + 1 < nsub) {                                                         \
+			_tile_zero(C1);                                                      \
+			_tile_loadd(5, KA_A(u_ + 1), 32);                              \
+			_tile_loadd(7, wb + (u_ + 1) * 512, 64);                             \
+			_tile_dpbssd(C1, 5, 7);                                              \
+		}                                                                            \
+	} while (0)
+#define KA_STORE(P, C0, C1, BUF)                                                             \
+	do {                                                                                 \
+		_tile_stored(C0, (BUF)[0], 64);                                              \
+		if (2 * (P) + 1 < nsub)                                                      \
+			_tile_stored(C1, (BUF)[1], 64);                                      \
+	} while (0)
+#define KA_SCALE(P, BUF)                                                                     \
+	do {                                                                                 \
+		size_t u_ = 2 * (P);                                                         \
+		ka_scale(acc, (BUF)[0], sc + u_ * 16, KA_D(u_));                         \
+		if (u_ + 1 < nsub)                                                           \
+			ka_scale(acc, (BUF)[1], sc + (u_ + 1) * 16, KA_D(u_ + 1));       \
+	} while (0)
+	size_t np = (nsub + 1) / 2;
+	KA_ISSUE(0, 0, 1);
+	if (np > 1)
+		KA_ISSUE(1, 2, 3);
+	for (size_t p = 0; p < np; p += 2) {
+		KA_STORE(p, 0, 1, c[0]);
+		if (p + 2 < np)
+			KA_ISSUE(p + 2, 0, 1);
+		if (p >= 1)
+			KA_SCALE(p - 1, c[1]);
+		if (p + 1 >= np)
+			break;
+		KA_STORE(p + 1, 2, 3, c[1]);
+		if (p + 3 < np)
+			KA_ISSUE(p + 3, 2, 3);
+		KA_SCALE(p, c[0]);
 	}
-	if (u < nsub) {
-		_tile_zero(0);
-		_tile_loadd(2, KA_A(u), (long)xs);
-		_tile_loadd(4, wb + u * 512, 64);
-		_tile_dpbssd(0, 2, 4);
-		_tile_stored(0, c[0], 64);
-		ka_scale(acc, c[0], sc + u * 16, KA_D(u), xs);
-	}
+	KA_SCALE(np - 1, c[(np - 1) % 2]);
+#undef KA_ISSUE
+#undef KA_STORE
+#undef KA_SCALE
 #undef KA_A
 #undef KA_D
 	if (s == S_Q4_K) {
@@ -249,6 +306,7 @@ KA_INLINE void ka_tile(int s, const uint8_t *wb, size_t cols, const uint8_t *x, 
 			for (int k = 0; k < 4; k++)
 				m[k] = _mm512_loadu_si512(mp + (b * 4 + k) * 16);
 			__m512 dm = _mm512_loadu_ps(dmin + b * 16);
+			_Pragma("GCC unroll 16")
 			for (int i = 0; i < 16; i++) {
 				const uint8_t *xb = xt + i * xs + b * XQK_BYTES;
 				__m512i is = _mm512_setzero_si512();
@@ -263,6 +321,7 @@ KA_INLINE void ka_tile(int s, const uint8_t *wb, size_t cols, const uint8_t *x, 
 			}
 		}
 	}
+	_Pragma("GCC unroll 16")
 	for (int i = 0; i < 16; i++)
 		_mm512_storeu_ps(y + (t + i) * ldy + yoff, acc[i]);
 }
@@ -277,14 +336,20 @@ KA_INLINE bool ka_rows(int s, const uint8_t *packed, size_t cols, size_t r0, siz
 	size_t nsub = s == S_Q4_K ? nb * 8 : nb;
 	size_t wbytes = nsub * (512 + 64) + (s == S_Q4_K ? nb * (64 + 256) : 0);
 	size_t g1 = r0 + (r1 - r0) / 16 * 16, n16 = n / 16 * 16;
-	uint8_t *wb = aligned_alloc(64, (wbytes + 63) / 64 * 64);
+	size_t abytes = nsub * 512 + nb * 64; /* per 16 inputs */
+	wbytes = (wbytes + 63) / 64 * 64;
+	if (n16 / 16 > (SIZE_MAX - wbytes) / abytes)
+		return false;
+	uint8_t *wb = aligned_alloc(64, wbytes + n16 / 16 * abytes);
 	if (!wb)
 		return false;
+	uint8_t *ap = wb + wbytes;
+	ka_pack_x(s, x, xs, cols, n16, ap);
 	ka_configure();
 	for (size_t g = r0; g < g1; g += 16) {
 		ka_convert(s, packed, cols, g, wb);
 		for (size_t t = 0; t < n16; t += 16)
-			ka_tile(s, wb, cols, x, xs, t, y, ldy, g - r0);
+			ka_tile(s, wb, cols, x, xs, ap + t / 16 * abytes, t, y, ldy, g - r0);
 	}
 	_tile_release();
 	free(wb);
