@@ -160,15 +160,22 @@ KA_INLINE void ka_convert(int s, const uint8_t *packed, size_t cols, size_t g, u
 			PREFETCH(p + 2 * 144 + 128);
 			float d = h2f_vnni(p);
 			dmin[b * 16 + r] = h2f_vnni(p + 2);
-			for (int j = 0; j < 8; j++) {
-				int scj, mj;
-				k4_scale_min(j, p + 4, &scj, &mj);
-				sc[(b * 8 + j) * 16 + r] = d * (float)scj;
-				if (j % 2 == 0)
-					mp[(b * 4 + j / 2) * 16 + r] = (uint32_t)mj;
-				else
-					mp[(b * 4 + j / 2) * 16 + r] |= (uint32_t)mj << 16;
-			}
+			/* the 8 6-bit scales and mins a byte each (k4_scale_min's
+			 * layout, 4 sub-blocks a word) */
+			uint32_t w[3];
+			memcpy(w, p + 4, 12);
+			uint64_t sc8 = (uint64_t)(w[0] & 0x3f3f3f3f) |
+				       (uint64_t)((w[2] & 0x0f0f0f0f) | ((w[0] >> 6) & 0x03030303) << 4)
+					       << 32;
+			uint64_t m8 = (uint64_t)(w[1] & 0x3f3f3f3f) |
+				      (uint64_t)(((w[2] >> 4) & 0x0f0f0f0f) |
+						 ((w[1] >> 6) & 0x03030303) << 4)
+					      << 32;
+			for (int j = 0; j < 8; j++)
+				sc[(b * 8 + j) * 16 + r] = d * (float)(int)((sc8 >> (8 * j)) & 0xff);
+			for (int k = 0; k < 4; k++)
+				mp[(b * 4 + k) * 16 + r] = (uint32_t)((m8 >> (16 * k)) & 0xff) |
+							   (uint32_t)((m8 >> (16 * k + 8)) & 0xff) << 16;
 		}
 		for (int k = 0; k < 4; k++) {
 			__m256i q[16];
