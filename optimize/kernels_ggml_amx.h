@@ -96,7 +96,7 @@ KA_INLINE void ka_configure(void)
 /* 16 weight rows of 32 int8 values (v[i]) into a B tile at dst: an 8x8
  * transpose of dwords in each 256-bit half, rows i and i + 8 sharing a
  * vector, so output row k holds dword k of rows 0..15 in order. */
-KA_INLINE void ka_to_b(const __m256i *v, uint8_t *dst)
+KA_INLINE void ka_xpose(const __m256i *v, __m512i *out)
 {
 	__m512i r[8], t[8], s[8];
 	for (int i = 0; i < 8; i++)
@@ -114,10 +114,17 @@ KA_INLINE void ka_to_b(const __m256i *v, uint8_t *dst)
 	const __m512i lo = _mm512_set_epi64(13, 12, 5, 4, 9, 8, 1, 0);
 	const __m512i hi = _mm512_set_epi64(15, 14, 7, 6, 11, 10, 3, 2);
 	for (int k = 0; k < 4; k++) {
-		_mm512_storeu_si512(dst + 64 * k, _mm512_permutex2var_epi64(s[k], lo, s[k + 4]));
-		_mm512_storeu_si512(dst + 64 * (k + 4),
-				    _mm512_permutex2var_epi64(s[k], hi, s[k + 4]));
+		out[k] = _mm512_permutex2var_epi64(s[k], lo, s[k + 4]);
+		out[k + 4] = _mm512_permutex2var_epi64(s[k], hi, s[k + 4]);
 	}
+}
+
+KA_INLINE void ka_to_b(const __m256i *v, uint8_t *dst)
+{
+	__m512i o[8];
+	ka_xpose(v, o);
+	for (int k = 0; k < 8; k++)
+		_mm512_storeu_si512(dst + 64 * k, o[k]);
 }
 
 /* Weight rows g .. g + 15 into scratch: nsub B tiles of 512 bytes, then
@@ -151,7 +158,6 @@ KA_INLINE void ka_convert(int s, const uint8_t *packed, size_t cols, size_t g, u
 	}
 	float *dmin = sc + nsub * 16;
 	uint32_t *mp = (uint32_t *)(dmin + nb * 16);
-	const __m256i low = _mm256_set1_epi8(0x0f);
 	for (size_t b = 0; b < nb; b++) {
 		for (int r = 0; r < 16; r++) {
 			const uint8_t *p = p0 + r * rowb + b * 144;
@@ -177,17 +183,21 @@ KA_INLINE void ka_convert(int s, const uint8_t *packed, size_t cols, size_t g, u
 				mp[(b * 4 + k) * 16 + r] = (uint32_t)((m8 >> (16 * k)) & 0xff) |
 							   (uint32_t)((m8 >> (16 * k + 8)) & 0xff) << 16;
 		}
+		/* the packed bytes transposed once: the nibble split is per byte,
+		 * so it gives sub-blocks 2k (low) and 2k + 1 (high) after it */
+		const __m512i low16 = _mm512_set1_epi8(0x0f);
 		for (int k = 0; k < 4; k++) {
-			__m256i q[16];
-			for (int r = 0; r < 16; r++) {
-				q[r] = _mm256_loadu_si256(
-					(const __m256i *)(p0 + r * rowb + b * 144 + 16 + 32 * k));
-				v[r] = _mm256_and_si256(q[r], low);
-			}
-			ka_to_b(v, wb + (b * 8 + 2 * k) * 512);
+			__m512i o[8];
 			for (int r = 0; r < 16; r++)
-				v[r] = _mm256_and_si256(_mm256_srli_epi16(q[r], 4), low);
-			ka_to_b(v, wb + (b * 8 + 2 * k + 1) * 512);
+				v[r] = _mm256_loadu_si256(
+					(const __m256i *)(p0 + r * rowb + b * 144 + 16 + 32 * k));
+			ka_xpose(v, o);
+			uint8_t *d0 = wb + (b * 8 + 2 * k) * 512, *d1 = d0 + 512;
+			for (int i = 0; i < 8; i++) {
+				_mm512_storeu_si512(d0 + 64 * i, _mm512_and_si512(o[i], low16));
+				_mm512_storeu_si512(
+					d1 + 64 * i, _mm512_and_si512(_mm512_srli_epi16(o[i], 4), low16));
+			}
 		}
 	}
 }
