@@ -20,6 +20,9 @@
  * activation block loaded once per row: prefill reuses weights from cache,
  * decode (n = 1) streams 4 rows at a time.
  */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* syscall(2), for the AMX tile permission */
+#endif
 #include <math.h>
 #include <string.h>
 
@@ -368,6 +371,99 @@ KIND_EXACT_C(q4_k, K_Q4_K)
  * rows while they work on these (past the end of the matrix is harmless). */
 #define PREFETCH(p) _mm_prefetch((const char *)(p), _MM_HINT_T0)
 
+/* ---- activations, AVX2: the same bytes as xq8_prepare / xqk_prepare
+ * (round to nearest even, clamp, the same d); blocks with a NaN or Inf and
+ * int8's partial last block go through quant_block. */
+AVX2_INLINE float hmax8(__m256 v)
+{
+	__m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+	m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+	m = _mm_max_ss(m, _mm_movehdup_ps(m));
+	return _mm_cvtss_f32(m);
+}
+
+/* n a multiple of 32. */
+AVX2_INLINE float quant_block_avx2(const float *x, size_t n, int8_t *q)
+{
+	const __m256 abs = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+	const __m256 big = _mm256_set1_ps(3.402823466e+38f);
+	__m256 mx = _mm256_setzero_ps(), ok = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
+	for (size_t i = 0; i < n; i += 8) {
+		__m256 a = _mm256_and_ps(_mm256_loadu_ps(x + i), abs);
+		ok = _mm256_and_ps(ok, _mm256_cmp_ps(a, big, _CMP_LE_OQ));
+		mx = _mm256_max_ps(mx, a);
+	}
+	if (_mm256_movemask_ps(ok) != 0xff)
+		return quant_block(x, n, q);
+	float amax = hmax8(mx);
+	float d = amax / 127.0f, id = amax > 0.0f ? 127.0f / amax : 0.0f;
+	const __m256 vid = _mm256_set1_ps(id), lo = _mm256_set1_ps(-127.0f),
+		     hi = _mm256_set1_ps(127.0f);
+	const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+	for (size_t i = 0; i < n; i += 32) {
+		__m256i v[4];
+		for (int k = 0; k < 4; k++) {
+			__m256 f = _mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x + i + 8 * k), vid),
+						   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+			v[k] = _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(f, lo), hi));
+		}
+		__m256i b = _mm256_packs_epi16(_mm256_packs_epi32(v[0], v[1]),
+					       _mm256_packs_epi32(v[2], v[3]));
+		_mm256_storeu_si256((__m256i *)(q + i), _mm256_permutevar8x32_epi32(b, order));
+	}
+	return d;
+}
+
+AVX2 static void xq8_prepare_avx2(const float *x, size_t cols, void *xp)
+{
+	uint8_t *p = xp;
+	size_t c = 0;
+	for (; c + QK <= cols; c += QK, p += XQ8_BYTES) {
+		float d = quant_block_avx2(x + c, QK, (int8_t *)(p + 4));
+		memcpy(p, &d, 4);
+	}
+	if (c < cols)
+		xq8_prepare(x + c, cols - c, p);
+}
+
+AVX2 static void xqk_prepare_avx2(const float *x, size_t cols, void *xp)
+{
+	uint8_t *p = xp;
+	const __m256i one8 = _mm256_set1_epi8(1), one16 = _mm256_set1_epi16(1);
+	for (size_t c = 0; c < cols; c += QK_K, p += XQK_BYTES) {
+		memset(p, 0, XQK_Q);
+		float d = quant_block_avx2(x + c, QK_K, (int8_t *)(p + XQK_Q));
+		memcpy(p, &d, 4);
+		for (int j = 0; j < 8; j++) {
+			__m256i q = _mm256_loadu_si256((const __m256i *)(p + XQK_Q + QK * j));
+			__m256i s4 = _mm256_madd_epi16(_mm256_maddubs_epi16(one8, q), one16);
+			__m128i s = _mm_add_epi32(_mm256_castsi256_si128(s4),
+						  _mm256_extracti128_si256(s4, 1));
+			s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+			s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+			int16_t v = (int16_t)_mm_cvtsi128_si32(s);
+			memcpy(p + 4 + 2 * j, &v, 2);
+		}
+	}
+}
+
+#define KIND_PREP_AVX2(N, K)                                                        \
+	static void N##_x_prepare_avx2(const float *x, size_t cols, void *xp)       \
+	{                                                                           \
+		int s = stored_as(K, cols);                                         \
+		if (s == S_FP16)                                                    \
+			fp32_prepare(x, cols, xp);                                  \
+		else if (s == S_Q4_K)                                               \
+			xqk_prepare_avx2(x, cols, xp);                              \
+		else                                                                \
+			xq8_prepare_avx2(x, cols, xp);                              \
+	}
+KIND_PREP_AVX2(int8, K_INT8)
+KIND_PREP_AVX2(q8_0, K_Q8_0)
+KIND_PREP_AVX2(q4_0, K_Q4_0)
+KIND_PREP_AVX2(q5_0, K_Q5_0)
+KIND_PREP_AVX2(q4_k, K_Q4_K)
+
 #define KG_INLINE AVX2_INLINE
 #define NT_MAX 2
 #include "kernels_ggml_x86.h"
@@ -541,10 +637,32 @@ KZ_INLINE void rows_zmm(int s, const uint8_t *packed, size_t cols, size_t r0, si
 }
 #undef KZ_TILE
 
+/* What the AMX tiles leave (kernels_ggml_amx.h): the VNNI tiles. */
+KZ_INLINE void rows_tail(int s, const uint8_t *packed, size_t cols, size_t r0, size_t r1,
+			 const uint8_t *x, size_t n, float *y, size_t ldy)
+{
+	if (s == S_Q4_K)
+		rows_avx2_vnni(S_Q4_K, packed, 0, cols, r0, r1, x, n, y, ldy);
+	else
+		rows_zmm(s, packed, cols, r0, r1, x, n, y, ldy);
+}
+
+#include "kernels_ggml_amx.h"
+
+#ifdef KA_AMX
+#define KA_TRY(S)                                                                             \
+	if (n >= KA_MIN_N && r1 - r0 >= 16 && ka_ready() &&                                   \
+	    ka_rows_##S(packed, cols, r0, r1, x, n, y, ldy))                                   \
+		return;
+#else
+#define KA_TRY(S)
+#endif
+
 AVX512 static void rows_zmm_S_Q8_0(const uint8_t *packed, size_t rows, size_t cols, size_t r0,
 				   size_t r1, const uint8_t *x, size_t n, float *y, size_t ldy)
 {
 	(void)rows;
+	KA_TRY(S_Q8_0)
 	rows_zmm(S_Q8_0, packed, cols, r0, r1, x, n, y, ldy);
 }
 
@@ -552,8 +670,17 @@ AVX512 static void rows_zmm_S_Q4_0(const uint8_t *packed, size_t rows, size_t co
 				   size_t r1, const uint8_t *x, size_t n, float *y, size_t ldy)
 {
 	(void)rows;
+	KA_TRY(S_Q4_0)
 	rows_zmm(S_Q4_0, packed, cols, r0, r1, x, n, y, ldy);
 }
+
+AVX512 static void rows_zmm_S_Q4_K(const uint8_t *packed, size_t rows, size_t cols, size_t r0,
+				   size_t r1, const uint8_t *x, size_t n, float *y, size_t ldy)
+{
+	KA_TRY(S_Q4_K)
+	rows_avx2_vnni(S_Q4_K, packed, rows, cols, r0, r1, x, n, y, ldy);
+}
+#undef KA_TRY
 
 #define STORE_VNNI(S)                                                                        \
 	AVX512 static void rows_vnni_##S(const uint8_t *packed, size_t rows, size_t cols,     \
@@ -564,7 +691,6 @@ AVX512 static void rows_zmm_S_Q4_0(const uint8_t *packed, size_t rows, size_t co
 	}
 STORE_VNNI(S_INT8)
 STORE_VNNI(S_Q5_0)
-STORE_VNNI(S_Q4_K)
 
 static void rows_vnni(int kind, const void *packed, size_t rows, size_t cols, size_t r0,
 		      size_t r1, const void *x, size_t n, float *y, size_t ldy)
@@ -573,7 +699,7 @@ static void rows_vnni(int kind, const void *packed, size_t rows, size_t cols, si
 				  const uint8_t *, size_t, float *, size_t) = {
 		[S_INT8] = rows_vnni_S_INT8, [S_Q8_0] = rows_zmm_S_Q8_0,
 		[S_Q4_0] = rows_zmm_S_Q4_0,  [S_Q5_0] = rows_vnni_S_Q5_0,
-		[S_Q4_K] = rows_vnni_S_Q4_K, [S_FP16] = rows_avx2_S_FP16,
+		[S_Q4_K] = rows_zmm_S_Q4_K,  [S_FP16] = rows_avx2_S_FP16,
 	};
 	fn[stored_as(kind, cols)](packed, rows, cols, r0, r1, x, n, y, ldy);
 }
@@ -714,8 +840,10 @@ KIND_EXACT_SIMD(q4_k, K_Q4_K)
 /* ---- tables ---------------------------------------------------------------- */
 
 #define KERNEL_C(N, XNAME) {#N " x " XNAME " c", N##_x_size, N##_x_prepare, N##_rows_c}
-#define KERNEL_SIMD(N, XNAME) {#N " x " XNAME " avx2", N##_x_size, N##_x_prepare, N##_rows_simd}
-#define KERNEL_VNNI(N, XNAME) {#N " x " XNAME " avx512", N##_x_size, N##_x_prepare, N##_rows_vnni}
+#define KERNEL_SIMD(N, XNAME)                                                                \
+	{#N " x " XNAME " avx2", N##_x_size, N##_x_prepare_avx2, N##_rows_simd}
+#define KERNEL_VNNI(N, XNAME)                                                                \
+	{#N " x " XNAME " avx512", N##_x_size, N##_x_prepare_avx2, N##_rows_vnni}
 #define EXACT_C(N) {#N " x f32 c", NULL, NULL, N##_exact_c}
 #define EXACT_SIMD(N) {#N " x f32 avx2", NULL, NULL, N##_exact_simd}
 
@@ -767,3 +895,16 @@ const tp_quant_kernel *tp_quant_kernel_ggml_exact(const char *name, int level)
 {
 	return find(name, level, true);
 }
+
+#ifndef KA_AMX
+bool tp_quant_kernel_ggml_amx(void)
+{
+	return false;
+}
+
+bool tp_quant_kernel_ggml_amx_allow(bool on)
+{
+	(void)on;
+	return true;
+}
+#endif

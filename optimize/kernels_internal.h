@@ -34,5 +34,11 @@ const tp_quant_kernel *tp_quant_kernel_group_q8(const char *name, int level);
  * widening path's values, summed in another order), for quality
  * measurements: tp_quant_kernel_find's choice under tp_quant_kernel_exact. */
 const tp_quant_kernel *tp_quant_kernel_ggml_exact(const char *name, int level);
+/* Whether this CPU and OS let the ggml family's AVX-512 kernels hand
+ * prefill (16 inputs or more) of q8_0, q4_0 and q4_k to AMX-INT8 tiles;
+ * tp_quant_kernel_ggml_amx_allow(false) keeps them on the VNNI tiles (tests
+ * compare both; returns the old setting). */
+bool tp_quant_kernel_ggml_amx(void);
+bool tp_quant_kernel_ggml_amx_allow(bool on);
 
 #endif

@@ -165,6 +165,82 @@ static void test_kernels(void)
 				for (int level = TP_KERNEL_AVX2; level <= TP_KERNEL_AVX512; level++)
 					check_kernel(names[i], rows[(c + k) % 3], cols[c], ns[k],
 						     level);
+	/* AVX-512 again with AMX kept off (above it was on where usable) */
+	bool old = tp_quant_kernel_ggml_amx_allow(false);
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		for (size_t c = 0; c < sizeof(cols) / sizeof(cols[0]); c++)
+			check_kernel(names[i], rows[c % 3], cols[c], 33, TP_KERNEL_AVX512);
+	tp_quant_kernel_ggml_amx_allow(old);
+}
+
+/* The SIMD activation quantizers give the C one's bytes, ties to even
+ * included: amax 127 makes x / d exact, so the halves below are ties. */
+static void test_prepare_ties(void)
+{
+	float x[512];
+	for (size_t i = 0; i < 512; i++)
+		x[i] = (float)((int)(i % 61) - 30) + ((i % 3) ? 0.5f : 0.25f);
+	for (size_t b = 0; b < 512; b += 32)
+		x[b + 7] = b % 64 ? 127.0f : -127.0f;
+	x[300] = 1e-30f;
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		const tp_quant_kernel *kc = tp_quant_kernel_ggml(names[i], TP_KERNEL_C);
+		const tp_quant_kernel *ks = tp_quant_kernel_ggml(names[i], tp_quant_kernel_level());
+		static const size_t cols[] = {512, 40, 256};
+		for (size_t c = 0; c < 3; c++) {
+			size_t xs = kc->x_size(cols[c]);
+			unsigned char *a = malloc(xs), *b = malloc(xs);
+			kc->x_prepare(x, cols[c], a);
+			ks->x_prepare(x, cols[c], b);
+			CHECK(memcmp(a, b, xs) == 0);
+			free(a);
+			free(b);
+		}
+	}
+}
+
+/* The AMX-INT8 prefill (q8_0, q4_0, q4_k with 16 inputs or more) against
+ * plain C on shapes that take it: several groups of 16 rows, rows and
+ * inputs left over for the VNNI tiles, an odd number of blocks. */
+static void test_amx(void)
+{
+	printf("# AMX-INT8 %s on this machine\n",
+	       tp_quant_kernel_ggml_amx() ? "usable" : "not usable (VNNI tiles checked)");
+	static const char *const amx_names[] = {"q8_0", "q4_0", "q4_k"};
+	static const size_t shapes[][3] = {
+		{48, 768, 16}, {40, 768, 35}, {64, 288, 32}, {16, 1024, 17}, {33, 512, 64},
+	};
+	for (size_t i = 0; i < 3; i++)
+		for (size_t k = 0; k < sizeof(shapes) / sizeof(shapes[0]); k++)
+			check_kernel(amx_names[i], shapes[k][0], shapes[k][1], shapes[k][2],
+				     TP_KERNEL_AVX512);
+	/* a NaN in one input of a full tile: only that input's outputs are NaN */
+	for (size_t i = 0; i < 3; i++) {
+		const tp_quant_format *f = tp_quant_format_find(amx_names[i]);
+		const tp_quant_kernel *k = tp_quant_kernel_ggml(amx_names[i], tp_quant_kernel_level());
+		size_t rows = 32, cols = 512, n = 16;
+		float *w = malloc(rows * cols * sizeof(float)), *x = malloc(n * cols * sizeof(float));
+		float *y = malloc(n * rows * sizeof(float));
+		void *packed = malloc(f->packed_size(rows, cols));
+		unsigned char *xp = malloc(n * k->x_size(cols));
+		opt_fill_gauss(w, rows * cols, 0.05f);
+		opt_fill_gauss(x, n * cols, 1.0f);
+		x[5 * cols + 300] = NAN;
+		CHECK_EQ_INT(f->quantize(w, rows, cols, NULL, packed), 0);
+		for (size_t t = 0; t < n; t++)
+			k->x_prepare(x + t * cols, cols, xp + t * k->x_size(cols));
+		k->rows(packed, rows, cols, 0, rows, xp, n, y, rows);
+		int bad = 0;
+		for (size_t t = 0; t < n; t++)
+			for (size_t r = 0; r < rows; r++)
+				bad += (t == 5) != (bool)isnan(y[t * rows + r]);
+		CHECK_EQ_INT(bad, 0);
+		free(w);
+		free(x);
+		free(y);
+		free(packed);
+		free(xp);
+	}
 }
 
 /* The kernel table: every format of the family has one, SIMD only where the
@@ -313,6 +389,8 @@ int main(void)
 {
 	TP_TEST_RUN(test_find);
 	TP_TEST_RUN(test_kernels);
+	TP_TEST_RUN(test_amx);
+	TP_TEST_RUN(test_prepare_ties);
 	TP_TEST_RUN(test_nan);
 	TP_TEST_RUN(test_forward);
 	TP_TEST_RUN(test_exact_switch);
