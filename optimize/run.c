@@ -298,14 +298,25 @@ static int gpu_local(const tp_optimize_request *req, tp_optimize_outcome *o)
 }
 
 /* The target, this machine measured (rooflines only when something is
- * projected: the bandwidth read costs memory and time) and --compare. */
-static int hardware(const tp_optimize_request *req, tp_optimize_outcome *o, tp_pool *pool)
+ * projected: the bandwidth read costs memory and time) and --compare.
+ * Called before any model is loaded, so that the bandwidth read's buffer
+ * (up to 512 MiB) is freed before the models' memory is counted, not added
+ * to it; on its own pool of the run's thread count. */
+static int hardware(const tp_optimize_request *req, tp_optimize_outcome *o)
 {
 	if (req->usd_per_hour > 0)
 		o->hw.usd_per_hour = req->usd_per_hour;
 	bool project = !o->hw.measured || o->batch != 1 || o->ncompare > 0;
-	int rc = o->device == TP_OPTIMIZE_DEVICE_CUDA ? gpu_local(req, o)
-						      : tp_hw_measure_local(&o->local, pool, project);
+	int rc;
+	if (o->device == TP_OPTIMIZE_DEVICE_CUDA) {
+		rc = gpu_local(req, o);
+	} else {
+		tp_pool *pool = NULL;
+		rc = tp_pool_new(&pool, req->threads);
+		if (rc == 0)
+			rc = tp_hw_measure_local(&o->local, pool, project);
+		tp_pool_free(pool);
+	}
 	if (rc < 0)
 		return rc;
 	for (size_t k = 0; k < o->ncompare; k++)
@@ -437,6 +448,7 @@ int tp_optimize_run(const tp_optimize_request *req, const tp_optimize_progress *
 	    (rc = tp_hw_profile_load(target, &o->hw)) < 0 ||
 	    (rc = tp_hw_profile_load("cpu-local", &o->local)) < 0 ||
 	    (rc = tp_optimize_source_dtype(o->model, NULL, &o->baseline_codec, &o->source_bits)) < 0 ||
+	    (rc = load_compare(req->compare, o)) < 0 || (rc = hardware(req, o)) < 0 ||
 	    (rc = tp_optimize_baseline_load(&m, o->model, &k->mo)) < 0 ||
 	    (rc = tp_path_join(&tok_path, o->model, "tokenizer.json")) < 0 ||
 	    (rc = tp_tokenizer_load(&tok, tok_path)) < 0 ||
@@ -450,9 +462,6 @@ int tp_optimize_run(const tp_optimize_request *req, const tp_optimize_progress *
 				  o->calib_text, o->eval_text);
 		goto done;
 	}
-	if ((rc = load_compare(req->compare, o)) < 0 ||
-	    (rc = hardware(req, o, tp_model_pool(m))) < 0)
-		goto done;
 	/* Kept: the baseline is freed once scored and calibrated. */
 	o->config = *tp_model_get_config(m);
 	o->params = tp_model_params(m);
