@@ -26,6 +26,7 @@ typedef struct slot {
 	uint8_t *out;
 	size_t out_len;
 	uint64_t job; /* pipe job number: its turn for hashing */
+	uint64_t bases_to; /* base bytes (all bases in order) hashed by this job's end */
 } slot;
 
 typedef struct coder {
@@ -41,6 +42,14 @@ typedef struct coder {
 	/* compress: the target's sha256, fed by the jobs in job order (NULL
 	 * for estimate). */
 	tp_sha256 *sha;
+	/* compress with opts.base_sha256: each base file hashed whole, in
+	 * order, advancing with the target (bases_to), so that a base's bytes
+	 * are hashed about when the jobs read them. Touched only by the turn
+	 * holder (then by the main thread after the jobs). */
+	tp_sha256 *base_sha;
+	size_t base_at;       /* base being hashed */
+	uint64_t base_off;    /* bytes of it hashed */
+	uint64_t bases_total; /* bytes of all bases */
 	/* verify: the plan parsed back from the JSON written, the base each
 	 * of its bases resolves to, and one decode buffer per worker. */
 	tp_delta_layout *vm;
@@ -255,6 +264,34 @@ static int verify_chunk(coder *c, slot *s, unsigned worker)
 	return 0;
 }
 
+/* Hash the bases in order up to byte `to` of their concatenation, dropping
+ * the hashed pages from RSS as they go. */
+static void hash_bases_to(coder *c, uint64_t to)
+{
+	uint64_t before = 0;
+	for (size_t i = 0; i < c->base_at; i++)
+		before += c->bases->ptr[i].map.size;
+	while (c->base_at < c->bases->len && before + c->base_off < to) {
+		const tp_map *m = &c->bases->ptr[c->base_at].map;
+		uint64_t n = m->size - c->base_off;
+		if (n > to - before - c->base_off)
+			n = to - before - c->base_off;
+		for (uint64_t k = 0; k < n;) {
+			/* size_t may be narrower than a file size. */
+			size_t step = n - k > ((size_t)1 << 30) ? (size_t)1 << 30 : (size_t)(n - k);
+			tp_sha256_update(&c->base_sha[c->base_at], m->ptr + c->base_off + k, step);
+			k += step;
+		}
+		tp_map_release(m, c->base_off, n);
+		c->base_off += n;
+		if (c->base_off == m->size) {
+			before += m->size;
+			c->base_at++;
+			c->base_off = 0;
+		}
+	}
+}
+
 static int encode_job(void *ctx, size_t i, unsigned worker)
 {
 	coder *c = ctx;
@@ -268,8 +305,11 @@ static int encode_job(void *ctx, size_t i, unsigned worker)
 	/* Hash the target chunk here, in job order (an ordered stage of the
 	 * job) while it is in cache: on the main thread, the hash was the
 	 * serial part that bounded scaling. */
-	if (rc == 0 && (rc = tp_pipe_turn_wait(c->pipe, s->job)) == 0)
+	if (rc == 0 && (rc = tp_pipe_turn_wait(c->pipe, s->job)) == 0) {
 		tp_sha256_update(c->sha, s->d.target, s->d.len); /* only the turn holder */
+		if (c->base_sha)
+			hash_bases_to(c, s->bases_to);
+	}
 	tp_pipe_turn_pass(c->pipe, s->job, rc == 0);
 	return rc;
 }
@@ -277,6 +317,7 @@ static int encode_job(void *ctx, size_t i, unsigned worker)
 static void coder_fini(coder *c)
 {
 	tp_pipe_free(c->pipe);
+	free(c->base_sha);
 	for (unsigned i = 0; c->checks && i < c->threads; i++)
 		free(c->checks[i]);
 	free(c->checks);
@@ -350,13 +391,26 @@ static void fill_verify(const coder *c, tp_chunk_desc *v, const job *j)
 	v->first = off / v->width;
 }
 
+/* Where the bases' hash should be once the target is hashed through byte
+ * `through`: the same fraction of the bases' bytes, all of them at the end. */
+static uint64_t bases_share(const coder *c, uint64_t through)
+{
+	uint64_t t = c->m->target_size;
+	if (through >= t)
+		return c->bases_total;
+	return (uint64_t)((double)c->bases_total * ((double)through / (double)t));
+}
+
 static int run_jobs(coder *c, const job *jobs, size_t njobs, sink_fn sink, void *sink_ctx)
 {
 	int rc = 0;
 	size_t w = c->window, next = 0;
+	uint64_t through = 0; /* target bytes of the jobs submitted */
 	for (size_t done = 0; rc == 0 && done < njobs;) {
 		if (next < njobs && next - done < w) {
 			fill_desc(c, &c->slots[next % w].d, &jobs[next]);
+			through += c->slots[next % w].d.len;
+			c->slots[next % w].bases_to = bases_share(c, through);
 			if (c->vm)
 				fill_verify(c, &c->slots[next % w].v, &jobs[next]);
 			c->slots[next % w].job = next;
@@ -586,10 +640,34 @@ int tp_delta_compress(const char *target, const char *const *bases, size_t nbase
 	e.m = s.m;
 	tp_sha256_init(&e.sha);
 	s.c.sha = &e.sha;
+	/* An index file's shards are no one file with one hash. */
+	for (size_t i = 0; s.o.base_sha256 && i < nbases; i++) {
+		if (tp_safetensors_is_index(bases[i])) {
+			rc = tp_error_set(TP_EINVAL, "%s: base hashes need one file per base, not an "
+					  "index file", bases[i]);
+			goto done;
+		}
+	}
+	if (s.o.base_sha256 && s.bases.len) {
+		if (!(s.c.base_sha = calloc(s.bases.len, sizeof(*s.c.base_sha)))) {
+			rc = tp_error_set(TP_ENOMEM, "out of memory");
+			goto done;
+		}
+		for (size_t i = 0; i < s.bases.len; i++) {
+			tp_sha256_init(&s.c.base_sha[i]);
+			s.c.bases_total += s.bases.ptr[i].map.size;
+		}
+	}
 	/* run_jobs may return a progress callback's positive code. */
 	if ((rc = list_jobs(s.m, false, &s.jobs, &s.njobs)) < 0 || (rc = emit_plan(&e)) < 0 ||
 	    (rc = run_jobs(&s.c, s.jobs, s.njobs, emit_chunk, &e)) != 0 || (rc = emit_end(&e)) < 0)
 		goto done;
+	if (s.c.base_sha) {
+		/* The jobs hashed all but what an empty target left: finish here. */
+		hash_bases_to(&s.c, s.c.bases_total);
+		for (size_t i = 0; i < s.bases.len; i++)
+			tp_sha256_final(&s.c.base_sha[i], s.o.base_sha256[i]);
+	}
 	if (stats) {
 		stats->target_bytes = s.m->target_size;
 		stats->delta_bytes = e.written;

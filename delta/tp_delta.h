@@ -178,6 +178,11 @@ typedef struct tp_delta_opts {
 	 * sha256 in stats and the bases' identity checked by the caller, this
 	 * proves the stream rebuilds the target without a second pass. */
 	bool verify;
+	/* compress: when non-NULL, receives the sha256 of each base file (one
+	 * entry per base given), hashed whole and in order by the encode jobs
+	 * alongside the target, so a caller can check its bases against their
+	 * oids without a pass of its own. */
+	unsigned char (*base_sha256)[32];
 } tp_delta_opts;
 
 typedef struct tp_delta_stats {

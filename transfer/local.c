@@ -54,21 +54,43 @@ static bool same_state(const local_hash *h, const struct stat *st)
 	       h->ctime.tv_sec == st->st_ctim.tv_sec && h->ctime.tv_nsec == st->st_ctim.tv_nsec;
 }
 
+/* The verdict remembered for path in state st, if any. */
+static const local_hash *local_known(const tp_transfer *t, const char *path,
+				     const struct stat *st)
+{
+	const tp_transfer_hashes *h = t->hashes;
+	for (size_t i = 0; h && i < h->v.len; i++)
+		if (strcmp(h->v.ptr[i].path, path) == 0 && same_state(&h->v.ptr[i], st))
+			return &h->v.ptr[i];
+	return NULL;
+}
+
+static void local_store(tp_transfer *t, const char *path, const struct stat *st, const char *hex)
+{
+	tp_transfer_hashes *h = t->hashes;
+	/* Remembering is best effort: without room the verdict still holds. */
+	if (!h || tp_array_reserve(&h->v, 1) != 0)
+		return;
+	local_hash e = { .dev = st->st_dev, .ino = st->st_ino, .size = (uint64_t)st->st_size,
+			 .mtime = st->st_mtim, .ctime = st->st_ctim };
+	memcpy(e.sha256, hex, sizeof(e.sha256));
+	if ((e.path = strdup(path)) != NULL)
+		h->v.ptr[h->v.len++] = e;
+}
+
 /* sha256 of the regular file at path into hex: remembered in t->hashes
  * while the file stays the same, so a push of many objects hashes a shared
  * base once. *fresh tells whether it was hashed now. */
 static int local_sha256(tp_transfer *t, const char *path, char hex[TP_OID_HEXLEN + 1], bool *fresh)
 {
-	tp_transfer_hashes *h = t->hashes;
 	struct stat st, after;
 	*fresh = false;
 	if (stat(path, &st) != 0 || !S_ISREG(st.st_mode))
 		return tp_error_set(TP_EINVAL, "%s is not a regular file", path);
-	for (size_t i = 0; h && i < h->v.len; i++) {
-		if (strcmp(h->v.ptr[i].path, path) == 0 && same_state(&h->v.ptr[i], &st)) {
-			memcpy(hex, h->v.ptr[i].sha256, TP_OID_HEXLEN + 1);
-			return 0;
-		}
+	const local_hash *k = local_known(t, path, &st);
+	if (k) {
+		memcpy(hex, k->sha256, TP_OID_HEXLEN + 1);
+		return 0;
 	}
 	uint64_t len = 0;
 	int rc = tp_sha256_file(path, hex, &len);
@@ -76,18 +98,26 @@ static int local_sha256(tp_transfer *t, const char *path, char hex[TP_OID_HEXLEN
 		return rc;
 	*fresh = true;
 	tp_trace("hashed %s: sha256 %s", path, hex);
-	local_hash e = { .dev = st.st_dev, .ino = st.st_ino, .size = (uint64_t)st.st_size,
-			 .mtime = st.st_mtim, .ctime = st.st_ctim };
 	/* A file that changed while it was hashed gives no verdict. */
-	if (stat(path, &after) != 0 || !same_state(&e, &after) || len != e.size)
+	if (stat(path, &after) != 0 || !tp_transfer_local_same(&st, &after) ||
+	    len != (uint64_t)st.st_size)
 		return tp_error_set(TP_EIO, "%s changed while it was hashed", path);
-	/* Remembering is best effort: without room the verdict still holds. */
-	if (h && tp_array_reserve(&h->v, 1) == 0) {
-		memcpy(e.sha256, hex, sizeof(e.sha256));
-		if ((e.path = strdup(path)) != NULL)
-			h->v.ptr[h->v.len++] = e;
-	}
+	local_store(t, path, &st, hex);
 	return 0;
+}
+
+bool tp_transfer_local_same(const struct stat *a, const struct stat *b)
+{
+	return a->st_dev == b->st_dev && a->st_ino == b->st_ino && a->st_size == b->st_size &&
+	       a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec &&
+	       a->st_ctim.tv_sec == b->st_ctim.tv_sec && a->st_ctim.tv_nsec == b->st_ctim.tv_nsec;
+}
+
+void tp_transfer_local_record(tp_transfer *t, const char *path, const struct stat *st,
+			      const char *hex)
+{
+	tp_trace("hashed %s: sha256 %s", path, hex);
+	local_store(t, path, st, hex);
 }
 
 /* Remember that path, in its state now, holds object oid: a file this
@@ -123,7 +153,8 @@ int tp_transfer_local_unchanged(tp_transfer *t, const char *path, const char *oi
  * but another user of a shared cache, or a bad disk, can change what is in
  * it, and a delta made or proven against wrong bytes would reach the store
  * where nobody could rebuild it. */
-static bool local_copy_ok(tp_transfer *t, const char *path, const char *oid, uint64_t size)
+static bool local_copy_ok(tp_transfer *t, const char *path, const char *oid, uint64_t size,
+			  bool *unverified)
 {
 	char hex[TP_OID_HEXLEN + 1];
 	bool fresh;
@@ -133,6 +164,15 @@ static bool local_copy_ok(tp_transfer *t, const char *path, const char *oid, uin
 		       oid, (unsigned long long)st.st_size, (unsigned long long)size);
 		return false;
 	}
+	/* Deferred: the caller hashes it while reading it for its own use
+	 * and uses it only if it hashes to oid; a verdict known already
+	 * decides now. */
+	if (unverified && stat(path, &st) == 0 && S_ISREG(st.st_mode) && !local_known(t, path, &st)) {
+		*unverified = true;
+		return true;
+	}
+	if (unverified)
+		*unverified = false;
 	if (local_sha256(t, path, hex, &fresh) != 0) {
 		tp_log(TP_LOG_WARN, "not using %s for object %s: %s", path, oid, tp_error_last());
 		return false;
@@ -145,12 +185,19 @@ static bool local_copy_ok(tp_transfer *t, const char *path, const char *oid, uin
 	return false;
 }
 
+int tp_transfer_local_verify(tp_transfer *t, const char *path, const char *oid, uint64_t size)
+{
+	return local_copy_ok(t, path, oid, size, NULL)
+		       ? 0
+		       : tp_error_set(TP_ECORRUPT, "%s does not hold object %s", path, oid);
+}
+
 int tp_transfer_local_copy(tp_transfer *t, const char *oid, uint64_t size, const char *hint,
-			   char **path)
+			   bool *unverified, char **path)
 {
 	if (t->store_only)
 		return TP_ENOTFOUND;
-	if (hint && local_copy_ok(t, hint, oid, size))
+	if (hint && local_copy_ok(t, hint, oid, size, unverified))
 		return (*path = strdup(hint)) ? 0 : tp_error_set(TP_ENOMEM, "out of memory");
 	/* tp_lineage_find_local prefers the repository's copy; without the
 	 * repository it looks in the HF cache only, the next place to try. */
@@ -159,7 +206,7 @@ int tp_transfer_local_copy(tp_transfer *t, const char *oid, uint64_t size, const
 		char *p = NULL;
 		if (tp_lineage_find_local(from[i], oid, size, &p) != 0)
 			break;
-		if (local_copy_ok(t, p, oid, size)) {
+		if (local_copy_ok(t, p, oid, size, unverified)) {
 			*path = p;
 			return 0;
 		}

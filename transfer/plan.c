@@ -37,16 +37,17 @@ static bool choice_has_base(const tp_transfer_choice *c, const char *oid)
 	return false;
 }
 
-/* Local bytes of a base: a verified local copy (hint, a file lineage found,
- * first), one this operation already rebuilt, else rebuilt from the store
- * into a scratch file kept in scratch. */
+/* Local bytes of a base: a local copy (hint, a file lineage found, first;
+ * *unverified when its hash is left to the encode pass), one this operation
+ * already rebuilt, else rebuilt from the store into a scratch file kept in
+ * scratch. */
 static int base_bytes(tp_transfer *t, const char *oid, uint64_t size, const char *hint,
-		      tp_transfer_scratch *scratch, char **path)
+		      tp_transfer_scratch *scratch, bool *unverified, char **path)
 {
 	const char *kept = tp_transfer_scratch_find(scratch, oid);
 	if (kept)
 		return (*path = strdup(kept)) ? 0 : tp_error_set(TP_ENOMEM, "out of memory");
-	if (tp_transfer_local_copy(t, oid, size, hint, path) == 0) {
+	if (tp_transfer_local_copy(t, oid, size, hint, unverified, path) == 0) {
 		tp_trace("base %s: local copy %s", oid, *path);
 		return 0;
 	}
@@ -102,7 +103,8 @@ static int candidate_bases(tp_transfer *t, const tp_lineage_candidate *c,
 		    (rc = tp_store_object_stat(t->store, f->oid, &info)) == 0)
 			b->size = info.size;
 		if (!rc)
-			rc = base_bytes(t, f->oid, b->size, f->local, scratch, &b->path);
+			rc = base_bytes(t, f->oid, b->size, f->local, scratch,
+					t->defer_base_hash ? &b->unverified : NULL, &b->path);
 		if (!rc && (!b->path || !b->label))
 			rc = tp_error_set(TP_ENOMEM, "out of memory");
 		p->nbases++;

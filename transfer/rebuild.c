@@ -262,7 +262,7 @@ static int graph_add(tp_transfer *t, rebuild_graph *g, const char *oid, uint64_t
 	const char *kept = depth ? tp_transfer_scratch_find(g->kept, oid) : NULL;
 	if (kept)
 		return (n->path = strdup(kept)) ? 0 : tp_error_set(TP_ENOMEM, "out of memory");
-	if (depth && tp_transfer_local_copy(t, oid, size, NULL, &n->path) == 0) {
+	if (depth && tp_transfer_local_copy(t, oid, size, NULL, NULL, &n->path) == 0) {
 		tp_trace("base %s: local copy %s", oid, n->path);
 		return 0;
 	}

@@ -128,6 +128,13 @@ typedef struct tp_transfer_result {
  * file that is not size bytes long is refused before anything else. */
 int tp_transfer_upload(tp_transfer *t, const char *oid, uint64_t size, const char *path,
 		       tp_transfer_result *result);
+/* Store the safetensors file at path as object oid with lineage (may be
+ * NULL) as its candidates, as an upload does: its plan leaves the hash of
+ * each local copy chosen as a base to the encode pass, which reads it
+ * anyway; a copy that does not hash to its oid stores nothing from it and
+ * is planned without (another copy, the store, or whole). */
+int tp_transfer_upload_lineage(tp_transfer *t, const char *oid, uint64_t size, const char *path,
+			       const tp_lineage *lineage, tp_transfer_result *result);
 /* Store the file at path as object oid as plan (made for that file) says:
  * the bases missing from the store first, then the delta, proven while it
  * is encoded to rebuild oid, with a manifest recording the plan's reason. A

@@ -4,6 +4,8 @@
 
 #include "tp_transfer.h"
 
+#include <sys/stat.h>
+
 #include "tp_array.h"
 #include "tp_delta.h"
 
@@ -23,6 +25,10 @@ struct tp_transfer {
 	 * hashed once per process and path, and used only when they hash to
 	 * their oid. */
 	tp_transfer_hashes *hashes;
+	/* Set by uploads while they plan: a local copy whose verdict is not
+	 * known is used unhashed, the encode pass hashing it as it reads it;
+	 * a dry run (`tenpak lineage`) hashes copies as it plans. */
+	bool defer_base_hash;
 	tp_progress_fn progress;
 	void *progress_ctx;
 	tp_provenance *provenance;
@@ -69,7 +75,20 @@ void tp_transfer_hashes_free(tp_transfer_hashes *h);
  * Hugging Face cache. TP_ENOTFOUND when none is good, and always in
  * store-only mode (fsck). */
 int tp_transfer_local_copy(tp_transfer *t, const char *oid, uint64_t size, const char *hint,
-			   char **path);
+			   bool *unverified, char **path);
+/* With a non-NULL unverified, a copy whose verdict is not known yet is
+ * returned unhashed with *unverified set: the caller must hash it (the
+ * codec does, while it reads it: tp_delta_opts.base_sha256) and use nothing
+ * made from it unless it hashes to oid, then record the verdict
+ * (tp_transfer_local_record). tp_transfer_local_verify hashes it now:
+ * 0 when it holds oid, TP_ECORRUPT (and a warning) when not. */
+int tp_transfer_local_verify(tp_transfer *t, const char *path, const char *oid, uint64_t size);
+/* True when two stats show the same file in the same state. */
+bool tp_transfer_local_same(const struct stat *a, const struct stat *b);
+/* Remember that path, in state st (taken before it was read), hashed to
+ * hex. */
+void tp_transfer_local_record(tp_transfer *t, const char *path, const struct stat *st,
+			      const char *hex);
 
 /* Record that path, as it is now, holds object oid (a base this process
  * rebuilt and proved). */
@@ -102,6 +121,7 @@ typedef struct tp_transfer_base {
 	uint64_t size;
 	char *path;  /* local bytes */
 	char *label; /* repository path or HF cache path, for the manifest */
+	bool unverified; /* a local copy not hashed yet: encode hashes it */
 } tp_transfer_base;
 
 /* What to store: a delta against bases, or whole without any, and why. */
@@ -124,6 +144,10 @@ typedef struct tp_transfer_planned {
 	tp_transfer_plan plan; /* first: what tp_transfer_plan_upload returns */
 	tp_transfer_choice chosen;
 	tp_transfer_scratch scratch;
+	/* execute found that a local copy chosen as a base does not hold its
+	 * oid: nothing was stored, and its verdict is remembered, so a new
+	 * plan will not use it again. */
+	bool base_rejected;
 } tp_transfer_planned;
 
 /* A delta ties an object to its bases: it is worth that only when it beats

@@ -12,6 +12,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+/* Plans tried per upload when local copies chosen as bases prove wrong. */
+#define UPLOAD_TRIES_MAX 8
+
 static int manifest_text(const tp_transfer *t, const char *oid, uint64_t size,
 			 const tp_transfer_choice *p, uint32_t codec_version, char **text)
 {
@@ -51,14 +54,24 @@ static bool is_safetensors(const char *path)
  * before, whatever order git-lfs uploads them in. It gets one link less of
  * tenpak.maxchain, so the target's chain stays within it (and a cycle of
  * bases ends); the target's depth is then that of its deepest base + 1. */
-static int store_bases(tp_transfer *t, tp_transfer_choice *p)
+static int store_bases(tp_transfer *t, tp_transfer_choice *p, bool *rejected)
 {
 	for (size_t i = 0; i < p->nbases; i++) {
 		tp_store_object_info info;
-		const tp_transfer_base *b = &p->bases[i];
+		tp_transfer_base *b = &p->bases[i];
 		int rc = tp_store_object_stat(t->store, b->oid, &info);
 		if (rc != 0 && rc != TP_ENOTFOUND)
 			return rc;
+		/* A copy not hashed yet is checked before it is stored as the
+		 * oid: a wrong one is not used (a new plan does without it). */
+		if (rc == TP_ENOTFOUND && b->unverified) {
+			if (tp_transfer_local_verify(t, b->path, b->oid, b->size) != 0) {
+				*rejected = true;
+				return tp_error_set(TP_ECORRUPT, "base %s (%s) is corrupt; not using it",
+						    b->oid, b->path);
+			}
+			b->unverified = false;
+		}
 		if (rc == TP_ENOTFOUND) {
 			tp_trace("base %s is not in the store: storing it first", b->oid);
 			tp_transfer_result r;
@@ -77,13 +90,67 @@ static int store_bases(tp_transfer *t, tp_transfer_choice *p)
 	return 0;
 }
 
-/* Bases must still be the bytes that hashed to their oids. */
-static int bases_unchanged(tp_transfer *t, const tp_transfer_choice *p)
+/* Before the pass: a base whose verdict is known must still be in the
+ * state it had when it hashed to its oid; one not hashed yet (unverified)
+ * has its state taken, and *hash says the pass must hash it. An index
+ * file's shards are many files: such a base is hashed now. */
+static int bases_before(tp_transfer *t, tp_transfer_choice *p, struct stat *st, bool *hash,
+			bool *rejected)
 {
+	*hash = false;
 	for (size_t i = 0; i < p->nbases; i++) {
-		int rc = tp_transfer_local_unchanged(t, p->bases[i].path, p->bases[i].oid);
+		tp_transfer_base *b = &p->bases[i];
+		if (b->unverified && tp_safetensors_is_index(b->path)) {
+			if (tp_transfer_local_verify(t, b->path, b->oid, b->size) != 0) {
+				*rejected = true;
+				return tp_error_set(TP_ECORRUPT, "base %s (%s) is corrupt; not using it",
+						    b->oid, b->path);
+			}
+			b->unverified = false;
+		}
+		int rc = 0;
+		if (!b->unverified)
+			rc = tp_transfer_local_unchanged(t, b->path, b->oid);
+		else if (stat(b->path, &st[i]) != 0)
+			rc = tp_error_set_errno(tp_error_from_errno(errno), errno, "base %s: %s", b->oid,
+						b->path);
+		else
+			*hash = true;
 		if (rc)
 			return rc;
+	}
+	return 0;
+}
+
+/* After the pass: bases are still the bytes that hashed to their oids,
+ * either before (a verdict known) or in the pass itself (sums). A base
+ * that hashed to something else is remembered as such and rejected. */
+static int bases_after(tp_transfer *t, tp_transfer_choice *p, const struct stat *st,
+		       const unsigned char (*sums)[32], bool *rejected)
+{
+	char hex[TP_OID_HEXLEN + 1];
+	for (size_t i = 0; i < p->nbases; i++) {
+		tp_transfer_base *b = &p->bases[i];
+		struct stat now;
+		if (!b->unverified) {
+			int rc = tp_transfer_local_unchanged(t, b->path, b->oid);
+			if (rc)
+				return rc;
+			continue;
+		}
+		if (stat(b->path, &now) != 0 || !tp_transfer_local_same(&st[i], &now))
+			return tp_error_set(TP_ECORRUPT, "base %s (%s) changed while the delta was made",
+					    b->oid, b->path);
+		tp_sha256_hex(sums[i], hex);
+		tp_transfer_local_record(t, b->path, &st[i], hex);
+		if (strcmp(hex, b->oid) != 0) {
+			tp_log(TP_LOG_WARN, "not using %s for object %s: its bytes hash to %s (changed "
+			       "or corrupt)", b->path, b->oid, hex);
+			*rejected = true;
+			return tp_error_set(TP_ECORRUPT, "base %s (%s) changed while the delta was made, "
+					    "or is corrupt: its bytes hash to %s", b->oid, b->path, hex);
+		}
+		b->unverified = false;
 	}
 	return 0;
 }
@@ -99,19 +166,23 @@ static int bases_unchanged(tp_transfer *t, const tp_transfer_choice *p)
  *   recorded size and fingerprint), and must give back the target chunk:
  *   so the stream rebuilds those bytes from the bases' bytes it read;
  * - each base was hashed to its oid (a local copy) or rebuilt and proved
- *   (a scratch file) earlier in this process, and its identity, size and
+ *   (a scratch file) earlier in this process, or is hashed by this pass as
+ *   it is read (a local copy not checked yet), and its identity, size and
  *   times are unchanged after the pass: the bytes read were the oid's, and a
  *   download rebuilds from bytes that hash to the same oid.
  */
 static int encode(tp_transfer *t, const char *oid, uint64_t size, const char *target,
-		  const tp_transfer_choice *p, bool report, char **payload, uint64_t *payload_size,
-		  uint32_t *version)
+		  tp_transfer_choice *p, bool report, char **payload, uint64_t *payload_size,
+		  uint32_t *version, bool *rejected)
 {
 	char **paths = tp_transfer_choice_paths(p);
+	struct stat *st = calloc(p->nbases + 1, sizeof(*st));
+	unsigned char (*sums)[32] = calloc(p->nbases + 1, sizeof(*sums));
 	tp_delta_stats stats = { 0 };
 	char hex[TP_OID_HEXLEN + 1];
-	int rc = paths ? tp_transfer_scratch_new(t, "delta", payload)
-		       : tp_error_set(TP_ENOMEM, "out of memory");
+	bool hash = false;
+	int rc = paths && st && sums ? tp_transfer_scratch_new(t, "delta", payload)
+				     : tp_error_set(TP_ENOMEM, "out of memory");
 	if (rc)
 		goto done;
 	tp_delta_opts o = tp_transfer_codec_opts(t, report);
@@ -122,13 +193,15 @@ static int encode(tp_transfer *t, const char *oid, uint64_t size, const char *ta
 		goto done;
 	}
 	/* A scratch file needs no fsync: the store makes its copy durable. */
-	rc = bases_unchanged(t, p);
+	rc = bases_before(t, p, st, &hash, rejected);
+	if (hash)
+		o.base_sha256 = sums;
 	if (!rc)
 		rc = tp_delta_compress(target, (const char *const *)paths, p->nbases,
 				       tp_delta_fd_write, &fd, &o, &stats);
 	close(fd);
 	if (!rc)
-		rc = bases_unchanged(t, p);
+		rc = bases_after(t, p, st, (const unsigned char (*)[32])sums, rejected);
 	if (!rc) {
 		tp_sha256_hex(stats.sha256, hex);
 		if (strcmp(hex, oid) != 0 || stats.target_bytes != size)
@@ -142,6 +215,8 @@ static int encode(tp_transfer *t, const char *oid, uint64_t size, const char *ta
 	*version = stats.version; /* the stream's format version, for the manifest */
 done:
 	free(paths);
+	free(st);
+	free(sums);
 	if (rc) {
 		tp_transfer_scratch_drop(*payload);
 		*payload = NULL;
@@ -150,14 +225,15 @@ done:
 }
 
 static int store_encoded(tp_transfer *t, const char *oid, uint64_t size, const char *path,
-			 tp_transfer_choice *p, uint64_t whole_est, tp_transfer_result *result)
+			 tp_transfer_choice *p, uint64_t whole_est, tp_transfer_result *result,
+			 bool *rejected)
 {
 	char *payload = NULL, *mtext = NULL;
 	uint64_t payload_size = 0;
 	uint32_t version = TP_DELTA_VERSION;
-	int rc = store_bases(t, p);
+	int rc = store_bases(t, p, rejected);
 	if (!rc)
-		rc = encode(t, oid, size, path, p, true, &payload, &payload_size, &version);
+		rc = encode(t, oid, size, path, p, true, &payload, &payload_size, &version, rejected);
 	/* Estimates can be wrong: a delta that lost to the whole estimate is
 	 * compared with the real whole object, and the smaller one is kept. */
 	if (!rc && p->nbases && !tp_transfer_delta_wins(payload_size, whole_est)) {
@@ -166,7 +242,7 @@ static int store_encoded(tp_transfer *t, const char *oid, uint64_t size, const c
 		uint64_t wsize = 0;
 		uint32_t wversion = TP_DELTA_VERSION;
 		tp_buf_init(&whole.reason, 4096);
-		rc = encode(t, oid, size, path, &whole, false, &wpayload, &wsize, &wversion);
+		rc = encode(t, oid, size, path, &whole, false, &wpayload, &wsize, &wversion, rejected);
 		if (!rc && wsize <= payload_size) {
 			tp_buf_addf_cut(&whole.reason, "%s; delta was %llu bytes, whole %llu: whole",
 					p->reason.ptr ? p->reason.ptr : "", (unsigned long long)payload_size,
@@ -224,7 +300,47 @@ int tp_transfer_plan_execute(tp_transfer *t, tp_transfer_plan *plan, const char 
 	if (rc)
 		return rc;
 	tp_trace("%s: %s", oid, plan->reason);
-	rc = store_encoded(t, oid, size, path, &pl->chosen, plan->whole, &r);
+	pl->base_rejected = false;
+	rc = store_encoded(t, oid, size, path, &pl->chosen, plan->whole, &r, &pl->base_rejected);
+	if (!rc && result)
+		*result = r;
+	return rc;
+}
+
+/* A local copy chosen as a base is hashed while the delta is made; one
+ * that proves wrong stores nothing and is remembered as wrong, so the next
+ * plan does without it (another copy, the store, or whole). Each try rules
+ * out at least one file; the cap only bounds a pathological number of bad
+ * copies. */
+static int upload_planned(tp_transfer *t, const char *oid, uint64_t size, const char *path,
+			  const tp_lineage *l, tp_transfer_result *r)
+{
+	bool defer = t->defer_base_hash;
+	int rc;
+	t->defer_base_hash = true;
+	for (int tries = 0;; tries++) {
+		tp_transfer_plan *plan = NULL;
+		rc = tp_transfer_plan_upload(t, path, l, &plan);
+		if (!rc)
+			rc = tp_transfer_plan_execute(t, plan, oid, size, path, r);
+		bool again = rc == TP_ECORRUPT && plan &&
+			     ((tp_transfer_planned *)plan)->base_rejected && tries < UPLOAD_TRIES_MAX;
+		tp_transfer_plan_free(plan);
+		if (!again)
+			break;
+		tp_trace("%s: planning again without the rejected base", oid);
+	}
+	t->defer_base_hash = defer;
+	return rc;
+}
+
+int tp_transfer_upload_lineage(tp_transfer *t, const char *oid, uint64_t size, const char *path,
+			       const tp_lineage *lineage, tp_transfer_result *result)
+{
+	tp_transfer_result r = { 0 };
+	int rc = check_size(oid, size, path);
+	if (!rc)
+		rc = upload_planned(t, oid, size, path, lineage, &r);
 	if (!rc && result)
 		*result = r;
 	return rc;
@@ -259,11 +375,7 @@ int tp_transfer_upload(tp_transfer *t, const char *oid, uint64_t size, const cha
 	tp_lineage *l = NULL;
 	if (model && t->repo && (rc = tp_lineage_find(&l, t->repo, oid)) != 0 && rc != TP_ENOTFOUND)
 		goto done;
-	tp_transfer_plan *plan = NULL;
-	rc = tp_transfer_plan_upload(t, path, l, &plan);
-	if (!rc)
-		rc = tp_transfer_plan_execute(t, plan, oid, size, path, &r);
-	tp_transfer_plan_free(plan);
+	rc = upload_planned(t, oid, size, path, l, &r);
 	tp_lineage_free(l);
 done:
 	if (!rc && result)

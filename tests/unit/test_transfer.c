@@ -929,6 +929,104 @@ static void test_base_changes(void)
 	model_free(ft);
 }
 
+/* An upload leaves the hash of a local copy chosen as a base to the encode
+ * pass. A copy with the base's size but other bytes: nothing made from it
+ * is stored; the upload plans again without it and makes the delta against
+ * the store's base, or, with the base nowhere else, stores the object
+ * whole; either rebuilds. */
+static void test_upload_bad_copy(void)
+{
+	model *base = model_new("c-base", 25, 0), *ft = model_new("c-ft", 25, 40);
+	char out[512];
+	snprintf(out, sizeof(out), "%s/out-bad-copy", root);
+	for (int in_store = 1; in_store >= 0; in_store--) {
+		store_open();
+		tp_transfer *t = transfer_new();
+		if (in_store)
+			CHECK_EQ_INT(plan_and_store(t, base, NULL, NULL), -1);
+		tp_transfer_free(t);
+		t = transfer_new(); /* no verdict known */
+		unsigned char *good = malloc(base->size);
+		memcpy(good, base->bytes, base->size);
+		base->bytes[base->size - 1] ^= 0x40;
+		file_write(base->path, base->bytes, base->size);
+		lineage_fixture x = { 0 };
+		candidate_add(&x, TP_LINEAGE_SOURCE_HISTORY, base, true);
+		tp_transfer_result r = { 0 };
+		CHECK_EQ_INT(tp_transfer_upload_lineage(t, ft->oid, ft->size, ft->path, &x.l, &r), 0);
+		CHECK_EQ_INT(r.kind, in_store ? TP_STORE_KIND_DELTA : TP_STORE_KIND_WHOLE_CODEC);
+		CHECK_EQ_INT(r.nbases, in_store);
+		tp_store_object_info info;
+		CHECK_EQ_INT(tp_store_object_stat(&store, base->oid, &info),
+			     in_store ? 0 : TP_ENOTFOUND);
+		tp_transfer_free(t);
+		/* The rebuild reads the store only. */
+		memcpy(base->bytes, good, base->size);
+		free(good);
+		file_write(base->path, base->bytes, base->size);
+		tp_transfer_opts opts = { .tmp_dir = root, .threads = 1, .store_only = true };
+		t = NULL;
+		CHECK_EQ_INT(tp_transfer_new(&t, &store, NULL, &opts), 0);
+		unlink(out);
+		CHECK_EQ_INT(tp_transfer_download(t, ft->oid, ft->size, out), 0);
+		CHECK(same_bytes(ft->path, out));
+		tp_transfer_free(t);
+	}
+	model_free(base);
+	model_free(ft);
+}
+
+/* A base replaced while the encode pass reads and hashes it: nothing is
+ * stored. The base is in the store and its local copy was never hashed,
+ * so only the pass's own checks stand between it and the store. */
+static const model *replace_me;
+static int replace_base(void *ctx, uint64_t done, uint64_t total)
+{
+	(void)ctx;
+	(void)done;
+	(void)total;
+	if (!replace_me)
+		return 0;
+	/* A new file renamed over it: a new identity, whatever the clock. */
+	char tmpname[600];
+	snprintf(tmpname, sizeof(tmpname), "%s.new", replace_me->path);
+	unsigned char *b = malloc(replace_me->size);
+	memcpy(b, replace_me->bytes, replace_me->size);
+	b[replace_me->size / 2] ^= 1;
+	file_write(tmpname, b, replace_me->size);
+	free(b);
+	CHECK_EQ_INT(rename(tmpname, replace_me->path), 0);
+	replace_me = NULL;
+	return 0;
+}
+
+static void test_upload_base_changes(void)
+{
+	model *base = model_new("y-base", 27, 0), *ft = model_new("y-ft", 27, 40);
+	char tmp[512];
+	snprintf(tmp, sizeof(tmp), "%s/tmp", root);
+	store_open();
+	tp_transfer *t = transfer_new();
+	CHECK_EQ_INT(plan_and_store(t, base, NULL, NULL), -1);
+	tp_transfer_free(t);
+	t = NULL;
+	tp_transfer_opts opts = { .tmp_dir = tmp, .threads = 1, .progress = replace_base };
+	CHECK_EQ_INT(tp_transfer_new(&t, &store, NULL, &opts), 0);
+	lineage_fixture x = { 0 };
+	candidate_add(&x, TP_LINEAGE_SOURCE_HISTORY, base, true);
+	tp_transfer_result r = { 0 };
+	replace_me = base;
+	CHECK_EQ_INT(tp_transfer_upload_lineage(t, ft->oid, ft->size, ft->path, &x.l, &r),
+		     TP_ECORRUPT);
+	CHECK(replace_me == NULL); /* replaced during the pass */
+	CHECK(strstr(tp_error_last(), "changed while the delta was made") != NULL);
+	tp_store_object_info info;
+	CHECK_EQ_INT(tp_store_object_stat(&store, ft->oid, &info), TP_ENOTFOUND);
+	tp_transfer_free(t);
+	model_free(base);
+	model_free(ft);
+}
+
 int main(void)
 {
 	snprintf(root, sizeof(root), "%s/tp-test-transfer-XXXXXX",
@@ -959,6 +1057,8 @@ int main(void)
 	TP_TEST_RUN(test_provenance);
 	TP_TEST_RUN(test_progress_stops);
 	TP_TEST_RUN(test_base_changes);
+	TP_TEST_RUN(test_upload_bad_copy);
+	TP_TEST_RUN(test_upload_base_changes);
 	tp_store_free(inner);
 	int rc = TP_TEST_RESULT();
 	if (rc == 0)

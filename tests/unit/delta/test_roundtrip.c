@@ -179,6 +179,66 @@ static void test_verify(void)
 	free_all(tgt, 3);
 }
 
+/* The bases' sha256, asked for: each base file hashed whole by the encode
+ * jobs, whatever part of it the target uses, for any thread count, a base
+ * bigger or smaller than the target, a base given twice, an opaque base and
+ * an empty target; the stream is the same as without. An index file as a
+ * base is refused (its shards are many files). */
+static void test_base_sha256(void)
+{
+	uint64_t seed = 9;
+	t_tensor base[3] = { make("a", TP_DTYPE_BF16, 300000, &seed),
+			     make("unused", TP_DTYPE_F32, 90000, &seed),
+			     make("b", TP_DTYPE_F32, 70000, &seed) };
+	t_tensor tgt[2] = { tune(&base[2], "b", &seed), tune(&base[0], "a", &seed) };
+	t_write_st(path(0, "hbase.st"), base, 3, 0, NULL);
+	t_write_st(path(1, "htgt.st"), tgt, 2, 0, NULL);
+	uint8_t junk[5000];
+	for (size_t i = 0; i < sizeof(junk); i++)
+		junk[i] = (uint8_t)t_rand(&seed);
+	t_write_bytes(path(4, "hjunk"), junk, sizeof(junk));
+	t_write_bytes(path(5, "hempty"), junk, 0);
+	char want[3][TP_OID_HEXLEN + 1], have[TP_OID_HEXLEN + 1];
+	CHECK_EQ_INT(tp_sha256_file(tmp[0], want[0], NULL), 0);
+	CHECK_EQ_INT(tp_sha256_file(tmp[4], want[1], NULL), 0);
+	CHECK_EQ_INT(tp_sha256_file(tmp[1], want[2], NULL), 0);
+	const char *b[3] = { tmp[0], tmp[4], tmp[0] };
+	for (unsigned threads = 1; threads <= 3; threads++) {
+		unsigned char sums[3][32];
+		memset(sums, 0, sizeof(sums));
+		tp_delta_opts o = { .threads = threads, .chunk_size = TP_DELTA_CHUNK_MIN,
+				    .verify = true };
+		CHECK_EQ_INT(tp_delta_compress_file(tmp[1], b, 3, path(2, "h0.delta"), &o, NULL), 0);
+		o.base_sha256 = sums;
+		CHECK_EQ_INT(tp_delta_compress_file(tmp[1], b, 3, path(3, "h1.delta"), &o, NULL), 0);
+		CHECK(t_same_files(tmp[2], tmp[3]));
+		for (int i = 0; i < 3; i++) {
+			tp_sha256_hex(sums[i], have);
+			CHECK_STR(have, want[i == 1 ? 1 : 0]);
+		}
+		/* The base (bigger than the target) hashed against a small target. */
+		const char *big = tmp[0];
+		CHECK_EQ_INT(tp_delta_compress_file(tmp[4], &big, 1, path(3, "h2.delta"), &o, NULL), 0);
+		tp_sha256_hex(sums[0], have);
+		CHECK_STR(have, want[0]);
+		/* An empty target: no jobs; the bases are hashed all the same. */
+		const char *small = tmp[1];
+		CHECK_EQ_INT(tp_delta_compress_file(path(5, "hempty"), &small, 1, path(3, "h3.delta"),
+						    &o, NULL), 0);
+		tp_sha256_hex(sums[0], have);
+		CHECK_STR(have, want[2]);
+	}
+	const char *idx = "{\"weight_map\":{\"a\":\"hbase.st\"}}";
+	t_write_bytes(path(6, "h.safetensors.index.json"), idx, strlen(idx));
+	unsigned char one[1][32];
+	tp_delta_opts o = { .base_sha256 = one };
+	const char *ib = tmp[6];
+	CHECK_EQ_INT(tp_delta_compress_file(tmp[1], &ib, 1, path(3, "h4.delta"), &o, NULL),
+		     TP_EINVAL);
+	free_all(base, 3);
+	free_all(tgt, 2);
+}
+
 static void test_sharded(void)
 {
 	uint64_t seed = 3;
@@ -322,6 +382,7 @@ int main(void)
 	TP_TEST_RUN(test_dtypes);
 	TP_TEST_RUN(test_layouts);
 	TP_TEST_RUN(test_verify);
+	TP_TEST_RUN(test_base_sha256);
 	TP_TEST_RUN(test_sharded);
 	TP_TEST_RUN(test_opaque);
 	TP_TEST_RUN(test_corruption);
