@@ -7,6 +7,10 @@
 
 /* Multiply-adds of attention below which one thread does it all. */
 #define ATTN_MIN_PARALLEL (128u << 10)
+/* Floats touched by a per-token step (norm, RoPE, SiLU, residual add) below
+ * which one thread does it all: a decoded token's steps cost less than
+ * waking the pool. */
+#define ROWS_MIN_PARALLEL (16u << 10)
 
 struct tp_kv {
 	const tp_model *m;
@@ -252,14 +256,15 @@ static void attn_head(void *ctx, size_t h, size_t nheads)
 	}
 }
 
-/* Append this batch's keys and values to the cache, head-major. */
-static void cache_store(tp_kv *kv, size_t layer, size_t n)
+/* Append tokens t0..t1 of this batch's keys and values to the cache,
+ * head-major. */
+static void cache_store(tp_kv *kv, size_t layer, size_t t0, size_t t1)
 {
 	const tp_model_config *c = &kv->m->cfg;
 	size_t hd = c->head_dim;
 	for (size_t g = 0; g < c->kv_heads; g++) {
 		size_t base = ((layer * c->kv_heads) + g) * kv->max_ctx * hd;
-		for (size_t t = 0; t < n; t++) {
+		for (size_t t = t0; t < t1; t++) {
 			size_t at = base + (kv->pos + t) * hd;
 			memcpy(kv->k + at, kv->kb + (t * c->kv_heads + g) * hd, hd * sizeof(float));
 			memcpy(kv->v + at, kv->vb + (t * c->kv_heads + g) * hd, hd * sizeof(float));
@@ -273,36 +278,101 @@ static void add_rows(float *x, const float *d, size_t n)
 		x[i] += d[i];
 }
 
+/* The per-token steps between the linear layers, split by token over the
+ * pool during prefill (serial, they kept one of two threads idle for about
+ * a tenth of a prefill). Every token's arithmetic is the same whichever
+ * thread does it, so the results do not depend on the split. */
+typedef enum step_kind {
+	STEP_NORM,      /* xn = rms_norm(x) * w */
+	STEP_ROPE_KV,   /* RoPE on q and k, then k and v into the cache */
+	STEP_ADD,       /* x += tmp */
+	STEP_SILU_MUL,  /* g = silu(g) * u */
+} step_kind;
+
+typedef struct step_job {
+	const tp_model *m;
+	tp_kv *kv;
+	step_kind kind;
+	size_t layer, n, chunk;
+	const float *w; /* STEP_NORM's weights */
+} step_job;
+
+static void step_rows(const step_job *j, size_t t0, size_t t1)
+{
+	const tp_model_config *c = &j->m->cfg;
+	tp_kv *kv = j->kv;
+	size_t h = c->hidden, im = c->intermediate, nt = t1 - t0;
+	switch (j->kind) {
+	case STEP_NORM:
+		rms_norm(kv->x + t0 * h, j->w, nt, h, c->rms_eps, kv->xn + t0 * h);
+		break;
+	case STEP_ROPE_KV:
+		rope(kv, kv->q + t0 * c->heads * c->head_dim, nt, c->heads, kv->pos + t0);
+		rope(kv, kv->kb + t0 * c->kv_heads * c->head_dim, nt, c->kv_heads, kv->pos + t0);
+		cache_store(kv, j->layer, t0, t1);
+		break;
+	case STEP_ADD:
+		add_rows(kv->x + t0 * h, kv->tmp + t0 * h, nt * h);
+		break;
+	case STEP_SILU_MUL:
+		for (size_t i = t0 * im; i < t1 * im; i++)
+			kv->g[i] = kv->g[i] / (1.0f + expf(-kv->g[i])) * kv->u[i];
+		break;
+	}
+}
+
+static void step_task(void *ctx, size_t i, size_t ntasks)
+{
+	(void)ntasks;
+	const step_job *j = ctx;
+	size_t t0 = i * j->chunk, t1 = t0 + j->chunk < j->n ? t0 + j->chunk : j->n;
+	step_rows(j, t0, t1);
+}
+
+static void step(const tp_model *m, tp_kv *kv, step_kind kind, size_t layer, size_t n,
+		 const float *w)
+{
+	const tp_model_config *c = &m->cfg;
+	step_job j = { m, kv, kind, layer, n, n, w };
+	size_t width = kind == STEP_SILU_MUL ? c->intermediate : c->hidden;
+	unsigned threads = tp_pool_threads(m->pool);
+	if (threads == 1 || n < 2 || n * width < ROWS_MIN_PARALLEL) {
+		step_rows(&j, 0, n);
+		return;
+	}
+	/* A few chunks per thread, so a thread that starts late takes fewer. */
+	size_t tasks = (size_t)threads * 4 < n ? (size_t)threads * 4 : n;
+	j.chunk = (n + tasks - 1) / tasks;
+	tp_pool_run(m->pool, (n + j.chunk - 1) / j.chunk, step_task, &j);
+}
+
 static void attention_block(const tp_model *m, tp_kv *kv, size_t l, size_t n)
 {
 	const tp_model_config *c = &m->cfg;
 	tp_linear *const *lin = m->linear + l * LIN_PER_LAYER;
-	rms_norm(kv->x, m->norms + 2 * l * c->hidden, n, c->hidden, c->rms_eps, kv->xn);
+	step(m, kv, STEP_NORM, l, n, m->norms + 2 * l * c->hidden);
 	tp_linear_forward(lin[LIN_Q], kv->xn, n, kv->q, m->pool);
 	tp_linear_forward(lin[LIN_K], kv->xn, n, kv->kb, m->pool);
 	tp_linear_forward(lin[LIN_V], kv->xn, n, kv->vb, m->pool);
-	rope(kv, kv->q, n, c->heads, kv->pos);
-	rope(kv, kv->kb, n, c->kv_heads, kv->pos);
-	cache_store(kv, l, n);
+	step(m, kv, STEP_ROPE_KV, l, n, NULL);
 	attn_job j = { kv, l, n, kv->pos, choose_attn() };
 	/* Decoding a token attends over little: threads would only add latency. */
 	size_t work = n * (kv->pos + n) * c->heads * c->head_dim;
 	tp_pool_run(work < ATTN_MIN_PARALLEL ? NULL : m->pool, c->heads, attn_head, &j);
 	tp_linear_forward(lin[LIN_O], kv->att, n, kv->tmp, m->pool);
-	add_rows(kv->x, kv->tmp, n * c->hidden);
+	step(m, kv, STEP_ADD, l, n, NULL);
 }
 
 static void mlp_block(const tp_model *m, tp_kv *kv, size_t l, size_t n)
 {
 	const tp_model_config *c = &m->cfg;
 	tp_linear *const *lin = m->linear + l * LIN_PER_LAYER;
-	rms_norm(kv->x, m->norms + (2 * l + 1) * c->hidden, n, c->hidden, c->rms_eps, kv->xn);
+	step(m, kv, STEP_NORM, l, n, m->norms + (2 * l + 1) * c->hidden);
 	tp_linear_forward(lin[LIN_GATE], kv->xn, n, kv->g, m->pool);
 	tp_linear_forward(lin[LIN_UP], kv->xn, n, kv->u, m->pool);
-	for (size_t i = 0; i < n * c->intermediate; i++)
-		kv->g[i] = kv->g[i] / (1.0f + expf(-kv->g[i])) * kv->u[i];
+	step(m, kv, STEP_SILU_MUL, l, n, NULL);
 	tp_linear_forward(lin[LIN_DOWN], kv->g, n, kv->tmp, m->pool);
-	add_rows(kv->x, kv->tmp, n * c->hidden);
+	step(m, kv, STEP_ADD, l, n, NULL);
 }
 
 /* One batch of at most max_batch tokens. */

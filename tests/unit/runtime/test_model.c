@@ -3,7 +3,9 @@
 #include "evaltest.h"
 
 #include <math.h>
+#include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 static const char *data_dir, *shared_dir;
 
@@ -180,7 +182,53 @@ static void test_pool(void)
 			once += hits[i] == 1;
 		CHECK_EQ_INT(once, 1000);
 	}
+	/* Back-to-back loops (the workers catch them spinning) and loops after a
+	 * pause (the workers have gone to sleep): each still runs every task
+	 * exactly once. */
+	p = NULL;
+	CHECK_EQ_INT(tp_pool_new(&p, 2), 0);
+	int bad = 0;
+	for (size_t r = 0; r < 3000; r++) {
+		int hits[7] = { 0 };
+		if (r % 500 == 499)
+			nanosleep(&(struct timespec){ .tv_nsec = 20000000 }, NULL);
+		tp_pool_run(p, 7, count_task, hits);
+		for (size_t i = 0; i < 7; i++)
+			bad += hits[i] != 1;
+	}
+	CHECK_EQ_INT(bad, 0);
 	tp_pool_free(p);
+}
+
+/* A batch long enough that the per-token steps (norms, RoPE, SiLU, residual
+ * adds) and attention are split across threads gives the same logits, bit
+ * for bit, as one thread. */
+static void test_threads_bit_identical(void)
+{
+	tp_model *m1 = tpt_repo_model(data_dir, "base", 1), *m2 = tpt_repo_model(data_dir, "base", 2);
+	size_t n = 0;
+	int32_t *ids = tpt_heldout_ids(data_dir, &n);
+	size_t T = 128, V = m1 ? tp_model_get_config(m1)->vocab : 0;
+	float *a = malloc(T * V * sizeof(float)), *b = malloc(T * V * sizeof(float));
+	tp_kv *k1 = NULL, *k2 = NULL;
+	CHECK(m1 && m2 && ids && n >= T && a && b);
+	if (!m1 || !m2 || !ids || n < T || !a || !b)
+		goto done;
+	CHECK_EQ_INT(tp_kv_new(&k1, m1, T, T), 0);
+	CHECK_EQ_INT(tp_kv_new(&k2, m2, T, T), 0);
+	if (!k1 || !k2)
+		goto done;
+	CHECK_EQ_INT(tp_model_forward(m1, k1, ids, T, 0, a), 0);
+	CHECK_EQ_INT(tp_model_forward(m2, k2, ids, T, 0, b), 0);
+	CHECK(memcmp(a, b, T * V * sizeof(float)) == 0);
+done:
+	tp_kv_free(k1);
+	tp_kv_free(k2);
+	free(a);
+	free(b);
+	free(ids);
+	tp_model_free(m1);
+	tp_model_free(m2);
 }
 
 static void test_linear_interface(void)
@@ -300,6 +348,7 @@ int main(int argc, char **argv)
 	}
 	TP_TEST_RUN(test_repo_logprobs);
 	TP_TEST_RUN(test_pool);
+	TP_TEST_RUN(test_threads_bit_identical);
 	TP_TEST_RUN(test_kv_cache_and_kernels);
 	TP_TEST_RUN(test_linear_interface);
 	TP_TEST_RUN(test_config_errors);
