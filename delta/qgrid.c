@@ -28,48 +28,18 @@ static uint32_t bits_of_f32(float f)
 	return u;
 }
 
+/* common/half.c's conversions, chosen by dtype: exact widening, and
+ * round-to-nearest-even narrowing with overflow to infinity, as FORMAT.md
+ * specifies. NaN never reaches the narrowing from the decoder (see
+ * predict). */
 float tp_qgrid_to_f32(tp_dtype dt, uint16_t h)
 {
-	if (dt == TP_DTYPE_BF16)
-		return f32_of_bits((uint32_t)h << 16);
-	uint32_t sign = (uint32_t)(h & 0x8000) << 16, e = (h >> 10) & 0x1F, m = h & 0x3FF;
-	if (e == 0x1F)
-		return f32_of_bits(sign | 0x7F800000 | m << 13);
-	if (e)
-		return f32_of_bits(sign | (e + 112) << 23 | m << 13);
-	/* Zero or subnormal: m * 2^-24, exact in fp32. */
-	float v = (float)m * 0x1p-24f;
-	return sign ? -v : v;
+	return dt == TP_DTYPE_BF16 ? tp_bf16_to_f32(h) : tp_fp16_to_f32(h);
 }
 
-/* Round-to-nearest-even of a non-NaN fp32 to BF16 or F16 (overflow gives
- * infinity). NaN never reaches it from the decoder (see predict). */
 uint16_t tp_qgrid_from_f32(tp_dtype dt, float f)
 {
-	uint32_t u = bits_of_f32(f);
-	if (dt == TP_DTYPE_BF16) {
-		if ((u & 0x7FFFFFFF) > 0x7F800000)
-			return (uint16_t)(u >> 16 | 0x40); /* quiet NaN, for completeness */
-		return (uint16_t)((u + 0x7FFF + ((u >> 16) & 1)) >> 16);
-	}
-	uint16_t sign = (uint16_t)(u >> 16 & 0x8000);
-	uint32_t a = u & 0x7FFFFFFF;
-	if (a > 0x7F800000)
-		return sign | 0x7E00;
-	if (a >= 0x477FF000) /* 65520 and up round to infinity */
-		return sign | 0x7C00;
-	if (a >= 0x38800000) { /* normal in F16: rebias the exponent, round 13 bits */
-		uint32_t v = a - 0x38000000;
-		return sign | (uint16_t)((v + 0xFFF + ((v >> 13) & 1)) >> 13);
-	}
-	if (a <= 0x33000000) /* at most 2^-25: rounds to zero */
-		return sign;
-	/* Subnormal: the value in units of 2^-24 is m * 2^(e - 126). */
-	uint32_t e = a >> 23, m = (a & 0x7FFFFF) | 0x800000, shift = 126 - e;
-	uint32_t q = m >> shift, rem = m & ((1u << shift) - 1), half = 1u << (shift - 1);
-	if (rem > half || (rem == half && (q & 1)))
-		q++;
-	return sign | (uint16_t)q;
+	return dt == TP_DTYPE_BF16 ? tp_bf16_from_f32(f) : tp_fp16_from_f32(f);
 }
 
 static bool finite16(tp_dtype dt, uint16_t h)
