@@ -10,7 +10,7 @@
 #define CHOOSE_SAMPLE (64u << 10)
 #define CHOOSE_LEVEL 1
 /* Estimate codes 1 in 8 chunks of each kind of segment (at least 4, or all
- * when there are fewer). */
+ * when there are fewer), unless told another stride. */
 #define ESTIMATE_ALL 4u
 #define ESTIMATE_STRIDE 8u
 /* Kinds of segment that code alike: transform x dtype (or none) x base. */
@@ -443,19 +443,19 @@ static unsigned seg_kind(const tp_delta_seg_info *s)
 	return ((unsigned)s->xform * (TP_DTYPE_COUNT + 1) + dt) * 2 + (s->base >= 0);
 }
 
-/* How many of a kind's nc chunks to code: all of them, or for an
- * estimate, 1 in ESTIMATE_STRIDE (at least ESTIMATE_ALL). */
-static uint64_t chunks_wanted(uint64_t nc, bool sample)
+/* How many of a kind's nc chunks to code: all of them (stride 0), or for
+ * an estimate, 1 in stride (at least ESTIMATE_ALL). */
+static uint64_t chunks_wanted(uint64_t nc, unsigned stride)
 {
-	if (!sample || nc <= ESTIMATE_ALL)
+	if (!stride || nc <= ESTIMATE_ALL)
 		return nc;
-	uint64_t want = (nc + ESTIMATE_STRIDE - 1) / ESTIMATE_STRIDE;
+	uint64_t want = (nc + stride - 1) / stride;
 	return want < ESTIMATE_ALL ? ESTIMATE_ALL : want;
 }
 
-/* The chunks to code, in file order; when sampling, evenly spaced over
- * the chunks of each kind. */
-static int list_jobs(const tp_delta_layout *m, bool sample, job **out, size_t *n)
+/* The chunks to code, in file order; when sampling (stride), evenly
+ * spaced over the chunks of each kind. */
+static int list_jobs(const tp_delta_layout *m, unsigned stride, job **out, size_t *n)
 {
 	uint64_t total[KINDS] = { 0 }, seen[KINDS] = { 0 }, picked[KINDS] = { 0 }, want[KINDS];
 	size_t all = 0;
@@ -464,7 +464,7 @@ static int list_jobs(const tp_delta_layout *m, bool sample, job **out, size_t *n
 		all += (size_t)m->segs[i].chunks;
 	}
 	for (unsigned k = 0; k < KINDS; k++)
-		want[k] = chunks_wanted(total[k], sample);
+		want[k] = chunks_wanted(total[k], stride);
 	job *j = malloc((all ? all : 1) * sizeof(*j));
 	if (!j)
 		return tp_error_set(TP_ENOMEM, "out of memory");
@@ -659,7 +659,7 @@ int tp_delta_compress(const char *target, const char *const *bases, size_t nbase
 		}
 	}
 	/* run_jobs may return a progress callback's positive code. */
-	if ((rc = list_jobs(s.m, false, &s.jobs, &s.njobs)) < 0 || (rc = emit_plan(&e)) < 0 ||
+	if ((rc = list_jobs(s.m, 0, &s.jobs, &s.njobs)) < 0 || (rc = emit_plan(&e)) < 0 ||
 	    (rc = run_jobs(&s.c, s.jobs, s.njobs, emit_chunk, &e)) != 0 || (rc = emit_end(&e)) < 0)
 		goto done;
 	if (s.c.base_sha) {
@@ -759,7 +759,8 @@ int tp_delta_estimate(tp_delta_layout **out, const char *target,
 		goto done;
 	}
 	if ((rc = tp_delta_plan_write(s.m, &json, &plan_len)) < 0 ||
-	    (rc = list_jobs(s.m, true, &s.jobs, &s.njobs)) < 0 ||
+	    (rc = list_jobs(s.m, s.o.estimate_stride ? s.o.estimate_stride : ESTIMATE_STRIDE,
+			    &s.jobs, &s.njobs)) < 0 ||
 	    (rc = run_jobs(&s.c, s.jobs, s.njobs, tally_chunk, &t)) < 0)
 		goto done;
 	extrapolate(s.m, t.sampled, plan_len);

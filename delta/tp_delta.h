@@ -183,6 +183,9 @@ typedef struct tp_delta_opts {
 	 * alongside the target, so a caller can check its bases against their
 	 * oids without a pass of its own. */
 	unsigned char (*base_sha256)[32];
+	/* estimate: code 1 chunk in this many of each kind of segment (at
+	 * least 4 of a kind, or all of them when fewer); 0: 8. */
+	unsigned estimate_stride;
 } tp_delta_opts;
 
 typedef struct tp_delta_stats {
