@@ -247,6 +247,29 @@ static int plan_new(tp_delta_layout **out, const tp_map *target, const tp_base_s
 	return rc;
 }
 
+/* A plan made by tp_delta_estimate of these files (opts.plan), copied
+ * through its JSON, as apply reads it: 0, or 1 when it does not fit them
+ * (sizes, chunk size, a base's size or fingerprint) or cannot be copied,
+ * and they are planned again. */
+static int plan_reuse(tp_delta_layout **out, const tp_delta_layout *p, const tp_map *target,
+		      const tp_base_set *b, const tp_delta_opts *o)
+{
+	char fp[65], *json = NULL;
+	size_t len = 0;
+	if (p->target_size != target->size || p->chunk_size != o->chunk_size || p->nbases != b->len)
+		return 1;
+	for (size_t i = 0; i < b->len; i++) {
+		tp_map_fingerprint(&b->ptr[i].map, fp);
+		if (p->bases[i].size != b->ptr[i].map.size || strcmp(p->bases[i].fingerprint, fp) != 0)
+			return 1;
+	}
+	int rc = tp_delta_plan_write(p, &json, &len);
+	if (rc == 0)
+		rc = tp_delta_plan_parse(out, json, len);
+	free(json);
+	return rc < 0 ? 1 : 0;
+}
+
 /* ---- running chunk jobs on the pool --------------------------------------- */
 
 /* Decode the frame just encoded, the way apply will, and compare it with
@@ -611,7 +634,9 @@ static int session_open(session *s, const char *target, const char *const *bases
 		return tp_error_set(TP_EINVAL, "only xor, ulp or qgrid can be forced");
 	int rc;
 	if ((rc = tp_map_open(&s->target, target)) < 0 ||
-	    (rc = tp_base_set_open(&s->bases, bases, nbases)) < 0 ||
+	    (rc = tp_base_set_open(&s->bases, bases, nbases)) < 0)
+		return rc;
+	if ((!s->o.plan || plan_reuse(&s->m, s->o.plan, &s->target, &s->bases, &s->o) != 0) &&
 	    (rc = plan_new(&s->m, &s->target, &s->bases, &s->o)) < 0)
 		return rc;
 	return coder_init(&s->c, s->m, &s->target, &s->bases, &s->o);
@@ -749,7 +774,9 @@ int tp_delta_estimate(tp_delta_layout **out, const char *target,
 	tally t = { 0 };
 	char *json = NULL;
 	size_t plan_len = 0;
-	int rc = session_open(&s, target, bases, nbases, opts);
+	tp_delta_opts o = opts ? *opts : (tp_delta_opts){ 0 };
+	o.plan = NULL; /* an estimate plans */
+	int rc = session_open(&s, target, bases, nbases, &o);
 	if (rc < 0)
 		goto done;
 	t.c = &s.c;

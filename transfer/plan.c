@@ -18,6 +18,7 @@ void tp_transfer_choice_clear(tp_transfer_choice *c)
 	}
 	free(c->bases);
 	tp_buf_free(&c->reason);
+	tp_delta_layout_free(c->layout);
 	memset(c, 0, sizeof(*c));
 }
 
@@ -67,8 +68,10 @@ static int base_bytes(tp_transfer *t, const char *oid, uint64_t size, const char
 	return *path ? 0 : tp_error_set(TP_ENOMEM, "out of memory");
 }
 
+/* keep (may be NULL): gets the plan the estimate made, which the encode
+ * then codes by instead of planning again. */
 static int estimate(tp_transfer *t, const char *target, char **bases, size_t nbases,
-		    unsigned stride, uint64_t *size)
+		    unsigned stride, uint64_t *size, tp_delta_layout **keep)
 {
 	tp_delta_layout *m = NULL;
 	tp_delta_opts o = tp_transfer_codec_opts(t, false);
@@ -76,6 +79,10 @@ static int estimate(tp_transfer *t, const char *target, char **bases, size_t nba
 	int rc = tp_delta_estimate(&m, target, (const char *const *)bases, nbases, &o);
 	if (!rc)
 		*size = m->delta_size;
+	if (!rc && keep) {
+		*keep = m;
+		m = NULL;
+	}
 	tp_delta_layout_free(m);
 	return rc;
 }
@@ -92,10 +99,10 @@ static int estimate(tp_transfer *t, const char *target, char **bases, size_t nba
 
 static int estimate_whole(tp_transfer *t, const char *target, uint64_t est, uint64_t *whole)
 {
-	int rc = estimate(t, target, NULL, 0, WHOLE_COARSE_STRIDE, whole);
+	int rc = estimate(t, target, NULL, 0, WHOLE_COARSE_STRIDE, whole, NULL);
 	if (rc || est / WHOLE_COARSE_MARGIN >= *whole || *whole / WHOLE_COARSE_MARGIN >= est)
 		return rc;
-	return estimate(t, target, NULL, 0, 0, whole);
+	return estimate(t, target, NULL, 0, 0, whole, NULL);
 }
 
 /* Gather the local bytes of a candidate's files; an error when some are not
@@ -204,7 +211,7 @@ static int choose(tp_transfer *t, const char *path, const tp_lineage *l, tp_tran
 			continue;
 		}
 		char **paths = tp_transfer_choice_paths(&p);
-		rc = paths ? estimate(t, path, paths, p.nbases, 0, &est)
+		rc = paths ? estimate(t, path, paths, p.nbases, 0, &est, &p.layout)
 			   : tp_error_set(TP_ENOMEM, "out of memory");
 		free(paths);
 		if (rc) {

@@ -147,6 +147,7 @@ typedef struct tp_transfer_choice {
 	const char *source;
 	const char *evidence;
 	tp_buf reason;
+	tp_delta_layout *layout; /* the plan its estimate made, for compress */
 } tp_transfer_choice;
 
 void tp_transfer_choice_clear(tp_transfer_choice *c);

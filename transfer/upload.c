@@ -249,6 +249,7 @@ static int encode(tp_transfer *t, const char *oid, uint64_t size, const char *ta
 		goto done;
 	tp_delta_opts o = tp_transfer_codec_opts(t, report);
 	o.verify = true;
+	o.plan = p->layout; /* planned by its estimate: not again */
 	/* A scratch file needs no fsync: the store makes its copy durable. */
 	if (!feed && (k.fd = open(*payload, O_WRONLY | O_TRUNC | O_CLOEXEC)) < 0) {
 		rc = tp_error_set_errno(TP_EIO, errno, "opening %s", *payload);
