@@ -10,7 +10,7 @@
 #define CHOOSE_SAMPLE (64u << 10)
 #define CHOOSE_LEVEL 1
 /* Estimate codes 1 in 8 chunks of each kind of segment (at least 4, or all
- * when there are fewer). */
+ * when there are fewer), unless told another stride. */
 #define ESTIMATE_ALL 4u
 #define ESTIMATE_STRIDE 8u
 /* Kinds of segment that code alike: transform x dtype (or none) x base. */
@@ -247,6 +247,29 @@ static int plan_new(tp_delta_layout **out, const tp_map *target, const tp_base_s
 	return rc;
 }
 
+/* A plan made by tp_delta_estimate of these files (opts.plan), copied
+ * through its JSON, as apply reads it: 0, or 1 when it does not fit them
+ * (sizes, chunk size, a base's size or fingerprint) or cannot be copied,
+ * and they are planned again. */
+static int plan_reuse(tp_delta_layout **out, const tp_delta_layout *p, const tp_map *target,
+		      const tp_base_set *b, const tp_delta_opts *o)
+{
+	char fp[65], *json = NULL;
+	size_t len = 0;
+	if (p->target_size != target->size || p->chunk_size != o->chunk_size || p->nbases != b->len)
+		return 1;
+	for (size_t i = 0; i < b->len; i++) {
+		tp_map_fingerprint(&b->ptr[i].map, fp);
+		if (p->bases[i].size != b->ptr[i].map.size || strcmp(p->bases[i].fingerprint, fp) != 0)
+			return 1;
+	}
+	int rc = tp_delta_plan_write(p, &json, &len);
+	if (rc == 0)
+		rc = tp_delta_plan_parse(out, json, len);
+	free(json);
+	return rc < 0 ? 1 : 0;
+}
+
 /* ---- running chunk jobs on the pool --------------------------------------- */
 
 /* Decode the frame just encoded, the way apply will, and compare it with
@@ -443,19 +466,19 @@ static unsigned seg_kind(const tp_delta_seg_info *s)
 	return ((unsigned)s->xform * (TP_DTYPE_COUNT + 1) + dt) * 2 + (s->base >= 0);
 }
 
-/* How many of a kind's nc chunks to code: all of them, or for an
- * estimate, 1 in ESTIMATE_STRIDE (at least ESTIMATE_ALL). */
-static uint64_t chunks_wanted(uint64_t nc, bool sample)
+/* How many of a kind's nc chunks to code: all of them (stride 0), or for
+ * an estimate, 1 in stride (at least ESTIMATE_ALL). */
+static uint64_t chunks_wanted(uint64_t nc, unsigned stride)
 {
-	if (!sample || nc <= ESTIMATE_ALL)
+	if (!stride || nc <= ESTIMATE_ALL)
 		return nc;
-	uint64_t want = (nc + ESTIMATE_STRIDE - 1) / ESTIMATE_STRIDE;
+	uint64_t want = (nc + stride - 1) / stride;
 	return want < ESTIMATE_ALL ? ESTIMATE_ALL : want;
 }
 
-/* The chunks to code, in file order; when sampling, evenly spaced over
- * the chunks of each kind. */
-static int list_jobs(const tp_delta_layout *m, bool sample, job **out, size_t *n)
+/* The chunks to code, in file order; when sampling (stride), evenly
+ * spaced over the chunks of each kind. */
+static int list_jobs(const tp_delta_layout *m, unsigned stride, job **out, size_t *n)
 {
 	uint64_t total[KINDS] = { 0 }, seen[KINDS] = { 0 }, picked[KINDS] = { 0 }, want[KINDS];
 	size_t all = 0;
@@ -464,7 +487,7 @@ static int list_jobs(const tp_delta_layout *m, bool sample, job **out, size_t *n
 		all += (size_t)m->segs[i].chunks;
 	}
 	for (unsigned k = 0; k < KINDS; k++)
-		want[k] = chunks_wanted(total[k], sample);
+		want[k] = chunks_wanted(total[k], stride);
 	job *j = malloc((all ? all : 1) * sizeof(*j));
 	if (!j)
 		return tp_error_set(TP_ENOMEM, "out of memory");
@@ -611,7 +634,9 @@ static int session_open(session *s, const char *target, const char *const *bases
 		return tp_error_set(TP_EINVAL, "only xor, ulp or qgrid can be forced");
 	int rc;
 	if ((rc = tp_map_open(&s->target, target)) < 0 ||
-	    (rc = tp_base_set_open(&s->bases, bases, nbases)) < 0 ||
+	    (rc = tp_base_set_open(&s->bases, bases, nbases)) < 0)
+		return rc;
+	if ((!s->o.plan || plan_reuse(&s->m, s->o.plan, &s->target, &s->bases, &s->o) != 0) &&
 	    (rc = plan_new(&s->m, &s->target, &s->bases, &s->o)) < 0)
 		return rc;
 	return coder_init(&s->c, s->m, &s->target, &s->bases, &s->o);
@@ -659,7 +684,7 @@ int tp_delta_compress(const char *target, const char *const *bases, size_t nbase
 		}
 	}
 	/* run_jobs may return a progress callback's positive code. */
-	if ((rc = list_jobs(s.m, false, &s.jobs, &s.njobs)) < 0 || (rc = emit_plan(&e)) < 0 ||
+	if ((rc = list_jobs(s.m, 0, &s.jobs, &s.njobs)) < 0 || (rc = emit_plan(&e)) < 0 ||
 	    (rc = run_jobs(&s.c, s.jobs, s.njobs, emit_chunk, &e)) != 0 || (rc = emit_end(&e)) < 0)
 		goto done;
 	if (s.c.base_sha) {
@@ -749,7 +774,9 @@ int tp_delta_estimate(tp_delta_layout **out, const char *target,
 	tally t = { 0 };
 	char *json = NULL;
 	size_t plan_len = 0;
-	int rc = session_open(&s, target, bases, nbases, opts);
+	tp_delta_opts o = opts ? *opts : (tp_delta_opts){ 0 };
+	o.plan = NULL; /* an estimate plans */
+	int rc = session_open(&s, target, bases, nbases, &o);
 	if (rc < 0)
 		goto done;
 	t.c = &s.c;
@@ -759,7 +786,8 @@ int tp_delta_estimate(tp_delta_layout **out, const char *target,
 		goto done;
 	}
 	if ((rc = tp_delta_plan_write(s.m, &json, &plan_len)) < 0 ||
-	    (rc = list_jobs(s.m, true, &s.jobs, &s.njobs)) < 0 ||
+	    (rc = list_jobs(s.m, s.o.estimate_stride ? s.o.estimate_stride : ESTIMATE_STRIDE,
+			    &s.jobs, &s.njobs)) < 0 ||
 	    (rc = run_jobs(&s.c, s.jobs, s.njobs, tally_chunk, &t)) < 0)
 		goto done;
 	extrapolate(s.m, t.sampled, plan_len);

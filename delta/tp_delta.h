@@ -183,6 +183,14 @@ typedef struct tp_delta_opts {
 	 * alongside the target, so a caller can check its bases against their
 	 * oids without a pass of its own. */
 	unsigned char (*base_sha256)[32];
+	/* estimate: code 1 chunk in this many of each kind of segment (at
+	 * least 4 of a kind, or all of them when fewer); 0: 8. */
+	unsigned estimate_stride;
+	/* compress: the plan tp_delta_estimate made of the same target and
+	 * bases with the same options, coded by instead of planning again
+	 * (sampling each tensor's transforms, a serial part of compress).
+	 * Used only if it fits the files (sizes, each base's fingerprint). */
+	const struct tp_delta_layout *plan;
 } tp_delta_opts;
 
 typedef struct tp_delta_stats {

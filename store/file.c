@@ -10,6 +10,7 @@
  * (objects/ab, tmp, an object) is never followed, so nothing is written or
  * served from outside the root. Only the root itself may be a link.
  */
+#define _GNU_SOURCE /* sync_file_range */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -23,6 +24,9 @@
 #include "store_internal.h"
 
 #define IO_CHUNK (1u << 20)
+/* Writeback is started every this many bytes of a put, so that its fsync
+ * waits for the last few only (a put fed by a codec lasts as long as it). */
+#define WRITEBACK ((uint64_t)8 << 20)
 #define TMP_DIR "tmp"
 
 typedef struct file_store {
@@ -197,6 +201,7 @@ done:
 static int copy_source(int fd, const tp_store_source *src, const char *what)
 {
 	char *buf = malloc(IO_CHUNK);
+	uint64_t written = 0, flushed = 0;
 	int rc = 0;
 	if (!buf)
 		return tp_error_set(TP_ENOMEM, "out of memory");
@@ -210,6 +215,16 @@ static int copy_source(int fd, const tp_store_source *src, const char *what)
 			tp_error_wrap(rc, "writing %s", what);
 			break;
 		}
+		written += got;
+#ifdef SYNC_FILE_RANGE_WRITE
+		/* Only a hint (some file systems ignore it): the fsync after
+		 * the copy is what makes the value durable. */
+		if (written - flushed >= WRITEBACK) {
+			(void)sync_file_range(fd, (off_t)flushed, (off_t)(written - flushed),
+					      SYNC_FILE_RANGE_WRITE);
+			flushed = written;
+		}
+#endif
 	}
 	free(buf);
 	return rc;

@@ -358,6 +358,7 @@ typedef struct delta_src {
 	size_t manifest_len, manifest_pos;
 	int fd;
 	const char *path;
+	const tp_store_source *payload; /* instead of fd: a stream being made */
 	uint64_t done, total;
 	tp_progress_fn progress;
 	void *progress_ctx;
@@ -379,15 +380,31 @@ static int delta_read(void *vctx, void *buf, size_t cap, size_t *got)
 	n += take(out + n, cap - n, c->manifest, c->manifest_len, &c->manifest_pos);
 	if (n < cap) {
 		size_t r;
-		int rc = tp_fs_read_full(c->fd, out + n, cap - n, &r);
+		int rc = c->payload ? c->payload->read(c->payload->ctx, out + n, cap - n, &r)
+				    : tp_fs_read_full(c->fd, out + n, cap - n, &r);
 		if (rc)
-			return tp_error_wrap(rc, "reading %s", c->path);
+			return c->payload ? rc : tp_error_wrap(rc, "reading %s", c->path);
 		n += r;
 		c->done += r;
 		if (r && c->progress && (rc = c->progress(c->progress_ctx, c->done, c->total)) != 0)
 			return rc;
 	}
 	*got = n;
+	return 0;
+}
+
+static int delta_start(delta_src *c, const char *oid, tp_store_kind kind, uint64_t size)
+{
+	if (!tp_oid_valid(oid))
+		return tp_error_set(TP_EINVAL, "invalid oid");
+	if (c->manifest_len > TP_STORE_MANIFEST_MAX)
+		return tp_error_set(TP_ETOOBIG, "manifest of %s is too large", oid);
+	if (!TP_STORE_KIND_HAS_MANIFEST(kind))
+		return tp_error_set(TP_EINVAL, "kind %d has no manifest", kind);
+	header_write(c->head, kind, size);
+	for (int i = 0; i < 4; i++)
+		c->head[TP_STORE_OBJECT_HEADER_LEN + i] = (unsigned char)(c->manifest_len >> (8 * i));
+	c->head_len = sizeof(c->head);
 	return 0;
 }
 
@@ -398,16 +415,9 @@ int tp_store_object_put_delta(tp_store *s, const char *oid, uint64_t size, tp_st
 	char key[TP_STORE_OBJECT_KEY_LEN + 1];
 	delta_src c = { .manifest = manifest, .manifest_len = strlen(manifest), .path = payload_path,
 			.progress = progress, .progress_ctx = progress_ctx };
-	if (!tp_oid_valid(oid))
-		return tp_error_set(TP_EINVAL, "invalid oid");
-	if (c.manifest_len > TP_STORE_MANIFEST_MAX)
-		return tp_error_set(TP_ETOOBIG, "manifest of %s is too large", oid);
-	if (!TP_STORE_KIND_HAS_MANIFEST(kind))
-		return tp_error_set(TP_EINVAL, "kind %d has no manifest", kind);
-	header_write(c.head, kind, size);
-	for (int i = 0; i < 4; i++)
-		c.head[TP_STORE_OBJECT_HEADER_LEN + i] = (unsigned char)(c.manifest_len >> (8 * i));
-	c.head_len = sizeof(c.head);
+	int rc = delta_start(&c, oid, kind, size);
+	if (rc)
+		return rc;
 	c.fd = open(payload_path, O_RDONLY | O_CLOEXEC);
 	if (c.fd < 0)
 		return tp_error_set_errno(tp_error_from_errno(errno), errno, "opening %s", payload_path);
@@ -415,9 +425,24 @@ int tp_store_object_put_delta(tp_store *s, const char *oid, uint64_t size, tp_st
 	c.total = fstat(c.fd, &st) == 0 ? (uint64_t)st.st_size : 0;
 	tp_store_object_key(key, oid);
 	tp_store_source src = { delta_read, &c };
-	int rc = tp_store_put(s, key, &src);
+	rc = tp_store_put(s, key, &src);
 	close(c.fd);
 	return rc;
+}
+
+int tp_store_object_put_delta_stream(tp_store *s, const char *oid, uint64_t size,
+				     tp_store_kind kind, const char *manifest,
+				     const tp_store_source *payload)
+{
+	char key[TP_STORE_OBJECT_KEY_LEN + 1];
+	delta_src c = { .manifest = manifest, .manifest_len = strlen(manifest), .fd = -1,
+			.payload = payload };
+	int rc = delta_start(&c, oid, kind, size);
+	if (rc)
+		return rc;
+	tp_store_object_key(key, oid);
+	tp_store_source src = { delta_read, &c };
+	return tp_store_put(s, key, &src);
 }
 
 typedef struct buf_sink {

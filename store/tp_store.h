@@ -154,6 +154,12 @@ int tp_store_object_get_fd(tp_store *s, const char *oid, uint64_t size, int fd,
 int tp_store_object_put_delta(tp_store *s, const char *oid, uint64_t size, tp_store_kind kind,
 			      const char *manifest,
 			      const char *payload_path, tp_progress_fn progress, void *progress_ctx);
+/* The same, the codec stream read from payload as it is made: the object
+ * becomes visible only once payload ends (*got == 0), and a payload error
+ * stores nothing (the caller proves the stream before ending it). */
+int tp_store_object_put_delta_stream(tp_store *s, const char *oid, uint64_t size,
+				     tp_store_kind kind, const char *manifest,
+				     const tp_store_source *payload);
 /* Header and, for a delta object, its manifest (malloc'd, NUL-terminated;
  * NULL for whole objects). Reads only the start of the object. */
 int tp_store_object_manifest(tp_store *s, const char *oid, tp_store_object_info *info,

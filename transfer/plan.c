@@ -18,6 +18,7 @@ void tp_transfer_choice_clear(tp_transfer_choice *c)
 	}
 	free(c->bases);
 	tp_buf_free(&c->reason);
+	tp_delta_layout_free(c->layout);
 	memset(c, 0, sizeof(*c));
 }
 
@@ -67,16 +68,41 @@ static int base_bytes(tp_transfer *t, const char *oid, uint64_t size, const char
 	return *path ? 0 : tp_error_set(TP_ENOMEM, "out of memory");
 }
 
+/* keep (may be NULL): gets the plan the estimate made, which the encode
+ * then codes by instead of planning again. */
 static int estimate(tp_transfer *t, const char *target, char **bases, size_t nbases,
-		    uint64_t *size)
+		    unsigned stride, uint64_t *size, tp_delta_layout **keep)
 {
 	tp_delta_layout *m = NULL;
 	tp_delta_opts o = tp_transfer_codec_opts(t, false);
+	o.estimate_stride = stride;
 	int rc = tp_delta_estimate(&m, target, (const char *const *)bases, nbases, &o);
 	if (!rc)
 		*size = m->delta_size;
+	if (!rc && keep) {
+		*keep = m;
+		m = NULL;
+	}
 	tp_delta_layout_free(m);
 	return rc;
+}
+
+/* The whole file's estimate serves only to be compared with the best
+ * delta's (est): a coarse one, 1 chunk in WHOLE_COARSE_STRIDE, decides
+ * when they are WHOLE_COARSE_MARGIN times apart or more either way; closer,
+ * the usual one (1 in 8) does. Coding a file whole costs several times
+ * what coding its delta does, so the coarse sample saves most of this
+ * estimate for a fine-tune, and an unrelated model is estimated as finely
+ * as ever. */
+#define WHOLE_COARSE_STRIDE 32u
+#define WHOLE_COARSE_MARGIN 2u
+
+static int estimate_whole(tp_transfer *t, const char *target, uint64_t est, uint64_t *whole)
+{
+	int rc = estimate(t, target, NULL, 0, WHOLE_COARSE_STRIDE, whole, NULL);
+	if (rc || est / WHOLE_COARSE_MARGIN >= *whole || *whole / WHOLE_COARSE_MARGIN >= est)
+		return rc;
+	return estimate(t, target, NULL, 0, 0, whole, NULL);
 }
 
 /* Gather the local bytes of a candidate's files; an error when some are not
@@ -135,20 +161,21 @@ static int verdict_set(tp_transfer_candidate *v, tp_transfer_verdict verdict, co
 }
 
 /* Estimate each candidate and pick the one with the smallest delta, if it
- * beats the whole file; pl->chosen.nbases == 0 means store whole. */
+ * beats the whole file; pl->chosen.nbases == 0 means store whole. The
+ * whole file is estimated last, and only when some candidate was: it is
+ * only compared with the best one. */
 static int choose(tp_transfer *t, const char *path, const tp_lineage *l, tp_transfer_planned *pl)
 {
 	tp_transfer_choice *best = &pl->chosen;
 	tp_transfer_plan *plan = &pl->plan;
+	tp_buf cands = TP_BUF_INIT(4096); /* the candidates' part of the reason */
 	tp_buf_init(&best->reason, 4096);
 	if (!l || l->ncandidates == 0)
 		/* Nothing to compare with: no need to estimate the whole file. */
 		return tp_buf_adds(&best->reason, "whole: no base candidate");
-	int rc = estimate(t, path, NULL, 0, &plan->whole);
-	if (rc)
-		return rc;
-	uint64_t best_est = plan->whole;
-	tp_buf_addf_cut(&best->reason, "whole: estimated %llu bytes", (unsigned long long)best_est);
+	uint64_t best_est = TP_TRANSFER_UNESTIMATED;
+	long best_i = -1;
+	int rc = 0;
 	for (size_t i = 0; i < l->ncandidates && !rc; i++) {
 		const tp_lineage_candidate *c = &l->candidates[i];
 		tp_transfer_candidate *v = &plan->candidates[i];
@@ -168,8 +195,7 @@ static int choose(tp_transfer *t, const char *path, const tp_lineage *l, tp_tran
 				     : verdict_set(v, TP_TRANSFER_VERDICT_UNAVAILABLE, "%s",
 						   tp_error_last());
 			if (!rc)
-				rc = tp_buf_addf_cut(&best->reason, "; %s: unavailable",
-						     c->files[0].oid);
+				rc = tp_buf_addf_cut(&cands, "; %s: unavailable", c->files[0].oid);
 			tp_transfer_choice_clear(&p);
 			continue;
 		}
@@ -178,27 +204,27 @@ static int choose(tp_transfer *t, const char *path, const tp_lineage *l, tp_tran
 			rc = verdict_set(v, TP_TRANSFER_VERDICT_TOO_DEEP, "chain depth %d over "
 					 "tenpak.maxchain %d", p.depth, t->maxchain);
 			if (!rc)
-				rc = tp_buf_addf_cut(&best->reason, "; %.12s: chain depth %d over "
+				rc = tp_buf_addf_cut(&cands, "; %.12s: chain depth %d over "
 						     "tenpak.maxchain %d", c->files[0].oid,
 						     p.depth, t->maxchain);
 			tp_transfer_choice_clear(&p);
 			continue;
 		}
 		char **paths = tp_transfer_choice_paths(&p);
-		rc = paths ? estimate(t, path, paths, p.nbases, &est)
+		rc = paths ? estimate(t, path, paths, p.nbases, 0, &est, &p.layout)
 			   : tp_error_set(TP_ENOMEM, "out of memory");
 		free(paths);
 		if (rc) {
 			tp_transfer_choice_clear(&p);
-			return rc;
+			break;
 		}
 		v->verdict = TP_TRANSFER_VERDICT_ESTIMATED;
 		v->estimate = est;
-		rc = tp_buf_addf_cut(&best->reason, "; %s %.12s: estimated %llu bytes", p.source,
+		rc = tp_buf_addf_cut(&cands, "; %s %.12s: estimated %llu bytes", p.source,
 				     c->files[0].oid, (unsigned long long)est);
-		if (est < best_est && tp_transfer_delta_wins(est, plan->whole)) {
+		if (est < best_est) {
 			best_est = est;
-			plan->choice = (long)i;
+			best_i = (long)i;
 			tp_buf reason = best->reason;
 			best->reason = (tp_buf)TP_BUF_INIT(0);
 			tp_transfer_choice_clear(best);
@@ -207,6 +233,23 @@ static int choose(tp_transfer *t, const char *path, const tp_lineage *l, tp_tran
 		} else {
 			tp_transfer_choice_clear(&p);
 		}
+	}
+	if (!rc && best_i < 0)
+		rc = tp_buf_adds(&best->reason, "whole: no candidate estimated");
+	else if (!rc && (rc = estimate_whole(t, path, best_est, &plan->whole)) == 0)
+		rc = tp_buf_addf_cut(&best->reason, "whole: estimated %llu bytes",
+				     (unsigned long long)plan->whole);
+	if (!rc && cands.ptr)
+		rc = tp_buf_addf_cut(&best->reason, "%s", cands.ptr);
+	tp_buf_free(&cands);
+	if (!rc && best_i >= 0 && tp_transfer_delta_wins(best_est, plan->whole)) {
+		plan->choice = best_i;
+	} else if (best->nbases) {
+		/* Whole after all: the chosen choice keeps its reason only. */
+		tp_buf reason = best->reason;
+		best->reason = (tp_buf)TP_BUF_INIT(0);
+		tp_transfer_choice_clear(best);
+		best->reason = reason;
 	}
 	return rc;
 }

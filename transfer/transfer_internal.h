@@ -98,6 +98,21 @@ void tp_transfer_local_remember(tp_transfer *t, const char *path, const char *oi
  * a base with its check and this one proves the bytes read were the oid's. */
 int tp_transfer_local_unchanged(tp_transfer *t, const char *path, const char *oid);
 
+/* ---- store writes fed as the stream is made (feed.c) ------------------------ */
+
+typedef struct tp_transfer_feed tp_transfer_feed;
+
+/* Start storing oid (kind, manifest: taken, even on failure) from bytes
+ * given to tp_transfer_feed_write, on a thread of its own. */
+int tp_transfer_feed_start(tp_transfer_feed **out, tp_store *store, const char *oid,
+			   uint64_t size, tp_store_kind kind, char *manifest);
+/* The next bytes of the payload; an error when the store's write failed. */
+int tp_transfer_feed_write(tp_transfer_feed *f, const void *data, size_t n);
+/* End the feed and free it (NULL is ignored): proven, the object is
+ * stored (made durable and visible) and the store's result returned;
+ * otherwise nothing is stored and 0 returned. */
+int tp_transfer_feed_finish(tp_transfer_feed *f, bool proven);
+
 /* ---- rebuilds (rebuild.c) -------------------------------------------------- */
 
 /* Apply the delta stream read from fd in into out and prove the result is
@@ -132,6 +147,7 @@ typedef struct tp_transfer_choice {
 	const char *source;
 	const char *evidence;
 	tp_buf reason;
+	tp_delta_layout *layout; /* the plan its estimate made, for compress */
 } tp_transfer_choice;
 
 void tp_transfer_choice_clear(tp_transfer_choice *c);

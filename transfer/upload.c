@@ -14,6 +14,8 @@
 
 /* Plans tried per upload when local copies chosen as bases prove wrong. */
 #define UPLOAD_TRIES_MAX 8
+/* A delta stream's preamble through its version (delta/FORMAT.md). */
+#define PREAMBLE_VERSION_END 12
 
 static int manifest_text(const tp_transfer *t, const char *oid, uint64_t size,
 			 const tp_transfer_choice *p, uint32_t codec_version, char **text)
@@ -155,10 +157,68 @@ static int bases_after(tp_transfer *t, tp_transfer_choice *p, const struct stat 
 	return 0;
 }
 
+/* Where encode writes the stream: a scratch file (fd), or straight into
+ * the store (feed), started once the stream's preamble shows its format
+ * version, which the manifest before it records. */
+typedef struct sink {
+	tp_transfer *t;
+	const char *oid;
+	uint64_t size;
+	const tp_transfer_choice *p;
+	int fd; /* a scratch file, or -1: feed the store */
+	unsigned char pre[PREAMBLE_VERSION_END];
+	size_t npre;
+	uint32_t version; /* the preamble's, which the manifest records */
+	tp_transfer_feed *feed;
+} sink;
+
+static int sink_start(sink *k)
+{
+	char *mtext = NULL;
+	/* delta/FORMAT.md: magic "TPKDELTA", then the u32 (LE) version. */
+	if (memcmp(k->pre, "TPKDELTA", 8) != 0)
+		return tp_error_set(TP_ECORRUPT, "the codec's stream does not start as a delta");
+	k->version = (uint32_t)k->pre[8] | (uint32_t)k->pre[9] << 8 |
+		     (uint32_t)k->pre[10] << 16 | (uint32_t)k->pre[11] << 24;
+	int rc = manifest_text(k->t, k->oid, k->size, k->p, k->version, &mtext);
+	if (!rc)
+		rc = tp_transfer_feed_start(&k->feed, k->t->store, k->oid, k->size,
+					    k->p->nbases ? TP_STORE_KIND_DELTA
+							 : TP_STORE_KIND_WHOLE_CODEC,
+					    mtext);
+	else
+		free(mtext);
+	return rc ? rc : tp_transfer_feed_write(k->feed, k->pre, k->npre);
+}
+
+static int sink_write(void *ctx, const void *buf, size_t n)
+{
+	sink *k = ctx;
+	const unsigned char *b = buf;
+	if (k->fd >= 0)
+		return tp_fs_write_all(k->fd, buf, n);
+	if (!k->feed) {
+		size_t take = sizeof(k->pre) - k->npre < n ? sizeof(k->pre) - k->npre : n;
+		memcpy(k->pre + k->npre, b, take);
+		k->npre += take;
+		b += take;
+		n -= take;
+		if (k->npre < sizeof(k->pre))
+			return 0;
+		int rc = sink_start(k);
+		if (rc)
+			return rc;
+	}
+	return n ? tp_transfer_feed_write(k->feed, b, n) : 0;
+}
+
 /*
- * Compress target against the choice's bases into a scratch file, proving
- * in the same pass that the stream rebuilds object oid, so that nothing
- * unproven reaches the store and no byte is read twice:
+ * Compress target against the choice's bases, proving in the same pass
+ * that the stream rebuilds object oid, so that nothing unproven reaches the
+ * store and no byte is read twice. With feed, the stream goes into the
+ * store as it is made and *feed is left pending: the caller ends it, and
+ * only then, proven, is the object stored; else into a scratch file,
+ * *payload.
  * - the codec hashes every target byte it encodes; that sha256 must be the
  *   oid (and the size the object's), so the bytes coded are the object's;
  * - each frame is decoded right after it is encoded, as apply will decode
@@ -172,8 +232,8 @@ static int bases_after(tp_transfer *t, tp_transfer_choice *p, const struct stat 
  *   download rebuilds from bytes that hash to the same oid.
  */
 static int encode(tp_transfer *t, const char *oid, uint64_t size, const char *target,
-		  tp_transfer_choice *p, bool report, char **payload, uint64_t *payload_size,
-		  uint32_t *version, bool *rejected)
+		  tp_transfer_choice *p, bool report, tp_transfer_feed **feed, char **payload,
+		  uint64_t *payload_size, uint32_t *version, bool *rejected)
 {
 	char **paths = tp_transfer_choice_paths(p);
 	struct stat *st = calloc(p->nbases + 1, sizeof(*st));
@@ -181,25 +241,31 @@ static int encode(tp_transfer *t, const char *oid, uint64_t size, const char *ta
 	tp_delta_stats stats = { 0 };
 	char hex[TP_OID_HEXLEN + 1];
 	bool hash = false;
-	int rc = paths && st && sums ? tp_transfer_scratch_new(t, "delta", payload)
-				     : tp_error_set(TP_ENOMEM, "out of memory");
+	sink k = { .t = t, .oid = oid, .size = size, .p = p, .fd = -1 };
+	int rc = paths && st && sums ? 0 : tp_error_set(TP_ENOMEM, "out of memory");
+	if (!rc && !feed)
+		rc = tp_transfer_scratch_new(t, "delta", payload);
 	if (rc)
 		goto done;
 	tp_delta_opts o = tp_transfer_codec_opts(t, report);
 	o.verify = true;
-	int fd = open(*payload, O_WRONLY | O_TRUNC | O_CLOEXEC);
-	if (fd < 0) {
+	o.plan = p->layout; /* planned by its estimate: not again */
+	/* A scratch file needs no fsync: the store makes its copy durable. */
+	if (!feed && (k.fd = open(*payload, O_WRONLY | O_TRUNC | O_CLOEXEC)) < 0) {
 		rc = tp_error_set_errno(TP_EIO, errno, "opening %s", *payload);
 		goto done;
 	}
-	/* A scratch file needs no fsync: the store makes its copy durable. */
 	rc = bases_before(t, p, st, &hash, rejected);
 	if (hash)
 		o.base_sha256 = sums;
 	if (!rc)
-		rc = tp_delta_compress(target, (const char *const *)paths, p->nbases,
-				       tp_delta_fd_write, &fd, &o, &stats);
-	close(fd);
+		rc = tp_delta_compress(target, (const char *const *)paths, p->nbases, sink_write,
+				       &k, &o, &stats);
+	if (k.fd >= 0)
+		close(k.fd);
+	if (!rc && feed && (!k.feed || k.version != stats.version))
+		rc = tp_error_set(TP_ECORRUPT, "the codec's stream of %s does not start with its "
+				  "format version", target);
 	if (!rc)
 		rc = bases_after(t, p, st, (const unsigned char (*)[32])sums, rejected);
 	if (!rc) {
@@ -218,8 +284,13 @@ done:
 	free(st);
 	free(sums);
 	if (rc) {
-		tp_transfer_scratch_drop(*payload);
-		*payload = NULL;
+		tp_transfer_feed_finish(k.feed, false);
+		if (!feed) {
+			tp_transfer_scratch_drop(*payload);
+			*payload = NULL;
+		}
+	} else if (feed) {
+		*feed = k.feed;
 	}
 	return rc;
 }
@@ -228,48 +299,52 @@ static int store_encoded(tp_transfer *t, const char *oid, uint64_t size, const c
 			 tp_transfer_choice *p, uint64_t whole_est, tp_transfer_result *result,
 			 bool *rejected)
 {
-	char *payload = NULL, *mtext = NULL;
+	char *wpayload = NULL, *mtext = NULL;
+	tp_transfer_feed *feed = NULL;
 	uint64_t payload_size = 0;
 	uint32_t version = TP_DELTA_VERSION;
 	int rc = store_bases(t, p, rejected);
 	if (!rc)
-		rc = encode(t, oid, size, path, p, true, &payload, &payload_size, &version, rejected);
+		rc = encode(t, oid, size, path, p, true, &feed, NULL, &payload_size, &version,
+			    rejected);
 	/* Estimates can be wrong: a delta that lost to the whole estimate is
-	 * compared with the real whole object, and the smaller one is kept. */
+	 * compared with the real whole object, and the smaller one is kept
+	 * (the delta, still pending in the store, is dropped or stored). */
 	if (!rc && p->nbases && !tp_transfer_delta_wins(payload_size, whole_est)) {
 		tp_transfer_choice whole = { .source = p->source, .evidence = p->evidence };
-		char *wpayload = NULL;
 		uint64_t wsize = 0;
 		uint32_t wversion = TP_DELTA_VERSION;
 		tp_buf_init(&whole.reason, 4096);
-		rc = encode(t, oid, size, path, &whole, false, &wpayload, &wsize, &wversion, rejected);
+		rc = encode(t, oid, size, path, &whole, false, NULL, &wpayload, &wsize, &wversion,
+			    rejected);
 		if (!rc && wsize <= payload_size) {
 			tp_buf_addf_cut(&whole.reason, "%s; delta was %llu bytes, whole %llu: whole",
 					p->reason.ptr ? p->reason.ptr : "", (unsigned long long)payload_size,
 					(unsigned long long)wsize);
-			tp_transfer_scratch_drop(payload);
-			payload = wpayload;
 			payload_size = wsize;
-			version = wversion;
 			tp_transfer_choice_clear(p);
 			*p = whole;
+			tp_transfer_feed_finish(feed, false);
+			feed = NULL;
+			rc = manifest_text(t, oid, size, p, wversion, &mtext);
+			if (!rc)
+				rc = tp_store_object_put_delta(t->store, oid, size,
+							       TP_STORE_KIND_WHOLE_CODEC, mtext,
+							       wpayload, NULL, NULL);
 		} else {
-			tp_transfer_scratch_drop(wpayload);
 			tp_transfer_choice_clear(&whole);
 		}
 	}
+	/* The streamed object is stored now that it is proven, and only then. */
+	int frc = tp_transfer_feed_finish(feed, rc == 0);
 	if (!rc)
-		rc = manifest_text(t, oid, size, p, version, &mtext);
-	if (!rc)
-		rc = tp_store_object_put_delta(t->store, oid, size,
-					       p->nbases ? TP_STORE_KIND_DELTA : TP_STORE_KIND_WHOLE_CODEC,
-					       mtext, payload, NULL, NULL);
+		rc = frc;
 	if (!rc && result) {
 		result->kind = p->nbases ? TP_STORE_KIND_DELTA : TP_STORE_KIND_WHOLE_CODEC;
 		result->stored = payload_size;
 		result->nbases = (int)p->nbases;
 	}
-	tp_transfer_scratch_drop(payload);
+	tp_transfer_scratch_drop(wpayload);
 	free(mtext);
 	return rc;
 }

@@ -375,6 +375,68 @@ static void test_estimate_many(void)
 	free_all(tgt, N);
 }
 
+/* An estimate's plan given to compress (opts.plan) is coded by: the
+ * stream is the one compress plans itself, proven or not; a plan of other
+ * files (another base, none) is not used. An estimate coding every chunk
+ * (stride 1) sizes the stream exactly, and sparser strides stay close. */
+static void test_estimate_plan(void)
+{
+	enum { N = 12 };
+	uint64_t seed = 13;
+	t_tensor base[N], tgt[N], other[N];
+	char names[N][16];
+	for (int i = 0; i < N; i++) {
+		snprintf(names[i], sizeof(names[i]), "w.%d", i);
+		base[i] = make(names[i], i % 2 ? TP_DTYPE_BF16 : TP_DTYPE_F32, 40000, &seed);
+		tgt[i] = tune(&base[i], names[i], &seed);
+		other[i] = make(names[i], i % 2 ? TP_DTYPE_BF16 : TP_DTYPE_F32, 40000, &seed);
+	}
+	t_write_st(path(0, "pbase.st"), base, N, 0, NULL);
+	t_write_st(path(1, "ptgt.st"), tgt, N, 0, NULL);
+	t_write_st(path(2, "pother.st"), other, N, 0, NULL);
+	const char *b = path(0, "pbase.st"), *t = path(1, "ptgt.st"), *ob = path(2, "pother.st");
+	tp_delta_opts o = { .threads = 2, .chunk_size = TP_DELTA_CHUNK_MIN };
+	tp_delta_stats st = { 0 }, st2 = { 0 };
+	CHECK_EQ_INT(tp_delta_compress_file(t, &b, 1, path(3, "p0.delta"), &o, &st), 0);
+	tp_delta_layout *m = NULL, *mo = NULL, *mn = NULL;
+	CHECK_EQ_INT(tp_delta_estimate(&m, t, &b, 1, &o), 0);
+	CHECK_EQ_INT(tp_delta_estimate(&mo, t, &ob, 1, &o), 0);
+	CHECK_EQ_INT(tp_delta_estimate(&mn, t, NULL, 0, &o), 0);
+	for (int verify = 0; m && mo && mn && verify <= 1; verify++) {
+		tp_delta_opts p = o;
+		p.verify = verify;
+		p.plan = m;
+		CHECK_EQ_INT(tp_delta_compress_file(t, &b, 1, path(4, "p1.delta"), &p, &st2), 0);
+		CHECK(t_same_files(path(3, "p0.delta"), path(4, "p1.delta")));
+		p.plan = mo;
+		CHECK_EQ_INT(tp_delta_compress_file(t, &b, 1, path(4, "p1.delta"), &p, &st2), 0);
+		CHECK(t_same_files(path(3, "p0.delta"), path(4, "p1.delta")));
+		p.plan = mn;
+		CHECK_EQ_INT(tp_delta_compress_file(t, &b, 1, path(4, "p1.delta"), &p, &st2), 0);
+		CHECK(t_same_files(path(3, "p0.delta"), path(4, "p1.delta")));
+	}
+	tp_delta_layout_free(m);
+	tp_delta_layout_free(mo);
+	tp_delta_layout_free(mn);
+	for (unsigned stride = 1; stride <= 32; stride *= 2) {
+		tp_delta_opts e = o;
+		e.estimate_stride = stride;
+		m = NULL;
+		CHECK_EQ_INT(tp_delta_estimate(&m, t, &b, 1, &e), 0);
+		if (m && stride == 1)
+			CHECK(m->delta_size == st.delta_bytes);
+		if (m) {
+			double err = ((double)m->delta_size - (double)st.delta_bytes) /
+				     (double)st.delta_bytes;
+			CHECK(err < 0.05 && err > -0.05);
+		}
+		tp_delta_layout_free(m);
+	}
+	free_all(base, N);
+	free_all(tgt, N);
+	free_all(other, N);
+}
+
 int main(void)
 {
 	if (!tp_test_mkdtemp(dir))
@@ -388,6 +450,7 @@ int main(void)
 	TP_TEST_RUN(test_corruption);
 	TP_TEST_RUN(test_estimate);
 	TP_TEST_RUN(test_estimate_many);
+	TP_TEST_RUN(test_estimate_plan);
 	tp_test_rmtree(dir);
 	return TP_TEST_RESULT();
 }
