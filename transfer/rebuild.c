@@ -13,6 +13,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
@@ -35,17 +36,33 @@ static int manifest_load(const tp_transfer *t, tp_store_manifest **out, const ch
 	return rc;
 }
 
+/* Open out for writing from its start. Files made by mkstemp are empty:
+ * truncating one anyway would make ext4 flush it to disk when it is closed
+ * (its guard for files rewritten in place), and a base's scratch file is
+ * removed right after, so only a file with bytes in it is truncated. */
+static int open_empty(const char *out, int *fd)
+{
+	struct stat st;
+	*fd = open(out, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+	if (*fd < 0 || fstat(*fd, &st) != 0 || (st.st_size > 0 && ftruncate(*fd, 0) != 0)) {
+		int rc = tp_error_set_errno(TP_EIO, errno, "opening %s", out);
+		if (*fd >= 0)
+			close(*fd);
+		*fd = -1;
+		return rc;
+	}
+	return 0;
+}
+
 int tp_transfer_apply(tp_transfer *t, int in, char **bases, size_t nbases, const char *oid,
 		      uint64_t expect, const char *out, bool durable, bool report)
 {
-	int fd = out ? open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600) : -1;
+	int fd = -1;
 	tp_delta_stats stats;
 	char hex[TP_OID_HEXLEN + 1];
-	int rc = 0;
-	if (out && fd < 0) {
-		rc = tp_error_set_errno(TP_EIO, errno, "opening %s", out);
+	int rc = out ? open_empty(out, &fd) : 0;
+	if (rc)
 		goto done;
-	}
 	tp_delta_opts o = tp_transfer_codec_opts(t, report);
 	o.expect_size = expect;
 	/* The codec hashes what it writes as it writes it: the output is never
@@ -330,8 +347,8 @@ static int node_rebuild(tp_transfer *t, const rebuild_graph *g, const rebuild_no
 	if (n->info.kind == TP_STORE_KIND_WHOLE_ZSTD) {
 		/* The object layer stops at the object's size: a frame that
 		 * inflates past it is an error before more is written. */
-		if ((fd = open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)) < 0)
-			return tp_error_set_errno(TP_EIO, errno, "opening %s", out);
+		if ((rc = open_empty(out, &fd)) != 0)
+			return rc;
 		rc = tp_store_object_get_fd(t->store, n->oid, n->size, fd,
 					    report ? t->progress : NULL, t->progress_ctx);
 		close(fd);
