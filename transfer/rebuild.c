@@ -116,6 +116,8 @@ static void *feed_main(void *arg)
 	return NULL;
 }
 
+#define PIPE_BYTES (1 << 20)
+
 static int apply_streamed(tp_transfer *t, const char *oid, uint64_t size,
 			  const tp_store_object_info *info, char **bases, size_t nbases,
 			  const char *out, bool durable, bool report)
@@ -124,6 +126,10 @@ static int apply_streamed(tp_transfer *t, const char *oid, uint64_t size,
 	pthread_t th;
 	if (pipe2(p, O_CLOEXEC) != 0)
 		return tp_error_set_errno(TP_EIO, errno, "creating a pipe");
+	/* The default 64 KiB makes the two sides take turns a few times per
+	 * frame; 1 MiB (the usual unprivileged maximum) lets the store read
+	 * ahead. Only a hint: a smaller pipe works too. */
+	(void)fcntl(p[1], F_SETPIPE_SZ, PIPE_BYTES);
 	feeder f = { .t = t, .oid = oid, .info = info, .fd = p[1] };
 	atomic_init(&f.finished, false);
 	if (pthread_create(&th, NULL, feed_main, &f) != 0) {
