@@ -167,6 +167,13 @@ typedef struct rebuild_node {
 	bool scratch;              /* path is this rebuild's scratch file */
 } rebuild_node;
 
+/* A local copy of a base is used without hashing it first: reading it once
+ * to hash it and again to apply it cost a full pass over the base. The
+ * rebuild proves it anyway: every object rebuilt from it is hashed against
+ * its oid, so a wrong byte that matters fails that check. A rebuild that
+ * fails having used such a copy is run again with every local copy hashed
+ * first, so a bad one is named and the store used instead. */
+
 /* Distinct objects a plan may name (local ones included), and its index:
  * open addressing, at most half full. */
 #define GRAPH_NODES_MAX 4096
@@ -179,6 +186,8 @@ typedef struct rebuild_graph {
 	size_t norder;
 	size_t nstore;            /* nodes from the store, planned or being planned */
 	const tp_transfer_scratch *kept; /* bases this operation already has */
+	bool check_local;         /* hash local copies before using them */
+	size_t unchecked;         /* local copies used without hashing them */
 } rebuild_graph;
 
 static size_t graph_slot(const rebuild_graph *g, const char *oid)
@@ -285,8 +294,12 @@ static int graph_add(tp_transfer *t, rebuild_graph *g, const char *oid, uint64_t
 	const char *kept = depth ? tp_transfer_scratch_find(g->kept, oid) : NULL;
 	if (kept)
 		return (n->path = strdup(kept)) ? 0 : tp_error_set(TP_ENOMEM, "out of memory");
-	if (depth && tp_transfer_local_copy(t, oid, size, NULL, NULL, &n->path) == 0) {
-		tp_trace("base %s: local copy %s", oid, n->path);
+	bool unchecked = false;
+	if (depth && tp_transfer_local_copy(t, oid, size, NULL, g->check_local ? NULL : &unchecked,
+					    &n->path) == 0) {
+		tp_trace("base %s: local copy %s%s", oid, n->path,
+			 unchecked ? ", checked by what is rebuilt from it" : "");
+		g->unchecked += unchecked;
 		return 0;
 	}
 	n->from_store = true;
@@ -399,25 +412,46 @@ static int graph_run(tp_transfer *t, rebuild_graph *g, size_t root, const char *
 	return 0;
 }
 
-int tp_transfer_rebuild(tp_transfer *t, const tp_transfer_scratch *kept, const char *oid,
-			uint64_t size, const char *out, bool report)
+/* One rebuild; *retry tells whether it failed in a way a bad unchecked
+ * local copy could explain. */
+static int rebuild_once(tp_transfer *t, const tp_transfer_scratch *kept, const char *oid,
+			uint64_t size, const char *out, bool report, bool check_local, bool *retry)
 {
 	rebuild_graph *g = calloc(1, sizeof(*g));
 	size_t root = 0;
 	int rc = g ? 0 : tp_error_set(TP_ENOMEM, "out of memory");
+	*retry = false;
 	if (!rc && !(g->order = calloc(TP_TRANSFER_REBUILDS_MAX, sizeof(*g->order))))
 		rc = tp_error_set(TP_ENOMEM, "out of memory");
 	if (!rc) {
 		g->nodes.cap = GRAPH_NODES_MAX;
 		g->kept = kept;
+		g->check_local = check_local;
 		rc = graph_add(t, g, oid, size, 0, &root);
 	}
 	if (!rc)
 		rc = graph_check(t, g, root);
-	if (!rc)
+	if (!rc) {
 		rc = graph_run(t, g, root, out, report);
+		/* A wrong base shows as a hash that differs, or as a base the
+		 * delta does not recognise (its fingerprint). */
+		*retry = g->unchecked && (rc == TP_ECORRUPT || rc == TP_ENOTFOUND);
+	}
 	if (g)
 		graph_free(g);
+	return rc;
+}
+
+int tp_transfer_rebuild(tp_transfer *t, const tp_transfer_scratch *kept, const char *oid,
+			uint64_t size, const char *out, bool report)
+{
+	bool retry;
+	int rc = rebuild_once(t, kept, oid, size, out, report, false, &retry);
+	if (rc && retry) {
+		tp_log(TP_LOG_WARN, "%s; hashing the local copies it used and rebuilding again",
+		       tp_error_last());
+		rc = rebuild_once(t, kept, oid, size, out, report, true, &retry);
+	}
 	return rc;
 }
 
