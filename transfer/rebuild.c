@@ -13,6 +13,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
@@ -35,17 +36,33 @@ static int manifest_load(const tp_transfer *t, tp_store_manifest **out, const ch
 	return rc;
 }
 
+/* Open out for writing from its start. Files made by mkstemp are empty:
+ * truncating one anyway would make ext4 flush it to disk when it is closed
+ * (its guard for files rewritten in place), and a base's scratch file is
+ * removed right after, so only a file with bytes in it is truncated. */
+static int open_empty(const char *out, int *fd)
+{
+	struct stat st;
+	*fd = open(out, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+	if (*fd < 0 || fstat(*fd, &st) != 0 || (st.st_size > 0 && ftruncate(*fd, 0) != 0)) {
+		int rc = tp_error_set_errno(TP_EIO, errno, "opening %s", out);
+		if (*fd >= 0)
+			close(*fd);
+		*fd = -1;
+		return rc;
+	}
+	return 0;
+}
+
 int tp_transfer_apply(tp_transfer *t, int in, char **bases, size_t nbases, const char *oid,
 		      uint64_t expect, const char *out, bool durable, bool report)
 {
-	int fd = out ? open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600) : -1;
+	int fd = -1;
 	tp_delta_stats stats;
 	char hex[TP_OID_HEXLEN + 1];
-	int rc = 0;
-	if (out && fd < 0) {
-		rc = tp_error_set_errno(TP_EIO, errno, "opening %s", out);
+	int rc = out ? open_empty(out, &fd) : 0;
+	if (rc)
 		goto done;
-	}
 	tp_delta_opts o = tp_transfer_codec_opts(t, report);
 	o.expect_size = expect;
 	/* The codec hashes what it writes as it writes it: the output is never
@@ -99,6 +116,8 @@ static void *feed_main(void *arg)
 	return NULL;
 }
 
+#define PIPE_BYTES (1 << 20)
+
 static int apply_streamed(tp_transfer *t, const char *oid, uint64_t size,
 			  const tp_store_object_info *info, char **bases, size_t nbases,
 			  const char *out, bool durable, bool report)
@@ -107,6 +126,10 @@ static int apply_streamed(tp_transfer *t, const char *oid, uint64_t size,
 	pthread_t th;
 	if (pipe2(p, O_CLOEXEC) != 0)
 		return tp_error_set_errno(TP_EIO, errno, "creating a pipe");
+	/* The default 64 KiB makes the two sides take turns a few times per
+	 * frame; 1 MiB (the usual unprivileged maximum) lets the store read
+	 * ahead. Only a hint: a smaller pipe works too. */
+	(void)fcntl(p[1], F_SETPIPE_SZ, PIPE_BYTES);
 	feeder f = { .t = t, .oid = oid, .info = info, .fd = p[1] };
 	atomic_init(&f.finished, false);
 	if (pthread_create(&th, NULL, feed_main, &f) != 0) {
@@ -144,6 +167,13 @@ typedef struct rebuild_node {
 	bool scratch;              /* path is this rebuild's scratch file */
 } rebuild_node;
 
+/* A local copy of a base is used without hashing it first: reading it once
+ * to hash it and again to apply it cost a full pass over the base. The
+ * rebuild proves it anyway: every object rebuilt from it is hashed against
+ * its oid, so a wrong byte that matters fails that check. A rebuild that
+ * fails having used such a copy is run again with every local copy hashed
+ * first, so a bad one is named and the store used instead. */
+
 /* Distinct objects a plan may name (local ones included), and its index:
  * open addressing, at most half full. */
 #define GRAPH_NODES_MAX 4096
@@ -156,6 +186,8 @@ typedef struct rebuild_graph {
 	size_t norder;
 	size_t nstore;            /* nodes from the store, planned or being planned */
 	const tp_transfer_scratch *kept; /* bases this operation already has */
+	bool check_local;         /* hash local copies before using them */
+	size_t unchecked;         /* local copies used without hashing them */
 } rebuild_graph;
 
 static size_t graph_slot(const rebuild_graph *g, const char *oid)
@@ -262,8 +294,12 @@ static int graph_add(tp_transfer *t, rebuild_graph *g, const char *oid, uint64_t
 	const char *kept = depth ? tp_transfer_scratch_find(g->kept, oid) : NULL;
 	if (kept)
 		return (n->path = strdup(kept)) ? 0 : tp_error_set(TP_ENOMEM, "out of memory");
-	if (depth && tp_transfer_local_copy(t, oid, size, NULL, NULL, &n->path) == 0) {
-		tp_trace("base %s: local copy %s", oid, n->path);
+	bool unchecked = false;
+	if (depth && tp_transfer_local_copy(t, oid, size, NULL, g->check_local ? NULL : &unchecked,
+					    &n->path) == 0) {
+		tp_trace("base %s: local copy %s%s", oid, n->path,
+			 unchecked ? ", checked by what is rebuilt from it" : "");
+		g->unchecked += unchecked;
 		return 0;
 	}
 	n->from_store = true;
@@ -330,8 +366,8 @@ static int node_rebuild(tp_transfer *t, const rebuild_graph *g, const rebuild_no
 	if (n->info.kind == TP_STORE_KIND_WHOLE_ZSTD) {
 		/* The object layer stops at the object's size: a frame that
 		 * inflates past it is an error before more is written. */
-		if ((fd = open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)) < 0)
-			return tp_error_set_errno(TP_EIO, errno, "opening %s", out);
+		if ((rc = open_empty(out, &fd)) != 0)
+			return rc;
 		rc = tp_store_object_get_fd(t->store, n->oid, n->size, fd,
 					    report ? t->progress : NULL, t->progress_ctx);
 		close(fd);
@@ -376,25 +412,46 @@ static int graph_run(tp_transfer *t, rebuild_graph *g, size_t root, const char *
 	return 0;
 }
 
-int tp_transfer_rebuild(tp_transfer *t, const tp_transfer_scratch *kept, const char *oid,
-			uint64_t size, const char *out, bool report)
+/* One rebuild; *retry tells whether it failed in a way a bad unchecked
+ * local copy could explain. */
+static int rebuild_once(tp_transfer *t, const tp_transfer_scratch *kept, const char *oid,
+			uint64_t size, const char *out, bool report, bool check_local, bool *retry)
 {
 	rebuild_graph *g = calloc(1, sizeof(*g));
 	size_t root = 0;
 	int rc = g ? 0 : tp_error_set(TP_ENOMEM, "out of memory");
+	*retry = false;
 	if (!rc && !(g->order = calloc(TP_TRANSFER_REBUILDS_MAX, sizeof(*g->order))))
 		rc = tp_error_set(TP_ENOMEM, "out of memory");
 	if (!rc) {
 		g->nodes.cap = GRAPH_NODES_MAX;
 		g->kept = kept;
+		g->check_local = check_local;
 		rc = graph_add(t, g, oid, size, 0, &root);
 	}
 	if (!rc)
 		rc = graph_check(t, g, root);
-	if (!rc)
+	if (!rc) {
 		rc = graph_run(t, g, root, out, report);
+		/* A wrong base shows as a hash that differs, or as a base the
+		 * delta does not recognise (its fingerprint). */
+		*retry = g->unchecked && (rc == TP_ECORRUPT || rc == TP_ENOTFOUND);
+	}
 	if (g)
 		graph_free(g);
+	return rc;
+}
+
+int tp_transfer_rebuild(tp_transfer *t, const tp_transfer_scratch *kept, const char *oid,
+			uint64_t size, const char *out, bool report)
+{
+	bool retry;
+	int rc = rebuild_once(t, kept, oid, size, out, report, false, &retry);
+	if (rc && retry) {
+		tp_log(TP_LOG_WARN, "%s; hashing the local copies it used and rebuilding again",
+		       tp_error_last());
+		rc = rebuild_once(t, kept, oid, size, out, report, true, &retry);
+	}
 	return rc;
 }
 

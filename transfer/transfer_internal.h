@@ -124,7 +124,10 @@ int tp_transfer_feed_finish(tp_transfer_feed *f, bool proven);
 int tp_transfer_apply(tp_transfer *t, int in, char **bases, size_t nbases, const char *oid,
 		      uint64_t expect, const char *out, bool durable, bool report);
 /* Rebuild object oid from the store into out. kept (may be NULL): bases the
- * caller already holds. */
+ * caller already holds. Local copies of bases are read once, unhashed: what
+ * is rebuilt from them is hashed against its oid; after a failure they are
+ * hashed and the rebuild runs again without the bad ones. out is emptied
+ * first, so it may be an existing file. */
 int tp_transfer_rebuild(tp_transfer *t, const tp_transfer_scratch *kept, const char *oid,
 			uint64_t size, const char *out, bool report);
 

@@ -156,6 +156,38 @@ test_expect_success 'a damaged copy in .git/lfs/objects is not used' '
 	cmp gen/ft.safetensors lfs-clone/model.safetensors
 '
 
+# A download reads a local base once: the object rebuilt from it is hashed
+# against its oid, so the base is not hashed first. When that check fails,
+# the local copies are hashed, the bad one refused and the store used.
+test_expect_success 'a pull uses the base in .git/lfs/objects unhashed, once' '
+	use_store s-lfs &&
+	GIT_LFS_SKIP_SMUDGE=1 git clone -q lfs.git lfs-pull &&
+	local=lfs-pull/.git/lfs/objects/$(cut -c1-2 base_oid)/$(cut -c3-4 base_oid)/$(cat base_oid) &&
+	mkdir -p "$(dirname "$local")" &&
+	cp gen/base.safetensors "$local" &&
+	: >agent.log &&
+	(cd lfs-pull && TENPAK_TRACE=1 git lfs pull) &&
+	cmp gen/ft.safetensors lfs-pull/model.safetensors &&
+	grep -q "local copy $TRASH/$local, checked by what is rebuilt from it" agent.log &&
+	! grep -q "hashed $TRASH/$local" agent.log &&
+	! grep -q "not using" agent.log
+'
+
+test_expect_success 'a pull with a damaged base in .git/lfs/objects: refused, store used' '
+	use_store s-lfs &&
+	GIT_LFS_SKIP_SMUDGE=1 git clone -q lfs.git lfs-pull-bad &&
+	local=lfs-pull-bad/.git/lfs/objects/$(cut -c1-2 base_oid)/$(cut -c3-4 base_oid)/$(cat base_oid) &&
+	mkdir -p "$(dirname "$local")" &&
+	cp gen/base.safetensors "$local" &&
+	damage "$local" &&
+	: >agent.log &&
+	(cd lfs-pull-bad && git lfs pull) &&
+	cmp gen/ft.safetensors lfs-pull-bad/model.safetensors &&
+	grep -q "$(cat ft_oid).*hashing the local copies it used and rebuilding again" agent.log &&
+	grep -q "not using $TRASH/$local for object $(cat base_oid): its bytes hash to" agent.log &&
+	test -z "$(ls lfs-pull-bad/.git/lfs/tmp)"
+'
+
 test_expect_success 'a download ignores a tampered HF cache blob and uses the store' '
 	use_store s-tampered &&
 	: >agent.log &&

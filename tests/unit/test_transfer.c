@@ -976,6 +976,71 @@ static void test_upload_bad_copy(void)
 	model_free(ft);
 }
 
+/* A download takes a base from the Hugging Face cache without hashing it
+ * first: the object rebuilt from it is hashed against its oid anyway, so
+ * the base is read once. A copy with other bytes fails that check; the
+ * rebuild then hashes its local copies, refuses the bad one and takes the
+ * base from the store. The output file's old, longer contents go. */
+static bool log_has(const char *path, const char *what)
+{
+	tp_buf b = TP_BUF_INIT(1 << 20);
+	bool has = tp_fs_read_regular(path, &b) == 0 && b.ptr && strstr(b.ptr, what) != NULL;
+	tp_buf_free(&b);
+	return has;
+}
+
+static void test_download_local_copy(void)
+{
+	model *base = model_new("l-base", 29, 0), *ft = model_new("l-ft", 29, 40);
+	char out[512], blob[640], dir[512], log[512];
+	snprintf(out, sizeof(out), "%s/out-local", root);
+	snprintf(dir, sizeof(dir), "%s/hf/models--acme--l-base/blobs", root);
+	snprintf(blob, sizeof(blob), "%s/%s", dir, base->oid);
+	snprintf(log, sizeof(log), "%s/local.log", root);
+	store_open();
+	tp_transfer *t = transfer_new();
+	CHECK_EQ_INT(plan_and_store(t, base, NULL, NULL), -1);
+	lineage_fixture x = { 0 };
+	candidate_add(&x, TP_LINEAGE_SOURCE_HISTORY, base, true);
+	CHECK_EQ_INT(plan_and_store(t, ft, &x.l, NULL), 0);
+	tp_transfer_free(t);
+	CHECK_EQ_INT(tp_fs_mkdirs(dir), 0);
+	file_write(blob, base->bytes, base->size);
+	tp_log_set_level(TP_LOG_TRACE);
+	CHECK_EQ_INT(tp_log_open_file(log), 0);
+	for (int bad = 0; bad <= 1; bad++) {
+		unsigned char *junk = malloc(ft->size + 4096);
+		memset(junk, 0xee, ft->size + 4096);
+		file_write(out, junk, ft->size + 4096);
+		free(junk);
+		if (bad) {
+			base->bytes[base->size / 2] ^= 0x40;
+			file_write(blob, base->bytes, base->size);
+			base->bytes[base->size / 2] ^= 0x40;
+		}
+		t = transfer_new(); /* no verdict known */
+		full_reads = 0;
+		CHECK_EQ_INT(tp_transfer_download(t, ft->oid, ft->size, out), 0);
+		CHECK(same_bytes(ft->path, out));
+		/* ft's payload; when bad, again, and the base from the store. */
+		CHECK_EQ_INT(full_reads, bad ? 3 : 1);
+		tp_transfer_free(t);
+		if (!bad) {
+			CHECK(log_has(log, "checked by what is rebuilt from it"));
+			CHECK(!log_has(log, "hashed "));
+		}
+	}
+	char want[800];
+	snprintf(want, sizeof(want), "not using %s for object %s: its bytes hash to", blob,
+		 base->oid);
+	CHECK(log_has(log, "hashing the local copies it used and rebuilding again"));
+	CHECK(log_has(log, want));
+	tp_log_set_level(TP_LOG_WARN);
+	unlink(blob);
+	model_free(base);
+	model_free(ft);
+}
+
 /* A base replaced while the encode pass reads and hashes it: nothing is
  * stored. The base is in the store and its local copy was never hashed,
  * so only the pass's own checks stand between it and the store. */
@@ -1059,6 +1124,7 @@ int main(void)
 	TP_TEST_RUN(test_base_changes);
 	TP_TEST_RUN(test_upload_bad_copy);
 	TP_TEST_RUN(test_upload_base_changes);
+	TP_TEST_RUN(test_download_local_copy);
 	tp_store_free(inner);
 	int rc = TP_TEST_RESULT();
 	if (rc == 0)
