@@ -30,6 +30,10 @@
 
 /* count[s] = occurrences of byte s in src[n]. */
 void tp_delta_histogram(const uint8_t *src, size_t n, uint32_t count[256]);
+/* Whether a zstd block of a grouped float plane is coded as literals only
+ * (no match search): n bytes of one skewed distribution that chance matches
+ * would cost more than they save (codec.c). */
+bool tp_delta_literal_block(const uint8_t *src, size_t n);
 /* Static order-0 rANS for skewed planes (rans.c). */
 size_t tp_rans_estimate(const uint32_t count[256], size_t n);
 /* Encoded size, or 0 when n is 0 or cap < TP_RANS_BOUND(n). */
