@@ -324,7 +324,7 @@ static void put_head(uint8_t *out, const tp_chunk_desc *d, uint8_t flags, unsign
  * entropy blocks dominated by one byte (runs: long matches pay) and
  * high entropy ones (matches rare, and long when found) keep the match
  * finder; so do the trained fixtures' planes, whose deltas are unchanged.
- * The decision reads every 4th byte.
+ * The decision reads every 8th byte.
  */
 #define LITERAL_MIN_BYTES 4096
 #define LITERAL_MAX_BITS 2.8     /* order-0 entropy per byte */
@@ -338,11 +338,11 @@ bool tp_delta_literal_block(const uint8_t *src, size_t n)
 		return false;
 	memset(c, 0, sizeof(c));
 	/* Four tables: see tp_delta_histogram. */
-	for (size_t i = 0; i + 16 <= n; i += 16, m += 4) {
+	for (size_t i = 0; i + 32 <= n; i += 32, m += 4) {
 		c[0][src[i]]++;
-		c[1][src[i + 5]]++;
-		c[2][src[i + 10]]++;
-		c[3][src[i + 15]]++;
+		c[1][src[i + 9]]++;
+		c[2][src[i + 18]]++;
+		c[3][src[i + 27]]++;
 	}
 	double bits = 0, coll = 0, dm = (double)m;
 	for (unsigned s = 0; s < 256; s++) {
