@@ -203,6 +203,13 @@ int tp_pipe_wait(tp_pipe *p, uint64_t job);
  * later turn_wait fail instead of waiting for it forever. */
 int tp_pipe_turn_wait(tp_pipe *p, uint64_t job);
 void tp_pipe_turn_pass(tp_pipe *p, uint64_t job, bool ok);
+/* An ordered stage that no worker waits for: once a job's fn returns 0,
+ * `ordered` runs for it in job order, on the worker that finished the job
+ * just before it or on its own, while the other workers go on with new
+ * jobs. A job is done (tp_pipe_wait) when its ordered stage has run; one
+ * whose fn or stage fails makes every later job fail without running its
+ * stage. Set before the first submit. */
+void tp_pipe_set_ordered(tp_pipe *p, tp_pipe_fn ordered);
 void tp_pipe_free(tp_pipe *p);
 unsigned tp_delta_default_threads(void);
 
