@@ -384,8 +384,10 @@ static void set_plane_params(ZSTD_CCtx *cctx, int level, tp_delta_xform x)
 #ifdef TP_LITERAL_BLOCKS
 	/* Only the grouped planes: the others' blocks are left as they were
 	 * (the no-base exponent planes qualify, but there rANS usually wins
-	 * and literals would only replace it with a larger zstd frame). */
-	if (x == TP_DELTA_XFORM_XOR || x == TP_DELTA_XFORM_ULP) {
+	 * and literals would only replace it with a larger zstd frame). Only
+	 * at level 1, the default and the one measured: negative levels code
+	 * literals raw, and higher ones parse matches by their cost. */
+	if (level == 1 && (x == TP_DELTA_XFORM_XOR || x == TP_DELTA_XFORM_ULP)) {
 		ZSTD_registerSequenceProducer(cctx, NULL, literal_block);
 		ZSTD_CCtx_setParameter(cctx, ZSTD_c_enableSeqProducerFallback, 1);
 	}
