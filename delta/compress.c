@@ -25,7 +25,6 @@ typedef struct slot {
 	tp_chunk_desc v; /* verify: the same chunk as apply will decode it */
 	uint8_t *out;
 	size_t out_len;
-	uint64_t job; /* pipe job number: its turn for hashing */
 	uint64_t bases_to; /* base bytes (all bases in order) hashed by this job's end */
 } slot;
 
@@ -44,8 +43,8 @@ typedef struct coder {
 	tp_sha256 *sha;
 	/* compress with opts.base_sha256: each base file hashed whole, in
 	 * order, advancing with the target (bases_to), so that a base's bytes
-	 * are hashed about when the jobs read them. Touched only by the turn
-	 * holder (then by the main thread after the jobs). */
+	 * are hashed about when the jobs read them. Touched only by hash_job
+	 * (one worker at a time; then by the main thread after the jobs). */
 	tp_sha256 *base_sha;
 	size_t base_at;       /* base being hashed */
 	uint64_t base_off;    /* bytes of it hashed */
@@ -323,18 +322,23 @@ static int encode_job(void *ctx, size_t i, unsigned worker)
 				 &s->out_len);
 	if (rc == 0 && c->vm)
 		rc = verify_chunk(c, s, worker);
-	if (!c->sha)
-		return rc;
-	/* Hash the target chunk here, in job order (an ordered stage of the
-	 * job) while it is in cache: on the main thread, the hash was the
-	 * serial part that bounded scaling. */
-	if (rc == 0 && (rc = tp_pipe_turn_wait(c->pipe, s->job)) == 0) {
-		tp_sha256_update(c->sha, s->d.target, s->d.len); /* only the turn holder */
-		if (c->base_sha)
-			hash_bases_to(c, s->bases_to);
-	}
-	tp_pipe_turn_pass(c->pipe, s->job, rc == 0);
 	return rc;
+}
+
+/* Hash the target chunk in job order on a worker, the pipe's ordered stage
+ * (compress only): on the main thread, the hash was the serial part that
+ * bounded scaling, and a worker waiting for its turn to hash idled while
+ * the job before it was still being coded (most of the 2-thread run's
+ * wall time on a loaded 2-core machine). Run by one worker at a time. */
+static int hash_job(void *ctx, size_t i, unsigned worker)
+{
+	coder *c = ctx;
+	const slot *s = &c->slots[i];
+	(void)worker;
+	tp_sha256_update(c->sha, s->d.target, s->d.len);
+	if (c->base_sha)
+		hash_bases_to(c, s->bases_to);
+	return 0;
 }
 
 static void coder_fini(coder *c)
@@ -436,7 +440,6 @@ static int run_jobs(coder *c, const job *jobs, size_t njobs, sink_fn sink, void 
 			c->slots[next % w].bases_to = bases_share(c, through);
 			if (c->vm)
 				fill_verify(c, &c->slots[next % w].v, &jobs[next]);
-			c->slots[next % w].job = next;
 			tp_pipe_submit(c->pipe, next++);
 			continue;
 		}
@@ -528,7 +531,7 @@ static int emit_bytes(emit *e, const void *buf, size_t n)
 static int emit_chunk(void *ctx, const slot *s)
 {
 	emit *e = ctx;
-	const tp_chunk_desc *d = &s->d; /* hashed by its job (encode_job) */
+	const tp_chunk_desc *d = &s->d; /* hashed by its job's ordered stage (hash_job) */
 	release_chunk(e->c, d);
 	e->m->segs[d->seg].stored_bytes += s->out_len;
 	e->m->segs[d->seg].same_chunks += s->out_len == TP_DELTA_CHUNK_HDR;
@@ -665,6 +668,7 @@ int tp_delta_compress(const char *target, const char *const *bases, size_t nbase
 	e.m = s.m;
 	tp_sha256_init(&e.sha);
 	s.c.sha = &e.sha;
+	tp_pipe_set_ordered(s.c.pipe, hash_job);
 	/* An index file's shards are no one file with one hash. */
 	for (size_t i = 0; s.o.base_sha256 && i < nbases; i++) {
 		if (tp_safetensors_is_index(bases[i])) {

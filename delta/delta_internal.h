@@ -30,6 +30,10 @@
 
 /* count[s] = occurrences of byte s in src[n]. */
 void tp_delta_histogram(const uint8_t *src, size_t n, uint32_t count[256]);
+/* Whether a zstd block of a grouped float plane is coded as literals only
+ * (no match search): n bytes of one skewed distribution that chance matches
+ * would cost more than they save (codec.c). */
+bool tp_delta_literal_block(const uint8_t *src, size_t n);
 /* Static order-0 rANS for skewed planes (rans.c). */
 size_t tp_rans_estimate(const uint32_t count[256], size_t n);
 /* Encoded size, or 0 when n is 0 or cap < TP_RANS_BOUND(n). */
@@ -199,6 +203,13 @@ int tp_pipe_wait(tp_pipe *p, uint64_t job);
  * later turn_wait fail instead of waiting for it forever. */
 int tp_pipe_turn_wait(tp_pipe *p, uint64_t job);
 void tp_pipe_turn_pass(tp_pipe *p, uint64_t job, bool ok);
+/* An ordered stage that no worker waits for: once a job's fn returns 0,
+ * `ordered` runs for it in job order, on the worker that finished the job
+ * just before it or on its own, while the other workers go on with new
+ * jobs. A job is done (tp_pipe_wait) when its ordered stage has run; one
+ * whose fn or stage fails makes every later job fail without running its
+ * stage. Set before the first submit. */
+void tp_pipe_set_ordered(tp_pipe *p, tp_pipe_fn ordered);
 void tp_pipe_free(tp_pipe *p);
 unsigned tp_delta_default_threads(void);
 

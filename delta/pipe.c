@@ -20,6 +20,13 @@ struct tp_pipe {
 	tp_error_state *err; /* per slot: a failed job's error, made on its thread */
 	uint64_t turn;    /* next job whose ordered stage may run */
 	bool turn_failed; /* a job passed its turn with ok false */
+	/* tp_pipe_set_ordered: per slot, job number + 1 once its fn has
+	 * returned; the next job for the stage; whether a worker is running
+	 * stages now; whether a job failed. */
+	tp_pipe_fn ordered;
+	uint64_t *staged;
+	uint64_t oturn;
+	bool ordering, ofailed;
 	bool stop;
 	bool inited; /* mutex and condition variables */
 };
@@ -28,6 +35,48 @@ unsigned tp_delta_default_threads(void)
 {
 	unsigned n = tp_cpu_count();
 	return n > 256 ? 256 : n;
+}
+
+/* One job's ordered stage, after its fn returned rc; the job's result. */
+static int ordered_step(tp_pipe *p, size_t slot, unsigned id, int rc)
+{
+	if (rc == 0 && p->ofailed)
+		rc = tp_error_set(TP_EIO, "an earlier job failed");
+	else if (rc == 0)
+		rc = p->ordered(p->ctx, slot, id);
+	if (rc != 0)
+		p->ofailed = true;
+	if (rc < 0 && p->nthreads)
+		tp_error_state_capture(&p->err[slot]);
+	return rc;
+}
+
+/* Called with the lock held by a worker whose job just finished its fn:
+ * run the stages of every finished job in order, unlocked, until the next
+ * one is still in its fn; whoever finishes that one takes over. Only one
+ * worker runs stages at a time (ordering), so they never overlap. */
+static void run_ordered(tp_pipe *p, unsigned id)
+{
+	p->ordering = true;
+	for (;;) {
+		uint64_t job = p->oturn;
+		size_t slot = (size_t)(job % p->window);
+		if (p->staged[slot] != job + 1)
+			break;
+		int rc = p->rc[slot];
+		bool skip = rc != 0; /* its fn's error is already captured */
+		pthread_mutex_unlock(&p->mu);
+		if (skip)
+			p->ofailed = true;
+		else
+			rc = ordered_step(p, slot, id, rc);
+		pthread_mutex_lock(&p->mu);
+		p->rc[slot] = rc;
+		p->done[slot] = job + 1;
+		p->oturn = job + 1;
+		pthread_cond_broadcast(&p->done_cv);
+	}
+	p->ordering = false;
 }
 
 static void *worker_main(void *arg)
@@ -51,6 +100,12 @@ static void *worker_main(void *arg)
 			tp_error_state_capture(&p->err[slot]);
 		pthread_mutex_lock(&p->mu);
 		p->rc[slot] = rc;
+		if (p->ordered) {
+			p->staged[slot] = job + 1;
+			if (!p->ordering)
+				run_ordered(p, id);
+			continue;
+		}
 		p->done[slot] = job + 1;
 		pthread_cond_broadcast(&p->done_cv);
 	}
@@ -69,8 +124,9 @@ int tp_pipe_new(tp_pipe **out, unsigned threads, size_t window, tp_pipe_fn fn, v
 	p->done = calloc(p->window, sizeof(*p->done));
 	p->rc = calloc(p->window, sizeof(*p->rc));
 	p->err = calloc(p->window, sizeof(*p->err));
+	p->staged = calloc(p->window, sizeof(*p->staged));
 	p->threads = calloc(threads ? threads : 1, sizeof(*p->threads));
-	if (!p->done || !p->rc || !p->err || !p->threads) {
+	if (!p->done || !p->rc || !p->err || !p->staged || !p->threads) {
 		tp_pipe_free(p);
 		return tp_error_set(TP_ENOMEM, "out of memory");
 	}
@@ -111,7 +167,12 @@ void tp_pipe_submit(tp_pipe *p, uint64_t job)
 {
 	size_t slot = (size_t)(job % p->window);
 	if (!p->nthreads) {
-		p->rc[slot] = p->fn(p->ctx, slot, 0);
+		int rc = p->fn(p->ctx, slot, 0);
+		if (p->ordered && rc != 0)
+			p->ofailed = true;
+		else if (p->ordered)
+			rc = ordered_step(p, slot, 0, rc);
+		p->rc[slot] = rc;
 		p->done[slot] = job + 1;
 		p->submitted = job + 1;
 		return;
@@ -156,6 +217,13 @@ void tp_pipe_turn_pass(tp_pipe *p, uint64_t job, bool ok)
 	pthread_mutex_unlock(&p->mu);
 }
 
+void tp_pipe_set_ordered(tp_pipe *p, tp_pipe_fn ordered)
+{
+	pthread_mutex_lock(&p->mu);
+	p->ordered = ordered;
+	pthread_mutex_unlock(&p->mu);
+}
+
 void tp_pipe_free(tp_pipe *p)
 {
 	if (!p)
@@ -178,5 +246,6 @@ void tp_pipe_free(tp_pipe *p)
 	free(p->done);
 	free(p->rc);
 	free(p->err);
+	free(p->staged);
 	free(p);
 }

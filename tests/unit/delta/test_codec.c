@@ -217,6 +217,54 @@ static void test_rans(void)
 	free(dec);
 }
 
+/* Blocks of independent skewed bytes (the low byte of small deltas) are
+ * coded as literals only, which here is smaller than zstd with its match
+ * finder; runs and uniform bytes keep the match finder. */
+static void test_literal(void)
+{
+	enum { N = 1 << 19 };
+	uint8_t *src = malloc(N), *dst = malloc(ZSTD_compressBound(N)), *back = malloc(N);
+	uint64_t seed = 5;
+	for (size_t i = 0; i < N; i++) { /* zigzag of a triangle on -3..3: 2.66 bits */
+		uint64_t r = t_rand(&seed);
+		int v = (int)(r % 4) + (int)(r / 4 % 4) - 3;
+		src[i] = (uint8_t)(v < 0 ? -2 * v - 1 : 2 * v);
+	}
+	CHECK(tp_delta_literal_block(src, 1 << 17));
+	CHECK(!tp_delta_literal_block(src, 1000)); /* too short to judge */
+	uint8_t *flat = calloc(1 << 17, 1), *uni = malloc(1 << 17);
+	for (size_t i = 0; i < 1 << 17; i++)
+		uni[i] = (uint8_t)t_rand(&seed);
+	for (size_t i = 0; i < 1 << 17; i += 64)
+		flat[i] = src[i];
+	CHECK(!tp_delta_literal_block(flat, 1 << 17));
+	CHECK(!tp_delta_literal_block(uni, 1 << 17));
+	tp_chunk_coder c;
+	CHECK(tp_chunk_coder_init(&c, 2 * N) == 0);
+	size_t cap = ZSTD_compressBound(N), len = 0;
+	uint8_t method = 0;
+	CHECK(tp_chunk_encode_plane(&c, TP_DELTA_XFORM_ULP, 1, src, N, dst, cap, &method, &len) == 0);
+	CHECK(method == TP_DELTA_METHOD_ZSTD);
+	CHECK(tp_chunk_decode_plane(&c, method, dst, len, back, N) == 0 && memcmp(back, src, N) == 0);
+	/* The same plane with zstd's match finder, as before literal blocks. */
+	ZSTD_CCtx_reset(c.cctx, ZSTD_reset_session_and_parameters);
+	ZSTD_CCtx_setParameter(c.cctx, ZSTD_c_compressionLevel, 1);
+	ZSTD_CCtx_setParameter(c.cctx, ZSTD_c_minMatch, 7);
+	size_t matched = ZSTD_compress2(c.cctx, back, N, src, N);
+	CHECK(!ZSTD_isError(matched));
+#if ZSTD_VERSION_NUMBER >= 10504
+	CHECK(len < matched);
+#else
+	CHECK(len == matched);
+#endif
+	tp_chunk_coder_fini(&c);
+	free(flat);
+	free(uni);
+	free(src);
+	free(dst);
+	free(back);
+}
+
 int main(void)
 {
 	TP_TEST_RUN(test_split_merge);
@@ -224,5 +272,6 @@ int main(void)
 	TP_TEST_RUN(test_fast16);
 	TP_TEST_RUN(test_frames);
 	TP_TEST_RUN(test_rans);
+	TP_TEST_RUN(test_literal);
 	return TP_TEST_RESULT();
 }
