@@ -199,6 +199,14 @@ int tp_pipe_wait(tp_pipe *p, uint64_t job);
  * later turn_wait fail instead of waiting for it forever. */
 int tp_pipe_turn_wait(tp_pipe *p, uint64_t job);
 void tp_pipe_turn_pass(tp_pipe *p, uint64_t job, bool ok);
+/* A pipe whose jobs also have an ordered stage: ordered(slot) runs once per
+ * job, in job order, after its fn succeeded, on whichever worker finds it
+ * next in line (none waits for its turn); tp_pipe_wait then returns the
+ * stage's result. threads is the number of worker threads; 0 runs both
+ * inline in tp_pipe_submit. After a failed fn or stage, later stages are
+ * skipped (their jobs still report their fn's result). */
+int tp_pipe_new_ordered(tp_pipe **out, unsigned threads, size_t window, tp_pipe_fn fn,
+			tp_pipe_fn ordered, void *ctx);
 void tp_pipe_free(tp_pipe *p);
 unsigned tp_delta_default_threads(void);
 

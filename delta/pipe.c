@@ -13,13 +13,16 @@ struct tp_pipe {
 	unsigned nthreads;
 	size_t window;
 	tp_pipe_fn fn;
+	tp_pipe_fn ordered; /* NULL: none */
 	void *ctx;
 	uint64_t submitted, taken;
+	uint64_t *ran;    /* per slot: job number + 1 when fn returned (ordered pipes) */
 	uint64_t *done;   /* per slot: job number + 1 when finished */
 	int *rc;          /* per slot */
 	tp_error_state *err; /* per slot: a failed job's error, made on its thread */
 	uint64_t turn;    /* next job whose ordered stage may run */
 	bool turn_failed; /* a job passed its turn with ok false */
+	bool ordering;    /* a worker is running ordered stages */
 	bool stop;
 	bool inited; /* mutex and condition variables */
 };
@@ -28,6 +31,37 @@ unsigned tp_delta_default_threads(void)
 {
 	unsigned n = tp_cpu_count();
 	return n > 256 ? 256 : n;
+}
+
+/* Called with the lock held by a worker whose job just ran: unless another
+ * worker is at it already, run the ordered stage of every job that is next
+ * in order and has run, so no worker ever sleeps waiting for its turn. A job
+ * whose fn failed skips the stage, and so do all later ones. */
+static void run_ordered(tp_pipe *p, unsigned id)
+{
+	if (p->ordering)
+		return;
+	p->ordering = true;
+	for (;;) {
+		size_t slot = (size_t)(p->turn % p->window);
+		if (p->ran[slot] != p->turn + 1)
+			break;
+		if (p->rc[slot] < 0) {
+			p->turn_failed = true;
+		} else if (!p->turn_failed) {
+			pthread_mutex_unlock(&p->mu);
+			int rc = p->ordered(p->ctx, slot, id);
+			if (rc < 0)
+				tp_error_state_capture(&p->err[slot]);
+			pthread_mutex_lock(&p->mu);
+			p->rc[slot] = rc;
+			p->turn_failed = rc < 0;
+		}
+		p->done[slot] = p->turn + 1;
+		p->turn++;
+		pthread_cond_broadcast(&p->done_cv);
+	}
+	p->ordering = false;
 }
 
 static void *worker_main(void *arg)
@@ -51,26 +85,34 @@ static void *worker_main(void *arg)
 			tp_error_state_capture(&p->err[slot]);
 		pthread_mutex_lock(&p->mu);
 		p->rc[slot] = rc;
-		p->done[slot] = job + 1;
+		if (p->ordered) {
+			p->ran[slot] = job + 1;
+			run_ordered(p, id);
+		} else {
+			p->done[slot] = job + 1;
+		}
 		pthread_cond_broadcast(&p->done_cv);
 	}
 	pthread_mutex_unlock(&p->mu);
 	return NULL;
 }
 
-int tp_pipe_new(tp_pipe **out, unsigned threads, size_t window, tp_pipe_fn fn, void *ctx)
+static int pipe_make(tp_pipe **out, unsigned threads, size_t window, tp_pipe_fn fn,
+		     tp_pipe_fn ordered, void *ctx)
 {
 	tp_pipe *p = calloc(1, sizeof(*p));
 	if (!p)
 		return tp_error_set(TP_ENOMEM, "out of memory");
 	p->window = window ? window : 1;
 	p->fn = fn;
+	p->ordered = ordered;
 	p->ctx = ctx;
+	p->ran = calloc(p->window, sizeof(*p->ran));
 	p->done = calloc(p->window, sizeof(*p->done));
 	p->rc = calloc(p->window, sizeof(*p->rc));
 	p->err = calloc(p->window, sizeof(*p->err));
 	p->threads = calloc(threads ? threads : 1, sizeof(*p->threads));
-	if (!p->done || !p->rc || !p->err || !p->threads) {
+	if (!p->ran || !p->done || !p->rc || !p->err || !p->threads) {
 		tp_pipe_free(p);
 		return tp_error_set(TP_ENOMEM, "out of memory");
 	}
@@ -79,7 +121,7 @@ int tp_pipe_new(tp_pipe **out, unsigned threads, size_t window, tp_pipe_fn fn, v
 	pthread_cond_init(&p->done_cv, NULL);
 	pthread_cond_init(&p->turn_cv, NULL);
 	p->inited = true;
-	if (threads > 1) {
+	if (threads > 0) {
 		/* Hold the lock so workers see every pthread_t before looking up their id. */
 		pthread_mutex_lock(&p->mu);
 		for (unsigned i = 0; i < threads; i++) {
@@ -97,6 +139,17 @@ int tp_pipe_new(tp_pipe **out, unsigned threads, size_t window, tp_pipe_fn fn, v
 	return 0;
 }
 
+int tp_pipe_new(tp_pipe **out, unsigned threads, size_t window, tp_pipe_fn fn, void *ctx)
+{
+	return pipe_make(out, threads > 1 ? threads : 0, window, fn, NULL, ctx);
+}
+
+int tp_pipe_new_ordered(tp_pipe **out, unsigned threads, size_t window, tp_pipe_fn fn,
+			tp_pipe_fn ordered, void *ctx)
+{
+	return pipe_make(out, threads, window, fn, ordered, ctx);
+}
+
 unsigned tp_pipe_workers(const tp_pipe *p)
 {
 	return p->nthreads ? p->nthreads : 1;
@@ -111,7 +164,11 @@ void tp_pipe_submit(tp_pipe *p, uint64_t job)
 {
 	size_t slot = (size_t)(job % p->window);
 	if (!p->nthreads) {
-		p->rc[slot] = p->fn(p->ctx, slot, 0);
+		int rc = p->fn(p->ctx, slot, 0);
+		if (p->ordered && rc == 0 && !p->turn_failed)
+			rc = p->ordered(p->ctx, slot, 0);
+		p->turn_failed |= rc < 0;
+		p->rc[slot] = rc;
 		p->done[slot] = job + 1;
 		p->submitted = job + 1;
 		return;
@@ -175,6 +232,7 @@ void tp_pipe_free(tp_pipe *p)
 		pthread_cond_destroy(&p->turn_cv);
 	}
 	free(p->threads);
+	free(p->ran);
 	free(p->done);
 	free(p->rc);
 	free(p->err);
