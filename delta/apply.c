@@ -1,8 +1,9 @@
 /* Apply and inspect: read the plan, then the frames in order. Frames are
- * decoded on the worker pool, which also hashes each decoded chunk in order
- * (an ordered stage of the job), so the main thread only reads and writes:
- * with the hash on the main thread, it was the serial part that bounded
- * scaling. The sha256 is still checked before the output is published. */
+ * decoded on worker threads; the sha256 of the output is taken in order,
+ * either by the workers (the pipe's ordered stage: whichever worker finds
+ * the next chunk decoded hashes it, none sleeps waiting for its turn) or,
+ * with a single worker, by this thread beside the writes, so that decoding
+ * and hashing overlap. The sha256 is checked before the output is published. */
 #include "delta_internal.h"
 #include "delta_io.h"
 
@@ -18,7 +19,6 @@ typedef struct dslot {
 	size_t frame_len;
 	uint8_t *out;   /* decoded chunk */
 	uint64_t base_off;
-	uint64_t job; /* pipe job number: its turn for hashing */
 } dslot;
 
 typedef struct decoder {
@@ -26,7 +26,8 @@ typedef struct decoder {
 	unsigned char digest[TP_SHA256_LEN]; /* the target's, once checked */
 	const tp_map **base_of; /* layout base -> mapped file */
 	tp_chunk_coder *coders;
-	unsigned threads;
+	unsigned threads; /* decode workers */
+	bool hash_on_main; /* else the pipe's ordered stage hashes */
 	dslot *slots;
 	size_t window, frame_cap;
 	tp_pipe *pipe;
@@ -41,11 +42,16 @@ static int decode_job(void *ctx, size_t i, unsigned worker)
 {
 	decoder *dc = ctx;
 	dslot *s = &dc->slots[i];
-	int rc = tp_chunk_decode(&dc->coders[worker], &s->d, s->frame, s->frame_len, s->out);
-	if (rc == 0 && (rc = tp_pipe_turn_wait(dc->pipe, s->job)) == 0)
-		tp_sha256_update(&dc->sha, s->out, s->d.len); /* only the turn holder touches sha */
-	tp_pipe_turn_pass(dc->pipe, s->job, rc == 0);
-	return rc;
+	return tp_chunk_decode(&dc->coders[worker], &s->d, s->frame, s->frame_len, s->out);
+}
+
+/* The pipe's ordered stage: one chunk at a time, in order. */
+static int hash_job(void *ctx, size_t i, unsigned worker)
+{
+	(void)worker;
+	decoder *dc = ctx;
+	tp_sha256_update(&dc->sha, dc->slots[i].out, dc->slots[i].d.len);
+	return 0;
 }
 
 /* Each base recorded in the plan must be among those given: matched by
@@ -101,7 +107,9 @@ static int decoder_init(decoder *dc, const tp_delta_layout *m, const tp_base_set
 	dc->m = m;
 	dc->o = o;
 	dc->threads = o->threads;
-	dc->window = 2 * (size_t)o->threads;
+	/* Two more than the workers: a chunk being read and one being written
+	 * do not stall them. */
+	dc->window = 2 * (size_t)o->threads + 2;
 	dc->frame_cap = tp_chunk_frame_bound(m->chunk_size);
 	int rc = match_bases(dc, b);
 	if (rc < 0)
@@ -120,7 +128,16 @@ static int decoder_init(decoder *dc, const tp_delta_layout *m, const tp_base_set
 		if ((rc = tp_chunk_coder_init(&dc->coders[i], m->chunk_size)) < 0)
 			return rc;
 	tp_sha256_init(&dc->sha);
-	return tp_pipe_new(&dc->pipe, dc->threads, dc->window, decode_job, dc);
+	/* One worker decodes while this thread hashes and writes, as zstd -d
+	 * writes from a second thread (inline on a single core). More workers
+	 * hash in the pipe's ordered stage: this thread's share is then only
+	 * reading and writing, which is the serial part that bounds scaling. */
+	unsigned workers = dc->threads;
+	dc->hash_on_main = workers == 1;
+	if (workers == 1 && tp_cpu_count() < 2)
+		workers = 0;
+	return tp_pipe_new_ordered(&dc->pipe, workers, dc->window, decode_job,
+				   dc->hash_on_main ? NULL : hash_job, dc);
 }
 
 /* Read chunk `index` of segment `seg` into a slot, checking it belongs there. */
@@ -154,6 +171,8 @@ static int write_chunk(decoder *dc, const dslot *s)
 	const tp_delta_seg_info *sg = &dc->m->segs[s->d.seg];
 	if (sg->base >= 0)
 		tp_map_release(dc->base_of[sg->base], s->base_off, s->d.len);
+	if (dc->hash_on_main)
+		tp_sha256_update(&dc->sha, s->out, s->d.len);
 	dc->done += s->d.len;
 	int rc = tp_delta_report(dc->o, dc->done, dc->m->target_size);
 	if (rc)
@@ -178,7 +197,6 @@ static int decode_all(decoder *dc, tp_reader *r)
 		if (more && next - done < w) {
 			if ((rc = read_chunk(dc, r, &dc->slots[next % w], seg, index++)) < 0)
 				return rc;
-			dc->slots[next % w].job = next;
 			tp_pipe_submit(dc->pipe, next++);
 			continue;
 		}
@@ -242,6 +260,8 @@ int tp_delta_apply_to(tp_delta_read_fn read, void *read_ctx,
 				  (unsigned long long)o.expect_size);
 		goto done;
 	}
+	if (write == tp_delta_durable_write && !((tp_delta_durable *)write_ctx)->size)
+		((tp_delta_durable *)write_ctx)->size = m->target_size;
 	if ((rc = tp_base_set_open(&b, bases, nbases)) < 0 ||
 	    (rc = decoder_init(&dc, m, &b, &o)) < 0 || (rc = decode_all(&dc, &r)) != 0 ||
 	    (rc = check_end(&dc, &r)) < 0)

@@ -358,8 +358,9 @@ static void coder_fini(coder *c)
 	free(c->coders);
 }
 
+/* ordered: the pipe's in-order stage (hash_job for compress), or NULL. */
 static int coder_init(coder *c, const tp_delta_layout *m, const tp_map *target,
-		      const tp_base_set *b, const tp_delta_opts *o)
+		      const tp_base_set *b, const tp_delta_opts *o, tp_pipe_fn ordered)
 {
 	memset(c, 0, sizeof(*c));
 	c->m = m;
@@ -382,7 +383,8 @@ static int coder_init(coder *c, const tp_delta_layout *m, const tp_map *target,
 		if (rc < 0)
 			return rc;
 	}
-	return tp_pipe_new(&c->pipe, c->threads, c->window, encode_job, c);
+	return tp_pipe_new_ordered(&c->pipe, c->threads > 1 ? c->threads : 0, c->window, encode_job,
+				   ordered, c);
 }
 
 static void fill_desc(const coder *c, tp_chunk_desc *d, const job *j)
@@ -622,7 +624,7 @@ typedef struct session {
 } session;
 
 static int session_open(session *s, const char *target, const char *const *bases, size_t nbases,
-			const tp_delta_opts *opts)
+			const tp_delta_opts *opts, tp_pipe_fn ordered)
 {
 	memset(s, 0, sizeof(*s));
 	s->t0 = tp_delta_now();
@@ -642,7 +644,7 @@ static int session_open(session *s, const char *target, const char *const *bases
 	if ((!s->o.plan || plan_reuse(&s->m, s->o.plan, &s->target, &s->bases, &s->o) != 0) &&
 	    (rc = plan_new(&s->m, &s->target, &s->bases, &s->o)) < 0)
 		return rc;
-	return coder_init(&s->c, s->m, &s->target, &s->bases, &s->o);
+	return coder_init(&s->c, s->m, &s->target, &s->bases, &s->o, ordered);
 }
 
 static void session_close(session *s)
@@ -660,7 +662,7 @@ int tp_delta_compress(const char *target, const char *const *bases, size_t nbase
 {
 	session s;
 	emit e = { .write = write, .ctx = write_ctx };
-	int rc = session_open(&s, target, bases, nbases, opts);
+	int rc = session_open(&s, target, bases, nbases, opts, hash_job);
 	if (rc < 0)
 		goto done;
 	e.c = &s.c;
@@ -668,7 +670,6 @@ int tp_delta_compress(const char *target, const char *const *bases, size_t nbase
 	e.m = s.m;
 	tp_sha256_init(&e.sha);
 	s.c.sha = &e.sha;
-	tp_pipe_set_ordered(s.c.pipe, hash_job);
 	/* An index file's shards are no one file with one hash. */
 	for (size_t i = 0; s.o.base_sha256 && i < nbases; i++) {
 		if (tp_safetensors_is_index(bases[i])) {
@@ -780,7 +781,7 @@ int tp_delta_estimate(tp_delta_layout **out, const char *target,
 	size_t plan_len = 0;
 	tp_delta_opts o = opts ? *opts : (tp_delta_opts){ 0 };
 	o.plan = NULL; /* an estimate plans */
-	int rc = session_open(&s, target, bases, nbases, &o);
+	int rc = session_open(&s, target, bases, nbases, &o, NULL);
 	if (rc < 0)
 		goto done;
 	t.c = &s.c;

@@ -196,20 +196,14 @@ size_t tp_pipe_window(const tp_pipe *p);
 void tp_pipe_submit(tp_pipe *p, uint64_t job);
 /* Wait for job (submitted, not yet collected); returns its fn's result. */
 int tp_pipe_wait(tp_pipe *p, uint64_t job);
-/* An ordered stage inside jobs: a job calls tp_pipe_turn_wait(job) after
- * its parallel work, does the part that must run in job order (e.g. hashing
- * the outputs), then tp_pipe_turn_pass(job, ok). Jobs are taken in order, so
- * the waits cannot deadlock. A job that passes with ok false makes every
- * later turn_wait fail instead of waiting for it forever. */
-int tp_pipe_turn_wait(tp_pipe *p, uint64_t job);
-void tp_pipe_turn_pass(tp_pipe *p, uint64_t job, bool ok);
-/* An ordered stage that no worker waits for: once a job's fn returns 0,
- * `ordered` runs for it in job order, on the worker that finished the job
- * just before it or on its own, while the other workers go on with new
- * jobs. A job is done (tp_pipe_wait) when its ordered stage has run; one
- * whose fn or stage fails makes every later job fail without running its
- * stage. Set before the first submit. */
-void tp_pipe_set_ordered(tp_pipe *p, tp_pipe_fn ordered);
+/* A pipe whose jobs also have an ordered stage: ordered(slot) runs once per
+ * job, in job order, after its fn succeeded, on whichever worker finds it
+ * next in line (none waits for its turn); tp_pipe_wait then returns the
+ * stage's result. threads is the number of worker threads; 0 runs both
+ * inline in tp_pipe_submit. After a failed fn or stage, later stages are
+ * skipped (their jobs still report their fn's result). */
+int tp_pipe_new_ordered(tp_pipe **out, unsigned threads, size_t window, tp_pipe_fn fn,
+			tp_pipe_fn ordered, void *ctx);
 void tp_pipe_free(tp_pipe *p);
 unsigned tp_delta_default_threads(void);
 

@@ -8,25 +8,21 @@
 
 struct tp_pipe {
 	pthread_mutex_t mu;
-	pthread_cond_t work_cv, done_cv, turn_cv;
+	pthread_cond_t work_cv, done_cv;
 	pthread_t *threads;
 	unsigned nthreads;
 	size_t window;
 	tp_pipe_fn fn;
+	tp_pipe_fn ordered; /* NULL: none */
 	void *ctx;
 	uint64_t submitted, taken;
+	uint64_t *ran;    /* per slot: job number + 1 when fn returned (ordered pipes) */
 	uint64_t *done;   /* per slot: job number + 1 when finished */
 	int *rc;          /* per slot */
 	tp_error_state *err; /* per slot: a failed job's error, made on its thread */
 	uint64_t turn;    /* next job whose ordered stage may run */
-	bool turn_failed; /* a job passed its turn with ok false */
-	/* tp_pipe_set_ordered: per slot, job number + 1 once its fn has
-	 * returned; the next job for the stage; whether a worker is running
-	 * stages now; whether a job failed. */
-	tp_pipe_fn ordered;
-	uint64_t *staged;
-	uint64_t oturn;
-	bool ordering, ofailed;
+	bool turn_failed; /* a job's fn or ordered stage failed */
+	bool ordering;    /* a worker is running ordered stages */
 	bool stop;
 	bool inited; /* mutex and condition variables */
 };
@@ -37,43 +33,32 @@ unsigned tp_delta_default_threads(void)
 	return n > 256 ? 256 : n;
 }
 
-/* One job's ordered stage, after its fn returned rc; the job's result. */
-static int ordered_step(tp_pipe *p, size_t slot, unsigned id, int rc)
-{
-	if (rc == 0 && p->ofailed)
-		rc = tp_error_set(TP_EIO, "an earlier job failed");
-	else if (rc == 0)
-		rc = p->ordered(p->ctx, slot, id);
-	if (rc != 0)
-		p->ofailed = true;
-	if (rc < 0 && p->nthreads)
-		tp_error_state_capture(&p->err[slot]);
-	return rc;
-}
-
-/* Called with the lock held by a worker whose job just finished its fn:
- * run the stages of every finished job in order, unlocked, until the next
- * one is still in its fn; whoever finishes that one takes over. Only one
- * worker runs stages at a time (ordering), so they never overlap. */
+/* Called with the lock held by a worker whose job just ran: unless another
+ * worker is at it already, run the ordered stage of every job that is next
+ * in order and has run, so no worker ever sleeps waiting for its turn. A job
+ * whose fn failed skips the stage, and so do all later ones. */
 static void run_ordered(tp_pipe *p, unsigned id)
 {
+	if (p->ordering)
+		return;
 	p->ordering = true;
 	for (;;) {
-		uint64_t job = p->oturn;
-		size_t slot = (size_t)(job % p->window);
-		if (p->staged[slot] != job + 1)
+		size_t slot = (size_t)(p->turn % p->window);
+		if (p->ran[slot] != p->turn + 1)
 			break;
-		int rc = p->rc[slot];
-		bool skip = rc != 0; /* its fn's error is already captured */
-		pthread_mutex_unlock(&p->mu);
-		if (skip)
-			p->ofailed = true;
-		else
-			rc = ordered_step(p, slot, id, rc);
-		pthread_mutex_lock(&p->mu);
-		p->rc[slot] = rc;
-		p->done[slot] = job + 1;
-		p->oturn = job + 1;
+		if (p->rc[slot] < 0) {
+			p->turn_failed = true;
+		} else if (!p->turn_failed) {
+			pthread_mutex_unlock(&p->mu);
+			int rc = p->ordered(p->ctx, slot, id);
+			if (rc < 0)
+				tp_error_state_capture(&p->err[slot]);
+			pthread_mutex_lock(&p->mu);
+			p->rc[slot] = rc;
+			p->turn_failed = rc < 0;
+		}
+		p->done[slot] = p->turn + 1;
+		p->turn++;
 		pthread_cond_broadcast(&p->done_cv);
 	}
 	p->ordering = false;
@@ -101,41 +86,41 @@ static void *worker_main(void *arg)
 		pthread_mutex_lock(&p->mu);
 		p->rc[slot] = rc;
 		if (p->ordered) {
-			p->staged[slot] = job + 1;
-			if (!p->ordering)
-				run_ordered(p, id);
-			continue;
+			p->ran[slot] = job + 1;
+			run_ordered(p, id);
+		} else {
+			p->done[slot] = job + 1;
 		}
-		p->done[slot] = job + 1;
 		pthread_cond_broadcast(&p->done_cv);
 	}
 	pthread_mutex_unlock(&p->mu);
 	return NULL;
 }
 
-int tp_pipe_new(tp_pipe **out, unsigned threads, size_t window, tp_pipe_fn fn, void *ctx)
+static int pipe_make(tp_pipe **out, unsigned threads, size_t window, tp_pipe_fn fn,
+		     tp_pipe_fn ordered, void *ctx)
 {
 	tp_pipe *p = calloc(1, sizeof(*p));
 	if (!p)
 		return tp_error_set(TP_ENOMEM, "out of memory");
 	p->window = window ? window : 1;
 	p->fn = fn;
+	p->ordered = ordered;
 	p->ctx = ctx;
+	p->ran = calloc(p->window, sizeof(*p->ran));
 	p->done = calloc(p->window, sizeof(*p->done));
 	p->rc = calloc(p->window, sizeof(*p->rc));
 	p->err = calloc(p->window, sizeof(*p->err));
-	p->staged = calloc(p->window, sizeof(*p->staged));
 	p->threads = calloc(threads ? threads : 1, sizeof(*p->threads));
-	if (!p->done || !p->rc || !p->err || !p->staged || !p->threads) {
+	if (!p->ran || !p->done || !p->rc || !p->err || !p->threads) {
 		tp_pipe_free(p);
 		return tp_error_set(TP_ENOMEM, "out of memory");
 	}
 	pthread_mutex_init(&p->mu, NULL);
 	pthread_cond_init(&p->work_cv, NULL);
 	pthread_cond_init(&p->done_cv, NULL);
-	pthread_cond_init(&p->turn_cv, NULL);
 	p->inited = true;
-	if (threads > 1) {
+	if (threads > 0) {
 		/* Hold the lock so workers see every pthread_t before looking up their id. */
 		pthread_mutex_lock(&p->mu);
 		for (unsigned i = 0; i < threads; i++) {
@@ -153,6 +138,17 @@ int tp_pipe_new(tp_pipe **out, unsigned threads, size_t window, tp_pipe_fn fn, v
 	return 0;
 }
 
+int tp_pipe_new(tp_pipe **out, unsigned threads, size_t window, tp_pipe_fn fn, void *ctx)
+{
+	return pipe_make(out, threads > 1 ? threads : 0, window, fn, NULL, ctx);
+}
+
+int tp_pipe_new_ordered(tp_pipe **out, unsigned threads, size_t window, tp_pipe_fn fn,
+			tp_pipe_fn ordered, void *ctx)
+{
+	return pipe_make(out, threads, window, fn, ordered, ctx);
+}
+
 unsigned tp_pipe_workers(const tp_pipe *p)
 {
 	return p->nthreads ? p->nthreads : 1;
@@ -168,10 +164,9 @@ void tp_pipe_submit(tp_pipe *p, uint64_t job)
 	size_t slot = (size_t)(job % p->window);
 	if (!p->nthreads) {
 		int rc = p->fn(p->ctx, slot, 0);
-		if (p->ordered && rc != 0)
-			p->ofailed = true;
-		else if (p->ordered)
-			rc = ordered_step(p, slot, 0, rc);
+		if (p->ordered && rc == 0 && !p->turn_failed)
+			rc = p->ordered(p->ctx, slot, 0);
+		p->turn_failed |= rc < 0;
 		p->rc[slot] = rc;
 		p->done[slot] = job + 1;
 		p->submitted = job + 1;
@@ -196,34 +191,6 @@ int tp_pipe_wait(tp_pipe *p, uint64_t job)
 	return rc;
 }
 
-int tp_pipe_turn_wait(tp_pipe *p, uint64_t job)
-{
-	pthread_mutex_lock(&p->mu);
-	while (!p->turn_failed && p->turn != job)
-		pthread_cond_wait(&p->turn_cv, &p->mu);
-	bool failed = p->turn_failed;
-	pthread_mutex_unlock(&p->mu);
-	return failed ? tp_error_set(TP_EIO, "an earlier job failed") : 0;
-}
-
-void tp_pipe_turn_pass(tp_pipe *p, uint64_t job, bool ok)
-{
-	pthread_mutex_lock(&p->mu);
-	if (!ok)
-		p->turn_failed = true;
-	else if (p->turn == job)
-		p->turn = job + 1;
-	pthread_cond_broadcast(&p->turn_cv);
-	pthread_mutex_unlock(&p->mu);
-}
-
-void tp_pipe_set_ordered(tp_pipe *p, tp_pipe_fn ordered)
-{
-	pthread_mutex_lock(&p->mu);
-	p->ordered = ordered;
-	pthread_mutex_unlock(&p->mu);
-}
-
 void tp_pipe_free(tp_pipe *p)
 {
 	if (!p)
@@ -240,12 +207,11 @@ void tp_pipe_free(tp_pipe *p)
 		pthread_mutex_destroy(&p->mu);
 		pthread_cond_destroy(&p->work_cv);
 		pthread_cond_destroy(&p->done_cv);
-		pthread_cond_destroy(&p->turn_cv);
 	}
 	free(p->threads);
+	free(p->ran);
 	free(p->done);
 	free(p->rc);
 	free(p->err);
-	free(p->staged);
 	free(p);
 }

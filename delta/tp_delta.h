@@ -150,6 +150,9 @@ enum { TP_DELTA_WRITEBACK = 8 << 20 };
 typedef struct tp_delta_durable {
 	int fd;
 	uint64_t written, flushed; /* bytes written; bytes whose writeback has started */
+	/* Final size when known, reserved on the first write; 0: unknown.
+	 * tp_delta_apply_to sets it from the delta's plan. */
+	uint64_t size;
 } tp_delta_durable;
 int tp_delta_durable_write(void *ctx, const void *buf, size_t n);
 

@@ -1,110 +1,107 @@
-/* The worker pool's ordered stage (tp_pipe_set_ordered): stages run one at
- * a time in job order, each after its job's fn and before the job is done,
- * and a failed job or stage fails every later job without its stage. */
+/* The ordered worker pool: every job's ordered stage runs once, in job
+ * order, after its own fn; failures stop later stages and reach the caller. */
 #include "delta_internal.h"
 #include "testutil.h"
 
-#include <pthread.h>
+#include <sched.h>
 
-enum { JOBS = 300 };
+enum { WINDOW = 5, JOBS = 400 };
 
-typedef struct ctx {
-	size_t window;
-	uint64_t job[64];     /* per slot: its job number, set before submit */
-	int fn_done[JOBS];    /* fn finished (set by fn) */
-	uint64_t staged_next; /* next job the stage expects */
-	int order_ok, stage_ran[JOBS], busy;
-	uint64_t fail_fn, fail_stage; /* job whose fn or stage fails; JOBS: none */
-	pthread_mutex_t mu;
-} ctx;
+typedef struct pctx {
+	uint64_t job[WINDOW]; /* job held by each slot */
+	bool ran[WINDOW];     /* fn ran for the slot's job */
+	uint64_t seen;        /* jobs through the ordered stage, in order */
+	uint64_t out_of_order;
+	uint64_t before_fn;   /* stages run before their job's fn */
+	uint64_t fail_fn, fail_stage; /* job that fails there, or JOBS */
+} pctx;
 
-static int job_fn(void *p, size_t slot, unsigned worker)
+static int fn(void *ctx, size_t slot, unsigned worker)
 {
-	ctx *c = p;
-	uint64_t j = c->job[slot];
+	pctx *c = ctx;
 	(void)worker;
-	/* Uneven work, so that jobs finish out of order. */
-	volatile uint64_t x = 0;
-	for (uint64_t i = 0; i < (j * 7919 % 13) * 20000; i++)
-		x += i;
-	pthread_mutex_lock(&c->mu);
-	c->fn_done[j] = 1;
-	pthread_mutex_unlock(&c->mu);
-	return j == c->fail_fn ? tp_error_set(TP_EIO, "job %u failed", (unsigned)j) : 0;
+	/* Uneven job lengths make later jobs finish first. */
+	for (uint64_t i = 0; i < (c->job[slot] * 7919) % 5; i++)
+		sched_yield();
+	c->ran[slot] = true;
+	return c->job[slot] == c->fail_fn ? tp_error_set(TP_ECORRUPT, "fn %llu",
+							   (unsigned long long)c->job[slot])
+					  : 0;
 }
 
-static int stage_fn(void *p, size_t slot, unsigned worker)
+static int stage(void *ctx, size_t slot, unsigned worker)
 {
-	ctx *c = p;
-	uint64_t j = c->job[slot];
+	pctx *c = ctx;
 	(void)worker;
-	/* No lock: only one stage may run at a time (busy checks it). */
-	if (__atomic_exchange_n(&c->busy, 1, __ATOMIC_ACQ_REL))
-		c->order_ok = 0;
-	pthread_mutex_lock(&c->mu);
-	if (j != c->staged_next || !c->fn_done[j])
-		c->order_ok = 0;
-	pthread_mutex_unlock(&c->mu);
-	c->staged_next = j + 1;
-	c->stage_ran[j] = 1;
-	__atomic_store_n(&c->busy, 0, __ATOMIC_RELEASE);
-	return j == c->fail_stage ? tp_error_set(TP_EIO, "stage %u failed", (unsigned)j) : 0;
+	c->out_of_order += c->job[slot] != c->seen;
+	c->before_fn += !c->ran[slot];
+	c->seen++;
+	return c->job[slot] == c->fail_stage ? tp_error_set(TP_EIO, "stage") : 0;
 }
 
-/* Submit JOBS jobs through a window of 2 per thread and collect them in
- * order; returns the first job that failed (JOBS when none). */
-static uint64_t run(unsigned threads, uint64_t fail_fn, uint64_t fail_stage, ctx *c)
+/* Runs JOBS jobs; returns the first failing job's rc and sets *at to it. */
+static int run(unsigned threads, pctx *c, uint64_t *at)
 {
-	memset(c, 0, sizeof(*c));
-	pthread_mutex_init(&c->mu, NULL);
-	c->order_ok = 1;
-	c->fail_fn = fail_fn;
-	c->fail_stage = fail_stage;
 	tp_pipe *p = NULL;
-	c->window = 2 * (size_t)threads;
-	CHECK(tp_pipe_new(&p, threads, c->window, job_fn, c) == 0);
-	if (!p)
-		return 0;
-	tp_pipe_set_ordered(p, stage_fn);
-	uint64_t next = 0, first_bad = JOBS;
-	for (uint64_t done = 0; done < JOBS;) {
-		if (next < JOBS && next - done < c->window) {
-			c->job[next % c->window] = next;
+	int rc = tp_pipe_new_ordered(&p, threads, WINDOW, fn, stage, c);
+	CHECK(rc == 0);
+	if (rc)
+		return rc;
+	uint64_t next = 0, done = 0;
+	*at = JOBS;
+	while (done < JOBS) {
+		if (next < JOBS && next - done < WINDOW) {
+			c->job[next % WINDOW] = next;
+			c->ran[next % WINDOW] = false;
 			tp_pipe_submit(p, next++);
 			continue;
 		}
-		int rc = tp_pipe_wait(p, done);
-		if (rc == 0) {
-			CHECK(c->stage_ran[done]); /* done means staged */
-		} else if (first_bad == JOBS) {
-			first_bad = done;
-			CHECK(rc == TP_EIO && strstr(tp_error_last(), "failed") != NULL);
+		if ((rc = tp_pipe_wait(p, done)) < 0) {
+			*at = done;
+			break;
 		}
-		if (first_bad != JOBS && done > first_bad) /* every later job fails too */
-			CHECK(rc < 0 && !c->stage_ran[done]);
 		done++;
 	}
+	/* Collect what is still in flight, as a caller stopping early may not. */
 	tp_pipe_free(p);
-	pthread_mutex_destroy(&c->mu);
-	CHECK(c->order_ok);
-	return first_bad;
+	return rc;
 }
 
-static void test_ordered(void)
+static void test_order(void)
 {
-	static ctx c;
-	for (unsigned threads = 1; threads <= 4; threads++) {
-		CHECK(run(threads, JOBS, JOBS, &c) == JOBS);
-		CHECK(c.staged_next == JOBS);
-		CHECK(run(threads, 50, JOBS, &c) == 50);
-		CHECK(!c.stage_ran[50] && c.stage_ran[49]);
-		CHECK(run(threads, JOBS, 70, &c) == 70);
-		CHECK(c.stage_ran[70] && !c.stage_ran[71]);
+	for (unsigned threads = 0; threads <= 4; threads++) {
+		pctx c = { .fail_fn = JOBS, .fail_stage = JOBS };
+		uint64_t at;
+		CHECK_EQ_INT(run(threads, &c, &at), 0);
+		CHECK_EQ_INT(c.seen, JOBS);
+		CHECK_EQ_INT(c.out_of_order, 0);
+		CHECK_EQ_INT(c.before_fn, 0);
+	}
+}
+
+static void test_failures(void)
+{
+	for (unsigned threads = 0; threads <= 3; threads++) {
+		pctx c = { .fail_fn = 123, .fail_stage = JOBS };
+		uint64_t at;
+		CHECK_EQ_INT(run(threads, &c, &at), TP_ECORRUPT);
+		CHECK_EQ_INT(at, 123);
+		CHECK_STR(tp_error_last(), "fn 123");
+		CHECK_EQ_INT(c.seen, 123); /* no stage after the failed job */
+		CHECK_EQ_INT(c.out_of_order, 0);
+
+		pctx d = { .fail_fn = JOBS, .fail_stage = 77 };
+		CHECK_EQ_INT(run(threads, &d, &at), TP_EIO);
+		CHECK_EQ_INT(at, 77);
+		CHECK_STR(tp_error_last(), "stage");
+		CHECK_EQ_INT(d.seen, 78);
+		CHECK_EQ_INT(d.out_of_order, 0);
 	}
 }
 
 int main(void)
 {
-	TP_TEST_RUN(test_ordered);
+	TP_TEST_RUN(test_order);
+	TP_TEST_RUN(test_failures);
 	return TP_TEST_RESULT();
 }
