@@ -13,13 +13,10 @@
 #define CREDENTIALS_FILE_MAX (1u << 20)
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
-static int curl_rc;
-static char curl_err[512];
 
 static void curl_init(void)
 {
-	if ((curl_rc = tp_s3_curl_load(curl_err, sizeof(curl_err))) == 0)
-		curl_global_init(CURL_GLOBAL_DEFAULT);
+	curl_global_init(CURL_GLOBAL_DEFAULT);
 }
 
 static int strdup_to(char **out, const char *s, size_t n)
@@ -376,8 +373,6 @@ done:
 int tp_store_s3_open(tp_store **out, const char *url, tp_store_config_fn config, void *config_ctx)
 {
 	pthread_once(&curl_once, curl_init);
-	if (curl_rc)
-		return tp_error_set(curl_rc, "S3 stores need libcurl: %s", curl_err);
 	s3_settings st = { .url = url, .config = config, .config_ctx = config_ctx };
 	s3_store *s = calloc(1, sizeof(*s));
 	int rc;

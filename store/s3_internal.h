@@ -6,40 +6,6 @@
 
 #include "store_internal.h"
 
-/* libcurl's functions, loaded by tp_s3_curl_load (s3_curl.c) when the first
- * S3 store is opened; the curl_* names below call through them. */
-typedef struct tp_s3_curl_api {
-	CURLcode (*global_init)(long flags);
-	CURL *(*easy_init)(void);
-	CURLcode (*easy_setopt)(CURL *h, CURLoption option, ...);
-	CURLcode (*easy_perform)(CURL *h);
-	CURLcode (*easy_getinfo)(CURL *h, CURLINFO info, ...);
-	void (*easy_reset)(CURL *h);
-	void (*easy_cleanup)(CURL *h);
-	const char *(*easy_strerror)(CURLcode code);
-	struct curl_slist *(*slist_append)(struct curl_slist *list, const char *s);
-	void (*slist_free_all)(struct curl_slist *list);
-} tp_s3_curl_api;
-
-extern tp_s3_curl_api tp_s3_curl;
-
-/* Load libcurl: 0, or TP_EUNSUPPORTED with why in err. Once per process. */
-int tp_s3_curl_load(char *err, size_t errlen);
-
-/* curl.h's type-checking wrappers (GCC) are macros of the same names. */
-#undef curl_easy_setopt
-#undef curl_easy_getinfo
-#define curl_global_init(...) tp_s3_curl.global_init(__VA_ARGS__)
-#define curl_easy_init(...) tp_s3_curl.easy_init(__VA_ARGS__)
-#define curl_easy_setopt(...) tp_s3_curl.easy_setopt(__VA_ARGS__)
-#define curl_easy_perform(...) tp_s3_curl.easy_perform(__VA_ARGS__)
-#define curl_easy_getinfo(...) tp_s3_curl.easy_getinfo(__VA_ARGS__)
-#define curl_easy_reset(...) tp_s3_curl.easy_reset(__VA_ARGS__)
-#define curl_easy_cleanup(...) tp_s3_curl.easy_cleanup(__VA_ARGS__)
-#define curl_easy_strerror(...) tp_s3_curl.easy_strerror(__VA_ARGS__)
-#define curl_slist_append(...) tp_s3_curl.slist_append(__VA_ARGS__)
-#define curl_slist_free_all(...) tp_s3_curl.slist_free_all(__VA_ARGS__)
-
 #define MiB (UINT64_C(1) << 20)
 #define DEFAULT_PART_SIZE (64 * MiB)
 #define MIN_PART_SIZE (5 * MiB) /* S3's own minimum for all but the last part */
