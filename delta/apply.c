@@ -3,7 +3,7 @@
  * either by the workers (the pipe's ordered stage: whichever worker finds
  * the next chunk decoded hashes it, none sleeps waiting for its turn) or,
  * with a single worker, by this thread beside the writes, so that decoding
- * and hashing overlap. The sha256 is checked before the output is published. */
+ * and hashing overlap (--threads 2). The sha256 is checked before the output is published. */
 #include "delta_internal.h"
 #include "delta_io.h"
 
@@ -128,14 +128,13 @@ static int decoder_init(decoder *dc, const tp_delta_layout *m, const tp_base_set
 		if ((rc = tp_chunk_coder_init(&dc->coders[i], m->chunk_size)) < 0)
 			return rc;
 	tp_sha256_init(&dc->sha);
-	/* One worker decodes while this thread hashes and writes, as zstd -d
-	 * writes from a second thread (inline on a single core). More workers
-	 * hash in the pipe's ordered stage: this thread's share is then only
-	 * reading and writing, which is the serial part that bounds scaling. */
-	unsigned workers = dc->threads;
+	/* threads counts the CPUs kept busy. With two, one worker decodes while
+	 * this thread hashes and writes, as zstd -d writes from a second thread;
+	 * with more, the workers also hash, in the pipe's ordered stage, and this
+	 * thread's share is only reading and writing, the serial part that bounds
+	 * scaling; with one, everything runs inline on this thread. */
+	unsigned workers = dc->threads > 1 ? dc->threads - 1 : 0;
 	dc->hash_on_main = workers == 1;
-	if (workers == 1 && tp_cpu_count() < 2)
-		workers = 0;
 	return tp_pipe_new_ordered(&dc->pipe, workers, dc->window, decode_job,
 				   dc->hash_on_main ? NULL : hash_job, dc);
 }

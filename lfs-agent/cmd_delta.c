@@ -25,12 +25,15 @@ static const char usage_compress[] =
 	"usage: tenpak delta compress [--base FILE]... TARGET -o OUT [--threads N] [--level N]\n"
 	"Write a delta that rebuilds TARGET from the bases (none: compress TARGET alone).\n"
 	"A --base ending in .index.json stands for all of its shards.\n"
-	"OUT may be - (stdout), a FIFO or a device: those are written in place.\n";
+	"OUT may be - (stdout), a FIFO or a device: those are written in place.\n"
+	"--threads N: CPUs to keep busy (default: the cores this process may use).\n";
 static const char usage_apply[] =
 	"usage: tenpak delta apply [--base FILE]... DELTA -o OUT [--threads N]\n"
 	"Rebuild the file from DELTA and its bases; OUT is written only if its sha256 matches.\n"
 	"OUT may be - (stdout), a FIFO or a device: those are written as the bytes come,\n"
-	"and a sha256 mismatch then shows only in the exit status.\n";
+	"and a sha256 mismatch then shows only in the exit status.\n"
+	"--threads N: CPUs to keep busy (default: the cores this process may use); with 2,\n"
+	"one decodes while the other hashes and writes.\n";
 static const char usage_estimate[] =
 	"usage: tenpak delta estimate [--base FILE]... TARGET [--json] [--threads N] [--level N]\n"
 	"Predict the delta size from a sample of each tensor's chunks.\n";

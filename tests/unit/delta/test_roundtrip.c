@@ -291,9 +291,9 @@ static void test_corruption(void)
 	/* Small chunks and 3 workers: a frame that fails to decode while later
 	 * ones wait for their turn to be hashed must fail the apply, not hang it. */
 	tp_delta_opts o = { .threads = 3, .chunk_size = TP_DELTA_CHUNK_MIN };
-	/* Every other trial with one worker, which decodes while this thread
-	 * hashes and writes. */
-	tp_delta_opts one = { .threads = 1 }, *ao;
+	/* The trials also apply with two threads (one worker decodes while this
+	 * thread hashes and writes) and one (all inline). */
+	tp_delta_opts two = { .threads = 2 }, one = { .threads = 1 }, *ao;
 	CHECK(tp_delta_compress_file(t, &b, 1, d, &o, NULL) == 0);
 	size_t n = 0;
 	uint8_t *good = t_read_file(d, &n), *copy = malloc(n);
@@ -304,7 +304,7 @@ static void test_corruption(void)
 		copy[pos] ^= (uint8_t)(1 + t_rand(&seed) % 255);
 		t_write_bytes(bad, copy, n);
 		unlink(out);
-		ao = trials % 2 ? &one : &o;
+		ao = trials % 3 == 1 ? &two : trials % 3 == 2 ? &one : &o;
 		int rc = tp_delta_apply_file(bad, &b, 1, out, ao, NULL);
 		failed += rc < 0;
 		wrong += (rc < 0 && t_exists(out)) || (rc == 0 && !t_same_files(out, t));
