@@ -1,3 +1,4 @@
+#define _GNU_SOURCE /* sync_file_range */
 #include "tp_common.h"
 
 #include <errno.h>
@@ -7,6 +8,19 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+void tp_fs_start_writeback(int fd, uint64_t written, uint64_t *flushed)
+{
+	if (written - *flushed < TP_FS_WRITEBACK)
+		return;
+#ifdef SYNC_FILE_RANGE_WRITE
+	(void)sync_file_range(fd, (off_t)*flushed, (off_t)(written - *flushed),
+			      SYNC_FILE_RANGE_WRITE);
+#else
+	(void)fd;
+#endif
+	*flushed = written;
+}
 
 int tp_fs_mkdirs(const char *path)
 {

@@ -227,6 +227,12 @@ int tp_fs_write_all(int fd, const void *buf, size_t n);
 int tp_fs_write_file(const char *path, const void *data, size_t n);
 /* read(2) up to n bytes, retrying on EINTR; *got < n only at end of file. */
 int tp_fs_read_full(int fd, void *buf, size_t n, size_t *got);
+/* For a file fsync'd once written: after `written` bytes, start the
+ * kernel's writeback of those past *flushed once TP_FS_WRITEBACK of them
+ * have gathered, so the final fsync waits for the last few MiB only. Only a
+ * hint (a no-op on pipes, devices and some file systems). */
+#define TP_FS_WRITEBACK ((uint64_t)8 << 20)
+void tp_fs_start_writeback(int fd, uint64_t written, uint64_t *flushed);
 /* fsync a directory so a rename inside it is durable. */
 int tp_fs_fsync_dir(const char *dir);
 /* The same for an open directory; dir names it in errors. */

@@ -1,5 +1,5 @@
 /* File plumbing around the codec: fd adapters and publish-by-rename. */
-#define _GNU_SOURCE /* sync_file_range, fallocate */
+#define _GNU_SOURCE /* fallocate */
 #include "delta_internal.h"
 #include "delta_io.h"
 
@@ -32,15 +32,7 @@ int tp_delta_durable_write(void *ctx, const void *buf, size_t n)
 	if (rc < 0)
 		return rc;
 	d->written += n;
-	if (d->written - d->flushed >= TP_DELTA_WRITEBACK) {
-#ifdef SYNC_FILE_RANGE_WRITE
-		/* Only a hint (fails on pipes, some file systems): the fsync at
-		 * the end is what makes the file durable. */
-		(void)sync_file_range(d->fd, (off_t)d->flushed, (off_t)(d->written - d->flushed),
-				      SYNC_FILE_RANGE_WRITE);
-#endif
-		d->flushed = d->written;
-	}
+	tp_fs_start_writeback(d->fd, d->written, &d->flushed);
 	return 0;
 }
 

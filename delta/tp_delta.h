@@ -143,10 +143,8 @@ int tp_delta_fd_write(void *ctx, const void *buf, size_t n);
 int tp_delta_fd_read(void *ctx, void *buf, size_t n, size_t *got);
 
 /* A file that will be fsync'd at the end: tp_delta_durable_write starts
- * the kernel's writeback of every TP_DELTA_WRITEBACK bytes as they are
- * written, so the final fsync waits for the last few MiB instead of the
- * whole file. For pipes and devices the hint is a no-op. */
-enum { TP_DELTA_WRITEBACK = 8 << 20 };
+ * the kernel's writeback as it goes (tp_fs_start_writeback), so the final
+ * fsync waits for the last few MiB instead of the whole file. */
 typedef struct tp_delta_durable {
 	int fd;
 	uint64_t written, flushed; /* bytes written; bytes whose writeback has started */

@@ -10,7 +10,6 @@
  * (objects/ab, tmp, an object) is never followed, so nothing is written or
  * served from outside the root. Only the root itself may be a link.
  */
-#define _GNU_SOURCE /* sync_file_range */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -24,9 +23,6 @@
 #include "store_internal.h"
 
 #define IO_CHUNK (1u << 20)
-/* Writeback is started every this many bytes of a put, so that its fsync
- * waits for the last few only (a put fed by a codec lasts as long as it). */
-#define WRITEBACK ((uint64_t)8 << 20)
 #define TMP_DIR "tmp"
 
 typedef struct file_store {
@@ -216,15 +212,9 @@ static int copy_source(int fd, const tp_store_source *src, const char *what)
 			break;
 		}
 		written += got;
-#ifdef SYNC_FILE_RANGE_WRITE
-		/* Only a hint (some file systems ignore it): the fsync after
-		 * the copy is what makes the value durable. */
-		if (written - flushed >= WRITEBACK) {
-			(void)sync_file_range(fd, (off_t)flushed, (off_t)(written - flushed),
-					      SYNC_FILE_RANGE_WRITE);
-			flushed = written;
-		}
-#endif
+		/* A put fed by a codec lasts as long as the coding: its fsync
+		 * then waits for the last few MiB only. */
+		tp_fs_start_writeback(fd, written, &flushed);
 	}
 	free(buf);
 	return rc;
