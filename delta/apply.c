@@ -259,8 +259,6 @@ int tp_delta_apply_to(tp_delta_read_fn read, void *read_ctx,
 				  (unsigned long long)o.expect_size);
 		goto done;
 	}
-	if (write == tp_delta_durable_write && !((tp_delta_durable *)write_ctx)->size)
-		((tp_delta_durable *)write_ctx)->size = m->target_size;
 	if ((rc = tp_base_set_open(&b, bases, nbases)) < 0 ||
 	    (rc = decoder_init(&dc, m, &b, &o)) < 0 || (rc = decode_all(&dc, &r)) != 0 ||
 	    (rc = check_end(&dc, &r)) < 0)

@@ -148,8 +148,8 @@ int tp_delta_fd_read(void *ctx, void *buf, size_t n, size_t *got);
 typedef struct tp_delta_durable {
 	int fd;
 	uint64_t written, flushed; /* bytes written; bytes whose writeback has started */
-	/* Final size when known, reserved on the first write; 0: unknown.
-	 * tp_delta_apply_to sets it from the delta's plan. */
+	/* Final size when the caller knows it (an LFS object's), reserved on
+	 * the first write; 0: unknown. */
 	uint64_t size;
 } tp_delta_durable;
 int tp_delta_durable_write(void *ctx, const void *buf, size_t n);

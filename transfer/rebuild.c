@@ -67,7 +67,7 @@ int tp_transfer_apply(tp_transfer *t, int in, char **bases, size_t nbases, const
 	o.expect_size = expect;
 	/* The codec hashes what it writes as it writes it: the output is never
 	 * read back. */
-	tp_delta_durable w = { .fd = fd };
+	tp_delta_durable w = { .fd = fd, .size = expect };
 	tp_delta_write_fn write = !out ? NULL : durable ? tp_delta_durable_write : tp_delta_fd_write;
 	rc = tp_delta_apply_to(tp_delta_fd_read, &in, (const char *const *)bases, nbases, write,
 			       durable ? (void *)&w : (void *)&fd, &o, &stats);
